@@ -1,0 +1,17 @@
+//! Herald's database schema.
+//!
+//! Migrations describe tables by name and never import the application's entities: an old
+//! migration must keep producing the same schema however the code that reads it evolves.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_foundation;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261126_000001_foundation::Migration)]
+    }
+}

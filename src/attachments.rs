@@ -1,0 +1,81 @@
+//! Attachments, stored once per content (keyed by SHA-256) in the database so that hub
+//! instances share them without a shared disk.
+
+use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+use serde::Serialize;
+
+use crate::{
+    accounts::Caller,
+    domain::item::sha256_hex,
+    error::{Error, Result},
+    hub::Hub,
+    store::{begin_write, entities::attachment},
+};
+
+#[derive(Debug, Serialize)]
+pub struct AttachmentView {
+    pub sha256: String,
+    pub content_type: String,
+    pub size: i64,
+}
+
+/// Whether the bytes look like what the declared type says. Types without a signature (plain
+/// text) are checked for what they must be instead.
+fn content_matches(content_type: &str, data: &[u8]) -> bool {
+    let zip = data.starts_with(b"PK\x03\x04");
+    let ole = data.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]);
+    match content_type {
+        "application/pdf" => data.starts_with(b"%PDF-"),
+        "image/png" => data.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "image/jpeg" => data.starts_with(&[0xFF, 0xD8, 0xFF]),
+        "audio/mpeg" => data.starts_with(b"ID3") || (data.len() > 1 && data[0] == 0xFF && data[1] & 0xE0 == 0xE0),
+        "audio/wav" => data.len() >= 12 && &data[..4] == b"RIFF" && &data[8..12] == b"WAVE",
+        "application/msword" | "application/vnd.ms-excel" => ole,
+        "application/ofd"
+        | "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+        | "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" => zip,
+        "text/plain" => std::str::from_utf8(data).is_ok(),
+        _ => true,
+    }
+}
+
+pub async fn upload(hub: &Hub, caller: &Caller, declared_type: &str, data: &[u8]) -> Result<AttachmentView> {
+    let content_type = declared_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let settings = &hub.settings.content;
+    if !settings.attachment_types.iter().any(|allowed| allowed == &content_type) {
+        return Err(Error::validation(
+            "content_type",
+            format!("attachments of type `{content_type}` are not accepted; allowed: {}", settings.attachment_types.join(", ")),
+        ));
+    }
+    if data.is_empty() {
+        return Err(Error::validation("body", "the attachment is empty"));
+    }
+    if data.len() > settings.max_attachment_bytes {
+        return Err(Error::validation("body", format!("the attachment is {} bytes; the limit is {}", data.len(), settings.max_attachment_bytes)));
+    }
+    if !content_matches(&content_type, data) {
+        return Err(Error::validation("content_type", format!("the file's content is not {content_type}")));
+    }
+    let sha256 = sha256_hex(data);
+    let size = i64::try_from(data.len()).map_err(anyhow::Error::new)?;
+    let txn = begin_write(&hub.db).await?;
+    if attachment::Entity::find_by_id(&sha256).one(&txn).await?.is_none() {
+        attachment::ActiveModel {
+            sha256: Set(sha256.clone()),
+            content_type: Set(content_type.clone()),
+            size: Set(size),
+            data: Set(data.to_vec()),
+            created_by: Set(caller.id.clone()),
+            created_at: Set(hub.clock.now()),
+        }
+        .insert(&txn)
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(AttachmentView { sha256, content_type, size })
+}
+
+pub async fn download(hub: &Hub, sha256: &str) -> Result<attachment::Model> {
+    attachment::Entity::find_by_id(sha256).one(&hub.db).await?.ok_or(Error::NotFound("attachment"))
+}

@@ -1,0 +1,242 @@
+//! The `herald` command line. Each command loads the settings the same way (file, then
+//! `HERALD_…` environment, then flags) and reports failure with a message and exit status 1
+//! (2 for unusable configuration or arguments).
+
+use std::{io::Read, path::PathBuf, process::ExitCode, sync::Arc};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::{
+    accounts::{self, NewUser},
+    audit,
+    config::{Overrides, Settings},
+    domain::user::Role,
+    http::Application,
+    hub::{Clock, Hub, ReferenceData},
+    telemetry, workers,
+};
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "Herald: one post, every channel — 一次发布，多渠道送达")]
+struct Cli {
+    /// TOML configuration file (see herald.example.toml).
+    #[arg(long, global = true, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory for the embedded SQLite database; overrides storage.data_dir.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub: HTTP API and background workers. Migrates the database first.
+    Serve {
+        /// HOST:PORT to listen on; overrides server.listen.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Bring the database schema up to date and exit.
+    Migrate,
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Load and check the configuration and the files it names, then print it.
+    CheckConfig,
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; prints a generated one-time password unless --password-stdin is given.
+    Add {
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Administrative division code the user works within (6, 9 or 12 digits).
+        #[arg(long)]
+        area: String,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        /// Read the password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+    /// Disable a user: their sessions end and their tokens are revoked.
+    Disable { username: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issue an API token for a user; the secret is printed once.
+    Create {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; names the first bad row.
+    Verify,
+}
+
+/// Who the audit log names for changes made from the command line.
+const CLI_ACTOR: &str = "cli";
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init();
+    let overrides = Overrides {
+        data_dir: cli.data_dir.clone(),
+        listen: match &cli.command {
+            Command::Serve { listen } => listen.clone(),
+            _ => None,
+        },
+    };
+    let settings = match Settings::load(cli.config.as_deref(), &overrides) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // One TLS provider for every client (PostgreSQL over TLS, later WeChat and MQTT).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("herald: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, settings)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("herald: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::CheckConfig => {
+            ReferenceData::load(&settings)?;
+            println!("{}", toml::to_string_pretty(&settings)?);
+            println!("# configuration OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { .. } => serve(settings).await,
+        Command::Migrate => {
+            Hub::open(settings, Clock::System).await?;
+            println!("database schema is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User(command) => {
+            let hub = Hub::open(settings, Clock::System).await?;
+            user_command(&hub, command).await
+        }
+        Command::Token(TokenCommand::Create { user, name }) => {
+            let hub = Hub::open(settings, Clock::System).await?;
+            let owner = accounts::find_user_by_name(&hub, &user).await.map_err(|e| anyhow::anyhow!("{user}: {e}"))?;
+            let (token, secret) =
+                accounts::create_token(&hub, CLI_ACTOR, &owner.id, &name).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("token {} for {user}: {secret}", token.id);
+            println!("Keep it now: Herald stores only its hash and cannot show it again.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let hub = Hub::open(settings, Clock::System).await?;
+            let verification = audit::verify(&hub.db).await?;
+            match verification.first_bad {
+                None => {
+                    println!("audit log intact: {} rows verified", verification.rows_checked);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(bad) => {
+                    eprintln!("audit log BROKEN at row {}: {} ({} rows before it verified)", bad.seq, bad.reason, verification.rows_checked);
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+async fn user_command(hub: &Hub, command: UserCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        UserCommand::Add { username, role, area, display_name, password_stdin } => {
+            let password = if password_stdin {
+                let mut password = String::new();
+                std::io::stdin().read_to_string(&mut password).context("cannot read the password from standard input")?;
+                Some(password.trim_end_matches(['\r', '\n']).to_owned())
+            } else {
+                None
+            };
+            let new = NewUser { username, display_name, role, area_code: area, password };
+            let (user, generated) = accounts::create_user(hub, CLI_ACTOR, None, new).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("created {} ({}, area {})", user.username, user.role.as_str(), user.area_code);
+            if let Some(password) = generated {
+                println!("one-time password: {password}");
+            }
+        }
+        UserCommand::List => {
+            for user in accounts::list_users(hub, None).await.map_err(|e| anyhow::anyhow!("{e}"))? {
+                let status = if user.disabled { "disabled" } else { "active" };
+                println!("{}\t{}\t{}\t{}\t{}", user.username, user.role.as_str(), user.area_code, status, user.display_name);
+            }
+        }
+        UserCommand::Disable { username } => {
+            let user = accounts::find_user_by_name(hub, &username).await.map_err(|e| anyhow::anyhow!("{username}: {e}"))?;
+            accounts::disable_user(hub, CLI_ACTOR, None, &user.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("disabled {username}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first `serve` on an empty store creates an administrator for the whole area tree.
+async fn ensure_first_admin(hub: &Hub) -> anyhow::Result<()> {
+    if accounts::any_user_exists(hub).await.map_err(|e| anyhow::anyhow!("{e}"))? {
+        return Ok(());
+    }
+    let root = hub.areas.root();
+    let new = NewUser {
+        username: "admin".into(),
+        display_name: "系统管理员".into(),
+        role: Role::Admin,
+        area_code: root.code.to_string(),
+        password: None,
+    };
+    let (_, password) = accounts::create_user(hub, "system", None, new).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("created the first administrator `admin` for {} ({})", root.name, root.code);
+    if let Some(password) = password {
+        println!("one-time password: {password}");
+        println!("Sign in and keep it safe: it is not shown again.");
+    }
+    Ok(())
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    let hub = Arc::new(Hub::open(settings, Clock::System).await?);
+    ensure_first_admin(&hub).await?;
+    let application = Application::build(hub.clone())?;
+    println!("Herald listening on http://{}", application.local_addr());
+    tokio::select! {
+        result = application.run_until_stopped() => result.context("HTTP server stopped")?,
+        result = workers::run_expiry_until_stopped(hub.clone()) => result?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,232 @@
+//! Typed settings: defaults, then one TOML file, then `HERALD_SECTION__KEY` environment
+//! variables, then command-line flags. Unknown keys are rejected so a typo never silently
+//! falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub content: ContentSettings,
+    pub auth: AuthSettings,
+    pub workflow: WorkflowSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// `HOST:PORT`; port 0 asks the system for a free port.
+    pub listen: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Holds the embedded SQLite database.
+    pub data_dir: PathBuf,
+    /// Empty: SQLite in `data_dir`. `postgres://…` selects PostgreSQL.
+    pub database_url: String,
+    pub max_connections: u32,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self { data_dir: PathBuf::from("herald-data"), database_url: String::new(), max_connections: 8 }
+    }
+}
+
+impl StorageSettings {
+    pub fn effective_database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("herald.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContentSettings {
+    /// Regular expression every 索引号 must match; local practice varies, so it is configurable.
+    pub index_no_pattern: String,
+    /// Largest accepted body (and redacted body), in bytes of UTF-8.
+    pub max_body_bytes: usize,
+    pub max_attachment_bytes: usize,
+    pub attachment_types: Vec<String>,
+    /// Administrative-division tree; empty selects the built-in demo county.
+    pub areas_file: String,
+    /// Catalog entries (standard directory domains, 条例 Art. 20/21 categories); empty selects the built-in list.
+    pub catalog_file: String,
+    /// Public holidays and make-up workdays; empty selects the built-in calendar.
+    pub calendar_file: String,
+}
+
+impl Default for ContentSettings {
+    fn default() -> Self {
+        Self {
+            index_no_pattern: r"^([0-9A-Z]{9}|[0-9A-HJ-NPQRTUWXY]{18})/\d{4}-\d{5,6}$".into(),
+            max_body_bytes: 1024 * 1024,
+            max_attachment_bytes: 20 * 1024 * 1024,
+            attachment_types: [
+                "application/pdf",
+                "application/ofd",
+                "application/msword",
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                "application/vnd.ms-excel",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                "image/jpeg",
+                "image/png",
+                "audio/mpeg",
+                "audio/wav",
+                "text/plain",
+            ]
+            .map(String::from)
+            .to_vec(),
+            areas_file: String::new(),
+            catalog_file: String::new(),
+            calendar_file: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub session_hours: u32,
+    /// Failed logins for one user name within the window before further attempts are refused.
+    pub login_max_failures: u32,
+    pub login_window_minutes: u32,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self { session_hours: 12, login_max_failures: 5, login_window_minutes: 15 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkflowSettings {
+    /// A policy interpretation (解读) is due this many working days after its policy is published.
+    pub interpretation_working_days: u32,
+    /// Interpretations due within this many working days are listed as due soon.
+    pub due_soon_working_days: u32,
+}
+
+impl Default for WorkflowSettings {
+    fn default() -> Self {
+        Self { interpretation_working_days: 3, due_soon_working_days: 1 }
+    }
+}
+
+/// Command-line values that win over the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path} cannot be read: {source}")]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Environment variables that share the prefix but configure the test harness or the CLI.
+fn is_setting_variable(key: &str) -> bool {
+    !key.starts_with("test_") && key != "config"
+}
+
+impl Settings {
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            // Read it ourselves: figment treats a missing file as empty, and a typo in the path
+            // must not quietly run on defaults.
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Unreadable { path: path.to_path_buf(), source })?;
+            figment = figment.merge(Toml::string(&text));
+        }
+        figment = figment.merge(Env::prefixed("HERALD_").split("__").filter(|key| is_setting_variable(key.as_str())));
+        if let Some(dir) = &overrides.data_dir {
+            figment = figment.merge(Serialized::default("storage.data_dir", dir));
+        }
+        if let Some(listen) = &overrides.listen {
+            figment = figment.merge(Serialized::default("server.listen", listen));
+        }
+        let settings: Settings = figment.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        regex::Regex::new(&self.content.index_no_pattern)
+            .map_err(|e| ConfigError::Invalid(format!("content.index_no_pattern: {e}")))?;
+        if self.storage.max_connections == 0 {
+            return Err(ConfigError::Invalid("storage.max_connections must be at least 1".into()));
+        }
+        if self.workflow.interpretation_working_days == 0 {
+            return Err(ConfigError::Invalid("workflow.interpretation_working_days must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_states_every_default() {
+        let example: toml::Value =
+            toml::from_str(include_str!("../herald.example.toml")).expect("herald.example.toml is TOML");
+        let defaults = toml::Value::try_from(Settings::default()).expect("defaults serialise");
+        assert_eq!(example, defaults, "herald.example.toml drifted from Settings::default()");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "[server]\nlisen = \"0.0.0.0:1\"\n").expect("write");
+        let error = Settings::load(Some(&path), &Overrides::default()).expect_err("typo must fail");
+        assert!(error.to_string().contains("lisen"), "{error}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:9\"\n[storage]\ndata_dir = \"from-file\"\n").expect("write");
+        let from_file = Settings::load(Some(&path), &Overrides::default()).expect("loads");
+        assert_eq!(from_file.server.listen, "127.0.0.1:9");
+        let overrides = Overrides { data_dir: Some("from-flag".into()), listen: Some("127.0.0.1:10".into()) };
+        let settings = Settings::load(Some(&path), &overrides).expect("loads");
+        assert_eq!(settings.server.listen, "127.0.0.1:10");
+        assert_eq!(settings.storage.data_dir, PathBuf::from("from-flag"));
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_not_the_defaults() {
+        let error = Settings::load(Some(Path::new("/nonexistent/herald.toml")), &Overrides::default())
+            .expect_err("missing file");
+        assert!(error.to_string().contains("/nonexistent/herald.toml"));
+    }
+}

@@ -1,0 +1,404 @@
+//! An item's content as a publisher submits it, and the validated, immutable form a version
+//! stores. Every channel renders from a stored version; nothing renders from raw input.
+
+use chrono::NaiveDate;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{
+    area::AreaTree,
+    catalog::Catalog,
+    document::{DocNumber, IndexNumber},
+};
+use crate::error::Error;
+
+/// 公开属性, decided when the document is drafted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disclosure {
+    /// 此件公开发布
+    Public,
+    /// 此件删减后公开: channels receive the redacted body only.
+    PublicRedacted,
+    /// 此件依申请公开: never leaves the store.
+    OnRequest,
+    /// 此件不公开: never leaves the store; a legal reason is recorded.
+    NotPublic,
+}
+
+impl Disclosure {
+    pub fn may_leave_the_store(self) -> bool {
+        matches!(self, Disclosure::Public | Disclosure::PublicRedacted)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disclosure::Public => "public",
+            Disclosure::PublicRedacted => "public_redacted",
+            Disclosure::OnRequest => "on_request",
+            Disclosure::NotPublic => "not_public",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Disclosure::Public, Disclosure::PublicRedacted, Disclosure::OnRequest, Disclosure::NotPublic]
+            .into_iter()
+            .find(|d| d.as_str() == raw)
+    }
+
+    /// The 附注 printed under the 成文日期.
+    pub fn annotation(self) -> &'static str {
+        match self {
+            Disclosure::Public => "（此件公开发布）",
+            Disclosure::PublicRedacted => "（此件删减后公开）",
+            Disclosure::OnRequest => "（此件依申请公开）",
+            Disclosure::NotPublic => "（此件不公开）",
+        }
+    }
+}
+
+/// 有效性 of a normative document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Validity {
+    /// 现行有效
+    Current,
+    /// 已修改
+    Amended,
+    /// 已废止
+    Repealed,
+    /// 已失效
+    Lapsed,
+}
+
+/// 体裁: the fifteen 公文 kinds of the 党政机关公文处理工作条例, plus the non-公文 kinds portals carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Genre {
+    Resolution,
+    Decision,
+    Order,
+    Communique,
+    Announcement,
+    PublicNotice,
+    Opinion,
+    Notice,
+    Bulletin,
+    Report,
+    Request,
+    Reply,
+    Motion,
+    Letter,
+    Minutes,
+    News,
+    Interpretation,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentRef {
+    pub sha256: String,
+    pub filename: String,
+}
+
+/// What a publisher sends to create or edit an item.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemInput {
+    pub title: String,
+    pub body: String,
+    #[serde(default)]
+    pub summary: String,
+    pub disclosure: Disclosure,
+    #[serde(default)]
+    pub redacted_body: Option<String>,
+    #[serde(default)]
+    pub legal_reason: Option<String>,
+    pub index_no: String,
+    pub issuers: Vec<String>,
+    #[serde(default)]
+    pub doc_no: Option<String>,
+    pub written_date: NaiveDate,
+    #[serde(default)]
+    pub topic: Vec<String>,
+    #[serde(default)]
+    pub validity: Option<Validity>,
+    pub genre: Genre,
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    pub catalog: String,
+    pub area_code: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub attachments: Vec<AttachmentRef>,
+    #[serde(default)]
+    pub emergency: bool,
+    #[serde(default)]
+    pub expires_on: Option<NaiveDate>,
+    /// For a policy interpretation (解读): the id of the policy item it explains.
+    #[serde(default)]
+    pub interprets: Option<String>,
+}
+
+/// A validated item version's content. Its canonical JSON is what the content hash covers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemContent {
+    pub title: String,
+    pub body: String,
+    pub summary: String,
+    pub disclosure: Disclosure,
+    pub redacted_body: Option<String>,
+    pub legal_reason: Option<String>,
+    pub index_no: String,
+    pub issuers: Vec<String>,
+    pub doc_no: Option<String>,
+    pub written_date: NaiveDate,
+    pub topic: Vec<String>,
+    pub validity: Option<Validity>,
+    pub genre: Genre,
+    pub keywords: Vec<String>,
+    pub catalog: String,
+    pub area_code: String,
+    pub tags: Vec<String>,
+    pub attachments: Vec<AttachmentRef>,
+    pub emergency: bool,
+    pub expires_on: Option<NaiveDate>,
+    pub interprets: Option<String>,
+}
+
+/// What the content is checked against; all of it comes from configuration.
+pub struct ContentRules<'a> {
+    pub index_no_pattern: &'a Regex,
+    pub max_body_bytes: usize,
+    pub areas: &'a AreaTree,
+    pub catalog: &'a Catalog,
+}
+
+const MAX_TITLE_CHARS: usize = 200;
+const MAX_SUMMARY_CHARS: usize = 500;
+const MAX_LIST_ENTRIES: usize = 20;
+const MAX_SHORT_TEXT_CHARS: usize = 100;
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
+    Error::Validation { field: field.into(), message: message.into() }
+}
+
+/// A single line of plain text: trimmed, without control characters, within a length.
+fn plain_text(field: &str, raw: &str, max_chars: usize, required: bool) -> Result<String, Error> {
+    let text = raw.trim();
+    if required && text.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if text.chars().count() > max_chars {
+        return Err(invalid(field, format!("must be at most {max_chars} characters")));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(invalid(field, "must be a single line without control characters"));
+    }
+    Ok(text.to_owned())
+}
+
+fn plain_list(field: &str, raw: &[String], required: bool) -> Result<Vec<String>, Error> {
+    if required && raw.is_empty() {
+        return Err(invalid(field, "must name at least one entry"));
+    }
+    if raw.len() > MAX_LIST_ENTRIES {
+        return Err(invalid(field, format!("must have at most {MAX_LIST_ENTRIES} entries")));
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(i, entry)| plain_text(&format!("{field}[{i}]"), entry, MAX_SHORT_TEXT_CHARS, true))
+        .collect()
+}
+
+/// Rich text reduced to an allow-list of tags and attributes: no script, no event handler,
+/// no `javascript:` URL survives, whatever channel later renders it.
+pub fn sanitise_html(raw: &str) -> String {
+    ammonia::Builder::default().link_rel(Some("noopener noreferrer")).clean(raw).to_string()
+}
+
+fn rich_text(field: &str, raw: &str, max_bytes: usize) -> Result<String, Error> {
+    if raw.len() > max_bytes {
+        return Err(invalid(field, format!("is {} bytes; the limit is {max_bytes}", raw.len())));
+    }
+    let clean = sanitise_html(raw);
+    if clean.trim().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    Ok(clean)
+}
+
+fn is_sha256_hex(raw: &str) -> bool {
+    raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl ItemContent {
+    pub fn parse(input: ItemInput, rules: &ContentRules<'_>) -> Result<Self, Error> {
+        let title = plain_text("title", &input.title, MAX_TITLE_CHARS, true)?;
+        let body = rich_text("body", &input.body, rules.max_body_bytes)?;
+        let summary = plain_text("summary", &input.summary, MAX_SUMMARY_CHARS, false)?;
+
+        let redacted_body = match (input.disclosure, input.redacted_body.as_deref()) {
+            (Disclosure::PublicRedacted, Some(raw)) => Some(rich_text("redacted_body", raw, rules.max_body_bytes)?),
+            (Disclosure::PublicRedacted, None) => {
+                return Err(invalid("redacted_body", "is required when disclosure is public_redacted (此件删减后公开)"));
+            }
+            (_, Some(_)) => {
+                return Err(invalid("redacted_body", "is only accepted when disclosure is public_redacted"));
+            }
+            (_, None) => None,
+        };
+        let legal_reason = match (input.disclosure, input.legal_reason.as_deref()) {
+            (Disclosure::NotPublic, Some(raw)) => Some(plain_text("legal_reason", raw, MAX_SUMMARY_CHARS, true)?),
+            (Disclosure::NotPublic, None) => {
+                return Err(invalid("legal_reason", "is required when disclosure is not_public (此件不公开)"));
+            }
+            (_, Some(raw)) => Some(plain_text("legal_reason", raw, MAX_SUMMARY_CHARS, false)?),
+            (_, None) => None,
+        }
+        .filter(|reason| !reason.is_empty());
+
+        let index_no =
+            IndexNumber::parse(&input.index_no, rules.index_no_pattern).map_err(|m| invalid("index_no", m))?;
+        let doc_no = input
+            .doc_no
+            .as_deref()
+            .filter(|raw| !raw.trim().is_empty())
+            .map(|raw| DocNumber::parse(raw).map(DocNumber::into_string))
+            .transpose()
+            .map_err(|m| invalid("doc_no", m))?;
+        let area = rules.areas.resolve(input.area_code.trim()).map_err(|m| invalid("area_code", m))?;
+        let catalog = input.catalog.trim();
+        if rules.catalog.get(catalog).is_none() {
+            return Err(invalid("catalog", format!("catalog entry `{catalog}` is not configured")));
+        }
+        if let Some(expires_on) = input.expires_on
+            && expires_on < input.written_date
+        {
+            return Err(invalid("expires_on", "must not be before written_date"));
+        }
+        for (i, attachment) in input.attachments.iter().enumerate() {
+            if !is_sha256_hex(&attachment.sha256) {
+                return Err(invalid(format!("attachments[{i}].sha256"), "must be a lower-case SHA-256 hex digest"));
+            }
+            plain_text(&format!("attachments[{i}].filename"), &attachment.filename, MAX_SHORT_TEXT_CHARS, true)?;
+        }
+        let interprets = input.interprets.map(|id| id.trim().to_owned()).filter(|id| !id.is_empty());
+
+        Ok(Self {
+            title,
+            body,
+            summary,
+            disclosure: input.disclosure,
+            redacted_body,
+            legal_reason,
+            index_no: index_no.into_string(),
+            issuers: plain_list("issuers", &input.issuers, true)?,
+            doc_no,
+            written_date: input.written_date,
+            topic: plain_list("topic", &input.topic, false)?,
+            validity: input.validity,
+            genre: input.genre,
+            keywords: plain_list("keywords", &input.keywords, false)?,
+            catalog: catalog.to_owned(),
+            area_code: area.as_str().to_owned(),
+            tags: plain_list("tags", &input.tags, false)?,
+            attachments: input
+                .attachments
+                .into_iter()
+                .map(|a| AttachmentRef { sha256: a.sha256, filename: a.filename.trim().to_owned() })
+                .collect(),
+            emergency: input.emergency,
+            expires_on: input.expires_on,
+            interprets,
+        })
+    }
+
+    /// The body every channel receives: the redacted one for 此件删减后公开.
+    pub fn public_body(&self) -> &str {
+        self.redacted_body.as_deref().unwrap_or(&self.body)
+    }
+
+    pub fn canonical_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| unreachable!("ItemContent always serialises: {e}"))
+    }
+
+    pub fn content_hash(&self) -> String {
+        sha256_hex(self.canonical_json().as_bytes())
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemState {
+    Draft,
+    InReview,
+    Approved,
+    Published,
+    Withdrawn,
+    Expired,
+}
+
+impl ItemState {
+    pub const ALL: [ItemState; 6] = [
+        ItemState::Draft,
+        ItemState::InReview,
+        ItemState::Approved,
+        ItemState::Published,
+        ItemState::Withdrawn,
+        ItemState::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemState::Draft => "draft",
+            ItemState::InReview => "in_review",
+            ItemState::Approved => "approved",
+            ItemState::Published => "published",
+            ItemState::Withdrawn => "withdrawn",
+            ItemState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    /// Withdrawn and expired items never go out again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, ItemState::Withdrawn | ItemState::Expired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitising_removes_scripts_handlers_and_javascript_urls() {
+        let dirty = r#"<p onclick="x()">正文<script>alert(1)</script><img src="a.png" onerror="alert(2)"><a href="javascript:alert(3)">链接</a></p>"#;
+        let clean = sanitise_html(dirty);
+        for banned in ["<script", "onclick", "onerror", "javascript:"] {
+            assert!(!clean.contains(banned), "{banned} survived in {clean}");
+        }
+        assert!(clean.contains("正文"));
+    }
+
+    #[test]
+    fn disclosure_round_trips_through_its_wire_name() {
+        for d in [Disclosure::Public, Disclosure::PublicRedacted, Disclosure::OnRequest, Disclosure::NotPublic] {
+            assert_eq!(Disclosure::parse(d.as_str()), Some(d));
+        }
+        assert!(Disclosure::Public.may_leave_the_store());
+        assert!(Disclosure::PublicRedacted.may_leave_the_store());
+        assert!(!Disclosure::OnRequest.may_leave_the_store());
+        assert!(!Disclosure::NotPublic.may_leave_the_store());
+    }
+}

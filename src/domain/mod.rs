@@ -1,0 +1,8 @@
+//! Domain types, parsed at the edge: once a value of these types exists, it is valid.
+
+pub mod area;
+pub mod calendar;
+pub mod catalog;
+pub mod document;
+pub mod item;
+pub mod user;

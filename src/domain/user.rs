@@ -1,0 +1,88 @@
+//! Accounts: roles and names.
+
+use serde::{Deserialize, Serialize};
+
+use super::area::{AreaCode, AreaLevel};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Role {
+    /// Drafts, submits and publishes items.
+    Publisher,
+    /// Reviews items, including the confidentiality check (保密审查).
+    Reviewer,
+    /// A village committee's operator: drafts village items and announcements.
+    VillageOperator,
+    /// Manages accounts and may do everything within their area.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Publisher => "publisher",
+            Role::Reviewer => "reviewer",
+            Role::VillageOperator => "village_operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Role::Publisher, Role::Reviewer, Role::VillageOperator, Role::Admin].into_iter().find(|r| r.as_str() == raw)
+    }
+
+    /// A village operator works for exactly one village.
+    pub fn check_scope(self, area: &AreaCode) -> Result<(), String> {
+        if self == Role::VillageOperator && area.level() != AreaLevel::Village {
+            return Err(format!("a village_operator must be scoped to a village (12 digits), not {area}"));
+        }
+        Ok(())
+    }
+
+    pub fn may_author(self) -> bool {
+        matches!(self, Role::Publisher | Role::VillageOperator | Role::Admin)
+    }
+
+    pub fn may_review(self) -> bool {
+        matches!(self, Role::Reviewer | Role::Admin)
+    }
+
+    pub fn may_publish(self) -> bool {
+        matches!(self, Role::Publisher | Role::VillageOperator | Role::Admin)
+    }
+
+    pub fn may_withdraw(self) -> bool {
+        matches!(self, Role::Publisher | Role::Reviewer | Role::Admin)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        let valid_len = (2..=64).contains(&raw.chars().count());
+        let valid_chars = raw.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if valid_len && valid_chars {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err("must be 2–64 letters, digits, '.', '_' or '-'".into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Passwords chosen by people must be long enough to resist guessing at the login rate limit.
+pub const MIN_PASSWORD_CHARS: usize = 10;
+
+pub fn check_password_strength(password: &str) -> Result<(), String> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"));
+    }
+    Ok(())
+}

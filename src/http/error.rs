@@ -1,0 +1,93 @@
+//! The HTTP face of errors: `{"error":{"code","message","field"}}` with a fitting status.
+
+use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+use serde::Serialize;
+
+use crate::error::Error;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: &'a str,
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>, field: Option<String>) -> Self {
+        Self { status, code, message: message.into(), field }
+    }
+
+    /// A request the server could not read as the expected JSON, query or path.
+    pub fn malformed(message: impl Into<String>, field: Option<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed_request", message, field)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(Body {
+            error: Inner { code: self.code, message: &self.message, field: self.field.as_deref() },
+        })
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Validation { field, message } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message, Some(field))
+            }
+            Error::Refused { code, field, message } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message, field),
+            Error::Conflict { code, message } => Self::new(StatusCode::CONFLICT, code, message, None),
+            Error::NotFound(what) => Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"), None),
+            Error::Forbidden(message) => Self::new(StatusCode::FORBIDDEN, "forbidden", message, None),
+            Error::Unauthenticated => {
+                Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "sign in or present an API token", None)
+            }
+            Error::RateLimited(message) => Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message, None),
+            Error::Unexpected(cause) => {
+                tracing::error!(error.cause_chain = ?cause, "request failed unexpectedly");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred; it has been logged", None)
+            }
+        }
+    }
+}
+
+/// Names the field a serde error is about: from the path when there is one, otherwise from
+/// the `missing field` / `unknown field` wording.
+pub fn field_of<E: std::fmt::Display>(error: &serde_path_to_error::Error<E>) -> Option<String> {
+    let path = error.path().to_string();
+    let message = error.inner().to_string();
+    let quoted = |prefix: &str| {
+        message.strip_prefix(prefix).and_then(|rest| rest.split('`').next()).map(str::to_owned)
+    };
+    let named = quoted("missing field `").or_else(|| quoted("unknown field `"));
+    match (path.as_str(), named) {
+        (".", named) => named,
+        (path, Some(name)) => Some(format!("{path}.{name}")),
+        (path, None) => Some(path.to_owned()),
+    }
+}

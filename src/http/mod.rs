@@ -1,0 +1,145 @@
+//! The HTTP API (actix-web). Every route is declared once, in `api_routes`, which both the
+//! server and the OpenAPI test read.
+//!
+//! **Architecture Invariant:** only `src/http` knows actix-web; the operations it calls take
+//! plain values and return `crate::error::Error`.
+
+mod accounts;
+pub mod error;
+mod extract;
+mod items;
+pub mod system;
+
+use std::{collections::BTreeMap, net::TcpListener, sync::Arc};
+
+use actix_web::{
+    App, HttpServer, Route,
+    dev::{Server, Service},
+    http::Method,
+    web,
+};
+use anyhow::Context;
+
+use crate::hub::Hub;
+
+/// One API operation: its method, its path (OpenAPI syntax) and its handler.
+pub struct ApiRoute {
+    pub method: Method,
+    pub path: &'static str,
+    pub route: Route,
+}
+
+fn op(method: Method, path: &'static str, route: Route) -> ApiRoute {
+    ApiRoute { method, path, route }
+}
+
+pub fn api_routes() -> Vec<ApiRoute> {
+    use Method as M;
+    vec![
+        op(M::GET, "/healthz", web::get().to(system::healthz)),
+        op(M::GET, "/metrics", web::get().to(system::metrics)),
+        op(M::GET, "/api/openapi.json", web::get().to(system::openapi)),
+        op(M::POST, "/api/v1/session", web::post().to(accounts::login)),
+        op(M::DELETE, "/api/v1/session", web::delete().to(accounts::logout)),
+        op(M::GET, "/api/v1/me", web::get().to(accounts::me)),
+        op(M::GET, "/api/v1/users", web::get().to(accounts::list_users)),
+        op(M::POST, "/api/v1/users", web::post().to(accounts::create_user)),
+        op(M::POST, "/api/v1/users/{id}/disable", web::post().to(accounts::disable_user)),
+        op(M::GET, "/api/v1/tokens", web::get().to(accounts::list_tokens)),
+        op(M::POST, "/api/v1/tokens", web::post().to(accounts::create_token)),
+        op(M::DELETE, "/api/v1/tokens/{id}", web::delete().to(accounts::revoke_token)),
+        op(M::GET, "/api/v1/items", web::get().to(items::list)),
+        op(M::POST, "/api/v1/items", web::post().to(items::create)),
+        op(M::GET, "/api/v1/items/{id}", web::get().to(items::get)),
+        op(M::PUT, "/api/v1/items/{id}", web::put().to(items::edit)),
+        op(M::GET, "/api/v1/items/{id}/versions", web::get().to(items::versions)),
+        op(M::GET, "/api/v1/items/{id}/versions/{version}", web::get().to(items::version)),
+        op(M::POST, "/api/v1/items/{id}/submit", web::post().to(items::submit)),
+        op(M::POST, "/api/v1/items/{id}/confidentiality-check", web::post().to(items::confidentiality_check)),
+        op(M::POST, "/api/v1/items/{id}/approve", web::post().to(items::approve)),
+        op(M::POST, "/api/v1/items/{id}/reject", web::post().to(items::reject)),
+        op(M::POST, "/api/v1/items/{id}/publish", web::post().to(items::publish)),
+        op(M::POST, "/api/v1/items/{id}/withdraw", web::post().to(items::withdraw)),
+        op(M::POST, "/api/v1/attachments", web::post().to(items::upload_attachment)),
+        op(M::GET, "/api/v1/attachments/{sha256}", web::get().to(items::download_attachment)),
+        op(M::GET, "/api/v1/interpretations/due", web::get().to(items::interpretations_due)),
+        op(M::GET, "/api/v1/audit", web::get().to(system::audit_log)),
+        op(M::GET, "/api/v1/areas", web::get().to(system::areas)),
+        op(M::GET, "/api/v1/catalog", web::get().to(system::catalog)),
+    ]
+}
+
+fn configure(cfg: &mut web::ServiceConfig) {
+    // One resource per path: actix answers 405 from the first resource whose path matches, so
+    // every method of a path must live on the same resource.
+    let mut by_path: BTreeMap<&'static str, Vec<Route>> = BTreeMap::new();
+    for api_route in api_routes() {
+        by_path.entry(api_route.path).or_default().push(api_route.route);
+    }
+    for (path, routes) in by_path {
+        let mut resource = web::resource(path);
+        for route in routes {
+            resource = resource.route(route);
+        }
+        cfg.service(resource);
+    }
+}
+
+async fn no_route() -> Result<actix_web::HttpResponse, error::ApiError> {
+    Err(error::ApiError::new(actix_web::http::StatusCode::NOT_FOUND, "no_route", "no such endpoint", None))
+}
+
+pub struct Application {
+    server: Server,
+    local_addr: std::net::SocketAddr,
+}
+
+impl Application {
+    /// Binds the configured address (port 0 picks a free port) and prepares the server.
+    pub fn build(hub: Arc<Hub>) -> anyhow::Result<Self> {
+        let listen = hub.settings.server.listen.clone();
+        let listener = TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
+        let local_addr = listener.local_addr()?;
+        let hub_data = web::Data::from(hub.clone());
+        let metrics = web::Data::new(system::HttpMetrics::default());
+        let payload_limit = hub.settings.content.max_attachment_bytes.max(4 * hub.settings.content.max_body_bytes) + (1 << 20);
+        let server = HttpServer::new(move || {
+            let counters = metrics.clone();
+            App::new()
+                .app_data(hub_data.clone())
+                .app_data(metrics.clone())
+                .app_data(web::PayloadConfig::new(payload_limit))
+                .wrap(tracing_actix_logger())
+                .wrap_fn(move |req, srv| {
+                    let counters = counters.clone();
+                    let response = srv.call(req);
+                    async move {
+                        let response = response.await?;
+                        counters.record(response.status().as_u16());
+                        Ok(response)
+                    }
+                })
+                .configure(configure)
+                .default_service(web::to(no_route))
+        })
+        .listen(listener)?
+        .run();
+        Ok(Self { server, local_addr })
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local_addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn tracing_actix_logger() -> actix_web::middleware::Logger {
+    actix_web::middleware::Logger::new("%r %s %Dms")
+}

@@ -1,0 +1,124 @@
+//! `Hub`: the store plus the configuration every operation consults. One per process; HTTP
+//! handlers, the CLI and workers all act through it.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use regex::Regex;
+use sea_orm::DatabaseConnection;
+
+use crate::{
+    config::Settings,
+    domain::{
+        area::{AreaTree, DEMO_AREAS},
+        calendar::{DEFAULT_CALENDAR, WorkCalendar},
+        catalog::{Catalog, DEFAULT_CATALOG},
+    },
+    store,
+};
+
+/// Where time comes from: the system, or a hand-set instant so tests can cross deadlines
+/// without sleeping.
+#[derive(Clone, Debug)]
+pub enum Clock {
+    System,
+    Manual(Arc<Mutex<DateTime<Utc>>>),
+}
+
+impl Clock {
+    pub fn manual(start: DateTime<Utc>) -> Self {
+        Clock::Manual(Arc::new(Mutex::new(start)))
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        let now = match self {
+            Clock::System => Utc::now(),
+            Clock::Manual(at) => *at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+        };
+        store::store_time(now)
+    }
+
+    /// Moves a manual clock; the system clock cannot be set.
+    pub fn set(&self, to: DateTime<Utc>) {
+        if let Clock::Manual(at) = self {
+            *at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = to;
+        }
+    }
+}
+
+/// Dates of publication and deadlines are Beijing time (UTC+8, no daylight saving).
+pub fn china_offset() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| unreachable!("+08:00 is a valid offset"))
+}
+
+pub fn china_date(t: DateTime<Utc>) -> NaiveDate {
+    t.with_timezone(&china_offset()).date_naive()
+}
+
+/// The first instant after `day` ends in Beijing.
+pub fn end_of_china_day(day: NaiveDate) -> DateTime<Utc> {
+    let next = day.succ_opt().unwrap_or(day);
+    next.and_hms_opt(0, 0, 0)
+        .and_then(|midnight| midnight.and_local_timezone(china_offset()).single())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| unreachable!("midnight in a fixed offset always exists"))
+}
+
+pub struct Hub {
+    pub db: DatabaseConnection,
+    pub settings: Settings,
+    pub areas: AreaTree,
+    pub catalog: Catalog,
+    pub calendar: WorkCalendar,
+    pub index_no_pattern: Regex,
+    pub clock: Clock,
+}
+
+fn read_or_builtin(path: &str, builtin: &'static str) -> anyhow::Result<String> {
+    if path.is_empty() {
+        Ok(builtin.to_owned())
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))
+    }
+}
+
+/// Reference data the settings point at, loaded and checked before anything opens.
+pub struct ReferenceData {
+    pub areas: AreaTree,
+    pub catalog: Catalog,
+    pub calendar: WorkCalendar,
+    pub index_no_pattern: Regex,
+}
+
+impl ReferenceData {
+    pub fn load(settings: &Settings) -> anyhow::Result<Self> {
+        let content = &settings.content;
+        let areas = AreaTree::from_toml(&read_or_builtin(&content.areas_file, DEMO_AREAS)?)
+            .context("content.areas_file")?;
+        let catalog = Catalog::from_toml(&read_or_builtin(&content.catalog_file, DEFAULT_CATALOG)?)
+            .context("content.catalog_file")?;
+        let calendar = WorkCalendar::from_toml(&read_or_builtin(&content.calendar_file, DEFAULT_CALENDAR)?)
+            .context("content.calendar_file")?;
+        let index_no_pattern = Regex::new(&content.index_no_pattern).context("content.index_no_pattern")?;
+        Ok(Self { areas, catalog, calendar, index_no_pattern })
+    }
+}
+
+impl Hub {
+    /// Connects and brings the schema up to date.
+    pub async fn open(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
+        let reference = ReferenceData::load(&settings)?;
+        let db = store::connect(&settings.storage).await?;
+        store::migrate(&db).await?;
+        Ok(Self {
+            db,
+            settings,
+            areas: reference.areas,
+            catalog: reference.catalog,
+            calendar: reference.calendar,
+            index_no_pattern: reference.index_no_pattern,
+            clock,
+        })
+    }
+}

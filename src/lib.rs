@@ -1,0 +1,15 @@
+//! Herald: post once, deliver everywhere, know what happened. See ARCHITECTURE.md.
+
+pub mod accounts;
+pub mod attachments;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod store;
+pub mod telemetry;
+pub mod workers;
+pub mod workflow;
