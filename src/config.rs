@@ -151,6 +151,7 @@ pub enum ConfigError {
 
 /// Environment variables that share the prefix but configure the test harness or the CLI.
 fn is_setting_variable(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
     !key.starts_with("test_") && key != "config"
 }
 

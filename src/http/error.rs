@@ -84,10 +84,13 @@ pub fn field_of<E: std::fmt::Display>(error: &serde_path_to_error::Error<E>) -> 
     let quoted = |prefix: &str| {
         message.strip_prefix(prefix).and_then(|rest| rest.split('`').next()).map(str::to_owned)
     };
-    let named = quoted("missing field `").or_else(|| quoted("unknown field `"));
-    match (path.as_str(), named) {
-        (".", named) => named,
-        (path, Some(name)) => Some(format!("{path}.{name}")),
-        (path, None) => Some(path.to_owned()),
+    let missing = quoted("missing field `");
+    let unknown = quoted("unknown field `");
+    match (path.as_str(), missing, unknown) {
+        // A missing field's path is its parent object.
+        (".", Some(name), _) => Some(name),
+        (parent, Some(name), _) => Some(format!("{parent}.{name}")),
+        (".", None, unknown) => unknown,
+        (path, None, _) => Some(path.to_owned()),
     }
 }

@@ -1,0 +1,235 @@
+//! `spawn_app()`: a hub on a fresh database (SQLite, or PostgreSQL when
+//! HERALD_TEST_DATABASE_URL is set), its HTTP server on port 0, and one API token per role.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+};
+
+use chrono::{DateTime, TimeZone, Utc};
+use herald::{
+    accounts::{self, NewUser},
+    config::Settings,
+    domain::user::Role,
+    http::Application,
+    hub::{Clock, Hub},
+};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub hub: Arc<Hub>,
+    pub client: reqwest::Client,
+    pub tokens: HashMap<&'static str, String>,
+    /// A configuration file naming this app's database, for driving the CLI against it.
+    pub config_path: PathBuf,
+    pub _dir: tempfile::TempDir,
+}
+
+/// The test users: name, role, area.
+pub const USERS: &[(&str, Role, &str)] = &[
+    ("admin", Role::Admin, "530426"),
+    ("publisher", Role::Publisher, "530426"),
+    ("reviewer", Role::Reviewer, "530426"),
+    ("township_publisher", Role::Publisher, "530426101"),
+    ("village_a", Role::VillageOperator, "530426101001"),
+    ("village_b", Role::VillageOperator, "530426101002"),
+];
+
+pub const VILLAGE_A: &str = "530426101001";
+pub const VILLAGE_B: &str = "530426101002";
+
+/// The test calendar: National Day 2026 off from 1 to 7 October (3–4 are a weekend anyway),
+/// Saturday 10 October worked.
+pub const TEST_CALENDAR: &str = "holidays = [\"2026-10-01\", \"2026-10-02\", \"2026-10-05\", \"2026-10-06\", \"2026-10-07\"]\nmakeup_workdays = [\"2026-10-10\"]\n";
+
+/// Body size limit in tests, small enough to exceed cheaply.
+pub const TEST_MAX_BODY_BYTES: usize = 8 * 1024;
+
+/// 10:00 Beijing time on Wednesday 30 September 2026, the eve of the National Day holiday.
+pub fn test_start_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 9, 30, 2, 0, 0).single().expect("valid time")
+}
+
+async fn fresh_postgres_url(base: &str) -> String {
+    let db = Database::connect(base).await.expect("PostgreSQL from HERALD_TEST_DATABASE_URL answers");
+    let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
+    db.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
+    let (prefix, _) = base.split('?').next().unwrap_or(base).rsplit_once('/').expect("URL has a database name");
+    format!("{prefix}/{name}")
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let calendar_path = dir.path().join("calendar.toml");
+    std::fs::write(&calendar_path, TEST_CALENDAR).expect("write calendar");
+
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".into();
+    settings.storage.data_dir = dir.path().join("data");
+    settings.content.max_body_bytes = TEST_MAX_BODY_BYTES;
+    settings.content.calendar_file = calendar_path.display().to_string();
+    match (backend, std::env::var("HERALD_TEST_DATABASE_URL")) {
+        (Backend::Postgres, Ok(base)) => settings.storage.database_url = fresh_postgres_url(&base).await,
+        (Backend::Postgres, Err(_)) => {
+            eprintln!("HERALD_TEST_DATABASE_URL is not set: this PostgreSQL test runs on SQLite");
+        }
+        (Backend::Sqlite, _) => {}
+    }
+    let config_path = dir.path().join("herald.toml");
+    std::fs::write(&config_path, toml::to_string(&settings).expect("settings serialise")).expect("write config");
+
+    let hub = Arc::new(Hub::open(settings, Clock::manual(test_start_time())).await.expect("hub opens"));
+    let mut tokens = HashMap::new();
+    for (name, role, area) in USERS {
+        let new = NewUser {
+            username: (*name).into(),
+            display_name: String::new(),
+            role: *role,
+            area_code: (*area).into(),
+            password: Some(format!("{name}-password-1")),
+        };
+        let (user, _) = accounts::create_user(&hub, "test", None, new).await.expect("create user");
+        let (_, secret) = accounts::create_token(&hub, "test", &user.id, "tests").await.expect("create token");
+        tokens.insert(*name, secret);
+    }
+    let application = Application::build(hub.clone()).expect("app builds");
+    let address = format!("http://{}", application.local_addr());
+    tokio::spawn(application.run_until_stopped());
+    TestApp { address, hub, client: reqwest::Client::new(), tokens, config_path, _dir: dir }
+}
+
+static NEXT_INDEX_NO: AtomicU32 = AtomicU32::new(1);
+
+/// A valid item in `area` with a fresh 索引号.
+pub fn item_body(area: &str) -> Value {
+    let n = NEXT_INDEX_NO.fetch_add(1, Ordering::Relaxed);
+    json!({
+        "title": "关于做好2026年秋冬季森林防火工作的通知",
+        "body": "<p>各乡镇人民政府、县直有关部门：为切实做好秋冬季森林草原防灭火工作，现将有关事项通知如下。</p>",
+        "summary": "部署秋冬季森林防火工作",
+        "disclosure": "public",
+        "index_no": format!("000014349/2026-{n:05}"),
+        "issuers": ["峨山彝族自治县人民政府办公室"],
+        "doc_no": "峨政办发[2026]12号",
+        "written_date": "2026-09-28",
+        "topic": ["综合政务", "应急管理"],
+        "validity": "current",
+        "genre": "notice",
+        "keywords": ["森林防火"],
+        "catalog": "art20-12",
+        "area_code": area,
+        "tags": ["防火"],
+    })
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub json: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    pub fn field(&self) -> Option<&str> {
+        self.json["error"]["field"].as_str()
+    }
+}
+
+impl TestApp {
+    async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body read");
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, json, headers }
+    }
+
+    fn auth(&self, user: &str, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request.bearer_auth(self.tokens.get(user).unwrap_or_else(|| panic!("no test user {user}")))
+    }
+
+    pub async fn get(&self, user: &str, path: &str) -> Reply {
+        self.send(self.auth(user, self.client.get(format!("{}{path}", self.address)))).await
+    }
+
+    pub async fn post(&self, user: &str, path: &str, body: &Value) -> Reply {
+        self.send(self.auth(user, self.client.post(format!("{}{path}", self.address)).json(body))).await
+    }
+
+    pub async fn put(&self, user: &str, path: &str, body: &Value) -> Reply {
+        self.send(self.auth(user, self.client.put(format!("{}{path}", self.address)).json(body))).await
+    }
+
+    pub async fn publish(&self, user: &str, id: &str, key: &str) -> Reply {
+        let request = self.client.post(format!("{}/api/v1/items/{id}/publish", self.address)).header("Idempotency-Key", key);
+        self.send(self.auth(user, request)).await
+    }
+
+    pub async fn upload(&self, user: &str, content_type: &str, bytes: Vec<u8>) -> Reply {
+        let request = self.client.post(format!("{}/api/v1/attachments", self.address)).header("content-type", content_type).body(bytes);
+        self.send(self.auth(user, request)).await
+    }
+
+    /// Creates an item and returns its id.
+    pub async fn create_item(&self, user: &str, body: &Value) -> String {
+        let reply = self.post(user, "/api/v1/items", body).await;
+        assert_eq!(reply.status, 201, "create failed: {}", reply.json);
+        reply.json["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Submits (as `author`), confidentiality-checks and approves (as `reviewer`).
+    pub async fn approve(&self, author: &str, reviewer: &str, id: &str) -> Reply {
+        let submitted = self.post(author, &format!("/api/v1/items/{id}/submit"), &json!({})).await;
+        assert_eq!(submitted.status, 200, "submit failed: {}", submitted.json);
+        let version = submitted.json["current_version"].clone();
+        let checked = self
+            .post(reviewer, &format!("/api/v1/items/{id}/confidentiality-check"), &json!({"version": version, "confirmed": true}))
+            .await;
+        assert_eq!(checked.status, 200, "confidentiality check failed: {}", checked.json);
+        self.post(reviewer, &format!("/api/v1/items/{id}/approve"), &json!({"version": version, "comment": "同意发布"})).await
+    }
+
+    pub async fn audit_actions(&self, item_id: &str) -> Vec<String> {
+        let reply = self.get("admin", "/api/v1/audit?limit=1000").await;
+        reply.json.as_array().expect("audit array").iter()
+            .filter(|e| e["target_id"] == item_id)
+            .map(|e| e["action"].as_str().expect("action").to_owned())
+            .collect()
+    }
+}
+
+/// Defines each scenario twice: on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($(async fn $name:ident($app:ident: TestApp) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn scenario($app: TestApp) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                scenario(spawn_app(Backend::Sqlite).await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                scenario(spawn_app(Backend::Postgres).await).await
+            }
+        }
+    )*};
+}

@@ -1,0 +1,57 @@
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::on_both_databases;
+
+fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut operations = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            assert!(operation["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path} documents no response");
+            assert!(operation["summary"].as_str().is_some_and(|s| !s.is_empty()), "{method} {path} has no summary");
+            operations.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    operations
+}
+
+#[test]
+fn the_openapi_document_lists_exactly_the_routes_the_server_registers() {
+    let doc: Value = serde_json::from_str(herald::http::system::OPENAPI).expect("valid JSON");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let registered: BTreeSet<_> = herald::http::api_routes().into_iter().map(|r| (r.method.to_string(), r.path.to_owned())).collect();
+    let documented = documented_operations(&doc);
+    let undocumented: Vec<_> = registered.difference(&documented).collect();
+    let phantom: Vec<_> = documented.difference(&registered).collect();
+    assert!(undocumented.is_empty(), "routes missing from openapi.json: {undocumented:?}");
+    assert!(phantom.is_empty(), "openapi.json documents routes that do not exist: {phantom:?}");
+    // Every $ref points at a schema that exists.
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().expect("name");
+        assert!(doc["components"]["schemas"].get(name).is_some(), "dangling $ref {name}");
+    }
+}
+
+on_both_databases! {
+    async fn health_metrics_and_the_openapi_document_are_served(app: TestApp) {
+        let health = app.client.get(format!("{}/healthz", app.address)).send().await.expect("healthz");
+        assert_eq!(health.status(), 200);
+        let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.expect("metrics").text().await.expect("text");
+        assert!(metrics.contains("herald_items{state=\"draft\"} 0"), "{metrics}");
+        assert!(metrics.contains("herald_http_responses_total{class=\"2xx\"}"));
+        assert!(metrics.contains("herald_database_up 1"));
+        let doc: Value = app.client.get(format!("{}/api/openapi.json", app.address)).send().await.expect("doc").json().await.expect("json");
+        // Every documented operation reaches a handler (not the fallback for unknown paths).
+        for (method, path) in documented_operations(&doc) {
+            let url = format!("{}{}", app.address, path.replace("{id}", "x").replace("{version}", "1").replace("{sha256}", "x"));
+            let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+            let response = app.client.request(method.clone(), &url).bearer_auth(&app.tokens["admin"]).send().await.expect("sent");
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            assert!(!body.contains("no_route") && status != 405, "{method} {path} is not routed: {status} {body}");
+        }
+    }
+}

@@ -1,0 +1,60 @@
+use serde_json::json;
+
+use crate::helpers::{Backend, TEST_MAX_BODY_BYTES, TestApp, item_body, spawn_app};
+use crate::on_both_databases;
+
+on_both_databases! {
+    async fn bad_input_names_the_field_and_writes_nothing(app: TestApp) {
+        let mut missing_title = item_body("530426");
+        missing_title.as_object_mut().expect("object").remove("title");
+        let long_body = format!("<p>{}</p>", "字".repeat(TEST_MAX_BODY_BYTES));
+        let cases = [
+            ("title", missing_title),
+            ("index_no", { let mut b = item_body("530426"); b["index_no"] = json!("2026-001"); b }),
+            ("doc_no", { let mut b = item_body("530426"); b["doc_no"] = json!("峨政办发2026年12号"); b }),
+            ("disclosure", { let mut b = item_body("530426"); b["disclosure"] = json!("secret"); b }),
+            ("body", { let mut b = item_body("530426"); b["body"] = json!(long_body); b }),
+            ("area_code", { let mut b = item_body("530426"); b["area_code"] = json!("530426999"); b }),
+            ("area_code", { let mut b = item_body("530426"); b["area_code"] = json!("53x"); b }),
+            ("catalog", { let mut b = item_body("530426"); b["catalog"] = json!("no-such-entry"); b }),
+            ("written_date", { let mut b = item_body("530426"); b["written_date"] = json!("2026-13-01"); b }),
+            ("legal_reason", { let mut b = item_body("530426"); b["disclosure"] = json!("not_public"); b }),
+            ("attachments[0].sha256", { let mut b = item_body("530426"); b["attachments"] = json!([{"sha256": "00".repeat(32), "filename": "a.pdf"}]); b }),
+            ("colour", { let mut b = item_body("530426"); b["colour"] = json!("red"); b }),
+        ];
+        for (field, body) in cases {
+            let reply = app.post("publisher", "/api/v1/items", &body).await;
+            assert!((400..500).contains(&reply.status), "{field}: {} {}", reply.status, reply.json);
+            assert_eq!(reply.field(), Some(field), "{}", reply.json);
+            assert!(reply.json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+        let listed = app.get("admin", "/api/v1/items").await;
+        assert_eq!(listed.json["total"], 0, "no refused item was stored");
+        let audit = app.get("admin", "/api/v1/audit?limit=1000").await;
+        assert!(audit.json.as_array().expect("array").iter().all(|e| e["target_type"] != "item"));
+    }
+
+    async fn attachments_are_type_checked_and_content_addressed(app: TestApp) {
+        let refused = app.upload("publisher", "application/x-msdownload", b"MZ\x90\x00".to_vec()).await;
+        assert_eq!(refused.status, 422, "{}", refused.json);
+        assert_eq!(refused.field(), Some("content_type"));
+        let disguised = app.upload("publisher", "application/pdf", b"MZ\x90\x00 not a pdf".to_vec()).await;
+        assert_eq!(disguised.status, 422);
+        assert_eq!(disguised.field(), Some("content_type"));
+        let missing = app.get("publisher", &format!("/api/v1/attachments/{}", "ab".repeat(32))).await;
+        assert_eq!(missing.status, 404);
+
+        let pdf = b"%PDF-1.7\n%test attachment\n".to_vec();
+        let stored = app.upload("publisher", "application/pdf", pdf.clone()).await;
+        assert_eq!(stored.status, 201, "{}", stored.json);
+        let sha = stored.json["sha256"].as_str().expect("sha").to_owned();
+        assert_eq!(sha, herald::domain::item::sha256_hex(&pdf));
+        let mut body = item_body("530426");
+        body["attachments"] = json!([{"sha256": sha, "filename": "附件1.pdf"}]);
+        app.create_item("publisher", &body).await;
+        let downloaded = app.client.get(format!("{}/api/v1/attachments/{sha}", app.address))
+            .bearer_auth(&app.tokens["reviewer"]).send().await.expect("download");
+        assert_eq!(downloaded.headers()["content-type"], "application/pdf");
+        assert_eq!(downloaded.bytes().await.expect("bytes").to_vec(), pdf);
+    }
+}
