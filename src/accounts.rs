@@ -1,13 +1,8 @@
 //! Users, password login with sessions, API tokens, and who a request acts as.
 
-use argon2::{
-    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
-    password_hash::SaltString,
-};
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier, password_hash::SaltString};
 use chrono::Duration;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set};
 use serde::Serialize;
 
 use crate::{
@@ -41,9 +36,15 @@ impl Caller {
 }
 
 fn caller_from(model: user::Model) -> Result<Caller> {
-    let role = Role::parse(&model.role).ok_or_else(|| anyhow::anyhow!("user {} has unknown role {}", model.id, model.role))?;
+    let role = Role::parse(&model.role)
+        .ok_or_else(|| anyhow::anyhow!("user {} has unknown role {}", model.id, model.role))?;
     let area = AreaCode::parse(&model.area_code).map_err(anyhow::Error::new)?;
-    Ok(Caller { id: model.id, username: model.username, role, area })
+    Ok(Caller {
+        id: model.id,
+        username: model.username,
+        role,
+        area,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -92,7 +93,8 @@ fn random_secret(bytes: usize) -> Result<String> {
 fn hash_password(password: &str) -> Result<String> {
     let mut salt_bytes = [0u8; 16];
     getrandom::fill(&mut salt_bytes).map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
-    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| anyhow::anyhow!("salt encoding failed: {e}"))?;
+    let salt =
+        SaltString::encode_b64(&salt_bytes).map_err(|e| anyhow::anyhow!("salt encoding failed: {e}"))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
@@ -100,20 +102,41 @@ fn hash_password(password: &str) -> Result<String> {
 }
 
 fn password_matches(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+    PasswordHash::new(stored).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
 }
 
 /// Creates a user; returns it with the password when Herald generated it.
-pub async fn create_user(hub: &Hub, actor: &str, actor_scope: Option<&AreaCode>, new: NewUser) -> Result<(UserView, Option<String>)> {
+pub async fn create_user(
+    hub: &Hub,
+    actor: &str,
+    actor_scope: Option<&AreaCode>,
+    new: NewUser,
+) -> Result<(UserView, Option<String>)> {
     let username = Username::parse(&new.username).map_err(|m| Error::validation("username", m))?;
     let display_name = new.display_name.trim();
-    let display_name = if display_name.is_empty() { username.as_str() } else { display_name }.to_owned();
-    let area = hub.areas.resolve(new.area_code.trim()).map_err(|m| Error::validation("area_code", m))?;
-    new.role.check_scope(&area).map_err(|m| Error::validation("area_code", m))?;
+    let display_name = if display_name.is_empty() {
+        username.as_str()
+    } else {
+        display_name
+    }
+    .to_owned();
+    let area = hub
+        .areas
+        .resolve(new.area_code.trim())
+        .map_err(|m| Error::validation("area_code", m))?;
+    new.role
+        .check_scope(&area)
+        .map_err(|m| Error::validation("area_code", m))?;
     if let Some(scope) = actor_scope
         && !area.is_within(scope)
     {
-        return Err(Error::forbidden(format!("area {area} is outside your area {scope}")));
+        return Err(Error::forbidden(format!(
+            "area {area} is outside your area {scope}"
+        )));
     }
     let (password, generated) = match new.password {
         Some(password) => {
@@ -128,9 +151,16 @@ pub async fn create_user(hub: &Hub, actor: &str, actor_scope: Option<&AreaCode>,
     let password_hash = hash_password(&password)?;
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
-    let taken = user::Entity::find().filter(user::Column::Username.eq(username.as_str())).count(&txn).await? > 0;
+    let taken = user::Entity::find()
+        .filter(user::Column::Username.eq(username.as_str()))
+        .count(&txn)
+        .await?
+        > 0;
     if taken {
-        return Err(Error::Validation { field: "username".into(), message: format!("`{}` is taken", username.as_str()) });
+        return Err(Error::Validation {
+            field: "username".into(),
+            message: format!("`{}` is taken", username.as_str()),
+        });
     }
     let model = user::ActiveModel {
         id: Set(uuid::Uuid::now_v7().to_string()),
@@ -171,7 +201,12 @@ pub async fn list_users(hub: &Hub, scope: Option<&AreaCode>) -> Result<Vec<UserV
     if let Some(scope) = scope {
         query = query.filter(user::Column::AreaCode.starts_with(scope.as_str()));
     }
-    query.all(&hub.db).await?.into_iter().map(UserView::try_from).collect()
+    query
+        .all(&hub.db)
+        .await?
+        .into_iter()
+        .map(UserView::try_from)
+        .collect()
 }
 
 pub async fn find_user_by_name(hub: &Hub, username: &str) -> Result<user::Model> {
@@ -183,24 +218,41 @@ pub async fn find_user_by_name(hub: &Hub, username: &str) -> Result<user::Model>
 }
 
 /// Disables a user and ends their sessions and tokens at once.
-pub async fn disable_user(hub: &Hub, actor: &str, actor_scope: Option<&AreaCode>, user_id: &str) -> Result<UserView> {
+pub async fn disable_user(
+    hub: &Hub,
+    actor: &str,
+    actor_scope: Option<&AreaCode>,
+    user_id: &str,
+) -> Result<UserView> {
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
-    let model = user::Entity::find_by_id(user_id).one(&txn).await?.ok_or(Error::NotFound("user"))?;
+    let model = user::Entity::find_by_id(user_id)
+        .one(&txn)
+        .await?
+        .ok_or(Error::NotFound("user"))?;
     if let Some(scope) = actor_scope
         && !model.area_code.starts_with(scope.as_str())
     {
         return Err(Error::forbidden("that user is outside your area"));
     }
     if model.id == actor {
-        return Err(Error::conflict("self_disable", "you cannot disable your own account"));
+        return Err(Error::conflict(
+            "self_disable",
+            "you cannot disable your own account",
+        ));
     }
     let mut active: user::ActiveModel = model.into();
     active.disabled = Set(true);
     let model = active.update(&txn).await?;
-    session::Entity::delete_many().filter(session::Column::UserId.eq(&model.id)).exec(&txn).await?;
+    session::Entity::delete_many()
+        .filter(session::Column::UserId.eq(&model.id))
+        .exec(&txn)
+        .await?;
     api_token::Entity::update_many()
-        .col_expr(api_token::Column::RevokedAt, sea_orm::sea_query::Expr::value(Some(now)))
+        .col_expr(
+            api_token::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(Some(now)),
+        )
         .filter(api_token::Column::UserId.eq(&model.id))
         .filter(api_token::Column::RevokedAt.is_null())
         .exec(&txn)
@@ -234,7 +286,13 @@ pub struct TokenView {
 
 impl From<api_token::Model> for TokenView {
     fn from(m: api_token::Model) -> Self {
-        Self { id: m.id, user_id: m.user_id, name: m.name, created_at: m.created_at, revoked_at: m.revoked_at }
+        Self {
+            id: m.id,
+            user_id: m.user_id,
+            name: m.name,
+            created_at: m.created_at,
+            revoked_at: m.revoked_at,
+        }
     }
 }
 
@@ -249,7 +307,10 @@ pub async fn create_token(hub: &Hub, actor: &str, user_id: &str, name: &str) -> 
     let secret = format!("{TOKEN_PREFIX}{}", random_secret(32)?);
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
-    let owner = user::Entity::find_by_id(user_id).one(&txn).await?.ok_or(Error::NotFound("user"))?;
+    let owner = user::Entity::find_by_id(user_id)
+        .one(&txn)
+        .await?
+        .ok_or(Error::NotFound("user"))?;
     if owner.disabled {
         return Err(Error::conflict("user_disabled", "that user is disabled"));
     }
@@ -295,11 +356,19 @@ pub async fn list_tokens(hub: &Hub, user_id: &str) -> Result<Vec<TokenView>> {
 pub async fn revoke_token(hub: &Hub, caller: &Caller, token_id: &str) -> Result<TokenView> {
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
-    let token = api_token::Entity::find_by_id(token_id).one(&txn).await?.ok_or(Error::NotFound("token"))?;
+    let token = api_token::Entity::find_by_id(token_id)
+        .one(&txn)
+        .await?
+        .ok_or(Error::NotFound("token"))?;
     if token.user_id != caller.id {
-        let owner = user::Entity::find_by_id(&token.user_id).one(&txn).await?.ok_or(Error::NotFound("user"))?;
+        let owner = user::Entity::find_by_id(&token.user_id)
+            .one(&txn)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
         if caller.role != Role::Admin || !owner.area_code.starts_with(caller.area.as_str()) {
-            return Err(Error::forbidden("only the token's owner or an administrator of their area may revoke it"));
+            return Err(Error::forbidden(
+                "only the token's owner or an administrator of their area may revoke it",
+            ));
         }
     }
     if token.revoked_at.is_some() {
@@ -342,7 +411,10 @@ pub async fn login(hub: &Hub, username: &str, password: &str) -> Result<(String,
             auth.login_window_minutes
         )));
     }
-    let found = user::Entity::find().filter(user::Column::Username.eq(username)).one(&hub.db).await?;
+    let found = user::Entity::find()
+        .filter(user::Column::Username.eq(username))
+        .one(&hub.db)
+        .await?;
     let verified = match &found {
         Some(model) => password_matches(password, &model.password_hash) && !model.disabled,
         // Hash anyway so the response time does not reveal which user names exist.
@@ -353,13 +425,20 @@ pub async fn login(hub: &Hub, username: &str, password: &str) -> Result<(String,
     };
     let txn = begin_write(&hub.db).await?;
     let Some(model) = found.filter(|_| verified) else {
-        login_failure::ActiveModel { id: Default::default(), username: Set(username.to_owned()), at: Set(now) }
-            .insert(&txn)
-            .await?;
+        login_failure::ActiveModel {
+            id: Default::default(),
+            username: Set(username.to_owned()),
+            at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
         txn.commit().await?;
         return Err(Error::Unauthenticated);
     };
-    login_failure::Entity::delete_many().filter(login_failure::Column::Username.eq(username)).exec(&txn).await?;
+    login_failure::Entity::delete_many()
+        .filter(login_failure::Column::Username.eq(username))
+        .exec(&txn)
+        .await?;
     let secret = random_secret(32)?;
     session::ActiveModel {
         token_hash: Set(sha256_hex(secret.as_bytes())),
@@ -374,7 +453,9 @@ pub async fn login(hub: &Hub, username: &str, password: &str) -> Result<(String,
 }
 
 pub async fn logout(hub: &Hub, session_secret: &str) -> Result<()> {
-    session::Entity::delete_by_id(sha256_hex(session_secret.as_bytes())).exec(&hub.db).await?;
+    session::Entity::delete_by_id(sha256_hex(session_secret.as_bytes()))
+        .exec(&hub.db)
+        .await?;
     Ok(())
 }
 
@@ -386,7 +467,9 @@ pub enum Credential<'a> {
 pub async fn authenticate(hub: &Hub, credential: Credential<'_>) -> Result<Caller> {
     let user_id = match credential {
         Credential::Session(secret) => {
-            let found = session::Entity::find_by_id(sha256_hex(secret.as_bytes())).one(&hub.db).await?;
+            let found = session::Entity::find_by_id(sha256_hex(secret.as_bytes()))
+                .one(&hub.db)
+                .await?;
             match found {
                 Some(s) if s.expires_at > hub.clock.now() => s.user_id,
                 _ => return Err(Error::Unauthenticated),
@@ -401,7 +484,10 @@ pub async fn authenticate(hub: &Hub, credential: Credential<'_>) -> Result<Calle
             found.ok_or(Error::Unauthenticated)?.user_id
         }
     };
-    let model = user::Entity::find_by_id(user_id).one(&hub.db).await?.ok_or(Error::Unauthenticated)?;
+    let model = user::Entity::find_by_id(user_id)
+        .one(&hub.db)
+        .await?
+        .ok_or(Error::Unauthenticated)?;
     if model.disabled {
         return Err(Error::Unauthenticated);
     }

@@ -28,7 +28,9 @@ fn content_matches(content_type: &str, data: &[u8]) -> bool {
         "application/pdf" => data.starts_with(b"%PDF-"),
         "image/png" => data.starts_with(b"\x89PNG\r\n\x1a\n"),
         "image/jpeg" => data.starts_with(&[0xFF, 0xD8, 0xFF]),
-        "audio/mpeg" => data.starts_with(b"ID3") || (data.len() > 1 && data[0] == 0xFF && data[1] & 0xE0 == 0xE0),
+        "audio/mpeg" => {
+            data.starts_with(b"ID3") || (data.len() > 1 && data[0] == 0xFF && data[1] & 0xE0 == 0xE0)
+        }
         "audio/wav" => data.len() >= 12 && &data[..4] == b"RIFF" && &data[8..12] == b"WAVE",
         "application/msword" | "application/vnd.ms-excel" => ole,
         "application/ofd"
@@ -40,22 +42,44 @@ fn content_matches(content_type: &str, data: &[u8]) -> bool {
 }
 
 pub async fn upload(hub: &Hub, caller: &Caller, declared_type: &str, data: &[u8]) -> Result<AttachmentView> {
-    let content_type = declared_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let content_type = declared_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     let settings = &hub.settings.content;
-    if !settings.attachment_types.iter().any(|allowed| allowed == &content_type) {
+    if !settings
+        .attachment_types
+        .iter()
+        .any(|allowed| allowed == &content_type)
+    {
         return Err(Error::validation(
             "content_type",
-            format!("attachments of type `{content_type}` are not accepted; allowed: {}", settings.attachment_types.join(", ")),
+            format!(
+                "attachments of type `{content_type}` are not accepted; allowed: {}",
+                settings.attachment_types.join(", ")
+            ),
         ));
     }
     if data.is_empty() {
         return Err(Error::validation("body", "the attachment is empty"));
     }
     if data.len() > settings.max_attachment_bytes {
-        return Err(Error::validation("body", format!("the attachment is {} bytes; the limit is {}", data.len(), settings.max_attachment_bytes)));
+        return Err(Error::validation(
+            "body",
+            format!(
+                "the attachment is {} bytes; the limit is {}",
+                data.len(),
+                settings.max_attachment_bytes
+            ),
+        ));
     }
     if !content_matches(&content_type, data) {
-        return Err(Error::validation("content_type", format!("the file's content is not {content_type}")));
+        return Err(Error::validation(
+            "content_type",
+            format!("the file's content is not {content_type}"),
+        ));
     }
     let sha256 = sha256_hex(data);
     let size = i64::try_from(data.len()).map_err(anyhow::Error::new)?;
@@ -73,9 +97,16 @@ pub async fn upload(hub: &Hub, caller: &Caller, declared_type: &str, data: &[u8]
         .await?;
     }
     txn.commit().await?;
-    Ok(AttachmentView { sha256, content_type, size })
+    Ok(AttachmentView {
+        sha256,
+        content_type,
+        size,
+    })
 }
 
 pub async fn download(hub: &Hub, sha256: &str) -> Result<attachment::Model> {
-    attachment::Entity::find_by_id(sha256).one(&hub.db).await?.ok_or(Error::NotFound("attachment"))
+    attachment::Entity::find_by_id(sha256)
+        .one(&hub.db)
+        .await?
+        .ok_or(Error::NotFound("attachment"))
 }

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryOrder, QuerySelect, Set,
-    sea_query::Expr, ColumnTrait, QueryFilter,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, sea_query::Expr,
 };
 use serde::Serialize;
 
@@ -41,7 +41,11 @@ fn row_hash(row: &audit_entry::Model) -> String {
 }
 
 /// Appends within the caller's transaction, so the entry exists exactly when the change does.
-pub async fn append(txn: &DatabaseTransaction, at: DateTime<Utc>, event: AuditEvent<'_>) -> Result<i64, sea_orm::DbErr> {
+pub async fn append(
+    txn: &DatabaseTransaction,
+    at: DateTime<Utc>,
+    event: AuditEvent<'_>,
+) -> Result<i64, sea_orm::DbErr> {
     // Locking the head row serialises appenders across hub instances on PostgreSQL; SQLite
     // write transactions are already serial.
     let head = audit_head::Entity::find_by_id(1)
@@ -123,13 +127,25 @@ pub async fn verify(db: &impl ConnectionTrait) -> Result<Verification, sea_orm::
         }
         for row in &page {
             if row.seq != expected_seq {
-                return Ok(bad(expected_seq, format!("row {expected_seq} is missing (next row is {})", row.seq), rows_checked));
+                return Ok(bad(
+                    expected_seq,
+                    format!("row {expected_seq} is missing (next row is {})", row.seq),
+                    rows_checked,
+                ));
             }
             if row.prev_hash != prev_hash {
-                return Ok(bad(row.seq, "its link to the previous row is broken (deleted or reordered rows)".into(), rows_checked));
+                return Ok(bad(
+                    row.seq,
+                    "its link to the previous row is broken (deleted or reordered rows)".into(),
+                    rows_checked,
+                ));
             }
             if row_hash(row) != row.row_hash {
-                return Ok(bad(row.seq, "its content does not match its hash (the row was edited)".into(), rows_checked));
+                return Ok(bad(
+                    row.seq,
+                    "its content does not match its hash (the row was edited)".into(),
+                    rows_checked,
+                ));
             }
             prev_hash = row.row_hash.clone();
             expected_seq += 1;
@@ -138,12 +154,17 @@ pub async fn verify(db: &impl ConnectionTrait) -> Result<Verification, sea_orm::
     }
     let head = audit_head::Entity::find_by_id(1).one(db).await?;
     match head {
-        Some(head) if head.seq == expected_seq - 1 && head.row_hash == prev_hash => {
-            Ok(Verification { rows_checked, first_bad: None })
-        }
+        Some(head) if head.seq == expected_seq - 1 && head.row_hash == prev_hash => Ok(Verification {
+            rows_checked,
+            first_bad: None,
+        }),
         Some(head) => Ok(bad(
             expected_seq,
-            format!("the log ends at row {} but its head records row {} (rows were deleted from the end)", expected_seq - 1, head.seq),
+            format!(
+                "the log ends at row {} but its head records row {} (rows were deleted from the end)",
+                expected_seq - 1,
+                head.seq
+            ),
             rows_checked,
         )),
         None => Ok(bad(0, "the audit head row is missing".into(), rows_checked)),
@@ -151,7 +172,11 @@ pub async fn verify(db: &impl ConnectionTrait) -> Result<Verification, sea_orm::
 }
 
 /// Rows after `after`, oldest first.
-pub async fn list(db: &impl ConnectionTrait, after: i64, limit: u64) -> Result<Vec<audit_entry::Model>, sea_orm::DbErr> {
+pub async fn list(
+    db: &impl ConnectionTrait,
+    after: i64,
+    limit: u64,
+) -> Result<Vec<audit_entry::Model>, sea_orm::DbErr> {
     audit_entry::Entity::find()
         .filter(audit_entry::Column::Seq.gt(after))
         .order_by_asc(audit_entry::Column::Seq)

@@ -18,7 +18,11 @@ use crate::{
 };
 
 #[derive(Parser)]
-#[command(name = "herald", version, about = "Herald: one post, every channel — 一次发布，多渠道送达")]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: one post, every channel — 一次发布，多渠道送达"
+)]
 struct Cli {
     /// TOML configuration file (see herald.example.toml).
     #[arg(long, global = true, env = "HERALD_CONFIG")]
@@ -151,9 +155,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
         }
         Command::Token(TokenCommand::Create { user, name }) => {
             let hub = Hub::open(settings, Clock::System).await?;
-            let owner = accounts::find_user_by_name(&hub, &user).await.map_err(|e| anyhow::anyhow!("{user}: {e}"))?;
-            let (token, secret) =
-                accounts::create_token(&hub, CLI_ACTOR, &owner.id, &name).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let owner = accounts::find_user_by_name(&hub, &user)
+                .await
+                .map_err(|e| anyhow::anyhow!("{user}: {e}"))?;
+            let (token, secret) = accounts::create_token(&hub, CLI_ACTOR, &owner.id, &name)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("token {} for {user}: {secret}", token.id);
             println!("Keep it now: Herald stores only its hash and cannot show it again.");
             Ok(ExitCode::SUCCESS)
@@ -167,7 +174,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Some(bad) => {
-                    eprintln!("audit log BROKEN at row {}: {} ({} rows before it verified)", bad.seq, bad.reason, verification.rows_checked);
+                    eprintln!(
+                        "audit log BROKEN at row {}: {} ({} rows before it verified)",
+                        bad.seq, bad.reason, verification.rows_checked
+                    );
                     Ok(ExitCode::FAILURE)
                 }
             }
@@ -177,30 +187,65 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
 
 async fn user_command(hub: &Hub, command: UserCommand) -> anyhow::Result<ExitCode> {
     match command {
-        UserCommand::Add { username, role, area, display_name, password_stdin } => {
+        UserCommand::Add {
+            username,
+            role,
+            area,
+            display_name,
+            password_stdin,
+        } => {
             let password = if password_stdin {
                 let mut password = String::new();
-                std::io::stdin().read_to_string(&mut password).context("cannot read the password from standard input")?;
+                std::io::stdin()
+                    .read_to_string(&mut password)
+                    .context("cannot read the password from standard input")?;
                 Some(password.trim_end_matches(['\r', '\n']).to_owned())
             } else {
                 None
             };
-            let new = NewUser { username, display_name, role, area_code: area, password };
-            let (user, generated) = accounts::create_user(hub, CLI_ACTOR, None, new).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("created {} ({}, area {})", user.username, user.role.as_str(), user.area_code);
+            let new = NewUser {
+                username,
+                display_name,
+                role,
+                area_code: area,
+                password,
+            };
+            let (user, generated) = accounts::create_user(hub, CLI_ACTOR, None, new)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "created {} ({}, area {})",
+                user.username,
+                user.role.as_str(),
+                user.area_code
+            );
             if let Some(password) = generated {
                 println!("one-time password: {password}");
             }
         }
         UserCommand::List => {
-            for user in accounts::list_users(hub, None).await.map_err(|e| anyhow::anyhow!("{e}"))? {
+            for user in accounts::list_users(hub, None)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
                 let status = if user.disabled { "disabled" } else { "active" };
-                println!("{}\t{}\t{}\t{}\t{}", user.username, user.role.as_str(), user.area_code, status, user.display_name);
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    user.username,
+                    user.role.as_str(),
+                    user.area_code,
+                    status,
+                    user.display_name
+                );
             }
         }
         UserCommand::Disable { username } => {
-            let user = accounts::find_user_by_name(hub, &username).await.map_err(|e| anyhow::anyhow!("{username}: {e}"))?;
-            accounts::disable_user(hub, CLI_ACTOR, None, &user.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let user = accounts::find_user_by_name(hub, &username)
+                .await
+                .map_err(|e| anyhow::anyhow!("{username}: {e}"))?;
+            accounts::disable_user(hub, CLI_ACTOR, None, &user.id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("disabled {username}");
         }
     }
@@ -209,7 +254,10 @@ async fn user_command(hub: &Hub, command: UserCommand) -> anyhow::Result<ExitCod
 
 /// The first `serve` on an empty store creates an administrator for the whole area tree.
 async fn ensure_first_admin(hub: &Hub) -> anyhow::Result<()> {
-    if accounts::any_user_exists(hub).await.map_err(|e| anyhow::anyhow!("{e}"))? {
+    if accounts::any_user_exists(hub)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
         return Ok(());
     }
     let root = hub.areas.root();
@@ -220,8 +268,13 @@ async fn ensure_first_admin(hub: &Hub) -> anyhow::Result<()> {
         area_code: root.code.to_string(),
         password: None,
     };
-    let (_, password) = accounts::create_user(hub, "system", None, new).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("created the first administrator `admin` for {} ({})", root.name, root.code);
+    let (_, password) = accounts::create_user(hub, "system", None, new)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "created the first administrator `admin` for {} ({})",
+        root.name, root.code
+    );
     if let Some(password) = password {
         println!("one-time password: {password}");
         println!("Sign in and keep it safe: it is not shown again.");

@@ -29,7 +29,9 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into() }
+        Self {
+            listen: "127.0.0.1:8080".into(),
+        }
     }
 }
 
@@ -45,7 +47,11 @@ pub struct StorageSettings {
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("herald-data"), database_url: String::new(), max_connections: 8 }
+        Self {
+            data_dir: PathBuf::from("herald-data"),
+            database_url: String::new(),
+            max_connections: 8,
+        }
     }
 }
 
@@ -115,7 +121,11 @@ pub struct AuthSettings {
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        Self { session_hours: 12, login_max_failures: 5, login_window_minutes: 15 }
+        Self {
+            session_hours: 12,
+            login_max_failures: 5,
+            login_window_minutes: 15,
+        }
     }
 }
 
@@ -130,7 +140,10 @@ pub struct WorkflowSettings {
 
 impl Default for WorkflowSettings {
     fn default() -> Self {
-        Self { interpretation_working_days: 3, due_soon_working_days: 1 }
+        Self {
+            interpretation_working_days: 3,
+            due_soon_working_days: 1,
+        }
     }
 }
 
@@ -161,18 +174,26 @@ impl Settings {
         if let Some(path) = file {
             // Read it ourselves: figment treats a missing file as empty, and a typo in the path
             // must not quietly run on defaults.
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Unreadable { path: path.to_path_buf(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            })?;
             figment = figment.merge(Toml::string(&text));
         }
-        figment = figment.merge(Env::prefixed("HERALD_").split("__").filter(|key| is_setting_variable(key.as_str())));
+        figment = figment.merge(
+            Env::prefixed("HERALD_")
+                .split("__")
+                .filter(|key| is_setting_variable(key.as_str())),
+        );
         if let Some(dir) = &overrides.data_dir {
             figment = figment.merge(Serialized::default("storage.data_dir", dir));
         }
         if let Some(listen) = &overrides.listen {
             figment = figment.merge(Serialized::default("server.listen", listen));
         }
-        let settings: Settings = figment.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         settings.check()?;
         Ok(settings)
     }
@@ -181,10 +202,14 @@ impl Settings {
         regex::Regex::new(&self.content.index_no_pattern)
             .map_err(|e| ConfigError::Invalid(format!("content.index_no_pattern: {e}")))?;
         if self.storage.max_connections == 0 {
-            return Err(ConfigError::Invalid("storage.max_connections must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "storage.max_connections must be at least 1".into(),
+            ));
         }
         if self.workflow.interpretation_working_days == 0 {
-            return Err(ConfigError::Invalid("workflow.interpretation_working_days must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "workflow.interpretation_working_days must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -199,7 +224,10 @@ mod tests {
         let example: toml::Value =
             toml::from_str(include_str!("../herald.example.toml")).expect("herald.example.toml is TOML");
         let defaults = toml::Value::try_from(Settings::default()).expect("defaults serialise");
-        assert_eq!(example, defaults, "herald.example.toml drifted from Settings::default()");
+        assert_eq!(
+            example, defaults,
+            "herald.example.toml drifted from Settings::default()"
+        );
     }
 
     #[test]
@@ -215,10 +243,17 @@ mod tests {
     fn flags_win_over_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("herald.toml");
-        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:9\"\n[storage]\ndata_dir = \"from-file\"\n").expect("write");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"127.0.0.1:9\"\n[storage]\ndata_dir = \"from-file\"\n",
+        )
+        .expect("write");
         let from_file = Settings::load(Some(&path), &Overrides::default()).expect("loads");
         assert_eq!(from_file.server.listen, "127.0.0.1:9");
-        let overrides = Overrides { data_dir: Some("from-flag".into()), listen: Some("127.0.0.1:10".into()) };
+        let overrides = Overrides {
+            data_dir: Some("from-flag".into()),
+            listen: Some("127.0.0.1:10".into()),
+        };
         let settings = Settings::load(Some(&path), &overrides).expect("loads");
         assert_eq!(settings.server.listen, "127.0.0.1:10");
         assert_eq!(settings.storage.data_dir, PathBuf::from("from-flag"));

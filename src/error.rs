@@ -8,7 +8,11 @@ pub enum Error {
     Validation { field: String, message: String },
     /// A rule of 政务公开 or of the workflow forbids this, whoever asks.
     #[error("{message}")]
-    Refused { code: &'static str, field: Option<String>, message: String },
+    Refused {
+        code: &'static str,
+        field: Option<String>,
+        message: String,
+    },
     /// The action does not fit the item's current state.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
@@ -26,7 +30,10 @@ pub enum Error {
 
 impl Error {
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Validation { field: field.into(), message: message.into() }
+        Error::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -34,7 +41,10 @@ impl Error {
     }
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Error::Conflict { code, message: message.into() }
+        Error::Conflict {
+            code,
+            message: message.into(),
+        }
     }
 }
 

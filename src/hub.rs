@@ -101,7 +101,12 @@ impl ReferenceData {
         let calendar = WorkCalendar::from_toml(&read_or_builtin(&content.calendar_file, DEFAULT_CALENDAR)?)
             .context("content.calendar_file")?;
         let index_no_pattern = Regex::new(&content.index_no_pattern).context("content.index_no_pattern")?;
-        Ok(Self { areas, catalog, calendar, index_no_pattern })
+        Ok(Self {
+            areas,
+            catalog,
+            calendar,
+            index_no_pattern,
+        })
     }
 }
 

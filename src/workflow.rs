@@ -5,8 +5,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use herald_channels::ChannelKind;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 
@@ -79,16 +79,27 @@ pub struct VersionView {
 }
 
 fn kind_of(row: &item::Model) -> ItemKind {
-    if row.interprets_id.is_some() { ItemKind::Interpretation } else { ItemKind::Document }
+    if row.interprets_id.is_some() {
+        ItemKind::Interpretation
+    } else {
+        ItemKind::Document
+    }
 }
 
 fn state_of(row: &item::Model) -> Result<ItemState> {
-    ItemState::parse(&row.state).ok_or_else(|| anyhow::anyhow!("item {} has unknown state {}", row.id, row.state).into())
+    ItemState::parse(&row.state)
+        .ok_or_else(|| anyhow::anyhow!("item {} has unknown state {}", row.id, row.state).into())
 }
 
 fn content_of(version: &item_version::Model) -> Result<ItemContent> {
-    serde_json::from_str(&version.content)
-        .map_err(|e| anyhow::anyhow!("item {} version {} is unreadable: {e}", version.item_id, version.version).into())
+    serde_json::from_str(&version.content).map_err(|e| {
+        anyhow::anyhow!(
+            "item {} version {} is unreadable: {e}",
+            version.item_id,
+            version.version
+        )
+        .into()
+    })
 }
 
 fn area_of(row: &item::Model) -> Result<AreaCode> {
@@ -96,14 +107,22 @@ fn area_of(row: &item::Model) -> Result<AreaCode> {
 }
 
 /// Loads an item the caller may see; on PostgreSQL, `lock` holds it until the transaction ends.
-async fn load_visible(db: &impl ConnectionTrait, caller: &Caller, id: &str, lock: bool) -> Result<item::Model> {
+async fn load_visible(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    id: &str,
+    lock: bool,
+) -> Result<item::Model> {
     let mut query = item::Entity::find_by_id(id);
     if lock {
         query = query.lock_exclusive();
     }
     let row = query.one(db).await?.ok_or(Error::NotFound("item"))?;
     if !caller.sees(&area_of(&row)?) {
-        return Err(Error::forbidden(format!("item {id} belongs to area {}, outside your area {}", row.area_code, caller.area)));
+        return Err(Error::forbidden(format!(
+            "item {id} belongs to area {}, outside your area {}",
+            row.area_code, caller.area
+        )));
     }
     Ok(row)
 }
@@ -116,7 +135,11 @@ async fn load_version(db: &impl ConnectionTrait, item_id: &str, version: i32) ->
 }
 
 fn require(allowed: bool, message: &str) -> Result<()> {
-    if allowed { Ok(()) } else { Err(Error::forbidden(message)) }
+    if allowed {
+        Ok(())
+    } else {
+        Err(Error::forbidden(message))
+    }
 }
 
 fn require_state(row: &item::Model, expected: &[ItemState], action: &str) -> Result<ItemState> {
@@ -124,7 +147,10 @@ fn require_state(row: &item::Model, expected: &[ItemState], action: &str) -> Res
     if expected.contains(&state) {
         Ok(state)
     } else {
-        Err(Error::conflict("invalid_state", format!("cannot {action} an item that is {}", state.as_str())))
+        Err(Error::conflict(
+            "invalid_state",
+            format!("cannot {action} an item that is {}", state.as_str()),
+        ))
     }
 }
 
@@ -135,7 +161,13 @@ struct Audited<'a> {
     detail: serde_json::Value,
 }
 
-async fn audit_item(txn: &DatabaseTransaction, hub: &Hub, caller: &Caller, item_id: &str, entry: Audited<'_>) -> Result<()> {
+async fn audit_item(
+    txn: &DatabaseTransaction,
+    hub: &Hub,
+    caller: &Caller,
+    item_id: &str,
+    entry: Audited<'_>,
+) -> Result<()> {
     audit::append(
         txn,
         hub.clock.now(),
@@ -155,7 +187,13 @@ async fn audit_item(txn: &DatabaseTransaction, hub: &Hub, caller: &Caller, item_
 
 /// Validates input against configuration and the store: area within the caller's scope,
 /// attachments uploaded, the interpreted policy visible and not itself an interpretation.
-async fn parse_content(hub: &Hub, db: &impl ConnectionTrait, caller: &Caller, input: ItemInput, item_id: Option<&str>) -> Result<ItemContent> {
+async fn parse_content(
+    hub: &Hub,
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    input: ItemInput,
+    item_id: Option<&str>,
+) -> Result<ItemContent> {
     let rules = ContentRules {
         index_no_pattern: &hub.index_no_pattern,
         max_body_bytes: hub.settings.content.max_body_bytes,
@@ -172,8 +210,15 @@ async fn parse_content(hub: &Hub, db: &impl ConnectionTrait, caller: &Caller, in
         });
     }
     for (i, attachment) in content.attachments.iter().enumerate() {
-        if attachment::Entity::find_by_id(&attachment.sha256).count(db).await? == 0 {
-            return Err(Error::validation(format!("attachments[{i}].sha256"), "no attachment with that digest was uploaded"));
+        if attachment::Entity::find_by_id(&attachment.sha256)
+            .count(db)
+            .await?
+            == 0
+        {
+            return Err(Error::validation(
+                format!("attachments[{i}].sha256"),
+                "no attachment with that digest was uploaded",
+            ));
         }
     }
     if let Some(policy_id) = &content.interprets {
@@ -186,7 +231,10 @@ async fn parse_content(hub: &Hub, db: &impl ConnectionTrait, caller: &Caller, in
             .await?
             .ok_or_else(|| Error::validation("interprets", format!("no policy item {policy_id}")))?;
         if policy.interprets_id.is_some() {
-            return Err(Error::validation("interprets", "the target is itself an interpretation"));
+            return Err(Error::validation(
+                "interprets",
+                "the target is itself an interpretation",
+            ));
         }
     }
     let clash = item::Entity::find()
@@ -195,12 +243,22 @@ async fn parse_content(hub: &Hub, db: &impl ConnectionTrait, caller: &Caller, in
         .count(db)
         .await?;
     if clash > 0 {
-        return Err(Error::validation("index_no", format!("索引号 {} is already used by another item", content.index_no)));
+        return Err(Error::validation(
+            "index_no",
+            format!("索引号 {} is already used by another item", content.index_no),
+        ));
     }
     Ok(content)
 }
 
-async fn insert_version(txn: &DatabaseTransaction, item_id: &str, version: i32, content: &ItemContent, caller: &Caller, at: DateTime<Utc>) -> Result<String> {
+async fn insert_version(
+    txn: &DatabaseTransaction,
+    item_id: &str,
+    version: i32,
+    content: &ItemContent,
+    caller: &Caller,
+    at: DateTime<Utc>,
+) -> Result<String> {
     let hash = content.content_hash();
     item_version::ActiveModel {
         item_id: Set(item_id.to_owned()),
@@ -245,7 +303,19 @@ pub async fn create_item(hub: &Hub, caller: &Caller, input: ItemInput) -> Result
     .insert(&txn)
     .await?;
     let hash = insert_version(&txn, &id, 1, &content, caller, now).await?;
-    audit_item(&txn, hub, caller, &id, Audited { action: "item.create", before_hash: None, after_hash: Some(&hash), detail: serde_json::json!({"version": 1}) }).await?;
+    audit_item(
+        &txn,
+        hub,
+        caller,
+        &id,
+        Audited {
+            action: "item.create",
+            before_hash: None,
+            after_hash: Some(&hash),
+            detail: serde_json::json!({"version": 1}),
+        },
+    )
+    .await?;
     txn.commit().await?;
     get_item(hub, caller, &id).await
 }
@@ -256,7 +326,11 @@ pub async fn edit_item(hub: &Hub, caller: &Caller, id: &str, input: ItemInput) -
     require(caller.role.may_author(), "your role may not edit items")?;
     let txn = begin_write(&hub.db).await?;
     let row = load_visible(&txn, caller, id, true).await?;
-    let state = require_state(&row, &[ItemState::Draft, ItemState::InReview, ItemState::Approved], "edit")?;
+    let state = require_state(
+        &row,
+        &[ItemState::Draft, ItemState::InReview, ItemState::Approved],
+        "edit",
+    )?;
     let content = parse_content(hub, &txn, caller, input, Some(id)).await?;
     let previous = load_version(&txn, id, row.current_version).await?;
     if previous.content_hash == content.content_hash() {
@@ -280,19 +354,42 @@ pub async fn edit_item(hub: &Hub, caller: &Caller, id: &str, input: ItemInput) -
     active.updated_at = Set(now);
     active.update(&txn).await?;
     let detail = serde_json::json!({"version": version, "from_state": state.as_str()});
-    audit_item(&txn, hub, caller, id, Audited { action: "item.edit", before_hash: Some(&previous.content_hash), after_hash: Some(&hash), detail }).await?;
+    audit_item(
+        &txn,
+        hub,
+        caller,
+        id,
+        Audited {
+            action: "item.edit",
+            before_hash: Some(&previous.content_hash),
+            after_hash: Some(&hash),
+            detail,
+        },
+    )
+    .await?;
     txn.commit().await?;
     get_item(hub, caller, id).await
 }
 
-async fn interpretation_deadline(hub: &Hub, db: &impl ConnectionTrait, row: &item::Model) -> Result<Option<NaiveDate>> {
-    let Some(policy_id) = &row.interprets_id else { return Ok(None) };
+async fn interpretation_deadline(
+    hub: &Hub,
+    db: &impl ConnectionTrait,
+    row: &item::Model,
+) -> Result<Option<NaiveDate>> {
+    let Some(policy_id) = &row.interprets_id else {
+        return Ok(None);
+    };
     let policy = item::Entity::find_by_id(policy_id).one(db).await?;
-    Ok(policy.and_then(|p| p.published_at).map(|at| deadline_after(hub, at)))
+    Ok(policy
+        .and_then(|p| p.published_at)
+        .map(|at| deadline_after(hub, at)))
 }
 
 fn deadline_after(hub: &Hub, published_at: DateTime<Utc>) -> NaiveDate {
-    hub.calendar.add_working_days(china_date(published_at), hub.settings.workflow.interpretation_working_days)
+    hub.calendar.add_working_days(
+        china_date(published_at),
+        hub.settings.workflow.interpretation_working_days,
+    )
 }
 
 pub async fn get_item(hub: &Hub, caller: &Caller, id: &str) -> Result<ItemView> {
@@ -346,7 +443,10 @@ pub async fn list_items(hub: &Hub, caller: &Caller, filter: ItemFilter) -> Resul
         Some(raw) => {
             let area = AreaCode::parse(raw).map_err(|e| Error::validation("area", e.to_string()))?;
             if !caller.sees(&area) {
-                return Err(Error::forbidden(format!("area {area} is outside your area {}", caller.area)));
+                return Err(Error::forbidden(format!(
+                    "area {area} is outside your area {}",
+                    caller.area
+                )));
             }
             area
         }
@@ -389,8 +489,9 @@ pub async fn list_items(hub: &Hub, caller: &Caller, filter: ItemFilter) -> Resul
             Ok(ItemSummary {
                 kind: kind_of(&row),
                 state: state_of(&row)?,
-                disclosure: Disclosure::parse(&row.disclosure)
-                    .ok_or_else(|| anyhow::anyhow!("item {} has unknown disclosure {}", row.id, row.disclosure))?,
+                disclosure: Disclosure::parse(&row.disclosure).ok_or_else(|| {
+                    anyhow::anyhow!("item {} has unknown disclosure {}", row.id, row.disclosure)
+                })?,
                 id: row.id,
                 title: row.title,
                 area_code: row.area_code,
@@ -413,18 +514,33 @@ pub async fn list_versions(hub: &Hub, caller: &Caller, id: &str) -> Result<Vec<V
         .await?;
     Ok(versions
         .into_iter()
-        .map(|v| VersionView { version: v.version, content_hash: v.content_hash, created_by: v.created_by, created_at: v.created_at, content: None })
+        .map(|v| VersionView {
+            version: v.version,
+            content_hash: v.content_hash,
+            created_by: v.created_by,
+            created_at: v.created_at,
+            content: None,
+        })
         .collect())
 }
 
 pub async fn get_version(hub: &Hub, caller: &Caller, id: &str, version: i32) -> Result<VersionView> {
     load_visible(&hub.db, caller, id, false).await?;
     let v = load_version(&hub.db, id, version).await?;
-    Ok(VersionView { content: Some(content_of(&v)?), version: v.version, content_hash: v.content_hash, created_by: v.created_by, created_at: v.created_at })
+    Ok(VersionView {
+        content: Some(content_of(&v)?),
+        version: v.version,
+        content_hash: v.content_hash,
+        created_by: v.created_by,
+        created_at: v.created_at,
+    })
 }
 
 pub async fn submit(hub: &Hub, caller: &Caller, id: &str) -> Result<ItemView> {
-    require(caller.role.may_author(), "your role may not submit items for review")?;
+    require(
+        caller.role.may_author(),
+        "your role may not submit items for review",
+    )?;
     let txn = begin_write(&hub.db).await?;
     let row = load_visible(&txn, caller, id, true).await?;
     require_state(&row, &[ItemState::Draft], "submit")?;
@@ -434,7 +550,19 @@ pub async fn submit(hub: &Hub, caller: &Caller, id: &str) -> Result<ItemView> {
     active.updated_at = Set(hub.clock.now());
     active.update(&txn).await?;
     let detail = serde_json::json!({"version": version.version});
-    audit_item(&txn, hub, caller, id, Audited { action: "item.submit", before_hash: Some(&version.content_hash), after_hash: Some(&version.content_hash), detail }).await?;
+    audit_item(
+        &txn,
+        hub,
+        caller,
+        id,
+        Audited {
+            action: "item.submit",
+            before_hash: Some(&version.content_hash),
+            after_hash: Some(&version.content_hash),
+            detail,
+        },
+    )
+    .await?;
     txn.commit().await?;
     get_item(hub, caller, id).await
 }
@@ -458,7 +586,12 @@ impl ReviewKind {
 
 /// Loads an item under review for a reviewer who is neither its author nor the author of the
 /// version under review, and checks the reviewer is looking at the current version.
-async fn load_for_review(txn: &DatabaseTransaction, caller: &Caller, id: &str, seen_version: i32) -> Result<(item::Model, item_version::Model)> {
+async fn load_for_review(
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    id: &str,
+    seen_version: i32,
+) -> Result<(item::Model, item_version::Model)> {
     require(caller.role.may_review(), "your role may not review items")?;
     let row = load_visible(txn, caller, id, true).await?;
     let version = load_version(txn, id, row.current_version).await?;
@@ -470,13 +603,23 @@ async fn load_for_review(txn: &DatabaseTransaction, caller: &Caller, id: &str, s
         return Err(Error::Refused {
             code: "stale_version",
             field: Some("version".into()),
-            message: format!("you reviewed version {seen_version}, but the current version is {}", row.current_version),
+            message: format!(
+                "you reviewed version {seen_version}, but the current version is {}",
+                row.current_version
+            ),
         });
     }
     Ok((row, version))
 }
 
-async fn record_review(txn: &DatabaseTransaction, hub: &Hub, caller: &Caller, version: &item_version::Model, kind: ReviewKind, comment: &str) -> Result<()> {
+async fn record_review(
+    txn: &DatabaseTransaction,
+    hub: &Hub,
+    caller: &Caller,
+    version: &item_version::Model,
+    kind: ReviewKind,
+    comment: &str,
+) -> Result<()> {
     review::ActiveModel {
         id: Default::default(),
         item_id: Set(version.item_id.clone()),
@@ -504,15 +647,43 @@ pub struct ConfidentialityCheckInput {
     pub comment: String,
 }
 
-pub async fn confidentiality_check(hub: &Hub, caller: &Caller, id: &str, input: ConfidentialityCheckInput) -> Result<ItemView> {
+pub async fn confidentiality_check(
+    hub: &Hub,
+    caller: &Caller,
+    id: &str,
+    input: ConfidentialityCheckInput,
+) -> Result<ItemView> {
     if !input.confirmed {
-        return Err(Error::validation("confirmed", "the confidentiality check (保密审查) must be explicitly confirmed"));
+        return Err(Error::validation(
+            "confirmed",
+            "the confidentiality check (保密审查) must be explicitly confirmed",
+        ));
     }
     let txn = begin_write(&hub.db).await?;
     let (_, version) = load_for_review(&txn, caller, id, input.version).await?;
-    record_review(&txn, hub, caller, &version, ReviewKind::ConfidentialityCheck, input.comment.trim()).await?;
+    record_review(
+        &txn,
+        hub,
+        caller,
+        &version,
+        ReviewKind::ConfidentialityCheck,
+        input.comment.trim(),
+    )
+    .await?;
     let detail = serde_json::json!({"version": version.version, "comment": input.comment.trim()});
-    audit_item(&txn, hub, caller, id, Audited { action: "item.confidentiality_check", before_hash: Some(&version.content_hash), after_hash: Some(&version.content_hash), detail }).await?;
+    audit_item(
+        &txn,
+        hub,
+        caller,
+        id,
+        Audited {
+            action: "item.confidentiality_check",
+            before_hash: Some(&version.content_hash),
+            after_hash: Some(&version.content_hash),
+            detail,
+        },
+    )
+    .await?;
     txn.commit().await?;
     get_item(hub, caller, id).await
 }
@@ -537,9 +708,20 @@ pub async fn approve(hub: &Hub, caller: &Caller, id: &str, input: ApproveInput) 
         .count(&txn)
         .await?;
     if checked == 0 {
-        return Err(Error::conflict("confidentiality_check_missing", "the confidentiality check (保密审查) of this version must be confirmed before approval"));
+        return Err(Error::conflict(
+            "confidentiality_check_missing",
+            "the confidentiality check (保密审查) of this version must be confirmed before approval",
+        ));
     }
-    record_review(&txn, hub, caller, &version, ReviewKind::Approve, input.comment.trim()).await?;
+    record_review(
+        &txn,
+        hub,
+        caller,
+        &version,
+        ReviewKind::Approve,
+        input.comment.trim(),
+    )
+    .await?;
     let mut active: item::ActiveModel = row.into();
     active.state = Set(ItemState::Approved.as_str().to_owned());
     active.approved_version = Set(Some(version.version));
@@ -548,7 +730,19 @@ pub async fn approve(hub: &Hub, caller: &Caller, id: &str, input: ApproveInput) 
     active.updated_at = Set(hub.clock.now());
     active.update(&txn).await?;
     let detail = serde_json::json!({"version": version.version, "comment": input.comment.trim()});
-    audit_item(&txn, hub, caller, id, Audited { action: "item.approve", before_hash: Some(&version.content_hash), after_hash: Some(&version.content_hash), detail }).await?;
+    audit_item(
+        &txn,
+        hub,
+        caller,
+        id,
+        Audited {
+            action: "item.approve",
+            before_hash: Some(&version.content_hash),
+            after_hash: Some(&version.content_hash),
+            detail,
+        },
+    )
+    .await?;
     txn.commit().await?;
     get_item(hub, caller, id).await
 }
@@ -575,7 +769,19 @@ pub async fn reject(hub: &Hub, caller: &Caller, id: &str, input: RejectInput) ->
     active.updated_at = Set(hub.clock.now());
     active.update(&txn).await?;
     let detail = serde_json::json!({"version": version.version, "comment": comment});
-    audit_item(&txn, hub, caller, id, Audited { action: "item.reject", before_hash: Some(&version.content_hash), after_hash: Some(&version.content_hash), detail }).await?;
+    audit_item(
+        &txn,
+        hub,
+        caller,
+        id,
+        Audited {
+            action: "item.reject",
+            before_hash: Some(&version.content_hash),
+            after_hash: Some(&version.content_hash),
+            detail,
+        },
+    )
+    .await?;
     txn.commit().await?;
     get_item(hub, caller, id).await
 }
@@ -596,17 +802,29 @@ pub struct PublishOutcome {
     pub replayed: bool,
 }
 
-pub async fn publish(hub: &Hub, caller: &Caller, id: &str, idempotency_key: &str, input: PublishInput) -> Result<PublishOutcome> {
+pub async fn publish(
+    hub: &Hub,
+    caller: &Caller,
+    id: &str,
+    idempotency_key: &str,
+    input: PublishInput,
+) -> Result<PublishOutcome> {
     let key = idempotency_key.trim();
     if key.is_empty() || key.len() > 200 {
-        return Err(Error::validation("Idempotency-Key", "the Idempotency-Key header must be 1–200 characters"));
+        return Err(Error::validation(
+            "Idempotency-Key",
+            "the Idempotency-Key header must be 1–200 characters",
+        ));
     }
     require(caller.role.may_publish(), "your role may not publish items")?;
     let request_hash = sha256_hex(serde_json::json!([id, input]).to_string().as_bytes());
     let txn = begin_write(&hub.db).await?;
     // Lock the item first: a concurrent retry waits here, then finds the saved response below.
     let row = load_visible(&txn, caller, id, true).await?;
-    if let Some(saved) = idempotency::Entity::find_by_id((caller.id.clone(), key.to_owned())).one(&txn).await? {
+    if let Some(saved) = idempotency::Entity::find_by_id((caller.id.clone(), key.to_owned()))
+        .one(&txn)
+        .await?
+    {
         if saved.request_hash != request_hash {
             return Err(Error::Refused {
                 code: "idempotency_key_reused",
@@ -615,28 +833,46 @@ pub async fn publish(hub: &Hub, caller: &Caller, id: &str, idempotency_key: &str
             });
         }
         let body = serde_json::from_str(&saved.response_body).map_err(anyhow::Error::new)?;
-        return Ok(PublishOutcome { status: u16::try_from(saved.response_status).unwrap_or(200), body, replayed: true });
+        return Ok(PublishOutcome {
+            status: u16::try_from(saved.response_status).unwrap_or(200),
+            body,
+            replayed: true,
+        });
     }
-    let disclosure = Disclosure::parse(&row.disclosure).ok_or_else(|| anyhow::anyhow!("unknown disclosure {}", row.disclosure))?;
+    let disclosure = Disclosure::parse(&row.disclosure)
+        .ok_or_else(|| anyhow::anyhow!("unknown disclosure {}", row.disclosure))?;
     if !disclosure.may_leave_the_store() {
         return Err(Error::Refused {
             code: "not_publishable",
             field: Some("disclosure".into()),
-            message: format!("an item whose disclosure is {} (此件依申请公开 / 此件不公开) is never published", disclosure.as_str()),
+            message: format!(
+                "an item whose disclosure is {} (此件依申请公开 / 此件不公开) is never published",
+                disclosure.as_str()
+            ),
         });
     }
     require_state(&row, &[ItemState::Approved], "publish")?;
-    let (Some(approved_version), Some(approved_hash)) = (row.approved_version, row.approved_hash.clone()) else {
-        return Err(Error::conflict("not_approved", "the item has no approved version"));
+    let (Some(approved_version), Some(approved_hash)) = (row.approved_version, row.approved_hash.clone())
+    else {
+        return Err(Error::conflict(
+            "not_approved",
+            "the item has no approved version",
+        ));
     };
     let version = load_version(&txn, id, approved_version).await?;
     if version.content_hash != approved_hash || approved_version != row.current_version {
-        return Err(anyhow::anyhow!("item {id}: approved version {approved_version} no longer matches its pinned hash").into());
+        return Err(anyhow::anyhow!(
+            "item {id}: approved version {approved_version} no longer matches its pinned hash"
+        )
+        .into());
     }
     if let Some(policy_id) = &row.interprets_id {
         let policy = item::Entity::find_by_id(policy_id).one(&txn).await?;
         if policy.and_then(|p| p.published_at).is_none() {
-            return Err(Error::conflict("policy_not_published", "an interpretation (解读) is published after its policy, not before"));
+            return Err(Error::conflict(
+                "policy_not_published",
+                "an interpretation (解读) is published after its policy, not before",
+            ));
         }
     }
     let now = hub.clock.now();
@@ -660,7 +896,19 @@ pub async fn publish(hub: &Hub, caller: &Caller, id: &str, idempotency_key: &str
     active.updated_at = Set(now);
     active.update(&txn).await?;
     let detail = serde_json::json!({"version": approved_version, "publication_id": publication_id, "channels": input.channels});
-    audit_item(&txn, hub, caller, id, Audited { action: "item.publish", before_hash: Some(&approved_hash), after_hash: Some(&approved_hash), detail }).await?;
+    audit_item(
+        &txn,
+        hub,
+        caller,
+        id,
+        Audited {
+            action: "item.publish",
+            before_hash: Some(&approved_hash),
+            after_hash: Some(&approved_hash),
+            detail,
+        },
+    )
+    .await?;
     let body = serde_json::json!({
         "publication_id": publication_id,
         "item_id": id,
@@ -680,7 +928,11 @@ pub async fn publish(hub: &Hub, caller: &Caller, id: &str, idempotency_key: &str
     .insert(&txn)
     .await?;
     txn.commit().await?;
-    Ok(PublishOutcome { status: 201, body, replayed: false })
+    Ok(PublishOutcome {
+        status: 201,
+        body,
+        replayed: false,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -707,7 +959,19 @@ pub async fn withdraw(hub: &Hub, caller: &Caller, id: &str, input: WithdrawInput
     active.updated_at = Set(now);
     active.update(&txn).await?;
     let detail = serde_json::json!({"reason": reason});
-    audit_item(&txn, hub, caller, id, Audited { action: "item.withdraw", before_hash: hash.as_deref(), after_hash: hash.as_deref(), detail }).await?;
+    audit_item(
+        &txn,
+        hub,
+        caller,
+        id,
+        Audited {
+            action: "item.withdraw",
+            before_hash: hash.as_deref(),
+            after_hash: hash.as_deref(),
+            detail,
+        },
+    )
+    .await?;
     txn.commit().await?;
     get_item(hub, caller, id).await
 }
@@ -724,7 +988,13 @@ pub async fn expire_due(hub: &Hub) -> Result<u64> {
     for candidate in due {
         let txn = begin_write(&hub.db).await?;
         // Re-read under the lock: another instance may have expired or withdrawn it meanwhile.
-        let Some(row) = item::Entity::find_by_id(&candidate.id).lock_exclusive().one(&txn).await? else { continue };
+        let Some(row) = item::Entity::find_by_id(&candidate.id)
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+        else {
+            continue;
+        };
         if row.state != ItemState::Published.as_str() {
             continue;
         }
@@ -737,7 +1007,15 @@ pub async fn expire_due(hub: &Hub) -> Result<u64> {
         audit::append(
             &txn,
             now,
-            AuditEvent { actor: "system", action: "item.expire", target_type: "item", target_id: &id, before_hash: hash.as_deref(), after_hash: hash.as_deref(), detail: serde_json::json!({}) },
+            AuditEvent {
+                actor: "system",
+                action: "item.expire",
+                target_type: "item",
+                target_id: &id,
+                before_hash: hash.as_deref(),
+                after_hash: hash.as_deref(),
+                detail: serde_json::json!({}),
+            },
         )
         .await?;
         txn.commit().await?;
@@ -771,16 +1049,26 @@ pub async fn interpretations_due(hub: &Hub, caller: &Caller) -> Result<Vec<DueIn
     let open = item::Entity::find()
         .filter(item::Column::InterpretsId.is_not_null())
         .filter(item::Column::AreaCode.starts_with(caller.area.as_str()))
-        .filter(item::Column::State.is_in([ItemState::Draft.as_str(), ItemState::InReview.as_str(), ItemState::Approved.as_str()]))
+        .filter(item::Column::State.is_in([
+            ItemState::Draft.as_str(),
+            ItemState::InReview.as_str(),
+            ItemState::Approved.as_str(),
+        ]))
         .all(&hub.db)
         .await?;
     let today = china_date(hub.clock.now());
     let due_soon_days = hub.settings.workflow.due_soon_working_days;
     let mut due = Vec::new();
     for interpretation in open {
-        let Some(policy_id) = interpretation.interprets_id.clone() else { continue };
-        let Some(policy) = item::Entity::find_by_id(&policy_id).one(&hub.db).await? else { continue };
-        let Some(published_at) = policy.published_at else { continue };
+        let Some(policy_id) = interpretation.interprets_id.clone() else {
+            continue;
+        };
+        let Some(policy) = item::Entity::find_by_id(&policy_id).one(&hub.db).await? else {
+            continue;
+        };
+        let Some(published_at) = policy.published_at else {
+            continue;
+        };
         let deadline = deadline_after(hub, published_at);
         let status = if today > deadline {
             DueStatus::Overdue

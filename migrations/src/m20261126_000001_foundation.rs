@@ -9,7 +9,12 @@ pub struct Migration;
 /// The audit chain starts from this hash, so the first row has a predecessor like every other.
 const AUDIT_GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-fn fk(from_table: &'static str, from_col: &'static str, to_table: &'static str, to_col: &'static str) -> ForeignKeyCreateStatement {
+fn fk(
+    from_table: &'static str,
+    from_col: &'static str,
+    to_table: &'static str,
+    to_col: &'static str,
+) -> ForeignKeyCreateStatement {
     ForeignKey::create()
         .from(from_table, from_col)
         .to(to_table, to_col)
@@ -83,7 +88,11 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(index("login_failures_by_user", "login_failures", &["username", "at"]))
+            .create_index(index(
+                "login_failures_by_user",
+                "login_failures",
+                &["username", "at"],
+            ))
             .await?;
 
         manager
@@ -129,9 +138,15 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager.create_index(index("items_by_area", "items", &["area_code"])).await?;
-        manager.create_index(index("items_by_state", "items", &["state"])).await?;
-        manager.create_index(index("items_by_policy", "items", &["interprets_id"])).await?;
+        manager
+            .create_index(index("items_by_area", "items", &["area_code"]))
+            .await?;
+        manager
+            .create_index(index("items_by_state", "items", &["state"]))
+            .await?;
+        manager
+            .create_index(index("items_by_policy", "items", &["interprets_id"]))
+            .await?;
 
         manager
             .create_table(
@@ -167,7 +182,9 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager.create_index(index("reviews_by_item", "reviews", &["item_id", "version"])).await?;
+        manager
+            .create_index(index("reviews_by_item", "reviews", &["item_id", "version"]))
+            .await?;
 
         manager
             .create_table(
@@ -184,7 +201,9 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager.create_index(index("publications_by_item", "publications", &["item_id"])).await?;
+        manager
+            .create_index(index("publications_by_item", "publications", &["item_id"]))
+            .await?;
 
         manager
             .create_table(

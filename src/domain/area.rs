@@ -32,7 +32,11 @@ pub struct MalformedAreaCode(String);
 impl AreaCode {
     pub fn parse(raw: &str) -> Result<Self, MalformedAreaCode> {
         let well_formed = matches!(raw.len(), 6 | 9 | 12) && raw.bytes().all(|b| b.is_ascii_digit());
-        if well_formed { Ok(Self(raw.to_owned())) } else { Err(MalformedAreaCode(raw.to_owned())) }
+        if well_formed {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(MalformedAreaCode(raw.to_owned()))
+        }
     }
 
     pub fn level(&self) -> AreaLevel {
@@ -114,14 +118,20 @@ impl AreaTree {
             if row.name.trim().is_empty() {
                 return Err(AreaTreeError::Unnamed(row.code));
             }
-            let area = Area { code: code.clone(), name: row.name.trim().to_owned() };
+            let area = Area {
+                code: code.clone(),
+                name: row.name.trim().to_owned(),
+            };
             if areas.insert(code, area).is_some() {
                 return Err(AreaTreeError::Duplicate(row.code));
             }
         }
         for code in areas.keys() {
             if let Some(parent) = code.parent().filter(|parent| !areas.contains_key(parent)) {
-                return Err(AreaTreeError::Orphan { code: code.to_string(), parent: parent.to_string() });
+                return Err(AreaTreeError::Orphan {
+                    code: code.to_string(),
+                    parent: parent.to_string(),
+                });
             }
         }
         if !areas.keys().any(|code| code.level() == AreaLevel::County) {
@@ -184,6 +194,9 @@ mod tests {
         assert!(AreaCode::parse("53042").is_err());
         assert!(AreaCode::parse("5304260a1").is_err());
         let orphan = "[[areas]]\ncode = \"530426\"\nname = \"县\"\n[[areas]]\ncode = \"530426009001\"\nname = \"村\"\n";
-        assert!(matches!(AreaTree::from_toml(orphan), Err(AreaTreeError::Orphan { .. })));
+        assert!(matches!(
+            AreaTree::from_toml(orphan),
+            Err(AreaTreeError::Orphan { .. })
+        ));
     }
 }

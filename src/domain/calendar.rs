@@ -39,7 +39,10 @@ impl WorkCalendar {
         if let Some(day) = holidays.intersection(&makeup_workdays).next() {
             return Err(CalendarError::Contradiction(*day));
         }
-        Ok(Self { holidays, makeup_workdays })
+        Ok(Self {
+            holidays,
+            makeup_workdays,
+        })
     }
 
     pub fn is_working_day(&self, day: NaiveDate) -> bool {
@@ -65,8 +68,11 @@ impl WorkCalendar {
 
     /// Working days strictly after `from` up to and including `to`; 0 when `to` is not later.
     pub fn working_days_between(&self, from: NaiveDate, to: NaiveDate) -> u32 {
-        from.iter_days().skip(1).take_while(|day| *day <= to).filter(|day| self.is_working_day(*day)).count()
-            as u32
+        from.iter_days()
+            .skip(1)
+            .take_while(|day| *day <= to)
+            .filter(|day| self.is_working_day(*day))
+            .count() as u32
     }
 }
 
@@ -90,20 +96,32 @@ mod tests {
     fn plain_weeks_skip_the_weekend() {
         let calendar = WorkCalendar::default();
         // Friday + 3 working days = Wednesday.
-        assert_eq!(calendar.add_working_days(date("2026-11-20"), 3), date("2026-11-25"));
+        assert_eq!(
+            calendar.add_working_days(date("2026-11-20"), 3),
+            date("2026-11-25")
+        );
     }
 
     #[test]
     fn holidays_are_skipped_and_makeup_workdays_count() {
         let calendar = national_day_2026();
         // Wednesday 30 Sep: 1–7 Oct are off, Thu 8 and Fri 9 count, Saturday 10 is worked.
-        assert_eq!(calendar.add_working_days(date("2026-09-30"), 3), date("2026-10-10"));
-        assert_eq!(calendar.working_days_between(date("2026-09-30"), date("2026-10-10")), 3);
+        assert_eq!(
+            calendar.add_working_days(date("2026-09-30"), 3),
+            date("2026-10-10")
+        );
+        assert_eq!(
+            calendar.working_days_between(date("2026-09-30"), date("2026-10-10")),
+            3
+        );
     }
 
     #[test]
     fn a_day_cannot_be_both() {
         let text = "holidays = [\"2026-10-10\"]\nmakeup_workdays = [\"2026-10-10\"]\n";
-        assert!(matches!(WorkCalendar::from_toml(text), Err(CalendarError::Contradiction(_))));
+        assert!(matches!(
+            WorkCalendar::from_toml(text),
+            Err(CalendarError::Contradiction(_))
+        ));
     }
 }

@@ -80,13 +80,19 @@ mod tests {
     #[test]
     fn the_default_catalog_has_all_fifteen_article_20_categories() {
         let catalog = Catalog::from_toml(DEFAULT_CATALOG).expect("loads");
-        let art20 = catalog.iter().filter(|e| e.group == CatalogGroup::StatutoryArt20).count();
+        let art20 = catalog
+            .iter()
+            .filter(|e| e.group == CatalogGroup::StatutoryArt20)
+            .count();
         assert_eq!(art20, 15);
     }
 
     #[test]
     fn duplicates_are_refused() {
         let text = "[[entries]]\ncode=\"a\"\ngroup=\"guide\"\nname=\"x\"\n[[entries]]\ncode=\"a\"\ngroup=\"rules\"\nname=\"y\"\n";
-        assert!(matches!(Catalog::from_toml(text), Err(CatalogError::Duplicate(_))));
+        assert!(matches!(
+            Catalog::from_toml(text),
+            Err(CatalogError::Duplicate(_))
+        ));
     }
 }

@@ -14,7 +14,10 @@ impl IndexNumber {
         if pattern.is_match(raw) {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(format!("索引号 `{raw}` does not match the configured pattern {}", pattern.as_str()))
+            Err(format!(
+                "索引号 `{raw}` does not match the configured pattern {}",
+                pattern.as_str()
+            ))
         }
     }
 
@@ -24,7 +27,8 @@ impl IndexNumber {
 }
 
 static YEAR_IN_BRACKETS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[\[［（(【〔]\s*(\d{4})\s*[\]］）)】〕]").unwrap_or_else(|e| unreachable!("static regex: {e}"))
+    Regex::new(r"[\[［（(【〔]\s*(\d{4})\s*[\]］）)】〕]")
+        .unwrap_or_else(|e| unreachable!("static regex: {e}"))
 });
 static NORMALISED_DOC_NO: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^(\S+?)〔(\d{4})〕第?0*([1-9]\d*)号$").unwrap_or_else(|e| unreachable!("static regex: {e}"))
@@ -42,7 +46,9 @@ impl DocNumber {
         let bracketed = YEAR_IN_BRACKETS.replace(&compact, "〔$1〕");
         match NORMALISED_DOC_NO.captures(&bracketed) {
             Some(parts) => Ok(Self(format!("{}〔{}〕{}号", &parts[1], &parts[2], &parts[3]))),
-            None => Err(format!("发文字号 `{raw}` is not of the form 机关代字〔年份〕序号号, e.g. 国办发〔2017〕47号")),
+            None => Err(format!(
+                "发文字号 `{raw}` is not of the form 机关代字〔年份〕序号号, e.g. 国办发〔2017〕47号"
+            )),
         }
     }
 
@@ -57,14 +63,30 @@ mod tests {
 
     #[test]
     fn doc_numbers_are_normalised_to_hexagonal_brackets() {
-        for raw in ["国办发〔2017〕47号", "国办发[2017]47号", "国办发（2017）47号", "国办发【2017】第047号", "国办发 (2017) 47 号"] {
-            assert_eq!(DocNumber::parse(raw).expect(raw).into_string(), "国办发〔2017〕47号", "{raw}");
+        for raw in [
+            "国办发〔2017〕47号",
+            "国办发[2017]47号",
+            "国办发（2017）47号",
+            "国办发【2017】第047号",
+            "国办发 (2017) 47 号",
+        ] {
+            assert_eq!(
+                DocNumber::parse(raw).expect(raw).into_string(),
+                "国办发〔2017〕47号",
+                "{raw}"
+            );
         }
     }
 
     #[test]
     fn malformed_doc_numbers_are_refused() {
-        for raw in ["国办发2017年47号", "〔2017〕47号", "国办发〔17〕47号", "国办发〔2017〕0号", ""] {
+        for raw in [
+            "国办发2017年47号",
+            "〔2017〕47号",
+            "国办发〔17〕47号",
+            "国办发〔2017〕0号",
+            "",
+        ] {
             assert!(DocNumber::parse(raw).is_err(), "{raw}");
         }
     }

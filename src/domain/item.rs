@@ -42,9 +42,14 @@ impl Disclosure {
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Disclosure::Public, Disclosure::PublicRedacted, Disclosure::OnRequest, Disclosure::NotPublic]
-            .into_iter()
-            .find(|d| d.as_str() == raw)
+        [
+            Disclosure::Public,
+            Disclosure::PublicRedacted,
+            Disclosure::OnRequest,
+            Disclosure::NotPublic,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == raw)
     }
 
     /// The 附注 printed under the 成文日期.
@@ -183,7 +188,10 @@ const MAX_LIST_ENTRIES: usize = 20;
 const MAX_SHORT_TEXT_CHARS: usize = 100;
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
-    Error::Validation { field: field.into(), message: message.into() }
+    Error::Validation {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// A single line of plain text: trimmed, without control characters, within a length.
@@ -206,7 +214,10 @@ fn plain_list(field: &str, raw: &[String], required: bool) -> Result<Vec<String>
         return Err(invalid(field, "must name at least one entry"));
     }
     if raw.len() > MAX_LIST_ENTRIES {
-        return Err(invalid(field, format!("must have at most {MAX_LIST_ENTRIES} entries")));
+        return Err(invalid(
+            field,
+            format!("must have at most {MAX_LIST_ENTRIES} entries"),
+        ));
     }
     raw.iter()
         .enumerate()
@@ -217,12 +228,18 @@ fn plain_list(field: &str, raw: &[String], required: bool) -> Result<Vec<String>
 /// Rich text reduced to an allow-list of tags and attributes: no script, no event handler,
 /// no `javascript:` URL survives, whatever channel later renders it.
 pub fn sanitise_html(raw: &str) -> String {
-    ammonia::Builder::default().link_rel(Some("noopener noreferrer")).clean(raw).to_string()
+    ammonia::Builder::default()
+        .link_rel(Some("noopener noreferrer"))
+        .clean(raw)
+        .to_string()
 }
 
 fn rich_text(field: &str, raw: &str, max_bytes: usize) -> Result<String, Error> {
     if raw.len() > max_bytes {
-        return Err(invalid(field, format!("is {} bytes; the limit is {max_bytes}", raw.len())));
+        return Err(invalid(
+            field,
+            format!("is {} bytes; the limit is {max_bytes}", raw.len()),
+        ));
     }
     let clean = sanitise_html(raw);
     if clean.trim().is_empty() {
@@ -232,7 +249,10 @@ fn rich_text(field: &str, raw: &str, max_bytes: usize) -> Result<String, Error> 
 }
 
 fn is_sha256_hex(raw: &str) -> bool {
-    raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    raw.len() == 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl ItemContent {
@@ -242,27 +262,40 @@ impl ItemContent {
         let summary = plain_text("summary", &input.summary, MAX_SUMMARY_CHARS, false)?;
 
         let redacted_body = match (input.disclosure, input.redacted_body.as_deref()) {
-            (Disclosure::PublicRedacted, Some(raw)) => Some(rich_text("redacted_body", raw, rules.max_body_bytes)?),
+            (Disclosure::PublicRedacted, Some(raw)) => {
+                Some(rich_text("redacted_body", raw, rules.max_body_bytes)?)
+            }
             (Disclosure::PublicRedacted, None) => {
-                return Err(invalid("redacted_body", "is required when disclosure is public_redacted (此件删减后公开)"));
+                return Err(invalid(
+                    "redacted_body",
+                    "is required when disclosure is public_redacted (此件删减后公开)",
+                ));
             }
             (_, Some(_)) => {
-                return Err(invalid("redacted_body", "is only accepted when disclosure is public_redacted"));
+                return Err(invalid(
+                    "redacted_body",
+                    "is only accepted when disclosure is public_redacted",
+                ));
             }
             (_, None) => None,
         };
         let legal_reason = match (input.disclosure, input.legal_reason.as_deref()) {
-            (Disclosure::NotPublic, Some(raw)) => Some(plain_text("legal_reason", raw, MAX_SUMMARY_CHARS, true)?),
+            (Disclosure::NotPublic, Some(raw)) => {
+                Some(plain_text("legal_reason", raw, MAX_SUMMARY_CHARS, true)?)
+            }
             (Disclosure::NotPublic, None) => {
-                return Err(invalid("legal_reason", "is required when disclosure is not_public (此件不公开)"));
+                return Err(invalid(
+                    "legal_reason",
+                    "is required when disclosure is not_public (此件不公开)",
+                ));
             }
             (_, Some(raw)) => Some(plain_text("legal_reason", raw, MAX_SUMMARY_CHARS, false)?),
             (_, None) => None,
         }
         .filter(|reason| !reason.is_empty());
 
-        let index_no =
-            IndexNumber::parse(&input.index_no, rules.index_no_pattern).map_err(|m| invalid("index_no", m))?;
+        let index_no = IndexNumber::parse(&input.index_no, rules.index_no_pattern)
+            .map_err(|m| invalid("index_no", m))?;
         let doc_no = input
             .doc_no
             .as_deref()
@@ -270,10 +303,16 @@ impl ItemContent {
             .map(|raw| DocNumber::parse(raw).map(DocNumber::into_string))
             .transpose()
             .map_err(|m| invalid("doc_no", m))?;
-        let area = rules.areas.resolve(input.area_code.trim()).map_err(|m| invalid("area_code", m))?;
+        let area = rules
+            .areas
+            .resolve(input.area_code.trim())
+            .map_err(|m| invalid("area_code", m))?;
         let catalog = input.catalog.trim();
         if rules.catalog.get(catalog).is_none() {
-            return Err(invalid("catalog", format!("catalog entry `{catalog}` is not configured")));
+            return Err(invalid(
+                "catalog",
+                format!("catalog entry `{catalog}` is not configured"),
+            ));
         }
         if let Some(expires_on) = input.expires_on
             && expires_on < input.written_date
@@ -282,11 +321,22 @@ impl ItemContent {
         }
         for (i, attachment) in input.attachments.iter().enumerate() {
             if !is_sha256_hex(&attachment.sha256) {
-                return Err(invalid(format!("attachments[{i}].sha256"), "must be a lower-case SHA-256 hex digest"));
+                return Err(invalid(
+                    format!("attachments[{i}].sha256"),
+                    "must be a lower-case SHA-256 hex digest",
+                ));
             }
-            plain_text(&format!("attachments[{i}].filename"), &attachment.filename, MAX_SHORT_TEXT_CHARS, true)?;
+            plain_text(
+                &format!("attachments[{i}].filename"),
+                &attachment.filename,
+                MAX_SHORT_TEXT_CHARS,
+                true,
+            )?;
         }
-        let interprets = input.interprets.map(|id| id.trim().to_owned()).filter(|id| !id.is_empty());
+        let interprets = input
+            .interprets
+            .map(|id| id.trim().to_owned())
+            .filter(|id| !id.is_empty());
 
         Ok(Self {
             title,
@@ -309,7 +359,10 @@ impl ItemContent {
             attachments: input
                 .attachments
                 .into_iter()
-                .map(|a| AttachmentRef { sha256: a.sha256, filename: a.filename.trim().to_owned() })
+                .map(|a| AttachmentRef {
+                    sha256: a.sha256,
+                    filename: a.filename.trim().to_owned(),
+                })
                 .collect(),
             emergency: input.emergency,
             expires_on: input.expires_on,
@@ -393,7 +446,12 @@ mod tests {
 
     #[test]
     fn disclosure_round_trips_through_its_wire_name() {
-        for d in [Disclosure::Public, Disclosure::PublicRedacted, Disclosure::OnRequest, Disclosure::NotPublic] {
+        for d in [
+            Disclosure::Public,
+            Disclosure::PublicRedacted,
+            Disclosure::OnRequest,
+            Disclosure::NotPublic,
+        ] {
             assert_eq!(Disclosure::parse(d.as_str()), Some(d));
         }
         assert!(Disclosure::Public.may_leave_the_store());

@@ -29,13 +29,22 @@ impl Role {
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Role::Publisher, Role::Reviewer, Role::VillageOperator, Role::Admin].into_iter().find(|r| r.as_str() == raw)
+        [
+            Role::Publisher,
+            Role::Reviewer,
+            Role::VillageOperator,
+            Role::Admin,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == raw)
     }
 
     /// A village operator works for exactly one village.
     pub fn check_scope(self, area: &AreaCode) -> Result<(), String> {
         if self == Role::VillageOperator && area.level() != AreaLevel::Village {
-            return Err(format!("a village_operator must be scoped to a village (12 digits), not {area}"));
+            return Err(format!(
+                "a village_operator must be scoped to a village (12 digits), not {area}"
+            ));
         }
         Ok(())
     }
@@ -64,7 +73,9 @@ impl Username {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let raw = raw.trim();
         let valid_len = (2..=64).contains(&raw.chars().count());
-        let valid_chars = raw.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        let valid_chars = raw
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if valid_len && valid_chars {
             Ok(Self(raw.to_owned()))
         } else {

@@ -29,7 +29,9 @@ pub async fn login(req: HttpRequest, input: ApiJson<LoginInput>) -> Reply {
         .path("/")
         .http_only(true)
         .same_site(actix_web::cookie::SameSite::Strict)
-        .max_age(actix_web::cookie::time::Duration::hours(i64::from(hub.settings.auth.session_hours)))
+        .max_age(actix_web::cookie::time::Duration::hours(i64::from(
+            hub.settings.auth.session_hours,
+        )))
         .finish();
     Ok(HttpResponse::Ok().cookie(cookie).json(serde_json::json!({
         "id": caller.id, "username": caller.username, "role": caller.role, "area_code": caller.area.as_str(),
@@ -52,7 +54,11 @@ pub async fn me(caller: Caller) -> Reply {
 }
 
 fn require_admin(caller: &Caller) -> Result<(), Error> {
-    if caller.role == Role::Admin { Ok(()) } else { Err(Error::forbidden("only administrators manage accounts")) }
+    if caller.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(Error::forbidden("only administrators manage accounts"))
+    }
 }
 
 #[derive(Deserialize)]
@@ -89,7 +95,8 @@ pub async fn list_users(req: HttpRequest, caller: Caller) -> Reply {
 
 pub async fn disable_user(req: HttpRequest, caller: Caller, id: web::Path<String>) -> Reply {
     require_admin(&caller)?;
-    Ok(HttpResponse::Ok().json(accounts::disable_user(&*hub(&req)?, &caller.id, Some(&caller.area), &id).await?))
+    Ok(HttpResponse::Ok()
+        .json(accounts::disable_user(&*hub(&req)?, &caller.id, Some(&caller.area), &id).await?))
 }
 
 #[derive(Deserialize)]
@@ -109,7 +116,11 @@ pub async fn create_token(req: HttpRequest, caller: Caller, input: ApiJson<NewTo
         Some(id) => {
             require_admin(&caller)?;
             let users = accounts::list_users(&hub, Some(&caller.area)).await?;
-            users.into_iter().find(|u| u.id == id).map(|u| u.id).ok_or(Error::NotFound("user"))?
+            users
+                .into_iter()
+                .find(|u| u.id == id)
+                .map(|u| u.id)
+                .ok_or(Error::NotFound("user"))?
         }
     };
     let (token, secret) = accounts::create_token(&hub, &caller.id, &owner, &input.0.name).await?;

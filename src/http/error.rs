@@ -26,8 +26,18 @@ struct Inner<'a> {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>, field: Option<String>) -> Self {
-        Self { status, code, message: message.into(), field }
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+        field: Option<String>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field,
+        }
     }
 
     /// A request the server could not read as the expected JSON, query or path.
@@ -49,7 +59,11 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         HttpResponse::build(self.status).json(Body {
-            error: Inner { code: self.code, message: &self.message, field: self.field.as_deref() },
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+            },
         })
     }
 }
@@ -60,17 +74,34 @@ impl From<Error> for ApiError {
             Error::Validation { field, message } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message, Some(field))
             }
-            Error::Refused { code, field, message } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message, field),
-            Error::Conflict { code, message } => Self::new(StatusCode::CONFLICT, code, message, None),
-            Error::NotFound(what) => Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"), None),
-            Error::Forbidden(message) => Self::new(StatusCode::FORBIDDEN, "forbidden", message, None),
-            Error::Unauthenticated => {
-                Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "sign in or present an API token", None)
+            Error::Refused { code, field, message } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message, field)
             }
-            Error::RateLimited(message) => Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message, None),
+            Error::Conflict { code, message } => Self::new(StatusCode::CONFLICT, code, message, None),
+            Error::NotFound(what) => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{what} not found"),
+                None,
+            ),
+            Error::Forbidden(message) => Self::new(StatusCode::FORBIDDEN, "forbidden", message, None),
+            Error::Unauthenticated => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "sign in or present an API token",
+                None,
+            ),
+            Error::RateLimited(message) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message, None)
+            }
             Error::Unexpected(cause) => {
                 tracing::error!(error.cause_chain = ?cause, "request failed unexpectedly");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred; it has been logged", None)
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "an internal error occurred; it has been logged",
+                    None,
+                )
             }
         }
     }
@@ -82,7 +113,10 @@ pub fn field_of<E: std::fmt::Display>(error: &serde_path_to_error::Error<E>) -> 
     let path = error.path().to_string();
     let message = error.inner().to_string();
     let quoted = |prefix: &str| {
-        message.strip_prefix(prefix).and_then(|rest| rest.split('`').next()).map(str::to_owned)
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned)
     };
     let missing = quoted("missing field `");
     let unknown = quoted("unknown field `");

@@ -38,7 +38,12 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
                 ));
             }
             let bytes = bytes.await.map_err(|e| {
-                ApiError::new(actix_web::http::StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string(), Some("body".into()))
+                ApiError::new(
+                    actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    e.to_string(),
+                    Some("body".into()),
+                )
             })?;
             let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
             serde_path_to_error::deserialize(&mut deserializer)
@@ -73,8 +78,14 @@ pub fn hub(req: &HttpRequest) -> Result<Arc<Hub>, ApiError> {
 }
 
 fn bearer(req: &HttpRequest) -> Option<String> {
-    let header = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
-    header.strip_prefix("Bearer ").map(|token| token.trim().to_owned())
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    header
+        .strip_prefix("Bearer ")
+        .map(|token| token.trim().to_owned())
 }
 
 impl FromRequest for Caller {

@@ -1,17 +1,19 @@
 //! `/api/v1/items…`, attachments and interpretation deadlines.
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use super::{
     error::ApiError,
     extract::{ApiJson, ApiQuery, hub},
 };
 use crate::{accounts::Caller, attachments, domain::item::ItemInput, error::Error, workflow};
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
 
 type Reply = Result<HttpResponse, ApiError>;
 
 pub async fn create(req: HttpRequest, caller: Caller, input: ApiJson<ItemInput>) -> Reply {
     let view = workflow::create_item(&*hub(&req)?, &caller, input.0).await?;
-    Ok(HttpResponse::Created().insert_header((header::LOCATION, format!("/api/v1/items/{}", view.id))).json(view))
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/items/{}", view.id)))
+        .json(view))
 }
 
 pub async fn list(req: HttpRequest, caller: Caller, filter: ApiQuery<workflow::ItemFilter>) -> Reply {
@@ -22,7 +24,12 @@ pub async fn get(req: HttpRequest, caller: Caller, id: web::Path<String>) -> Rep
     Ok(HttpResponse::Ok().json(workflow::get_item(&*hub(&req)?, &caller, &id).await?))
 }
 
-pub async fn edit(req: HttpRequest, caller: Caller, id: web::Path<String>, input: ApiJson<ItemInput>) -> Reply {
+pub async fn edit(
+    req: HttpRequest,
+    caller: Caller,
+    id: web::Path<String>,
+    input: ApiJson<ItemInput>,
+) -> Reply {
     Ok(HttpResponse::Ok().json(workflow::edit_item(&*hub(&req)?, &caller, &id, input.0).await?))
 }
 
@@ -32,7 +39,9 @@ pub async fn versions(req: HttpRequest, caller: Caller, id: web::Path<String>) -
 
 pub async fn version(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>) -> Reply {
     let (id, version) = path.into_inner();
-    let version: i32 = version.parse().map_err(|_| Error::validation("version", "must be a whole number"))?;
+    let version: i32 = version
+        .parse()
+        .map_err(|_| Error::validation("version", "must be a whole number"))?;
     Ok(HttpResponse::Ok().json(workflow::get_version(&*hub(&req)?, &caller, &id, version).await?))
 }
 
@@ -40,15 +49,30 @@ pub async fn submit(req: HttpRequest, caller: Caller, id: web::Path<String>) -> 
     Ok(HttpResponse::Ok().json(workflow::submit(&*hub(&req)?, &caller, &id).await?))
 }
 
-pub async fn confidentiality_check(req: HttpRequest, caller: Caller, id: web::Path<String>, input: ApiJson<workflow::ConfidentialityCheckInput>) -> Reply {
+pub async fn confidentiality_check(
+    req: HttpRequest,
+    caller: Caller,
+    id: web::Path<String>,
+    input: ApiJson<workflow::ConfidentialityCheckInput>,
+) -> Reply {
     Ok(HttpResponse::Ok().json(workflow::confidentiality_check(&*hub(&req)?, &caller, &id, input.0).await?))
 }
 
-pub async fn approve(req: HttpRequest, caller: Caller, id: web::Path<String>, input: ApiJson<workflow::ApproveInput>) -> Reply {
+pub async fn approve(
+    req: HttpRequest,
+    caller: Caller,
+    id: web::Path<String>,
+    input: ApiJson<workflow::ApproveInput>,
+) -> Reply {
     Ok(HttpResponse::Ok().json(workflow::approve(&*hub(&req)?, &caller, &id, input.0).await?))
 }
 
-pub async fn reject(req: HttpRequest, caller: Caller, id: web::Path<String>, input: ApiJson<workflow::RejectInput>) -> Reply {
+pub async fn reject(
+    req: HttpRequest,
+    caller: Caller,
+    id: web::Path<String>,
+    input: ApiJson<workflow::RejectInput>,
+) -> Reply {
     Ok(HttpResponse::Ok().json(workflow::reject(&*hub(&req)?, &caller, &id, input.0).await?))
 }
 
@@ -68,11 +92,19 @@ pub async fn publish(req: HttpRequest, caller: Caller, id: web::Path<String>, bo
             .map_err(|e| ApiError::malformed(e.inner().to_string(), super::error::field_of(&e)))?
     };
     let outcome = workflow::publish(&*hub(&req)?, &caller, &id, &key, input).await?;
-    let status = actix_web::http::StatusCode::from_u16(outcome.status).unwrap_or(actix_web::http::StatusCode::OK);
-    Ok(HttpResponse::build(status).insert_header(("Idempotent-Replayed", outcome.replayed.to_string())).json(outcome.body))
+    let status =
+        actix_web::http::StatusCode::from_u16(outcome.status).unwrap_or(actix_web::http::StatusCode::OK);
+    Ok(HttpResponse::build(status)
+        .insert_header(("Idempotent-Replayed", outcome.replayed.to_string()))
+        .json(outcome.body))
 }
 
-pub async fn withdraw(req: HttpRequest, caller: Caller, id: web::Path<String>, input: ApiJson<workflow::WithdrawInput>) -> Reply {
+pub async fn withdraw(
+    req: HttpRequest,
+    caller: Caller,
+    id: web::Path<String>,
+    input: ApiJson<workflow::WithdrawInput>,
+) -> Reply {
     Ok(HttpResponse::Ok().json(workflow::withdraw(&*hub(&req)?, &caller, &id, input.0).await?))
 }
 

@@ -44,25 +44,77 @@ pub fn api_routes() -> Vec<ApiRoute> {
         op(M::GET, "/api/v1/me", web::get().to(accounts::me)),
         op(M::GET, "/api/v1/users", web::get().to(accounts::list_users)),
         op(M::POST, "/api/v1/users", web::post().to(accounts::create_user)),
-        op(M::POST, "/api/v1/users/{id}/disable", web::post().to(accounts::disable_user)),
+        op(
+            M::POST,
+            "/api/v1/users/{id}/disable",
+            web::post().to(accounts::disable_user),
+        ),
         op(M::GET, "/api/v1/tokens", web::get().to(accounts::list_tokens)),
         op(M::POST, "/api/v1/tokens", web::post().to(accounts::create_token)),
-        op(M::DELETE, "/api/v1/tokens/{id}", web::delete().to(accounts::revoke_token)),
+        op(
+            M::DELETE,
+            "/api/v1/tokens/{id}",
+            web::delete().to(accounts::revoke_token),
+        ),
         op(M::GET, "/api/v1/items", web::get().to(items::list)),
         op(M::POST, "/api/v1/items", web::post().to(items::create)),
         op(M::GET, "/api/v1/items/{id}", web::get().to(items::get)),
         op(M::PUT, "/api/v1/items/{id}", web::put().to(items::edit)),
-        op(M::GET, "/api/v1/items/{id}/versions", web::get().to(items::versions)),
-        op(M::GET, "/api/v1/items/{id}/versions/{version}", web::get().to(items::version)),
-        op(M::POST, "/api/v1/items/{id}/submit", web::post().to(items::submit)),
-        op(M::POST, "/api/v1/items/{id}/confidentiality-check", web::post().to(items::confidentiality_check)),
-        op(M::POST, "/api/v1/items/{id}/approve", web::post().to(items::approve)),
-        op(M::POST, "/api/v1/items/{id}/reject", web::post().to(items::reject)),
-        op(M::POST, "/api/v1/items/{id}/publish", web::post().to(items::publish)),
-        op(M::POST, "/api/v1/items/{id}/withdraw", web::post().to(items::withdraw)),
-        op(M::POST, "/api/v1/attachments", web::post().to(items::upload_attachment)),
-        op(M::GET, "/api/v1/attachments/{sha256}", web::get().to(items::download_attachment)),
-        op(M::GET, "/api/v1/interpretations/due", web::get().to(items::interpretations_due)),
+        op(
+            M::GET,
+            "/api/v1/items/{id}/versions",
+            web::get().to(items::versions),
+        ),
+        op(
+            M::GET,
+            "/api/v1/items/{id}/versions/{version}",
+            web::get().to(items::version),
+        ),
+        op(
+            M::POST,
+            "/api/v1/items/{id}/submit",
+            web::post().to(items::submit),
+        ),
+        op(
+            M::POST,
+            "/api/v1/items/{id}/confidentiality-check",
+            web::post().to(items::confidentiality_check),
+        ),
+        op(
+            M::POST,
+            "/api/v1/items/{id}/approve",
+            web::post().to(items::approve),
+        ),
+        op(
+            M::POST,
+            "/api/v1/items/{id}/reject",
+            web::post().to(items::reject),
+        ),
+        op(
+            M::POST,
+            "/api/v1/items/{id}/publish",
+            web::post().to(items::publish),
+        ),
+        op(
+            M::POST,
+            "/api/v1/items/{id}/withdraw",
+            web::post().to(items::withdraw),
+        ),
+        op(
+            M::POST,
+            "/api/v1/attachments",
+            web::post().to(items::upload_attachment),
+        ),
+        op(
+            M::GET,
+            "/api/v1/attachments/{sha256}",
+            web::get().to(items::download_attachment),
+        ),
+        op(
+            M::GET,
+            "/api/v1/interpretations/due",
+            web::get().to(items::interpretations_due),
+        ),
         op(M::GET, "/api/v1/audit", web::get().to(system::audit_log)),
         op(M::GET, "/api/v1/areas", web::get().to(system::areas)),
         op(M::GET, "/api/v1/catalog", web::get().to(system::catalog)),
@@ -86,7 +138,12 @@ fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn no_route() -> Result<actix_web::HttpResponse, error::ApiError> {
-    Err(error::ApiError::new(actix_web::http::StatusCode::NOT_FOUND, "no_route", "no such endpoint", None))
+    Err(error::ApiError::new(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "no_route",
+        "no such endpoint",
+        None,
+    ))
 }
 
 pub struct Application {
@@ -98,11 +155,17 @@ impl Application {
     /// Binds the configured address (port 0 picks a free port) and prepares the server.
     pub fn build(hub: Arc<Hub>) -> anyhow::Result<Self> {
         let listen = hub.settings.server.listen.clone();
-        let listener = TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
+        let listener = TcpListener::bind(&listen)
+            .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
         let local_addr = listener.local_addr()?;
         let hub_data = web::Data::from(hub.clone());
         let metrics = web::Data::new(system::HttpMetrics::default());
-        let payload_limit = hub.settings.content.max_attachment_bytes.max(4 * hub.settings.content.max_body_bytes) + (1 << 20);
+        let payload_limit = hub
+            .settings
+            .content
+            .max_attachment_bytes
+            .max(4 * hub.settings.content.max_body_bytes)
+            + (1 << 20);
         let server = HttpServer::new(move || {
             let counters = metrics.clone();
             App::new()

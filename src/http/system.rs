@@ -32,7 +32,8 @@ pub async fn healthz(req: HttpRequest) -> Reply {
         Ok(()) => Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ok", "database": "ok"}))),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unreachable");
-            Ok(HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "unavailable", "database": e.to_string()})))
+            Ok(HttpResponse::ServiceUnavailable()
+                .json(serde_json::json!({"status": "unavailable", "database": e.to_string()})))
         }
     }
 }
@@ -53,18 +54,30 @@ impl HttpMetrics {
 
 pub async fn metrics(req: HttpRequest, counters: web::Data<HttpMetrics>) -> Reply {
     let hub = hub(&req)?;
-    let mut text = String::from("# HELP herald_http_responses_total HTTP responses by status class.\n# TYPE herald_http_responses_total counter\n");
+    let mut text = String::from(
+        "# HELP herald_http_responses_total HTTP responses by status class.\n# TYPE herald_http_responses_total counter\n",
+    );
     for (i, counter) in counters.responses.iter().enumerate() {
-        text.push_str(&format!("herald_http_responses_total{{class=\"{}xx\"}} {}\n", i + 1, counter.load(Ordering::Relaxed)));
+        text.push_str(&format!(
+            "herald_http_responses_total{{class=\"{}xx\"}} {}\n",
+            i + 1,
+            counter.load(Ordering::Relaxed)
+        ));
     }
     text.push_str("# HELP herald_items Items by workflow state.\n# TYPE herald_items gauge\n");
     for state in ItemState::ALL {
-        let count = item::Entity::find().filter(item::Column::State.eq(state.as_str())).count(&hub.db).await.map_err(Error::from)?;
+        let count = item::Entity::find()
+            .filter(item::Column::State.eq(state.as_str()))
+            .count(&hub.db)
+            .await
+            .map_err(Error::from)?;
         text.push_str(&format!("herald_items{{state=\"{}\"}} {count}\n", state.as_str()));
     }
     let up = u8::from(store::ping(&hub.db).await.is_ok());
     text.push_str(&format!("# HELP herald_database_up Whether the database answers.\n# TYPE herald_database_up gauge\nherald_database_up {up}\n"));
-    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text))
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text))
 }
 
 #[derive(Deserialize)]
@@ -83,7 +96,9 @@ pub async fn audit_log(req: HttpRequest, caller: Caller, query: ApiQuery<AuditQu
     if limit == 0 || limit > 1000 {
         return Err(Error::validation("limit", "must be 1–1000").into());
     }
-    let rows = audit::list(&hub(&req)?.db, query.0.after, limit).await.map_err(Error::from)?;
+    let rows = audit::list(&hub(&req)?.db, query.0.after, limit)
+        .await
+        .map_err(Error::from)?;
     let entries: Vec<_> = rows
         .into_iter()
         .map(|r| {

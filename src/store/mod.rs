@@ -18,7 +18,10 @@ use crate::config::StorageSettings;
 pub async fn connect(settings: &StorageSettings) -> anyhow::Result<DatabaseConnection> {
     let url = settings.effective_database_url();
     let mut options = ConnectOptions::new(url.clone());
-    options.max_connections(settings.max_connections).sqlx_logging(false).acquire_timeout(Duration::from_secs(30));
+    options
+        .max_connections(settings.max_connections)
+        .sqlx_logging(false)
+        .acquire_timeout(Duration::from_secs(30));
     if url.starts_with("sqlite:") {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
@@ -29,7 +32,9 @@ pub async fn connect(settings: &StorageSettings) -> anyhow::Result<DatabaseConne
                 .busy_timeout(Duration::from_secs(10))
         });
     }
-    let db = Database::connect(options).await.with_context(|| format!("cannot open the database at {}", redact(&url)))?;
+    let db = Database::connect(options)
+        .await
+        .with_context(|| format!("cannot open the database at {}", redact(&url)))?;
     Ok(db)
 }
 

@@ -8,7 +8,9 @@ use std::{
 fn herald() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     // The harness's own variables must not leak into the binary under test.
-    command.env_remove("HERALD_TEST_DATABASE_URL").env_remove("HERALD_TEST_MQTT_URL");
+    command
+        .env_remove("HERALD_TEST_DATABASE_URL")
+        .env_remove("HERALD_TEST_MQTT_URL");
     command
 }
 
@@ -50,7 +52,11 @@ fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_heal
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let client = reqwest::Client::new();
-        let health = client.get(format!("{address}/healthz")).send().await.expect("healthz");
+        let health = client
+            .get(format!("{address}/healthz"))
+            .send()
+            .await
+            .expect("healthz");
         assert_eq!(health.status(), 200);
         let login = client
             .post(format!("{address}/api/v1/session"))
@@ -60,7 +66,10 @@ fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_heal
             .expect("login");
         assert_eq!(login.status(), 200);
     });
-    assert!(dir.path().join("herald.db").exists(), "the embedded default is a SQLite file in the data dir");
+    assert!(
+        dir.path().join("herald.db").exists(),
+        "the embedded default is a SQLite file in the data dir"
+    );
 }
 
 #[test]
@@ -75,46 +84,102 @@ fn a_taken_port_is_a_clear_error() {
         .expect("runs");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn users_and_tokens_are_managed_from_the_command_line() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = |args: &[&str]| herald().arg("--data-dir").arg(dir.path()).args(args).output().expect("runs");
+    let run = |args: &[&str]| {
+        herald()
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .expect("runs")
+    };
 
-    let added = run(&["user", "add", "--username", "wang.wu", "--role", "reviewer", "--area", "530426101"]);
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let added = run(&[
+        "user",
+        "add",
+        "--username",
+        "wang.wu",
+        "--role",
+        "reviewer",
+        "--area",
+        "530426101",
+    ]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     assert!(String::from_utf8_lossy(&added.stdout).contains("one-time password: "));
 
-    let bad_area = run(&["user", "add", "--username", "zhao", "--role", "publisher", "--area", "999999"]);
+    let bad_area = run(&[
+        "user",
+        "add",
+        "--username",
+        "zhao",
+        "--role",
+        "publisher",
+        "--area",
+        "999999",
+    ]);
     assert!(!bad_area.status.success());
     assert!(String::from_utf8_lossy(&bad_area.stderr).contains("area_code"));
-    let bad_role = run(&["user", "add", "--username", "zhao", "--role", "mayor", "--area", "530426"]);
+    let bad_role = run(&[
+        "user",
+        "add",
+        "--username",
+        "zhao",
+        "--role",
+        "mayor",
+        "--area",
+        "530426",
+    ]);
     assert_eq!(bad_role.status.code(), Some(2), "clap refuses an unknown role");
 
     let token = run(&["token", "create", "--user", "wang.wu", "--name", "ci"]);
-    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
     assert!(String::from_utf8_lossy(&token.stdout).contains("hrld_"));
 
     let disabled = run(&["user", "disable", "wang.wu"]);
     assert!(disabled.status.success());
     let listed = run(&["user", "list"]);
     let listed = String::from_utf8_lossy(&listed.stdout);
-    assert!(listed.contains("wang.wu\treviewer\t530426101\tdisabled"), "{listed}");
+    assert!(
+        listed.contains("wang.wu\treviewer\t530426101\tdisabled"),
+        "{listed}"
+    );
 
     let unknown = run(&["user", "disable", "nobody"]);
     assert!(!unknown.status.success());
 
     let verified = run(&["audit", "verify"]);
-    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
 }
 
 #[test]
 fn configuration_is_layered_file_then_environment_then_flags() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("herald.toml");
-    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:7001\"\n[auth]\nsession_hours = 4\n").expect("write");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"127.0.0.1:7001\"\n[auth]\nsession_hours = 4\n",
+    )
+    .expect("write");
     let check = |extra_env: &[(&str, &str)], flags: &[&str]| {
         let mut command = herald();
         command.arg("--config").arg(&file).arg("check-config").args(flags);
@@ -124,25 +189,41 @@ fn configuration_is_layered_file_then_environment_then_flags() {
         command.output().expect("runs")
     };
     let from_file = check(&[], &[]);
-    assert!(from_file.status.success(), "{}", String::from_utf8_lossy(&from_file.stderr));
+    assert!(
+        from_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
     let text = String::from_utf8_lossy(&from_file.stdout);
-    assert!(text.contains("listen = \"127.0.0.1:7001\"") && text.contains("session_hours = 4"), "{text}");
+    assert!(
+        text.contains("listen = \"127.0.0.1:7001\"") && text.contains("session_hours = 4"),
+        "{text}"
+    );
 
     let from_env = check(&[("HERALD_AUTH__SESSION_HOURS", "9")], &[]);
     assert!(String::from_utf8_lossy(&from_env.stdout).contains("session_hours = 9"));
 
-    let from_flag = check(&[("HERALD_STORAGE__DATA_DIR", "/from-env")], &["--data-dir", "/from-flag"]);
+    let from_flag = check(
+        &[("HERALD_STORAGE__DATA_DIR", "/from-env")],
+        &["--data-dir", "/from-flag"],
+    );
     let text = String::from_utf8_lossy(&from_flag.stdout);
     assert!(text.contains("data_dir = \"/from-flag\""), "{text}");
 
     std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:7001\"\nport = 3\n").expect("write");
     let unknown = check(&[], &[]);
     assert_eq!(unknown.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("port"), "the unknown key is named");
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("port"),
+        "the unknown key is named"
+    );
 
     let bad_env = check(&[("HERALD_AUTH__SESSION_HOURS", "many")], &[]);
     assert_eq!(bad_env.status.code(), Some(2));
 
-    let missing = herald().args(["--config", "/nonexistent/herald.toml", "check-config"]).output().expect("runs");
+    let missing = herald()
+        .args(["--config", "/nonexistent/herald.toml", "check-config"])
+        .output()
+        .expect("runs");
     assert_eq!(missing.status.code(), Some(2));
 }

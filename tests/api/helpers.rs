@@ -59,14 +59,25 @@ pub const TEST_MAX_BODY_BYTES: usize = 8 * 1024;
 
 /// 10:00 Beijing time on Wednesday 30 September 2026, the eve of the National Day holiday.
 pub fn test_start_time() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 9, 30, 2, 0, 0).single().expect("valid time")
+    Utc.with_ymd_and_hms(2026, 9, 30, 2, 0, 0)
+        .single()
+        .expect("valid time")
 }
 
 async fn fresh_postgres_url(base: &str) -> String {
-    let db = Database::connect(base).await.expect("PostgreSQL from HERALD_TEST_DATABASE_URL answers");
+    let db = Database::connect(base)
+        .await
+        .expect("PostgreSQL from HERALD_TEST_DATABASE_URL answers");
     let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
-    db.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
-    let (prefix, _) = base.split('?').next().unwrap_or(base).rsplit_once('/').expect("URL has a database name");
+    db.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create test database");
+    let (prefix, _) = base
+        .split('?')
+        .next()
+        .unwrap_or(base)
+        .rsplit_once('/')
+        .expect("URL has a database name");
     format!("{prefix}/{name}")
 }
 
@@ -89,9 +100,17 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         (Backend::Sqlite, _) => {}
     }
     let config_path = dir.path().join("herald.toml");
-    std::fs::write(&config_path, toml::to_string(&settings).expect("settings serialise")).expect("write config");
+    std::fs::write(
+        &config_path,
+        toml::to_string(&settings).expect("settings serialise"),
+    )
+    .expect("write config");
 
-    let hub = Arc::new(Hub::open(settings, Clock::manual(test_start_time())).await.expect("hub opens"));
+    let hub = Arc::new(
+        Hub::open(settings, Clock::manual(test_start_time()))
+            .await
+            .expect("hub opens"),
+    );
     let mut tokens = HashMap::new();
     for (name, role, area) in USERS {
         let new = NewUser {
@@ -101,14 +120,25 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
             area_code: (*area).into(),
             password: Some(format!("{name}-password-1")),
         };
-        let (user, _) = accounts::create_user(&hub, "test", None, new).await.expect("create user");
-        let (_, secret) = accounts::create_token(&hub, "test", &user.id, "tests").await.expect("create token");
+        let (user, _) = accounts::create_user(&hub, "test", None, new)
+            .await
+            .expect("create user");
+        let (_, secret) = accounts::create_token(&hub, "test", &user.id, "tests")
+            .await
+            .expect("create token");
         tokens.insert(*name, secret);
     }
     let application = Application::build(hub.clone()).expect("app builds");
     let address = format!("http://{}", application.local_addr());
     tokio::spawn(application.run_until_stopped());
-    TestApp { address, hub, client: reqwest::Client::new(), tokens, config_path, _dir: dir }
+    TestApp {
+        address,
+        hub,
+        client: reqwest::Client::new(),
+        tokens,
+        config_path,
+        _dir: dir,
+    }
 }
 
 static NEXT_INDEX_NO: AtomicU32 = AtomicU32::new(1);
@@ -154,32 +184,56 @@ impl TestApp {
         let headers = response.headers().clone();
         let text = response.text().await.expect("body read");
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply { status, json, headers }
+        Reply {
+            status,
+            json,
+            headers,
+        }
     }
 
     fn auth(&self, user: &str, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        request.bearer_auth(self.tokens.get(user).unwrap_or_else(|| panic!("no test user {user}")))
+        request.bearer_auth(
+            self.tokens
+                .get(user)
+                .unwrap_or_else(|| panic!("no test user {user}")),
+        )
     }
 
     pub async fn get(&self, user: &str, path: &str) -> Reply {
-        self.send(self.auth(user, self.client.get(format!("{}{path}", self.address)))).await
+        self.send(self.auth(user, self.client.get(format!("{}{path}", self.address))))
+            .await
     }
 
     pub async fn post(&self, user: &str, path: &str, body: &Value) -> Reply {
-        self.send(self.auth(user, self.client.post(format!("{}{path}", self.address)).json(body))).await
+        self.send(self.auth(
+            user,
+            self.client.post(format!("{}{path}", self.address)).json(body),
+        ))
+        .await
     }
 
     pub async fn put(&self, user: &str, path: &str, body: &Value) -> Reply {
-        self.send(self.auth(user, self.client.put(format!("{}{path}", self.address)).json(body))).await
+        self.send(self.auth(
+            user,
+            self.client.put(format!("{}{path}", self.address)).json(body),
+        ))
+        .await
     }
 
     pub async fn publish(&self, user: &str, id: &str, key: &str) -> Reply {
-        let request = self.client.post(format!("{}/api/v1/items/{id}/publish", self.address)).header("Idempotency-Key", key);
+        let request = self
+            .client
+            .post(format!("{}/api/v1/items/{id}/publish", self.address))
+            .header("Idempotency-Key", key);
         self.send(self.auth(user, request)).await
     }
 
     pub async fn upload(&self, user: &str, content_type: &str, bytes: Vec<u8>) -> Reply {
-        let request = self.client.post(format!("{}/api/v1/attachments", self.address)).header("content-type", content_type).body(bytes);
+        let request = self
+            .client
+            .post(format!("{}/api/v1/attachments", self.address))
+            .header("content-type", content_type)
+            .body(bytes);
         self.send(self.auth(user, request)).await
     }
 
@@ -192,19 +246,38 @@ impl TestApp {
 
     /// Submits (as `author`), confidentiality-checks and approves (as `reviewer`).
     pub async fn approve(&self, author: &str, reviewer: &str, id: &str) -> Reply {
-        let submitted = self.post(author, &format!("/api/v1/items/{id}/submit"), &json!({})).await;
+        let submitted = self
+            .post(author, &format!("/api/v1/items/{id}/submit"), &json!({}))
+            .await;
         assert_eq!(submitted.status, 200, "submit failed: {}", submitted.json);
         let version = submitted.json["current_version"].clone();
         let checked = self
-            .post(reviewer, &format!("/api/v1/items/{id}/confidentiality-check"), &json!({"version": version, "confirmed": true}))
+            .post(
+                reviewer,
+                &format!("/api/v1/items/{id}/confidentiality-check"),
+                &json!({"version": version, "confirmed": true}),
+            )
             .await;
-        assert_eq!(checked.status, 200, "confidentiality check failed: {}", checked.json);
-        self.post(reviewer, &format!("/api/v1/items/{id}/approve"), &json!({"version": version, "comment": "同意发布"})).await
+        assert_eq!(
+            checked.status, 200,
+            "confidentiality check failed: {}",
+            checked.json
+        );
+        self.post(
+            reviewer,
+            &format!("/api/v1/items/{id}/approve"),
+            &json!({"version": version, "comment": "同意发布"}),
+        )
+        .await
     }
 
     pub async fn audit_actions(&self, item_id: &str) -> Vec<String> {
         let reply = self.get("admin", "/api/v1/audit?limit=1000").await;
-        reply.json.as_array().expect("audit array").iter()
+        reply
+            .json
+            .as_array()
+            .expect("audit array")
+            .iter()
             .filter(|e| e["target_id"] == item_id)
             .map(|e| e["action"].as_str().expect("action").to_owned())
             .collect()

@@ -4,7 +4,12 @@ use crate::helpers::{Backend, TestApp, item_body, spawn_app};
 use crate::on_both_databases;
 
 fn status_of(due: &serde_json::Value, id: &str) -> String {
-    due.as_array().expect("array").iter().find(|d| d["interpretation_id"] == id).map(|d| d["status"].as_str().expect("status").to_owned()).unwrap_or_default()
+    due.as_array()
+        .expect("array")
+        .iter()
+        .find(|d| d["interpretation_id"] == id)
+        .map(|d| d["status"].as_str().expect("status").to_owned())
+        .unwrap_or_default()
 }
 
 on_both_databases! {

@@ -1,4 +1,5 @@
 //! Black-box tests: Herald over HTTP and its command line, on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 
 mod helpers;
 

@@ -9,8 +9,14 @@ fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
     let mut operations = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().expect("path item") {
-            assert!(operation["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path} documents no response");
-            assert!(operation["summary"].as_str().is_some_and(|s| !s.is_empty()), "{method} {path} has no summary");
+            assert!(
+                operation["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{method} {path} documents no response"
+            );
+            assert!(
+                operation["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                "{method} {path} has no summary"
+            );
             operations.insert((method.to_uppercase(), path.clone()));
         }
     }
@@ -21,17 +27,29 @@ fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
 fn the_openapi_document_lists_exactly_the_routes_the_server_registers() {
     let doc: Value = serde_json::from_str(herald::http::system::OPENAPI).expect("valid JSON");
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
-    let registered: BTreeSet<_> = herald::http::api_routes().into_iter().map(|r| (r.method.to_string(), r.path.to_owned())).collect();
+    let registered: BTreeSet<_> = herald::http::api_routes()
+        .into_iter()
+        .map(|r| (r.method.to_string(), r.path.to_owned()))
+        .collect();
     let documented = documented_operations(&doc);
     let undocumented: Vec<_> = registered.difference(&documented).collect();
     let phantom: Vec<_> = documented.difference(&registered).collect();
-    assert!(undocumented.is_empty(), "routes missing from openapi.json: {undocumented:?}");
-    assert!(phantom.is_empty(), "openapi.json documents routes that do not exist: {phantom:?}");
+    assert!(
+        undocumented.is_empty(),
+        "routes missing from openapi.json: {undocumented:?}"
+    );
+    assert!(
+        phantom.is_empty(),
+        "openapi.json documents routes that do not exist: {phantom:?}"
+    );
     // Every $ref points at a schema that exists.
     let text = doc.to_string();
     for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
         let name = reference.split('"').next().expect("name");
-        assert!(doc["components"]["schemas"].get(name).is_some(), "dangling $ref {name}");
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "dangling $ref {name}"
+        );
     }
 }
 
