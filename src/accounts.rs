@@ -109,6 +109,28 @@ fn password_matches(password: &str, stored: &str) -> bool {
     })
 }
 
+/// Account changes carry no content hashes; the detail says what changed.
+async fn audit_account(
+    txn: &sea_orm::DatabaseTransaction,
+    at: chrono::DateTime<chrono::Utc>,
+    actor: &str,
+    action: &str,
+    (target_type, target_id): (&str, &str),
+    detail: serde_json::Value,
+) -> Result<()> {
+    let event = AuditEvent {
+        actor,
+        action,
+        target_type,
+        target_id,
+        before_hash: None,
+        after_hash: None,
+        detail,
+    };
+    audit::append(txn, at, event).await?;
+    Ok(())
+}
+
 /// Creates a user; returns it with the password when Herald generated it.
 pub async fn create_user(
     hub: &Hub,
@@ -174,18 +196,13 @@ pub async fn create_user(
     }
     .insert(&txn)
     .await?;
-    audit::append(
+    audit_account(
         &txn,
         now,
-        AuditEvent {
-            actor,
-            action: "user.create",
-            target_type: "user",
-            target_id: &model.id,
-            before_hash: None,
-            after_hash: None,
-            detail: serde_json::json!({"username": model.username, "role": model.role, "area_code": model.area_code}),
-        },
+        actor,
+        "user.create",
+        ("user", &model.id),
+        serde_json::json!({"username": model.username, "role": model.role, "area_code": model.area_code}),
     )
     .await?;
     txn.commit().await?;
@@ -257,18 +274,13 @@ pub async fn disable_user(
         .filter(api_token::Column::RevokedAt.is_null())
         .exec(&txn)
         .await?;
-    audit::append(
+    audit_account(
         &txn,
         now,
-        AuditEvent {
-            actor,
-            action: "user.disable",
-            target_type: "user",
-            target_id: &model.id,
-            before_hash: None,
-            after_hash: None,
-            detail: serde_json::json!({"username": model.username}),
-        },
+        actor,
+        "user.disable",
+        ("user", &model.id),
+        serde_json::json!({"username": model.username}),
     )
     .await?;
     txn.commit().await?;
@@ -324,18 +336,13 @@ pub async fn create_token(hub: &Hub, actor: &str, user_id: &str, name: &str) -> 
     }
     .insert(&txn)
     .await?;
-    audit::append(
+    audit_account(
         &txn,
         now,
-        AuditEvent {
-            actor,
-            action: "token.create",
-            target_type: "token",
-            target_id: &model.id,
-            before_hash: None,
-            after_hash: None,
-            detail: serde_json::json!({"user_id": owner.id, "name": model.name}),
-        },
+        actor,
+        "token.create",
+        ("token", &model.id),
+        serde_json::json!({"user_id": owner.id, "name": model.name}),
     )
     .await?;
     txn.commit().await?;
@@ -377,18 +384,13 @@ pub async fn revoke_token(hub: &Hub, caller: &Caller, token_id: &str) -> Result<
     let mut active: api_token::ActiveModel = token.into();
     active.revoked_at = Set(Some(now));
     let token = active.update(&txn).await?;
-    audit::append(
+    audit_account(
         &txn,
         now,
-        AuditEvent {
-            actor: &caller.id,
-            action: "token.revoke",
-            target_type: "token",
-            target_id: &token.id,
-            before_hash: None,
-            after_hash: None,
-            detail: serde_json::json!({"user_id": token.user_id}),
-        },
+        &caller.id,
+        "token.revoke",
+        ("token", &token.id),
+        serde_json::json!({"user_id": token.user_id}),
     )
     .await?;
     txn.commit().await?;

@@ -612,6 +612,7 @@ async fn load_for_review(
     Ok((row, version))
 }
 
+/// Records a review step and its audit entry; the audit action is `item.<kind>`.
 async fn record_review(
     txn: &DatabaseTransaction,
     hub: &Hub,
@@ -632,7 +633,20 @@ async fn record_review(
     }
     .insert(txn)
     .await?;
-    Ok(())
+    let action = format!("item.{}", kind.as_str());
+    audit_item(
+        txn,
+        hub,
+        caller,
+        &version.item_id,
+        Audited {
+            action: &action,
+            before_hash: Some(&version.content_hash),
+            after_hash: Some(&version.content_hash),
+            detail: serde_json::json!({"version": version.version, "comment": comment}),
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -668,20 +682,6 @@ pub async fn confidentiality_check(
         &version,
         ReviewKind::ConfidentialityCheck,
         input.comment.trim(),
-    )
-    .await?;
-    let detail = serde_json::json!({"version": version.version, "comment": input.comment.trim()});
-    audit_item(
-        &txn,
-        hub,
-        caller,
-        id,
-        Audited {
-            action: "item.confidentiality_check",
-            before_hash: Some(&version.content_hash),
-            after_hash: Some(&version.content_hash),
-            detail,
-        },
     )
     .await?;
     txn.commit().await?;
@@ -729,20 +729,6 @@ pub async fn approve(hub: &Hub, caller: &Caller, id: &str, input: ApproveInput) 
     active.review_comment = Set(Some(input.comment.trim().to_owned()).filter(|c| !c.is_empty()));
     active.updated_at = Set(hub.clock.now());
     active.update(&txn).await?;
-    let detail = serde_json::json!({"version": version.version, "comment": input.comment.trim()});
-    audit_item(
-        &txn,
-        hub,
-        caller,
-        id,
-        Audited {
-            action: "item.approve",
-            before_hash: Some(&version.content_hash),
-            after_hash: Some(&version.content_hash),
-            detail,
-        },
-    )
-    .await?;
     txn.commit().await?;
     get_item(hub, caller, id).await
 }
@@ -768,20 +754,6 @@ pub async fn reject(hub: &Hub, caller: &Caller, id: &str, input: RejectInput) ->
     active.review_comment = Set(Some(comment.to_owned()));
     active.updated_at = Set(hub.clock.now());
     active.update(&txn).await?;
-    let detail = serde_json::json!({"version": version.version, "comment": comment});
-    audit_item(
-        &txn,
-        hub,
-        caller,
-        id,
-        Audited {
-            action: "item.reject",
-            before_hash: Some(&version.content_hash),
-            after_hash: Some(&version.content_hash),
-            detail,
-        },
-    )
-    .await?;
     txn.commit().await?;
     get_item(hub, caller, id).await
 }

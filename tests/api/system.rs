@@ -73,3 +73,23 @@ on_both_databases! {
         }
     }
 }
+
+#[tokio::test]
+async fn the_embedded_sqlite_store_runs_in_wal_mode_with_foreign_keys_on() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let app = spawn_app(Backend::Sqlite).await;
+    let db = &app.hub.db;
+    let pragma = |name: &str| Statement::from_string(db.get_database_backend(), format!("PRAGMA {name}"));
+    let journal = db
+        .query_one_raw(pragma("journal_mode"))
+        .await
+        .expect("pragma")
+        .expect("row");
+    assert_eq!(journal.try_get_by_index::<String>(0).expect("text"), "wal");
+    let foreign_keys = db
+        .query_one_raw(pragma("foreign_keys"))
+        .await
+        .expect("pragma")
+        .expect("row");
+    assert_eq!(foreign_keys.try_get_by_index::<i32>(0).expect("int"), 1);
+}

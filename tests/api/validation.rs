@@ -41,8 +41,11 @@ on_both_databases! {
         let disguised = app.upload("publisher", "application/pdf", b"MZ\x90\x00 not a pdf".to_vec()).await;
         assert_eq!(disguised.status, 422);
         assert_eq!(disguised.field(), Some("content_type"));
-        let missing = app.get("publisher", &format!("/api/v1/attachments/{}", "ab".repeat(32))).await;
-        assert_eq!(missing.status, 404);
+        for refused_bytes in [&b"MZ\x90\x00"[..], &b"MZ\x90\x00 not a pdf"[..]] {
+            let sha = herald::domain::item::sha256_hex(refused_bytes);
+            let missing = app.get("publisher", &format!("/api/v1/attachments/{sha}")).await;
+            assert_eq!(missing.status, 404, "a refused upload is not stored");
+        }
 
         let pdf = b"%PDF-1.7\n%test attachment\n".to_vec();
         let stored = app.upload("publisher", "application/pdf", pdf.clone()).await;
