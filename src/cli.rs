@@ -11,11 +11,23 @@ use crate::{
     accounts::{self, NewUser},
     audit,
     config::{Overrides, Settings},
+    delivery,
     domain::user::Role,
     http::Application,
     hub::{Clock, Hub, ReferenceData},
     telemetry, workers,
 };
+
+/// Names this instance's worker in leases: host, process and a random suffix, so two
+/// instances never share a name.
+fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "herald".into());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
 
 #[derive(Parser)]
 #[command(
@@ -290,6 +302,7 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     tokio::select! {
         result = application.run_until_stopped() => result.context("HTTP server stopped")?,
         result = workers::run_expiry_until_stopped(hub.clone()) => result?,
+        result = delivery::worker::run_until_stopped(hub.clone(), worker_id()) => result?,
     }
     Ok(ExitCode::SUCCESS)
 }

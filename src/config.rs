@@ -18,6 +18,7 @@ pub struct Settings {
     pub content: ContentSettings,
     pub auth: AuthSettings,
     pub workflow: WorkflowSettings,
+    pub delivery: DeliverySettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +148,41 @@ impl Default for WorkflowSettings {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// How long a worker owns a claimed delivery; after that another worker may take it over.
+    pub lease_seconds: u32,
+    /// Deliveries one worker claims at a time.
+    pub batch_size: u32,
+    /// Pause between polls when nothing is due.
+    pub poll_interval_ms: u64,
+    /// Attempts before a transiently failing delivery is marked failed.
+    pub max_attempts: u32,
+    /// First retry delay; each further retry doubles it, up to the cap, with jitter.
+    pub backoff_base_seconds: u32,
+    pub backoff_cap_seconds: u32,
+    /// Sends in flight at once per channel, per hub instance.
+    pub channel_in_flight: u32,
+    /// Sends in flight at once per target, per hub instance.
+    pub target_in_flight: u32,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            lease_seconds: 120,
+            batch_size: 64,
+            poll_interval_ms: 500,
+            max_attempts: 8,
+            backoff_base_seconds: 30,
+            backoff_cap_seconds: 3600,
+            channel_in_flight: 16,
+            target_in_flight: 2,
+        }
+    }
+}
+
 /// Command-line values that win over the file and the environment.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -204,6 +240,22 @@ impl Settings {
         if self.storage.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "storage.max_connections must be at least 1".into(),
+            ));
+        }
+        let delivery = &self.delivery;
+        let positive = [
+            ("delivery.lease_seconds", delivery.lease_seconds),
+            ("delivery.batch_size", delivery.batch_size),
+            ("delivery.max_attempts", delivery.max_attempts),
+            ("delivery.channel_in_flight", delivery.channel_in_flight),
+            ("delivery.target_in_flight", delivery.target_in_flight),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+        }
+        if delivery.backoff_cap_seconds < delivery.backoff_base_seconds {
+            return Err(ConfigError::Invalid(
+                "delivery.backoff_cap_seconds must not be below backoff_base_seconds".into(),
             ));
         }
         if self.workflow.interpretation_working_days == 0 {

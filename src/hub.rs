@@ -8,8 +8,11 @@ use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use regex::Regex;
 use sea_orm::DatabaseConnection;
 
+use herald_channels::{ChannelRegistry, portal::Portal};
+
 use crate::{
     config::Settings,
+    delivery::{portal_store::DbPortalStore, targets, worker::InFlight},
     domain::{
         area::{AreaTree, DEMO_AREAS},
         calendar::{DEFAULT_CALENDAR, WorkCalendar},
@@ -73,6 +76,9 @@ pub struct Hub {
     pub calendar: WorkCalendar,
     pub index_no_pattern: Regex,
     pub clock: Clock,
+    /// Channel adapters; tests may register their own before the hub is shared.
+    pub channels: ChannelRegistry,
+    pub in_flight: InFlight,
 }
 
 fn read_or_builtin(path: &str, builtin: &'static str) -> anyhow::Result<String> {
@@ -116,7 +122,13 @@ impl Hub {
         let reference = ReferenceData::load(&settings)?;
         let db = store::connect(&settings.storage).await?;
         store::migrate(&db).await?;
-        Ok(Self {
+        let mut channels = ChannelRegistry::default();
+        let portal_store = DbPortalStore {
+            db: db.clone(),
+            clock: clock.clone(),
+        };
+        channels.register(Arc::new(Portal::new(Arc::new(portal_store))));
+        let hub = Self {
             db,
             settings,
             areas: reference.areas,
@@ -124,6 +136,12 @@ impl Hub {
             calendar: reference.calendar,
             index_no_pattern: reference.index_no_pattern,
             clock,
-        })
+            channels,
+            in_flight: InFlight::default(),
+        };
+        targets::ensure_portal_target(&hub)
+            .await
+            .map_err(|e| anyhow::anyhow!("registering the portal target: {e}"))?;
+        Ok(hub)
     }
 }

@@ -10,9 +10,15 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::{
     accounts::Caller,
     audit::{self, AuditEvent},
+    delivery::{
+        self,
+        targets::{self, TargetView},
+    },
     domain::{
         area::AreaCode,
         item::{ContentRules, Disclosure, ItemContent, ItemInput, ItemState, sha256_hex},
@@ -764,6 +770,78 @@ pub struct PublishInput {
     /// Channels to deliver to; empty means every channel whose targets match the item.
     #[serde(default)]
     pub channels: Vec<ChannelKind>,
+    /// Narrows delivery to these of the resolved targets; empty means all of them.
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+/// The targets an item's current version would reach, narrowed as a publish request would.
+async fn resolve_targets(
+    hub: &Hub,
+    db: &impl ConnectionTrait,
+    content: &ItemContent,
+    input: &PublishInput,
+) -> Result<Vec<TargetView>> {
+    for (i, channel) in input.channels.iter().enumerate() {
+        if hub.channels.get(*channel).is_none() {
+            return Err(Error::validation(
+                format!("channels[{i}]"),
+                format!("channel {} is not available", channel.as_str()),
+            ));
+        }
+    }
+    let area = AreaCode::parse(&content.area_code).map_err(anyhow::Error::new)?;
+    let mut resolved =
+        targets::resolve(hub, db, &area, &content.catalog, &content.tags, &input.channels).await?;
+    if !input.targets.is_empty() {
+        for (i, wanted) in input.targets.iter().enumerate() {
+            if !resolved.iter().any(|t| &t.id == wanted) {
+                return Err(Error::validation(
+                    format!("targets[{i}]"),
+                    format!("target {wanted} is not among the targets this item reaches"),
+                ));
+            }
+        }
+        resolved.retain(|t| input.targets.contains(&t.id));
+    }
+    Ok(resolved)
+}
+
+/// What publishing would reach now, for the publisher to check first.
+pub async fn preview_targets(
+    hub: &Hub,
+    caller: &Caller,
+    id: &str,
+    input: PublishInput,
+) -> Result<Vec<TargetView>> {
+    let row = load_visible(&hub.db, caller, id, false).await?;
+    let content = content_of(&load_version(&hub.db, id, row.current_version).await?)?;
+    resolve_targets(hub, &hub.db, &content, &input).await
+}
+
+/// The exact rendition a channel would receive for the current version.
+pub async fn preview_rendition(
+    hub: &Hub,
+    caller: &Caller,
+    id: &str,
+    channel: ChannelKind,
+) -> Result<herald_channels::Rendition> {
+    let row = load_visible(&hub.db, caller, id, false).await?;
+    let version = load_version(&hub.db, id, row.current_version).await?;
+    let content = content_of(&version)?;
+    let adapter = hub.channels.get(channel).ok_or_else(|| {
+        Error::validation(
+            "channel",
+            format!("channel {} is not available", channel.as_str()),
+        )
+    })?;
+    let at = row.published_at.unwrap_or_else(|| hub.clock.now());
+    let item = delivery::published_item(hub, id, version.version, &version.content_hash, &content, at);
+    adapter.render(&item).map_err(|e| Error::Refused {
+        code: "unrenderable",
+        field: None,
+        message: e.to_string(),
+    })
 }
 
 /// The saved outcome of a publish request, returned again for a retry with the same key.
@@ -848,6 +926,8 @@ pub async fn publish(
         }
     }
     let now = hub.clock.now();
+    let content = content_of(&version)?;
+    let resolved = resolve_targets(hub, &txn, &content, &input).await?;
     let publication_id = uuid::Uuid::now_v7().to_string();
     let channels = serde_json::to_string(&input.channels).map_err(anyhow::Error::new)?;
     publication::ActiveModel {
@@ -867,7 +947,11 @@ pub async fn publish(
     active.published_at = Set(Some(now));
     active.updated_at = Set(now);
     active.update(&txn).await?;
-    let detail = serde_json::json!({"version": approved_version, "publication_id": publication_id, "channels": input.channels});
+    let published = delivery::published_item(hub, id, approved_version, &approved_hash, &content, now);
+    let per_channel =
+        delivery::enqueue_publication(hub, &txn, &publication_id, &published, &resolved, now).await?;
+    let deliveries: BTreeMap<&str, usize> = per_channel.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    let detail = serde_json::json!({"version": approved_version, "publication_id": publication_id, "channels": input.channels, "deliveries": deliveries});
     audit_item(
         &txn,
         hub,
@@ -888,6 +972,7 @@ pub async fn publish(
         "content_hash": approved_hash,
         "published_at": now,
         "channels": input.channels,
+        "deliveries": deliveries,
     });
     idempotency::ActiveModel {
         user_id: Set(caller.id.clone()),
@@ -924,13 +1009,15 @@ pub async fn withdraw(hub: &Hub, caller: &Caller, id: &str, input: WithdrawInput
     let row = load_visible(&txn, caller, id, true).await?;
     require_state(&row, &[ItemState::Published], "withdraw")?;
     let hash = row.approved_hash.clone();
+    let emergency = row.emergency;
     let now = hub.clock.now();
     let mut active: item::ActiveModel = row.into();
     active.state = Set(ItemState::Withdrawn.as_str().to_owned());
     active.withdrawn_at = Set(Some(now));
     active.updated_at = Set(now);
     active.update(&txn).await?;
-    let detail = serde_json::json!({"reason": reason});
+    let withdrawals = delivery::enqueue_withdrawal(hub, &txn, id, reason, emergency).await?;
+    let detail = serde_json::json!({"reason": reason, "withdrawal_deliveries": withdrawals});
     audit_item(
         &txn,
         hub,
@@ -948,7 +1035,11 @@ pub async fn withdraw(hub: &Hub, caller: &Caller, id: &str, input: WithdrawInput
     get_item(hub, caller, id).await
 }
 
-/// Moves published items past their 有效期 to `expired`; returns how many.
+/// Why expired items come down, as the cleanup record (清理结果) says.
+pub const EXPIRY_REASON: &str = "有效期届满";
+
+/// Moves published items past their 有效期 to `expired` and takes them down from every
+/// channel; returns how many.
 pub async fn expire_due(hub: &Hub) -> Result<u64> {
     let now = hub.clock.now();
     let due = item::Entity::find()
@@ -972,6 +1063,7 @@ pub async fn expire_due(hub: &Hub) -> Result<u64> {
         }
         let hash = row.approved_hash.clone();
         let id = row.id.clone();
+        let withdrawals = delivery::enqueue_withdrawal(hub, &txn, &id, EXPIRY_REASON, row.emergency).await?;
         let mut active: item::ActiveModel = row.into();
         active.state = Set(ItemState::Expired.as_str().to_owned());
         active.updated_at = Set(now);
@@ -986,7 +1078,7 @@ pub async fn expire_due(hub: &Hub) -> Result<u64> {
                 target_id: &id,
                 before_hash: hash.as_deref(),
                 after_hash: hash.as_deref(),
-                detail: serde_json::json!({}),
+                detail: serde_json::json!({"withdrawal_deliveries": withdrawals}),
             },
         )
         .await?;

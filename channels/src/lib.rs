@@ -4,6 +4,10 @@
 //! **Architecture Invariant:** only this crate knows third-party channel APIs (WeChat, media
 //! centers, device payloads). The hub speaks in [`ChannelKind`] and renditions.
 
+pub mod portal;
+
+use std::{collections::BTreeMap, sync::Arc};
+
 use serde::{Deserialize, Serialize};
 
 /// Every kind of destination Herald delivers to.
@@ -55,6 +59,177 @@ impl ChannelKind {
     /// Devices report back as they receive, verify, start and finish an item.
     pub fn is_device(self) -> bool {
         matches!(self, ChannelKind::NoticeBoard | ChannelKind::Loudspeaker)
+    }
+}
+
+/// An approved item version as every channel sees it: only what may leave the store (for
+/// 此件删减后公开 the body is already the redacted one).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PublishedItem {
+    pub item_id: String,
+    pub version: i32,
+    pub content_hash: String,
+    pub title: String,
+    pub summary: String,
+    /// Sanitised HTML.
+    pub body_html: String,
+    /// 附注, e.g. （此件公开发布）.
+    pub annotation: String,
+    pub index_no: String,
+    pub topic: Vec<String>,
+    pub issuers: Vec<String>,
+    /// ISO date.
+    pub written_date: String,
+    pub doc_no: Option<String>,
+    /// 有效性 label in Chinese, when the item has one.
+    pub validity: Option<String>,
+    pub genre: String,
+    pub keywords: Vec<String>,
+    pub catalog_code: String,
+    pub catalog_name: String,
+    pub area_code: String,
+    pub area_name: String,
+    pub attachments: Vec<Attachment>,
+    pub emergency: bool,
+    /// RFC 3339.
+    pub published_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attachment {
+    pub sha256: String,
+    pub filename: String,
+}
+
+/// What one channel makes of an item; stored, so that a retry sends exactly what a preview showed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Rendition {
+    pub channel: ChannelKind,
+    pub payload: serde_json::Value,
+}
+
+/// A registered destination of one channel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TargetRef {
+    pub id: String,
+    pub name: String,
+    pub area_code: String,
+    /// Channel-specific settings (an account id, a device group, a portal section).
+    pub config: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permanence {
+    /// Worth retrying later (network, rate limit, 5xx).
+    Transient,
+    /// Retrying cannot help (bad payload, revoked account, content refused).
+    Permanent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The channel took it and will report the result later.
+    Accepted { external_id: String },
+    /// Done; for the portal, live.
+    Delivered { external_id: Option<String> },
+    Failed {
+        permanence: Permanence,
+        code: String,
+        message: String,
+    },
+    /// The call may or may not have taken effect (timeout after sending). Never resent blindly.
+    Unknown { message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WithdrawOutcome {
+    Withdrawn,
+    /// The channel has no way to take content down; said so in the record.
+    Unsupported {
+        reason: String,
+    },
+    Failed {
+        permanence: Permanence,
+        code: String,
+        message: String,
+    },
+    Unknown {
+        message: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("{0}")]
+    Unrenderable(String),
+}
+
+/// A receipt a channel pushed back (a WeChat event, a media-center callback, a device report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundReceipt {
+    pub external_id: String,
+    pub kind: String,
+    /// RFC 3339 time at the source, when the source says.
+    pub source_time: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptError {
+    #[error("this channel does not push receipts")]
+    NotSupported,
+    #[error("receipt rejected: {0}")]
+    Invalid(String),
+}
+
+/// One adapter per channel. `render` is pure and backs both delivery and the exact preview;
+/// `deliver` and `withdraw` receive the same idempotency key on every attempt of one delivery.
+#[async_trait::async_trait]
+pub trait Channel: Send + Sync {
+    fn kind(&self) -> ChannelKind;
+
+    fn render(&self, item: &PublishedItem) -> Result<Rendition, RenderError>;
+
+    async fn deliver(
+        &self,
+        rendition: &Rendition,
+        target: &TargetRef,
+        idempotency_key: &str,
+    ) -> DeliveryOutcome;
+
+    async fn withdraw(
+        &self,
+        item_id: &str,
+        target: &TargetRef,
+        external_id: Option<&str>,
+        reason: &str,
+        idempotency_key: &str,
+    ) -> WithdrawOutcome;
+
+    /// For channels that push receipts: parse and verify one inbound payload.
+    fn parse_receipt(&self, _payload: &[u8]) -> Result<Vec<InboundReceipt>, ReceiptError> {
+        Err(ReceiptError::NotSupported)
+    }
+}
+
+/// The adapters a hub delivers through, one per channel kind.
+#[derive(Clone, Default)]
+pub struct ChannelRegistry {
+    channels: BTreeMap<ChannelKind, Arc<dyn Channel>>,
+}
+
+impl ChannelRegistry {
+    /// Adds (or replaces) the adapter for its kind.
+    pub fn register(&mut self, channel: Arc<dyn Channel>) {
+        self.channels.insert(channel.kind(), channel);
+    }
+
+    pub fn get(&self, kind: ChannelKind) -> Option<&Arc<dyn Channel>> {
+        self.channels.get(&kind)
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = ChannelKind> + '_ {
+        self.channels.keys().copied()
     }
 }
 

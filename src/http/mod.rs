@@ -5,8 +5,9 @@
 //! plain values and return `crate::error::Error`.
 
 mod accounts;
+mod deliveries;
 pub mod error;
-mod extract;
+pub(crate) mod extract;
 mod items;
 pub mod system;
 
@@ -115,6 +116,42 @@ pub fn api_routes() -> Vec<ApiRoute> {
             "/api/v1/interpretations/due",
             web::get().to(items::interpretations_due),
         ),
+        op(
+            M::GET,
+            "/api/v1/items/{id}/targets",
+            web::get().to(deliveries::item_targets),
+        ),
+        op(
+            M::GET,
+            "/api/v1/items/{id}/preview/{channel}",
+            web::get().to(deliveries::item_preview),
+        ),
+        op(
+            M::GET,
+            "/api/v1/items/{id}/deliveries",
+            web::get().to(deliveries::item_deliveries),
+        ),
+        op(
+            M::GET,
+            "/api/v1/items/{id}/receipts.csv",
+            web::get().to(deliveries::receipts_csv),
+        ),
+        op(
+            M::GET,
+            "/api/v1/deliveries",
+            web::get().to(deliveries::list_deliveries),
+        ),
+        op(
+            M::POST,
+            "/api/v1/deliveries/{id}/retry",
+            web::post().to(deliveries::retry),
+        ),
+        op(M::GET, "/api/v1/targets", web::get().to(deliveries::list_targets)),
+        op(
+            M::POST,
+            "/api/v1/targets",
+            web::post().to(deliveries::create_target),
+        ),
         op(M::GET, "/api/v1/audit", web::get().to(system::audit_log)),
         op(M::GET, "/api/v1/areas", web::get().to(system::areas)),
         op(M::GET, "/api/v1/catalog", web::get().to(system::catalog)),
@@ -183,6 +220,7 @@ impl Application {
                     }
                 })
                 .configure(configure)
+                .configure(crate::portal::configure)
                 .default_service(web::to(no_route))
         })
         .listen(listener)?

@@ -231,3 +231,116 @@ pub mod audit_head {
     }
     no_relations!();
 }
+
+pub mod target {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "targets")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub channel: String,
+        pub name: String,
+        pub area_code: String,
+        pub catalogs: String,
+        pub tags: String,
+        pub config: String,
+        pub enabled: bool,
+        pub created_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod rendition {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "renditions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub publication_id: String,
+        pub channel: String,
+        pub payload: String,
+        pub created_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod delivery {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "deliveries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub publication_id: String,
+        pub item_id: String,
+        pub version: i32,
+        pub target_id: String,
+        pub channel: String,
+        pub area_code: String,
+        pub kind: String,
+        pub state: String,
+        pub priority: i32,
+        pub not_before: Option<DateTimeUtc>,
+        pub not_after: Option<DateTimeUtc>,
+        pub attempts: i32,
+        pub next_attempt_at: DateTimeUtc,
+        pub lease_owner: Option<String>,
+        pub lease_expires_at: Option<DateTimeUtc>,
+        pub external_id: Option<String>,
+        pub last_error: Option<String>,
+        pub rendition_id: String,
+        pub idempotency_key: String,
+        pub withdraws_id: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod receipt {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "receipts")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub delivery_id: String,
+        pub source: String,
+        pub kind: String,
+        pub source_time: Option<DateTimeUtc>,
+        pub received_at: DateTimeUtc,
+        pub digest: String,
+        pub detail: String,
+    }
+    no_relations!();
+}
+
+pub mod portal_page {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "portal_pages")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub item_id: String,
+        pub target_id: String,
+        pub version: i32,
+        pub title: String,
+        pub payload: String,
+        pub search_text: String,
+        pub catalog: String,
+        pub area_code: String,
+        pub issuers: String,
+        pub emergency: bool,
+        pub published_at: DateTimeUtc,
+        pub withdrawn_at: Option<DateTimeUtc>,
+        pub withdraw_reason: Option<String>,
+    }
+    no_relations!();
+}

@@ -18,6 +18,7 @@ use herald::{
     http::Application,
     hub::{Clock, Hub},
 };
+use herald_channels::Channel;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 
@@ -82,6 +83,22 @@ async fn fresh_postgres_url(base: &str) -> String {
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, Vec::new()).await
+}
+
+/// Opens another hub instance on `app`'s database, as a second `herald serve` would.
+pub async fn second_instance(app: &TestApp, channels: Vec<Arc<dyn Channel>>) -> Arc<Hub> {
+    let mut hub = Hub::open(app.hub.settings.clone(), app.hub.clock.clone())
+        .await
+        .expect("second hub opens");
+    for channel in channels {
+        hub.channels.register(channel);
+    }
+    Arc::new(hub)
+}
+
+/// Like `spawn_app`, with extra channel adapters registered (replacing built-in ones of the same kind).
+pub async fn spawn_app_with(backend: Backend, channels: Vec<Arc<dyn Channel>>) -> TestApp {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
     let calendar_path = dir.path().join("calendar.toml");
@@ -106,11 +123,13 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     )
     .expect("write config");
 
-    let hub = Arc::new(
-        Hub::open(settings, Clock::manual(test_start_time()))
-            .await
-            .expect("hub opens"),
-    );
+    let mut hub = Hub::open(settings, Clock::manual(test_start_time()))
+        .await
+        .expect("hub opens");
+    for channel in channels {
+        hub.channels.register(channel);
+    }
+    let hub = Arc::new(hub);
     let mut tokens = HashMap::new();
     for (name, role, area) in USERS {
         let new = NewUser {
@@ -172,6 +191,13 @@ pub struct Reply {
 }
 
 impl Reply {
+    pub fn text(&self) -> String {
+        match &self.json {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        }
+    }
+
     pub fn field(&self) -> Option<&str> {
         self.json["error"]["field"].as_str()
     }
@@ -269,6 +295,53 @@ impl TestApp {
             &json!({"version": version, "comment": "同意发布"}),
         )
         .await
+    }
+
+    /// An unauthenticated GET, as a citizen's browser makes it.
+    pub async fn public_get(&self, path: &str) -> Reply {
+        self.send(self.client.get(format!("{}{path}", self.address)))
+            .await
+    }
+
+    /// Runs the delivery worker until nothing is due at the current clock.
+    pub async fn deliver_due(&self) -> usize {
+        let mut total = 0;
+        loop {
+            let handled = herald::delivery::worker::try_execute_batch(&self.hub, "test-worker")
+                .await
+                .expect("worker step");
+            if handled == 0 {
+                return total;
+            }
+            total += handled;
+        }
+    }
+
+    /// Creates, approves and publishes an item; returns its id.
+    pub async fn publish_new(&self, body: &Value, publish: &Value) -> String {
+        let id = self.create_item("publisher", body).await;
+        let approved = self.approve("publisher", "reviewer", &id).await;
+        assert_eq!(approved.status, 200, "{}", approved.json);
+        let request = self
+            .client
+            .post(format!("{}/api/v1/items/{id}/publish", self.address))
+            .header("Idempotency-Key", format!("publish-{id}"))
+            .json(publish);
+        let published = self.send(self.auth("publisher", request)).await;
+        assert_eq!(published.status, 201, "{}", published.json);
+        id
+    }
+
+    pub async fn add_target(&self, channel: &str, name: &str, area: &str, config: Value) -> String {
+        let reply = self
+            .post(
+                "admin",
+                "/api/v1/targets",
+                &json!({"channel": channel, "name": name, "area_code": area, "config": config}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.json);
+        reply.json["id"].as_str().expect("id").to_owned()
     }
 
     pub async fn audit_actions(&self, item_id: &str) -> Vec<String> {

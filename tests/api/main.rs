@@ -2,11 +2,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 
 mod helpers;
+mod scripted;
 
 mod accounts;
 mod audit;
 mod cli;
+mod delivery;
 mod interpretations;
+mod portal;
 mod scoping;
 mod system;
 mod validation;

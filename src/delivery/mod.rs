@@ -1,0 +1,762 @@
+//! Deliveries: one row per (published item version, target), written in the publishing
+//! transaction (transactional outbox), worked off by `worker`, and recorded as append-only
+//! receipts from which each delivery's state follows.
+
+pub mod portal_store;
+pub mod targets;
+pub mod worker;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use herald_channels::{ChannelKind, PublishedItem};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect, Set,
+    sea_query::{OnConflict, Query},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    accounts::Caller,
+    audit::{self, AuditEvent},
+    domain::{
+        area::AreaCode,
+        item::{ItemContent, sha256_hex},
+        user::Role,
+    },
+    error::{Error, Result},
+    hub::Hub,
+    store::{
+        begin_write,
+        entities::{delivery, item, receipt, rendition, target},
+    },
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    Sending,
+    Retrying,
+    Accepted,
+    Delivered,
+    Displayed,
+    Played,
+    Failed,
+    Unconfirmed,
+    Expired,
+    Withdrawn,
+    Cancelled,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 12] = [
+        DeliveryState::Pending,
+        DeliveryState::Sending,
+        DeliveryState::Retrying,
+        DeliveryState::Accepted,
+        DeliveryState::Delivered,
+        DeliveryState::Displayed,
+        DeliveryState::Played,
+        DeliveryState::Failed,
+        DeliveryState::Unconfirmed,
+        DeliveryState::Expired,
+        DeliveryState::Withdrawn,
+        DeliveryState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Sending => "sending",
+            DeliveryState::Retrying => "retrying",
+            DeliveryState::Accepted => "accepted",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Displayed => "displayed",
+            DeliveryState::Played => "played",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Unconfirmed => "unconfirmed",
+            DeliveryState::Expired => "expired",
+            DeliveryState::Withdrawn => "withdrawn",
+            DeliveryState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    /// The item reached the target: a withdrawal must follow it there.
+    pub fn reached_target(self) -> bool {
+        matches!(
+            self,
+            DeliveryState::Accepted
+                | DeliveryState::Delivered
+                | DeliveryState::Displayed
+                | DeliveryState::Played
+                | DeliveryState::Unconfirmed
+        )
+    }
+
+    /// Not yet sent: a withdrawal simply cancels it.
+    pub fn not_yet_sent(self) -> bool {
+        matches!(self, DeliveryState::Pending | DeliveryState::Retrying)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryKind {
+    Publish,
+    Withdraw,
+}
+
+impl DeliveryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryKind::Publish => "publish",
+            DeliveryKind::Withdraw => "withdraw",
+        }
+    }
+}
+
+/// Emergency information goes out first.
+pub fn priority_of(emergency: bool) -> i32 {
+    if emergency { 100 } else { 0 }
+}
+
+/// What channels receive of a stored version: the redacted body for 此件删减后公开.
+pub fn published_item(
+    hub: &Hub,
+    item_id: &str,
+    version: i32,
+    hash: &str,
+    content: &ItemContent,
+    at: DateTime<Utc>,
+) -> PublishedItem {
+    let catalog_name = hub
+        .catalog
+        .get(&content.catalog)
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let area_name = AreaCode::parse(&content.area_code)
+        .ok()
+        .and_then(|code| hub.areas.get(&code).map(|a| a.name.clone()))
+        .unwrap_or_default();
+    let validity = content.validity.map(|v| {
+        match v {
+            crate::domain::item::Validity::Current => "现行有效",
+            crate::domain::item::Validity::Amended => "已修改",
+            crate::domain::item::Validity::Repealed => "已废止",
+            crate::domain::item::Validity::Lapsed => "已失效",
+        }
+        .to_owned()
+    });
+    PublishedItem {
+        item_id: item_id.to_owned(),
+        version,
+        content_hash: hash.to_owned(),
+        title: content.title.clone(),
+        summary: content.summary.clone(),
+        body_html: content.public_body().to_owned(),
+        annotation: content.disclosure.annotation().to_owned(),
+        index_no: content.index_no.clone(),
+        topic: content.topic.clone(),
+        issuers: content.issuers.clone(),
+        written_date: content.written_date.to_string(),
+        doc_no: content.doc_no.clone(),
+        validity,
+        genre: serde_json::to_value(content.genre)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        keywords: content.keywords.clone(),
+        catalog_code: content.catalog.clone(),
+        catalog_name,
+        area_code: content.area_code.clone(),
+        area_name,
+        attachments: content
+            .attachments
+            .iter()
+            .map(|a| herald_channels::Attachment {
+                sha256: a.sha256.clone(),
+                filename: a.filename.clone(),
+            })
+            .collect(),
+        emergency: content.emergency,
+        published_at: at.to_rfc3339(),
+    }
+}
+
+/// Rows per INSERT: well under both databases' bind-parameter limits.
+const INSERT_CHUNK: usize = 1000;
+
+pub struct NewDelivery<'a> {
+    pub publication_id: &'a str,
+    pub item_id: &'a str,
+    pub version: i32,
+    pub kind: DeliveryKind,
+    pub priority: i32,
+    pub not_before: Option<DateTime<Utc>>,
+    pub not_after: Option<DateTime<Utc>>,
+}
+
+/// Writes one delivery per target, in the caller's transaction.
+pub async fn insert_deliveries(
+    txn: &DatabaseTransaction,
+    now: DateTime<Utc>,
+    new: &NewDelivery<'_>,
+    rows: &[(&targets::TargetView, &str, Option<&str>)],
+) -> Result<()> {
+    use delivery::Column as C;
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut insert = Query::insert();
+        insert.into_table(delivery::Entity).columns([
+            C::Id,
+            C::PublicationId,
+            C::ItemId,
+            C::Version,
+            C::TargetId,
+            C::Channel,
+            C::AreaCode,
+            C::Kind,
+            C::State,
+            C::Priority,
+            C::NotBefore,
+            C::NotAfter,
+            C::Attempts,
+            C::NextAttemptAt,
+            C::RenditionId,
+            C::IdempotencyKey,
+            C::WithdrawsId,
+            C::CreatedAt,
+            C::UpdatedAt,
+        ]);
+        for (target, rendition_id, withdraws) in chunk {
+            let id = uuid::Uuid::now_v7().to_string();
+            // The key a channel sees on every attempt of this delivery, and only of this one.
+            let key = format!("herald-{id}");
+            insert
+                .values([
+                    id.into(),
+                    new.publication_id.into(),
+                    new.item_id.into(),
+                    new.version.into(),
+                    target.id.clone().into(),
+                    target.channel.as_str().into(),
+                    target.area_code.clone().into(),
+                    new.kind.as_str().into(),
+                    DeliveryState::Pending.as_str().into(),
+                    new.priority.into(),
+                    new.not_before.into(),
+                    new.not_after.into(),
+                    0i32.into(),
+                    now.into(),
+                    (*rendition_id).into(),
+                    key.into(),
+                    withdraws.map(str::to_owned).into(),
+                    now.into(),
+                    now.into(),
+                ])
+                .map_err(|e| anyhow::anyhow!("delivery row: {e}"))?;
+        }
+        txn.execute(&insert).await?;
+    }
+    Ok(())
+}
+
+/// Renders the item once per channel and writes its deliveries: called inside the publishing
+/// transaction, so the publication and every delivery commit together or not at all.
+pub async fn enqueue_publication(
+    hub: &Hub,
+    txn: &DatabaseTransaction,
+    publication_id: &str,
+    item: &PublishedItem,
+    targets: &[targets::TargetView],
+    now: DateTime<Utc>,
+) -> Result<BTreeMap<ChannelKind, usize>> {
+    let mut renditions: BTreeMap<ChannelKind, String> = BTreeMap::new();
+    let mut counts = BTreeMap::new();
+    for target in targets {
+        if renditions.contains_key(&target.channel) {
+            *counts.entry(target.channel).or_insert(0) += 1;
+            continue;
+        }
+        let channel = hub
+            .channels
+            .get(target.channel)
+            .ok_or_else(|| anyhow::anyhow!("no adapter for {}", target.channel.as_str()))?;
+        let rendered = channel.render(item).map_err(|e| Error::Refused {
+            code: "unrenderable",
+            field: None,
+            message: format!("{}: {e}", target.channel.label_zh()),
+        })?;
+        let id = uuid::Uuid::now_v7().to_string();
+        rendition::ActiveModel {
+            id: Set(id.clone()),
+            publication_id: Set(publication_id.to_owned()),
+            channel: Set(target.channel.as_str().to_owned()),
+            payload: Set(rendered.payload.to_string()),
+            created_at: Set(now),
+        }
+        .insert(txn)
+        .await?;
+        renditions.insert(target.channel, id);
+        counts.insert(target.channel, 1);
+    }
+    let rows: Vec<_> = targets
+        .iter()
+        .filter_map(|t| renditions.get(&t.channel).map(|r| (t, r.as_str(), None)))
+        .collect();
+    let new = NewDelivery {
+        publication_id,
+        item_id: &item.item_id,
+        version: item.version,
+        kind: DeliveryKind::Publish,
+        priority: priority_of(item.emergency),
+        not_before: None,
+        not_after: None,
+    };
+    insert_deliveries(txn, now, &new, &rows).await?;
+    Ok(counts)
+}
+
+/// On withdrawal or expiry: cancels what was not yet sent and sends a withdrawal to every
+/// target the item reached. Runs in the caller's transaction.
+pub async fn enqueue_withdrawal(
+    hub: &Hub,
+    txn: &DatabaseTransaction,
+    item_id: &str,
+    reason: &str,
+    emergency: bool,
+) -> Result<usize> {
+    let now = hub.clock.now();
+    let publishes = delivery::Entity::find()
+        .filter(delivery::Column::ItemId.eq(item_id))
+        .filter(delivery::Column::Kind.eq(DeliveryKind::Publish.as_str()))
+        .lock_exclusive()
+        .all(txn)
+        .await?;
+    let mut reached = Vec::new();
+    for publish in publishes {
+        let state = DeliveryState::parse(&publish.state).unwrap_or(DeliveryState::Failed);
+        // A delivery being sent right now may land: follow it with a withdrawal too.
+        if state.reached_target() || state == DeliveryState::Sending {
+            reached.push(publish);
+        } else if state.not_yet_sent() {
+            let mut active: delivery::ActiveModel = publish.into();
+            active.state = Set(DeliveryState::Cancelled.as_str().to_owned());
+            active.updated_at = Set(now);
+            active.update(txn).await?;
+        }
+    }
+    let Some(first) = reached.first() else {
+        return Ok(0);
+    };
+    let target_ids: Vec<_> = reached.iter().map(|d| d.target_id.clone()).collect();
+    let mut views = BTreeMap::new();
+    for chunk in target_ids.chunks(INSERT_CHUNK) {
+        for row in target::Entity::find()
+            .filter(target::Column::Id.is_in(chunk.to_vec()))
+            .all(txn)
+            .await?
+        {
+            views.insert(row.id.clone(), targets::TargetView::try_from(row)?);
+        }
+    }
+    let rendition_id = uuid::Uuid::now_v7().to_string();
+    rendition::ActiveModel {
+        id: Set(rendition_id.clone()),
+        publication_id: Set(format!("withdraw:{item_id}:{rendition_id}")),
+        channel: Set("withdrawal".into()),
+        payload: Set(serde_json::json!({"reason": reason}).to_string()),
+        created_at: Set(now),
+    }
+    .insert(txn)
+    .await?;
+    let rows: Vec<_> = reached
+        .iter()
+        .filter_map(|d| {
+            views
+                .get(&d.target_id)
+                .map(|t| (t, rendition_id.as_str(), Some(d.id.as_str())))
+        })
+        .collect();
+    let new = NewDelivery {
+        publication_id: &first.publication_id,
+        item_id,
+        version: first.version,
+        kind: DeliveryKind::Withdraw,
+        priority: priority_of(emergency),
+        not_before: None,
+        not_after: None,
+    };
+    insert_deliveries(txn, now, &new, &rows).await?;
+    Ok(rows.len())
+}
+
+pub struct NewReceipt<'a> {
+    pub delivery_id: &'a str,
+    /// Who reported it: the channel, or the worker for its own observations.
+    pub source: &'a str,
+    pub kind: &'a str,
+    pub source_time: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+    /// What tells this receipt apart from others of its kind (an attempt number, a raw payload);
+    /// the same value again is the same receipt, recorded once.
+    pub distinct_by: &'a str,
+    pub detail: serde_json::Value,
+}
+
+/// Appends a receipt unless the same one was already recorded.
+pub async fn record_receipt(db: &impl ConnectionTrait, new: NewReceipt<'_>) -> Result<bool> {
+    let digest = sha256_hex(
+        format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+            new.delivery_id, new.source, new.kind, new.distinct_by
+        )
+        .as_bytes(),
+    );
+    let inserted = receipt::Entity::insert(receipt::ActiveModel {
+        id: Default::default(),
+        delivery_id: Set(new.delivery_id.to_owned()),
+        source: Set(new.source.to_owned()),
+        kind: Set(new.kind.to_owned()),
+        source_time: Set(new.source_time),
+        received_at: Set(new.received_at),
+        digest: Set(digest),
+        detail: Set(new.detail.to_string()),
+    })
+    .on_conflict(
+        OnConflict::columns([receipt::Column::DeliveryId, receipt::Column::Digest])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(inserted > 0)
+}
+
+#[derive(Debug, Serialize, FromQueryResult)]
+pub struct SummaryRow {
+    pub channel: String,
+    pub kind: String,
+    pub state: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeliveryView {
+    pub id: String,
+    pub item_id: String,
+    pub version: i32,
+    pub target_id: String,
+    pub target_name: String,
+    pub channel: String,
+    pub area_code: String,
+    pub kind: String,
+    pub state: String,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub external_id: Option<String>,
+    pub last_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryFilter {
+    pub state: Option<DeliveryState>,
+    pub channel: Option<ChannelKind>,
+    pub kind: Option<DeliveryKind>,
+    pub area: Option<String>,
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ItemDeliveries {
+    pub item_id: String,
+    /// Counts by channel × kind × state.
+    pub summary: Vec<SummaryRow>,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+const MAX_PAGE: u64 = 500;
+
+fn page_limit(filter: &DeliveryFilter) -> Result<u64> {
+    let limit = filter.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Error::validation("limit", format!("must be 1–{MAX_PAGE}")));
+    }
+    Ok(limit)
+}
+
+async fn visible_item(hub: &Hub, caller: &Caller, item_id: &str) -> Result<item::Model> {
+    let row = item::Entity::find_by_id(item_id)
+        .one(&hub.db)
+        .await?
+        .ok_or(Error::NotFound("item"))?;
+    let area = AreaCode::parse(&row.area_code).map_err(anyhow::Error::new)?;
+    if !caller.sees(&area) {
+        return Err(Error::forbidden(format!(
+            "item {item_id} is outside your area {}",
+            caller.area
+        )));
+    }
+    Ok(row)
+}
+
+pub async fn summary(db: &impl ConnectionTrait, item_id: &str) -> Result<Vec<SummaryRow>> {
+    Ok(delivery::Entity::find()
+        .select_only()
+        .column(delivery::Column::Channel)
+        .column(delivery::Column::Kind)
+        .column(delivery::Column::State)
+        .column_as(delivery::Column::Id.count(), "count")
+        .filter(delivery::Column::ItemId.eq(item_id))
+        .group_by(delivery::Column::Channel)
+        .group_by(delivery::Column::Kind)
+        .group_by(delivery::Column::State)
+        .order_by_asc(delivery::Column::Channel)
+        .into_model::<SummaryRow>()
+        .all(db)
+        .await?)
+}
+
+async fn with_target_names(hub: &Hub, rows: Vec<delivery::Model>) -> Result<Vec<DeliveryView>> {
+    let ids: Vec<String> = rows.iter().map(|d| d.target_id.clone()).collect();
+    let names: BTreeMap<String, String> = target::Entity::find()
+        .filter(target::Column::Id.is_in(ids))
+        .all(&hub.db)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.name))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .map(|d| DeliveryView {
+            target_name: names.get(&d.target_id).cloned().unwrap_or_default(),
+            id: d.id,
+            item_id: d.item_id,
+            version: d.version,
+            target_id: d.target_id,
+            channel: d.channel,
+            area_code: d.area_code,
+            kind: d.kind,
+            state: d.state,
+            attempts: d.attempts,
+            next_attempt_at: d.next_attempt_at,
+            external_id: d.external_id,
+            last_error: d.last_error,
+            updated_at: d.updated_at,
+        })
+        .collect())
+}
+
+fn filtered(
+    mut query: sea_orm::Select<delivery::Entity>,
+    filter: &DeliveryFilter,
+) -> sea_orm::Select<delivery::Entity> {
+    if let Some(state) = filter.state {
+        query = query.filter(delivery::Column::State.eq(state.as_str()));
+    }
+    if let Some(channel) = filter.channel {
+        query = query.filter(delivery::Column::Channel.eq(channel.as_str()));
+    }
+    if let Some(kind) = filter.kind {
+        query = query.filter(delivery::Column::Kind.eq(kind.as_str()));
+    }
+    query
+}
+
+pub async fn item_deliveries(
+    hub: &Hub,
+    caller: &Caller,
+    item_id: &str,
+    filter: DeliveryFilter,
+) -> Result<ItemDeliveries> {
+    visible_item(hub, caller, item_id).await?;
+    let limit = page_limit(&filter)?;
+    let rows = filtered(
+        delivery::Entity::find().filter(delivery::Column::ItemId.eq(item_id)),
+        &filter,
+    )
+    .order_by_asc(delivery::Column::Id)
+    .offset(filter.offset.unwrap_or(0))
+    .limit(limit)
+    .all(&hub.db)
+    .await?;
+    Ok(ItemDeliveries {
+        item_id: item_id.to_owned(),
+        summary: summary(&hub.db, item_id).await?,
+        deliveries: with_target_names(hub, rows).await?,
+    })
+}
+
+pub async fn list_deliveries(
+    hub: &Hub,
+    caller: &Caller,
+    filter: DeliveryFilter,
+) -> Result<Vec<DeliveryView>> {
+    let scope = match filter.area.as_deref() {
+        Some(raw) => {
+            let area = AreaCode::parse(raw).map_err(|e| Error::validation("area", e.to_string()))?;
+            if !caller.sees(&area) {
+                return Err(Error::forbidden(format!(
+                    "area {area} is outside your area {}",
+                    caller.area
+                )));
+            }
+            area
+        }
+        None => caller.area.clone(),
+    };
+    let limit = page_limit(&filter)?;
+    let rows = filtered(
+        delivery::Entity::find().filter(delivery::Column::AreaCode.starts_with(scope.as_str())),
+        &filter,
+    )
+    .order_by_desc(delivery::Column::UpdatedAt)
+    .offset(filter.offset.unwrap_or(0))
+    .limit(limit)
+    .all(&hub.db)
+    .await?;
+    with_target_names(hub, rows).await
+}
+
+/// Sends a failed or unconfirmed delivery again, touching nothing else.
+pub async fn retry(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<DeliveryView> {
+    if !matches!(caller.role, Role::Admin | Role::Publisher) {
+        return Err(Error::forbidden(
+            "only publishers and administrators retry deliveries",
+        ));
+    }
+    let now = hub.clock.now();
+    let txn = begin_write(&hub.db).await?;
+    let row = delivery::Entity::find_by_id(delivery_id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or(Error::NotFound("delivery"))?;
+    let area = AreaCode::parse(&row.area_code).map_err(anyhow::Error::new)?;
+    let item = item::Entity::find_by_id(&row.item_id)
+        .one(&txn)
+        .await?
+        .ok_or(Error::NotFound("item"))?;
+    if !caller.sees(&area) && !item.area_code.starts_with(caller.area.as_str()) {
+        return Err(Error::forbidden("that delivery is outside your area"));
+    }
+    let state = DeliveryState::parse(&row.state).unwrap_or(DeliveryState::Failed);
+    if !matches!(state, DeliveryState::Failed | DeliveryState::Unconfirmed) {
+        return Err(Error::conflict(
+            "not_retryable",
+            format!(
+                "only failed or unconfirmed deliveries are retried; this one is {}",
+                state.as_str()
+            ),
+        ));
+    }
+    if row.kind == DeliveryKind::Publish.as_str()
+        && item.state != crate::domain::item::ItemState::Published.as_str()
+    {
+        return Err(Error::conflict(
+            "item_not_published",
+            "the item is no longer published",
+        ));
+    }
+    let mut active: delivery::ActiveModel = row.into();
+    active.state = Set(DeliveryState::Pending.as_str().to_owned());
+    active.attempts = Set(0);
+    active.next_attempt_at = Set(now);
+    active.lease_owner = Set(None);
+    active.lease_expires_at = Set(None);
+    active.updated_at = Set(now);
+    let row = active.update(&txn).await?;
+    audit::append(
+        &txn,
+        now,
+        AuditEvent {
+            actor: &caller.id,
+            action: "delivery.retry",
+            target_type: "delivery",
+            target_id: &row.id,
+            before_hash: None,
+            after_hash: None,
+            detail: serde_json::json!({"from_state": state.as_str(), "item_id": row.item_id}),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    with_target_names(hub, vec![row])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(Error::NotFound("delivery"))
+}
+
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}
+
+/// Every delivery of an item with each of its receipts: the record an auditor asks for.
+pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<String> {
+    visible_item(hub, caller, item_id).await?;
+    let deliveries = delivery::Entity::find()
+        .filter(delivery::Column::ItemId.eq(item_id))
+        .order_by_asc(delivery::Column::Id)
+        .all(&hub.db)
+        .await?;
+    let views = with_target_names(hub, deliveries).await?;
+    let mut receipts: BTreeMap<String, Vec<receipt::Model>> = BTreeMap::new();
+    for chunk in views.chunks(INSERT_CHUNK) {
+        let ids: Vec<String> = chunk.iter().map(|d| d.id.clone()).collect();
+        for r in receipt::Entity::find()
+            .filter(receipt::Column::DeliveryId.is_in(ids))
+            .order_by_asc(receipt::Column::Id)
+            .all(&hub.db)
+            .await?
+        {
+            receipts.entry(r.delivery_id.clone()).or_default().push(r);
+        }
+    }
+    let mut csv = String::from(
+        "delivery_id,kind,channel,target_id,target_name,state,receipt_source,receipt_kind,source_time,received_at,digest,detail\n",
+    );
+    for d in &views {
+        let none = Vec::new();
+        let rows = receipts.get(&d.id).unwrap_or(&none);
+        let mut push = |r: Option<&receipt::Model>| {
+            let fields = [
+                d.id.clone(),
+                d.kind.clone(),
+                d.channel.clone(),
+                d.target_id.clone(),
+                d.target_name.clone(),
+                d.state.clone(),
+                r.map(|r| r.source.clone()).unwrap_or_default(),
+                r.map(|r| r.kind.clone()).unwrap_or_default(),
+                r.and_then(|r| r.source_time)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default(),
+                r.map(|r| r.received_at.to_rfc3339()).unwrap_or_default(),
+                r.map(|r| r.digest.clone()).unwrap_or_default(),
+                r.map(|r| r.detail.clone()).unwrap_or_default(),
+            ];
+            csv.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+            csv.push('\n');
+        };
+        if rows.is_empty() {
+            push(None);
+        }
+        for r in rows {
+            push(Some(r));
+        }
+    }
+    Ok(csv)
+}

@@ -1,0 +1,85 @@
+//! The portal's pages, kept in the central store so every hub instance serves the same site.
+
+use herald_channels::{
+    TargetRef,
+    portal::{PortalPage, PortalStore},
+};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
+    sea_query::{Expr, OnConflict},
+};
+
+use crate::{hub::Clock, store::entities::portal_page};
+
+pub struct DbPortalStore {
+    pub db: DatabaseConnection,
+    pub clock: Clock,
+}
+
+#[async_trait::async_trait]
+impl PortalStore for DbPortalStore {
+    async fn put_page(&self, target: &TargetRef, page: &PortalPage) -> Result<(), String> {
+        let published_at = chrono::DateTime::parse_from_rfc3339(&page.published_at)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| format!("published_at: {e}"))?;
+        let payload = serde_json::to_string(page).map_err(|e| e.to_string())?;
+        let issuers = serde_json::Value::from(page.issuers.clone()).to_string();
+        let row = portal_page::ActiveModel {
+            item_id: Set(page.item_id.clone()),
+            target_id: Set(target.id.clone()),
+            version: Set(page.version),
+            title: Set(page.title.clone()),
+            payload: Set(payload),
+            search_text: Set(page.search_text.clone()),
+            catalog: Set(page.catalog_code.clone()),
+            area_code: Set(page.area_code.clone()),
+            issuers: Set(issuers),
+            emergency: Set(page.emergency),
+            published_at: Set(crate::store::store_time(published_at)),
+            withdrawn_at: Set(None),
+            withdraw_reason: Set(None),
+        };
+        use portal_page::Column as C;
+        portal_page::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(C::ItemId)
+                    .update_columns([
+                        C::TargetId,
+                        C::Version,
+                        C::Title,
+                        C::Payload,
+                        C::SearchText,
+                        C::Catalog,
+                        C::AreaCode,
+                        C::Issuers,
+                        C::Emergency,
+                        C::PublishedAt,
+                        C::WithdrawnAt,
+                        C::WithdrawReason,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    async fn take_down(&self, item_id: &str, reason: &str) -> Result<bool, String> {
+        let result = portal_page::Entity::update_many()
+            .col_expr(
+                portal_page::Column::WithdrawnAt,
+                Expr::value(Some(self.clock.now())),
+            )
+            .col_expr(
+                portal_page::Column::WithdrawReason,
+                Expr::value(Some(reason.to_owned())),
+            )
+            .filter(portal_page::Column::ItemId.eq(item_id))
+            .filter(portal_page::Column::WithdrawnAt.is_null())
+            .exec(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(result.rows_affected > 0)
+    }
+}

@@ -1,0 +1,263 @@
+//! Registered channel targets and how an item's area, catalog entry and tags select them.
+
+use herald_channels::{ChannelKind, TargetRef};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    accounts::Caller,
+    audit::{self, AuditEvent},
+    domain::{area::AreaCode, user::Role},
+    error::{Error, Result},
+    hub::Hub,
+    store::{begin_write, entities::target},
+};
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TargetView {
+    pub id: String,
+    pub channel: ChannelKind,
+    pub name: String,
+    pub area_code: String,
+    /// Catalog entries it takes; empty: all.
+    pub catalogs: Vec<String>,
+    /// Tags it takes; empty: all.
+    pub tags: Vec<String>,
+    pub config: serde_json::Value,
+    pub enabled: bool,
+}
+
+fn parse_channel(raw: &str) -> Result<ChannelKind> {
+    ChannelKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == raw)
+        .ok_or_else(|| anyhow::anyhow!("unknown channel {raw}").into())
+}
+
+impl TryFrom<target::Model> for TargetView {
+    type Error = Error;
+    fn try_from(m: target::Model) -> Result<Self> {
+        fn json<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T> {
+            serde_json::from_str(raw).map_err(|e| Error::from(anyhow::Error::new(e)))
+        }
+        Ok(Self {
+            channel: parse_channel(&m.channel)?,
+            catalogs: json(&m.catalogs)?,
+            tags: json(&m.tags)?,
+            config: json(&m.config)?,
+            id: m.id,
+            name: m.name,
+            area_code: m.area_code,
+            enabled: m.enabled,
+        })
+    }
+}
+
+impl TargetView {
+    pub fn as_ref(&self) -> TargetRef {
+        TargetRef {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            area_code: self.area_code.clone(),
+            config: self.config.clone(),
+        }
+    }
+
+    fn takes(&self, catalog: &str, tags: &[String]) -> bool {
+        let catalog_ok = self.catalogs.is_empty() || self.catalogs.iter().any(|c| c == catalog);
+        let tags_ok = self.tags.is_empty() || self.tags.iter().any(|t| tags.contains(t));
+        catalog_ok && tags_ok
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTarget {
+    pub channel: ChannelKind,
+    pub name: String,
+    pub area_code: String,
+    #[serde(default)]
+    pub catalogs: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+}
+
+pub async fn create_target(hub: &Hub, actor: &Caller, new: NewTarget) -> Result<TargetView> {
+    if actor.role != Role::Admin {
+        return Err(Error::forbidden("only administrators register channel targets"));
+    }
+    let name = new.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(Error::validation("name", "must be 1–100 characters"));
+    }
+    let area = hub
+        .areas
+        .resolve(new.area_code.trim())
+        .map_err(|m| Error::validation("area_code", m))?;
+    if !actor.sees(&area) {
+        return Err(Error::forbidden(format!(
+            "area {area} is outside your area {}",
+            actor.area
+        )));
+    }
+    for (i, code) in new.catalogs.iter().enumerate() {
+        if hub.catalog.get(code).is_none() {
+            return Err(Error::validation(
+                format!("catalogs[{i}]"),
+                format!("catalog entry `{code}` is not configured"),
+            ));
+        }
+    }
+    let config = new.config.unwrap_or_else(|| serde_json::json!({}));
+    if !config.is_object() {
+        return Err(Error::validation("config", "must be a JSON object"));
+    }
+    let now = hub.clock.now();
+    let txn = begin_write(&hub.db).await?;
+    let view = TargetView {
+        id: uuid::Uuid::now_v7().to_string(),
+        channel: new.channel,
+        name: name.to_owned(),
+        area_code: area.to_string(),
+        catalogs: new.catalogs,
+        tags: new.tags,
+        config,
+        enabled: true,
+    };
+    let model = insert(&txn, &view, now).await?;
+    audit::append(
+        &txn,
+        now,
+        AuditEvent {
+            actor: &actor.id,
+            action: "target.create",
+            target_type: "target",
+            target_id: &model.id,
+            before_hash: None,
+            after_hash: None,
+            detail: serde_json::json!({"channel": model.channel, "name": model.name, "area_code": model.area_code}),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    TargetView::try_from(model)
+}
+
+async fn insert(
+    db: &impl ConnectionTrait,
+    view: &TargetView,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<target::Model> {
+    let json = |list: &[String]| serde_json::Value::from(list.to_vec()).to_string();
+    Ok(target::ActiveModel {
+        id: Set(view.id.clone()),
+        channel: Set(view.channel.as_str().to_owned()),
+        name: Set(view.name.clone()),
+        area_code: Set(view.area_code.clone()),
+        catalogs: Set(json(&view.catalogs)),
+        tags: Set(json(&view.tags)),
+        config: Set(view.config.to_string()),
+        enabled: Set(view.enabled),
+        created_at: Set(now),
+    }
+    .insert(db)
+    .await?)
+}
+
+/// Every installation has the portal: the first start registers it for the whole area tree.
+pub async fn ensure_portal_target(hub: &Hub) -> Result<()> {
+    let exists = target::Entity::find()
+        .filter(target::Column::Channel.eq(ChannelKind::Portal.as_str()))
+        .one(&hub.db)
+        .await?
+        .is_some();
+    if !exists {
+        let root = hub.areas.root();
+        let txn = begin_write(&hub.db).await?;
+        let portal = TargetView {
+            id: uuid::Uuid::now_v7().to_string(),
+            channel: ChannelKind::Portal,
+            name: "政府门户网站".into(),
+            area_code: root.code.to_string(),
+            catalogs: Vec::new(),
+            tags: Vec::new(),
+            config: serde_json::json!({}),
+            enabled: true,
+        };
+        insert(&txn, &portal, hub.clock.now()).await?;
+        txn.commit().await?;
+    }
+    Ok(())
+}
+
+pub async fn list_targets(hub: &Hub, caller: &Caller) -> Result<Vec<TargetView>> {
+    target::Entity::find()
+        .filter(target::Column::AreaCode.starts_with(caller.area.as_str()))
+        .order_by_asc(target::Column::Channel)
+        .order_by_asc(target::Column::AreaCode)
+        .order_by_asc(target::Column::Name)
+        .all(&hub.db)
+        .await?
+        .into_iter()
+        .map(TargetView::try_from)
+        .collect()
+}
+
+/// Targets an item reaches: those in its area's subtree, and for the county-level outlets
+/// (portal, WeChat, media center) also those of the areas above it: a township item goes to
+/// the county portal. Devices only ever play what belongs to their own area.
+pub async fn resolve(
+    hub: &Hub,
+    db: &impl ConnectionTrait,
+    area: &AreaCode,
+    catalog: &str,
+    tags: &[String],
+    channels: &[ChannelKind],
+) -> Result<Vec<TargetView>> {
+    let kinds: Vec<ChannelKind> = hub
+        .channels
+        .kinds()
+        .filter(|k| channels.is_empty() || channels.contains(k))
+        .collect();
+    if kinds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ancestors = Vec::new();
+    let mut up = area.parent();
+    while let Some(code) = up {
+        up = code.parent();
+        ancestors.push(code.to_string());
+    }
+    let outlets: Vec<&str> = kinds
+        .iter()
+        .filter(|k| !k.is_device())
+        .map(|k| k.as_str())
+        .collect();
+    let mut reach = Condition::any().add(target::Column::AreaCode.starts_with(area.as_str()));
+    if !outlets.is_empty() && !ancestors.is_empty() {
+        reach = reach.add(
+            Condition::all()
+                .add(target::Column::AreaCode.is_in(ancestors))
+                .add(target::Column::Channel.is_in(outlets)),
+        );
+    }
+    let rows = target::Entity::find()
+        .filter(target::Column::Enabled.eq(true))
+        .filter(target::Column::Channel.is_in(kinds.iter().map(|k| k.as_str())))
+        .filter(reach)
+        .order_by_asc(target::Column::Id)
+        .all(db)
+        .await?;
+    let mut targets = Vec::with_capacity(rows.len());
+    for row in rows {
+        let view = TargetView::try_from(row)?;
+        if view.takes(catalog, tags) {
+            targets.push(view);
+        }
+    }
+    Ok(targets)
+}

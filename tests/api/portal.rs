@@ -1,0 +1,73 @@
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp, item_body, spawn_app};
+use crate::on_both_databases;
+
+on_both_databases! {
+    async fn the_portal_finds_a_chinese_phrase_from_the_middle_of_a_body(app: TestApp) {
+        let mut body = item_body("530426101");
+        body["body"] = json!("<p>为进一步加强农村人居环境整治，甸中镇决定开展春季爱国卫生运动，请各村委会认真组织实施。</p>");
+        let id = app.publish_new(&body, &json!({})).await;
+        app.deliver_due().await;
+
+        let found = app.public_get(&format!("/search?q={}", urlencode("开展春季爱国卫生"))).await;
+        assert_eq!(found.status, 200);
+        assert!(found.text().contains(&format!("/xxgk/items/{id}")), "{}", found.text());
+        let missed = app.public_get(&format!("/search?q={}", urlencode("秋季防汛"))).await;
+        assert!(!missed.text().contains(&format!("/xxgk/items/{id}")));
+
+        let column = app.public_get("/xxgk").await.text();
+        for sub_column in ["政府信息公开指南", "政府信息公开制度", "法定主动公开内容", "政府信息公开年报"] {
+            assert!(column.contains(sub_column), "the column lacks {sub_column}");
+        }
+        assert!(column.contains("突发公共事件的应急预案、预警信息及应对情况</a><span class=\"date\">（1）"), "catalog counts");
+        let catalog = app.public_get("/xxgk/catalog/art20-12").await.text();
+        assert!(catalog.contains(&id));
+        let organ = app.public_get(&format!("/xxgk/organs/{}", urlencode("峨山彝族自治县人民政府办公室"))).await.text();
+        assert!(organ.contains(&id), "the organ's page lists it");
+        let township = app.public_get("/xxgk/areas/530426101").await.text();
+        assert!(township.contains(&id), "the township's page lists it");
+        let other_township = app.public_get("/xxgk/areas/530426102").await.text();
+        assert!(!other_township.contains(&id));
+        let feed = app.public_get("/feed.xml").await;
+        assert!(feed.headers["content-type"].to_str().expect("type").starts_with("application/atom+xml"));
+        assert!(feed.text().contains(&format!("/xxgk/items/{id}")));
+        assert_eq!(app.public_get("/xxgk/items/no-such-item").await.status, 404);
+    }
+
+    async fn item_bodies_render_inert(app: TestApp) {
+        let mut body = item_body("530426");
+        body["title"] = json!("<b>标题</b><script>alert('t')</script>");
+        body["body"] = json!(r#"<p>正文</p><script>alert(1)</script><img src="x.png" onerror="alert(2)"><a href="javascript:alert(3)">链接</a><div onclick="alert(4)" style="x">块</div>"#);
+        let id = app.publish_new(&body, &json!({})).await;
+        app.deliver_due().await;
+        let page = app.public_get(&format!("/xxgk/items/{id}")).await;
+        assert_eq!(page.status, 200);
+        let html = page.text();
+        for banned in ["<script", "onerror", "javascript:", "onclick", "<b>标题"] {
+            assert!(!html.contains(banned), "{banned} reached the page");
+        }
+        assert!(html.contains("正文"), "the text survives");
+        assert!(html.contains("&#60;b&#62;标题") || html.contains("&lt;b&gt;标题"), "markup in the title is shown as text: {html}");
+    }
+
+    async fn attachments_of_live_pages_download_and_others_do_not(app: TestApp) {
+        let pdf = b"%PDF-1.7\n%portal attachment\n".to_vec();
+        let stored = app.upload("publisher", "application/pdf", pdf.clone()).await;
+        let sha = stored.json["sha256"].as_str().expect("sha").to_owned();
+        assert_eq!(app.public_get(&format!("/xxgk/attachments/{sha}")).await.status, 404, "not public before publication");
+        let mut body = item_body("530426");
+        body["attachments"] = json!([{"sha256": sha, "filename": "实施方案.pdf"}]);
+        let id = app.publish_new(&body, &json!({})).await;
+        app.deliver_due().await;
+        let page = app.public_get(&format!("/xxgk/items/{id}")).await.text();
+        assert!(page.contains("实施方案.pdf") && page.contains(&format!("/xxgk/attachments/{sha}")));
+        let file = app.client.get(format!("{}/xxgk/attachments/{sha}", app.address)).send().await.expect("get");
+        assert_eq!(file.status(), 200);
+        assert_eq!(file.bytes().await.expect("bytes").to_vec(), pdf);
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
