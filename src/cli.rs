@@ -67,6 +67,24 @@ enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Benchmarks on a scratch database; they print figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Publish one item to many targets; time the publish and the delivery summary.
+    Publish {
+        #[arg(long, default_value_t = 100_000)]
+        targets: usize,
+        #[arg(long, default_value_t = 50)]
+        summary_runs: usize,
+        /// PostgreSQL server URL (postgres://…/db): a scratch database is created there and
+        /// dropped afterwards. Without it the benchmark runs on SQLite in a temporary folder.
+        #[arg(long)]
+        postgres: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -175,6 +193,19 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("token {} for {user}: {secret}", token.id);
             println!("Keep it now: Herald stores only its hash and cannot show it again.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Publish {
+            targets,
+            summary_runs,
+            postgres,
+        }) => {
+            crate::bench::publish(crate::bench::BenchOptions {
+                targets,
+                summary_runs,
+                postgres_url: postgres,
+            })
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Verify) => {
