@@ -222,7 +222,7 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
         publish_time.as_secs_f64()
     );
     println!(
-        "delivery summary over {} runs: median {:.2} ms, max {:.2} ms",
+        "item delivery summary (counts + first page of rows) over {} runs: median {:.2} ms, max {:.2} ms",
         summary_times.len(),
         median.as_secs_f64() * 1000.0,
         max.as_secs_f64() * 1000.0

@@ -17,7 +17,7 @@ use crate::{
     audit::{self, AuditEvent},
     delivery::{
         self,
-        targets::{self, TargetView},
+        targets::{Reach, TargetView},
     },
     domain::{
         area::AreaCode,
@@ -776,12 +776,12 @@ pub struct PublishInput {
 }
 
 /// The targets an item's current version would reach, narrowed as a publish request would.
-async fn resolve_targets(
+async fn reach_of(
     hub: &Hub,
     db: &impl ConnectionTrait,
     content: &ItemContent,
     input: &PublishInput,
-) -> Result<Vec<TargetView>> {
+) -> Result<Reach> {
     for (i, channel) in input.channels.iter().enumerate() {
         if hub.channels.get(*channel).is_none() {
             return Err(Error::validation(
@@ -791,20 +791,22 @@ async fn resolve_targets(
         }
     }
     let area = AreaCode::parse(&content.area_code).map_err(anyhow::Error::new)?;
-    let mut resolved =
-        targets::resolve(hub, db, &area, &content.catalog, &content.tags, &input.channels).await?;
-    if !input.targets.is_empty() {
-        for (i, wanted) in input.targets.iter().enumerate() {
-            if !resolved.iter().any(|t| &t.id == wanted) {
-                return Err(Error::validation(
-                    format!("targets[{i}]"),
-                    format!("target {wanted} is not among the targets this item reaches"),
-                ));
-            }
-        }
-        resolved.retain(|t| input.targets.contains(&t.id));
+    let reach = Reach::new(
+        hub,
+        &area,
+        &content.catalog,
+        &content.tags,
+        &input.channels,
+        &input.targets,
+    );
+    if let Some(missing) = reach.missing(db, &input.targets).await?.first() {
+        let i = input.targets.iter().position(|t| t == missing).unwrap_or(0);
+        return Err(Error::validation(
+            format!("targets[{i}]"),
+            format!("target {missing} is not among the targets this item reaches"),
+        ));
     }
-    Ok(resolved)
+    Ok(reach)
 }
 
 /// What publishing would reach now, for the publisher to check first.
@@ -816,7 +818,10 @@ pub async fn preview_targets(
 ) -> Result<Vec<TargetView>> {
     let row = load_visible(&hub.db, caller, id, false).await?;
     let content = content_of(&load_version(&hub.db, id, row.current_version).await?)?;
-    resolve_targets(hub, &hub.db, &content, &input).await
+    reach_of(hub, &hub.db, &content, &input)
+        .await?
+        .targets(&hub.db)
+        .await
 }
 
 /// The exact rendition a channel would receive for the current version.
@@ -927,7 +932,7 @@ pub async fn publish(
     }
     let now = hub.clock.now();
     let content = content_of(&version)?;
-    let resolved = resolve_targets(hub, &txn, &content, &input).await?;
+    let reach = reach_of(hub, &txn, &content, &input).await?;
     let publication_id = uuid::Uuid::now_v7().to_string();
     let channels = serde_json::to_string(&input.channels).map_err(anyhow::Error::new)?;
     publication::ActiveModel {
@@ -949,7 +954,7 @@ pub async fn publish(
     active.update(&txn).await?;
     let published = delivery::published_item(hub, id, approved_version, &approved_hash, &content, now);
     let per_channel =
-        delivery::enqueue_publication(hub, &txn, &publication_id, &published, &resolved, now).await?;
+        delivery::enqueue_publication(hub, &txn, &publication_id, &published, &reach, now).await?;
     let deliveries: BTreeMap<&str, usize> = per_channel.iter().map(|(k, n)| (k.as_str(), *n)).collect();
     let detail = serde_json::json!({"version": approved_version, "publication_id": publication_id, "channels": input.channels, "deliveries": deliveries});
     audit_item(

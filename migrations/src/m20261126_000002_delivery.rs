@@ -1,4 +1,5 @@
-//! Channel targets, renditions, deliveries (the transactional outbox), receipts and portal pages.
+//! Channel targets, renditions, deliveries (the transactional outbox), their counts, receipts
+//! and portal pages.
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -112,6 +113,28 @@ impl MigrationTrait for Migration {
             .create_index(index("deliveries_by_target", "deliveries", &["target_id"]))
             .await?;
 
+        // Deliveries per item × channel × kind × state, kept in step with every state change
+        // so an item's summary never counts its (possibly 100,000) deliveries.
+        manager
+            .create_table(
+                Table::create()
+                    .table("delivery_counts")
+                    .col(string("item_id"))
+                    .col(string("channel"))
+                    .col(string("kind"))
+                    .col(string("state"))
+                    .col(big_integer("n"))
+                    .primary_key(
+                        Index::create()
+                            .col("item_id")
+                            .col("channel")
+                            .col("kind")
+                            .col("state"),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+
         manager
             .create_table(
                 Table::create()
@@ -162,7 +185,14 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for table in ["portal_pages", "receipts", "deliveries", "renditions", "targets"] {
+        for table in [
+            "portal_pages",
+            "receipts",
+            "delivery_counts",
+            "deliveries",
+            "renditions",
+            "targets",
+        ] {
             manager.drop_table(Table::drop().table(table).to_owned()).await?;
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! transaction (transactional outbox), worked off by `worker`, and recorded as append-only
 //! receipts from which each delivery's state follows.
 
+pub mod counts;
 pub mod portal_store;
 pub mod targets;
 pub mod worker;
@@ -11,12 +12,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use herald_channels::{ChannelKind, PublishedItem};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, QuerySelect, Set,
-    sea_query::{OnConflict, Query},
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
+    sea_query::{BinOper, CaseStatement, Expr, ExprTrait, OnConflict, Query},
 };
 use serde::{Deserialize, Serialize};
 
+use self::counts::CountChanges;
 use crate::{
     accounts::Caller,
     audit::{self, AuditEvent},
@@ -29,7 +31,7 @@ use crate::{
     hub::Hub,
     store::{
         begin_write,
-        entities::{delivery, item, receipt, rendition, target},
+        entities::{delivery, delivery_count, item, receipt, rendition, target},
     },
 };
 
@@ -263,63 +265,125 @@ pub async fn insert_deliveries(
         }
         txn.execute(&insert).await?;
     }
-    Ok(())
+    let mut counts = CountChanges::default();
+    for (target, _, _) in rows {
+        counts.add(
+            new.item_id,
+            target.channel.as_str(),
+            new.kind.as_str(),
+            DeliveryState::Pending.as_str(),
+            1,
+        );
+    }
+    counts.apply(txn).await
 }
 
-/// Renders the item once per channel and writes its deliveries: called inside the publishing
-/// transaction, so the publication and every delivery commit together or not at all.
+/// `prefix || targets.id`, in SQL both databases speak.
+fn prefixed_target_id(prefix: String) -> Expr {
+    Expr::val(prefix).binary(
+        BinOper::Custom("||"),
+        Expr::col((target::Entity, target::Column::Id)),
+    )
+}
+
+/// Renders the item once per channel and writes one delivery per reached target: called
+/// inside the publishing transaction, so the publication and every delivery commit together
+/// or not at all. The rows are written by one INSERT … SELECT over the targets, so a publish
+/// to 100,000 targets never ships 100,000 rows through the client.
 pub async fn enqueue_publication(
     hub: &Hub,
     txn: &DatabaseTransaction,
     publication_id: &str,
     item: &PublishedItem,
-    targets: &[targets::TargetView],
+    reach: &targets::Reach,
     now: DateTime<Utc>,
 ) -> Result<BTreeMap<ChannelKind, usize>> {
-    let mut renditions: BTreeMap<ChannelKind, String> = BTreeMap::new();
-    let mut counts = BTreeMap::new();
-    for target in targets {
-        if renditions.contains_key(&target.channel) {
-            *counts.entry(target.channel).or_insert(0) += 1;
-            continue;
-        }
+    let per_channel = reach.count_by_channel(txn).await?;
+    if per_channel.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut rendition_of_channel = CaseStatement::new();
+    let mut counts = CountChanges::default();
+    let mut written = BTreeMap::new();
+    for (kind, n) in &per_channel {
         let channel = hub
             .channels
-            .get(target.channel)
-            .ok_or_else(|| anyhow::anyhow!("no adapter for {}", target.channel.as_str()))?;
+            .get(*kind)
+            .ok_or_else(|| anyhow::anyhow!("no adapter for {}", kind.as_str()))?;
         let rendered = channel.render(item).map_err(|e| Error::Refused {
             code: "unrenderable",
             field: None,
-            message: format!("{}: {e}", target.channel.label_zh()),
+            message: format!("{}: {e}", kind.label_zh()),
         })?;
         let id = uuid::Uuid::now_v7().to_string();
         rendition::ActiveModel {
             id: Set(id.clone()),
             publication_id: Set(publication_id.to_owned()),
-            channel: Set(target.channel.as_str().to_owned()),
+            channel: Set(kind.as_str().to_owned()),
             payload: Set(rendered.payload.to_string()),
             created_at: Set(now),
         }
         .insert(txn)
         .await?;
-        renditions.insert(target.channel, id);
-        counts.insert(target.channel, 1);
+        rendition_of_channel =
+            rendition_of_channel.case(target::Column::Channel.eq(kind.as_str()), Expr::val(id));
+        counts.add(
+            &item.item_id,
+            kind.as_str(),
+            DeliveryKind::Publish.as_str(),
+            DeliveryState::Pending.as_str(),
+            *n,
+        );
+        written.insert(*kind, usize::try_from(*n).unwrap_or(0));
     }
-    let rows: Vec<_> = targets
-        .iter()
-        .filter_map(|t| renditions.get(&t.channel).map(|r| (t, r.as_str(), None)))
-        .collect();
-    let new = NewDelivery {
-        publication_id,
-        item_id: &item.item_id,
-        version: item.version,
-        kind: DeliveryKind::Publish,
-        priority: priority_of(item.emergency),
-        not_before: None,
-        not_after: None,
-    };
-    insert_deliveries(txn, now, &new, &rows).await?;
-    Ok(counts)
+    // A delivery is (publication, target): its id says so, and its idempotency key follows.
+    let mut select = Query::select();
+    select
+        .from(target::Entity)
+        .expr(prefixed_target_id(format!("{publication_id}:")))
+        .expr(Expr::val(publication_id))
+        .expr(Expr::val(item.item_id.as_str()))
+        .expr(Expr::val(item.version))
+        .column((target::Entity, target::Column::Id))
+        .column((target::Entity, target::Column::Channel))
+        .column((target::Entity, target::Column::AreaCode))
+        .expr(Expr::val(DeliveryKind::Publish.as_str()))
+        .expr(Expr::val(DeliveryState::Pending.as_str()))
+        .expr(Expr::val(priority_of(item.emergency)))
+        .expr(Expr::val(0i32))
+        .expr(Expr::val(now))
+        .expr(rendition_of_channel)
+        .expr(prefixed_target_id(format!("herald-{publication_id}:")))
+        .expr(Expr::val(now))
+        .expr(Expr::val(now))
+        .cond_where(reach.condition());
+    use delivery::Column as C;
+    let mut insert = Query::insert();
+    insert
+        .into_table(delivery::Entity)
+        .columns([
+            C::Id,
+            C::PublicationId,
+            C::ItemId,
+            C::Version,
+            C::TargetId,
+            C::Channel,
+            C::AreaCode,
+            C::Kind,
+            C::State,
+            C::Priority,
+            C::Attempts,
+            C::NextAttemptAt,
+            C::RenditionId,
+            C::IdempotencyKey,
+            C::CreatedAt,
+            C::UpdatedAt,
+        ])
+        .select_from(select)
+        .map_err(|e| anyhow::anyhow!("delivery insert: {e}"))?;
+    txn.execute(&insert).await?;
+    counts.apply(txn).await?;
+    Ok(written)
 }
 
 /// On withdrawal or expiry: cancels what was not yet sent and sends a withdrawal to every
@@ -339,18 +403,28 @@ pub async fn enqueue_withdrawal(
         .all(txn)
         .await?;
     let mut reached = Vec::new();
+    let mut cancelled = CountChanges::default();
     for publish in publishes {
         let state = DeliveryState::parse(&publish.state).unwrap_or(DeliveryState::Failed);
         // A delivery being sent right now may land: follow it with a withdrawal too.
         if state.reached_target() || state == DeliveryState::Sending {
             reached.push(publish);
         } else if state.not_yet_sent() {
+            cancelled.moved(
+                item_id,
+                &publish.channel,
+                &publish.kind,
+                &publish.state,
+                DeliveryState::Cancelled.as_str(),
+                1,
+            );
             let mut active: delivery::ActiveModel = publish.into();
             active.state = Set(DeliveryState::Cancelled.as_str().to_owned());
             active.updated_at = Set(now);
             active.update(txn).await?;
         }
     }
+    cancelled.apply(txn).await?;
     let Some(first) = reached.first() else {
         return Ok(0);
     };
@@ -438,7 +512,7 @@ pub async fn record_receipt(db: &impl ConnectionTrait, new: NewReceipt<'_>) -> R
     Ok(inserted > 0)
 }
 
-#[derive(Debug, Serialize, FromQueryResult)]
+#[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SummaryRow {
     pub channel: String,
     pub kind: String,
@@ -509,20 +583,23 @@ async fn visible_item(hub: &Hub, caller: &Caller, item_id: &str) -> Result<item:
 }
 
 pub async fn summary(db: &impl ConnectionTrait, item_id: &str) -> Result<Vec<SummaryRow>> {
-    Ok(delivery::Entity::find()
-        .select_only()
-        .column(delivery::Column::Channel)
-        .column(delivery::Column::Kind)
-        .column(delivery::Column::State)
-        .column_as(delivery::Column::Id.count(), "count")
-        .filter(delivery::Column::ItemId.eq(item_id))
-        .group_by(delivery::Column::Channel)
-        .group_by(delivery::Column::Kind)
-        .group_by(delivery::Column::State)
-        .order_by_asc(delivery::Column::Channel)
-        .into_model::<SummaryRow>()
+    let rows = delivery_count::Entity::find()
+        .filter(delivery_count::Column::ItemId.eq(item_id))
+        .filter(delivery_count::Column::N.gt(0))
+        .order_by_asc(delivery_count::Column::Channel)
+        .order_by_asc(delivery_count::Column::Kind)
+        .order_by_asc(delivery_count::Column::State)
         .all(db)
-        .await?)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| SummaryRow {
+            channel: r.channel,
+            kind: r.kind,
+            state: r.state,
+            count: r.n,
+        })
+        .collect())
 }
 
 async fn with_target_names(hub: &Hub, rows: Vec<delivery::Model>) -> Result<Vec<DeliveryView>> {
@@ -666,6 +743,16 @@ pub async fn retry(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<Deli
             "the item is no longer published",
         ));
     }
+    let mut counts = CountChanges::default();
+    counts.moved(
+        &row.item_id,
+        &row.channel,
+        &row.kind,
+        state.as_str(),
+        DeliveryState::Pending.as_str(),
+        1,
+    );
+    counts.apply(&txn).await?;
     let mut active: delivery::ActiveModel = row.into();
     active.state = Set(DeliveryState::Pending.as_str().to_owned());
     active.attempts = Set(0);
@@ -680,6 +767,71 @@ pub async fn retry(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<Deli
         AuditEvent {
             actor: &caller.id,
             action: "delivery.retry",
+            target_type: "delivery",
+            target_id: &row.id,
+            before_hash: None,
+            after_hash: None,
+            detail: serde_json::json!({"from_state": state.as_str(), "item_id": row.item_id}),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    with_target_names(hub, vec![row])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(Error::NotFound("delivery"))
+}
+
+/// Cancels a delivery not yet sent (a scheduled announcement called off); nothing else changes.
+pub async fn cancel(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<DeliveryView> {
+    if !matches!(caller.role, Role::Admin | Role::Publisher | Role::VillageOperator) {
+        return Err(Error::forbidden("your role may not cancel deliveries"));
+    }
+    let now = hub.clock.now();
+    let txn = begin_write(&hub.db).await?;
+    let row = delivery::Entity::find_by_id(delivery_id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or(Error::NotFound("delivery"))?;
+    let item = item::Entity::find_by_id(&row.item_id)
+        .one(&txn)
+        .await?
+        .ok_or(Error::NotFound("item"))?;
+    if !item.area_code.starts_with(caller.area.as_str()) {
+        return Err(Error::forbidden("that delivery's item is outside your area"));
+    }
+    let state = DeliveryState::parse(&row.state).unwrap_or(DeliveryState::Failed);
+    if !state.not_yet_sent() {
+        return Err(Error::conflict(
+            "not_cancellable",
+            format!(
+                "only deliveries not yet sent are cancelled; this one is {}",
+                state.as_str()
+            ),
+        ));
+    }
+    let mut counts = CountChanges::default();
+    counts.moved(
+        &row.item_id,
+        &row.channel,
+        &row.kind,
+        state.as_str(),
+        DeliveryState::Cancelled.as_str(),
+        1,
+    );
+    counts.apply(&txn).await?;
+    let mut active: delivery::ActiveModel = row.into();
+    active.state = Set(DeliveryState::Cancelled.as_str().to_owned());
+    active.updated_at = Set(now);
+    let row = active.update(&txn).await?;
+    audit::append(
+        &txn,
+        now,
+        AuditEvent {
+            actor: &caller.id,
+            action: "delivery.cancel",
             target_type: "delivery",
             target_id: &row.id,
             before_hash: None,

@@ -2,7 +2,8 @@
 
 use herald_channels::{ChannelKind, TargetRef};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, sea_query::LikeExpr,
 };
 use serde::{Deserialize, Serialize};
 
@@ -63,12 +64,6 @@ impl TargetView {
             area_code: self.area_code.clone(),
             config: self.config.clone(),
         }
-    }
-
-    fn takes(&self, catalog: &str, tags: &[String]) -> bool {
-        let catalog_ok = self.catalogs.is_empty() || self.catalogs.iter().any(|c| c == catalog);
-        let tags_ok = self.tags.is_empty() || self.tags.iter().any(|t| tags.contains(t));
-        catalog_ok && tags_ok
     }
 }
 
@@ -207,57 +202,116 @@ pub async fn list_targets(hub: &Hub, caller: &Caller) -> Result<Vec<TargetView>>
         .collect()
 }
 
-/// Targets an item reaches: those in its area's subtree, and for the county-level outlets
-/// (portal, WeChat, media center) also those of the areas above it: a township item goes to
-/// the county portal. Devices only ever play what belongs to their own area.
-pub async fn resolve(
-    hub: &Hub,
-    db: &impl ConnectionTrait,
-    area: &AreaCode,
-    catalog: &str,
-    tags: &[String],
-    channels: &[ChannelKind],
-) -> Result<Vec<TargetView>> {
-    let kinds: Vec<ChannelKind> = hub
-        .channels
-        .kinds()
-        .filter(|k| channels.is_empty() || channels.contains(k))
-        .collect();
-    if kinds.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut ancestors = Vec::new();
-    let mut up = area.parent();
-    while let Some(code) = up {
-        up = code.parent();
-        ancestors.push(code.to_string());
-    }
-    let outlets: Vec<&str> = kinds
-        .iter()
-        .filter(|k| !k.is_device())
-        .map(|k| k.as_str())
-        .collect();
-    let mut reach = Condition::any().add(target::Column::AreaCode.starts_with(area.as_str()));
-    if !outlets.is_empty() && !ancestors.is_empty() {
-        reach = reach.add(
-            Condition::all()
-                .add(target::Column::AreaCode.is_in(ancestors))
-                .add(target::Column::Channel.is_in(outlets)),
-        );
-    }
-    let rows = target::Entity::find()
-        .filter(target::Column::Enabled.eq(true))
-        .filter(target::Column::Channel.is_in(kinds.iter().map(|k| k.as_str())))
-        .filter(reach)
-        .order_by_asc(target::Column::Id)
-        .all(db)
-        .await?;
-    let mut targets = Vec::with_capacity(rows.len());
-    for row in rows {
-        let view = TargetView::try_from(row)?;
-        if view.takes(catalog, tags) {
-            targets.push(view);
+/// JSON-array columns hold plain strings: a value is in the array when its JSON form is.
+fn json_array_has(column: target::Column, value: &str) -> Condition {
+    let json = serde_json::Value::from(value).to_string();
+    let escaped = json.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    Condition::all().add(column.like(LikeExpr::new(format!("%{escaped}%")).escape('\\')))
+}
+
+/// Which targets an item reaches. The rule lives here once, in SQL, so that the preview a
+/// publisher checks and the deliveries a publish writes are the same set.
+#[derive(Clone)]
+pub struct Reach {
+    condition: Condition,
+}
+
+impl Reach {
+    /// Targets in the item's area subtree; for the county-level outlets (portal, WeChat, media
+    /// center) also those of the areas above it, since a township item goes to the county
+    /// portal. Devices only ever play what belongs to their own area. A target that lists
+    /// catalog entries or tags takes only items filed under one of them.
+    pub fn new(
+        hub: &Hub,
+        area: &AreaCode,
+        catalog: &str,
+        tags: &[String],
+        channels: &[ChannelKind],
+        only: &[String],
+    ) -> Self {
+        let kinds: Vec<&str> = hub
+            .channels
+            .kinds()
+            .filter(|k| channels.is_empty() || channels.contains(k))
+            .map(ChannelKind::as_str)
+            .collect();
+        let mut ancestors = Vec::new();
+        let mut up = area.parent();
+        while let Some(code) = up {
+            up = code.parent();
+            ancestors.push(code.to_string());
         }
+        let outlets: Vec<&str> = ChannelKind::ALL
+            .iter()
+            .filter(|k| !k.is_device())
+            .map(|k| k.as_str())
+            .collect();
+        let mut reach = Condition::any().add(target::Column::AreaCode.starts_with(area.as_str()));
+        if !ancestors.is_empty() {
+            reach = reach.add(
+                Condition::all()
+                    .add(target::Column::AreaCode.is_in(ancestors))
+                    .add(target::Column::Channel.is_in(outlets)),
+            );
+        }
+        let mut catalog_ok = Condition::any().add(target::Column::Catalogs.eq("[]"));
+        catalog_ok = catalog_ok.add(json_array_has(target::Column::Catalogs, catalog));
+        let mut tags_ok = Condition::any().add(target::Column::Tags.eq("[]"));
+        for tag in tags {
+            tags_ok = tags_ok.add(json_array_has(target::Column::Tags, tag));
+        }
+        let mut condition = Condition::all()
+            .add(target::Column::Enabled.eq(true))
+            .add(target::Column::Channel.is_in(kinds))
+            .add(reach)
+            .add(catalog_ok)
+            .add(tags_ok);
+        if !only.is_empty() {
+            condition = condition.add(target::Column::Id.is_in(only.iter().cloned()));
+        }
+        Self { condition }
     }
-    Ok(targets)
+
+    pub fn condition(&self) -> Condition {
+        self.condition.clone()
+    }
+
+    pub async fn targets(&self, db: &impl ConnectionTrait) -> Result<Vec<TargetView>> {
+        target::Entity::find()
+            .filter(self.condition())
+            .order_by_asc(target::Column::Id)
+            .all(db)
+            .await?
+            .into_iter()
+            .map(TargetView::try_from)
+            .collect()
+    }
+
+    /// Of `ids`, those this reach does not include.
+    pub async fn missing(&self, db: &impl ConnectionTrait, ids: &[String]) -> Result<Vec<String>> {
+        let found: Vec<String> = target::Entity::find()
+            .select_only()
+            .column(target::Column::Id)
+            .filter(self.condition())
+            .filter(target::Column::Id.is_in(ids.iter().cloned()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        Ok(ids.iter().filter(|id| !found.contains(id)).cloned().collect())
+    }
+
+    pub async fn count_by_channel(&self, db: &impl ConnectionTrait) -> Result<Vec<(ChannelKind, i64)>> {
+        let rows: Vec<(String, i64)> = target::Entity::find()
+            .select_only()
+            .column(target::Column::Channel)
+            .column_as(target::Column::Id.count(), "n")
+            .filter(self.condition())
+            .group_by(target::Column::Channel)
+            .into_tuple()
+            .all(db)
+            .await?;
+        rows.into_iter()
+            .map(|(channel, n)| Ok((parse_channel(&channel)?, n)))
+            .collect()
+    }
 }

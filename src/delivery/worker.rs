@@ -13,7 +13,9 @@ use herald_channels::{ChannelKind, DeliveryOutcome, Permanence, Rendition, Withd
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Statement, sea_query::Expr};
 use tokio::sync::Semaphore;
 
-use super::{DeliveryKind, DeliveryState, NewReceipt, record_receipt, targets::TargetView};
+use super::{
+    DeliveryKind, DeliveryState, NewReceipt, counts::CountChanges, record_receipt, targets::TargetView,
+};
 use crate::{
     error::Result,
     hub::Hub,
@@ -57,11 +59,15 @@ pub fn backoff(attempt: u32, base_seconds: u32, cap_seconds: u32) -> Duration {
     Duration::from_secs(half + jitter)
 }
 
-const CLAIMABLE: &str = "((state IN ('pending', 'retrying') AND next_attempt_at <= $1) OR (state = 'sending' AND lease_expires_at <= $1))";
+/// Due for a (first or further) attempt, or held under a lapsed lease by a worker that died.
+const CLAIMABLE: &str = "((state IN ('pending', 'retrying') AND next_attempt_at <= $1) OR (state = 'sending' AND lease_expires_at <= $1)) \
+     AND (not_before IS NULL OR not_before <= $1)";
 
 /// Claims up to `limit` due deliveries for `worker_id`, emergency first. On PostgreSQL rows
 /// locked by another instance are skipped; on SQLite the write transaction is exclusive.
 pub async fn claim(hub: &Hub, worker_id: &str, limit: u32) -> Result<Vec<delivery::Model>> {
+    // Scoped: its blanket `min`/`add` would shadow the integer ones elsewhere in this file.
+    use sea_orm::sea_query::ExprTrait;
     let now = hub.clock.now();
     let lease_until = now + chrono::Duration::seconds(i64::from(hub.settings.delivery.lease_seconds));
     let lock = if is_postgres(&hub.db) {
@@ -70,36 +76,57 @@ pub async fn claim(hub: &Hub, worker_id: &str, limit: u32) -> Result<Vec<deliver
         ""
     };
     let sql = format!(
-        "UPDATE deliveries SET state = 'sending', lease_owner = $2, lease_expires_at = $3, attempts = attempts + 1, updated_at = $1 \
-         WHERE id IN (SELECT id FROM deliveries WHERE {CLAIMABLE} ORDER BY priority DESC, next_attempt_at, id LIMIT $4 {lock}) \
-         RETURNING id"
+        "SELECT id, item_id, channel, kind, state FROM deliveries WHERE {CLAIMABLE} \
+         ORDER BY priority DESC, next_attempt_at, id LIMIT $2 {lock}"
     );
     let txn = begin_write(&hub.db).await?;
     let backend = txn.get_database_backend();
-    let claimed = txn
+    let candidates = txn
         .query_all_raw(Statement::from_sql_and_values(
             backend,
             &sql,
-            [
-                now.into(),
-                worker_id.into(),
-                lease_until.into(),
-                i64::from(limit).into(),
-            ],
+            [now.into(), i64::from(limit).into()],
         ))
         .await?;
-    let ids: Vec<String> = claimed
-        .iter()
-        .map(|row| row.try_get_by_index::<String>(0))
-        .collect::<Result<_, _>>()?;
-    let rows = if ids.is_empty() {
-        Vec::new()
-    } else {
-        delivery::Entity::find()
-            .filter(delivery::Column::Id.is_in(ids))
-            .all(&txn)
-            .await?
-    };
+    let mut ids = Vec::with_capacity(candidates.len());
+    let mut counts = CountChanges::default();
+    for row in &candidates {
+        let [id, item_id, channel, kind, state] =
+            [0, 1, 2, 3, 4].map(|i| row.try_get_by_index::<String>(i).unwrap_or_default());
+        counts.moved(
+            &item_id,
+            &channel,
+            &kind,
+            &state,
+            DeliveryState::Sending.as_str(),
+            1,
+        );
+        ids.push(id);
+    }
+    if ids.is_empty() {
+        txn.commit().await?;
+        return Ok(Vec::new());
+    }
+    delivery::Entity::update_many()
+        .col_expr(
+            delivery::Column::State,
+            Expr::value(DeliveryState::Sending.as_str()),
+        )
+        .col_expr(delivery::Column::LeaseOwner, Expr::value(worker_id))
+        .col_expr(delivery::Column::LeaseExpiresAt, Expr::value(lease_until))
+        .col_expr(
+            delivery::Column::Attempts,
+            Expr::col(delivery::Column::Attempts).add(1),
+        )
+        .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
+        .filter(delivery::Column::Id.is_in(ids.clone()))
+        .exec(&txn)
+        .await?;
+    counts.apply(&txn).await?;
+    let rows = delivery::Entity::find()
+        .filter(delivery::Column::Id.is_in(ids))
+        .all(&txn)
+        .await?;
     txn.commit().await?;
     Ok(rows)
 }
@@ -245,6 +272,18 @@ async fn record(hub: &Hub, worker_id: &str, row: &delivery::Model, settled: Sett
         detail,
     };
     record_receipt(&txn, receipt).await?;
+    if result.rows_affected == 1 {
+        let mut counts = CountChanges::default();
+        counts.moved(
+            &row.item_id,
+            &row.channel,
+            &row.kind,
+            DeliveryState::Sending.as_str(),
+            settled.state.as_str(),
+            1,
+        );
+        counts.apply(&txn).await?;
+    }
     txn.commit().await?;
     Ok(result.rows_affected == 1)
 }

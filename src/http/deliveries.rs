@@ -90,6 +90,10 @@ pub async fn retry(req: HttpRequest, caller: Caller, id: web::Path<String>) -> R
     Ok(HttpResponse::Ok().json(delivery::retry(&*hub(&req)?, &caller, &id).await?))
 }
 
+pub async fn cancel(req: HttpRequest, caller: Caller, id: web::Path<String>) -> Reply {
+    Ok(HttpResponse::Ok().json(delivery::cancel(&*hub(&req)?, &caller, &id).await?))
+}
+
 pub async fn receipts_csv(req: HttpRequest, caller: Caller, id: web::Path<String>) -> Reply {
     let csv = delivery::receipts_csv(&*hub(&req)?, &caller, &id).await?;
     Ok(HttpResponse::Ok()

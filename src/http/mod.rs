@@ -146,6 +146,11 @@ pub fn api_routes() -> Vec<ApiRoute> {
             "/api/v1/deliveries/{id}/retry",
             web::post().to(deliveries::retry),
         ),
+        op(
+            M::POST,
+            "/api/v1/deliveries/{id}/cancel",
+            web::post().to(deliveries::cancel),
+        ),
         op(M::GET, "/api/v1/targets", web::get().to(deliveries::list_targets)),
         op(
             M::POST,

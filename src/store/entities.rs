@@ -344,3 +344,22 @@ pub mod portal_page {
     }
     no_relations!();
 }
+
+pub mod delivery_count {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "delivery_counts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub item_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub channel: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub kind: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub state: String,
+        pub n: i64,
+    }
+    no_relations!();
+}

@@ -227,3 +227,26 @@ fn configuration_is_layered_file_then_environment_then_flags() {
         .expect("runs");
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[test]
+fn the_publish_benchmark_runs_on_sqlite_and_postgres() {
+    let run = |extra: &[&str]| {
+        let output = herald()
+            .args(["bench", "publish", "--targets", "300", "--summary-runs", "3"])
+            .args(extra)
+            .output()
+            .expect("runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(stdout.contains("deliveries written: 300"), "{stdout}");
+        assert!(stdout.contains("item delivery summary"), "{stdout}");
+    };
+    run(&[]);
+    if let Ok(url) = std::env::var("HERALD_TEST_DATABASE_URL") {
+        run(&["--postgres", &url]);
+    }
+}

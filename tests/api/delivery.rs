@@ -328,3 +328,50 @@ async fn two_instances_deliver_every_delivery_exactly_once() {
     );
     eprintln!("instance a handled {a}, instance b handled {b}");
 }
+
+on_both! {
+    expiry_takes_the_item_down_like_a_withdrawal => |backend| async move {
+        let app = spawn_app(backend).await;
+        let mut body = item_body("530426");
+        body["expires_on"] = json!("2026-10-08");
+        let id = app.publish_new(&body, &json!({})).await;
+        app.deliver_due().await;
+        app.hub.clock.set("2026-10-08T16:00:00Z".parse().expect("time"));
+        assert_eq!(herald::workflow::expire_due(&app.hub).await.expect("sweep"), 1);
+        assert_eq!(app.public_get(&format!("/xxgk/items/{id}")).await.status, 410);
+        assert_eq!(app.deliver_due().await, 1);
+        let summary = deliveries(&app, &id).await;
+        assert_eq!(count(&summary, "portal", "withdraw", "withdrawn"), 1, "{summary}");
+        let cleanup = app.public_get("/xxgk/cleanup").await.text();
+        assert!(cleanup.contains("有效期届满"), "{cleanup}");
+    };
+
+    emergency_items_go_out_first => |backend| async move {
+        let app = spawn_app(backend).await;
+        let routine = app.publish_new(&item_body("530426"), &json!({})).await;
+        let mut urgent = item_body("530426");
+        urgent["title"] = json!("暴雨红色预警：请立即转移");
+        urgent["emergency"] = json!(true);
+        let urgent = app.publish_new(&urgent, &json!({})).await;
+        let first = herald::delivery::worker::claim(&app.hub, "w", 1).await.expect("claim");
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].item_id, urgent, "the emergency item is claimed before the earlier routine one");
+        let listed = app.get("publisher", "/api/v1/items").await;
+        assert_eq!(listed.json["items"][0]["id"], urgent.as_str(), "and listed first");
+        let _ = routine;
+    };
+
+    a_delivery_not_yet_sent_can_be_cancelled => |backend| async move {
+        let app = spawn_app(backend).await;
+        let id = app.publish_new(&item_body("530426"), &json!({})).await;
+        let row = only_delivery(&app, &id, "portal").await;
+        let delivery_id = row["id"].as_str().expect("id");
+        let cancelled = app.post("publisher", &format!("/api/v1/deliveries/{delivery_id}/cancel"), &json!({})).await;
+        assert_eq!(cancelled.status, 200, "{}", cancelled.json);
+        assert_eq!(cancelled.json["state"], "cancelled");
+        assert_eq!(app.deliver_due().await, 0);
+        let again = app.post("publisher", &format!("/api/v1/deliveries/{delivery_id}/cancel"), &json!({})).await;
+        assert_eq!(again.status, 409);
+        assert_eq!(count(&deliveries(&app, &id).await, "portal", "publish", "cancelled"), 1);
+    };
+}
