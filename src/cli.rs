@@ -295,6 +295,29 @@ async fn user_command(hub: &Hub, command: UserCommand) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
 /// The first `serve` on an empty store creates an administrator for the whole area tree.
 async fn ensure_first_admin(hub: &Hub) -> anyhow::Result<()> {
     if accounts::any_user_exists(hub)
@@ -330,10 +353,13 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     ensure_first_admin(&hub).await?;
     let application = Application::build(hub.clone())?;
     println!("Herald listening on http://{}", application.local_addr());
+    // Stopping mid-delivery is safe: an unfinished delivery's lease runs out and another
+    // attempt follows with the same idempotency key.
     tokio::select! {
         result = application.run_until_stopped() => result.context("HTTP server stopped")?,
         result = workers::run_expiry_until_stopped(hub.clone()) => result?,
         result = delivery::worker::run_until_stopped(hub.clone(), worker_id()) => result?,
+        () = shutdown_signal() => println!("Herald stopping"),
     }
     Ok(ExitCode::SUCCESS)
 }

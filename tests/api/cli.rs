@@ -65,6 +65,44 @@ fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_heal
             .await
             .expect("login");
         assert_eq!(login.status(), 200);
+        let admin = session_of(&login);
+
+        // The whole pipeline through the running server, its worker included.
+        let reviewer = client
+            .post(format!("{address}/api/v1/users"))
+            .header("cookie", &admin)
+            .json(&serde_json::json!({"username": "reviewer", "role": "reviewer", "area_code": "530426", "password": "reviewer-password"}))
+            .send()
+            .await
+            .expect("create reviewer");
+        assert_eq!(reviewer.status(), 201);
+        let reviewer_login = client
+            .post(format!("{address}/api/v1/session"))
+            .json(&serde_json::json!({"username": "reviewer", "password": "reviewer-password"}))
+            .send()
+            .await
+            .expect("login");
+        let reviewer = session_of(&reviewer_login);
+        let post = |cookie: &str, path: String, body: serde_json::Value| {
+            client.post(format!("{address}{path}")).header("cookie", cookie.to_owned()).header("Idempotency-Key", "first").json(&body).send()
+        };
+        let created: serde_json::Value =
+            post(&admin, "/api/v1/items".into(), crate::helpers::item_body("530426")).await.expect("create").json().await.expect("json");
+        let id = created["id"].as_str().expect("id").to_owned();
+        post(&admin, format!("/api/v1/items/{id}/submit"), serde_json::json!({})).await.expect("submit");
+        post(&reviewer, format!("/api/v1/items/{id}/confidentiality-check"), serde_json::json!({"version": 1, "confirmed": true})).await.expect("check");
+        post(&reviewer, format!("/api/v1/items/{id}/approve"), serde_json::json!({"version": 1})).await.expect("approve");
+        let published = post(&admin, format!("/api/v1/items/{id}/publish"), serde_json::json!({})).await.expect("publish");
+        assert_eq!(published.status(), 201);
+        let mut status = 0;
+        for _ in 0..100 {
+            status = client.get(format!("{address}/xxgk/items/{id}")).send().await.expect("page").status().as_u16();
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(status, 200, "the worker in `serve` put the page live");
     });
     assert!(
         dir.path().join("herald.db").exists(),
@@ -249,4 +287,12 @@ fn the_publish_benchmark_runs_on_sqlite_and_postgres() {
     if let Ok(url) = std::env::var("HERALD_TEST_DATABASE_URL") {
         run(&["--postgres", &url]);
     }
+}
+
+fn session_of(response: &reqwest::Response) -> String {
+    let cookie = response
+        .cookies()
+        .find(|c| c.name() == "herald_session")
+        .expect("session cookie");
+    format!("herald_session={}", cookie.value())
 }
