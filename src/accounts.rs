@@ -33,6 +33,22 @@ impl Caller {
     pub fn sees(&self, area: &AreaCode) -> bool {
         area.is_within(&self.area)
     }
+
+    /// The area a listing covers: the one asked for (`area` filter) if it lies within the
+    /// caller's, else the caller's own.
+    pub fn scope(&self, asked: Option<&str>) -> Result<AreaCode> {
+        let Some(raw) = asked else {
+            return Ok(self.area.clone());
+        };
+        let area = AreaCode::parse(raw).map_err(|e| Error::validation("area", e.to_string()))?;
+        if !self.sees(&area) {
+            return Err(Error::forbidden(format!(
+                "area {area} is outside your area {}",
+                self.area
+            )));
+        }
+        Ok(area)
+    }
 }
 
 fn caller_from(model: user::Model) -> Result<Caller> {

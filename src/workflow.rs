@@ -445,19 +445,7 @@ pub struct ItemPage {
 const MAX_PAGE: u64 = 200;
 
 pub async fn list_items(hub: &Hub, caller: &Caller, filter: ItemFilter) -> Result<ItemPage> {
-    let scope = match filter.area.as_deref() {
-        Some(raw) => {
-            let area = AreaCode::parse(raw).map_err(|e| Error::validation("area", e.to_string()))?;
-            if !caller.sees(&area) {
-                return Err(Error::forbidden(format!(
-                    "area {area} is outside your area {}",
-                    caller.area
-                )));
-            }
-            area
-        }
-        None => caller.area.clone(),
-    };
+    let scope = caller.scope(filter.area.as_deref())?;
     let mut condition = Condition::all().add(item::Column::AreaCode.starts_with(scope.as_str()));
     if let Some(state) = filter.state {
         condition = condition.add(item::Column::State.eq(state.as_str()));

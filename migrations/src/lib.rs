@@ -8,6 +8,15 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_foundation;
 mod m20261126_000002_delivery;
 
+/// A named index over `cols` of `table`.
+fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
+    let mut statement = Index::create().name(name).table(table).to_owned();
+    for col in cols {
+        statement.col(*col);
+    }
+    statement
+}
+
 pub struct Migrator;
 
 #[async_trait::async_trait]

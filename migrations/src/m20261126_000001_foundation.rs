@@ -3,6 +3,8 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
+use crate::index;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -20,14 +22,6 @@ fn fk(
         .to(to_table, to_col)
         .on_delete(ForeignKeyAction::Restrict)
         .to_owned()
-}
-
-fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
-    let mut statement = Index::create().name(name).table(table).to_owned();
-    for col in cols {
-        statement.col(*col);
-    }
-    statement
 }
 
 #[async_trait::async_trait]

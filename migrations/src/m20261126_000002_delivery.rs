@@ -3,16 +3,10 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
+use crate::index;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
-    let mut statement = Index::create().name(name).table(table).to_owned();
-    for col in cols {
-        statement.col(*col);
-    }
-    statement
-}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {

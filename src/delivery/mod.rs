@@ -677,19 +677,7 @@ pub async fn list_deliveries(
     caller: &Caller,
     filter: DeliveryFilter,
 ) -> Result<Vec<DeliveryView>> {
-    let scope = match filter.area.as_deref() {
-        Some(raw) => {
-            let area = AreaCode::parse(raw).map_err(|e| Error::validation("area", e.to_string()))?;
-            if !caller.sees(&area) {
-                return Err(Error::forbidden(format!(
-                    "area {area} is outside your area {}",
-                    caller.area
-                )));
-            }
-            area
-        }
-        None => caller.area.clone(),
-    };
+    let scope = caller.scope(filter.area.as_deref())?;
     let limit = page_limit(&filter)?;
     let rows = filtered(
         delivery::Entity::find().filter(delivery::Column::AreaCode.starts_with(scope.as_str())),
@@ -703,6 +691,72 @@ pub async fn list_deliveries(
     with_target_names(hub, rows).await
 }
 
+/// A delivery an operator acts on, loaded under lock with its item, if the caller's area
+/// holds the item or the target.
+async fn load_for_operator(
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    delivery_id: &str,
+) -> Result<(delivery::Model, item::Model, DeliveryState)> {
+    let row = delivery::Entity::find_by_id(delivery_id)
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or(Error::NotFound("delivery"))?;
+    let item = item::Entity::find_by_id(&row.item_id)
+        .one(txn)
+        .await?
+        .ok_or(Error::NotFound("item"))?;
+    let target_area = AreaCode::parse(&row.area_code).map_err(anyhow::Error::new)?;
+    if !caller.sees(&target_area) && !item.area_code.starts_with(caller.area.as_str()) {
+        return Err(Error::forbidden("that delivery is outside your area"));
+    }
+    let state = DeliveryState::parse(&row.state)
+        .ok_or_else(|| anyhow::anyhow!("delivery {} has unknown state {}", row.id, row.state))?;
+    Ok((row, item, state))
+}
+
+/// Moves one delivery to `to` with its counts and an audit entry `action`; `adjust` sets
+/// whatever else the move changes.
+async fn move_by_operator(
+    txn: &DatabaseTransaction,
+    hub: &Hub,
+    caller: &Caller,
+    (row, from): (delivery::Model, DeliveryState),
+    to: DeliveryState,
+    action: &str,
+    adjust: impl FnOnce(&mut delivery::ActiveModel),
+) -> Result<delivery::Model> {
+    let now = hub.clock.now();
+    let mut counts = CountChanges::default();
+    counts.moved(
+        &row.item_id,
+        &row.channel,
+        &row.kind,
+        from.as_str(),
+        to.as_str(),
+        1,
+    );
+    counts.apply(txn).await?;
+    let mut active: delivery::ActiveModel = row.into();
+    active.state = Set(to.as_str().to_owned());
+    active.updated_at = Set(now);
+    adjust(&mut active);
+    let row = active.update(txn).await?;
+    let detail = serde_json::json!({"from_state": from.as_str(), "item_id": row.item_id});
+    let event = AuditEvent {
+        actor: &caller.id,
+        action,
+        target_type: "delivery",
+        target_id: &row.id,
+        before_hash: None,
+        after_hash: None,
+        detail,
+    };
+    audit::append(txn, now, event).await?;
+    Ok(row)
+}
+
 /// Sends a failed or unconfirmed delivery again, touching nothing else.
 pub async fn retry(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<DeliveryView> {
     if !matches!(caller.role, Role::Admin | Role::Publisher) {
@@ -710,30 +764,14 @@ pub async fn retry(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<Deli
             "only publishers and administrators retry deliveries",
         ));
     }
-    let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
-    let row = delivery::Entity::find_by_id(delivery_id)
-        .lock_exclusive()
-        .one(&txn)
-        .await?
-        .ok_or(Error::NotFound("delivery"))?;
-    let area = AreaCode::parse(&row.area_code).map_err(anyhow::Error::new)?;
-    let item = item::Entity::find_by_id(&row.item_id)
-        .one(&txn)
-        .await?
-        .ok_or(Error::NotFound("item"))?;
-    if !caller.sees(&area) && !item.area_code.starts_with(caller.area.as_str()) {
-        return Err(Error::forbidden("that delivery is outside your area"));
-    }
-    let state = DeliveryState::parse(&row.state).unwrap_or(DeliveryState::Failed);
+    let (row, item, state) = load_for_operator(&txn, caller, delivery_id).await?;
     if !matches!(state, DeliveryState::Failed | DeliveryState::Unconfirmed) {
-        return Err(Error::conflict(
-            "not_retryable",
-            format!(
-                "only failed or unconfirmed deliveries are retried; this one is {}",
-                state.as_str()
-            ),
-        ));
+        let message = format!(
+            "only failed or unconfirmed deliveries are retried; this one is {}",
+            state.as_str()
+        );
+        return Err(Error::conflict("not_retryable", message));
     }
     if row.kind == DeliveryKind::Publish.as_str()
         && item.state != crate::domain::item::ItemState::Published.as_str()
@@ -743,35 +781,20 @@ pub async fn retry(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<Deli
             "the item is no longer published",
         ));
     }
-    let mut counts = CountChanges::default();
-    counts.moved(
-        &row.item_id,
-        &row.channel,
-        &row.kind,
-        state.as_str(),
-        DeliveryState::Pending.as_str(),
-        1,
-    );
-    counts.apply(&txn).await?;
-    let mut active: delivery::ActiveModel = row.into();
-    active.state = Set(DeliveryState::Pending.as_str().to_owned());
-    active.attempts = Set(0);
-    active.next_attempt_at = Set(now);
-    active.lease_owner = Set(None);
-    active.lease_expires_at = Set(None);
-    active.updated_at = Set(now);
-    let row = active.update(&txn).await?;
-    audit::append(
+    let now = hub.clock.now();
+    let row = move_by_operator(
         &txn,
-        now,
-        AuditEvent {
-            actor: &caller.id,
-            action: "delivery.retry",
-            target_type: "delivery",
-            target_id: &row.id,
-            before_hash: None,
-            after_hash: None,
-            detail: serde_json::json!({"from_state": state.as_str(), "item_id": row.item_id}),
+        hub,
+        caller,
+        (row, state),
+        DeliveryState::Pending,
+        "delivery.retry",
+        |active| {
+            // A fresh budget of attempts, due now.
+            active.attempts = Set(0);
+            active.next_attempt_at = Set(now);
+            active.lease_owner = Set(None);
+            active.lease_expires_at = Set(None);
         },
     )
     .await?;
@@ -788,56 +811,23 @@ pub async fn cancel(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<Del
     if !matches!(caller.role, Role::Admin | Role::Publisher | Role::VillageOperator) {
         return Err(Error::forbidden("your role may not cancel deliveries"));
     }
-    let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
-    let row = delivery::Entity::find_by_id(delivery_id)
-        .lock_exclusive()
-        .one(&txn)
-        .await?
-        .ok_or(Error::NotFound("delivery"))?;
-    let item = item::Entity::find_by_id(&row.item_id)
-        .one(&txn)
-        .await?
-        .ok_or(Error::NotFound("item"))?;
-    if !item.area_code.starts_with(caller.area.as_str()) {
-        return Err(Error::forbidden("that delivery's item is outside your area"));
-    }
-    let state = DeliveryState::parse(&row.state).unwrap_or(DeliveryState::Failed);
+    let (row, _, state) = load_for_operator(&txn, caller, delivery_id).await?;
     if !state.not_yet_sent() {
-        return Err(Error::conflict(
-            "not_cancellable",
-            format!(
-                "only deliveries not yet sent are cancelled; this one is {}",
-                state.as_str()
-            ),
-        ));
+        let message = format!(
+            "only deliveries not yet sent are cancelled; this one is {}",
+            state.as_str()
+        );
+        return Err(Error::conflict("not_cancellable", message));
     }
-    let mut counts = CountChanges::default();
-    counts.moved(
-        &row.item_id,
-        &row.channel,
-        &row.kind,
-        state.as_str(),
-        DeliveryState::Cancelled.as_str(),
-        1,
-    );
-    counts.apply(&txn).await?;
-    let mut active: delivery::ActiveModel = row.into();
-    active.state = Set(DeliveryState::Cancelled.as_str().to_owned());
-    active.updated_at = Set(now);
-    let row = active.update(&txn).await?;
-    audit::append(
+    let row = move_by_operator(
         &txn,
-        now,
-        AuditEvent {
-            actor: &caller.id,
-            action: "delivery.cancel",
-            target_type: "delivery",
-            target_id: &row.id,
-            before_hash: None,
-            after_hash: None,
-            detail: serde_json::json!({"from_state": state.as_str(), "item_id": row.item_id}),
-        },
+        hub,
+        caller,
+        (row, state),
+        DeliveryState::Cancelled,
+        "delivery.cancel",
+        |_| {},
     )
     .await?;
     txn.commit().await?;
