@@ -214,7 +214,7 @@ impl Application {
                 .app_data(hub_data.clone())
                 .app_data(metrics.clone())
                 .app_data(web::PayloadConfig::new(payload_limit))
-                .wrap(tracing_actix_logger())
+                .wrap(request_logger())
                 .wrap_fn(move |req, srv| {
                     let counters = counters.clone();
                     let response = srv.call(req);
@@ -246,6 +246,6 @@ impl Application {
     }
 }
 
-fn tracing_actix_logger() -> actix_web::middleware::Logger {
+fn request_logger() -> actix_web::middleware::Logger {
     actix_web::middleware::Logger::new("%r %s %Dms")
 }
