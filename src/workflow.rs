@@ -113,7 +113,7 @@ fn area_of(row: &item::Model) -> Result<AreaCode> {
 }
 
 /// Loads an item the caller may see; on PostgreSQL, `lock` holds it until the transaction ends.
-async fn load_visible(
+pub(crate) async fn load_visible(
     db: &impl ConnectionTrait,
     caller: &Caller,
     id: &str,

@@ -45,6 +45,11 @@ impl ChannelKind {
         }
     }
 
+    /// The kind whose wire name is `raw`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
     /// The name staff see in the console.
     pub fn label_zh(self) -> &'static str {
         match self {
@@ -242,6 +247,7 @@ mod tests {
         for kind in ChannelKind::ALL {
             let json = serde_json::to_string(&kind).expect("serialises");
             assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(ChannelKind::parse(kind.as_str()), Some(kind));
         }
     }
 }

@@ -146,15 +146,7 @@ pub fn published_item(
         .ok()
         .and_then(|code| hub.areas.get(&code).map(|a| a.name.clone()))
         .unwrap_or_default();
-    let validity = content.validity.map(|v| {
-        match v {
-            crate::domain::item::Validity::Current => "现行有效",
-            crate::domain::item::Validity::Amended => "已修改",
-            crate::domain::item::Validity::Repealed => "已废止",
-            crate::domain::item::Validity::Lapsed => "已失效",
-        }
-        .to_owned()
-    });
+    let validity = content.validity.map(|v| v.label_zh().to_owned());
     PublishedItem {
         item_id: item_id.to_owned(),
         version,
@@ -567,21 +559,6 @@ fn page_limit(filter: &DeliveryFilter) -> Result<u64> {
     Ok(limit)
 }
 
-async fn visible_item(hub: &Hub, caller: &Caller, item_id: &str) -> Result<item::Model> {
-    let row = item::Entity::find_by_id(item_id)
-        .one(&hub.db)
-        .await?
-        .ok_or(Error::NotFound("item"))?;
-    let area = AreaCode::parse(&row.area_code).map_err(anyhow::Error::new)?;
-    if !caller.sees(&area) {
-        return Err(Error::forbidden(format!(
-            "item {item_id} is outside your area {}",
-            caller.area
-        )));
-    }
-    Ok(row)
-}
-
 pub async fn summary(db: &impl ConnectionTrait, item_id: &str) -> Result<Vec<SummaryRow>> {
     let rows = delivery_count::Entity::find()
         .filter(delivery_count::Column::ItemId.eq(item_id))
@@ -654,7 +631,7 @@ pub async fn item_deliveries(
     item_id: &str,
     filter: DeliveryFilter,
 ) -> Result<ItemDeliveries> {
-    visible_item(hub, caller, item_id).await?;
+    crate::workflow::load_visible(&hub.db, caller, item_id, false).await?;
     let limit = page_limit(&filter)?;
     let rows = filtered(
         delivery::Entity::find().filter(delivery::Column::ItemId.eq(item_id)),
@@ -848,7 +825,7 @@ fn csv_field(value: &str) -> String {
 
 /// Every delivery of an item with each of its receipts: the record an auditor asks for.
 pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<String> {
-    visible_item(hub, caller, item_id).await?;
+    crate::workflow::load_visible(&hub.db, caller, item_id, false).await?;
     let deliveries = delivery::Entity::find()
         .filter(delivery::Column::ItemId.eq(item_id))
         .order_by_asc(delivery::Column::Id)

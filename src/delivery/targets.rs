@@ -31,10 +31,7 @@ pub struct TargetView {
 }
 
 fn parse_channel(raw: &str) -> Result<ChannelKind> {
-    ChannelKind::ALL
-        .into_iter()
-        .find(|k| k.as_str() == raw)
-        .ok_or_else(|| anyhow::anyhow!("unknown channel {raw}").into())
+    ChannelKind::parse(raw).ok_or_else(|| anyhow::anyhow!("unknown channel {raw}").into())
 }
 
 impl TryFrom<target::Model> for TargetView {

@@ -317,7 +317,7 @@ pub async fn execute_one(hub: &Hub, worker_id: &str, row: delivery::Model) -> Re
         record(hub, worker_id, &row, settled).await?;
         return Ok(DeliveryState::Expired);
     }
-    let kind = ChannelKind::ALL.into_iter().find(|k| k.as_str() == row.channel);
+    let kind = ChannelKind::parse(&row.channel);
     let Some(channel) = kind.and_then(|k| hub.channels.get(k)).cloned() else {
         let settled = settle_failure(
             hub,

@@ -77,6 +77,17 @@ pub enum Validity {
     Lapsed,
 }
 
+impl Validity {
+    pub fn label_zh(self) -> &'static str {
+        match self {
+            Validity::Current => "现行有效",
+            Validity::Amended => "已修改",
+            Validity::Repealed => "已废止",
+            Validity::Lapsed => "已失效",
+        }
+    }
+}
+
 /// 体裁: the fifteen 公文 kinds of the 党政机关公文处理工作条例, plus the non-公文 kinds portals carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -26,10 +26,7 @@ pub async fn create_target(req: HttpRequest, caller: Caller, input: ApiJson<targ
 }
 
 fn parse_channel(field: &str, raw: &str) -> Result<ChannelKind, Error> {
-    ChannelKind::ALL
-        .into_iter()
-        .find(|k| k.as_str() == raw.trim())
-        .ok_or_else(|| Error::validation(field, format!("unknown channel `{raw}`")))
+    ChannelKind::parse(raw.trim()).ok_or_else(|| Error::validation(field, format!("unknown channel `{raw}`")))
 }
 
 #[derive(Deserialize)]
