@@ -7,14 +7,14 @@ pub mod portal_store;
 pub mod targets;
 pub mod worker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use herald_channels::{ChannelKind, PublishedItem};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set,
-    sea_query::{BinOper, CaseStatement, Expr, ExprTrait, OnConflict, Query},
+    sea_query::{BinOper, CaseStatement, Expr, ExprTrait, IntoColumnRef, OnConflict, Query, SelectStatement},
 };
 use serde::{Deserialize, Serialize};
 
@@ -183,99 +183,50 @@ pub fn published_item(
     }
 }
 
-/// Rows per INSERT: well under both databases' bind-parameter limits.
-const INSERT_CHUNK: usize = 1000;
+/// Ids per `IN (…)` list: well under both databases' bind-parameter limits.
+const ID_CHUNK: usize = 1000;
 
-pub struct NewDelivery<'a> {
-    pub publication_id: &'a str,
-    pub item_id: &'a str,
-    pub version: i32,
-    pub kind: DeliveryKind,
-    pub priority: i32,
-    pub not_before: Option<DateTime<Utc>>,
-    pub not_after: Option<DateTime<Utc>>,
-}
-
-/// Writes one delivery per target, in the caller's transaction.
-pub async fn insert_deliveries(
-    txn: &DatabaseTransaction,
-    now: DateTime<Utc>,
-    new: &NewDelivery<'_>,
-    rows: &[(&targets::TargetView, &str, Option<&str>)],
-) -> Result<()> {
+/// The columns both delivery writers fill, in the order their SELECTs produce them.
+const DELIVERY_COLUMNS: [delivery::Column; 17] = {
     use delivery::Column as C;
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut insert = Query::insert();
-        insert.into_table(delivery::Entity).columns([
-            C::Id,
-            C::PublicationId,
-            C::ItemId,
-            C::Version,
-            C::TargetId,
-            C::Channel,
-            C::AreaCode,
-            C::Kind,
-            C::State,
-            C::Priority,
-            C::NotBefore,
-            C::NotAfter,
-            C::Attempts,
-            C::NextAttemptAt,
-            C::RenditionId,
-            C::IdempotencyKey,
-            C::WithdrawsId,
-            C::CreatedAt,
-            C::UpdatedAt,
-        ]);
-        for (target, rendition_id, withdraws) in chunk {
-            let id = uuid::Uuid::now_v7().to_string();
-            // The key a channel sees on every attempt of this delivery, and only of this one.
-            let key = format!("herald-{id}");
-            insert
-                .values([
-                    id.into(),
-                    new.publication_id.into(),
-                    new.item_id.into(),
-                    new.version.into(),
-                    target.id.clone().into(),
-                    target.channel.as_str().into(),
-                    target.area_code.clone().into(),
-                    new.kind.as_str().into(),
-                    DeliveryState::Pending.as_str().into(),
-                    new.priority.into(),
-                    new.not_before.into(),
-                    new.not_after.into(),
-                    0i32.into(),
-                    now.into(),
-                    (*rendition_id).into(),
-                    key.into(),
-                    withdraws.map(str::to_owned).into(),
-                    now.into(),
-                    now.into(),
-                ])
-                .map_err(|e| anyhow::anyhow!("delivery row: {e}"))?;
-        }
-        txn.execute(&insert).await?;
-    }
-    let mut counts = CountChanges::default();
-    for (target, _, _) in rows {
-        counts.add(
-            new.item_id,
-            target.channel.as_str(),
-            new.kind.as_str(),
-            DeliveryState::Pending.as_str(),
-            1,
-        );
-    }
-    counts.apply(txn).await
+    [
+        C::Id,
+        C::PublicationId,
+        C::ItemId,
+        C::Version,
+        C::TargetId,
+        C::Channel,
+        C::AreaCode,
+        C::Kind,
+        C::State,
+        C::Priority,
+        C::Attempts,
+        C::NextAttemptAt,
+        C::RenditionId,
+        C::IdempotencyKey,
+        C::WithdrawsId,
+        C::CreatedAt,
+        C::UpdatedAt,
+    ]
+};
+
+/// Writes the deliveries `select` produces (one row per delivery, in `DELIVERY_COLUMNS`
+/// order) without shipping them through the client.
+async fn insert_selected(txn: &DatabaseTransaction, select: SelectStatement) -> Result<()> {
+    let mut insert = Query::insert();
+    insert
+        .into_table(delivery::Entity)
+        .columns(DELIVERY_COLUMNS)
+        .select_from(select)
+        .map_err(|e| anyhow::anyhow!("delivery insert: {e}"))?;
+    txn.execute(&insert).await?;
+    Ok(())
 }
 
-/// `prefix || targets.id`, in SQL both databases speak.
-fn prefixed_target_id(prefix: String) -> Expr {
-    Expr::val(prefix).binary(
-        BinOper::Custom("||"),
-        Expr::col((target::Entity, target::Column::Id)),
-    )
+/// `prefix || column`, in SQL both databases speak. A delivery is (batch, target): its id and
+/// its idempotency key are the batch's prefix and the target id.
+fn prefixed(prefix: String, column: impl IntoColumnRef) -> Expr {
+    Expr::val(prefix).binary(BinOper::Custom("||"), Expr::col(column))
 }
 
 /// Renders the item once per channel and writes one delivery per reached target: called
@@ -328,11 +279,11 @@ pub async fn enqueue_publication(
         );
         written.insert(*kind, usize::try_from(*n).unwrap_or(0));
     }
-    // A delivery is (publication, target): its id says so, and its idempotency key follows.
+    let target_id = (target::Entity, target::Column::Id);
     let mut select = Query::select();
     select
         .from(target::Entity)
-        .expr(prefixed_target_id(format!("{publication_id}:")))
+        .expr(prefixed(format!("{publication_id}:"), target_id))
         .expr(Expr::val(publication_id))
         .expr(Expr::val(item.item_id.as_str()))
         .expr(Expr::val(item.version))
@@ -345,35 +296,12 @@ pub async fn enqueue_publication(
         .expr(Expr::val(0i32))
         .expr(Expr::val(now))
         .expr(rendition_of_channel)
-        .expr(prefixed_target_id(format!("herald-{publication_id}:")))
+        .expr(prefixed(format!("herald-{publication_id}:"), target_id))
+        .expr(Expr::val(Option::<String>::None))
         .expr(Expr::val(now))
         .expr(Expr::val(now))
         .cond_where(reach.condition());
-    use delivery::Column as C;
-    let mut insert = Query::insert();
-    insert
-        .into_table(delivery::Entity)
-        .columns([
-            C::Id,
-            C::PublicationId,
-            C::ItemId,
-            C::Version,
-            C::TargetId,
-            C::Channel,
-            C::AreaCode,
-            C::Kind,
-            C::State,
-            C::Priority,
-            C::Attempts,
-            C::NextAttemptAt,
-            C::RenditionId,
-            C::IdempotencyKey,
-            C::CreatedAt,
-            C::UpdatedAt,
-        ])
-        .select_from(select)
-        .map_err(|e| anyhow::anyhow!("delivery insert: {e}"))?;
-    txn.execute(&insert).await?;
+    insert_selected(txn, select).await?;
     counts.apply(txn).await?;
     Ok(written)
 }
@@ -417,19 +345,8 @@ pub async fn enqueue_withdrawal(
         }
     }
     cancelled.apply(txn).await?;
-    let Some(first) = reached.first() else {
+    if reached.is_empty() {
         return Ok(0);
-    };
-    let target_ids: Vec<_> = reached.iter().map(|d| d.target_id.clone()).collect();
-    let mut views = BTreeMap::new();
-    for chunk in target_ids.chunks(INSERT_CHUNK) {
-        for row in target::Entity::find()
-            .filter(target::Column::Id.is_in(chunk.to_vec()))
-            .all(txn)
-            .await?
-        {
-            views.insert(row.id.clone(), targets::TargetView::try_from(row)?);
-        }
     }
     let rendition_id = uuid::Uuid::now_v7().to_string();
     rendition::ActiveModel {
@@ -441,25 +358,47 @@ pub async fn enqueue_withdrawal(
     }
     .insert(txn)
     .await?;
-    let rows: Vec<_> = reached
-        .iter()
-        .filter_map(|d| {
-            views
-                .get(&d.target_id)
-                .map(|t| (t, rendition_id.as_str(), Some(d.id.as_str())))
-        })
-        .collect();
-    let new = NewDelivery {
-        publication_id: &first.publication_id,
-        item_id,
-        version: first.version,
-        kind: DeliveryKind::Withdraw,
-        priority: priority_of(emergency),
-        not_before: None,
-        not_after: None,
-    };
-    insert_deliveries(txn, now, &new, &rows).await?;
-    Ok(rows.len())
+    // The publish rows are locked above, so this selects exactly `reached`.
+    use delivery::Column as C;
+    let target_id = (delivery::Entity, C::TargetId);
+    let mut select = Query::select();
+    select
+        .from(delivery::Entity)
+        .expr(prefixed(format!("{rendition_id}:"), target_id))
+        .columns([
+            C::PublicationId,
+            C::ItemId,
+            C::Version,
+            C::TargetId,
+            C::Channel,
+            C::AreaCode,
+        ])
+        .expr(Expr::val(DeliveryKind::Withdraw.as_str()))
+        .expr(Expr::val(DeliveryState::Pending.as_str()))
+        .expr(Expr::val(priority_of(emergency)))
+        .expr(Expr::val(0i32))
+        .expr(Expr::val(now))
+        .expr(Expr::val(rendition_id.as_str()))
+        .expr(prefixed(format!("herald-{rendition_id}:"), target_id))
+        .column(C::Id)
+        .expr(Expr::val(now))
+        .expr(Expr::val(now))
+        .and_where(C::ItemId.eq(item_id))
+        .and_where(C::Kind.eq(DeliveryKind::Publish.as_str()))
+        .and_where(C::State.is_in(reached.iter().map(|d| d.state.clone()).collect::<BTreeSet<_>>()));
+    insert_selected(txn, select).await?;
+    let mut counts = CountChanges::default();
+    for delivery in &reached {
+        counts.add(
+            item_id,
+            &delivery.channel,
+            DeliveryKind::Withdraw.as_str(),
+            DeliveryState::Pending.as_str(),
+            1,
+        );
+    }
+    counts.apply(txn).await?;
+    Ok(reached.len())
 }
 
 pub struct NewReceipt<'a> {
@@ -833,7 +772,7 @@ pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<S
         .await?;
     let views = with_target_names(hub, deliveries).await?;
     let mut receipts: BTreeMap<String, Vec<receipt::Model>> = BTreeMap::new();
-    for chunk in views.chunks(INSERT_CHUNK) {
+    for chunk in views.chunks(ID_CHUNK) {
         let ids: Vec<String> = chunk.iter().map(|d| d.id.clone()).collect();
         for r in receipt::Entity::find()
             .filter(receipt::Column::DeliveryId.is_in(ids))
