@@ -3,7 +3,7 @@
 //! tests drive single steps with the hub's clock.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -288,24 +288,45 @@ async fn record(hub: &Hub, worker_id: &str, row: &delivery::Model, settled: Sett
     Ok(result.rows_affected == 1)
 }
 
-async fn load_target(hub: &Hub, id: &str) -> Result<TargetView> {
-    let row = target::Entity::find_by_id(id)
-        .one(&hub.db)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("target {id} vanished"))?;
-    TargetView::try_from(row)
+/// What a claimed batch's deliveries point at, read once for the whole batch: most of a
+/// batch shares one rendition, and a rendition (a whole item body) is the largest thing read.
+pub struct BatchContext {
+    targets: HashMap<String, TargetView>,
+    renditions: HashMap<String, serde_json::Value>,
 }
 
-async fn load_rendition(hub: &Hub, id: &str) -> Result<serde_json::Value> {
-    let row = rendition::Entity::find_by_id(id)
-        .one(&hub.db)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("rendition {id} vanished"))?;
-    Ok(serde_json::from_str(&row.payload).map_err(anyhow::Error::new)?)
+impl BatchContext {
+    pub async fn load(hub: &Hub, rows: &[delivery::Model]) -> Result<Self> {
+        let target_ids: BTreeSet<&str> = rows.iter().map(|r| r.target_id.as_str()).collect();
+        let rendition_ids: BTreeSet<&str> = rows.iter().map(|r| r.rendition_id.as_str()).collect();
+        let mut targets = HashMap::new();
+        for row in target::Entity::find()
+            .filter(target::Column::Id.is_in(target_ids))
+            .all(&hub.db)
+            .await?
+        {
+            targets.insert(row.id.clone(), TargetView::try_from(row)?);
+        }
+        let mut renditions = HashMap::new();
+        for row in rendition::Entity::find()
+            .filter(rendition::Column::Id.is_in(rendition_ids))
+            .all(&hub.db)
+            .await?
+        {
+            let payload = serde_json::from_str(&row.payload).map_err(anyhow::Error::new)?;
+            renditions.insert(row.id, payload);
+        }
+        Ok(Self { targets, renditions })
+    }
 }
 
 /// One attempt of one claimed delivery.
-pub async fn execute_one(hub: &Hub, worker_id: &str, row: delivery::Model) -> Result<DeliveryState> {
+pub async fn execute_one(
+    hub: &Hub,
+    worker_id: &str,
+    batch: &BatchContext,
+    row: delivery::Model,
+) -> Result<DeliveryState> {
     if row.not_after.is_some_and(|deadline| deadline <= hub.clock.now()) {
         let settled = Settled {
             state: DeliveryState::Expired,
@@ -330,8 +351,15 @@ pub async fn execute_one(hub: &Hub, worker_id: &str, row: delivery::Model) -> Re
         record(hub, worker_id, &row, settled).await?;
         return Ok(state);
     };
-    let target = load_target(hub, &row.target_id).await?;
-    let payload = load_rendition(hub, &row.rendition_id).await?;
+    let target = batch
+        .targets
+        .get(&row.target_id)
+        .ok_or_else(|| anyhow::anyhow!("target {} vanished", row.target_id))?;
+    let payload = batch
+        .renditions
+        .get(&row.rendition_id)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("rendition {} vanished", row.rendition_id))?;
     let in_flight = &hub.in_flight;
     let channel_slots = InFlight::permit_source(
         &in_flight.channels,
@@ -383,9 +411,14 @@ pub async fn execute_one(hub: &Hub, worker_id: &str, row: delivery::Model) -> Re
 pub async fn try_execute_batch(hub: &Hub, worker_id: &str) -> Result<usize> {
     let claimed = claim(hub, worker_id, hub.settings.delivery.batch_size).await?;
     let count = claimed.len();
+    if count == 0 {
+        return Ok(0);
+    }
+    let batch = BatchContext::load(hub, &claimed).await?;
+    let batch = &batch;
     let results = futures::future::join_all(claimed.into_iter().map(|row| {
         let id = row.id.clone();
-        async move { (id, execute_one(hub, worker_id, row).await) }
+        async move { (id, execute_one(hub, worker_id, batch, row).await) }
     }))
     .await;
     for (id, result) in results {
