@@ -408,8 +408,11 @@ struct CleanupPage {
 /// 清理结果: what came down from the portal, and when.
 async fn cleanup(req: HttpRequest) -> Page {
     let hub = hub(&req)?;
+    // A page comes down only after its item was withdrawn or expired, so those items' pages
+    // are the whole record.
+    let taken_down = [ItemState::Withdrawn.as_str(), ItemState::Expired.as_str()];
     let items: BTreeMap<String, item::Model> = item::Entity::find()
-        .filter(item::Column::State.is_in([ItemState::Withdrawn.as_str(), ItemState::Expired.as_str()]))
+        .filter(item::Column::State.is_in(taken_down))
         .all(&hub.db)
         .await
         .map_err(Error::from)?
@@ -418,34 +421,28 @@ async fn cleanup(req: HttpRequest) -> Page {
         .collect();
     let pages = portal_page::Entity::find()
         .filter(
-            Condition::any()
-                .add(portal_page::Column::WithdrawnAt.is_not_null())
-                .add(portal_page::Column::ItemId.is_in(items.keys().cloned())),
+            portal_page::Column::ItemId.in_subquery(
+                Query::select()
+                    .column(item::Column::Id)
+                    .from(item::Entity)
+                    .and_where(item::Column::State.is_in(taken_down))
+                    .to_owned(),
+            ),
         )
         .all(&hub.db)
         .await
         .map_err(Error::from)?;
-    let mut entries = Vec::new();
-    for page in pages {
-        let item = match items.get(&page.item_id) {
-            Some(item) => item.clone(),
-            None => match item::Entity::find_by_id(&page.item_id)
-                .one(&hub.db)
-                .await
-                .map_err(Error::from)?
-            {
-                Some(item) => item,
-                None => continue,
-            },
-        };
-        if let Some((date, reason)) = takedown(&page, &item) {
-            entries.push(CleanupEntry {
+    let mut entries: Vec<CleanupEntry> = pages
+        .into_iter()
+        .filter_map(|page| {
+            let (date, reason) = takedown(&page, items.get(&page.item_id)?)?;
+            Some(CleanupEntry {
                 title: page.title,
                 date,
                 reason,
-            });
-        }
-    }
+            })
+        })
+        .collect();
     entries.sort_by(|a, b| b.date.cmp(&a.date));
     html(
         StatusCode::OK,
