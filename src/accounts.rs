@@ -2,7 +2,10 @@
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier, password_hash::SaltString};
 use chrono::Duration;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    sea_query::{Expr, OnConflict},
+};
 use serde::Serialize;
 
 use crate::{
@@ -10,13 +13,14 @@ use crate::{
     domain::{
         area::AreaCode,
         item::sha256_hex,
-        user::{Role, Username, check_password_strength},
+        text::{MAX_NAME_CHARS, single_line},
+        user::{Role, Username, check_password_length, check_password_strength},
     },
     error::{Error, Result},
     hub::Hub,
     store::{
         begin_write,
-        entities::{api_token, login_failure, session, user},
+        entities::{api_token, known_client, login_throttle, session, user},
     },
 };
 
@@ -132,6 +136,7 @@ async fn audit_account(
     actor: &str,
     action: &str,
     (target_type, target_id): (&str, &str),
+    area: Option<&str>,
     detail: serde_json::Value,
 ) -> Result<()> {
     let event = AuditEvent {
@@ -142,6 +147,7 @@ async fn audit_account(
         before_hash: None,
         after_hash: None,
         detail,
+        area,
     };
     audit::append(txn, at, event).await?;
     Ok(())
@@ -155,16 +161,16 @@ pub async fn create_user(
     new: NewUser,
 ) -> Result<(UserView, Option<String>)> {
     let username = Username::parse(&new.username).map_err(|m| Error::validation("username", m))?;
-    let display_name = new.display_name.trim();
+    let display_name = single_line("display_name", &new.display_name, MAX_NAME_CHARS, false)?;
     let display_name = if display_name.is_empty() {
-        username.as_str()
+        username.as_str().to_owned()
     } else {
         display_name
-    }
-    .to_owned();
+    };
+    let area_code = single_line("area_code", &new.area_code, MAX_NAME_CHARS, true)?;
     let area = hub
         .areas
-        .resolve(new.area_code.trim())
+        .resolve(&area_code)
         .map_err(|m| Error::validation("area_code", m))?;
     new.role
         .check_scope(&area)
@@ -218,6 +224,7 @@ pub async fn create_user(
         actor,
         "user.create",
         ("user", &model.id),
+        Some(&model.area_code),
         serde_json::json!({"username": model.username, "role": model.role, "area_code": model.area_code}),
     )
     .await?;
@@ -266,7 +273,8 @@ pub async fn disable_user(
     if let Some(scope) = actor_scope
         && !model.area_code.starts_with(scope.as_str())
     {
-        return Err(Error::forbidden("that user is outside your area"));
+        // A user of another area answers as if it did not exist.
+        return Err(Error::NotFound("user"));
     }
     if model.id == actor {
         return Err(Error::conflict(
@@ -296,6 +304,7 @@ pub async fn disable_user(
         actor,
         "user.disable",
         ("user", &model.id),
+        Some(&model.area_code),
         serde_json::json!({"username": model.username}),
     )
     .await?;
@@ -328,10 +337,8 @@ const TOKEN_PREFIX: &str = "hrld_";
 
 /// Issues an API token; the secret is shown once and only its hash is kept.
 pub async fn create_token(hub: &Hub, actor: &str, user_id: &str, name: &str) -> Result<(TokenView, String)> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(Error::validation("name", "must be 1–100 characters"));
-    }
+    let name = single_line("name", name, MAX_NAME_CHARS, true)?;
+    let name = name.as_str();
     let secret = format!("{TOKEN_PREFIX}{}", random_secret(32)?);
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
@@ -358,6 +365,7 @@ pub async fn create_token(hub: &Hub, actor: &str, user_id: &str, name: &str) -> 
         actor,
         "token.create",
         ("token", &model.id),
+        Some(&owner.area_code),
         serde_json::json!({"user_id": owner.id, "name": model.name}),
     )
     .await?;
@@ -383,12 +391,16 @@ pub async fn revoke_token(hub: &Hub, caller: &Caller, token_id: &str) -> Result<
         .one(&txn)
         .await?
         .ok_or(Error::NotFound("token"))?;
+    let owner = user::Entity::find_by_id(&token.user_id)
+        .one(&txn)
+        .await?
+        .ok_or(Error::NotFound("token"))?;
     if token.user_id != caller.id {
-        let owner = user::Entity::find_by_id(&token.user_id)
-            .one(&txn)
-            .await?
-            .ok_or(Error::NotFound("user"))?;
-        if caller.role != Role::Admin || !owner.area_code.starts_with(caller.area.as_str()) {
+        // A token of another area answers as if it did not exist.
+        if !owner.area_code.starts_with(caller.area.as_str()) {
+            return Err(Error::NotFound("token"));
+        }
+        if caller.role != Role::Admin {
             return Err(Error::forbidden(
                 "only the token's owner or an administrator of their area may revoke it",
             ));
@@ -406,6 +418,7 @@ pub async fn revoke_token(hub: &Hub, caller: &Caller, token_id: &str) -> Result<
         &caller.id,
         "token.revoke",
         ("token", &token.id),
+        Some(&owner.area_code),
         serde_json::json!({"user_id": token.user_id}),
     )
     .await?;
@@ -413,50 +426,195 @@ pub async fn revoke_token(hub: &Hub, caller: &Caller, token_id: &str) -> Result<
     Ok(token.into())
 }
 
-/// Checks a password and opens a session; returns the session secret for the cookie.
-pub async fn login(hub: &Hub, username: &str, password: &str) -> Result<(String, Caller)> {
+/// Where a login attempt comes from: the client's address as the HTTP layer determined it.
+pub struct LoginAttempt<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    pub client: &'a str,
+}
+
+/// A throttle bucket: failures of one account from one client address, or of one account from
+/// all unknown addresses together.
+struct Bucket {
+    key: String,
+    max_failures: u32,
+}
+
+fn buckets(
+    attempt: &LoginAttempt<'_>,
+    auth: &crate::config::AuthSettings,
+    known_client: bool,
+) -> Vec<Bucket> {
+    let mut buckets = vec![Bucket {
+        key: format!("client:{}:{}", attempt.client, attempt.username),
+        max_failures: auth.login_max_failures,
+    }];
+    if !known_client {
+        buckets.push(Bucket {
+            key: format!("account:{}", attempt.username),
+            max_failures: auth.login_account_max_failures,
+        });
+    }
+    buckets
+}
+
+/// How long the attempt after `failures` must wait: nothing below the bucket's limit, then 1 s
+/// doubling with each further failure, capped.
+fn delay_after(failures: u32, max_failures: u32, cap: Duration) -> Duration {
+    let Some(excess) = failures.checked_sub(max_failures) else {
+        return Duration::zero();
+    };
+    let seconds = 1_i64.checked_shl(excess.min(40)).unwrap_or(i64::MAX);
+    Duration::seconds(seconds).min(cap)
+}
+
+/// Counts this attempt as a failure in each of its buckets before the password is checked, in
+/// one transaction that locks the buckets: concurrent attempts, on any hub instance, each see
+/// the failures charged before them, so no more than the limit are ever checked at once. A
+/// correct password refunds the charge.
+async fn charge_attempt(hub: &Hub, attempt: &LoginAttempt<'_>, buckets: &[Bucket]) -> Result<()> {
     let now = hub.clock.now();
     let auth = &hub.settings.auth;
-    let window_start = now - Duration::minutes(i64::from(auth.login_window_minutes));
-    let recent_failures = login_failure::Entity::find()
-        .filter(login_failure::Column::Username.eq(username))
-        .filter(login_failure::Column::At.gt(window_start))
-        .count(&hub.db)
+    let window = Duration::minutes(i64::from(auth.login_window_minutes));
+    let cap = Duration::minutes(i64::from(auth.login_max_delay_minutes));
+    let txn = begin_write(&hub.db).await?;
+    let mut charged = Vec::with_capacity(buckets.len());
+    for bucket in buckets {
+        login_throttle::Entity::insert(login_throttle::ActiveModel {
+            key: Set(bucket.key.clone()),
+            username: Set(attempt.username.to_owned()),
+            failures: Set(0),
+            last_failure_at: Set(now),
+            next_attempt_at: Set(now),
+        })
+        .on_conflict(
+            OnConflict::column(login_throttle::Column::Key)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
         .await?;
-    if recent_failures >= u64::from(auth.login_max_failures) {
-        return Err(Error::RateLimited(format!(
-            "too many failed logins for this account; try again in {} minutes",
-            auth.login_window_minutes
-        )));
+        let row = login_throttle::Entity::find_by_id(bucket.key.clone())
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("login throttle row {} vanished", bucket.key))?;
+        if row.next_attempt_at > now {
+            let wait = (row.next_attempt_at - now).num_seconds().max(1);
+            return Err(Error::RateLimited {
+                message: format!("too many failed logins; try again in {wait} seconds"),
+                retry_after_seconds: u64::try_from(wait).unwrap_or(1),
+            });
+        }
+        let previous = if row.last_failure_at + window < now {
+            0
+        } else {
+            u32::try_from(row.failures).unwrap_or(0)
+        };
+        charged.push((row, previous.saturating_add(1), bucket.max_failures));
     }
+    for (row, failures, max_failures) in charged {
+        let mut active: login_throttle::ActiveModel = row.into();
+        active.failures = Set(i32::try_from(failures).unwrap_or(i32::MAX));
+        active.last_failure_at = Set(now);
+        active.next_attempt_at = Set(now + delay_after(failures, max_failures, cap));
+        active.update(&txn).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Checks a password and opens a session; returns the session secret for the cookie. Every
+/// failed attempt is throttled per account and client address and written to the audit log.
+pub async fn login(hub: &Hub, attempt: LoginAttempt<'_>) -> Result<(String, Caller)> {
+    let username_chars = attempt.username.chars().count();
+    if username_chars == 0 || username_chars > Username::MAX_CHARS {
+        return Err(Error::validation(
+            "username",
+            format!("must be 1–{} characters", Username::MAX_CHARS),
+        ));
+    }
+    check_password_length(attempt.password).map_err(|m| Error::validation("password", m))?;
+    let now = hub.clock.now();
+    let auth = &hub.settings.auth;
     let found = user::Entity::find()
-        .filter(user::Column::Username.eq(username))
+        .filter(user::Column::Username.eq(attempt.username))
         .one(&hub.db)
         .await?;
+    let known_client = match &found {
+        Some(model) => {
+            known_client::Entity::find_by_id((model.id.clone(), attempt.client.to_owned()))
+                .filter(
+                    known_client::Column::LastSeenAt
+                        .gt(now - Duration::days(i64::from(auth.known_client_days))),
+                )
+                .count(&hub.db)
+                .await?
+                > 0
+        }
+        None => false,
+    };
+    let buckets = buckets(&attempt, auth, known_client);
+    charge_attempt(hub, &attempt, &buckets).await?;
     let verified = match &found {
-        Some(model) => password_matches(password, &model.password_hash) && !model.disabled,
+        Some(model) => password_matches(attempt.password, &model.password_hash) && !model.disabled,
         // Hash anyway so the response time does not reveal which user names exist.
         None => {
-            let _ = hash_password(password);
+            let _ = hash_password(attempt.password);
             false
         }
     };
     let txn = begin_write(&hub.db).await?;
-    let Some(model) = found.filter(|_| verified) else {
-        login_failure::ActiveModel {
-            id: Default::default(),
-            username: Set(username.to_owned()),
-            at: Set(now),
-        }
-        .insert(&txn)
+    let Some(model) = found.clone().filter(|_| verified) else {
+        let reason = match &found {
+            None => "unknown_user",
+            Some(model) if model.disabled => "disabled",
+            Some(_) => "wrong_password",
+        };
+        audit_account(
+            &txn,
+            now,
+            "anonymous",
+            "login.failure",
+            ("user", found.as_ref().map_or("", |m| m.id.as_str())),
+            found.as_ref().map(|m| m.area_code.as_str()),
+            serde_json::json!({"username": attempt.username, "client": attempt.client, "reason": reason}),
+        )
         .await?;
         txn.commit().await?;
         return Err(Error::Unauthenticated);
     };
-    login_failure::Entity::delete_many()
-        .filter(login_failure::Column::Username.eq(username))
-        .exec(&txn)
-        .await?;
+    // The right password: this attempt was no failure. Its own address starts afresh; the
+    // account's count of failures from unknown addresses only loses this attempt.
+    let (own_address, others) = buckets.split_first().unzip();
+    if let Some(bucket) = own_address {
+        login_throttle::Entity::delete_by_id(bucket.key.clone())
+            .exec(&txn)
+            .await?;
+    }
+    for bucket in others.unwrap_or_default() {
+        login_throttle::Entity::update_many()
+            .col_expr(
+                login_throttle::Column::Failures,
+                sea_orm::sea_query::ExprTrait::sub(Expr::col(login_throttle::Column::Failures), 1),
+            )
+            .filter(login_throttle::Column::Key.eq(bucket.key.clone()))
+            .filter(login_throttle::Column::Failures.gt(0))
+            .exec(&txn)
+            .await?;
+    }
+    known_client::Entity::insert(known_client::ActiveModel {
+        user_id: Set(model.id.clone()),
+        client: Set(attempt.client.to_owned()),
+        last_seen_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([known_client::Column::UserId, known_client::Column::Client])
+            .update_column(known_client::Column::LastSeenAt)
+            .to_owned(),
+    )
+    .exec_without_returning(&txn)
+    .await?;
     let secret = random_secret(32)?;
     session::ActiveModel {
         token_hash: Set(sha256_hex(secret.as_bytes())),
@@ -468,6 +626,43 @@ pub async fn login(hub: &Hub, username: &str, password: &str) -> Result<(String,
     .await?;
     txn.commit().await?;
     Ok((secret, caller_from(model)?))
+}
+
+/// Lifts every login delay on an account, from every address.
+pub async fn unlock_user(
+    hub: &Hub,
+    actor: &str,
+    actor_scope: Option<&AreaCode>,
+    user_id: &str,
+) -> Result<UserView> {
+    let now = hub.clock.now();
+    let txn = begin_write(&hub.db).await?;
+    let model = user::Entity::find_by_id(user_id)
+        .one(&txn)
+        .await?
+        .ok_or(Error::NotFound("user"))?;
+    if let Some(scope) = actor_scope
+        && !model.area_code.starts_with(scope.as_str())
+    {
+        return Err(Error::NotFound("user"));
+    }
+    let lifted = login_throttle::Entity::delete_many()
+        .filter(login_throttle::Column::Username.eq(&model.username))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    audit_account(
+        &txn,
+        now,
+        actor,
+        "user.unlock",
+        ("user", &model.id),
+        Some(&model.area_code),
+        serde_json::json!({"username": model.username, "buckets_cleared": lifted}),
+    )
+    .await?;
+    txn.commit().await?;
+    UserView::try_from(model)
 }
 
 pub async fn logout(hub: &Hub, session_secret: &str) -> Result<()> {

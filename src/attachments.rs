@@ -1,15 +1,21 @@
 //! Attachments, stored once per content (keyed by SHA-256) in the database so that hub
 //! instances share them without a shared disk.
 
-use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
+    QuerySelect, QueryTrait, Set, sea_query::OnConflict,
+};
 use serde::Serialize;
 
 use crate::{
     accounts::Caller,
-    domain::item::sha256_hex,
+    domain::item::{AttachmentRef, sha256_hex},
     error::{Error, Result},
     hub::Hub,
-    store::{begin_write, entities::attachment},
+    store::{
+        begin_write,
+        entities::{attachment, item, item_attachment},
+    },
 };
 
 #[derive(Debug, Serialize)]
@@ -104,9 +110,62 @@ pub async fn upload(hub: &Hub, caller: &Caller, declared_type: &str, data: &[u8]
     })
 }
 
-pub async fn download(hub: &Hub, sha256: &str) -> Result<attachment::Model> {
-    attachment::Entity::find_by_id(sha256)
+/// An attachment the caller may read: one named by an item they may see (any version of it),
+/// or one they uploaded that no item names yet. Anything else answers as if it did not exist.
+pub async fn download(hub: &Hub, caller: &Caller, sha256: &str) -> Result<attachment::Model> {
+    let file = attachment::Entity::find_by_id(sha256)
         .one(&hub.db)
         .await?
-        .ok_or(Error::NotFound("attachment"))
+        .ok_or(Error::NotFound("attachment"))?;
+    let naming_items = || {
+        item_attachment::Entity::find()
+            .select_only()
+            .column(item_attachment::Column::ItemId)
+            .filter(item_attachment::Column::Sha256.eq(sha256))
+            .into_query()
+    };
+    let visible = item::Entity::find()
+        .filter(item::Column::Id.in_subquery(naming_items()))
+        .filter(item::Column::AreaCode.starts_with(caller.area.as_str()))
+        .count(&hub.db)
+        .await?
+        > 0;
+    let own_and_unreferenced = file.created_by == caller.id
+        && item_attachment::Entity::find()
+            .filter(item_attachment::Column::Sha256.eq(sha256))
+            .count(&hub.db)
+            .await?
+            == 0;
+    if visible || own_and_unreferenced {
+        Ok(file)
+    } else {
+        Err(Error::NotFound("attachment"))
+    }
+}
+
+/// Records which attachments a new version of an item names, so access to them follows the item.
+pub async fn link_to_item(
+    txn: &DatabaseTransaction,
+    item_id: &str,
+    attachments: &[AttachmentRef],
+) -> Result<()> {
+    let rows: Vec<_> = attachments
+        .iter()
+        .map(|a| item_attachment::ActiveModel {
+            item_id: Set(item_id.to_owned()),
+            sha256: Set(a.sha256.clone()),
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    item_attachment::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([item_attachment::Column::ItemId, item_attachment::Column::Sha256])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
 }

@@ -22,6 +22,9 @@ pub struct AuditEvent<'a> {
     pub before_hash: Option<&'a str>,
     pub after_hash: Option<&'a str>,
     pub detail: serde_json::Value,
+    /// The area the target lies in; readers see the entries of their own area. None: only
+    /// readers of the whole tree see it (e.g. a failed login for a name nobody has).
+    pub area: Option<&'a str>,
 }
 
 fn row_hash(row: &audit_entry::Model) -> String {
@@ -65,6 +68,7 @@ pub async fn append(
         detail: event.detail.to_string(),
         prev_hash: head.row_hash,
         row_hash: String::new(),
+        area_code: event.area.map(str::to_owned),
     };
     row.row_hash = row_hash(&row);
     let seq = row.seq;
@@ -86,6 +90,7 @@ pub async fn append(
         detail: Set(row.detail),
         prev_hash: Set(row.prev_hash),
         row_hash: Set(row.row_hash),
+        area_code: Set(row.area_code),
     }
     .insert(txn)
     .await?;
@@ -171,13 +176,18 @@ pub async fn verify(db: &impl ConnectionTrait) -> Result<Verification, sea_orm::
     }
 }
 
-/// Rows after `after`, oldest first.
+/// Rows after `after`, oldest first; with a scope, only the rows about that area.
 pub async fn list(
     db: &impl ConnectionTrait,
+    scope: Option<&str>,
     after: i64,
     limit: u64,
 ) -> Result<Vec<audit_entry::Model>, sea_orm::DbErr> {
-    audit_entry::Entity::find()
+    let mut query = audit_entry::Entity::find();
+    if let Some(area) = scope {
+        query = query.filter(audit_entry::Column::AreaCode.starts_with(area));
+    }
+    query
         .filter(audit_entry::Column::Seq.gt(after))
         .order_by_asc(audit_entry::Column::Seq)
         .limit(limit)

@@ -108,6 +108,8 @@ enum UserCommand {
     List,
     /// Disable a user: their sessions end and their tokens are revoked.
     Disable { username: String },
+    /// Lift the login delays failed logins put on a user, from every address.
+    Unlock { username: String },
 }
 
 #[derive(Subcommand)]
@@ -290,6 +292,15 @@ async fn user_command(hub: &Hub, command: UserCommand) -> anyhow::Result<ExitCod
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("disabled {username}");
+        }
+        UserCommand::Unlock { username } => {
+            let user = accounts::find_user_by_name(hub, &username)
+                .await
+                .map_err(|e| anyhow::anyhow!("{username}: {e}"))?;
+            accounts::unlock_user(hub, CLI_ACTOR, None, &user.id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("unlocked {username}");
         }
     }
     Ok(ExitCode::SUCCESS)

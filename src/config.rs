@@ -26,12 +26,47 @@ pub struct Settings {
 pub struct ServerSettings {
     /// `HOST:PORT`; port 0 asks the system for a free port.
     pub listen: String,
+    /// The address citizens reach the portal at (`https://www.example.gov.cn`); every absolute
+    /// link is built from it, never from the request's Host header. Empty: `http://` and the
+    /// address the server listens on. An `https` URL also marks the session cookie `Secure`.
+    pub public_url: String,
+    /// Bearer token a Prometheus scraper presents at `/metrics`. Empty: `/metrics` is off.
+    pub metrics_token: String,
+    /// Header a reverse proxy sets to the client's address (e.g. `X-Real-IP`). Empty: the
+    /// TCP peer's address. Only set it when every request passes through that proxy.
+    pub client_address_header: String,
+}
+
+impl ServerSettings {
+    /// The base every absolute link starts with, without a trailing slash: `public_url`, or
+    /// `http://` and the address the server is bound to.
+    pub fn public_base(&self, bound: std::net::SocketAddr) -> Result<String, String> {
+        let raw = self.public_url.trim().trim_end_matches('/');
+        if raw.is_empty() {
+            return Ok(format!("http://{bound}"));
+        }
+        let rest = raw
+            .strip_prefix("https://")
+            .or_else(|| raw.strip_prefix("http://"))
+            .ok_or_else(|| format!("server.public_url `{raw}` must start with http:// or https://"))?;
+        let host = rest.split('/').next().unwrap_or_default();
+        let unsafe_char = |c: char| c.is_whitespace() || c.is_control() || "\"'<>`{}|\\^?#".contains(c);
+        if host.is_empty() || rest.chars().any(unsafe_char) {
+            return Err(format!(
+                "server.public_url `{raw}` must be a URL like https://www.example.gov.cn, without query or fragment"
+            ));
+        }
+        Ok(raw.to_owned())
+    }
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            public_url: String::new(),
+            metrics_token: String::new(),
+            client_address_header: String::new(),
         }
     }
 }
@@ -83,6 +118,14 @@ pub struct ContentSettings {
     pub calendar_file: String,
 }
 
+impl ContentSettings {
+    /// Largest JSON request body: room for a body and a redacted body at their limit, each
+    /// possibly escaped, and the rest of an item.
+    pub fn max_json_bytes(&self) -> usize {
+        self.max_body_bytes.saturating_mul(3).saturating_add(64 * 1024)
+    }
+}
+
 impl Default for ContentSettings {
     fn default() -> Self {
         Self {
@@ -115,9 +158,18 @@ impl Default for ContentSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     pub session_hours: u32,
-    /// Failed logins for one user name within the window before further attempts are refused.
+    /// Failed logins for one account from one client address before each further attempt
+    /// must wait, 1 s after the first and doubling up to `login_max_delay_minutes`.
     pub login_max_failures: u32,
+    /// Failed logins for one account from all unknown client addresses together before those
+    /// addresses must wait likewise. Addresses the account signed in from before are exempt,
+    /// so nobody can lock an official out from their own office.
+    pub login_account_max_failures: u32,
+    /// Failures older than this, with none since, are forgotten.
     pub login_window_minutes: u32,
+    pub login_max_delay_minutes: u32,
+    /// How long a client address stays known after the account's last sign-in from it.
+    pub known_client_days: u32,
 }
 
 impl Default for AuthSettings {
@@ -125,7 +177,10 @@ impl Default for AuthSettings {
         Self {
             session_hours: 12,
             login_max_failures: 5,
+            login_account_max_failures: 20,
             login_window_minutes: 15,
+            login_max_delay_minutes: 15,
+            known_client_days: 90,
         }
     }
 }

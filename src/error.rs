@@ -22,8 +22,11 @@ pub enum Error {
     Forbidden(String),
     #[error("authentication required")]
     Unauthenticated,
-    #[error("{0}")]
-    RateLimited(String),
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_seconds: u64,
+    },
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

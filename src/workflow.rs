@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     accounts::Caller,
+    attachments,
     audit::{self, AuditEvent},
     delivery::{
         self,
@@ -22,6 +23,8 @@ use crate::{
     domain::{
         area::AreaCode,
         item::{ContentRules, Disclosure, ItemContent, ItemInput, ItemState, sha256_hex},
+        page::Page,
+        text::{MAX_COMMENT_CHARS, MAX_ID_CHARS, MAX_REASON_CHARS, multi_line, single_line},
     },
     error::{Error, Result},
     hub::{Hub, china_date, end_of_china_day},
@@ -174,6 +177,11 @@ async fn audit_item(
     item_id: &str,
     entry: Audited<'_>,
 ) -> Result<()> {
+    // Read back inside the transaction: an edit may just have moved the item to another area.
+    let area = item::Entity::find_by_id(item_id)
+        .one(txn)
+        .await?
+        .map(|row| row.area_code);
     audit::append(
         txn,
         hub.clock.now(),
@@ -185,6 +193,7 @@ async fn audit_item(
             before_hash: entry.before_hash,
             after_hash: entry.after_hash,
             detail: entry.detail,
+            area: area.as_deref(),
         },
     )
     .await?;
@@ -231,10 +240,19 @@ async fn parse_content(
         if Some(policy_id.as_str()) == item_id {
             return Err(Error::validation("interprets", "an item cannot interpret itself"));
         }
-        // A township may interpret a county policy, so the policy need not be in the caller's area.
+        // A township may interpret a published county policy: a policy is linkable when it lies
+        // in the caller's area, or is published in an area above it. Any other id answers
+        // exactly as one that does not exist.
+        let linkable = |policy: &item::Model| {
+            AreaCode::parse(&policy.area_code).is_ok_and(|area| {
+                caller.sees(&area)
+                    || (caller.area.is_within(&area) && policy.state == ItemState::Published.as_str())
+            })
+        };
         let policy = item::Entity::find_by_id(policy_id)
             .one(db)
             .await?
+            .filter(linkable)
             .ok_or_else(|| Error::validation("interprets", format!("no policy item {policy_id}")))?;
         if policy.interprets_id.is_some() {
             return Err(Error::validation(
@@ -276,6 +294,7 @@ async fn insert_version(
     }
     .insert(txn)
     .await?;
+    attachments::link_to_item(txn, item_id, &content.attachments).await?;
     Ok(hash)
 }
 
@@ -464,17 +483,14 @@ pub async fn list_items(hub: &Hub, caller: &Caller, filter: ItemFilter) -> Resul
     if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
         condition = condition.add(item::Column::Title.contains(q));
     }
-    let limit = filter.limit.unwrap_or(50);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(Error::validation("limit", format!("must be 1–{MAX_PAGE}")));
-    }
+    let page = Page::parse(filter.limit, filter.offset, 50, MAX_PAGE)?;
     let query = item::Entity::find().filter(condition);
     let total = query.clone().count(&hub.db).await?;
     let rows = query
         .order_by_desc(item::Column::Emergency)
         .order_by_desc(item::Column::UpdatedAt)
-        .offset(filter.offset.unwrap_or(0))
-        .limit(limit)
+        .offset(page.offset)
+        .limit(page.limit)
         .all(&hub.db)
         .await?;
     let items = rows
@@ -578,8 +594,8 @@ impl ReviewKind {
     }
 }
 
-/// Loads an item under review for a reviewer who is neither its author nor the author of the
-/// version under review, and checks the reviewer is looking at the current version.
+/// Loads an item under review for a reviewer who neither created it nor wrote any of its
+/// versions, and checks the reviewer is looking at the current version.
 async fn load_for_review(
     txn: &DatabaseTransaction,
     caller: &Caller,
@@ -589,8 +605,16 @@ async fn load_for_review(
     require(caller.role.may_review(), "your role may not review items")?;
     let row = load_visible(txn, caller, id, true).await?;
     let version = load_version(txn, id, row.current_version).await?;
-    if row.author_id == caller.id || version.created_by == caller.id {
-        return Err(Error::forbidden("a reviewer may not review an item they wrote"));
+    let wrote_a_version = item_version::Entity::find()
+        .filter(item_version::Column::ItemId.eq(id))
+        .filter(item_version::Column::CreatedBy.eq(&caller.id))
+        .count(txn)
+        .await?
+        > 0;
+    if row.author_id == caller.id || wrote_a_version {
+        return Err(Error::forbidden(
+            "a reviewer may not review an item they wrote any version of",
+        ));
     }
     require_state(&row, &[ItemState::InReview], "review")?;
     if seen_version != row.current_version {
@@ -661,6 +685,7 @@ pub async fn confidentiality_check(
     id: &str,
     input: ConfidentialityCheckInput,
 ) -> Result<ItemView> {
+    let comment = multi_line("comment", &input.comment, MAX_COMMENT_CHARS, false)?;
     if !input.confirmed {
         return Err(Error::validation(
             "confirmed",
@@ -675,7 +700,7 @@ pub async fn confidentiality_check(
         caller,
         &version,
         ReviewKind::ConfidentialityCheck,
-        input.comment.trim(),
+        &comment,
     )
     .await?;
     txn.commit().await?;
@@ -692,6 +717,7 @@ pub struct ApproveInput {
 }
 
 pub async fn approve(hub: &Hub, caller: &Caller, id: &str, input: ApproveInput) -> Result<ItemView> {
+    let comment = multi_line("comment", &input.comment, MAX_COMMENT_CHARS, false)?;
     let txn = begin_write(&hub.db).await?;
     let (row, version) = load_for_review(&txn, caller, id, input.version).await?;
     let checked = review::Entity::find()
@@ -707,20 +733,12 @@ pub async fn approve(hub: &Hub, caller: &Caller, id: &str, input: ApproveInput) 
             "the confidentiality check (保密审查) of this version must be confirmed before approval",
         ));
     }
-    record_review(
-        &txn,
-        hub,
-        caller,
-        &version,
-        ReviewKind::Approve,
-        input.comment.trim(),
-    )
-    .await?;
+    record_review(&txn, hub, caller, &version, ReviewKind::Approve, &comment).await?;
     let mut active: item::ActiveModel = row.into();
     active.state = Set(ItemState::Approved.as_str().to_owned());
     active.approved_version = Set(Some(version.version));
     active.approved_hash = Set(Some(version.content_hash.clone()));
-    active.review_comment = Set(Some(input.comment.trim().to_owned()).filter(|c| !c.is_empty()));
+    active.review_comment = Set(Some(comment).filter(|c| !c.is_empty()));
     active.updated_at = Set(hub.clock.now());
     active.update(&txn).await?;
     txn.commit().await?;
@@ -736,10 +754,11 @@ pub struct RejectInput {
 }
 
 pub async fn reject(hub: &Hub, caller: &Caller, id: &str, input: RejectInput) -> Result<ItemView> {
-    let comment = input.comment.trim();
+    let comment = multi_line("comment", &input.comment, MAX_COMMENT_CHARS, false)?;
     if comment.is_empty() {
         return Err(Error::validation("comment", "say what must change"));
     }
+    let comment = comment.as_str();
     let txn = begin_write(&hub.db).await?;
     let (row, version) = load_for_review(&txn, caller, id, input.version).await?;
     record_review(&txn, hub, caller, &version, ReviewKind::Reject, comment).await?;
@@ -761,6 +780,25 @@ pub struct PublishInput {
     /// Narrows delivery to these of the resolved targets; empty means all of them.
     #[serde(default)]
     pub targets: Vec<String>,
+}
+
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
+/// More targets than a county registers are never named in one request.
+const MAX_NAMED_TARGETS: usize = 10_000;
+
+impl PublishInput {
+    fn check_bounds(&self) -> Result<()> {
+        if self.targets.len() > MAX_NAMED_TARGETS {
+            return Err(Error::validation(
+                "targets",
+                format!("must name at most {MAX_NAMED_TARGETS} targets"),
+            ));
+        }
+        for (i, target) in self.targets.iter().enumerate() {
+            single_line(&format!("targets[{i}]"), target, MAX_ID_CHARS, true)?;
+        }
+        Ok(())
+    }
 }
 
 /// The targets an item's current version would reach, narrowed as a publish request would.
@@ -804,6 +842,7 @@ pub async fn preview_targets(
     id: &str,
     input: PublishInput,
 ) -> Result<Vec<TargetView>> {
+    input.check_bounds()?;
     let row = load_visible(&hub.db, caller, id, false).await?;
     let content = content_of(&load_version(&hub.db, id, row.current_version).await?)?;
     reach_of(hub, &hub.db, &content, &input)
@@ -852,13 +891,14 @@ pub async fn publish(
     idempotency_key: &str,
     input: PublishInput,
 ) -> Result<PublishOutcome> {
-    let key = idempotency_key.trim();
-    if key.is_empty() || key.len() > 200 {
-        return Err(Error::validation(
-            "Idempotency-Key",
-            "the Idempotency-Key header must be 1–200 characters",
-        ));
-    }
+    let key = single_line(
+        "Idempotency-Key",
+        idempotency_key,
+        MAX_IDEMPOTENCY_KEY_CHARS,
+        true,
+    )?;
+    let key = key.as_str();
+    input.check_bounds()?;
     require(caller.role.may_publish(), "your role may not publish items")?;
     let request_hash = sha256_hex(serde_json::json!([id, input]).to_string().as_bytes());
     let txn = begin_write(&hub.db).await?;
@@ -895,6 +935,15 @@ pub async fn publish(
         });
     }
     require_state(&row, &[ItemState::Approved], "publish")?;
+    if let Some(expires_at) = row.expires_at
+        && expires_at <= hub.clock.now()
+    {
+        return Err(Error::Refused {
+            code: "expired",
+            field: Some("expires_on".into()),
+            message: "the item's 有效期 has ended; an expired item is never published".into(),
+        });
+    }
     let (Some(approved_version), Some(approved_hash)) = (row.approved_version, row.approved_hash.clone())
     else {
         return Err(Error::conflict(
@@ -994,10 +1043,11 @@ pub struct WithdrawInput {
 
 pub async fn withdraw(hub: &Hub, caller: &Caller, id: &str, input: WithdrawInput) -> Result<ItemView> {
     require(caller.role.may_withdraw(), "your role may not withdraw items")?;
-    let reason = input.reason.trim();
+    let reason = multi_line("reason", &input.reason, MAX_REASON_CHARS, false)?;
     if reason.is_empty() {
         return Err(Error::validation("reason", "say why the item is withdrawn"));
     }
+    let reason = reason.as_str();
     let txn = begin_write(&hub.db).await?;
     let row = load_visible(&txn, caller, id, true).await?;
     require_state(&row, &[ItemState::Published], "withdraw")?;
@@ -1056,6 +1106,7 @@ pub async fn expire_due(hub: &Hub) -> Result<u64> {
         }
         let hash = row.approved_hash.clone();
         let id = row.id.clone();
+        let area_code = row.area_code.clone();
         let withdrawals = delivery::enqueue_withdrawal(hub, &txn, &id, EXPIRY_REASON, row.emergency).await?;
         let mut active: item::ActiveModel = row.into();
         active.state = Set(ItemState::Expired.as_str().to_owned());
@@ -1072,6 +1123,7 @@ pub async fn expire_due(hub: &Hub) -> Result<u64> {
                 before_hash: hash.as_deref(),
                 after_hash: hash.as_deref(),
                 detail: serde_json::json!({"withdrawal_deliveries": withdrawals}),
+                area: Some(&area_code),
             },
         )
         .await?;

@@ -25,6 +25,7 @@ use crate::{
     domain::{
         area::AreaCode,
         item::{ItemContent, sha256_hex},
+        page::Page,
         user::Role,
     },
     error::{Error, Result},
@@ -490,12 +491,8 @@ pub struct ItemDeliveries {
 
 const MAX_PAGE: u64 = 500;
 
-fn page_limit(filter: &DeliveryFilter) -> Result<u64> {
-    let limit = filter.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(Error::validation("limit", format!("must be 1–{MAX_PAGE}")));
-    }
-    Ok(limit)
+fn page_of(filter: &DeliveryFilter) -> Result<Page> {
+    Page::parse(filter.limit, filter.offset, 100, MAX_PAGE)
 }
 
 pub async fn summary(db: &impl ConnectionTrait, item_id: &str) -> Result<Vec<SummaryRow>> {
@@ -571,14 +568,14 @@ pub async fn item_deliveries(
     filter: DeliveryFilter,
 ) -> Result<ItemDeliveries> {
     crate::workflow::load_visible(&hub.db, caller, item_id, false).await?;
-    let limit = page_limit(&filter)?;
+    let page = page_of(&filter)?;
     let rows = filtered(
         delivery::Entity::find().filter(delivery::Column::ItemId.eq(item_id)),
         &filter,
     )
     .order_by_asc(delivery::Column::Id)
-    .offset(filter.offset.unwrap_or(0))
-    .limit(limit)
+    .offset(page.offset)
+    .limit(page.limit)
     .all(&hub.db)
     .await?;
     Ok(ItemDeliveries {
@@ -594,14 +591,14 @@ pub async fn list_deliveries(
     filter: DeliveryFilter,
 ) -> Result<Vec<DeliveryView>> {
     let scope = caller.scope(filter.area.as_deref())?;
-    let limit = page_limit(&filter)?;
+    let page = page_of(&filter)?;
     let rows = filtered(
         delivery::Entity::find().filter(delivery::Column::AreaCode.starts_with(scope.as_str())),
         &filter,
     )
     .order_by_desc(delivery::Column::UpdatedAt)
-    .offset(filter.offset.unwrap_or(0))
-    .limit(limit)
+    .offset(page.offset)
+    .limit(page.limit)
     .all(&hub.db)
     .await?;
     with_target_names(hub, rows).await
@@ -638,7 +635,7 @@ async fn move_by_operator(
     txn: &DatabaseTransaction,
     hub: &Hub,
     caller: &Caller,
-    (row, from): (delivery::Model, DeliveryState),
+    (row, from, item_area): (delivery::Model, DeliveryState, &str),
     to: DeliveryState,
     action: &str,
     adjust: impl FnOnce(&mut delivery::ActiveModel),
@@ -668,6 +665,7 @@ async fn move_by_operator(
         before_hash: None,
         after_hash: None,
         detail,
+        area: Some(item_area),
     };
     audit::append(txn, now, event).await?;
     Ok(row)
@@ -702,7 +700,7 @@ pub async fn retry(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<Deli
         &txn,
         hub,
         caller,
-        (row, state),
+        (row, state, &item.area_code),
         DeliveryState::Pending,
         "delivery.retry",
         |active| {
@@ -728,7 +726,7 @@ pub async fn cancel(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<Del
         return Err(Error::forbidden("your role may not cancel deliveries"));
     }
     let txn = begin_write(&hub.db).await?;
-    let (row, _, state) = load_for_operator(&txn, caller, delivery_id).await?;
+    let (row, item, state) = load_for_operator(&txn, caller, delivery_id).await?;
     if !state.not_yet_sent() {
         let message = format!(
             "only deliveries not yet sent are cancelled; this one is {}",
@@ -740,7 +738,7 @@ pub async fn cancel(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<Del
         &txn,
         hub,
         caller,
-        (row, state),
+        (row, state, &item.area_code),
         DeliveryState::Cancelled,
         "delivery.cancel",
         |_| {},
@@ -754,11 +752,13 @@ pub async fn cancel(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<Del
         .ok_or(Error::NotFound("delivery"))
 }
 
-fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
+/// A cell a spreadsheet would not run as a formula: text starting with `=`, `+`, `-`, `@` (or a
+/// tab or carriage return, which some programs strip first) gets a leading apostrophe.
+fn spreadsheet_safe(value: String) -> String {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
     } else {
-        value.to_owned()
+        value
     }
 }
 
@@ -783,13 +783,31 @@ pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<S
             receipts.entry(r.delivery_id.clone()).or_default().push(r);
         }
     }
-    let mut csv = String::from(
-        "delivery_id,kind,channel,target_id,target_name,state,receipt_source,receipt_kind,source_time,received_at,digest,detail\n",
-    );
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record([
+        "delivery_id",
+        "kind",
+        "channel",
+        "target_id",
+        "target_name",
+        "state",
+        "receipt_source",
+        "receipt_kind",
+        "source_time",
+        "received_at",
+        "digest",
+        "detail",
+    ])
+    .map_err(anyhow::Error::new)?;
     for d in &views {
         let none = Vec::new();
         let rows = receipts.get(&d.id).unwrap_or(&none);
-        let mut push = |r: Option<&receipt::Model>| {
+        let receipt_rows: Vec<Option<&receipt::Model>> = if rows.is_empty() {
+            vec![None]
+        } else {
+            rows.iter().map(Some).collect()
+        };
+        for r in receipt_rows {
             let fields = [
                 d.id.clone(),
                 d.kind.clone(),
@@ -806,15 +824,10 @@ pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<S
                 r.map(|r| r.digest.clone()).unwrap_or_default(),
                 r.map(|r| r.detail.clone()).unwrap_or_default(),
             ];
-            csv.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
-            csv.push('\n');
-        };
-        if rows.is_empty() {
-            push(None);
-        }
-        for r in rows {
-            push(Some(r));
+            csv.write_record(fields.map(spreadsheet_safe))
+                .map_err(anyhow::Error::new)?;
         }
     }
-    Ok(csv)
+    let bytes = csv.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    String::from_utf8(bytes).map_err(|e| anyhow::Error::new(e).into())
 }

@@ -10,7 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::{
     accounts::Caller,
     audit::{self, AuditEvent},
-    domain::{area::AreaCode, user::Role},
+    domain::{
+        area::AreaCode,
+        text::{MAX_NAME_CHARS, single_line},
+        user::Role,
+    },
     error::{Error, Result},
     hub::Hub,
     store::{begin_write, entities::target},
@@ -78,23 +82,37 @@ pub struct NewTarget {
     pub config: Option<serde_json::Value>,
 }
 
+/// A target's settings are a few addresses and options, never documents.
+pub const MAX_CONFIG_BYTES: usize = 16 * 1024;
+const MAX_FILTER_ENTRIES: usize = 50;
+
 pub async fn create_target(hub: &Hub, actor: &Caller, new: NewTarget) -> Result<TargetView> {
     if actor.role != Role::Admin {
         return Err(Error::forbidden("only administrators register channel targets"));
     }
-    let name = new.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(Error::validation("name", "must be 1–100 characters"));
-    }
+    let name = single_line("name", &new.name, MAX_NAME_CHARS, true)?;
+    let name = name.as_str();
+    let area_code = single_line("area_code", &new.area_code, MAX_NAME_CHARS, true)?;
     let area = hub
         .areas
-        .resolve(new.area_code.trim())
+        .resolve(&area_code)
         .map_err(|m| Error::validation("area_code", m))?;
     if !actor.sees(&area) {
         return Err(Error::forbidden(format!(
             "area {area} is outside your area {}",
             actor.area
         )));
+    }
+    for (field, list) in [("catalogs", &new.catalogs), ("tags", &new.tags)] {
+        if list.len() > MAX_FILTER_ENTRIES {
+            return Err(Error::validation(
+                field,
+                format!("must have at most {MAX_FILTER_ENTRIES} entries"),
+            ));
+        }
+        for (i, entry) in list.iter().enumerate() {
+            single_line(&format!("{field}[{i}]"), entry, MAX_NAME_CHARS, true)?;
+        }
     }
     for (i, code) in new.catalogs.iter().enumerate() {
         if hub.catalog.get(code).is_none() {
@@ -107,6 +125,13 @@ pub async fn create_target(hub: &Hub, actor: &Caller, new: NewTarget) -> Result<
     let config = new.config.unwrap_or_else(|| serde_json::json!({}));
     if !config.is_object() {
         return Err(Error::validation("config", "must be a JSON object"));
+    }
+    let config_bytes = config.to_string().len();
+    if config_bytes > MAX_CONFIG_BYTES {
+        return Err(Error::validation(
+            "config",
+            format!("is {config_bytes} bytes as JSON; the limit is {MAX_CONFIG_BYTES}"),
+        ));
     }
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
@@ -132,6 +157,7 @@ pub async fn create_target(hub: &Hub, actor: &Caller, new: NewTarget) -> Result<
             before_hash: None,
             after_hash: None,
             detail: serde_json::json!({"channel": model.channel, "name": model.name, "area_code": model.area_code}),
+            area: Some(&model.area_code),
         },
     )
     .await?;

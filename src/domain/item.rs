@@ -10,6 +10,7 @@ use super::{
     area::AreaTree,
     catalog::Catalog,
     document::{DocNumber, IndexNumber},
+    text::{MAX_ID_CHARS, MAX_NAME_CHARS, single_line},
 };
 use crate::error::Error;
 
@@ -196,28 +197,14 @@ pub struct ContentRules<'a> {
 const MAX_TITLE_CHARS: usize = 200;
 const MAX_SUMMARY_CHARS: usize = 500;
 const MAX_LIST_ENTRIES: usize = 20;
-const MAX_SHORT_TEXT_CHARS: usize = 100;
+const MAX_SHORT_TEXT_CHARS: usize = MAX_NAME_CHARS;
+const MAX_ATTACHMENTS: usize = 50;
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
     Error::Validation {
         field: field.into(),
         message: message.into(),
     }
-}
-
-/// A single line of plain text: trimmed, without control characters, within a length.
-fn plain_text(field: &str, raw: &str, max_chars: usize, required: bool) -> Result<String, Error> {
-    let text = raw.trim();
-    if required && text.is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if text.chars().count() > max_chars {
-        return Err(invalid(field, format!("must be at most {max_chars} characters")));
-    }
-    if text.chars().any(char::is_control) {
-        return Err(invalid(field, "must be a single line without control characters"));
-    }
-    Ok(text.to_owned())
 }
 
 fn plain_list(field: &str, raw: &[String], required: bool) -> Result<Vec<String>, Error> {
@@ -232,15 +219,23 @@ fn plain_list(field: &str, raw: &[String], required: bool) -> Result<Vec<String>
     }
     raw.iter()
         .enumerate()
-        .map(|(i, entry)| plain_text(&format!("{field}[{i}]"), entry, MAX_SHORT_TEXT_CHARS, true))
+        .map(|(i, entry)| single_line(&format!("{field}[{i}]"), entry, MAX_SHORT_TEXT_CHARS, true))
         .collect()
 }
 
+/// Where an item body's images may come from: the hub's own attachments, never another site
+/// (which would learn who reads what, and could change the picture after review).
+pub const BODY_IMAGE_PREFIX: &str = "/xxgk/attachments/";
+
 /// Rich text reduced to an allow-list of tags and attributes: no script, no event handler,
-/// no `javascript:` URL survives, whatever channel later renders it.
+/// no `javascript:` URL, no image from another site survives, whatever channel renders it.
 pub fn sanitise_html(raw: &str) -> String {
     ammonia::Builder::default()
         .link_rel(Some("noopener noreferrer"))
+        .attribute_filter(|element, attribute, value| match (element, attribute) {
+            ("img", "src") if !value.starts_with(BODY_IMAGE_PREFIX) || value.contains("..") => None,
+            _ => Some(value.into()),
+        })
         .clean(raw)
         .to_string()
 }
@@ -259,7 +254,7 @@ fn rich_text(field: &str, raw: &str, max_bytes: usize) -> Result<String, Error> 
     Ok(clean)
 }
 
-fn is_sha256_hex(raw: &str) -> bool {
+pub fn is_sha256_hex(raw: &str) -> bool {
     raw.len() == 64
         && raw
             .bytes()
@@ -268,9 +263,9 @@ fn is_sha256_hex(raw: &str) -> bool {
 
 impl ItemContent {
     pub fn parse(input: ItemInput, rules: &ContentRules<'_>) -> Result<Self, Error> {
-        let title = plain_text("title", &input.title, MAX_TITLE_CHARS, true)?;
+        let title = single_line("title", &input.title, MAX_TITLE_CHARS, true)?;
         let body = rich_text("body", &input.body, rules.max_body_bytes)?;
-        let summary = plain_text("summary", &input.summary, MAX_SUMMARY_CHARS, false)?;
+        let summary = single_line("summary", &input.summary, MAX_SUMMARY_CHARS, false)?;
 
         let redacted_body = match (input.disclosure, input.redacted_body.as_deref()) {
             (Disclosure::PublicRedacted, Some(raw)) => {
@@ -292,7 +287,7 @@ impl ItemContent {
         };
         let legal_reason = match (input.disclosure, input.legal_reason.as_deref()) {
             (Disclosure::NotPublic, Some(raw)) => {
-                Some(plain_text("legal_reason", raw, MAX_SUMMARY_CHARS, true)?)
+                Some(single_line("legal_reason", raw, MAX_SUMMARY_CHARS, true)?)
             }
             (Disclosure::NotPublic, None) => {
                 return Err(invalid(
@@ -300,25 +295,32 @@ impl ItemContent {
                     "is required when disclosure is not_public (此件不公开)",
                 ));
             }
-            (_, Some(raw)) => Some(plain_text("legal_reason", raw, MAX_SUMMARY_CHARS, false)?),
+            (_, Some(raw)) => Some(single_line("legal_reason", raw, MAX_SUMMARY_CHARS, false)?),
             (_, None) => None,
         }
         .filter(|reason| !reason.is_empty());
 
-        let index_no = IndexNumber::parse(&input.index_no, rules.index_no_pattern)
-            .map_err(|m| invalid("index_no", m))?;
-        let doc_no = input
-            .doc_no
-            .as_deref()
-            .filter(|raw| !raw.trim().is_empty())
-            .map(|raw| DocNumber::parse(raw).map(DocNumber::into_string))
+        let index_no = single_line("index_no", &input.index_no, MAX_SHORT_TEXT_CHARS, true)?;
+        let index_no =
+            IndexNumber::parse(&index_no, rules.index_no_pattern).map_err(|m| invalid("index_no", m))?;
+        let doc_no = single_line(
+            "doc_no",
+            input.doc_no.as_deref().unwrap_or_default(),
+            MAX_SHORT_TEXT_CHARS,
+            false,
+        )?;
+        let doc_no = Some(doc_no)
+            .filter(|raw| !raw.is_empty())
+            .map(|raw| DocNumber::parse(&raw).map(DocNumber::into_string))
             .transpose()
             .map_err(|m| invalid("doc_no", m))?;
+        let area_code = single_line("area_code", &input.area_code, MAX_SHORT_TEXT_CHARS, true)?;
         let area = rules
             .areas
-            .resolve(input.area_code.trim())
+            .resolve(&area_code)
             .map_err(|m| invalid("area_code", m))?;
-        let catalog = input.catalog.trim();
+        let catalog = single_line("catalog", &input.catalog, MAX_SHORT_TEXT_CHARS, true)?;
+        let catalog = catalog.as_str();
         if rules.catalog.get(catalog).is_none() {
             return Err(invalid(
                 "catalog",
@@ -330,6 +332,12 @@ impl ItemContent {
         {
             return Err(invalid("expires_on", "must not be before written_date"));
         }
+        if input.attachments.len() > MAX_ATTACHMENTS {
+            return Err(invalid(
+                "attachments",
+                format!("must have at most {MAX_ATTACHMENTS} entries"),
+            ));
+        }
         for (i, attachment) in input.attachments.iter().enumerate() {
             if !is_sha256_hex(&attachment.sha256) {
                 return Err(invalid(
@@ -337,17 +345,20 @@ impl ItemContent {
                     "must be a lower-case SHA-256 hex digest",
                 ));
             }
-            plain_text(
+            single_line(
                 &format!("attachments[{i}].filename"),
                 &attachment.filename,
                 MAX_SHORT_TEXT_CHARS,
                 true,
             )?;
         }
-        let interprets = input
-            .interprets
-            .map(|id| id.trim().to_owned())
-            .filter(|id| !id.is_empty());
+        let interprets = single_line(
+            "interprets",
+            input.interprets.as_deref().unwrap_or_default(),
+            MAX_ID_CHARS,
+            false,
+        )?;
+        let interprets = Some(interprets).filter(|id| !id.is_empty());
 
         Ok(Self {
             title,
@@ -453,6 +464,18 @@ mod tests {
             assert!(!clean.contains(banned), "{banned} survived in {clean}");
         }
         assert!(clean.contains("正文"));
+    }
+
+    #[test]
+    fn images_in_a_body_come_only_from_the_hubs_attachments() {
+        let own = format!("{BODY_IMAGE_PREFIX}{}", "a".repeat(64));
+        let dirty = format!(
+            r#"<p><img src="https://tracker.example/p.png"><img src="//evil.example/x.png"><img src="{own}"><img src="/xxgk/attachments/../../admin"></p>"#
+        );
+        let clean = sanitise_html(&dirty);
+        assert!(!clean.contains("example"), "{clean}");
+        assert!(!clean.contains(".."), "{clean}");
+        assert!(clean.contains(&format!(r#"src="{own}""#)), "{clean}");
     }
 
     #[test]

@@ -5,4 +5,6 @@ pub mod calendar;
 pub mod catalog;
 pub mod document;
 pub mod item;
+pub mod page;
+pub mod text;
 pub mod user;

@@ -70,9 +70,11 @@ impl Role {
 pub struct Username(String);
 
 impl Username {
+    pub const MAX_CHARS: usize = 64;
+
     pub fn parse(raw: &str) -> Result<Self, String> {
         let raw = raw.trim();
-        let valid_len = (2..=64).contains(&raw.chars().count());
+        let valid_len = (2..=Self::MAX_CHARS).contains(&raw.chars().count());
         let valid_chars = raw
             .chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-'));
@@ -91,7 +93,19 @@ impl Username {
 /// Passwords chosen by people must be long enough to resist guessing at the login rate limit.
 pub const MIN_PASSWORD_CHARS: usize = 10;
 
+/// Longer passwords are refused before hashing: hashing megabytes per attempt would let anyone
+/// keep the server busy.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+pub fn check_password_length(password: &str) -> Result<(), String> {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(format!("must be at most {MAX_PASSWORD_BYTES} bytes"));
+    }
+    Ok(())
+}
+
 pub fn check_password_strength(password: &str) -> Result<(), String> {
+    check_password_length(password)?;
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"));
     }

@@ -4,11 +4,12 @@ use actix_web::{HttpRequest, HttpResponse, cookie::Cookie, web};
 use serde::Deserialize;
 
 use super::{
+    PublicSite,
     error::ApiError,
     extract::{ApiJson, SESSION_COOKIE, hub},
 };
 use crate::{
-    accounts::{self, Caller, NewUser},
+    accounts::{self, Caller, LoginAttempt, NewUser},
     domain::user::Role,
     error::Error,
 };
@@ -24,10 +25,20 @@ pub struct LoginInput {
 
 pub async fn login(req: HttpRequest, input: ApiJson<LoginInput>) -> Reply {
     let hub = hub(&req)?;
-    let (secret, caller) = accounts::login(&hub, input.0.username.trim(), &input.0.password).await?;
+    let client = client_address(&req, &hub.settings.server.client_address_header);
+    let attempt = LoginAttempt {
+        username: input.0.username.trim(),
+        password: &input.0.password,
+        client: &client,
+    };
+    let (secret, caller) = accounts::login(&hub, attempt).await?;
+    let secure = req
+        .app_data::<web::Data<PublicSite>>()
+        .is_some_and(|site| site.https);
     let cookie = Cookie::build(SESSION_COOKIE, secret)
         .path("/")
         .http_only(true)
+        .secure(secure)
         .same_site(actix_web::cookie::SameSite::Strict)
         .max_age(actix_web::cookie::time::Duration::hours(i64::from(
             hub.settings.auth.session_hours,
@@ -36,6 +47,24 @@ pub async fn login(req: HttpRequest, input: ApiJson<LoginInput>) -> Reply {
     Ok(HttpResponse::Ok().cookie(cookie).json(serde_json::json!({
         "id": caller.id, "username": caller.username, "role": caller.role, "area_code": caller.area.as_str(),
     })))
+}
+
+/// The client's address: from the configured proxy header when there is one, else the TCP
+/// peer. What cannot be read as an address counts as the peer, so a forged header gains nothing.
+fn client_address(req: &HttpRequest, header: &str) -> String {
+    let peer = req
+        .peer_addr()
+        .map(|addr| addr.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    if header.is_empty() {
+        return peer;
+    }
+    req.headers()
+        .get(header)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .and_then(|value| value.trim().parse::<std::net::IpAddr>().ok())
+        .map_or(peer, |ip| ip.to_string())
 }
 
 pub async fn logout(req: HttpRequest) -> Reply {
@@ -97,6 +126,13 @@ pub async fn disable_user(req: HttpRequest, caller: Caller, id: web::Path<String
     require_admin(&caller)?;
     Ok(HttpResponse::Ok()
         .json(accounts::disable_user(&*hub(&req)?, &caller.id, Some(&caller.area), &id).await?))
+}
+
+/// Lifts the login delays on an account (after failed logins), from every address.
+pub async fn unlock_user(req: HttpRequest, caller: Caller, id: web::Path<String>) -> Reply {
+    require_admin(&caller)?;
+    Ok(HttpResponse::Ok()
+        .json(accounts::unlock_user(&*hub(&req)?, &caller.id, Some(&caller.area), &id).await?))
 }
 
 #[derive(Deserialize)]

@@ -11,6 +11,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds for the `Retry-After` header of a 429.
+    pub retry_after_seconds: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -37,6 +39,7 @@ impl ApiError {
             code,
             message: message.into(),
             field,
+            retry_after_seconds: None,
         }
     }
 
@@ -58,7 +61,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(Body {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after_seconds {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(Body {
             error: Inner {
                 code: self.code,
                 message: &self.message,
@@ -91,9 +98,13 @@ impl From<Error> for ApiError {
                 "sign in or present an API token",
                 None,
             ),
-            Error::RateLimited(message) => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message, None)
-            }
+            Error::RateLimited {
+                message,
+                retry_after_seconds,
+            } => Self {
+                retry_after_seconds: Some(retry_after_seconds),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message, None)
+            },
             Error::Unexpected(cause) => {
                 tracing::error!(error.cause_chain = ?cause, "request failed unexpectedly");
                 Self::new(

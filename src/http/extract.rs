@@ -3,7 +3,7 @@
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -14,7 +14,98 @@ use crate::{
 
 pub const SESSION_COOKIE: &str = "herald_session";
 
-/// JSON body, deserialised with the path of the first offending field.
+/// Whether a character may stand in text that enters the hub: no NUL or other control
+/// character, except the line breaks and tabs that multi-line text (bodies, comments) holds.
+pub fn is_forbidden_char(c: char) -> bool {
+    c.is_control() && !matches!(c, '\n' | '\r' | '\t')
+}
+
+/// The answer to text holding a forbidden character, in a body, a path or a query.
+pub fn control_character_error(field: String) -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "must not contain NUL or other control characters",
+        Some(field),
+    )
+}
+
+/// Finds the first string (or key) holding a forbidden character; returns its path in the
+/// `a.b[2]` form serde_path_to_error uses.
+fn forbidden_text_in(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        Value::String(text) => text.chars().any(is_forbidden_char).then(|| {
+            if path.is_empty() {
+                ".".to_owned()
+            } else {
+                path.to_owned()
+            }
+        }),
+        Value::Array(entries) => entries
+            .iter()
+            .enumerate()
+            .find_map(|(i, entry)| forbidden_text_in(entry, &format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(key, entry)| {
+            if key.chars().any(is_forbidden_char) {
+                Some(join(key))
+            } else {
+                forbidden_text_in(entry, &join(key))
+            }
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => None,
+    }
+}
+
+/// The one way a JSON request body enters the hub: declared as exactly `application/json`,
+/// one JSON value with nothing after it, no control characters in any string, within the
+/// size limit, then deserialised with the path of the first offending field.
+pub fn parse_json_body<T: DeserializeOwned>(req: &HttpRequest, bytes: &[u8]) -> Result<T, ApiError> {
+    let is_json = req
+        .mime_type()
+        .ok()
+        .flatten()
+        .is_some_and(|mime| mime.essence_str() == "application/json");
+    if !is_json {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+            Some("Content-Type".into()),
+        ));
+    }
+    let limit = hub(req)?.settings.content.max_json_bytes();
+    if bytes.len() > limit {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the JSON body is {} bytes; the limit is {limit}", bytes.len()),
+            Some("body".into()),
+        ));
+    }
+    // Parsing into a Value first refuses trailing bytes and bounds nesting depth, and lets
+    // every string be checked once, whatever type it lands in.
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::malformed(
+            format!("the body is not one JSON value: {e}"),
+            Some("body".into()),
+        )
+    })?;
+    if let Some(field) = forbidden_text_in(&value, "") {
+        return Err(control_character_error(field));
+    }
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| ApiError::malformed(format!("{}", e.inner()), super::error::field_of(&e)))
+}
+
+/// JSON body, read by `parse_json_body`.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
@@ -23,20 +114,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let bytes = web::Bytes::from_request(req, payload);
-        let is_json = req
-            .headers()
-            .get(actix_web::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
+        let req = req.clone();
         Box::pin(async move {
-            if !is_json {
-                return Err(ApiError::new(
-                    actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "send the body as application/json",
-                    None,
-                ));
-            }
             let bytes = bytes.await.map_err(|e| {
                 ApiError::new(
                     actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -45,15 +124,13 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
                     Some("body".into()),
                 )
             })?;
-            let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-            serde_path_to_error::deserialize(&mut deserializer)
-                .map(ApiJson)
-                .map_err(|e| ApiError::malformed(format!("{}", e.inner()), super::error::field_of(&e)))
+            parse_json_body(&req, &bytes).map(ApiJson)
         })
     }
 }
 
-/// Query string, with the same error shape as `ApiJson`.
+/// Query string, with the same error shape as `ApiJson`. Control characters never get this
+/// far: `reject_control_characters` refuses them for every route.
 pub struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned + 'static> FromRequest for ApiQuery<T> {
@@ -69,6 +146,25 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiQuery<T> {
                 .map_err(|e| ApiError::malformed(format!("{}", e.inner()), super::error::field_of(&e))),
         )
     }
+}
+
+/// Names the first part of a request's path or query that holds a control character: `path`,
+/// or the query parameter's name. Percent-encoded bytes are decoded first, so `%00` counts.
+pub fn control_character_in(path: &str, query: &str) -> Option<String> {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    if decoded.chars().any(char::is_control) {
+        return Some("path".into());
+    }
+    form_urlencoded::parse(query.as_bytes()).find_map(|(key, value)| {
+        (key.chars().any(char::is_control) || value.chars().any(char::is_control)).then(|| {
+            let printable: String = key.chars().filter(|c| !c.is_control()).take(64).collect();
+            if printable.is_empty() {
+                "query".to_owned()
+            } else {
+                printable
+            }
+        })
+    })
 }
 
 pub fn hub(req: &HttpRequest) -> Result<Arc<Hub>, ApiError> {

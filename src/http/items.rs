@@ -2,7 +2,7 @@
 
 use super::{
     error::ApiError,
-    extract::{ApiJson, ApiQuery, hub},
+    extract::{ApiJson, ApiQuery, hub, parse_json_body},
 };
 use crate::{accounts::Caller, attachments, domain::item::ItemInput, error::Error, workflow};
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
@@ -87,9 +87,7 @@ pub async fn publish(req: HttpRequest, caller: Caller, id: web::Path<String>, bo
     let input = if body.is_empty() {
         workflow::PublishInput::default()
     } else {
-        let mut deserializer = serde_json::Deserializer::from_slice(&body);
-        serde_path_to_error::deserialize(&mut deserializer)
-            .map_err(|e| ApiError::malformed(e.inner().to_string(), super::error::field_of(&e)))?
+        parse_json_body(&req, &body)?
     };
     let outcome = workflow::publish(&*hub(&req)?, &caller, &id, &key, input).await?;
     let status =
@@ -123,7 +121,7 @@ pub async fn upload_attachment(req: HttpRequest, caller: Caller, body: web::Byte
     Ok(HttpResponse::Created().json(view))
 }
 
-pub async fn download_attachment(req: HttpRequest, _caller: Caller, sha256: web::Path<String>) -> Reply {
-    let file = attachments::download(&*hub(&req)?, &sha256).await?;
+pub async fn download_attachment(req: HttpRequest, caller: Caller, sha256: web::Path<String>) -> Reply {
+    let file = attachments::download(&*hub(&req)?, &caller, &sha256).await?;
     Ok(HttpResponse::Ok().content_type(file.content_type).body(file.data))
 }

@@ -14,9 +14,11 @@ pub mod system;
 use std::{collections::BTreeMap, net::TcpListener, sync::Arc};
 
 use actix_web::{
-    App, HttpServer, Route,
-    dev::{Server, Service},
+    App, HttpServer, ResponseError, Route,
+    body::MessageBody,
+    dev::{Server, Service, ServiceRequest, ServiceResponse},
     http::Method,
+    middleware::Next,
     web,
 };
 use anyhow::Context;
@@ -49,6 +51,11 @@ pub fn api_routes() -> Vec<ApiRoute> {
             M::POST,
             "/api/v1/users/{id}/disable",
             web::post().to(accounts::disable_user),
+        ),
+        op(
+            M::POST,
+            "/api/v1/users/{id}/unlock",
+            web::post().to(accounts::unlock_user),
         ),
         op(M::GET, "/api/v1/tokens", web::get().to(accounts::list_tokens)),
         op(M::POST, "/api/v1/tokens", web::post().to(accounts::create_token)),
@@ -193,6 +200,48 @@ pub struct Application {
     local_addr: std::net::SocketAddr,
 }
 
+/// How the hub is reached from outside, fixed at start: absolute links are built from `base`,
+/// never from a request's Host header.
+#[derive(Debug, Clone)]
+pub struct PublicSite {
+    pub base: String,
+    /// Whether cookies must be `Secure` (the public URL is https).
+    pub https: bool,
+}
+
+/// Sent with every answer, API and portal alike: no script runs, no other site frames a page
+/// or receives more than the origin as referrer, and images come from the hub itself.
+const SECURITY_HEADERS: [(&str, &str); 4] = [
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+    ("X-Frame-Options", "DENY"),
+];
+
+/// Every string a path or query carries is checked here, once, before any handler or the
+/// database sees it.
+async fn reject_control_characters(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    if let Some(field) = extract::control_character_in(req.path(), req.query_string()) {
+        let response = extract::control_character_error(field).error_response();
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    next.call(req).await.map(ServiceResponse::map_into_left_body)
+}
+
+fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    SECURITY_HEADERS
+        .iter()
+        .fold(actix_web::middleware::DefaultHeaders::new(), |headers, header| {
+            headers.add(*header)
+        })
+}
+
 impl Application {
     /// Binds the configured address (port 0 picks a free port) and prepares the server.
     pub fn build(hub: Arc<Hub>) -> anyhow::Result<Self> {
@@ -200,20 +249,32 @@ impl Application {
         let listener = TcpListener::bind(&listen)
             .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
         let local_addr = listener.local_addr()?;
+        let base = hub
+            .settings
+            .server
+            .public_base(local_addr)
+            .map_err(anyhow::Error::msg)?;
+        let site = web::Data::new(PublicSite {
+            https: base.starts_with("https://"),
+            base,
+        });
         let hub_data = web::Data::from(hub.clone());
         let metrics = web::Data::new(system::HttpMetrics::default());
         let payload_limit = hub
             .settings
             .content
             .max_attachment_bytes
-            .max(4 * hub.settings.content.max_body_bytes)
+            .max(hub.settings.content.max_json_bytes())
             + (1 << 20);
         let server = HttpServer::new(move || {
             let counters = metrics.clone();
             App::new()
                 .app_data(hub_data.clone())
                 .app_data(metrics.clone())
+                .app_data(site.clone())
                 .app_data(web::PayloadConfig::new(payload_limit))
+                .wrap(actix_web::middleware::from_fn(reject_control_characters))
+                .wrap(security_headers())
                 .wrap(request_logger())
                 .wrap_fn(move |req, srv| {
                     let counters = counters.clone();

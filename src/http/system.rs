@@ -13,7 +13,7 @@ use super::{
 use crate::{
     accounts::Caller,
     audit,
-    domain::{item::ItemState, user::Role},
+    domain::{item::ItemState, page::Page, user::Role},
     error::Error,
     store::{self, entities::item},
 };
@@ -52,8 +52,22 @@ impl HttpMetrics {
     }
 }
 
+/// Prometheus text, for a scraper presenting `server.metrics_token`; off while none is set.
 pub async fn metrics(req: HttpRequest, counters: web::Data<HttpMetrics>) -> Reply {
     let hub = hub(&req)?;
+    let expected = hub.settings.server.metrics_token.as_str();
+    if expected.is_empty() {
+        return Err(Error::NotFound("metrics endpoint (set server.metrics_token)").into());
+    }
+    let presented = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        return Err(Error::Unauthenticated.into());
+    }
     let mut text = String::from(
         "# HELP herald_http_responses_total HTTP responses by status class.\n# TYPE herald_http_responses_total counter\n",
     );
@@ -80,6 +94,11 @@ pub async fn metrics(req: HttpRequest, counters: web::Data<HttpMetrics>) -> Repl
         .body(text))
 }
 
+/// Compares secrets without an early exit, so timing does not reveal how much matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
@@ -92,11 +111,11 @@ pub async fn audit_log(req: HttpRequest, caller: Caller, query: ApiQuery<AuditQu
     if !matches!(caller.role, Role::Admin | Role::Reviewer) {
         return Err(Error::forbidden("only administrators and reviewers read the audit log").into());
     }
-    let limit = query.0.limit.unwrap_or(100);
-    if limit == 0 || limit > 1000 {
-        return Err(Error::validation("limit", "must be 1–1000").into());
-    }
-    let rows = audit::list(&hub(&req)?.db, query.0.after, limit)
+    let page = Page::parse(query.0.limit, None, 100, 1000)?;
+    let hub = hub(&req)?;
+    // Readers of the whole tree also see entries about no area (failed logins for unknown names).
+    let scope = (caller.area != hub.areas.root().code).then_some(caller.area.as_str());
+    let rows = audit::list(&hub.db, scope, query.0.after, page.limit)
         .await
         .map_err(Error::from)?;
     let entries: Vec<_> = rows
@@ -107,7 +126,7 @@ pub async fn audit_log(req: HttpRequest, caller: Caller, query: ApiQuery<AuditQu
                 "target_type": r.target_type, "target_id": r.target_id,
                 "before_hash": r.before_hash, "after_hash": r.after_hash,
                 "detail": serde_json::from_str::<serde_json::Value>(&r.detail).unwrap_or(serde_json::Value::String(r.detail)),
-                "prev_hash": r.prev_hash, "row_hash": r.row_hash,
+                "prev_hash": r.prev_hash, "row_hash": r.row_hash, "area_code": r.area_code,
             })
         })
         .collect();

@@ -17,10 +17,10 @@ use crate::{
     domain::{
         area::AreaLevel,
         catalog::CatalogGroup,
-        item::{ItemState, sanitise_html},
+        item::{ItemState, is_sha256_hex, sanitise_html},
     },
     error::Error,
-    http::{error::ApiError, extract::hub},
+    http::{PublicSite, error::ApiError, extract::hub},
     hub::{Hub, china_offset},
     store::entities::{attachment, item, portal_page},
 };
@@ -35,10 +35,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/xxgk/attachments/{sha256}", web::get().to(attachment_file))
         .route("/xxgk/cleanup", web::get().to(cleanup))
         .route("/search", web::get().to(search))
-        .route("/feed.xml", web::get().to(feed));
+        .route("/feed.xml", web::get().to(feed))
+        .route("/assets/portal.css", web::get().to(stylesheet));
 }
 
 type Page = Result<HttpResponse, ApiError>;
+
+/// The portal's one stylesheet, served from the hub so the pages need no inline style.
+async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(include_str!("../../templates/portal/portal.css"))
+}
 
 fn site_name(hub: &Hub) -> String {
     format!("{}人民政府", hub.areas.root().name)
@@ -72,9 +81,9 @@ struct ListPage {
     entries: Vec<Entry>,
 }
 
-/// Pages whose item is still published: a withdrawal takes effect here at once, before its
-/// delivery runs.
-fn live() -> Condition {
+/// Pages whose item is still published and not past its expiry at `now`: a withdrawal or an
+/// expiry takes effect here at once, before the expiry step or any delivery runs.
+fn live(now: chrono::DateTime<chrono::Utc>) -> Condition {
     Condition::all()
         .add(portal_page::Column::WithdrawnAt.is_null())
         .add(
@@ -83,6 +92,11 @@ fn live() -> Condition {
                     .column(item::Column::Id)
                     .from(item::Entity)
                     .and_where(item::Column::State.eq(ItemState::Published.as_str()))
+                    .cond_where(
+                        Condition::any()
+                            .add(item::Column::ExpiresAt.is_null())
+                            .add(item::Column::ExpiresAt.gt(now)),
+                    )
                     .to_owned(),
             ),
         )
@@ -92,7 +106,7 @@ const LIST_LIMIT: u64 = 200;
 
 async fn entries(hub: &Hub, condition: Condition) -> Result<Vec<Entry>, Error> {
     let rows = portal_page::Entity::find()
-        .filter(live())
+        .filter(live(hub.clock.now()))
         .filter(condition)
         .order_by_desc(portal_page::Column::Emergency)
         .order_by_desc(portal_page::Column::PublishedAt)
@@ -173,7 +187,7 @@ fn section_of(group: CatalogGroup) -> usize {
 async fn column(req: HttpRequest) -> Page {
     let hub = hub(&req)?;
     let rows = portal_page::Entity::find()
-        .filter(live())
+        .filter(live(hub.clock.now()))
         .all(&hub.db)
         .await
         .map_err(Error::from)?;
@@ -311,13 +325,22 @@ struct GonePage {
 }
 
 /// Why and when a page came down, for withdrawn and expired items.
-fn takedown(page: &portal_page::Model, item: &item::Model) -> Option<(String, String)> {
+fn takedown(
+    page: &portal_page::Model,
+    item: &item::Model,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<(String, String)> {
     let state = ItemState::parse(&item.state)?;
-    if page.withdrawn_at.is_none() && !state.is_terminal() {
+    let expiry_passed = item.expires_at.filter(|at| *at <= now);
+    if page.withdrawn_at.is_none() && !state.is_terminal() && expiry_passed.is_none() {
         return None;
     }
-    let at = page.withdrawn_at.or(item.withdrawn_at).unwrap_or(item.updated_at);
-    let fallback = if state == ItemState::Expired {
+    let at = page
+        .withdrawn_at
+        .or(item.withdrawn_at)
+        .or(expiry_passed)
+        .unwrap_or(item.updated_at);
+    let fallback = if state == ItemState::Expired || expiry_passed.is_some() {
         crate::workflow::EXPIRY_REASON
     } else {
         "已撤回"
@@ -346,7 +369,7 @@ async fn item_page(req: HttpRequest, id: web::Path<String>) -> Page {
     else {
         return not_found(&hub);
     };
-    if let Some((date, reason)) = takedown(&row, &item) {
+    if let Some((date, reason)) = takedown(&row, &item, hub.clock.now()) {
         return html(
             StatusCode::GONE,
             &GonePage {
@@ -372,9 +395,12 @@ async fn item_page(req: HttpRequest, id: web::Path<String>) -> Page {
 
 async fn attachment_file(req: HttpRequest, sha256: web::Path<String>) -> Page {
     let hub = hub(&req)?;
+    if !is_sha256_hex(&sha256) {
+        return not_found(&hub);
+    }
     // Only attachments of a live page are public.
     let referenced = portal_page::Entity::find()
-        .filter(live())
+        .filter(live(hub.clock.now()))
         .filter(portal_page::Column::Payload.contains(format!("\"sha256\":\"{}\"", sha256.as_str())))
         .one(&hub.db)
         .await
@@ -408,6 +434,7 @@ struct CleanupPage {
 /// 清理结果: what came down from the portal, and when.
 async fn cleanup(req: HttpRequest) -> Page {
     let hub = hub(&req)?;
+    let now = hub.clock.now();
     // A page comes down only after its item was withdrawn or expired, so those items' pages
     // are the whole record.
     let taken_down = [ItemState::Withdrawn.as_str(), ItemState::Expired.as_str()];
@@ -435,7 +462,7 @@ async fn cleanup(req: HttpRequest) -> Page {
     let mut entries: Vec<CleanupEntry> = pages
         .into_iter()
         .filter_map(|page| {
-            let (date, reason) = takedown(&page, items.get(&page.item_id)?)?;
+            let (date, reason) = takedown(&page, items.get(&page.item_id)?, now)?;
             Some(CleanupEntry {
                 title: page.title,
                 date,
@@ -500,13 +527,16 @@ fn xml_escape(text: &str) -> String {
 async fn feed(req: HttpRequest) -> Page {
     let hub = hub(&req)?;
     let rows = portal_page::Entity::find()
-        .filter(live())
+        .filter(live(hub.clock.now()))
         .order_by_desc(portal_page::Column::PublishedAt)
         .limit(50)
         .all(&hub.db)
         .await
         .map_err(Error::from)?;
-    let base = format!("http://{}", req.connection_info().host());
+    let base = req
+        .app_data::<web::Data<PublicSite>>()
+        .map(|site| site.base.clone())
+        .ok_or_else(|| Error::from(anyhow::anyhow!("PublicSite missing from app data")))?;
     let updated = rows
         .first()
         .map(|r| r.published_at)

@@ -61,16 +61,50 @@ pub mod api_token {
     no_relations!();
 }
 
-pub mod login_failure {
+pub mod login_throttle {
     use sea_orm::entity::prelude::*;
 
+    /// Failed logins counted under one key: an account, or an account from one client address.
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "login_failures")]
+    #[sea_orm(table_name = "login_throttles")]
     pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
         pub username: String,
-        pub at: DateTimeUtc,
+        pub failures: i32,
+        pub last_failure_at: DateTimeUtc,
+        pub next_attempt_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod known_client {
+    use sea_orm::entity::prelude::*;
+
+    /// A client address an account signed in from with its password.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "known_clients")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub client: String,
+        pub last_seen_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod item_attachment {
+    use sea_orm::entity::prelude::*;
+
+    /// An attachment named by any version of an item.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "item_attachments")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub item_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub sha256: String,
     }
     no_relations!();
 }
@@ -214,6 +248,8 @@ pub mod audit_entry {
         pub detail: String,
         pub prev_hash: String,
         pub row_hash: String,
+        /// The area of the entry's target, for scoping who reads it; not part of the hash.
+        pub area_code: Option<String>,
     }
     no_relations!();
 }

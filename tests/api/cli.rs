@@ -5,7 +5,7 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-fn herald() -> Command {
+pub fn herald() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     // The harness's own variables must not leak into the binary under test.
     command

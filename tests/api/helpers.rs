@@ -99,6 +99,18 @@ pub async fn second_instance(app: &TestApp, channels: Vec<Arc<dyn Channel>>) -> 
 
 /// Like `spawn_app`, with extra channel adapters registered (replacing built-in ones of the same kind).
 pub async fn spawn_app_with(backend: Backend, channels: Vec<Arc<dyn Channel>>) -> TestApp {
+    spawn_app_configured(backend, channels, |_| {}).await
+}
+
+/// The bearer token `/metrics` takes in tests.
+pub const TEST_METRICS_TOKEN: &str = "test-metrics-token";
+
+/// Like `spawn_app_with`, with the test settings changed by `configure` before the hub opens.
+pub async fn spawn_app_configured(
+    backend: Backend,
+    channels: Vec<Arc<dyn Channel>>,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
     let calendar_path = dir.path().join("calendar.toml");
@@ -109,6 +121,8 @@ pub async fn spawn_app_with(backend: Backend, channels: Vec<Arc<dyn Channel>>) -
     settings.storage.data_dir = dir.path().join("data");
     settings.content.max_body_bytes = TEST_MAX_BODY_BYTES;
     settings.content.calendar_file = calendar_path.display().to_string();
+    settings.server.metrics_token = TEST_METRICS_TOKEN.into();
+    configure(&mut settings);
     match (backend, std::env::var("HERALD_TEST_DATABASE_URL")) {
         (Backend::Postgres, Ok(base)) => settings.storage.database_url = fresh_postgres_url(&base).await,
         (Backend::Postgres, Err(_)) => {
@@ -204,7 +218,15 @@ impl Reply {
 }
 
 impl TestApp {
-    async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+    /// A client whose requests come from another loopback address, as another computer's would.
+    pub fn client_from(ip: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().expect("an IP address"))
+            .build()
+            .expect("client builds")
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
         let response = request.send().await.expect("request sent");
         let status = response.status().as_u16();
         let headers = response.headers().clone();

@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::helpers::{Backend, TEST_METRICS_TOKEN, TestApp, spawn_app};
 use crate::on_both_databases;
 
 fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
@@ -57,7 +57,7 @@ on_both_databases! {
     async fn health_metrics_and_the_openapi_document_are_served(app: TestApp) {
         let health = app.client.get(format!("{}/healthz", app.address)).send().await.expect("healthz");
         assert_eq!(health.status(), 200);
-        let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.expect("metrics").text().await.expect("text");
+        let metrics = app.client.get(format!("{}/metrics", app.address)).bearer_auth(TEST_METRICS_TOKEN).send().await.expect("metrics").text().await.expect("text");
         assert!(metrics.contains("herald_items{state=\"draft\"} 0"), "{metrics}");
         assert!(metrics.contains("herald_http_responses_total{class=\"2xx\"}"));
         assert!(metrics.contains("herald_database_up 1"));
