@@ -257,6 +257,20 @@ pub async fn find_user_by_name(hub: &Hub, username: &str) -> Result<user::Model>
         .ok_or(Error::NotFound("user"))
 }
 
+/// A user an administrator of `scope` acts on; a user of another area answers as if it did
+/// not exist.
+async fn load_user_in_scope(
+    txn: &sea_orm::DatabaseTransaction,
+    scope: Option<&AreaCode>,
+    user_id: &str,
+) -> Result<user::Model> {
+    user::Entity::find_by_id(user_id)
+        .one(txn)
+        .await?
+        .filter(|model| scope.is_none_or(|scope| model.area_code.starts_with(scope.as_str())))
+        .ok_or(Error::NotFound("user"))
+}
+
 /// Disables a user and ends their sessions and tokens at once.
 pub async fn disable_user(
     hub: &Hub,
@@ -266,16 +280,7 @@ pub async fn disable_user(
 ) -> Result<UserView> {
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
-    let model = user::Entity::find_by_id(user_id)
-        .one(&txn)
-        .await?
-        .ok_or(Error::NotFound("user"))?;
-    if let Some(scope) = actor_scope
-        && !model.area_code.starts_with(scope.as_str())
-    {
-        // A user of another area answers as if it did not exist.
-        return Err(Error::NotFound("user"));
-    }
+    let model = load_user_in_scope(&txn, actor_scope, user_id).await?;
     if model.id == actor {
         return Err(Error::conflict(
             "self_disable",
@@ -637,15 +642,7 @@ pub async fn unlock_user(
 ) -> Result<UserView> {
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
-    let model = user::Entity::find_by_id(user_id)
-        .one(&txn)
-        .await?
-        .ok_or(Error::NotFound("user"))?;
-    if let Some(scope) = actor_scope
-        && !model.area_code.starts_with(scope.as_str())
-    {
-        return Err(Error::NotFound("user"));
-    }
+    let model = load_user_in_scope(&txn, actor_scope, user_id).await?;
     let lifted = login_throttle::Entity::delete_many()
         .filter(login_throttle::Column::Username.eq(&model.username))
         .exec(&txn)

@@ -285,18 +285,14 @@ async fn user_command(hub: &Hub, command: UserCommand) -> anyhow::Result<ExitCod
             }
         }
         UserCommand::Disable { username } => {
-            let user = accounts::find_user_by_name(hub, &username)
-                .await
-                .map_err(|e| anyhow::anyhow!("{username}: {e}"))?;
+            let user = user_named(hub, &username).await?;
             accounts::disable_user(hub, CLI_ACTOR, None, &user.id)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("disabled {username}");
         }
         UserCommand::Unlock { username } => {
-            let user = accounts::find_user_by_name(hub, &username)
-                .await
-                .map_err(|e| anyhow::anyhow!("{username}: {e}"))?;
+            let user = user_named(hub, &username).await?;
             accounts::unlock_user(hub, CLI_ACTOR, None, &user.id)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -304,6 +300,12 @@ async fn user_command(hub: &Hub, command: UserCommand) -> anyhow::Result<ExitCod
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn user_named(hub: &Hub, username: &str) -> anyhow::Result<crate::store::entities::user::Model> {
+    accounts::find_user_by_name(hub, username)
+        .await
+        .map_err(|e| anyhow::anyhow!("{username}: {e}"))
 }
 
 async fn shutdown_signal() {

@@ -327,6 +327,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_public_url_is_a_plain_http_or_https_base() {
+        let bound: std::net::SocketAddr = ([127, 0, 0, 1], 8080).into();
+        let with = |url: &str| {
+            ServerSettings {
+                public_url: url.into(),
+                ..ServerSettings::default()
+            }
+            .public_base(bound)
+        };
+        assert_eq!(with(""), Ok("http://127.0.0.1:8080".into()));
+        assert_eq!(
+            with("https://www.eshan.gov.cn/"),
+            Ok("https://www.eshan.gov.cn".into())
+        );
+        assert_eq!(with("https://gov.cn/herald"), Ok("https://gov.cn/herald".into()));
+        for bad in [
+            "www.eshan.gov.cn",
+            "ftp://x",
+            "https://",
+            "https://a.cn/?q=1",
+            "https://a.cn/#x",
+            "https://a.cn\"><script>",
+            "https://a b.cn",
+        ] {
+            assert!(with(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
     fn the_example_file_states_every_default() {
         let example: toml::Value =
             toml::from_str(include_str!("../herald.example.toml")).expect("herald.example.toml is TOML");
