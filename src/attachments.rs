@@ -12,7 +12,7 @@ use crate::{
     store::{begin_write, entities::attachment},
 };
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AttachmentView {
     pub sha256: String,
     pub content_type: String,

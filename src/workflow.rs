@@ -31,14 +31,14 @@ use crate::{
     },
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemKind {
     Document,
     Interpretation,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ItemView {
     pub id: String,
     pub kind: ItemKind,
@@ -60,7 +60,7 @@ pub struct ItemView {
     pub content: ItemContent,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ItemSummary {
     pub id: String,
     pub kind: ItemKind,
@@ -74,7 +74,7 @@ pub struct ItemSummary {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VersionView {
     pub version: i32,
     pub content_hash: String,
@@ -422,7 +422,8 @@ pub async fn get_item(hub: &Hub, caller: &Caller, id: &str) -> Result<ItemView> 
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ItemFilter {
     pub state: Option<ItemState>,
@@ -436,7 +437,7 @@ pub struct ItemFilter {
     pub offset: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ItemPage {
     pub total: u64,
     pub items: Vec<ItemSummary>,
@@ -643,7 +644,7 @@ async fn record_review(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfidentialityCheckInput {
     /// The version the reviewer checked.
@@ -682,7 +683,7 @@ pub async fn confidentiality_check(
     get_item(hub, caller, id).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveInput {
     /// The version the reviewer read; approval pins exactly this version.
@@ -727,7 +728,7 @@ pub async fn approve(hub: &Hub, caller: &Caller, id: &str, input: ApproveInput) 
     get_item(hub, caller, id).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectInput {
     pub version: i32,
@@ -752,7 +753,7 @@ pub async fn reject(hub: &Hub, caller: &Caller, id: &str, input: RejectInput) ->
     get_item(hub, caller, id).await
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishInput {
     /// Channels to deliver to; empty means every channel whose targets match the item.
@@ -985,7 +986,7 @@ pub async fn publish(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WithdrawInput {
     /// Why the item comes down; shown in the cleanup record.
@@ -1081,7 +1082,7 @@ pub async fn expire_due(hub: &Hub) -> Result<u64> {
     Ok(expired)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DueStatus {
     Overdue,
@@ -1089,7 +1090,7 @@ pub enum DueStatus {
     Pending,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DueInterpretation {
     pub interpretation_id: String,
     pub title: String,

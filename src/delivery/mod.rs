@@ -35,7 +35,7 @@ use crate::{
     },
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     Pending,
@@ -107,7 +107,7 @@ impl DeliveryState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryKind {
     Publish,
@@ -443,24 +443,30 @@ pub async fn record_receipt(db: &impl ConnectionTrait, new: NewReceipt<'_>) -> R
     Ok(inserted > 0)
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
 pub struct SummaryRow {
+    #[schema(value_type = ChannelKind)]
     pub channel: String,
+    #[schema(value_type = DeliveryKind)]
     pub kind: String,
+    #[schema(value_type = DeliveryState)]
     pub state: String,
     pub count: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub id: String,
     pub item_id: String,
     pub version: i32,
     pub target_id: String,
     pub target_name: String,
+    #[schema(value_type = ChannelKind)]
     pub channel: String,
     pub area_code: String,
+    #[schema(value_type = DeliveryKind)]
     pub kind: String,
+    #[schema(value_type = DeliveryState)]
     pub state: String,
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
@@ -469,7 +475,8 @@ pub struct DeliveryView {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryFilter {
     pub state: Option<DeliveryState>,
@@ -480,7 +487,7 @@ pub struct DeliveryFilter {
     pub offset: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ItemDeliveries {
     pub item_id: String,
     /// Counts by channel × kind × state.
