@@ -67,7 +67,7 @@ fn caller_from(model: user::Model) -> Result<Caller> {
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub username: String,
@@ -317,7 +317,7 @@ pub async fn disable_user(
     UserView::try_from(model)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: String,
     pub user_id: String,

@@ -18,7 +18,7 @@ use crate::{
     },
 };
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AttachmentView {
     pub sha256: String,
     pub content_type: String,

@@ -34,14 +34,14 @@ use crate::{
     },
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemKind {
     Document,
     Interpretation,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ItemView {
     pub id: String,
     pub kind: ItemKind,
@@ -63,7 +63,7 @@ pub struct ItemView {
     pub content: ItemContent,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ItemSummary {
     pub id: String,
     pub kind: ItemKind,
@@ -77,7 +77,7 @@ pub struct ItemSummary {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VersionView {
     pub version: i32,
     pub content_hash: String,
@@ -441,7 +441,8 @@ pub async fn get_item(hub: &Hub, caller: &Caller, id: &str) -> Result<ItemView> 
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ItemFilter {
     pub state: Option<ItemState>,
@@ -455,7 +456,7 @@ pub struct ItemFilter {
     pub offset: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ItemPage {
     pub total: u64,
     pub items: Vec<ItemSummary>,
@@ -667,7 +668,7 @@ async fn record_review(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfidentialityCheckInput {
     /// The version the reviewer checked.
@@ -707,7 +708,7 @@ pub async fn confidentiality_check(
     get_item(hub, caller, id).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveInput {
     /// The version the reviewer read; approval pins exactly this version.
@@ -745,7 +746,7 @@ pub async fn approve(hub: &Hub, caller: &Caller, id: &str, input: ApproveInput) 
     get_item(hub, caller, id).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectInput {
     pub version: i32,
@@ -771,7 +772,7 @@ pub async fn reject(hub: &Hub, caller: &Caller, id: &str, input: RejectInput) ->
     get_item(hub, caller, id).await
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishInput {
     /// Channels to deliver to; empty means every channel whose targets match the item.
@@ -1034,7 +1035,7 @@ pub async fn publish(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WithdrawInput {
     /// Why the item comes down; shown in the cleanup record.
@@ -1133,7 +1134,7 @@ pub async fn expire_due(hub: &Hub) -> Result<u64> {
     Ok(expired)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DueStatus {
     Overdue,
@@ -1141,7 +1142,7 @@ pub enum DueStatus {
     Pending,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DueInterpretation {
     pub interpretation_id: String,
     pub title: String,

@@ -11,7 +11,9 @@ use std::{collections::BTreeMap, sync::Arc};
 use serde::{Deserialize, Serialize};
 
 /// Every kind of destination Herald delivers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelKind {
     /// The government portal Herald serves itself (政府信息公开 column).
@@ -107,7 +109,7 @@ pub struct Attachment {
 }
 
 /// What one channel makes of an item; stored, so that a retry sends exactly what a preview showed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Rendition {
     pub channel: ChannelKind,
     pub payload: serde_json::Value,

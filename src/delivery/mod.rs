@@ -36,7 +36,7 @@ use crate::{
     },
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     Pending,
@@ -108,7 +108,7 @@ impl DeliveryState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryKind {
     Publish,
@@ -444,24 +444,30 @@ pub async fn record_receipt(db: &impl ConnectionTrait, new: NewReceipt<'_>) -> R
     Ok(inserted > 0)
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
 pub struct SummaryRow {
+    #[schema(value_type = ChannelKind)]
     pub channel: String,
+    #[schema(value_type = DeliveryKind)]
     pub kind: String,
+    #[schema(value_type = DeliveryState)]
     pub state: String,
     pub count: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub id: String,
     pub item_id: String,
     pub version: i32,
     pub target_id: String,
     pub target_name: String,
+    #[schema(value_type = ChannelKind)]
     pub channel: String,
     pub area_code: String,
+    #[schema(value_type = DeliveryKind)]
     pub kind: String,
+    #[schema(value_type = DeliveryState)]
     pub state: String,
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
@@ -470,7 +476,8 @@ pub struct DeliveryView {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryFilter {
     pub state: Option<DeliveryState>,
@@ -481,7 +488,7 @@ pub struct DeliveryFilter {
     pub offset: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ItemDeliveries {
     pub item_id: String,
     /// Counts by channel × kind × state.

@@ -20,7 +20,7 @@ use crate::{
     store::{begin_write, entities::target},
 };
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct TargetView {
     pub id: String,
     pub channel: ChannelKind,
@@ -68,7 +68,7 @@ impl TargetView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTarget {
     pub channel: ChannelKind,

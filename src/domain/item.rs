@@ -15,7 +15,7 @@ use super::{
 use crate::error::Error;
 
 /// 公开属性, decided when the document is drafted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Disclosure {
     /// 此件公开发布
@@ -65,7 +65,7 @@ impl Disclosure {
 }
 
 /// 有效性 of a normative document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Validity {
     /// 现行有效
@@ -90,7 +90,7 @@ impl Validity {
 }
 
 /// 体裁: the fifteen 公文 kinds of the 党政机关公文处理工作条例, plus the non-公文 kinds portals carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Genre {
     Resolution,
@@ -113,7 +113,7 @@ pub enum Genre {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachmentRef {
     pub sha256: String,
@@ -121,7 +121,7 @@ pub struct AttachmentRef {
 }
 
 /// What a publisher sends to create or edit an item.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemInput {
     pub title: String,
@@ -161,7 +161,7 @@ pub struct ItemInput {
 }
 
 /// A validated item version's content. Its canonical JSON is what the content hash covers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemContent {
     pub title: String,
     pub body: String,
@@ -410,7 +410,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemState {
     Draft,

@@ -1,28 +1,63 @@
 //! Sessions, the current user, users and API tokens.
 
 use actix_web::{HttpRequest, HttpResponse, cookie::Cookie, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{
     PublicSite,
-    error::ApiError,
+    error::{ApiError, ErrorBody},
     extract::{ApiJson, SESSION_COOKIE, hub},
 };
 use crate::{
-    accounts::{self, Caller, LoginAttempt, NewUser},
+    accounts::{self, Caller, LoginAttempt, NewUser, TokenView, UserView},
     domain::user::Role,
     error::Error,
 };
 
 type Reply = Result<HttpResponse, ApiError>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Login)]
 pub struct LoginInput {
     pub username: String,
+    #[schema(format = Password)]
     pub password: String,
 }
 
+/// The signed-in user.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Me)]
+pub struct MeView {
+    pub id: String,
+    pub username: String,
+    pub role: Role,
+    pub area_code: String,
+}
+
+impl MeView {
+    fn of(caller: &Caller) -> Self {
+        Self {
+            id: caller.id.clone(),
+            username: caller.username.clone(),
+            role: caller.role,
+            area_code: caller.area.as_str().to_owned(),
+        }
+    }
+}
+
+/// Sign in with a password; sets the `herald_session` cookie
+#[utoipa::path(
+    post, path = "/api/v1/session", tag = "accounts", security(()),
+    request_body = LoginInput,
+    responses(
+        (status = 200, description = "Signed in; the `herald_session` cookie is set", body = MeView,
+            headers(("Set-Cookie" = String, description = "`herald_session`, HttpOnly, SameSite=Strict"))),
+        (status = 401, description = "Wrong user name or password, or the account is disabled", body = ErrorBody),
+        (status = 429, description = "Too many failed logins for this account", body = ErrorBody),
+    )
+)]
 pub async fn login(req: HttpRequest, input: ApiJson<LoginInput>) -> Reply {
     let hub = hub(&req)?;
     let client = client_address(&req, &hub.settings.server.client_address_header);
@@ -44,9 +79,7 @@ pub async fn login(req: HttpRequest, input: ApiJson<LoginInput>) -> Reply {
             hub.settings.auth.session_hours,
         )))
         .finish();
-    Ok(HttpResponse::Ok().cookie(cookie).json(serde_json::json!({
-        "id": caller.id, "username": caller.username, "role": caller.role, "area_code": caller.area.as_str(),
-    })))
+    Ok(HttpResponse::Ok().cookie(cookie).json(MeView::of(&caller)))
 }
 
 /// The client's address: from the configured proxy header when there is one, else the TCP
@@ -67,6 +100,11 @@ fn client_address(req: &HttpRequest, header: &str) -> String {
         .map_or(peer, |ip| ip.to_string())
 }
 
+/// Sign out: ends the session
+#[utoipa::path(
+    delete, path = "/api/v1/session", tag = "accounts", security(()),
+    responses((status = 204, description = "Signed out; the session cookie is cleared")),
+)]
 pub async fn logout(req: HttpRequest) -> Reply {
     if let Some(cookie) = req.cookie(SESSION_COOKIE) {
         accounts::logout(&*hub(&req)?, cookie.value()).await?;
@@ -76,10 +114,13 @@ pub async fn logout(req: HttpRequest) -> Reply {
     Ok(HttpResponse::NoContent().cookie(expired).finish())
 }
 
+/// The signed-in user
+#[utoipa::path(
+    get, path = "/api/v1/me", tag = "accounts",
+    responses((status = 200, description = "Who you are", body = MeView)),
+)]
 pub async fn me(caller: Caller) -> Reply {
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "id": caller.id, "username": caller.username, "role": caller.role, "area_code": caller.area.as_str(),
-    })))
+    Ok(HttpResponse::Ok().json(MeView::of(&caller)))
 }
 
 fn require_admin(caller: &Caller) -> Result<(), Error> {
@@ -90,19 +131,40 @@ fn require_admin(caller: &Caller) -> Result<(), Error> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewUser)]
 pub struct NewUserInput {
     pub username: String,
     #[serde(default)]
     pub display_name: String,
     pub role: Role,
+    /// 6, 9 or 12 digits within your area; a village_operator needs a village.
     pub area_code: String,
     /// Omit to have Herald generate one, returned once in the response.
     #[serde(default)]
+    #[schema(format = Password)]
     pub password: Option<String>,
 }
 
+/// A new user, with the generated password when none was given (shown once).
+#[derive(Serialize, ToSchema)]
+pub struct CreatedUser {
+    pub user: UserView,
+    /// Null when the request set the password.
+    pub generated_password: Option<String>,
+}
+
+/// Create a user (administrators); a generated password is returned once
+#[utoipa::path(
+    post, path = "/api/v1/users", tag = "accounts",
+    request_body = NewUserInput,
+    responses(
+        (status = 201, description = "Created", body = CreatedUser),
+        (status = 403, description = "Not an administrator, or an area outside yours", body = ErrorBody),
+        (status = 422, description = "Invalid input (including a user name already taken); `field` names it", body = ErrorBody),
+    )
+)]
 pub async fn create_user(req: HttpRequest, caller: Caller, input: ApiJson<NewUserInput>) -> Reply {
     require_admin(&caller)?;
     let input = input.0;
@@ -114,36 +176,89 @@ pub async fn create_user(req: HttpRequest, caller: Caller, input: ApiJson<NewUse
         password: input.password,
     };
     let (user, generated) = accounts::create_user(&*hub(&req)?, &caller.id, Some(&caller.area), new).await?;
-    Ok(HttpResponse::Created().json(serde_json::json!({"user": user, "generated_password": generated})))
+    Ok(HttpResponse::Created().json(CreatedUser {
+        user,
+        generated_password: generated,
+    }))
 }
 
+/// Users of your area (administrators)
+#[utoipa::path(
+    get, path = "/api/v1/users", tag = "accounts",
+    responses(
+        (status = 200, description = "Users", body = Vec<UserView>),
+        (status = 403, description = "Not an administrator", body = ErrorBody),
+    )
+)]
 pub async fn list_users(req: HttpRequest, caller: Caller) -> Reply {
     require_admin(&caller)?;
     Ok(HttpResponse::Ok().json(accounts::list_users(&*hub(&req)?, Some(&caller.area)).await?))
 }
 
+/// Disable a user: ends their sessions and revokes their tokens
+#[utoipa::path(
+    post, path = "/api/v1/users/{id}/disable", tag = "accounts",
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "Disabled", body = UserView),
+        (status = 403, description = "Not an administrator, or a user outside your area", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "You cannot disable yourself", body = ErrorBody),
+    )
+)]
 pub async fn disable_user(req: HttpRequest, caller: Caller, id: web::Path<String>) -> Reply {
     require_admin(&caller)?;
     Ok(HttpResponse::Ok()
         .json(accounts::disable_user(&*hub(&req)?, &caller.id, Some(&caller.area), &id).await?))
 }
 
-/// Lifts the login delays on an account (after failed logins), from every address.
+/// Lift the login delays failed logins put on an account, from every address
+#[utoipa::path(
+    post, path = "/api/v1/users/{id}/unlock", tag = "accounts",
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The delays are lifted", body = UserView),
+        (status = 403, description = "Only administrators unlock accounts", body = ErrorBody),
+        (status = 404, description = "No such user in your area", body = ErrorBody),
+    )
+)]
 pub async fn unlock_user(req: HttpRequest, caller: Caller, id: web::Path<String>) -> Reply {
     require_admin(&caller)?;
     Ok(HttpResponse::Ok()
         .json(accounts::unlock_user(&*hub(&req)?, &caller.id, Some(&caller.area), &id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewToken)]
 pub struct NewTokenInput {
+    /// 1–100 characters.
     pub name: String,
     /// An administrator may issue a token for another user of their area.
     #[serde(default)]
     pub user_id: Option<String>,
 }
 
+/// A new API token with its secret (shown once).
+#[derive(Serialize, ToSchema)]
+pub struct CreatedToken {
+    pub token: TokenView,
+    /// Shown once; send as `Authorization: Bearer …`.
+    pub secret: String,
+}
+
+/// Issue an API token; the secret is returned once
+#[utoipa::path(
+    post, path = "/api/v1/tokens", tag = "accounts",
+    request_body = NewTokenInput,
+    responses(
+        (status = 201, description = "Issued", body = CreatedToken),
+        (status = 403, description = "Only administrators issue tokens for others", body = ErrorBody),
+        (status = 404, description = "No such user in your area", body = ErrorBody),
+        (status = 409, description = "The user is disabled", body = ErrorBody),
+        (status = 422, description = "Invalid input; `field` names it", body = ErrorBody),
+    )
+)]
 pub async fn create_token(req: HttpRequest, caller: Caller, input: ApiJson<NewTokenInput>) -> Reply {
     let hub = hub(&req)?;
     let owner = match input.0.user_id.as_deref() {
@@ -160,13 +275,28 @@ pub async fn create_token(req: HttpRequest, caller: Caller, input: ApiJson<NewTo
         }
     };
     let (token, secret) = accounts::create_token(&hub, &caller.id, &owner, &input.0.name).await?;
-    Ok(HttpResponse::Created().json(serde_json::json!({"token": token, "secret": secret})))
+    Ok(HttpResponse::Created().json(CreatedToken { token, secret }))
 }
 
+/// Your API tokens (never their secrets)
+#[utoipa::path(
+    get, path = "/api/v1/tokens", tag = "accounts",
+    responses((status = 200, description = "Tokens", body = Vec<TokenView>)),
+)]
 pub async fn list_tokens(req: HttpRequest, caller: Caller) -> Reply {
     Ok(HttpResponse::Ok().json(accounts::list_tokens(&*hub(&req)?, &caller.id).await?))
 }
 
+/// Revoke an API token
+#[utoipa::path(
+    delete, path = "/api/v1/tokens/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "The token's id")),
+    responses(
+        (status = 200, description = "Revoked", body = TokenView),
+        (status = 403, description = "Another user's token, and you are not their administrator", body = ErrorBody),
+        (status = 404, description = "No such token", body = ErrorBody),
+    )
+)]
 pub async fn revoke_token(req: HttpRequest, caller: Caller, id: web::Path<String>) -> Reply {
     Ok(HttpResponse::Ok().json(accounts::revoke_token(&*hub(&req)?, &caller, &id).await?))
 }

@@ -15,16 +15,21 @@ pub struct ApiError {
     pub retry_after_seconds: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// Every error answer: `{"error":{"code","message","field"}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
-    field: Option<&'a str>,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// A stable machine-readable code, e.g. `invalid`, `not_found`, `invalid_state`.
+    pub code: &'a str,
+    /// What went wrong, for people.
+    pub message: &'a str,
+    /// The offending input field, when there is one.
+    #[schema(required = true)]
+    pub field: Option<&'a str>,
 }
 
 impl ApiError {
@@ -65,8 +70,8 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after_seconds {
             response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
         }
-        response.json(Body {
-            error: Inner {
+        response.json(ErrorBody {
+            error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
                 field: self.field.as_deref(),

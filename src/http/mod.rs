@@ -1,5 +1,6 @@
 //! The HTTP API (actix-web). Every route is declared once, in `api_routes`, which both the
-//! server and the OpenAPI test read.
+//! server and the OpenAPI test read; the OpenAPI document is generated from the handlers
+//! (`openapi`).
 //!
 //! **Architecture Invariant:** only `src/http` knows actix-web; the operations it calls take
 //! plain values and return `crate::error::Error`.
@@ -9,7 +10,10 @@ mod deliveries;
 pub mod error;
 pub(crate) mod extract;
 mod items;
+mod openapi;
 pub mod system;
+
+pub use openapi::openapi_document;
 
 use std::{collections::BTreeMap, net::TcpListener, sync::Arc};
 

@@ -3,37 +3,65 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{
-    error::ApiError,
+    error::{ApiError, ErrorBody},
     extract::{ApiQuery, hub},
 };
 use crate::{
     accounts::Caller,
     audit,
-    domain::{item::ItemState, page::Page, user::Role},
+    domain::{area::AreaLevel, catalog::CatalogEntry, item::ItemState, page::Page, user::Role},
     error::Error,
     store::{self, entities::item},
 };
 
 type Reply = Result<HttpResponse, ApiError>;
 
-pub const OPENAPI: &str = include_str!("openapi.json");
-
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+/// This document
+#[utoipa::path(
+    get, path = "/api/openapi.json", tag = "system", security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document, generated from the handlers and types", body = Object)),
+)]
+pub async fn openapi() -> Reply {
+    let text = super::openapi::document_text().map_err(|e| Error::from(anyhow::anyhow!("{e}")))?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(text))
 }
 
+/// Whether the hub and its database answer.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `unavailable` when the database does not answer.
+    pub status: &'static str,
+    /// `ok`, or why the database does not answer.
+    pub database: String,
+}
+
+/// Health check: answers 200 when the database does
+#[utoipa::path(
+    get, path = "/healthz", tag = "system", security(()),
+    responses(
+        (status = 200, description = "Healthy", body = Health),
+        (status = 503, description = "Database unreachable", body = Health),
+    )
+)]
 pub async fn healthz(req: HttpRequest) -> Reply {
     let hub = hub(&req)?;
     match store::ping(&hub.db).await {
-        Ok(()) => Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ok", "database": "ok"}))),
+        Ok(()) => Ok(HttpResponse::Ok().json(Health {
+            status: "ok",
+            database: "ok".into(),
+        })),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unreachable");
-            Ok(HttpResponse::ServiceUnavailable()
-                .json(serde_json::json!({"status": "unavailable", "database": e.to_string()})))
+            Ok(HttpResponse::ServiceUnavailable().json(Health {
+                status: "unavailable",
+                database: e.to_string(),
+            }))
         }
     }
 }
@@ -52,7 +80,15 @@ impl HttpMetrics {
     }
 }
 
-/// Prometheus text, for a scraper presenting `server.metrics_token`; off while none is set.
+/// Prometheus metrics, for a scraper presenting `server.metrics_token`; off while none is set
+#[utoipa::path(
+    get, path = "/metrics", tag = "system", security(("metrics_token" = [])),
+    responses(
+        (status = 200, description = "Metrics in the Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 401, description = "The bearer token is not `server.metrics_token`", body = ErrorBody),
+        (status = 404, description = "No `server.metrics_token` is configured: metrics are off", body = ErrorBody),
+    ),
+)]
 pub async fn metrics(req: HttpRequest, counters: web::Data<HttpMetrics>) -> Reply {
     let hub = hub(&req)?;
     let expected = hub.settings.server.metrics_token.as_str();
@@ -99,14 +135,49 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Entries after this sequence number.
     #[serde(default)]
     pub after: i64,
+    /// 1–1000; 100 when omitted.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
 }
 
+/// One entry of the hash-chained audit log.
+#[derive(Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    /// The acting user's id (or `cli`, `system`…).
+    pub actor: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub before_hash: Option<String>,
+    pub after_hash: Option<String>,
+    /// What changed, as recorded.
+    pub detail: serde_json::Value,
+    pub prev_hash: String,
+    pub row_hash: String,
+    /// The area the entry's target lies in; null for entries about no area (a failed login
+    /// for a name nobody has), which only readers of the whole county see.
+    pub area_code: Option<String>,
+}
+
+/// The hash-chained audit log (administrators and reviewers), within the caller's area
+#[utoipa::path(
+    get, path = "/api/v1/audit", tag = "system",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Entries, oldest first", body = Vec<AuditEntry>),
+        (status = 403, description = "Only administrators and reviewers read the audit log", body = ErrorBody),
+        (status = 422, description = "Invalid limit", body = ErrorBody),
+    )
+)]
 pub async fn audit_log(req: HttpRequest, caller: Caller, query: ApiQuery<AuditQuery>) -> Reply {
     if !matches!(caller.role, Role::Admin | Role::Reviewer) {
         return Err(Error::forbidden("only administrators and reviewers read the audit log").into());
@@ -120,34 +191,62 @@ pub async fn audit_log(req: HttpRequest, caller: Caller, query: ApiQuery<AuditQu
         .map_err(Error::from)?;
     let entries: Vec<_> = rows
         .into_iter()
-        .map(|r| {
-            serde_json::json!({
-                "seq": r.seq, "at": r.at, "actor": r.actor, "action": r.action,
-                "target_type": r.target_type, "target_id": r.target_id,
-                "before_hash": r.before_hash, "after_hash": r.after_hash,
-                "detail": serde_json::from_str::<serde_json::Value>(&r.detail).unwrap_or(serde_json::Value::String(r.detail)),
-                "prev_hash": r.prev_hash, "row_hash": r.row_hash, "area_code": r.area_code,
-            })
+        .map(|r| AuditEntry {
+            seq: r.seq,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            target_type: r.target_type,
+            target_id: r.target_id,
+            before_hash: r.before_hash,
+            after_hash: r.after_hash,
+            detail: serde_json::from_str::<serde_json::Value>(&r.detail)
+                .unwrap_or(serde_json::Value::String(r.detail)),
+            prev_hash: r.prev_hash,
+            row_hash: r.row_hash,
+            area_code: r.area_code,
         })
         .collect();
     Ok(HttpResponse::Ok().json(entries))
 }
 
+/// One administrative division.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Area)]
+pub struct AreaView {
+    /// 6 (county), 9 (township) or 12 (village) digits.
+    pub code: String,
+    pub name: String,
+    pub level: AreaLevel,
+    /// The enclosing division; null for the county.
+    pub parent: Option<String>,
+}
+
+/// The administrative-division tree
+#[utoipa::path(
+    get, path = "/api/v1/areas", tag = "system",
+    responses((status = 200, description = "Areas", body = Vec<AreaView>)),
+)]
 pub async fn areas(req: HttpRequest, _caller: Caller) -> Reply {
     let hub = hub(&req)?;
     let areas: Vec<_> = hub
         .areas
         .iter()
-        .map(|a| {
-            serde_json::json!({
-                "code": a.code.as_str(), "name": a.name, "level": a.code.level().as_str(),
-                "parent": a.code.parent().map(|p| p.to_string()),
-            })
+        .map(|a| AreaView {
+            code: a.code.as_str().to_owned(),
+            name: a.name.clone(),
+            level: a.code.level(),
+            parent: a.code.parent().map(|p| p.to_string()),
         })
         .collect();
     Ok(HttpResponse::Ok().json(areas))
 }
 
+/// Catalog entries items are filed under
+#[utoipa::path(
+    get, path = "/api/v1/catalog", tag = "system",
+    responses((status = 200, description = "Entries", body = Vec<CatalogEntry>)),
+)]
 pub async fn catalog(req: HttpRequest, _caller: Caller) -> Reply {
     let hub = hub(&req)?;
     Ok(HttpResponse::Ok().json(hub.catalog.iter().collect::<Vec<_>>()))

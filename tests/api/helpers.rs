@@ -215,6 +215,14 @@ impl Reply {
     pub fn field(&self) -> Option<&str> {
         self.json["error"]["field"].as_str()
     }
+
+    /// The media type of the answer, without parameters (`text/csv`, `application/json`…).
+    pub fn content_type(&self) -> Option<String> {
+        self.headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase())
+    }
 }
 
 impl TestApp {
@@ -226,6 +234,7 @@ impl TestApp {
             .expect("client builds")
     }
 
+    /// Sends any request and reads the answer; non-JSON bodies land in `json` as a string.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
         let response = request.send().await.expect("request sent");
         let status = response.status().as_u16();
@@ -239,7 +248,7 @@ impl TestApp {
         }
     }
 
-    fn auth(&self, user: &str, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    pub fn auth(&self, user: &str, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         request.bearer_auth(
             self.tokens
                 .get(user)
@@ -258,6 +267,24 @@ impl TestApp {
             self.client.post(format!("{}{path}", self.address)).json(body),
         ))
         .await
+    }
+
+    /// A request of any method as `user` (None: no credential), with an optional JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        user: Option<&str>,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut request = self.client.request(method, format!("{}{path}", self.address));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(user) = user {
+            request = self.auth(user, request);
+        }
+        self.send(request).await
     }
 
     pub async fn put(&self, user: &str, path: &str, body: &Value) -> Reply {

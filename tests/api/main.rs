@@ -2,11 +2,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 
 mod helpers;
+pub mod openapi_check;
 mod scripted;
 
 mod accounts;
 mod audit;
 mod cli;
+mod conformance;
 mod delivery;
 mod hardening;
 mod interpretations;
