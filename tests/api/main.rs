@@ -9,6 +9,7 @@ mod audit;
 mod cli;
 mod delivery;
 mod interpretations;
+mod matrix;
 mod portal;
 mod scoping;
 mod system;
