@@ -12,6 +12,7 @@ mod interpretations;
 mod matrix;
 mod portal;
 mod scoping;
+mod sweep;
 mod system;
 mod validation;
 mod workflow;
