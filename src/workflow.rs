@@ -128,9 +128,10 @@ pub(crate) async fn load_visible(
     }
     let row = query.one(db).await?.ok_or(Error::NotFound("item"))?;
     if !caller.sees(&area_of(&row)?) {
+        // Neither the item's area nor anything else about it is told.
         return Err(Error::forbidden(format!(
-            "item {id} belongs to area {}, outside your area {}",
-            row.area_code, caller.area
+            "this item is outside your area {}",
+            caller.area
         )));
     }
     Ok(row)
@@ -253,7 +254,7 @@ async fn parse_content(
             .one(db)
             .await?
             .filter(linkable)
-            .ok_or_else(|| Error::validation("interprets", format!("no policy item {policy_id}")))?;
+            .ok_or_else(|| Error::validation("interprets", "no policy item you may interpret has that id"))?;
         if policy.interprets_id.is_some() {
             return Err(Error::validation(
                 "interprets",
