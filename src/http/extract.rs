@@ -105,6 +105,29 @@ pub fn parse_json_body<T: DeserializeOwned>(req: &HttpRequest, bytes: &[u8]) -> 
         .map_err(|e| ApiError::malformed(format!("{}", e.inner()), super::error::field_of(&e)))
 }
 
+/// A raw request body, whose read errors (over the size limit, a broken upload) answer in
+/// the API's JSON error shape like every other refusal.
+pub struct ApiBytes(pub web::Bytes);
+
+impl FromRequest for ApiBytes {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            bytes.await.map(ApiBytes).map_err(|e| {
+                ApiError::new(
+                    actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    e.to_string(),
+                    Some("body".into()),
+                )
+            })
+        })
+    }
+}
+
 /// JSON body, read by `parse_json_body`.
 pub struct ApiJson<T>(pub T);
 
@@ -113,19 +136,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let bytes = web::Bytes::from_request(req, payload);
+        let bytes = ApiBytes::from_request(req, payload);
         let req = req.clone();
-        Box::pin(async move {
-            let bytes = bytes.await.map_err(|e| {
-                ApiError::new(
-                    actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    e.to_string(),
-                    Some("body".into()),
-                )
-            })?;
-            parse_json_body(&req, &bytes).map(ApiJson)
-        })
+        Box::pin(async move { parse_json_body(&req, &bytes.await?.0).map(ApiJson) })
     }
 }
 

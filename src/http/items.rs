@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::{
     error::{ApiError, ErrorBody},
-    extract::{ApiJson, ApiQuery, hub, parse_json_body},
+    extract::{ApiBytes, ApiJson, ApiQuery, hub, parse_json_body},
 };
 use crate::{
     accounts::Caller,
@@ -228,7 +228,12 @@ pub async fn reject(
         (status = 422, description = "Missing Idempotency-Key, a key reused for another request, a disclosure (on_request / not_public) that never leaves the store, an unavailable channel or a target it does not reach; `field` names it", body = ErrorBody),
     )
 )]
-pub async fn publish(req: HttpRequest, caller: Caller, id: web::Path<String>, body: web::Bytes) -> Reply {
+pub async fn publish(
+    req: HttpRequest,
+    caller: Caller,
+    id: web::Path<String>,
+    ApiBytes(body): ApiBytes,
+) -> Reply {
     let key = req
         .headers()
         .get("Idempotency-Key")
@@ -292,7 +297,7 @@ pub async fn interpretations_due(req: HttpRequest, caller: Caller) -> Reply {
         (status = 422, description = "No Content-Type, a type not allowed, content not of the declared type, empty or too large", body = ErrorBody),
     )
 )]
-pub async fn upload_attachment(req: HttpRequest, caller: Caller, body: web::Bytes) -> Reply {
+pub async fn upload_attachment(req: HttpRequest, caller: Caller, ApiBytes(body): ApiBytes) -> Reply {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -405,3 +405,33 @@ async fn an_https_public_url_makes_the_session_cookie_secure_and_feeds_link_to_i
     );
     assert!(!session_cookie_is_secure(&spawn_app(Backend::Sqlite).await).await);
 }
+
+#[tokio::test]
+async fn a_body_over_the_request_limit_is_refused_in_the_api_error_shape() {
+    let app = spawn_app_configured(Backend::Sqlite, Vec::new(), |settings| {
+        settings.content.max_attachment_bytes = 1024;
+    })
+    .await;
+    let oversized = vec![b'%'; 3 << 20];
+    let upload = app
+        .upload("publisher", "application/pdf", oversized.clone())
+        .await;
+    assert_eq!(upload.status, 413);
+    assert_eq!(upload.json["error"]["code"], "too_large", "{}", upload.text());
+    assert_eq!(upload.field(), Some("body"));
+    let id = app.create_item("publisher", &item_body("530426")).await;
+    let publish = app
+        .send(
+            app.auth(
+                "publisher",
+                app.client
+                    .post(format!("{}/api/v1/items/{id}/publish", app.address))
+                    .header("Idempotency-Key", "big")
+                    .header("content-type", "application/json")
+                    .body(oversized),
+            ),
+        )
+        .await;
+    assert_eq!(publish.status, 413);
+    assert_eq!(publish.json["error"]["code"], "too_large", "{}", publish.text());
+}
