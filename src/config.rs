@@ -2,12 +2,16 @@
 //! variables, then command-line flags. Unknown keys are rejected so a typo never silently
 //! falls back to a default.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
 };
+use herald_channels::ChannelKind;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -221,6 +225,12 @@ pub struct DeliverySettings {
     pub channel_in_flight: u32,
     /// Sends in flight at once per target, per hub instance.
     pub target_in_flight: u32,
+    /// Longest one adapter call may take. Past it the outcome is unknown (the request may
+    /// have taken effect): the delivery ends `unconfirmed`, never resent on its own.
+    pub attempt_deadline_seconds: u32,
+    /// Per-channel batch size, in-flight bound and deadline, over the values above: devices
+    /// take thousands at once, a rate-limited API a few.
+    pub channels: BTreeMap<ChannelKind, ChannelLimits>,
 }
 
 impl Default for DeliverySettings {
@@ -234,6 +244,42 @@ impl Default for DeliverySettings {
             backoff_cap_seconds: 3600,
             channel_in_flight: 16,
             target_in_flight: 2,
+            attempt_deadline_seconds: 60,
+            channels: BTreeMap::new(),
+        }
+    }
+}
+
+/// One channel's own delivery limits; an absent value takes the general one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelLimits {
+    pub batch_size: Option<u32>,
+    pub in_flight: Option<u32>,
+    pub attempt_deadline_seconds: Option<u32>,
+}
+
+/// A channel's delivery limits with every value decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolvedLimits {
+    pub batch_size: u32,
+    pub in_flight: u32,
+    pub attempt_deadline: std::time::Duration,
+}
+
+impl DeliverySettings {
+    pub fn limits_for(&self, channel: ChannelKind) -> ResolvedLimits {
+        let own = self.channels.get(&channel).cloned().unwrap_or_default();
+        // The call must end before the lease does, or another worker would start a second one.
+        let lease_margin = self.lease_seconds.saturating_sub(5).max(1);
+        let deadline = own
+            .attempt_deadline_seconds
+            .unwrap_or(self.attempt_deadline_seconds)
+            .clamp(1, lease_margin);
+        ResolvedLimits {
+            batch_size: own.batch_size.unwrap_or(self.batch_size).max(1),
+            in_flight: own.in_flight.unwrap_or(self.channel_in_flight).max(1),
+            attempt_deadline: std::time::Duration::from_secs(u64::from(deadline)),
         }
     }
 }
@@ -325,6 +371,54 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_channels_limits_override_the_general_ones_and_its_deadline_ends_before_the_lease() {
+        let mut delivery = DeliverySettings::default();
+        delivery.channels.insert(
+            ChannelKind::Loudspeaker,
+            ChannelLimits {
+                batch_size: Some(2000),
+                in_flight: None,
+                attempt_deadline_seconds: Some(5),
+            },
+        );
+        delivery.channels.insert(
+            ChannelKind::Wechat,
+            ChannelLimits {
+                attempt_deadline_seconds: Some(10_000),
+                ..ChannelLimits::default()
+            },
+        );
+        let speakers = delivery.limits_for(ChannelKind::Loudspeaker);
+        assert_eq!(
+            (
+                speakers.batch_size,
+                speakers.in_flight,
+                speakers.attempt_deadline.as_secs()
+            ),
+            (2000, 16, 5)
+        );
+        let portal = delivery.limits_for(ChannelKind::Portal);
+        assert_eq!((portal.batch_size, portal.attempt_deadline.as_secs()), (64, 60));
+        assert_eq!(
+            delivery
+                .limits_for(ChannelKind::Wechat)
+                .attempt_deadline
+                .as_secs(),
+            115,
+            "capped below the 120 s lease"
+        );
+        let toml =
+            "[delivery.channels.loudspeaker]\nbatch_size = 2000\n[delivery.channels.fax]\nbatch_size = 1\n";
+        let parsed: Result<Settings, _> = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string(toml))
+            .extract();
+        assert!(
+            parsed.is_err(),
+            "an unknown channel name is a configuration error"
+        );
+    }
 
     #[test]
     fn the_public_url_is_a_plain_http_or_https_base() {

@@ -63,9 +63,15 @@ pub fn backoff(attempt: u32, base_seconds: u32, cap_seconds: u32) -> Duration {
 const CLAIMABLE: &str = "((state IN ('pending', 'retrying') AND next_attempt_at <= $1) OR (state = 'sending' AND lease_expires_at <= $1)) \
      AND (not_before IS NULL OR not_before <= $1)";
 
-/// Claims up to `limit` due deliveries for `worker_id`, emergency first. On PostgreSQL rows
-/// locked by another instance are skipped; on SQLite the write transaction is exclusive.
-pub async fn claim(hub: &Hub, worker_id: &str, limit: u32) -> Result<Vec<delivery::Model>> {
+/// Claims up to `limit` due deliveries for `worker_id`, emergency first, of one channel (or of
+/// all). On PostgreSQL rows locked by another instance are skipped; on SQLite the write
+/// transaction is exclusive.
+pub async fn claim(
+    hub: &Hub,
+    worker_id: &str,
+    channel: Option<ChannelKind>,
+    limit: u32,
+) -> Result<Vec<delivery::Model>> {
     // Scoped: its blanket `min`/`add` would shadow the integer ones elsewhere in this file.
     use sea_orm::sea_query::ExprTrait;
     let now = hub.clock.now();
@@ -75,18 +81,19 @@ pub async fn claim(hub: &Hub, worker_id: &str, limit: u32) -> Result<Vec<deliver
     } else {
         ""
     };
+    let only_channel = if channel.is_some() { "AND channel = $3" } else { "" };
     let sql = format!(
-        "SELECT id, item_id, channel, kind, state FROM deliveries WHERE {CLAIMABLE} \
+        "SELECT id, item_id, channel, kind, state FROM deliveries WHERE {CLAIMABLE} {only_channel} \
          ORDER BY priority DESC, next_attempt_at, id LIMIT $2 {lock}"
     );
+    let mut values: Vec<sea_orm::Value> = vec![now.into(), i64::from(limit).into()];
+    if let Some(channel) = channel {
+        values.push(channel.as_str().into());
+    }
     let txn = begin_write(&hub.db).await?;
     let backend = txn.get_database_backend();
     let candidates = txn
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
-            &sql,
-            [now.into(), i64::from(limit).into()],
-        ))
+        .query_all_raw(Statement::from_sql_and_values(backend, &sql, values))
         .await?;
     let mut ids = Vec::with_capacity(candidates.len());
     let mut counts = CountChanges::default();
@@ -360,12 +367,18 @@ pub async fn execute_one(
         .get(&row.rendition_id)
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("rendition {} vanished", row.rendition_id))?;
+    let limits = hub.settings.delivery.limits_for(channel.kind());
+    let deadline = limits.attempt_deadline;
+    // Past the deadline the request may still have reached the channel: the outcome is
+    // unknown, so the delivery ends `unconfirmed` and is never resent on its own.
+    let no_answer = || {
+        format!(
+            "no answer within {} s; it may have taken effect",
+            deadline.as_secs()
+        )
+    };
     let in_flight = &hub.in_flight;
-    let channel_slots = InFlight::permit_source(
-        &in_flight.channels,
-        &row.channel,
-        hub.settings.delivery.channel_in_flight,
-    );
+    let channel_slots = InFlight::permit_source(&in_flight.channels, &row.channel, limits.in_flight);
     let target_slots = InFlight::permit_source(
         &in_flight.targets,
         &row.target_id,
@@ -373,6 +386,7 @@ pub async fn execute_one(
     );
     let _channel_permit = channel_slots.acquire_owned().await.map_err(anyhow::Error::new)?;
     let _target_permit = target_slots.acquire_owned().await.map_err(anyhow::Error::new)?;
+    let target_ref = target.as_ref();
     let settled = if row.kind == DeliveryKind::Withdraw.as_str() {
         let original = match &row.withdraws_id {
             Some(id) => delivery::Entity::find_by_id(id).one(&hub.db).await?,
@@ -380,24 +394,26 @@ pub async fn execute_one(
         };
         let reason = payload["reason"].as_str().unwrap_or_default().to_owned();
         let external_id = original.and_then(|d| d.external_id);
-        let outcome = channel
-            .withdraw(
-                &row.item_id,
-                &target.as_ref(),
-                external_id.as_deref(),
-                &reason,
-                &row.idempotency_key,
-            )
-            .await;
+        let call = channel.withdraw(
+            &row.item_id,
+            &target_ref,
+            external_id.as_deref(),
+            &reason,
+            &row.idempotency_key,
+        );
+        let outcome = tokio::time::timeout(deadline, call)
+            .await
+            .unwrap_or_else(|_| WithdrawOutcome::Unknown { message: no_answer() });
         settle_withdrawal(hub, row.attempts, outcome)
     } else {
         let rendition = Rendition {
             channel: target.channel,
             payload,
         };
-        let outcome = channel
-            .deliver(&rendition, &target.as_ref(), &row.idempotency_key)
-            .await;
+        let call = channel.deliver(&rendition, &target_ref, &row.idempotency_key);
+        let outcome = tokio::time::timeout(deadline, call)
+            .await
+            .unwrap_or_else(|_| DeliveryOutcome::Unknown { message: no_answer() });
         settle_delivery(hub, row.attempts, outcome)
     };
     let state = settled.state;
@@ -407,9 +423,20 @@ pub async fn execute_one(
     Ok(state)
 }
 
-/// Claims one batch and works it off; returns how many deliveries it handled.
+/// Claims one batch of any channel and works it off; returns how many deliveries it handled.
 pub async fn try_execute_batch(hub: &Hub, worker_id: &str) -> Result<usize> {
-    let claimed = claim(hub, worker_id, hub.settings.delivery.batch_size).await?;
+    let claimed = claim(hub, worker_id, None, hub.settings.delivery.batch_size).await?;
+    execute_claimed(hub, worker_id, claimed).await
+}
+
+/// Claims one batch of `channel`, sized for that channel, and works it off.
+pub async fn try_execute_channel_batch(hub: &Hub, worker_id: &str, channel: ChannelKind) -> Result<usize> {
+    let limit = hub.settings.delivery.limits_for(channel).batch_size;
+    let claimed = claim(hub, worker_id, Some(channel), limit).await?;
+    execute_claimed(hub, worker_id, claimed).await
+}
+
+async fn execute_claimed(hub: &Hub, worker_id: &str, claimed: Vec<delivery::Model>) -> Result<usize> {
     let count = claimed.len();
     if count == 0 {
         return Ok(0);
@@ -430,14 +457,25 @@ pub async fn try_execute_batch(hub: &Hub, worker_id: &str) -> Result<usize> {
     Ok(count)
 }
 
+/// One claim loop per registered channel, polled together: a slow or hung channel holds up
+/// only itself, and every adapter call ends by its deadline.
 pub async fn run_until_stopped(hub: Arc<Hub>, worker_id: String) -> anyhow::Result<()> {
+    let loops = hub
+        .channels
+        .kinds()
+        .map(|channel| run_channel_until_stopped(&hub, &worker_id, channel));
+    futures::future::join_all(loops).await;
+    Ok(())
+}
+
+async fn run_channel_until_stopped(hub: &Hub, worker_id: &str, channel: ChannelKind) {
     let idle = Duration::from_millis(hub.settings.delivery.poll_interval_ms);
     loop {
-        match try_execute_batch(&hub, &worker_id).await {
+        match try_execute_channel_batch(hub, worker_id, channel).await {
             Ok(0) => tokio::time::sleep(idle).await,
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(error.cause_chain = ?e, "claiming deliveries failed; retrying");
+                tracing::error!(channel = channel.as_str(), error.cause_chain = ?e, "claiming deliveries failed; retrying");
                 tokio::time::sleep(idle).await;
             }
         }

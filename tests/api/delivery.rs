@@ -353,7 +353,7 @@ on_both! {
         urgent["title"] = json!("暴雨红色预警：请立即转移");
         urgent["emergency"] = json!(true);
         let urgent = app.publish_new(&urgent, &json!({})).await;
-        let first = herald::delivery::worker::claim(&app.hub, "w", 1).await.expect("claim");
+        let first = herald::delivery::worker::claim(&app.hub, "w", None, 1).await.expect("claim");
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].item_id, urgent, "the emergency item is claimed before the earlier routine one");
         let listed = app.get("publisher", "/api/v1/items").await;

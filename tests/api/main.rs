@@ -9,6 +9,7 @@ mod accounts;
 mod audit;
 mod cli;
 mod conformance;
+mod deadlines;
 mod delivery;
 mod hardening;
 mod interpretations;

@@ -1,0 +1,107 @@
+//! No channel stalls another: each channel is claimed by its own loop, and every adapter call
+//! ends by its deadline.
+
+use std::{sync::Arc, time::Duration};
+
+use herald_channels::{Channel, ChannelKind};
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, item_body, spawn_app_configured};
+use crate::scripted::{Scripted, Step};
+
+const WECHAT_DEADLINE_SECONDS: u32 = 2;
+
+async fn delivery_of(app: &TestApp, item: &str, channel: &str) -> Value {
+    let reply = app
+        .get("admin", &format!("/api/v1/items/{item}/deliveries"))
+        .await;
+    reply.json["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .find(|d| d["channel"] == channel && d["kind"] == "publish")
+        .cloned()
+        .unwrap_or_else(|| panic!("no {channel} delivery: {}", reply.json))
+}
+
+/// Polls until the delivery leaves `sending`/`pending`, at most `limit`; returns it.
+async fn settled(app: &TestApp, item: &str, channel: &str, limit: Duration) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let delivery = delivery_of(app, item, channel).await;
+        if !matches!(delivery["state"].as_str(), Some("pending" | "sending")) || start.elapsed() > limit {
+            return delivery;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_hung_channel_holds_up_only_itself(backend: Backend) {
+    let hung = Scripted::new(ChannelKind::Wechat, &[], Step::Hang);
+    let channels: Vec<Arc<dyn Channel>> = vec![hung.clone()];
+    let app = spawn_app_configured(backend, channels, |settings| {
+        settings.delivery.poll_interval_ms = 20;
+        settings.delivery.channels.insert(
+            ChannelKind::Wechat,
+            herald::config::ChannelLimits {
+                attempt_deadline_seconds: Some(WECHAT_DEADLINE_SECONDS),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    app.add_target("wechat", "县政府公众号", "530426", json!({}))
+        .await;
+    let stuck = app
+        .publish_new(&item_body("530426"), &json!({"channels": ["wechat"]}))
+        .await;
+    let workers = tokio::spawn(herald::delivery::worker::run_until_stopped(
+        app.hub.clone(),
+        "worker".into(),
+    ));
+    for _ in 0..500 {
+        if !hung.calls().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(hung.calls().len(), 1, "the WeChat call is under way and hangs");
+
+    let mut alarm = item_body("530426");
+    alarm["title"] = json!("紧急通知：今晚有强降雨，请低洼地带群众立即转移");
+    alarm["emergency"] = json!(true);
+    let emergency = app.publish_new(&alarm, &json!({"channels": ["portal"]})).await;
+    let portal = settled(&app, &emergency, "portal", Duration::from_secs(30)).await;
+    assert_eq!(portal["state"], "delivered", "{portal}");
+    assert_eq!(
+        delivery_of(&app, &stuck, "wechat").await["state"],
+        "sending",
+        "the emergency went out while the WeChat call still hung"
+    );
+    assert_eq!(
+        app.public_get(&format!("/xxgk/items/{emergency}")).await.status,
+        200
+    );
+
+    let wechat = settled(&app, &stuck, "wechat", Duration::from_secs(30)).await;
+    assert_eq!(wechat["state"], "unconfirmed", "{wechat}");
+    let error = wechat["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("no answer within {WECHAT_DEADLINE_SECONDS} s")),
+        "{error}"
+    );
+    // Unconfirmed is never resent on its own.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(hung.calls().len(), 1);
+    workers.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_channel_holds_up_only_itself_on_sqlite() {
+    a_hung_channel_holds_up_only_itself(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_channel_holds_up_only_itself_on_postgres() {
+    a_hung_channel_holds_up_only_itself(Backend::Postgres).await;
+}
