@@ -782,6 +782,12 @@ pub struct PublishInput {
     /// Narrows delivery to these of the resolved targets; empty means all of them.
     #[serde(default)]
     pub targets: Vec<String>,
+    /// 定时发布: nothing goes out before this time. Omitted or past: at once.
+    #[serde(default)]
+    pub not_before: Option<DateTime<Utc>>,
+    /// Deliveries not sent by this time are never sent (a notice about an event that is over).
+    #[serde(default)]
+    pub not_after: Option<DateTime<Utc>>,
 }
 
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
@@ -801,7 +807,36 @@ impl PublishInput {
         }
         Ok(())
     }
+
+    /// The schedule this request asks for, checked against `now`: a start in the past means
+    /// at once; the end must come after the start.
+    fn schedule(&self, now: DateTime<Utc>) -> Result<delivery::Schedule> {
+        let not_before = self.not_before.filter(|at| *at > now);
+        if let Some(at) = not_before
+            && at > now + chrono::Duration::days(MAX_SCHEDULE_DAYS)
+        {
+            return Err(Error::validation(
+                "not_before",
+                format!("must be at most {MAX_SCHEDULE_DAYS} days ahead"),
+            ));
+        }
+        if let Some(end) = self.not_after
+            && end <= not_before.unwrap_or(now)
+        {
+            return Err(Error::validation(
+                "not_after",
+                "must come after the time the item goes out",
+            ));
+        }
+        Ok(delivery::Schedule {
+            not_before,
+            not_after: self.not_after,
+        })
+    }
 }
+
+/// 定时发布 reaches at most this far ahead.
+const MAX_SCHEDULE_DAYS: i64 = 366;
 
 /// The targets an item's current version would reach, narrowed as a publish request would.
 async fn reach_of(
@@ -960,16 +995,22 @@ pub async fn publish(
         )
         .into());
     }
+    let now = hub.clock.now();
+    let schedule = input.schedule(now)?;
+    // A scheduled publication counts as published from the time it goes out.
+    let goes_out = schedule.not_before.unwrap_or(now);
     if let Some(policy_id) = &row.interprets_id {
         let policy = item::Entity::find_by_id(policy_id).one(&txn).await?;
-        if policy.and_then(|p| p.published_at).is_none() {
+        if policy
+            .and_then(|p| p.published_at)
+            .is_none_or(|policy_out| policy_out > goes_out)
+        {
             return Err(Error::conflict(
                 "policy_not_published",
                 "an interpretation (解读) is published after its policy, not before",
             ));
         }
     }
-    let now = hub.clock.now();
     let content = content_of(&version)?;
     let reach = reach_of(hub, &txn, &content, &input).await?;
     let publication_id = uuid::Uuid::now_v7().to_string();
@@ -980,7 +1021,7 @@ pub async fn publish(
         version: Set(approved_version),
         content_hash: Set(approved_hash.clone()),
         published_by: Set(caller.id.clone()),
-        published_at: Set(now),
+        published_at: Set(goes_out),
         channels: Set(channels),
     }
     .insert(&txn)
@@ -988,14 +1029,15 @@ pub async fn publish(
     let mut active: item::ActiveModel = row.into();
     active.state = Set(ItemState::Published.as_str().to_owned());
     active.published_version = Set(Some(approved_version));
-    active.published_at = Set(Some(now));
+    active.published_at = Set(Some(goes_out));
     active.updated_at = Set(now);
     active.update(&txn).await?;
-    let published = delivery::published_item(hub, id, approved_version, &approved_hash, &content, now);
+    let published = delivery::published_item(hub, id, approved_version, &approved_hash, &content, goes_out);
     let per_channel =
-        delivery::enqueue_publication(hub, &txn, &publication_id, &published, &reach, now).await?;
+        delivery::enqueue_publication(hub, &txn, &publication_id, &published, (&reach, schedule), now)
+            .await?;
     let deliveries: BTreeMap<&str, usize> = per_channel.iter().map(|(k, n)| (k.as_str(), *n)).collect();
-    let detail = serde_json::json!({"version": approved_version, "publication_id": publication_id, "channels": input.channels, "deliveries": deliveries});
+    let detail = serde_json::json!({"version": approved_version, "publication_id": publication_id, "channels": input.channels, "deliveries": deliveries, "not_before": schedule.not_before, "not_after": schedule.not_after});
     audit_item(
         &txn,
         hub,
@@ -1014,9 +1056,11 @@ pub async fn publish(
         "item_id": id,
         "version": approved_version,
         "content_hash": approved_hash,
-        "published_at": now,
+        "published_at": goes_out,
         "channels": input.channels,
         "deliveries": deliveries,
+        "not_before": schedule.not_before,
+        "not_after": schedule.not_after,
     });
     idempotency::ActiveModel {
         user_id: Set(caller.id.clone()),

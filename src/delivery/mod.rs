@@ -188,9 +188,11 @@ pub fn published_item(
 const ID_CHUNK: usize = 1000;
 
 /// The columns both delivery writers fill, in the order their SELECTs produce them.
-const DELIVERY_COLUMNS: [delivery::Column; 17] = {
+const DELIVERY_COLUMNS: [delivery::Column; 19] = {
     use delivery::Column as C;
     [
+        C::NotBefore,
+        C::NotAfter,
         C::Id,
         C::PublicationId,
         C::ItemId,
@@ -230,6 +232,14 @@ fn prefixed(prefix: String, column: impl IntoColumnRef) -> Expr {
     Expr::val(prefix).binary(BinOper::Custom("||"), Expr::col(column))
 }
 
+/// When a publication's deliveries may go out (定时发布): not before `not_before`, and never
+/// after `not_after`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Schedule {
+    pub not_before: Option<DateTime<Utc>>,
+    pub not_after: Option<DateTime<Utc>>,
+}
+
 /// Renders the item once per channel and writes one delivery per reached target: called
 /// inside the publishing transaction, so the publication and every delivery commit together
 /// or not at all. The rows are written by one INSERT … SELECT over the targets, so a publish
@@ -239,7 +249,7 @@ pub async fn enqueue_publication(
     txn: &DatabaseTransaction,
     publication_id: &str,
     item: &PublishedItem,
-    reach: &targets::Reach,
+    (reach, schedule): (&targets::Reach, Schedule),
     now: DateTime<Utc>,
 ) -> Result<BTreeMap<ChannelKind, usize>> {
     let per_channel = reach.count_by_channel(txn).await?;
@@ -281,9 +291,12 @@ pub async fn enqueue_publication(
         written.insert(*kind, usize::try_from(*n).unwrap_or(0));
     }
     let target_id = (target::Entity, target::Column::Id);
+    let first_attempt = schedule.not_before.map_or(now, |at| std::cmp::max(at, now));
     let mut select = Query::select();
     select
         .from(target::Entity)
+        .expr(Expr::val(schedule.not_before))
+        .expr(Expr::val(schedule.not_after))
         .expr(prefixed(format!("{publication_id}:"), target_id))
         .expr(Expr::val(publication_id))
         .expr(Expr::val(item.item_id.as_str()))
@@ -295,7 +308,7 @@ pub async fn enqueue_publication(
         .expr(Expr::val(DeliveryState::Pending.as_str()))
         .expr(Expr::val(priority_of(item.emergency)))
         .expr(Expr::val(0i32))
-        .expr(Expr::val(now))
+        .expr(Expr::val(first_attempt))
         .expr(rendition_of_channel)
         .expr(prefixed(format!("herald-{publication_id}:"), target_id))
         .expr(Expr::val(Option::<String>::None))
@@ -365,6 +378,8 @@ pub async fn enqueue_withdrawal(
     let mut select = Query::select();
     select
         .from(delivery::Entity)
+        .expr(Expr::val(Option::<DateTime<Utc>>::None))
+        .expr(Expr::val(Option::<DateTime<Utc>>::None))
         .expr(prefixed(format!("{rendition_id}:"), target_id))
         .columns([
             C::PublicationId,

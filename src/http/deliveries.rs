@@ -90,6 +90,7 @@ pub async fn item_targets(
     let input = PublishInput {
         channels,
         targets: split(&query.0.targets),
+        ..PublishInput::default()
     };
     Ok(HttpResponse::Ok().json(workflow::preview_targets(&*hub(&req)?, &caller, &id, input).await?))
 }

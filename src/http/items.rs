@@ -337,4 +337,10 @@ pub struct Publication {
     pub channels: Vec<ChannelKind>,
     /// Deliveries written, per channel.
     pub deliveries: BTreeMap<ChannelKind, usize>,
+    /// 定时发布: nothing goes out before this time (null: at once).
+    #[serde(default)]
+    pub not_before: Option<DateTime<Utc>>,
+    /// Deliveries not sent by this time are never sent.
+    #[serde(default)]
+    pub not_after: Option<DateTime<Utc>>,
 }

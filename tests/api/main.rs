@@ -16,6 +16,7 @@ mod interpretations;
 mod login_abuse;
 mod matrix;
 mod portal;
+mod scheduling;
 mod scoping;
 mod sweep;
 mod system;
