@@ -4,7 +4,10 @@
 use std::{path::PathBuf, time::Instant};
 
 use anyhow::Context;
-use herald_channels::ChannelKind;
+use herald_channels::{
+    Channel, ChannelKind, DeliveryOutcome, Dispatch, PublishedItem, RenderError, Rendition, TargetRef,
+    WithdrawOutcome,
+};
 use sea_orm::{ConnectionTrait, Database, EntityTrait, Set};
 
 use crate::{
@@ -111,18 +114,21 @@ fn err(e: crate::error::Error) -> anyhow::Error {
 
 pub async fn publish(options: BenchOptions) -> anyhow::Result<()> {
     let scratch = scratch(&options).await?;
-    let result = run(&scratch.settings, &options).await;
+    let result = run_publish(&scratch.settings, &options).await;
     drop_scratch(scratch).await?;
     result
 }
 
-async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> {
-    let hub = Hub::open(settings.clone(), Clock::System).await?;
-    let backend = if crate::store::is_postgres(&hub.db) {
+fn backend_name(hub: &Hub) -> &'static str {
+    if crate::store::is_postgres(&hub.db) {
         "PostgreSQL"
     } else {
         "SQLite"
-    };
+    }
+}
+
+/// A publisher, and an item by them approved by a reviewer, ready to publish.
+async fn approved_item(hub: &Hub) -> anyhow::Result<(crate::accounts::Caller, String)> {
     let root = hub.areas.root().code.to_string();
     let mut callers = Vec::new();
     for (name, role) in [
@@ -136,7 +142,7 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
             area_code: root.clone(),
             password: Some("bench-password".into()),
         };
-        let (user, _) = accounts::create_user(&hub, "bench", None, new)
+        let (user, _) = accounts::create_user(hub, "bench", None, new)
             .await
             .map_err(err)?;
         callers.push(crate::accounts::Caller {
@@ -146,17 +152,39 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
             area: hub.areas.root().code.clone(),
         });
     }
-    let (publisher, reviewer) = (&callers[0], &callers[1]);
+    let reviewer = callers.pop().context("reviewer")?;
+    let publisher = callers.pop().context("publisher")?;
+    let view = workflow::create_item(hub, &publisher, item(&root))
+        .await
+        .map_err(err)?;
+    workflow::submit(hub, &publisher, &view.id).await.map_err(err)?;
+    let check = ConfidentialityCheckInput {
+        version: 1,
+        confirmed: true,
+        comment: String::new(),
+    };
+    workflow::confidentiality_check(hub, &reviewer, &view.id, check)
+        .await
+        .map_err(err)?;
+    let approval = ApproveInput {
+        version: 1,
+        comment: String::new(),
+    };
+    workflow::approve(hub, &reviewer, &view.id, approval)
+        .await
+        .map_err(err)?;
+    Ok((publisher, view.id))
+}
 
-    // The built-in portal target is one; add the rest in bulk.
+/// Registers `count` targets of `channel` in `area`, in bulk.
+async fn add_targets(hub: &Hub, channel: ChannelKind, area: &str, count: usize) -> anyhow::Result<()> {
     let now = hub.clock.now();
-    let extra = options.targets.saturating_sub(1);
-    let rows: Vec<target::ActiveModel> = (0..extra)
+    let rows: Vec<target::ActiveModel> = (0..count)
         .map(|i| target::ActiveModel {
-            id: Set(format!("bench-target-{i:07}")),
-            channel: Set(ChannelKind::Portal.as_str().into()),
-            name: Set(format!("栏目{i}")),
-            area_code: Set(root.clone()),
+            id: Set(format!("bench-{}-{i:07}", channel.as_str())),
+            channel: Set(channel.as_str().into()),
+            name: Set(format!("{}{i}", channel.label_zh())),
+            area_code: Set(area.to_owned()),
             catalogs: Set("[]".into()),
             tags: Set("[]".into()),
             config: Set("{}".into()),
@@ -169,33 +197,24 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
             .exec_without_returning(&hub.db)
             .await?;
     }
+    Ok(())
+}
 
-    let view = workflow::create_item(&hub, publisher, item(&root))
-        .await
-        .map_err(err)?;
-    workflow::submit(&hub, publisher, &view.id).await.map_err(err)?;
-    let check = ConfidentialityCheckInput {
-        version: 1,
-        confirmed: true,
-        comment: String::new(),
-    };
-    workflow::confidentiality_check(&hub, reviewer, &view.id, check)
-        .await
-        .map_err(err)?;
-    workflow::approve(
+async fn run_publish(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> {
+    let hub = Hub::open(settings.clone(), Clock::System).await?;
+    let root = hub.areas.root().code.to_string();
+    let (publisher, item_id) = approved_item(&hub).await?;
+    // The built-in portal target is one; add the rest in bulk.
+    add_targets(
         &hub,
-        reviewer,
-        &view.id,
-        ApproveInput {
-            version: 1,
-            comment: String::new(),
-        },
+        ChannelKind::Portal,
+        &root,
+        options.targets.saturating_sub(1),
     )
-    .await
-    .map_err(err)?;
+    .await?;
 
     let started = Instant::now();
-    let outcome = workflow::publish(&hub, publisher, &view.id, "bench", PublishInput::default())
+    let outcome = workflow::publish(&hub, &publisher, &item_id, "bench", PublishInput::default())
         .await
         .map_err(err)?;
     let publish_time = started.elapsed();
@@ -204,7 +223,7 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
     let mut summary_times = Vec::with_capacity(options.summary_runs);
     for _ in 0..options.summary_runs.max(1) {
         let started = Instant::now();
-        let summary = delivery::summary(&hub.db, &view.id).await.map_err(err)?;
+        let summary = delivery::summary(&hub.db, &item_id).await.map_err(err)?;
         summary_times.push(started.elapsed());
         anyhow::ensure!(
             summary.iter().map(|r| r.count).sum::<i64>() as u64 == written,
@@ -214,7 +233,7 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
     summary_times.sort();
     let median = summary_times[summary_times.len() / 2];
     let max = summary_times[summary_times.len() - 1];
-    println!("backend: {backend}");
+    println!("backend: {}", backend_name(&hub));
     println!("targets: {}", options.targets);
     println!("deliveries written: {written}");
     println!(
@@ -230,6 +249,127 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
     anyhow::ensure!(
         written as usize == options.targets,
         "expected {} deliveries, wrote {written}",
+        options.targets
+    );
+    Ok(())
+}
+
+/// A loudspeaker channel that answers at once: what the engine costs, without any device.
+struct InstantDevices;
+
+#[async_trait::async_trait]
+impl Channel for InstantDevices {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Loudspeaker
+    }
+
+    fn render(&self, item: &PublishedItem) -> Result<Rendition, RenderError> {
+        Ok(Rendition {
+            channel: ChannelKind::Loudspeaker,
+            payload: serde_json::json!({"title": item.title}),
+        })
+    }
+
+    async fn deliver(&self, _: &Rendition, _: &TargetRef, _: &str) -> DeliveryOutcome {
+        DeliveryOutcome::Delivered { external_id: None }
+    }
+
+    async fn deliver_batch(&self, _: &Rendition, dispatches: &[Dispatch<'_>]) -> Vec<DeliveryOutcome> {
+        dispatches
+            .iter()
+            .map(|_| DeliveryOutcome::Delivered { external_id: None })
+            .collect()
+    }
+
+    async fn withdraw(&self, _: &str, _: &TargetRef, _: Option<&str>, _: &str, _: &str) -> WithdrawOutcome {
+        WithdrawOutcome::Withdrawn
+    }
+}
+
+/// `herald bench deliver`: publish to many loudspeakers answering at once, then drain every
+/// delivery to `delivered`; prints the write time, the drain time and their ratio.
+pub async fn deliver(options: BenchOptions) -> anyhow::Result<()> {
+    let mut scratch = scratch(&options).await?;
+    let devices = crate::config::ChannelLimits {
+        batch_size: Some(5000),
+        in_flight: Some(5000),
+        attempt_deadline_seconds: None,
+    };
+    scratch
+        .settings
+        .delivery
+        .channels
+        .insert(ChannelKind::Loudspeaker, devices);
+    let result = run_deliver(&scratch.settings, &options).await;
+    drop_scratch(scratch).await?;
+    result
+}
+
+async fn run_deliver(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> {
+    let mut hub = Hub::open(settings.clone(), Clock::System).await?;
+    hub.channels.register(std::sync::Arc::new(InstantDevices));
+    let village = hub
+        .areas
+        .iter()
+        .find(|a| a.code.level() == crate::domain::area::AreaLevel::Village)
+        .map(|a| a.code.to_string())
+        .context("the area tree has no village")?;
+    let (publisher, item_id) = approved_item(&hub).await?;
+    add_targets(&hub, ChannelKind::Loudspeaker, &village, options.targets).await?;
+    let input = PublishInput {
+        channels: vec![ChannelKind::Loudspeaker],
+        ..PublishInput::default()
+    };
+
+    let started = Instant::now();
+    let outcome = workflow::publish(&hub, &publisher, &item_id, "bench", input)
+        .await
+        .map_err(err)?;
+    let write_time = started.elapsed();
+    let written = outcome.body["deliveries"]["loudspeaker"].as_u64().unwrap_or(0);
+
+    let started = Instant::now();
+    let mut drained = 0;
+    let mut claims = 0;
+    loop {
+        let handled =
+            delivery::worker::try_execute_channel_batch(&hub, "bench-worker", ChannelKind::Loudspeaker)
+                .await
+                .map_err(err)?;
+        if handled == 0 {
+            break;
+        }
+        drained += handled;
+        claims += 1;
+    }
+    let drain_time = started.elapsed();
+    let summary = delivery::summary(&hub.db, &item_id).await.map_err(err)?;
+    let delivered: i64 = summary
+        .iter()
+        .filter(|r| r.state == delivery::DeliveryState::Delivered.as_str())
+        .map(|r| r.count)
+        .sum();
+    let limits = hub.settings.delivery.limits_for(ChannelKind::Loudspeaker);
+    println!("backend: {}", backend_name(&hub));
+    println!(
+        "targets: {} loudspeakers (instant adapter; batch {}, in flight {})",
+        options.targets, limits.batch_size, limits.in_flight
+    );
+    println!(
+        "write {written} deliveries (publish, one transaction): {:.3} s",
+        write_time.as_secs_f64()
+    );
+    println!(
+        "drain {drained} deliveries to delivered ({claims} claims): {:.3} s",
+        drain_time.as_secs_f64()
+    );
+    println!(
+        "drain / write: {:.2}",
+        drain_time.as_secs_f64() / write_time.as_secs_f64().max(f64::EPSILON)
+    );
+    anyhow::ensure!(
+        written as usize == options.targets && delivered as usize == options.targets,
+        "expected {} delivered, wrote {written}, delivered {delivered}",
         options.targets
     );
     Ok(())

@@ -85,6 +85,15 @@ enum BenchCommand {
         #[arg(long)]
         postgres: Option<String>,
     },
+    /// Publish one item to many loudspeakers that answer at once; time writing the deliveries
+    /// and draining them all to delivered.
+    Deliver {
+        #[arg(long, default_value_t = 10_000)]
+        targets: usize,
+        /// As for `bench publish`.
+        #[arg(long)]
+        postgres: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -205,6 +214,15 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             crate::bench::publish(crate::bench::BenchOptions {
                 targets,
                 summary_runs,
+                postgres_url: postgres,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Deliver { targets, postgres }) => {
+            crate::bench::deliver(crate::bench::BenchOptions {
+                targets,
+                summary_runs: 0,
                 postgres_url: postgres,
             })
             .await?;

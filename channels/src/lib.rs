@@ -189,6 +189,13 @@ pub enum ReceiptError {
     Invalid(String),
 }
 
+/// One delivery of a batch: where it goes, and the key every attempt of it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Dispatch<'a> {
+    pub target: &'a TargetRef,
+    pub idempotency_key: &'a str,
+}
+
 /// One adapter per channel. `render` is pure and backs both delivery and the exact preview;
 /// `deliver` and `withdraw` receive the same idempotency key on every attempt of one delivery.
 #[async_trait::async_trait]
@@ -203,6 +210,23 @@ pub trait Channel: Send + Sync {
         target: &TargetRef,
         idempotency_key: &str,
     ) -> DeliveryOutcome;
+
+    /// Sends one rendition to several targets and returns one outcome per dispatch, in
+    /// order. The hub never hands over more dispatches at once than the channel's in-flight
+    /// bound. By default each goes through `deliver`, all at once; a device channel overrides
+    /// this to send one signed command to the whole group.
+    async fn deliver_batch(
+        &self,
+        rendition: &Rendition,
+        dispatches: &[Dispatch<'_>],
+    ) -> Vec<DeliveryOutcome> {
+        futures::future::join_all(
+            dispatches
+                .iter()
+                .map(|d| self.deliver(rendition, d.target, d.idempotency_key)),
+        )
+        .await
+    }
 
     async fn withdraw(
         &self,

@@ -3,18 +3,22 @@
 //! tests drive single steps with the hub's clock.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use chrono::{DateTime, Utc};
-use herald_channels::{ChannelKind, DeliveryOutcome, Permanence, Rendition, WithdrawOutcome};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Statement, sea_query::Expr};
+use herald_channels::{
+    Channel, ChannelKind, DeliveryOutcome, Dispatch, Permanence, Rendition, WithdrawOutcome,
+};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Statement, sea_query::Expr,
+};
 use tokio::sync::Semaphore;
 
 use super::{
-    DeliveryKind, DeliveryState, NewReceipt, counts::CountChanges, record_receipt, targets::TargetView,
+    DeliveryKind, DeliveryState, NewReceipt, counts::CountChanges, record_receipts, targets::TargetView,
 };
 use crate::{
     error::Result,
@@ -241,58 +245,92 @@ fn settle_withdrawal(hub: &Hub, attempts: i32, outcome: WithdrawOutcome) -> Sett
     }
 }
 
-/// Writes the outcome, but only while this worker still holds the lease: a worker whose
-/// lease lapsed must not overwrite the record of the one that took over.
-async fn record(hub: &Hub, worker_id: &str, row: &delivery::Model, settled: Settled) -> Result<bool> {
+/// What an outcome writes besides the external id: state, last error, next attempt.
+type SameColumns = (&'static str, Option<String>, Option<DateTime<Utc>>);
+
+/// Writes a batch's outcomes in one transaction, each only while this worker still holds its
+/// lease (a worker whose lease lapsed must not overwrite the record of the one that took
+/// over), with every receipt and the counts applied once. Returns how many were recorded.
+async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(delivery::Model, Settled)>) -> Result<usize> {
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
-    let mut update = delivery::Entity::update_many()
-        .col_expr(delivery::Column::State, Expr::value(settled.state.as_str()))
-        .col_expr(delivery::Column::LastError, Expr::value(settled.error.clone()))
-        .col_expr(delivery::Column::LeaseOwner, Expr::value(Option::<String>::None))
-        .col_expr(
-            delivery::Column::LeaseExpiresAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
-        .col_expr(delivery::Column::UpdatedAt, Expr::value(now));
-    if let Some(external_id) = &settled.external_id {
-        update = update.col_expr(delivery::Column::ExternalId, Expr::value(external_id.clone()));
+    let ids: Vec<String> = outcomes.iter().map(|(row, _)| row.id.clone()).collect();
+    let mut held = BTreeSet::new();
+    for chunk in ids.chunks(super::ID_CHUNK) {
+        let mut query = delivery::Entity::find()
+            .select_only()
+            .column(delivery::Column::Id)
+            .filter(delivery::Column::Id.is_in(chunk.to_vec()))
+            .filter(delivery::Column::LeaseOwner.eq(worker_id))
+            .filter(delivery::Column::State.eq(DeliveryState::Sending.as_str()));
+        if is_postgres(&hub.db) {
+            query = query.lock_exclusive();
+        }
+        held.extend(query.into_tuple::<String>().all(&txn).await?);
     }
-    if let Some(retry_at) = settled.retry_at {
-        update = update.col_expr(delivery::Column::NextAttemptAt, Expr::value(retry_at));
+    // Outcomes that set the same columns are written by one UPDATE per chunk of ids.
+    let mut alike: BTreeMap<SameColumns, Vec<String>> = BTreeMap::new();
+    let mut counts = CountChanges::default();
+    let mut receipts = Vec::with_capacity(outcomes.len());
+    let attempts: Vec<String> = outcomes.iter().map(|(row, _)| row.attempts.to_string()).collect();
+    for ((row, settled), attempt) in outcomes.iter().zip(&attempts) {
+        if held.contains(&row.id) {
+            alike
+                .entry((settled.state.as_str(), settled.error.clone(), settled.retry_at))
+                .or_default()
+                .push(row.id.clone());
+            counts.moved(
+                &row.item_id,
+                &row.channel,
+                &row.kind,
+                DeliveryState::Sending.as_str(),
+                settled.state.as_str(),
+                1,
+            );
+            if let Some(external_id) = &settled.external_id {
+                delivery::Entity::update_many()
+                    .col_expr(delivery::Column::ExternalId, Expr::value(external_id.clone()))
+                    .filter(delivery::Column::Id.eq(&row.id))
+                    .exec(&txn)
+                    .await?;
+            }
+        } else {
+            tracing::warn!(delivery = %row.id, worker = worker_id, "lease lost before the outcome was recorded; the other worker's record stands");
+        }
+        receipts.push(NewReceipt {
+            delivery_id: &row.id,
+            source: &row.channel,
+            kind: settled.receipt_kind,
+            source_time: None,
+            received_at: now,
+            distinct_by: attempt,
+            detail: serde_json::json!({"attempt": row.attempts, "error": settled.error, "external_id": settled.external_id, "worker": worker_id}),
+        });
     }
-    let result = update
-        .filter(delivery::Column::Id.eq(&row.id))
-        .filter(delivery::Column::LeaseOwner.eq(worker_id))
-        .filter(delivery::Column::State.eq(DeliveryState::Sending.as_str()))
-        .exec(&txn)
-        .await?;
-    let detail = serde_json::json!({"attempt": row.attempts, "error": settled.error, "external_id": settled.external_id, "worker": worker_id});
-    let attempt = row.attempts.to_string();
-    let receipt = NewReceipt {
-        delivery_id: &row.id,
-        source: &row.channel,
-        kind: settled.receipt_kind,
-        source_time: None,
-        received_at: now,
-        distinct_by: &attempt,
-        detail,
-    };
-    record_receipt(&txn, receipt).await?;
-    if result.rows_affected == 1 {
-        let mut counts = CountChanges::default();
-        counts.moved(
-            &row.item_id,
-            &row.channel,
-            &row.kind,
-            DeliveryState::Sending.as_str(),
-            settled.state.as_str(),
-            1,
-        );
-        counts.apply(&txn).await?;
+    for ((state, error, retry_at), ids) in alike {
+        for chunk in ids.chunks(super::ID_CHUNK) {
+            let mut update = delivery::Entity::update_many()
+                .col_expr(delivery::Column::State, Expr::value(state))
+                .col_expr(delivery::Column::LastError, Expr::value(error.clone()))
+                .col_expr(delivery::Column::LeaseOwner, Expr::value(Option::<String>::None))
+                .col_expr(
+                    delivery::Column::LeaseExpiresAt,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .col_expr(delivery::Column::UpdatedAt, Expr::value(now));
+            if let Some(retry_at) = retry_at {
+                update = update.col_expr(delivery::Column::NextAttemptAt, Expr::value(retry_at));
+            }
+            update
+                .filter(delivery::Column::Id.is_in(chunk.to_vec()))
+                .exec(&txn)
+                .await?;
+        }
     }
+    record_receipts(&txn, receipts).await?;
+    counts.apply(&txn).await?;
     txn.commit().await?;
-    Ok(result.rows_affected == 1)
+    Ok(held.len())
 }
 
 /// What a claimed batch's deliveries point at, read once for the whole batch: most of a
@@ -327,100 +365,153 @@ impl BatchContext {
     }
 }
 
-/// One attempt of one claimed delivery.
-pub async fn execute_one(
-    hub: &Hub,
-    worker_id: &str,
-    batch: &BatchContext,
-    row: delivery::Model,
-) -> Result<DeliveryState> {
+/// How a claimed delivery ends without calling its channel: past its `not_after`, or with no
+/// adapter registered for it.
+fn settled_without_call(hub: &Hub, row: &delivery::Model) -> Option<Settled> {
     if row.not_after.is_some_and(|deadline| deadline <= hub.clock.now()) {
-        let settled = Settled {
+        return Some(Settled {
             state: DeliveryState::Expired,
             receipt_kind: "expired",
             external_id: None,
             error: None,
             retry_at: None,
-        };
-        record(hub, worker_id, &row, settled).await?;
-        return Ok(DeliveryState::Expired);
+        });
     }
-    let kind = ChannelKind::parse(&row.channel);
-    let Some(channel) = kind.and_then(|k| hub.channels.get(k)).cloned() else {
-        let settled = settle_failure(
+    let registered = ChannelKind::parse(&row.channel).and_then(|kind| hub.channels.get(kind));
+    registered.is_none().then(|| {
+        settle_failure(
             hub,
             row.attempts,
             Permanence::Permanent,
             "no_adapter",
             "no adapter is registered for this channel",
-        );
-        let state = settled.state;
-        record(hub, worker_id, &row, settled).await?;
-        return Ok(state);
+        )
+    })
+}
+
+/// Past the deadline the request may still have reached the channel: the outcome is unknown,
+/// so the delivery ends `unconfirmed` and is never resent on its own.
+fn no_answer_within(deadline: Duration) -> String {
+    format!(
+        "no answer within {} s; it may have taken effect",
+        deadline.as_secs()
+    )
+}
+
+/// Sends one rendition to the targets of `rows` (all of one channel), at most the channel's
+/// in-flight bound at a time, each call under the channel's deadline.
+async fn deliver_group(
+    hub: &Hub,
+    batch: &BatchContext,
+    channel: &Arc<dyn Channel>,
+    rows: Vec<delivery::Model>,
+) -> Result<Vec<(delivery::Model, Settled)>> {
+    let limits = hub.settings.delivery.limits_for(channel.kind());
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
     };
+    let rendition = Rendition {
+        channel: channel.kind(),
+        payload: batch
+            .renditions
+            .get(&first.rendition_id)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("rendition {} vanished", first.rendition_id))?,
+    };
+    let slots = InFlight::permit_source(&hub.in_flight.channels, &first.channel, limits.in_flight);
+    let mut settled = Vec::with_capacity(rows.len());
+    let chunk_size = usize::try_from(limits.in_flight).unwrap_or(usize::MAX).max(1);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<delivery::Model> = rows.by_ref().take(chunk_size).collect();
+        let targets = chunk
+            .iter()
+            .map(|row| {
+                batch
+                    .targets
+                    .get(&row.target_id)
+                    .map(TargetView::as_ref)
+                    .ok_or_else(|| anyhow::anyhow!("target {} vanished", row.target_id))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let dispatches: Vec<Dispatch<'_>> = chunk
+            .iter()
+            .zip(&targets)
+            .map(|(row, target)| Dispatch {
+                target,
+                idempotency_key: &row.idempotency_key,
+            })
+            .collect();
+        let permits = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+        let _permits = slots
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .map_err(anyhow::Error::new)?;
+        let outcomes = tokio::time::timeout(
+            limits.attempt_deadline,
+            channel.deliver_batch(&rendition, &dispatches),
+        )
+        .await
+        .unwrap_or_default();
+        let mut outcomes = outcomes.into_iter();
+        for row in chunk {
+            // A call past its deadline, or an adapter that answered for fewer dispatches than
+            // it was given, leaves the outcome unknown.
+            let outcome = outcomes.next().unwrap_or_else(|| DeliveryOutcome::Unknown {
+                message: no_answer_within(limits.attempt_deadline),
+            });
+            settled.push((settle_delivery(hub, row.attempts, outcome), row));
+        }
+    }
+    Ok(settled.into_iter().map(|(s, row)| (row, s)).collect())
+}
+
+/// Sends the withdrawal of one claimed delivery under the channel's deadline.
+async fn withdraw_one(
+    hub: &Hub,
+    batch: &BatchContext,
+    channel: &Arc<dyn Channel>,
+    row: &delivery::Model,
+) -> Result<Settled> {
+    let limits = hub.settings.delivery.limits_for(channel.kind());
     let target = batch
         .targets
         .get(&row.target_id)
-        .ok_or_else(|| anyhow::anyhow!("target {} vanished", row.target_id))?;
-    let payload = batch
+        .ok_or_else(|| anyhow::anyhow!("target {} vanished", row.target_id))?
+        .as_ref();
+    let reason = batch
         .renditions
         .get(&row.rendition_id)
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("rendition {} vanished", row.rendition_id))?;
-    let limits = hub.settings.delivery.limits_for(channel.kind());
-    let deadline = limits.attempt_deadline;
-    // Past the deadline the request may still have reached the channel: the outcome is
-    // unknown, so the delivery ends `unconfirmed` and is never resent on its own.
-    let no_answer = || {
-        format!(
-            "no answer within {} s; it may have taken effect",
-            deadline.as_secs()
-        )
+        .and_then(|payload| payload["reason"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let original = match &row.withdraws_id {
+        Some(id) => delivery::Entity::find_by_id(id).one(&hub.db).await?,
+        None => None,
     };
-    let in_flight = &hub.in_flight;
-    let channel_slots = InFlight::permit_source(&in_flight.channels, &row.channel, limits.in_flight);
+    let external_id = original.and_then(|d| d.external_id);
+    let channel_slots = InFlight::permit_source(&hub.in_flight.channels, &row.channel, limits.in_flight);
     let target_slots = InFlight::permit_source(
-        &in_flight.targets,
+        &hub.in_flight.targets,
         &row.target_id,
         hub.settings.delivery.target_in_flight,
     );
     let _channel_permit = channel_slots.acquire_owned().await.map_err(anyhow::Error::new)?;
     let _target_permit = target_slots.acquire_owned().await.map_err(anyhow::Error::new)?;
-    let target_ref = target.as_ref();
-    let settled = if row.kind == DeliveryKind::Withdraw.as_str() {
-        let original = match &row.withdraws_id {
-            Some(id) => delivery::Entity::find_by_id(id).one(&hub.db).await?,
-            None => None,
-        };
-        let reason = payload["reason"].as_str().unwrap_or_default().to_owned();
-        let external_id = original.and_then(|d| d.external_id);
-        let call = channel.withdraw(
-            &row.item_id,
-            &target_ref,
-            external_id.as_deref(),
-            &reason,
-            &row.idempotency_key,
-        );
-        let outcome = tokio::time::timeout(deadline, call)
-            .await
-            .unwrap_or_else(|_| WithdrawOutcome::Unknown { message: no_answer() });
-        settle_withdrawal(hub, row.attempts, outcome)
-    } else {
-        let rendition = Rendition {
-            channel: target.channel,
-            payload,
-        };
-        let call = channel.deliver(&rendition, &target_ref, &row.idempotency_key);
-        let outcome = tokio::time::timeout(deadline, call)
-            .await
-            .unwrap_or_else(|_| DeliveryOutcome::Unknown { message: no_answer() });
-        settle_delivery(hub, row.attempts, outcome)
-    };
-    let state = settled.state;
-    if !record(hub, worker_id, &row, settled).await? {
-        tracing::warn!(delivery = %row.id, worker = worker_id, "lease lost before the outcome was recorded; the other worker's record stands");
-    }
-    Ok(state)
+    let call = channel.withdraw(
+        &row.item_id,
+        &target,
+        external_id.as_deref(),
+        &reason,
+        &row.idempotency_key,
+    );
+    let outcome = tokio::time::timeout(limits.attempt_deadline, call)
+        .await
+        .unwrap_or_else(|_| WithdrawOutcome::Unknown {
+            message: no_answer_within(limits.attempt_deadline),
+        });
+    Ok(settle_withdrawal(hub, row.attempts, outcome))
 }
 
 /// Claims one batch of any channel and works it off; returns how many deliveries it handled.
@@ -436,6 +527,8 @@ pub async fn try_execute_channel_batch(hub: &Hub, worker_id: &str, channel: Chan
     execute_claimed(hub, worker_id, claimed).await
 }
 
+/// Sends a claimed batch: publish deliveries grouped by rendition, one batch call per group
+/// (and per in-flight bound), withdrawals one by one; then records every outcome at once.
 async fn execute_claimed(hub: &Hub, worker_id: &str, claimed: Vec<delivery::Model>) -> Result<usize> {
     let count = claimed.len();
     if count == 0 {
@@ -443,17 +536,45 @@ async fn execute_claimed(hub: &Hub, worker_id: &str, claimed: Vec<delivery::Mode
     }
     let batch = BatchContext::load(hub, &claimed).await?;
     let batch = &batch;
-    let results = futures::future::join_all(claimed.into_iter().map(|row| {
-        let id = row.id.clone();
-        async move { (id, execute_one(hub, worker_id, batch, row).await) }
-    }))
-    .await;
-    for (id, result) in results {
-        if let Err(e) = result {
-            // The lease runs out and another attempt follows; nothing is lost.
-            tracing::error!(delivery = %id, error.cause_chain = ?e, "delivery attempt failed unexpectedly");
+    let mut outcomes = Vec::with_capacity(count);
+    let mut groups: BTreeMap<String, Vec<delivery::Model>> = BTreeMap::new();
+    let mut withdrawals = Vec::new();
+    for row in claimed {
+        if let Some(settled) = settled_without_call(hub, &row) {
+            outcomes.push((row, settled));
+        } else if row.kind == DeliveryKind::Withdraw.as_str() {
+            withdrawals.push(row);
+        } else {
+            groups.entry(row.rendition_id.clone()).or_default().push(row);
         }
     }
+    let adapter = |row: &delivery::Model| {
+        ChannelKind::parse(&row.channel)
+            .and_then(|kind| hub.channels.get(kind))
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no adapter for {}", row.channel))
+    };
+    let sends = groups.into_values().map(|rows| async move {
+        let first = rows.first().ok_or_else(|| anyhow::anyhow!("empty group"))?;
+        deliver_group(hub, batch, &adapter(first)?, rows).await
+    });
+    let takedowns = withdrawals.into_iter().map(|row| async move {
+        let settled = withdraw_one(hub, batch, &adapter(&row)?, &row).await?;
+        Ok::<_, crate::error::Error>(vec![(row, settled)])
+    });
+    let (sent, taken_down) = futures::future::join(
+        futures::future::join_all(sends),
+        futures::future::join_all(takedowns),
+    )
+    .await;
+    for result in sent.into_iter().chain(taken_down) {
+        match result {
+            Ok(settled) => outcomes.extend(settled),
+            // The lease runs out and another attempt follows; nothing is lost.
+            Err(e) => tracing::error!(error.cause_chain = ?e, "delivery attempt failed unexpectedly"),
+        }
+    }
+    record(hub, worker_id, outcomes).await?;
     Ok(count)
 }
 
