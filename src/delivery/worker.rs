@@ -292,6 +292,10 @@ async fn record(hub: &Hub, worker_id: &str, row: &delivery::Model, settled: Sett
         counts.apply(&txn).await?;
     }
     txn.commit().await?;
+    if result.rows_affected == 1 {
+        hub.metrics
+            .delivery_recorded(&row.channel, settled.state.as_str());
+    }
     Ok(result.rows_affected == 1)
 }
 
@@ -387,6 +391,7 @@ pub async fn execute_one(
     let _channel_permit = channel_slots.acquire_owned().await.map_err(anyhow::Error::new)?;
     let _target_permit = target_slots.acquire_owned().await.map_err(anyhow::Error::new)?;
     let target_ref = target.as_ref();
+    let called = std::time::Instant::now();
     let settled = if row.kind == DeliveryKind::Withdraw.as_str() {
         let original = match &row.withdraws_id {
             Some(id) => delivery::Entity::find_by_id(id).one(&hub.db).await?,
@@ -416,6 +421,7 @@ pub async fn execute_one(
             .unwrap_or_else(|_| DeliveryOutcome::Unknown { message: no_answer() });
         settle_delivery(hub, row.attempts, outcome)
     };
+    hub.metrics.adapter_call(&row.channel, called.elapsed());
     let state = settled.state;
     if !record(hub, worker_id, &row, settled).await? {
         tracing::warn!(delivery = %row.id, worker = worker_id, "lease lost before the outcome was recorded; the other worker's record stands");
