@@ -19,6 +19,7 @@ use crate::{
         catalog::{Catalog, DEFAULT_CATALOG},
     },
     store,
+    telemetry::Metrics,
 };
 
 /// Where time comes from: the system, or a hand-set instant so tests can cross deadlines
@@ -79,6 +80,8 @@ pub struct Hub {
     /// Channel adapters; tests may register their own before the hub is shared.
     pub channels: ChannelRegistry,
     pub in_flight: InFlight,
+    /// This hub's Prometheus metrics, rendered at `/metrics`.
+    pub metrics: Metrics,
 }
 
 fn read_or_builtin(path: &str, builtin: &'static str) -> anyhow::Result<String> {
@@ -138,6 +141,7 @@ impl Hub {
             clock,
             channels,
             in_flight: InFlight::default(),
+            metrics: Metrics::new()?,
         };
         targets::ensure_portal_target(&hub)
             .await

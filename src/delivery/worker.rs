@@ -330,6 +330,12 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(delivery::Model, Sett
     record_receipts(&txn, receipts).await?;
     counts.apply(&txn).await?;
     txn.commit().await?;
+    for (row, settled) in &outcomes {
+        if held.contains(&row.id) {
+            hub.metrics
+                .delivery_recorded(&row.channel, settled.state.as_str());
+        }
+    }
     Ok(held.len())
 }
 
@@ -418,7 +424,8 @@ async fn deliver_group(
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("rendition {} vanished", first.rendition_id))?,
     };
-    let slots = InFlight::permit_source(&hub.in_flight.channels, &first.channel, limits.in_flight);
+    let channel_name = first.channel.clone();
+    let slots = InFlight::permit_source(&hub.in_flight.channels, &channel_name, limits.in_flight);
     let mut settled = Vec::with_capacity(rows.len());
     let chunk_size = usize::try_from(limits.in_flight).unwrap_or(usize::MAX).max(1);
     let mut rows = rows.into_iter().peekable();
@@ -448,12 +455,14 @@ async fn deliver_group(
             .acquire_many_owned(permits)
             .await
             .map_err(anyhow::Error::new)?;
+        let called = std::time::Instant::now();
         let outcomes = tokio::time::timeout(
             limits.attempt_deadline,
             channel.deliver_batch(&rendition, &dispatches),
         )
         .await
         .unwrap_or_default();
+        hub.metrics.adapter_call(&channel_name, called.elapsed());
         let mut outcomes = outcomes.into_iter();
         for row in chunk {
             // A call past its deadline, or an adapter that answered for fewer dispatches than
@@ -499,6 +508,7 @@ async fn withdraw_one(
     );
     let _channel_permit = channel_slots.acquire_owned().await.map_err(anyhow::Error::new)?;
     let _target_permit = target_slots.acquire_owned().await.map_err(anyhow::Error::new)?;
+    let called = std::time::Instant::now();
     let call = channel.withdraw(
         &row.item_id,
         &target,
@@ -511,6 +521,7 @@ async fn withdraw_one(
         .unwrap_or_else(|_| WithdrawOutcome::Unknown {
             message: no_answer_within(limits.attempt_deadline),
         });
+    hub.metrics.adapter_call(&row.channel, called.elapsed());
     Ok(settle_withdrawal(hub, row.attempts, outcome))
 }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub(crate) mod extract;
 mod items;
 mod openapi;
+mod request_log;
 pub mod system;
 
 pub use openapi::openapi_document;
@@ -28,6 +29,7 @@ use actix_web::{
 use anyhow::Context;
 
 use crate::hub::Hub;
+use request_log::request_logger;
 
 /// One API operation: its method, its path (OpenAPI syntax) and its handler.
 pub struct ApiRoute {
@@ -263,7 +265,6 @@ impl Application {
             base,
         });
         let hub_data = web::Data::from(hub.clone());
-        let metrics = web::Data::new(system::HttpMetrics::default());
         let payload_limit = hub
             .settings
             .content
@@ -271,21 +272,20 @@ impl Application {
             .max(hub.settings.content.max_json_bytes())
             + (1 << 20);
         let server = HttpServer::new(move || {
-            let counters = metrics.clone();
+            let counted = hub.clone();
             App::new()
                 .app_data(hub_data.clone())
-                .app_data(metrics.clone())
                 .app_data(site.clone())
                 .app_data(web::PayloadConfig::new(payload_limit))
                 .wrap(actix_web::middleware::from_fn(reject_control_characters))
                 .wrap(security_headers())
                 .wrap(request_logger())
                 .wrap_fn(move |req, srv| {
-                    let counters = counters.clone();
+                    let hub = counted.clone();
                     let response = srv.call(req);
                     async move {
                         let response = response.await?;
-                        counters.record(response.status().as_u16());
+                        hub.metrics.http_response(response.status().as_u16());
                         Ok(response)
                     }
                 })
@@ -309,8 +309,4 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
-}
-
-fn request_logger() -> actix_web::middleware::Logger {
-    actix_web::middleware::Logger::new("%r %s %Dms")
 }

@@ -1,8 +1,6 @@
 //! Health, metrics, the OpenAPI document, the audit log and reference data.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
@@ -66,20 +64,6 @@ pub async fn healthz(req: HttpRequest) -> Reply {
     }
 }
 
-/// Responses by status class (1xx…5xx), counted since start.
-#[derive(Default)]
-pub struct HttpMetrics {
-    responses: [AtomicU64; 5],
-}
-
-impl HttpMetrics {
-    pub fn record(&self, status: u16) {
-        if let Some(counter) = self.responses.get(usize::from(status / 100).wrapping_sub(1)) {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
 /// Prometheus metrics, for a scraper presenting `server.metrics_token`; off while none is set
 #[utoipa::path(
     get, path = "/metrics", tag = "system", security(("metrics_token" = [])),
@@ -89,7 +73,7 @@ impl HttpMetrics {
         (status = 404, description = "No `server.metrics_token` is configured: metrics are off", body = ErrorBody),
     ),
 )]
-pub async fn metrics(req: HttpRequest, counters: web::Data<HttpMetrics>) -> Reply {
+pub async fn metrics(req: HttpRequest) -> Reply {
     let hub = hub(&req)?;
     let expected = hub.settings.server.metrics_token.as_str();
     if expected.is_empty() {
@@ -104,27 +88,17 @@ pub async fn metrics(req: HttpRequest, counters: web::Data<HttpMetrics>) -> Repl
     if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
         return Err(Error::Unauthenticated.into());
     }
-    let mut text = String::from(
-        "# HELP herald_http_responses_total HTTP responses by status class.\n# TYPE herald_http_responses_total counter\n",
-    );
-    for (i, counter) in counters.responses.iter().enumerate() {
-        text.push_str(&format!(
-            "herald_http_responses_total{{class=\"{}xx\"}} {}\n",
-            i + 1,
-            counter.load(Ordering::Relaxed)
-        ));
-    }
-    text.push_str("# HELP herald_items Items by workflow state.\n# TYPE herald_items gauge\n");
+    let mut items = Vec::with_capacity(ItemState::ALL.len());
     for state in ItemState::ALL {
         let count = item::Entity::find()
             .filter(item::Column::State.eq(state.as_str()))
             .count(&hub.db)
             .await
             .map_err(Error::from)?;
-        text.push_str(&format!("herald_items{{state=\"{}\"}} {count}\n", state.as_str()));
+        items.push((state.as_str(), count));
     }
-    let up = u8::from(store::ping(&hub.db).await.is_ok());
-    text.push_str(&format!("# HELP herald_database_up Whether the database answers.\n# TYPE herald_database_up gauge\nherald_database_up {up}\n"));
+    let up = store::ping(&hub.db).await.is_ok();
+    let text = hub.metrics.render(&items, up);
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(text))

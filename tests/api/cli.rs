@@ -26,11 +26,14 @@ impl Drop for Killed {
 #[test]
 fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_health_checks() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
     let child = herald()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("herald serve starts");
     let mut child = Killed(child);
@@ -50,7 +53,7 @@ fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_heal
     let address = address.expect("serve printed where it listens");
     let password = password.expect("serve printed the first admin's password");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
+    let secrets = runtime.block_on(async {
         let client = reqwest::Client::new();
         let health = client
             .get(format!("{address}/healthz"))
@@ -103,7 +106,35 @@ fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_heal
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         assert_eq!(status, 200, "the worker in `serve` put the page live");
+        let bearer = client
+            .get(format!("{address}/api/v1/items"))
+            .bearer_auth("not-a-token-but-secret-looking")
+            .send()
+            .await
+            .expect("bearer");
+        assert_eq!(bearer.status(), 401);
+        [admin, reviewer, "not-a-token-but-secret-looking".to_owned(), password.clone()]
     });
+    drop(child);
+    // One log line per request, and no credential in any of them.
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    let served: Vec<_> = log.lines().filter(|l| l.contains("request served")).collect();
+    assert!(
+        served
+            .iter()
+            .any(|l| l.contains("route=/healthz") && l.contains("status=200")),
+        "{log}"
+    );
+    assert!(
+        served
+            .iter()
+            .any(|l| l.contains("route=/api/v1/session") && l.contains("method=POST")),
+        "{log}"
+    );
+    for secret in &secrets {
+        let value = secret.trim_start_matches("herald_session=");
+        assert!(!log.contains(value), "a credential reached the log: {log}");
+    }
     assert!(
         dir.path().join("herald.db").exists(),
         "the embedded default is a SQLite file in the data dir"

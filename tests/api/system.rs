@@ -66,6 +66,16 @@ on_both_databases! {
         assert!(metrics.contains("herald_items{state=\"draft\"} 0"), "{metrics}");
         assert!(metrics.contains("herald_http_responses_total{class=\"2xx\"}"));
         assert!(metrics.contains("herald_database_up 1"));
+        // A delivery shows in the delivery metrics of this hub (each hub has its own recorder).
+        assert!(!metrics.contains("herald_deliveries_total{"), "{metrics}");
+        app.publish_new(&crate::helpers::item_body("530426"), &serde_json::json!({})).await;
+        assert_eq!(app.deliver_due().await, 1);
+        let metrics = app.client.get(format!("{}/metrics", app.address)).bearer_auth(TEST_METRICS_TOKEN).send().await.expect("metrics").text().await.expect("text");
+        assert!(metrics.contains("herald_deliveries_total{channel=\"portal\",outcome=\"delivered\"} 1"), "{metrics}");
+        assert!(metrics.contains("# TYPE herald_adapter_call_seconds histogram"), "{metrics}");
+        assert!(metrics.contains("herald_adapter_call_seconds_count{channel=\"portal\"} 1"), "{metrics}");
+        assert!(metrics.contains("herald_adapter_call_seconds_bucket{channel=\"portal\",le=\"+Inf\"} 1"), "{metrics}");
+        assert!(metrics.contains("herald_items{state=\"published\"} 1"), "{metrics}");
         let doc: Value = app.client.get(format!("{}/api/openapi.json", app.address)).send().await.expect("doc").json().await.expect("json");
         // Every documented operation reaches a handler (not the fallback for unknown paths).
         for (method, path) in documented_operations(&doc) {
