@@ -18,6 +18,7 @@ use crate::{
         calendar::{DEFAULT_CALENDAR, WorkCalendar},
         catalog::{Catalog, DEFAULT_CATALOG},
     },
+    secrets::{self, SecretsKey},
     store,
 };
 
@@ -79,6 +80,9 @@ pub struct Hub {
     /// Channel adapters; tests may register their own before the hub is shared.
     pub channels: ChannelRegistry,
     pub in_flight: InFlight,
+    /// Seals and opens target secrets; `None` when no key is configured (then targets cannot
+    /// be given secrets).
+    pub secrets_key: Option<SecretsKey>,
 }
 
 fn read_or_builtin(path: &str, builtin: &'static str) -> anyhow::Result<String> {
@@ -120,6 +124,7 @@ impl Hub {
     /// Connects and brings the schema up to date.
     pub async fn open(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
         let reference = ReferenceData::load(&settings)?;
+        let secrets_key = secrets::configured_key(&settings.storage)?;
         let db = store::connect(&settings.storage).await?;
         store::migrate(&db).await?;
         let mut channels = ChannelRegistry::default();
@@ -138,6 +143,7 @@ impl Hub {
             clock,
             channels,
             in_flight: InFlight::default(),
+            secrets_key,
         };
         targets::ensure_portal_target(&hub)
             .await

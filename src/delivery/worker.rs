@@ -3,18 +3,21 @@
 //! tests drive single steps with the hub's clock.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use chrono::{DateTime, Utc};
-use herald_channels::{ChannelKind, DeliveryOutcome, Permanence, Rendition, WithdrawOutcome};
+use herald_channels::{ChannelKind, DeliveryOutcome, Permanence, Rendition, SecretString, WithdrawOutcome};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Statement, sea_query::Expr};
 use tokio::sync::Semaphore;
 
 use super::{
-    DeliveryKind, DeliveryState, NewReceipt, counts::CountChanges, record_receipt, targets::TargetView,
+    DeliveryKind, DeliveryState, NewReceipt,
+    counts::CountChanges,
+    record_receipt,
+    targets::{self, TargetView},
 };
 use crate::{
     error::Result,
@@ -299,6 +302,8 @@ async fn record(hub: &Hub, worker_id: &str, row: &delivery::Model, settled: Sett
 /// batch shares one rendition, and a rendition (a whole item body) is the largest thing read.
 pub struct BatchContext {
     targets: HashMap<String, TargetView>,
+    /// Decrypted secrets by target (absent: none), or why they cannot be opened.
+    secrets: HashMap<String, std::result::Result<BTreeMap<String, SecretString>, String>>,
     renditions: HashMap<String, serde_json::Value>,
 }
 
@@ -314,6 +319,8 @@ impl BatchContext {
         {
             targets.insert(row.id.clone(), TargetView::try_from(row)?);
         }
+        let ids: Vec<&str> = target_ids_of(rows);
+        let secrets = targets::load_secrets(hub, &ids).await?;
         let mut renditions = HashMap::new();
         for row in rendition::Entity::find()
             .filter(rendition::Column::Id.is_in(rendition_ids))
@@ -323,8 +330,17 @@ impl BatchContext {
             let payload = serde_json::from_str(&row.payload).map_err(anyhow::Error::new)?;
             renditions.insert(row.id, payload);
         }
-        Ok(Self { targets, renditions })
+        Ok(Self {
+            targets,
+            secrets,
+            renditions,
+        })
     }
+}
+
+fn target_ids_of(rows: &[delivery::Model]) -> Vec<&str> {
+    let ids: BTreeSet<&str> = rows.iter().map(|r| r.target_id.as_str()).collect();
+    ids.into_iter().collect()
 }
 
 /// One attempt of one claimed delivery.
@@ -362,6 +378,24 @@ pub async fn execute_one(
         .targets
         .get(&row.target_id)
         .ok_or_else(|| anyhow::anyhow!("target {} vanished", row.target_id))?;
+    let secrets = match batch.secrets.get(&row.target_id).cloned() {
+        None => BTreeMap::new(),
+        Some(Ok(secrets)) => secrets,
+        Some(Err(reason)) => {
+            // Sending without the credentials cannot succeed, and retrying will not bring the
+            // key back: the operator fixes the configuration and retries.
+            let settled = settle_failure(
+                hub,
+                row.attempts,
+                Permanence::Permanent,
+                "secrets_unreadable",
+                &reason,
+            );
+            let state = settled.state;
+            record(hub, worker_id, &row, settled).await?;
+            return Ok(state);
+        }
+    };
     let payload = batch
         .renditions
         .get(&row.rendition_id)
@@ -386,7 +420,7 @@ pub async fn execute_one(
     );
     let _channel_permit = channel_slots.acquire_owned().await.map_err(anyhow::Error::new)?;
     let _target_permit = target_slots.acquire_owned().await.map_err(anyhow::Error::new)?;
-    let target_ref = target.as_ref();
+    let target_ref = target.target_ref(secrets);
     let settled = if row.kind == DeliveryKind::Withdraw.as_str() {
         let original = match &row.withdraws_id {
             Some(id) => delivery::Entity::find_by_id(id).one(&hub.db).await?,

@@ -17,6 +17,7 @@ mod login_abuse;
 mod matrix;
 mod portal;
 mod scoping;
+mod secrets;
 mod sweep;
 mod system;
 mod validation;
