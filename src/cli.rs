@@ -180,7 +180,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
     match command {
         Command::CheckConfig => {
             ReferenceData::load(&settings)?;
-            println!("{}", toml::to_string_pretty(&settings)?);
+            let mut shown = settings.clone();
+            if !shown.storage.secrets_key.is_empty() {
+                shown.storage.secrets_key = "[redacted]".into();
+            }
+            println!("{}", toml::to_string_pretty(&shown)?);
             println!("# configuration OK");
             Ok(ExitCode::SUCCESS)
         }
@@ -380,6 +384,24 @@ async fn ensure_first_admin(hub: &Hub) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    if settings.storage.secrets_key.is_empty() {
+        if settings.storage.database_url.is_empty() {
+            // One command still runs on a fresh machine: the embedded default keeps its own key.
+            if let Some(path) = crate::secrets::ensure_key_file(&settings.storage.data_dir)? {
+                println!(
+                    "Generated the key that encrypts target secrets: {} (keep it with, but apart from, \
+                     backups of the database; or set storage.secrets_key)",
+                    path.display()
+                );
+            }
+        } else {
+            eprintln!(
+                "herald: storage.secrets_key must be set with PostgreSQL: every instance must share \
+                 the key that encrypts target secrets (64 hex characters, e.g. `openssl rand -hex 32`)"
+            );
+            return Ok(ExitCode::from(2));
+        }
+    }
     let hub = Arc::new(Hub::open(settings, Clock::System).await?);
     ensure_first_admin(&hub).await?;
     let application = Application::build(hub.clone())?;

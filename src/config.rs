@@ -75,7 +75,7 @@ impl Default for ServerSettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSettings {
     /// Holds the embedded SQLite database.
@@ -83,6 +83,9 @@ pub struct StorageSettings {
     /// Empty: SQLite in `data_dir`. `postgres://…` selects PostgreSQL.
     pub database_url: String,
     pub max_connections: u32,
+    /// 64 hex characters (32 bytes): the key target secrets are encrypted with. Empty: on
+    /// SQLite, `herald serve` generates one into `data_dir/secrets.key`; PostgreSQL requires it.
+    pub secrets_key: String,
 }
 
 impl Default for StorageSettings {
@@ -91,7 +94,25 @@ impl Default for StorageSettings {
             data_dir: PathBuf::from("herald-data"),
             database_url: String::new(),
             max_connections: 8,
+            secrets_key: String::new(),
         }
+    }
+}
+
+/// The key never reaches a log line through `{:?}` of the settings.
+impl std::fmt::Debug for StorageSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = if self.secrets_key.is_empty() {
+            ""
+        } else {
+            "[redacted]"
+        };
+        f.debug_struct("StorageSettings")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url)
+            .field("max_connections", &self.max_connections)
+            .field("secrets_key", &key)
+            .finish()
     }
 }
 
@@ -338,6 +359,10 @@ impl Settings {
     fn check(&self) -> Result<(), ConfigError> {
         regex::Regex::new(&self.content.index_no_pattern)
             .map_err(|e| ConfigError::Invalid(format!("content.index_no_pattern: {e}")))?;
+        if !self.storage.secrets_key.is_empty() {
+            crate::secrets::SecretsKey::from_hex(&self.storage.secrets_key)
+                .map_err(|e| ConfigError::Invalid(format!("storage.secrets_key: {e}")))?;
+        }
         if self.storage.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "storage.max_connections must be at least 1".into(),

@@ -18,6 +18,7 @@ use crate::{
         calendar::{DEFAULT_CALENDAR, WorkCalendar},
         catalog::{Catalog, DEFAULT_CATALOG},
     },
+    secrets::{self, SecretsKey},
     store,
     telemetry::Metrics,
 };
@@ -82,6 +83,9 @@ pub struct Hub {
     pub in_flight: InFlight,
     /// This hub's Prometheus metrics, rendered at `/metrics`.
     pub metrics: Metrics,
+    /// Seals and opens target secrets; `None` when no key is configured (then targets cannot
+    /// be given secrets).
+    pub secrets_key: Option<SecretsKey>,
 }
 
 fn read_or_builtin(path: &str, builtin: &'static str) -> anyhow::Result<String> {
@@ -123,6 +127,7 @@ impl Hub {
     /// Connects and brings the schema up to date.
     pub async fn open(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
         let reference = ReferenceData::load(&settings)?;
+        let secrets_key = secrets::configured_key(&settings.storage)?;
         let db = store::connect(&settings.storage).await?;
         store::migrate(&db).await?;
         let mut channels = ChannelRegistry::default();
@@ -142,6 +147,7 @@ impl Hub {
             channels,
             in_flight: InFlight::default(),
             metrics: Metrics::new()?,
+            secrets_key,
         };
         targets::ensure_portal_target(&hub)
             .await

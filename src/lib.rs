@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod portal;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod workers;

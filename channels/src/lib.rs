@@ -120,13 +120,46 @@ pub struct Rendition {
 }
 
 /// A registered destination of one channel.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TargetRef {
     pub id: String,
     pub name: String,
     pub area_code: String,
     /// Channel-specific settings (an account id, a device group, a portal section).
     pub config: serde_json::Value,
+    /// The target's secrets (an app secret, a signing key), decrypted for the adapter alone.
+    /// Never logged, never serialised: see [`SecretString`].
+    pub secrets: BTreeMap<String, SecretString>,
+}
+
+/// A secret value: an app secret, a signing key. `Debug` and `Display` print `[redacted]`,
+/// and it deliberately does not implement `Serialize`, so it cannot reach a log line, an API
+/// answer or an audit row by accident; an adapter reads it with [`SecretString::expose`].
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for the one call that needs it (signing a request, fetching a token).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::fmt::Display for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,5 +313,21 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", kind.as_str()));
             assert_eq!(ChannelKind::parse(kind.as_str()), Some(kind));
         }
+    }
+
+    #[test]
+    fn a_secret_prints_redacted_whichever_way_it_is_formatted() {
+        let secret = SecretString::new("S3CR3T-value");
+        assert_eq!(format!("{secret}"), "[redacted]");
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+        let target = TargetRef {
+            id: "t".into(),
+            name: "n".into(),
+            area_code: "530426".into(),
+            config: serde_json::json!({}),
+            secrets: BTreeMap::from([("app_secret".to_owned(), secret.clone())]),
+        };
+        assert!(!format!("{target:?}").contains("S3CR3T"));
+        assert_eq!(secret.expose(), "S3CR3T-value");
     }
 }

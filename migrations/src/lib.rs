@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_foundation;
 mod m20261126_000002_delivery;
 mod m20261129_000003_hardening;
+mod m20261129_000004_target_secrets;
 
 /// A named index over `cols` of `table`.
 fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_foundation::Migration),
             Box::new(m20261126_000002_delivery::Migration),
             Box::new(m20261129_000003_hardening::Migration),
+            Box::new(m20261129_000004_target_secrets::Migration),
         ]
     }
 }

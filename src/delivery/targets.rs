@@ -1,9 +1,12 @@
 //! Registered channel targets and how an item's area, catalog entry and tags select them.
 
-use herald_channels::{ChannelKind, TargetRef};
+use std::collections::{BTreeMap, HashMap};
+
+use herald_channels::{ChannelKind, SecretString, TargetRef};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, sea_query::LikeExpr,
+    QuerySelect, Set,
+    sea_query::{LikeExpr, Query},
 };
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +20,11 @@ use crate::{
     },
     error::{Error, Result},
     hub::Hub,
-    store::{begin_write, entities::target},
+    secrets::{MAX_SECRET_BYTES, MAX_SECRET_NAME_CHARS, MAX_SECRETS, Sealed},
+    store::{
+        begin_write,
+        entities::{target, target_secret},
+    },
 };
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -31,6 +38,8 @@ pub struct TargetView {
     /// Tags it takes; empty: all.
     pub tags: Vec<String>,
     pub config: serde_json::Value,
+    /// Names of the target's secrets; their values are never shown.
+    pub secret_names: Vec<String>,
     pub enabled: bool,
 }
 
@@ -52,18 +61,21 @@ impl TryFrom<target::Model> for TargetView {
             id: m.id,
             name: m.name,
             area_code: m.area_code,
+            secret_names: Vec::new(),
             enabled: m.enabled,
         })
     }
 }
 
 impl TargetView {
-    pub fn as_ref(&self) -> TargetRef {
+    /// What the adapter sees: the settings and, decrypted, the secrets.
+    pub fn target_ref(&self, secrets: BTreeMap<String, SecretString>) -> TargetRef {
         TargetRef {
             id: self.id.clone(),
             name: self.name.clone(),
             area_code: self.area_code.clone(),
             config: self.config.clone(),
+            secrets,
         }
     }
 }
@@ -80,6 +92,47 @@ pub struct NewTarget {
     pub tags: Vec<String>,
     #[serde(default)]
     pub config: Option<serde_json::Value>,
+    /// Secrets the adapter needs (`app_secret`, `signing_key`): stored encrypted, apart from
+    /// `config`, and never shown again; views list their names only. At most 16; names of
+    /// `[a-z0-9_]`, at most 64 characters; values at most 4,096 bytes on one line.
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub secrets: BTreeMap<String, SecretString>,
+}
+
+/// Checks names and values; the error names `secrets.<name>` and never repeats a value.
+fn check_secrets(secrets: &BTreeMap<String, SecretString>) -> Result<()> {
+    if secrets.len() > MAX_SECRETS {
+        return Err(Error::validation(
+            "secrets",
+            format!("must have at most {MAX_SECRETS} entries"),
+        ));
+    }
+    for (name, value) in secrets {
+        let shown: String = name.chars().take(MAX_SECRET_NAME_CHARS).collect();
+        let field = format!("secrets.{shown}");
+        if name.is_empty()
+            || name.chars().count() > MAX_SECRET_NAME_CHARS
+            || !name.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        {
+            return Err(Error::validation(
+                field,
+                format!("a secret's name is 1 to {MAX_SECRET_NAME_CHARS} characters of a-z, 0-9 and _"),
+            ));
+        }
+        let raw = value.expose();
+        if raw.len() > MAX_SECRET_BYTES {
+            return Err(Error::validation(
+                field,
+                format!("must be at most {MAX_SECRET_BYTES} bytes"),
+            ));
+        }
+        let checked = single_line(&field, raw, MAX_SECRET_BYTES, true)?;
+        if checked != raw {
+            return Err(Error::validation(field, "must not begin or end with white space"));
+        }
+    }
+    Ok(())
 }
 
 /// A target's settings are a few addresses and options, never documents.
@@ -133,6 +186,20 @@ pub async fn create_target(hub: &Hub, actor: &Caller, new: NewTarget) -> Result<
             format!("is {config_bytes} bytes as JSON; the limit is {MAX_CONFIG_BYTES}"),
         ));
     }
+    check_secrets(&new.secrets)?;
+    let key = match (&hub.secrets_key, new.secrets.is_empty()) {
+        (_, true) => None,
+        (Some(key), false) => Some(key),
+        (None, false) => {
+            return Err(Error::Refused {
+                code: "secrets_key_missing",
+                field: Some("secrets".into()),
+                message: "this server has no storage.secrets_key, so it cannot store target secrets \
+                          encrypted; configure the key and restart"
+                    .into(),
+            });
+        }
+    };
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
     let view = TargetView {
@@ -143,9 +210,23 @@ pub async fn create_target(hub: &Hub, actor: &Caller, new: NewTarget) -> Result<
         catalogs: new.catalogs,
         tags: new.tags,
         config,
+        secret_names: new.secrets.keys().cloned().collect(),
         enabled: true,
     };
     let model = insert(&txn, &view, now).await?;
+    if let Some(key) = key {
+        for (name, value) in &new.secrets {
+            let sealed = key.seal(&view.id, name, value)?;
+            target_secret::ActiveModel {
+                target_id: Set(view.id.clone()),
+                name: Set(name.clone()),
+                nonce: Set(sealed.nonce),
+                ciphertext: Set(sealed.ciphertext),
+            }
+            .insert(&txn)
+            .await?;
+        }
+    }
     audit::append(
         &txn,
         now,
@@ -156,13 +237,20 @@ pub async fn create_target(hub: &Hub, actor: &Caller, new: NewTarget) -> Result<
             target_id: &model.id,
             before_hash: None,
             after_hash: None,
-            detail: serde_json::json!({"channel": model.channel, "name": model.name, "area_code": model.area_code}),
+            detail: serde_json::json!({
+                "channel": model.channel,
+                "name": model.name,
+                "area_code": model.area_code,
+                "secret_names": view.secret_names,
+            }),
             area: Some(&model.area_code),
         },
     )
     .await?;
     txn.commit().await?;
-    TargetView::try_from(model)
+    let mut created = TargetView::try_from(model)?;
+    created.secret_names = view.secret_names;
+    Ok(created)
 }
 
 async fn insert(
@@ -204,6 +292,7 @@ pub async fn ensure_portal_target(hub: &Hub) -> Result<()> {
             catalogs: Vec::new(),
             tags: Vec::new(),
             config: serde_json::json!({}),
+            secret_names: Vec::new(),
             enabled: true,
         };
         insert(&txn, &portal, hub.clock.now()).await?;
@@ -213,8 +302,9 @@ pub async fn ensure_portal_target(hub: &Hub) -> Result<()> {
 }
 
 pub async fn list_targets(hub: &Hub, caller: &Caller) -> Result<Vec<TargetView>> {
-    target::Entity::find()
-        .filter(target::Column::AreaCode.starts_with(caller.area.as_str()))
+    let condition = Condition::all().add(target::Column::AreaCode.starts_with(caller.area.as_str()));
+    let views = target::Entity::find()
+        .filter(condition.clone())
         .order_by_asc(target::Column::Channel)
         .order_by_asc(target::Column::AreaCode)
         .order_by_asc(target::Column::Name)
@@ -222,7 +312,79 @@ pub async fn list_targets(hub: &Hub, caller: &Caller) -> Result<Vec<TargetView>>
         .await?
         .into_iter()
         .map(TargetView::try_from)
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    with_secret_names(&hub.db, condition, views).await
+}
+
+/// Fills in `secret_names` of `views`, the targets `condition` selects (one query, whatever
+/// their number: the targets are a subquery, not a list of ids).
+async fn with_secret_names(
+    db: &impl ConnectionTrait,
+    condition: Condition,
+    mut views: Vec<TargetView>,
+) -> Result<Vec<TargetView>> {
+    let selected = Query::select()
+        .column(target::Column::Id)
+        .from(target::Entity)
+        .cond_where(condition)
+        .to_owned();
+    let rows: Vec<(String, String)> = target_secret::Entity::find()
+        .select_only()
+        .column(target_secret::Column::TargetId)
+        .column(target_secret::Column::Name)
+        .filter(target_secret::Column::TargetId.in_subquery(selected))
+        .order_by_asc(target_secret::Column::Name)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut names: HashMap<String, Vec<String>> = HashMap::new();
+    for (target_id, name) in rows {
+        names.entry(target_id).or_default().push(name);
+    }
+    for view in &mut views {
+        view.secret_names = names.remove(&view.id).unwrap_or_default();
+    }
+    Ok(views)
+}
+
+/// The decrypted secrets of `target_ids`, for their adapters. A target whose secrets cannot
+/// be opened (no key, another key, an altered row) maps to the reason, which never holds a value.
+pub async fn load_secrets(
+    hub: &Hub,
+    target_ids: &[&str],
+) -> Result<HashMap<String, std::result::Result<BTreeMap<String, SecretString>, String>>> {
+    let rows = target_secret::Entity::find()
+        .filter(target_secret::Column::TargetId.is_in(target_ids.iter().copied()))
+        .all(&hub.db)
+        .await?;
+    let mut secrets: HashMap<String, std::result::Result<BTreeMap<String, SecretString>, String>> =
+        HashMap::new();
+    for row in rows {
+        let opened = match &hub.secrets_key {
+            None => Err("the target has secrets but no storage.secrets_key is configured".to_owned()),
+            Some(key) => key
+                .open(
+                    &row.target_id,
+                    &row.name,
+                    &Sealed {
+                        nonce: row.nonce,
+                        ciphertext: row.ciphertext,
+                    },
+                )
+                .map_err(|e| e.to_string()),
+        };
+        let entry = secrets
+            .entry(row.target_id)
+            .or_insert_with(|| Ok(BTreeMap::new()));
+        match (entry, opened) {
+            (Ok(map), Ok(value)) => {
+                map.insert(row.name, value);
+            }
+            (entry @ Ok(_), Err(reason)) => *entry = Err(reason),
+            (Err(_), _) => {}
+        }
+    }
+    Ok(secrets)
 }
 
 /// JSON-array columns hold plain strings: a value is in the array when its JSON form is.
@@ -300,14 +462,15 @@ impl Reach {
     }
 
     pub async fn targets(&self, db: &impl ConnectionTrait) -> Result<Vec<TargetView>> {
-        target::Entity::find()
+        let views = target::Entity::find()
             .filter(self.condition())
             .order_by_asc(target::Column::Id)
             .all(db)
             .await?
             .into_iter()
             .map(TargetView::try_from)
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        with_secret_names(db, self.condition(), views).await
     }
 
     /// Of `ids`, those this reach does not include.

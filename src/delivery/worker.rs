@@ -10,7 +10,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use herald_channels::{
-    Channel, ChannelKind, DeliveryOutcome, Dispatch, Permanence, Rendition, WithdrawOutcome,
+    Channel, ChannelKind, DeliveryOutcome, Dispatch, Permanence, Rendition, SecretString, TargetRef,
+    WithdrawOutcome,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Statement, sea_query::Expr,
@@ -18,7 +19,10 @@ use sea_orm::{
 use tokio::sync::Semaphore;
 
 use super::{
-    DeliveryKind, DeliveryState, NewReceipt, counts::CountChanges, record_receipts, targets::TargetView,
+    DeliveryKind, DeliveryState, NewReceipt,
+    counts::CountChanges,
+    record_receipts,
+    targets::{self, TargetView},
 };
 use crate::{
     error::Result,
@@ -343,6 +347,8 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(delivery::Model, Sett
 /// batch shares one rendition, and a rendition (a whole item body) is the largest thing read.
 pub struct BatchContext {
     targets: HashMap<String, TargetView>,
+    /// Decrypted secrets by target (absent: none), or why they cannot be opened.
+    secrets: HashMap<String, std::result::Result<BTreeMap<String, SecretString>, String>>,
     renditions: HashMap<String, serde_json::Value>,
 }
 
@@ -352,12 +358,14 @@ impl BatchContext {
         let rendition_ids: BTreeSet<&str> = rows.iter().map(|r| r.rendition_id.as_str()).collect();
         let mut targets = HashMap::new();
         for row in target::Entity::find()
-            .filter(target::Column::Id.is_in(target_ids))
+            .filter(target::Column::Id.is_in(target_ids.iter().copied()))
             .all(&hub.db)
             .await?
         {
             targets.insert(row.id.clone(), TargetView::try_from(row)?);
         }
+        let ids: Vec<&str> = target_ids.iter().copied().collect();
+        let secrets = targets::load_secrets(hub, &ids).await?;
         let mut renditions = HashMap::new();
         for row in rendition::Entity::find()
             .filter(rendition::Column::Id.is_in(rendition_ids))
@@ -367,13 +375,43 @@ impl BatchContext {
             let payload = serde_json::from_str(&row.payload).map_err(anyhow::Error::new)?;
             renditions.insert(row.id, payload);
         }
-        Ok(Self { targets, renditions })
+        Ok(Self {
+            targets,
+            secrets,
+            renditions,
+        })
+    }
+
+    /// What the adapter sees of a delivery's target: its settings and decrypted secrets.
+    fn target_ref(&self, target_id: &str) -> Result<TargetRef> {
+        let target = self
+            .targets
+            .get(target_id)
+            .ok_or_else(|| anyhow::anyhow!("target {target_id} vanished"))?;
+        let secrets = match self.secrets.get(target_id) {
+            Some(Ok(secrets)) => secrets.clone(),
+            // `settled_without_call` has settled these already.
+            Some(Err(reason)) => return Err(anyhow::anyhow!("{reason}").into()),
+            None => BTreeMap::new(),
+        };
+        Ok(target.target_ref(secrets))
     }
 }
 
-/// How a claimed delivery ends without calling its channel: past its `not_after`, or with no
-/// adapter registered for it.
-fn settled_without_call(hub: &Hub, row: &delivery::Model) -> Option<Settled> {
+/// How a claimed delivery ends without calling its channel: past its `not_after`, with no
+/// adapter registered for it, or with secrets that cannot be opened (sending without the
+/// credentials cannot succeed, and retrying will not bring the key back: the operator fixes
+/// the configuration and retries).
+fn settled_without_call(hub: &Hub, batch: &BatchContext, row: &delivery::Model) -> Option<Settled> {
+    if let Some(Err(reason)) = batch.secrets.get(&row.target_id) {
+        return Some(settle_failure(
+            hub,
+            row.attempts,
+            Permanence::Permanent,
+            "secrets_unreadable",
+            reason,
+        ));
+    }
     if row.not_after.is_some_and(|deadline| deadline <= hub.clock.now()) {
         return Some(Settled {
             state: DeliveryState::Expired,
@@ -433,14 +471,8 @@ async fn deliver_group(
         let chunk: Vec<delivery::Model> = rows.by_ref().take(chunk_size).collect();
         let targets = chunk
             .iter()
-            .map(|row| {
-                batch
-                    .targets
-                    .get(&row.target_id)
-                    .map(TargetView::as_ref)
-                    .ok_or_else(|| anyhow::anyhow!("target {} vanished", row.target_id))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|row| batch.target_ref(&row.target_id))
+            .collect::<Result<Vec<_>>>()?;
         let dispatches: Vec<Dispatch<'_>> = chunk
             .iter()
             .zip(&targets)
@@ -484,11 +516,7 @@ async fn withdraw_one(
     row: &delivery::Model,
 ) -> Result<Settled> {
     let limits = hub.settings.delivery.limits_for(channel.kind());
-    let target = batch
-        .targets
-        .get(&row.target_id)
-        .ok_or_else(|| anyhow::anyhow!("target {} vanished", row.target_id))?
-        .as_ref();
+    let target = batch.target_ref(&row.target_id)?;
     let reason = batch
         .renditions
         .get(&row.rendition_id)
@@ -551,7 +579,7 @@ async fn execute_claimed(hub: &Hub, worker_id: &str, claimed: Vec<delivery::Mode
     let mut groups: BTreeMap<String, Vec<delivery::Model>> = BTreeMap::new();
     let mut withdrawals = Vec::new();
     for row in claimed {
-        if let Some(settled) = settled_without_call(hub, &row) {
+        if let Some(settled) = settled_without_call(hub, batch, &row) {
             outcomes.push((row, settled));
         } else if row.kind == DeliveryKind::Withdraw.as_str() {
             withdrawals.push(row);

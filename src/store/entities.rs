@@ -288,6 +288,23 @@ pub mod target {
     no_relations!();
 }
 
+/// A target's secret, sealed (`crate::secrets`); the plaintext is never stored.
+pub mod target_secret {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "target_secrets")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub target_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        pub nonce: Vec<u8>,
+        pub ciphertext: Vec<u8>,
+    }
+    no_relations!();
+}
+
 pub mod rendition {
     use sea_orm::entity::prelude::*;
 

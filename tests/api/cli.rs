@@ -40,8 +40,10 @@ fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_heal
     let stdout = child.0.stdout.take().expect("stdout");
     let mut password = None;
     let mut address = None;
+    let mut key_announced = false;
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("line");
+        key_announced |= line.starts_with("Generated the key that encrypts target secrets");
         if let Some(p) = line.strip_prefix("one-time password: ") {
             password = Some(p.to_owned());
         }
@@ -52,6 +54,12 @@ fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_heal
     }
     let address = address.expect("serve printed where it listens");
     let password = password.expect("serve printed the first admin's password");
+    assert!(
+        key_announced,
+        "serve told the operator it generated the secrets key"
+    );
+    let key = std::fs::read_to_string(dir.path().join("secrets.key")).expect("secrets.key written");
+    assert_eq!(key.trim().len(), 64, "a 32-byte key in hex");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let secrets = runtime.block_on(async {
         let client = reqwest::Client::new();
@@ -326,4 +334,26 @@ fn session_of(response: &reqwest::Response) -> String {
         .find(|c| c.name() == "herald_session")
         .expect("session cookie");
     format!("herald_session={}", cookie.value())
+}
+
+#[test]
+fn serve_on_postgresql_without_a_secrets_key_refuses_to_start_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = herald()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env(
+            "HERALD_STORAGE__DATABASE_URL",
+            "postgres://herald@127.0.0.1:1/herald",
+        )
+        .env_remove("HERALD_STORAGE__SECRETS_KEY")
+        .output()
+        .expect("herald serve runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("storage.secrets_key"), "{stderr}");
+    assert!(
+        !dir.path().join("secrets.key").exists(),
+        "no key file for PostgreSQL"
+    );
 }

@@ -102,6 +102,9 @@ pub async fn spawn_app_with(backend: Backend, channels: Vec<Arc<dyn Channel>>) -
     spawn_app_configured(backend, channels, |_| {}).await
 }
 
+/// The key target secrets are sealed with in tests (`storage.secrets_key`).
+pub const TEST_SECRETS_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
 /// The bearer token `/metrics` takes in tests.
 pub const TEST_METRICS_TOKEN: &str = "test-metrics-token";
 
@@ -122,6 +125,7 @@ pub async fn spawn_app_configured(
     settings.content.max_body_bytes = TEST_MAX_BODY_BYTES;
     settings.content.calendar_file = calendar_path.display().to_string();
     settings.server.metrics_token = TEST_METRICS_TOKEN.into();
+    settings.storage.secrets_key = TEST_SECRETS_KEY.into();
     configure(&mut settings);
     match (backend, std::env::var("HERALD_TEST_DATABASE_URL")) {
         (Backend::Postgres, Ok(base)) => settings.storage.database_url = fresh_postgres_url(&base).await,

@@ -18,6 +18,7 @@ mod matrix;
 mod portal;
 mod scheduling;
 mod scoping;
+mod secrets;
 mod sweep;
 mod system;
 mod validation;

@@ -1,7 +1,7 @@
 //! A channel adapter whose answers a test scripts, and which remembers every call.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     sync::{Arc, Mutex},
 };
 
@@ -28,6 +28,8 @@ pub struct Scripted {
     /// Idempotency keys of every deliver call, in order.
     pub calls: Mutex<Vec<String>>,
     pub withdrawals: Mutex<Vec<String>>,
+    /// The decrypted secrets each deliver call was handed: (target id, name → value).
+    pub secrets_seen: Mutex<Vec<(String, BTreeMap<String, String>)>>,
 }
 
 impl Scripted {
@@ -39,6 +41,7 @@ impl Scripted {
             can_withdraw: true,
             calls: Mutex::new(Vec::new()),
             withdrawals: Mutex::new(Vec::new()),
+            secrets_seen: Mutex::new(Vec::new()),
         })
     }
 
@@ -50,6 +53,7 @@ impl Scripted {
             can_withdraw: false,
             calls: Mutex::new(Vec::new()),
             withdrawals: Mutex::new(Vec::new()),
+            secrets_seen: Mutex::new(Vec::new()),
         })
     }
 
@@ -73,6 +77,15 @@ impl Channel for Scripted {
 
     async fn deliver(&self, _rendition: &Rendition, target: &TargetRef, key: &str) -> DeliveryOutcome {
         self.calls.lock().expect("lock").push(key.to_owned());
+        let secrets = target
+            .secrets
+            .iter()
+            .map(|(name, value)| (name.clone(), value.expose().to_owned()))
+            .collect();
+        self.secrets_seen
+            .lock()
+            .expect("lock")
+            .push((target.id.clone(), secrets));
         // A target configured to fail always fails permanently, whatever the script says.
         let step = if target.config["fail"] == true {
             Step::Permanent
