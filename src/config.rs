@@ -117,6 +117,13 @@ impl std::fmt::Debug for StorageSettings {
 }
 
 impl StorageSettings {
+    /// The key target secrets are sealed with: `secrets_key`, or on the embedded default the
+    /// key file `herald serve` generated. `None`: no secrets can be stored or read.
+    pub fn open_secrets_key(&self) -> anyhow::Result<Option<crate::secrets::SecretsKey>> {
+        let embedded = self.database_url.is_empty().then_some(self.data_dir.as_path());
+        crate::secrets::configured_key(&self.secrets_key, embedded)
+    }
+
     pub fn effective_database_url(&self) -> String {
         if self.database_url.is_empty() {
             format!("sqlite://{}?mode=rwc", self.data_dir.join("herald.db").display())

@@ -18,7 +18,7 @@ use crate::{
         calendar::{DEFAULT_CALENDAR, WorkCalendar},
         catalog::{Catalog, DEFAULT_CATALOG},
     },
-    secrets::{self, SecretsKey},
+    secrets::SecretsKey,
     store,
     telemetry::Metrics,
 };
@@ -127,7 +127,7 @@ impl Hub {
     /// Connects and brings the schema up to date.
     pub async fn open(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
         let reference = ReferenceData::load(&settings)?;
-        let secrets_key = secrets::configured_key(&settings.storage)?;
+        let secrets_key = settings.storage.open_secrets_key()?;
         let db = store::connect(&settings.storage).await?;
         store::migrate(&db).await?;
         let mut channels = ChannelRegistry::default();

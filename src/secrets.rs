@@ -13,8 +13,6 @@ use chacha20poly1305::{
 
 pub use herald_channels::SecretString;
 
-use crate::config::StorageSettings;
-
 /// At most this many secrets per target.
 pub const MAX_SECRETS: usize = 16;
 /// Secret names: `[a-z0-9_]`, at most this many characters.
@@ -127,19 +125,22 @@ pub fn key_file(data_dir: &Path) -> PathBuf {
     data_dir.join(KEY_FILE)
 }
 
-/// The key this installation uses: `storage.secrets_key` when set; otherwise, on the embedded
-/// default, the key file `herald serve` generated, if there is one. `None`: no secrets can be
-/// stored or read.
-pub fn configured_key(storage: &StorageSettings) -> anyhow::Result<Option<SecretsKey>> {
-    if !storage.secrets_key.is_empty() {
-        return SecretsKey::from_hex(&storage.secrets_key)
+/// The key this installation uses: `configured_hex` (`storage.secrets_key`) when set;
+/// otherwise, on the embedded default (`embedded_data_dir`), the key file `herald serve`
+/// generated, if there is one. `None`: no secrets can be stored or read.
+pub fn configured_key(
+    configured_hex: &str,
+    embedded_data_dir: Option<&Path>,
+) -> anyhow::Result<Option<SecretsKey>> {
+    if !configured_hex.is_empty() {
+        return SecretsKey::from_hex(configured_hex)
             .map(Some)
             .map_err(|e| anyhow::anyhow!("storage.secrets_key: {e}"));
     }
-    if !storage.database_url.is_empty() {
+    let Some(data_dir) = embedded_data_dir else {
         return Ok(None);
-    }
-    let path = key_file(&storage.data_dir);
+    };
+    let path = key_file(data_dir);
     match std::fs::read_to_string(&path) {
         Ok(raw) => SecretsKey::from_hex(&raw)
             .map(Some)
@@ -255,13 +256,13 @@ mod tests {
             let mode = std::fs::metadata(&path).expect("metadata").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let storage = StorageSettings {
-            data_dir,
-            ..StorageSettings::default()
-        };
-        let key = configured_key(&storage).expect("reads").expect("a key");
+        let key = configured_key("", Some(&data_dir))
+            .expect("reads")
+            .expect("a key");
         let sealed = key.seal("t", "n", &secret()).expect("seals");
-        let again = configured_key(&storage).expect("reads").expect("a key");
+        let again = configured_key("", Some(&data_dir))
+            .expect("reads")
+            .expect("a key");
         assert_eq!(
             again.open("t", "n", &sealed).expect("opens").expose(),
             "S3CR3T-app-secret"
