@@ -77,11 +77,11 @@ impl Metrics {
         self.record(|| metrics::counter!(HTTP_RESPONSES, "class" => class).increment(1));
     }
 
-    /// A delivery attempt's outcome was recorded: `outcome` is the state it ended in.
-    pub fn delivery_recorded(&self, channel: &str, outcome: &'static str) {
+    /// `n` delivery attempts of `channel` were recorded ending in state `outcome`.
+    pub fn deliveries_recorded(&self, channel: &str, outcome: &'static str, n: u64) {
         let channel = channel.to_owned();
         self.record(|| {
-            metrics::counter!(DELIVERIES, "channel" => channel, "outcome" => outcome).increment(1)
+            metrics::counter!(DELIVERIES, "channel" => channel, "outcome" => outcome).increment(n)
         });
     }
 

@@ -275,10 +275,14 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(delivery::Model, Sett
     // Outcomes that set the same columns are written by one UPDATE per chunk of ids.
     let mut alike: BTreeMap<SameColumns, Vec<String>> = BTreeMap::new();
     let mut counts = CountChanges::default();
+    let mut recorded: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
     let mut receipts = Vec::with_capacity(outcomes.len());
     let attempts: Vec<String> = outcomes.iter().map(|(row, _)| row.attempts.to_string()).collect();
     for ((row, settled), attempt) in outcomes.iter().zip(&attempts) {
         if held.contains(&row.id) {
+            *recorded
+                .entry((row.channel.as_str(), settled.state.as_str()))
+                .or_insert(0) += 1;
             alike
                 .entry((settled.state.as_str(), settled.error.clone(), settled.retry_at))
                 .or_default()
@@ -334,11 +338,9 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(delivery::Model, Sett
     record_receipts(&txn, receipts).await?;
     counts.apply(&txn).await?;
     txn.commit().await?;
-    for (row, settled) in &outcomes {
-        if held.contains(&row.id) {
-            hub.metrics
-                .delivery_recorded(&row.channel, settled.state.as_str());
-        }
+    // Counted per channel and outcome, once the batch is committed.
+    for ((channel, outcome), n) in recorded {
+        hub.metrics.deliveries_recorded(channel, outcome, n);
     }
     Ok(held.len())
 }
