@@ -107,17 +107,17 @@ pub async fn claim(
     let mut ids = Vec::with_capacity(candidates.len());
     let mut counts = CountChanges::default();
     for row in &candidates {
-        let [id, item_id, channel, kind, state] =
-            [0, 1, 2, 3, 4].map(|i| row.try_get_by_index::<String>(i).unwrap_or_default());
+        // A row that does not decode is an error, never counted under empty names.
+        let candidate = Candidate::from_query_result(row, "")?;
         counts.moved(
-            &item_id,
-            &channel,
-            &kind,
-            &state,
+            &candidate.item_id,
+            &candidate.channel,
+            &candidate.kind,
+            &candidate.state,
             DeliveryState::Sending.as_str(),
             1,
         );
-        ids.push(id);
+        ids.push(candidate.id);
     }
     if ids.is_empty() {
         txn.commit().await?;
@@ -150,6 +150,16 @@ pub async fn claim(
     let rank: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
     claimed.sort_by_key(|row| rank.get(row.id.as_str()).copied());
     Ok(claimed)
+}
+
+/// A due delivery before the claim moves it: enough to count the move.
+#[derive(FromQueryResult)]
+struct Candidate {
+    id: String,
+    item_id: String,
+    channel: String,
+    kind: String,
+    state: String,
 }
 
 /// What the worker reads of a delivery it claimed.
