@@ -289,17 +289,8 @@ impl Channel for InstantDevices {
 /// `herald bench deliver`: publish to many loudspeakers answering at once, then drain every
 /// delivery to `delivered`; prints the write time, the drain time and their ratio.
 pub async fn deliver(options: BenchOptions) -> anyhow::Result<()> {
-    let mut scratch = scratch(&options).await?;
-    let devices = crate::config::ChannelLimits {
-        batch_size: Some(5000),
-        in_flight: Some(5000),
-        attempt_deadline_seconds: None,
-    };
-    scratch
-        .settings
-        .delivery
-        .channels
-        .insert(ChannelKind::Loudspeaker, devices);
+    // The loudspeaker channel's default limits, as a county runs it.
+    let scratch = scratch(&options).await?;
     let result = run_deliver(&scratch.settings, &options).await;
     drop_scratch(scratch).await?;
     result

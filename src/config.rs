@@ -273,9 +273,27 @@ impl Default for DeliverySettings {
             channel_in_flight: 16,
             target_in_flight: 2,
             attempt_deadline_seconds: 60,
-            channels: BTreeMap::new(),
+            channels: default_channel_limits(),
         }
     }
+}
+
+/// What each channel can take, absent other settings: a device group hears one command, so
+/// devices take a whole county's worth at once and a publish either leaves the broker within
+/// seconds or not at all; WeChat allows a handful of calls at a time per account and answers
+/// slowly; the media center sits in between.
+fn default_channel_limits() -> BTreeMap<ChannelKind, ChannelLimits> {
+    let limits = |batch_size, in_flight, attempt_deadline_seconds| ChannelLimits {
+        batch_size: Some(batch_size),
+        in_flight: Some(in_flight),
+        attempt_deadline_seconds: Some(attempt_deadline_seconds),
+    };
+    BTreeMap::from([
+        (ChannelKind::Loudspeaker, limits(10_000, 10_000, 10)),
+        (ChannelKind::NoticeBoard, limits(10_000, 10_000, 10)),
+        (ChannelKind::Wechat, limits(8, 4, 60)),
+        (ChannelKind::MediaCenter, limits(16, 8, 60)),
+    ])
 }
 
 /// One channel's own delivery limits; an absent value takes the general one.

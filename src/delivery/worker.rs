@@ -402,16 +402,20 @@ impl BatchContext {
     pub async fn load(hub: &Hub, rows: &[Claimed]) -> Result<Self> {
         let target_ids: BTreeSet<&str> = rows.iter().map(|r| r.target_id.as_str()).collect();
         let rendition_ids: BTreeSet<&str> = rows.iter().map(|r| r.rendition_id.as_str()).collect();
-        let mut targets = HashMap::new();
-        for row in target::Entity::find()
-            .filter(target::Column::Id.is_in(target_ids.iter().copied()))
-            .all(&hub.db)
-            .await?
-        {
-            targets.insert(row.id.clone(), TargetView::try_from(row)?);
-        }
+        // In chunks: a device batch can hold more ids than a statement may bind.
         let ids: Vec<&str> = target_ids.iter().copied().collect();
-        let secrets = targets::load_secrets(hub, &ids).await?;
+        let mut targets = HashMap::with_capacity(ids.len());
+        let mut secrets = HashMap::new();
+        for chunk in ids.chunks(super::ID_CHUNK) {
+            for row in target::Entity::find()
+                .filter(target::Column::Id.is_in(chunk.iter().copied()))
+                .all(&hub.db)
+                .await?
+            {
+                targets.insert(row.id.clone(), TargetView::try_from(row)?);
+            }
+            secrets.extend(targets::load_secrets(hub, chunk).await?);
+        }
         let mut renditions = HashMap::new();
         for row in rendition::Entity::find()
             .filter(rendition::Column::Id.is_in(rendition_ids))
