@@ -12,13 +12,14 @@ use sea_orm::{ConnectionTrait, Database, EntityTrait, Set};
 
 use crate::{
     accounts::{self, NewUser},
+    clock::Clock,
     config::Settings,
     delivery,
     domain::{
         item::{Disclosure, Genre, ItemInput},
         user::Role,
     },
-    hub::{Clock, Hub},
+    hub::Hub,
     store::entities::target,
     workflow::{self, ApproveInput, ConfidentialityCheckInput, PublishInput},
 };

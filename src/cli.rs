@@ -10,11 +10,12 @@ use clap::{Parser, Subcommand};
 use crate::{
     accounts::{self, NewUser},
     audit,
+    clock::Clock,
     config::{Overrides, Settings},
     delivery,
     domain::user::Role,
     http::Application,
-    hub::{Clock, Hub, ReferenceData},
+    hub::{Hub, ReferenceData},
     telemetry, workers,
 };
 

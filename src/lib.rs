@@ -5,6 +5,7 @@ pub mod attachments;
 pub mod audit;
 pub mod bench;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod domain;

@@ -16,6 +16,7 @@ use crate::{
     accounts::Caller,
     attachments,
     audit::{self, AuditEvent},
+    clock::{china_date, end_of_china_day},
     delivery::{
         self,
         targets::{Reach, TargetView},
@@ -27,7 +28,7 @@ use crate::{
         text::{MAX_COMMENT_CHARS, MAX_ID_CHARS, MAX_REASON_CHARS, multi_line, single_line},
     },
     error::{Error, Result},
-    hub::{Hub, china_date, end_of_china_day},
+    hub::Hub,
     store::{
         begin_write,
         entities::{attachment, idempotency, item, item_version, publication, review},

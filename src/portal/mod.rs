@@ -14,6 +14,7 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Quer
 use serde::Deserialize;
 
 use crate::{
+    clock::china_offset,
     domain::{
         area::AreaLevel,
         catalog::CatalogGroup,
@@ -21,7 +22,7 @@ use crate::{
     },
     error::Error,
     http::{PublicSite, error::ApiError, extract::hub},
-    hub::{Hub, china_offset},
+    hub::Hub,
     store::entities::{attachment, item, portal_page},
 };
 

@@ -13,10 +13,11 @@ use std::{
 use chrono::{DateTime, TimeZone, Utc};
 use herald::{
     accounts::{self, NewUser},
+    clock::Clock,
     config::Settings,
     domain::user::Role,
     http::Application,
-    hub::{Clock, Hub},
+    hub::Hub,
 };
 use herald_channels::Channel;
 use sea_orm::{ConnectionTrait, Database};
