@@ -20,6 +20,7 @@ use crate::{
         user::Role,
     },
     hub::Hub,
+    startup::open_hub,
     store::entities::target,
     workflow::{self, ApproveInput, ConfidentialityCheckInput, PublishInput},
 };
@@ -202,7 +203,7 @@ async fn add_targets(hub: &Hub, channel: ChannelKind, area: &str, count: usize) 
 }
 
 async fn run_publish(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> {
-    let hub = Hub::open(settings.clone(), Clock::System).await?;
+    let hub = open_hub(settings.clone(), Clock::System).await?;
     let root = hub.areas.root().code.to_string();
     let (publisher, item_id) = approved_item(&hub).await?;
     // The built-in portal target is one; add the rest in bulk.
@@ -307,7 +308,7 @@ pub async fn deliver(options: BenchOptions) -> anyhow::Result<()> {
 }
 
 async fn run_deliver(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> {
-    let mut hub = Hub::open(settings.clone(), Clock::System).await?;
+    let mut hub = open_hub(settings.clone(), Clock::System).await?;
     hub.channels.register(std::sync::Arc::new(InstantDevices));
     let village = hub
         .areas

@@ -1,25 +1,22 @@
 //! `Hub`: the store plus the configuration every operation consults. One per process; HTTP
 //! handlers, the CLI and workers all act through it.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use regex::Regex;
 use sea_orm::DatabaseConnection;
 
-use herald_channels::{ChannelRegistry, portal::Portal};
+use herald_channels::ChannelRegistry;
 
 use crate::{
     clock::Clock,
     config::Settings,
-    delivery::{portal_store::DbPortalStore, targets, worker::InFlight},
+    delivery::in_flight::InFlight,
     domain::{
         area::{AreaTree, DEMO_AREAS},
         calendar::{DEFAULT_CALENDAR, WorkCalendar},
         catalog::{Catalog, DEFAULT_CATALOG},
     },
     secrets::SecretsKey,
-    store,
     telemetry::Metrics,
 };
 
@@ -33,7 +30,8 @@ pub struct Hub {
     pub clock: Clock,
     /// Channel adapters; tests may register their own before the hub is shared.
     pub channels: ChannelRegistry,
-    pub in_flight: InFlight,
+    /// The delivery worker's per-instance bounds; only the worker reads them.
+    pub(crate) in_flight: InFlight,
     /// This hub's Prometheus metrics, rendered at `/metrics`.
     pub metrics: Metrics,
     /// Seals and opens target secrets; `None` when no key is configured (then targets cannot
@@ -73,38 +71,5 @@ impl ReferenceData {
             calendar,
             index_no_pattern,
         })
-    }
-}
-
-impl Hub {
-    /// Connects and brings the schema up to date.
-    pub async fn open(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
-        let reference = ReferenceData::load(&settings)?;
-        let secrets_key = settings.storage.open_secrets_key()?;
-        let db = store::connect(&settings.storage).await?;
-        store::migrate(&db).await?;
-        let mut channels = ChannelRegistry::default();
-        let portal_store = DbPortalStore {
-            db: db.clone(),
-            clock: clock.clone(),
-        };
-        channels.register(Arc::new(Portal::new(Arc::new(portal_store))));
-        let hub = Self {
-            db,
-            settings,
-            areas: reference.areas,
-            catalog: reference.catalog,
-            calendar: reference.calendar,
-            index_no_pattern: reference.index_no_pattern,
-            clock,
-            channels,
-            in_flight: InFlight::default(),
-            metrics: Metrics::new()?,
-            secrets_key,
-        };
-        targets::ensure_portal_target(&hub)
-            .await
-            .map_err(|e| anyhow::anyhow!("registering the portal target: {e}"))?;
-        Ok(hub)
     }
 }

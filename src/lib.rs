@@ -14,6 +14,7 @@ pub mod http;
 pub mod hub;
 pub mod portal;
 pub mod secrets;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod workers;

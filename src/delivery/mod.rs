@@ -3,7 +3,7 @@
 //! receipts from which each delivery's state follows.
 
 pub mod counts;
-pub mod portal_store;
+pub mod in_flight;
 pub mod targets;
 pub mod worker;
 

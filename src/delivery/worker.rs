@@ -4,7 +4,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
@@ -16,11 +16,11 @@ use herald_channels::{
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Statement, sea_query::Expr,
 };
-use tokio::sync::Semaphore;
 
 use super::{
     DeliveryKind, DeliveryState, NewReceipt,
     counts::CountChanges,
+    in_flight::InFlight,
     record_receipts,
     targets::{self, TargetView},
 };
@@ -33,22 +33,6 @@ use crate::{
         is_postgres,
     },
 };
-
-/// In-flight bounds for one hub instance: per channel and per target.
-#[derive(Default)]
-pub struct InFlight {
-    channels: Mutex<HashMap<String, Arc<Semaphore>>>,
-    targets: Mutex<HashMap<String, Arc<Semaphore>>>,
-}
-
-impl InFlight {
-    fn permit_source(map: &Mutex<HashMap<String, Arc<Semaphore>>>, key: &str, size: u32) -> Arc<Semaphore> {
-        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(size as usize)))
-            .clone()
-    }
-}
 
 /// Capped exponential backoff with "equal jitter": half the step fixed, half random, so
 /// retries spread out yet each waits at least as long as the previous one's minimum.

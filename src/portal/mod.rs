@@ -13,6 +13,8 @@ use herald_channels::portal::PortalPage;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Query};
 use serde::Deserialize;
 
+pub mod store;
+
 use crate::{
     clock::china_offset,
     domain::{

@@ -18,6 +18,7 @@ use herald::{
     domain::user::Role,
     http::Application,
     hub::Hub,
+    startup::open_hub,
 };
 use herald_channels::Channel;
 use sea_orm::{ConnectionTrait, Database};
@@ -89,7 +90,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Opens another hub instance on `app`'s database, as a second `herald serve` would.
 pub async fn second_instance(app: &TestApp, channels: Vec<Arc<dyn Channel>>) -> Arc<Hub> {
-    let mut hub = Hub::open(app.hub.settings.clone(), app.hub.clock.clone())
+    let mut hub = open_hub(app.hub.settings.clone(), app.hub.clock.clone())
         .await
         .expect("second hub opens");
     for channel in channels {
@@ -142,7 +143,7 @@ pub async fn spawn_app_configured(
     )
     .expect("write config");
 
-    let mut hub = Hub::open(settings, Clock::manual(test_start_time()))
+    let mut hub = open_hub(settings, Clock::manual(test_start_time()))
         .await
         .expect("hub opens");
     for channel in channels {
