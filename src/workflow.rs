@@ -29,18 +29,12 @@ use crate::{
     },
     error::{Error, Result},
     hub::Hub,
+    items::{ItemKind, content_of, kind_of, load_version, load_visible, state_of},
     store::{
         begin_write,
         entities::{attachment, idempotency, item, item_version, publication, review},
     },
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ItemKind {
-    Document,
-    Interpretation,
-}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ItemView {
@@ -86,63 +80,6 @@ pub struct VersionView {
     pub created_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<ItemContent>,
-}
-
-fn kind_of(row: &item::Model) -> ItemKind {
-    if row.interprets_id.is_some() {
-        ItemKind::Interpretation
-    } else {
-        ItemKind::Document
-    }
-}
-
-fn state_of(row: &item::Model) -> Result<ItemState> {
-    ItemState::parse(&row.state)
-        .ok_or_else(|| anyhow::anyhow!("item {} has unknown state {}", row.id, row.state).into())
-}
-
-fn content_of(version: &item_version::Model) -> Result<ItemContent> {
-    serde_json::from_str(&version.content).map_err(|e| {
-        anyhow::anyhow!(
-            "item {} version {} is unreadable: {e}",
-            version.item_id,
-            version.version
-        )
-        .into()
-    })
-}
-
-fn area_of(row: &item::Model) -> Result<AreaCode> {
-    AreaCode::parse(&row.area_code).map_err(|e| anyhow::Error::new(e).into())
-}
-
-/// Loads an item the caller may see; on PostgreSQL, `lock` holds it until the transaction ends.
-pub(crate) async fn load_visible(
-    db: &impl ConnectionTrait,
-    caller: &Caller,
-    id: &str,
-    lock: bool,
-) -> Result<item::Model> {
-    let mut query = item::Entity::find_by_id(id);
-    if lock {
-        query = query.lock_exclusive();
-    }
-    let row = query.one(db).await?.ok_or(Error::NotFound("item"))?;
-    if !caller.sees(&area_of(&row)?) {
-        // Neither the item's area nor anything else about it is told.
-        return Err(Error::forbidden(format!(
-            "this item is outside your area {}",
-            caller.area
-        )));
-    }
-    Ok(row)
-}
-
-async fn load_version(db: &impl ConnectionTrait, item_id: &str, version: i32) -> Result<item_version::Model> {
-    item_version::Entity::find_by_id((item_id.to_owned(), version))
-        .one(db)
-        .await?
-        .ok_or(Error::NotFound("item version"))
 }
 
 fn require(allowed: bool, message: &str) -> Result<()> {

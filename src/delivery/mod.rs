@@ -591,7 +591,7 @@ pub async fn item_deliveries(
     item_id: &str,
     filter: DeliveryFilter,
 ) -> Result<ItemDeliveries> {
-    crate::workflow::load_visible(&hub.db, caller, item_id, false).await?;
+    crate::items::load_visible(&hub.db, caller, item_id, false).await?;
     let page = page_of(&filter)?;
     let rows = filtered(
         delivery::Entity::find().filter(delivery::Column::ItemId.eq(item_id)),
@@ -788,7 +788,7 @@ fn spreadsheet_safe(value: String) -> String {
 
 /// Every delivery of an item with each of its receipts: the record an auditor asks for.
 pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<String> {
-    crate::workflow::load_visible(&hub.db, caller, item_id, false).await?;
+    crate::items::load_visible(&hub.db, caller, item_id, false).await?;
     let deliveries = delivery::Entity::find()
         .filter(delivery::Column::ItemId.eq(item_id))
         .order_by_asc(delivery::Column::Id)
