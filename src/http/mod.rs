@@ -11,6 +11,7 @@ pub mod error;
 pub(crate) mod extract;
 mod items;
 mod openapi;
+mod portal;
 mod request_log;
 pub mod system;
 
@@ -290,7 +291,7 @@ impl Application {
                     }
                 })
                 .configure(configure)
-                .configure(crate::portal::configure)
+                .configure(portal::configure)
                 .default_service(web::to(no_route))
         })
         .listen(listener)?
