@@ -20,6 +20,7 @@ use crate::{
         user::Role,
     },
     hub::Hub,
+    idempotency::IdempotencyKey,
     startup::open_hub,
     store::entities::target,
     workflow::{self, ApproveInput, ConfidentialityCheckInput, PublishInput},
@@ -215,8 +216,9 @@ async fn run_publish(settings: &Settings, options: &BenchOptions) -> anyhow::Res
     )
     .await?;
 
+    let key = IdempotencyKey::parse("bench").map_err(err)?;
     let started = Instant::now();
-    let outcome = workflow::publish(&hub, &publisher, &item_id, "bench", PublishInput::default())
+    let outcome = workflow::publish(&hub, &publisher, &item_id, &key, PublishInput::default())
         .await
         .map_err(err)?;
     let publish_time = started.elapsed();
@@ -323,8 +325,9 @@ async fn run_deliver(settings: &Settings, options: &BenchOptions) -> anyhow::Res
         ..PublishInput::default()
     };
 
+    let key = IdempotencyKey::parse("bench").map_err(err)?;
     let started = Instant::now();
-    let outcome = workflow::publish(&hub, &publisher, &item_id, "bench", input)
+    let outcome = workflow::publish(&hub, &publisher, &item_id, &key, input)
         .await
         .map_err(err)?;
     let write_time = started.elapsed();

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod idempotency;
 pub mod items;
 pub mod portal;
 pub mod secrets;

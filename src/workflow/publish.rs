@@ -22,10 +22,11 @@ use crate::{
     },
     error::{Error, Result},
     hub::Hub,
+    idempotency::{IdempotencyKey, NextAction, SavedResponse, save_response, try_processing},
     items::{content_of, load_version, load_visible},
     store::{
         begin_write,
-        entities::{idempotency, item, publication},
+        entities::{item, publication},
     },
 };
 
@@ -46,7 +47,6 @@ pub struct PublishInput {
     pub not_after: Option<DateTime<Utc>>,
 }
 
-const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
 /// More targets than a county registers are never named in one request.
 const MAX_NAMED_TARGETS: usize = 10_000;
 
@@ -181,37 +181,19 @@ pub async fn publish(
     hub: &Hub,
     caller: &Caller,
     id: &str,
-    idempotency_key: &str,
+    key: &IdempotencyKey,
     input: PublishInput,
 ) -> Result<PublishOutcome> {
-    let key = single_line(
-        "Idempotency-Key",
-        idempotency_key,
-        MAX_IDEMPOTENCY_KEY_CHARS,
-        true,
-    )?;
-    let key = key.as_str();
     input.check_bounds()?;
     require(caller.role.may_publish(), "your role may not publish items")?;
     let request_hash = sha256_hex(serde_json::json!([id, input]).to_string().as_bytes());
     let txn = begin_write(&hub.db).await?;
     // Lock the item first: a concurrent retry waits here, then finds the saved response below.
     let row = load_visible(&txn, caller, id, true).await?;
-    if let Some(saved) = idempotency::Entity::find_by_id((caller.id.clone(), key.to_owned()))
-        .one(&txn)
-        .await?
-    {
-        if saved.request_hash != request_hash {
-            return Err(Error::Refused {
-                code: "idempotency_key_reused",
-                field: Some("Idempotency-Key".into()),
-                message: "this Idempotency-Key was used for a different request".into(),
-            });
-        }
-        let body = serde_json::from_str(&saved.response_body).map_err(anyhow::Error::new)?;
+    if let NextAction::Replay(saved) = try_processing(&txn, &caller.id, key, &request_hash).await? {
         return Ok(PublishOutcome {
-            status: u16::try_from(saved.response_status).unwrap_or(200),
-            body,
+            status: saved.status,
+            body: saved.body,
             replayed: true,
         });
     }
@@ -318,20 +300,12 @@ pub async fn publish(
         "not_before": schedule.not_before,
         "not_after": schedule.not_after,
     });
-    idempotency::ActiveModel {
-        user_id: Set(caller.id.clone()),
-        key: Set(key.to_owned()),
-        request_hash: Set(request_hash),
-        response_status: Set(201),
-        response_body: Set(body.to_string()),
-        created_at: Set(now),
-    }
-    .insert(&txn)
-    .await?;
+    let response = SavedResponse { status: 201, body };
+    save_response(&txn, &caller.id, key, request_hash, &response, now).await?;
     txn.commit().await?;
     Ok(PublishOutcome {
-        status: 201,
-        body,
+        status: response.status,
+        body: response.body,
         replayed: false,
     })
 }
