@@ -80,6 +80,69 @@ fn modules_under_src_import_each_other_without_circles() {
     assert!(circles.is_empty(), "import circles: {circles:?}");
 }
 
+/// The layers from the bottom up: a file imports only from lower layers or from its own
+/// top-level module. Each row is one layer.
+const LAYERS: &[&[&str]] = &[
+    &["error", "secrets"],
+    &["config", "domain"],
+    &["store", "telemetry"],
+    &["clock", "audit"],
+    &["hub"],
+    &["accounts", "idempotency"],
+    &["attachments", "items"],
+    &["delivery"],
+    &["workflow"],
+    &["portal", "workers"],
+    &["startup"],
+    &["http"],
+    &["bench"],
+    &["cli", "lib", "main"],
+];
+
+/// Imports that point up, each with why it is allowed.
+const UPWARD_ALLOWED: &[(&str, &str, &str)] = &[(
+    "src/hub.rs",
+    "src/delivery/in_flight.rs",
+    "the hub holds the worker's per-instance in-flight bounds until the worker gets a handle of its own",
+)];
+
+#[test]
+fn imports_point_down_the_layers() {
+    let files = sources();
+    let graph = import_graph(&files);
+    let layer_of = |path: &str| {
+        let top = module_of(path)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "lib".to_owned());
+        let top = if path == "src/main.rs" {
+            "main".to_owned()
+        } else {
+            top
+        };
+        LAYERS
+            .iter()
+            .position(|layer| layer.contains(&top.as_str()))
+            .map(|n| (n, top))
+            .unwrap_or_else(|| panic!("{path} is in no layer: add its module to LAYERS"))
+    };
+    let mut upward = Vec::new();
+    for (from, targets) in &graph {
+        let (from_layer, from_top) = layer_of(from);
+        for to in targets {
+            let (to_layer, to_top) = layer_of(to);
+            let allowed = UPWARD_ALLOWED.iter().any(|(a, b, _why)| a == from && b == to);
+            if from_top != to_top && to_layer >= from_layer && !allowed {
+                upward.push(format!("{from} -> {to}"));
+            }
+        }
+    }
+    assert!(
+        upward.is_empty(),
+        "imports that do not point down the layers: {upward:#?}"
+    );
+}
+
 #[test]
 fn the_parser_sees_a_circle_when_there_is_one() {
     let files = vec![
