@@ -333,14 +333,19 @@ async fn run_deliver(settings: &Settings, options: &BenchOptions) -> anyhow::Res
     let write_time = started.elapsed();
     let written = outcome.body["deliveries"]["loudspeaker"].as_u64().unwrap_or(0);
 
+    let in_flight = delivery::worker::InFlight::default();
     let started = Instant::now();
     let mut drained = 0;
     let mut claims = 0;
     loop {
-        let handled =
-            delivery::worker::try_execute_channel_batch(&hub, "bench-worker", ChannelKind::Loudspeaker)
-                .await
-                .map_err(err)?;
+        let handled = delivery::worker::try_execute_channel_batch(
+            &hub,
+            &in_flight,
+            "bench-worker",
+            ChannelKind::Loudspeaker,
+        )
+        .await
+        .map_err(err)?;
         if handled == 0 {
             break;
         }

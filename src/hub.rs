@@ -10,7 +10,6 @@ use herald_channels::ChannelRegistry;
 use crate::{
     clock::Clock,
     config::Settings,
-    delivery::in_flight::InFlight,
     domain::{
         area::{AreaTree, DEMO_AREAS},
         calendar::{DEFAULT_CALENDAR, WorkCalendar},
@@ -30,8 +29,6 @@ pub struct Hub {
     pub clock: Clock,
     /// Channel adapters; tests may register their own before the hub is shared.
     pub channels: ChannelRegistry,
-    /// The delivery worker's per-instance bounds; only the worker reads them.
-    pub(crate) in_flight: InFlight,
     /// This hub's Prometheus metrics, rendered at `/metrics`.
     pub metrics: Metrics,
     /// Seals and opens target secrets; `None` when no key is configured (then targets cannot

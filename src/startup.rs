@@ -8,7 +8,7 @@ use herald_channels::{ChannelRegistry, portal::Portal};
 use crate::{
     clock::Clock,
     config::Settings,
-    delivery::{in_flight::InFlight, targets},
+    delivery::targets,
     hub::{Hub, ReferenceData},
     portal::store::DbPortalStore,
     store,
@@ -32,7 +32,6 @@ pub async fn open_hub(settings: Settings, clock: Clock) -> anyhow::Result<Hub> {
         index_no_pattern: reference.index_no_pattern,
         clock,
         channels,
-        in_flight: InFlight::default(),
         metrics: Metrics::new()?,
         secrets_key,
     };

@@ -3,7 +3,6 @@
 //! receipts from which each delivery's state follows.
 
 pub mod counts;
-pub mod in_flight;
 mod operator;
 mod outbox;
 mod receipt_log;

@@ -99,13 +99,6 @@ const LAYERS: &[&[&str]] = &[
     &["cli", "lib", "main"],
 ];
 
-/// Imports that point up, each with why it is allowed.
-const UPWARD_ALLOWED: &[(&str, &str, &str)] = &[(
-    "src/hub.rs",
-    "src/delivery/in_flight.rs",
-    "the hub holds the worker's per-instance in-flight bounds until the worker gets a handle of its own",
-)];
-
 #[test]
 fn imports_point_down_the_layers() {
     let files = sources();
@@ -131,8 +124,7 @@ fn imports_point_down_the_layers() {
         let (from_layer, from_top) = layer_of(from);
         for to in targets {
             let (to_layer, to_top) = layer_of(to);
-            let allowed = UPWARD_ALLOWED.iter().any(|(a, b, _why)| a == from && b == to);
-            if from_top != to_top && to_layer >= from_layer && !allowed {
+            if from_top != to_top && to_layer >= from_layer {
                 upward.push(format!("{from} -> {to}"));
             }
         }

@@ -360,9 +360,10 @@ impl TestApp {
 
     /// Runs the delivery worker until nothing is due at the current clock.
     pub async fn deliver_due(&self) -> usize {
+        let in_flight = herald::delivery::worker::InFlight::default();
         let mut total = 0;
         loop {
-            let handled = herald::delivery::worker::try_execute_batch(&self.hub, "test-worker")
+            let handled = herald::delivery::worker::try_execute_batch(&self.hub, &in_flight, "test-worker")
                 .await
                 .expect("worker step");
             if handled == 0 {
