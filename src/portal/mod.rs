@@ -2,6 +2,8 @@
 //! down. The pages themselves are rendered in `http::portal`; `store` writes them for the
 //! portal channel.
 
+pub mod store;
+
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Query};
 
 use crate::{
@@ -12,10 +14,8 @@ use crate::{
     store::entities::{item, portal_page},
 };
 
-pub mod store;
-
 /// A page's publication day as the portal shows it (Beijing time).
-pub fn date(t: chrono::DateTime<chrono::Utc>) -> String {
+fn date(t: chrono::DateTime<chrono::Utc>) -> String {
     t.with_timezone(&china_offset()).format("%Y-%m-%d").to_string()
 }
 
