@@ -12,13 +12,16 @@ use sea_orm::{ConnectionTrait, Database, EntityTrait, Set};
 
 use crate::{
     accounts::{self, NewUser},
+    clock::Clock,
     config::Settings,
     delivery,
     domain::{
         item::{Disclosure, Genre, ItemInput},
         user::Role,
     },
-    hub::{Clock, Hub},
+    hub::Hub,
+    idempotency::IdempotencyKey,
+    startup::open_hub,
     store::entities::target,
     workflow::{self, ApproveInput, ConfidentialityCheckInput, PublishInput},
 };
@@ -201,7 +204,7 @@ async fn add_targets(hub: &Hub, channel: ChannelKind, area: &str, count: usize) 
 }
 
 async fn run_publish(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> {
-    let hub = Hub::open(settings.clone(), Clock::System).await?;
+    let hub = open_hub(settings.clone(), Clock::System).await?;
     let root = hub.areas.root().code.to_string();
     let (publisher, item_id) = approved_item(&hub).await?;
     // The built-in portal target is one; add the rest in bulk.
@@ -213,8 +216,9 @@ async fn run_publish(settings: &Settings, options: &BenchOptions) -> anyhow::Res
     )
     .await?;
 
+    let key = IdempotencyKey::parse("bench").map_err(err)?;
     let started = Instant::now();
-    let outcome = workflow::publish(&hub, &publisher, &item_id, "bench", PublishInput::default())
+    let outcome = workflow::publish(&hub, &publisher, &item_id, &key, PublishInput::default())
         .await
         .map_err(err)?;
     let publish_time = started.elapsed();
@@ -297,7 +301,7 @@ pub async fn deliver(options: BenchOptions) -> anyhow::Result<()> {
 }
 
 async fn run_deliver(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> {
-    let mut hub = Hub::open(settings.clone(), Clock::System).await?;
+    let mut hub = open_hub(settings.clone(), Clock::System).await?;
     hub.channels.register(std::sync::Arc::new(InstantDevices));
     let village = hub
         .areas
@@ -312,21 +316,27 @@ async fn run_deliver(settings: &Settings, options: &BenchOptions) -> anyhow::Res
         ..PublishInput::default()
     };
 
+    let key = IdempotencyKey::parse("bench").map_err(err)?;
     let started = Instant::now();
-    let outcome = workflow::publish(&hub, &publisher, &item_id, "bench", input)
+    let outcome = workflow::publish(&hub, &publisher, &item_id, &key, input)
         .await
         .map_err(err)?;
     let write_time = started.elapsed();
     let written = outcome.body["deliveries"]["loudspeaker"].as_u64().unwrap_or(0);
 
+    let in_flight = delivery::worker::InFlight::default();
     let started = Instant::now();
     let mut drained = 0;
     let mut claims = 0;
     loop {
-        let handled =
-            delivery::worker::try_execute_channel_batch(&hub, "bench-worker", ChannelKind::Loudspeaker)
-                .await
-                .map_err(err)?;
+        let handled = delivery::worker::try_execute_channel_batch(
+            &hub,
+            &in_flight,
+            "bench-worker",
+            ChannelKind::Loudspeaker,
+        )
+        .await
+        .map_err(err)?;
         if handled == 0 {
             break;
         }

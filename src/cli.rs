@@ -10,11 +10,13 @@ use clap::{Parser, Subcommand};
 use crate::{
     accounts::{self, NewUser},
     audit,
+    clock::Clock,
     config::{Overrides, Settings},
     delivery,
     domain::user::Role,
     http::Application,
-    hub::{Clock, Hub, ReferenceData},
+    hub::{Hub, ReferenceData},
+    startup::open_hub,
     telemetry, workers,
 };
 
@@ -190,16 +192,16 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { .. } => serve(settings).await,
         Command::Migrate => {
-            Hub::open(settings, Clock::System).await?;
+            open_hub(settings, Clock::System).await?;
             println!("database schema is up to date");
             Ok(ExitCode::SUCCESS)
         }
         Command::User(command) => {
-            let hub = Hub::open(settings, Clock::System).await?;
+            let hub = open_hub(settings, Clock::System).await?;
             user_command(&hub, command).await
         }
         Command::Token(TokenCommand::Create { user, name }) => {
-            let hub = Hub::open(settings, Clock::System).await?;
+            let hub = open_hub(settings, Clock::System).await?;
             let owner = accounts::find_user_by_name(&hub, &user)
                 .await
                 .map_err(|e| anyhow::anyhow!("{user}: {e}"))?;
@@ -233,7 +235,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Verify) => {
-            let hub = Hub::open(settings, Clock::System).await?;
+            let hub = open_hub(settings, Clock::System).await?;
             let verification = audit::verify(&hub.db).await?;
             match verification.first_bad {
                 None => {
@@ -402,7 +404,7 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     }
-    let hub = Arc::new(Hub::open(settings, Clock::System).await?);
+    let hub = Arc::new(open_hub(settings, Clock::System).await?);
     ensure_first_admin(&hub).await?;
     let application = Application::build(hub.clone())?;
     println!("Herald listening on http://{}", application.local_addr());

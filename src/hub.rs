@@ -1,74 +1,23 @@
 //! `Hub`: the store plus the configuration every operation consults. One per process; HTTP
 //! handlers, the CLI and workers all act through it.
 
-use std::sync::{Arc, Mutex};
-
 use anyhow::Context;
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use regex::Regex;
 use sea_orm::DatabaseConnection;
 
-use herald_channels::{ChannelRegistry, portal::Portal};
+use herald_channels::ChannelRegistry;
 
 use crate::{
+    clock::Clock,
     config::Settings,
-    delivery::{portal_store::DbPortalStore, targets, worker::InFlight},
     domain::{
         area::{AreaTree, DEMO_AREAS},
         calendar::{DEFAULT_CALENDAR, WorkCalendar},
         catalog::{Catalog, DEFAULT_CATALOG},
     },
     secrets::SecretsKey,
-    store,
     telemetry::Metrics,
 };
-
-/// Where time comes from: the system, or a hand-set instant so tests can cross deadlines
-/// without sleeping.
-#[derive(Clone, Debug)]
-pub enum Clock {
-    System,
-    Manual(Arc<Mutex<DateTime<Utc>>>),
-}
-
-impl Clock {
-    pub fn manual(start: DateTime<Utc>) -> Self {
-        Clock::Manual(Arc::new(Mutex::new(start)))
-    }
-
-    pub fn now(&self) -> DateTime<Utc> {
-        let now = match self {
-            Clock::System => Utc::now(),
-            Clock::Manual(at) => *at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
-        };
-        store::store_time(now)
-    }
-
-    /// Moves a manual clock; the system clock cannot be set.
-    pub fn set(&self, to: DateTime<Utc>) {
-        if let Clock::Manual(at) = self {
-            *at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = to;
-        }
-    }
-}
-
-/// Dates of publication and deadlines are Beijing time (UTC+8, no daylight saving).
-pub fn china_offset() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| unreachable!("+08:00 is a valid offset"))
-}
-
-pub fn china_date(t: DateTime<Utc>) -> NaiveDate {
-    t.with_timezone(&china_offset()).date_naive()
-}
-
-/// The first instant after `day` ends in Beijing.
-pub fn end_of_china_day(day: NaiveDate) -> DateTime<Utc> {
-    let next = day.succ_opt().unwrap_or(day);
-    next.and_hms_opt(0, 0, 0)
-        .and_then(|midnight| midnight.and_local_timezone(china_offset()).single())
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_else(|| unreachable!("midnight in a fixed offset always exists"))
-}
 
 pub struct Hub {
     pub db: DatabaseConnection,
@@ -80,7 +29,6 @@ pub struct Hub {
     pub clock: Clock,
     /// Channel adapters; tests may register their own before the hub is shared.
     pub channels: ChannelRegistry,
-    pub in_flight: InFlight,
     /// This hub's Prometheus metrics, rendered at `/metrics`.
     pub metrics: Metrics,
     /// Seals and opens target secrets; `None` when no key is configured (then targets cannot
@@ -120,38 +68,5 @@ impl ReferenceData {
             calendar,
             index_no_pattern,
         })
-    }
-}
-
-impl Hub {
-    /// Connects and brings the schema up to date.
-    pub async fn open(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
-        let reference = ReferenceData::load(&settings)?;
-        let secrets_key = settings.storage.open_secrets_key()?;
-        let db = store::connect(&settings.storage).await?;
-        store::migrate(&db).await?;
-        let mut channels = ChannelRegistry::default();
-        let portal_store = DbPortalStore {
-            db: db.clone(),
-            clock: clock.clone(),
-        };
-        channels.register(Arc::new(Portal::new(Arc::new(portal_store))));
-        let hub = Self {
-            db,
-            settings,
-            areas: reference.areas,
-            catalog: reference.catalog,
-            calendar: reference.calendar,
-            index_no_pattern: reference.index_no_pattern,
-            clock,
-            channels,
-            in_flight: InFlight::default(),
-            metrics: Metrics::new()?,
-            secrets_key,
-        };
-        targets::ensure_portal_target(&hub)
-            .await
-            .map_err(|e| anyhow::anyhow!("registering the portal target: {e}"))?;
-        Ok(hub)
     }
 }

@@ -35,7 +35,7 @@ use crate::{
     },
 };
 
-/// In-flight bounds for one hub instance: per channel and per target.
+/// In-flight bounds per channel and per target, owned by the worker that runs the batches.
 #[derive(Default)]
 pub struct InFlight {
     channels: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -496,6 +496,7 @@ fn no_answer_within(deadline: Duration) -> String {
 /// in-flight bound at a time, each call under the channel's deadline.
 async fn deliver_group(
     hub: &Hub,
+    in_flight: &InFlight,
     batch: &BatchContext,
     channel: &Arc<dyn Channel>,
     rows: Vec<Claimed>,
@@ -513,7 +514,7 @@ async fn deliver_group(
             .ok_or_else(|| anyhow::anyhow!("rendition {} vanished", first.rendition_id))?,
     };
     let channel_name = first.channel.clone();
-    let slots = InFlight::permit_source(&hub.in_flight.channels, &channel_name, limits.in_flight);
+    let slots = InFlight::permit_source(&in_flight.channels, &channel_name, limits.in_flight);
     let mut settled = Vec::with_capacity(rows.len());
     let chunk_size = usize::try_from(limits.in_flight).unwrap_or(usize::MAX).max(1);
     let mut rows = rows.into_iter().peekable();
@@ -561,6 +562,7 @@ async fn deliver_group(
 /// Sends the withdrawal of one claimed delivery under the channel's deadline.
 async fn withdraw_one(
     hub: &Hub,
+    in_flight: &InFlight,
     batch: &BatchContext,
     channel: &Arc<dyn Channel>,
     row: &Claimed,
@@ -578,9 +580,9 @@ async fn withdraw_one(
         None => None,
     };
     let external_id = original.and_then(|d| d.external_id);
-    let channel_slots = InFlight::permit_source(&hub.in_flight.channels, &row.channel, limits.in_flight);
+    let channel_slots = InFlight::permit_source(&in_flight.channels, &row.channel, limits.in_flight);
     let target_slots = InFlight::permit_source(
-        &hub.in_flight.targets,
+        &in_flight.targets,
         &row.target_id,
         hub.settings.delivery.target_in_flight,
     );
@@ -604,21 +606,31 @@ async fn withdraw_one(
 }
 
 /// Claims one batch of any channel and works it off; returns how many deliveries it handled.
-pub async fn try_execute_batch(hub: &Hub, worker_id: &str) -> Result<usize> {
+pub async fn try_execute_batch(hub: &Hub, in_flight: &InFlight, worker_id: &str) -> Result<usize> {
     let claimed = claim(hub, worker_id, None, hub.settings.delivery.batch_size).await?;
-    execute_claimed(hub, worker_id, claimed).await
+    execute_claimed(hub, in_flight, worker_id, claimed).await
 }
 
 /// Claims one batch of `channel`, sized for that channel, and works it off.
-pub async fn try_execute_channel_batch(hub: &Hub, worker_id: &str, channel: ChannelKind) -> Result<usize> {
+pub async fn try_execute_channel_batch(
+    hub: &Hub,
+    in_flight: &InFlight,
+    worker_id: &str,
+    channel: ChannelKind,
+) -> Result<usize> {
     let limit = hub.settings.delivery.limits_for(channel).batch_size;
     let claimed = claim(hub, worker_id, Some(channel), limit).await?;
-    execute_claimed(hub, worker_id, claimed).await
+    execute_claimed(hub, in_flight, worker_id, claimed).await
 }
 
 /// Sends a claimed batch: publish deliveries grouped by rendition, one batch call per group
 /// (and per in-flight bound), withdrawals one by one; then records every outcome at once.
-async fn execute_claimed(hub: &Hub, worker_id: &str, claimed: Vec<Claimed>) -> Result<usize> {
+async fn execute_claimed(
+    hub: &Hub,
+    in_flight: &InFlight,
+    worker_id: &str,
+    claimed: Vec<Claimed>,
+) -> Result<usize> {
     let count = claimed.len();
     if count == 0 {
         return Ok(0);
@@ -645,10 +657,10 @@ async fn execute_claimed(hub: &Hub, worker_id: &str, claimed: Vec<Claimed>) -> R
     };
     let sends = groups.into_values().map(|rows| async move {
         let first = rows.first().ok_or_else(|| anyhow::anyhow!("empty group"))?;
-        deliver_group(hub, batch, &adapter(first)?, rows).await
+        deliver_group(hub, in_flight, batch, &adapter(first)?, rows).await
     });
     let takedowns = withdrawals.into_iter().map(|row| async move {
-        let settled = withdraw_one(hub, batch, &adapter(&row)?, &row).await?;
+        let settled = withdraw_one(hub, in_flight, batch, &adapter(&row)?, &row).await?;
         Ok::<_, crate::error::Error>(vec![(row, settled)])
     });
     let (sent, taken_down) = futures::future::join(
@@ -670,18 +682,19 @@ async fn execute_claimed(hub: &Hub, worker_id: &str, claimed: Vec<Claimed>) -> R
 /// One claim loop per registered channel, polled together: a slow or hung channel holds up
 /// only itself, and every adapter call ends by its deadline.
 pub async fn run_until_stopped(hub: Arc<Hub>, worker_id: String) -> anyhow::Result<()> {
+    let in_flight = InFlight::default();
     let loops = hub
         .channels
         .kinds()
-        .map(|channel| run_channel_until_stopped(&hub, &worker_id, channel));
+        .map(|channel| run_channel_until_stopped(&hub, &in_flight, &worker_id, channel));
     futures::future::join_all(loops).await;
     Ok(())
 }
 
-async fn run_channel_until_stopped(hub: &Hub, worker_id: &str, channel: ChannelKind) {
+async fn run_channel_until_stopped(hub: &Hub, in_flight: &InFlight, worker_id: &str, channel: ChannelKind) {
     let idle = Duration::from_millis(hub.settings.delivery.poll_interval_ms);
     loop {
-        match try_execute_channel_batch(hub, worker_id, channel).await {
+        match try_execute_channel_batch(hub, in_flight, worker_id, channel).await {
             Ok(0) => tokio::time::sleep(idle).await,
             Ok(_) => {}
             Err(e) => {

@@ -17,6 +17,7 @@ use crate::{
     attachments::{self, AttachmentView},
     domain::item::ItemInput,
     error::Error,
+    idempotency::{IDEMPOTENCY_KEY_FIELD, IdempotencyKey},
     workflow::{self, DueInterpretation, ItemPage, ItemView, VersionView},
 };
 
@@ -236,15 +237,21 @@ pub async fn publish(
 ) -> Reply {
     let key = req
         .headers()
-        .get("Idempotency-Key")
+        .get(IDEMPOTENCY_KEY_FIELD)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| Error::validation("Idempotency-Key", "publishing requires an Idempotency-Key header"))?
+        .ok_or_else(|| {
+            Error::validation(
+                IDEMPOTENCY_KEY_FIELD,
+                "publishing requires an Idempotency-Key header",
+            )
+        })?
         .to_owned();
     let input = if body.is_empty() {
         workflow::PublishInput::default()
     } else {
         parse_json_body(&req, &body)?
     };
+    let key = IdempotencyKey::parse(&key)?;
     let outcome = workflow::publish(&*hub(&req)?, &caller, &id, &key, input).await?;
     let publication: Publication =
         serde_json::from_value(outcome.body).map_err(|e| Error::from(anyhow::Error::new(e)))?;

@@ -11,6 +11,7 @@ pub mod error;
 pub(crate) mod extract;
 mod items;
 mod openapi;
+mod portal;
 mod request_log;
 pub mod system;
 
@@ -47,7 +48,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
     vec![
         op(M::GET, "/healthz", web::get().to(system::healthz)),
         op(M::GET, "/metrics", web::get().to(system::metrics)),
-        op(M::GET, "/api/openapi.json", web::get().to(system::openapi)),
+        op(M::GET, "/api/openapi.json", web::get().to(openapi::openapi)),
         op(M::POST, "/api/v1/session", web::post().to(accounts::login)),
         op(M::DELETE, "/api/v1/session", web::delete().to(accounts::logout)),
         op(M::GET, "/api/v1/me", web::get().to(accounts::me)),
@@ -290,7 +291,7 @@ impl Application {
                     }
                 })
                 .configure(configure)
-                .configure(crate::portal::configure)
+                .configure(portal::configure)
                 .default_service(web::to(no_route))
         })
         .listen(listener)?

@@ -15,7 +15,16 @@ use utoipa::{
     },
 };
 
-use super::{accounts, deliveries, error::ErrorBody, items, system};
+use actix_web::HttpResponse;
+
+use super::{
+    accounts, deliveries,
+    error::{ApiError, ErrorBody},
+    items, system,
+};
+use crate::error::Error;
+
+type Reply = Result<HttpResponse, ApiError>;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,7 +36,7 @@ use super::{accounts, deliveries, error::ErrorBody, items, system};
     paths(
         system::healthz,
         system::metrics,
-        system::openapi,
+        openapi,
         accounts::login,
         accounts::logout,
         accounts::me,
@@ -237,4 +246,14 @@ pub fn openapi_document() -> serde_json::Value {
         Ok(text) => serde_json::from_str(text).unwrap_or(serde_json::Value::Null),
         Err(_) => serde_json::Value::Null,
     }
+}
+
+/// This document
+#[utoipa::path(
+    get, path = "/api/openapi.json", tag = "system", security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document, generated from the handlers and types", body = Object)),
+)]
+pub async fn openapi() -> Reply {
+    let text = document_text().map_err(|e| Error::from(anyhow::anyhow!("{e}")))?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(text))
 }

@@ -1,4 +1,4 @@
-//! Health, metrics, the OpenAPI document, the audit log and reference data.
+//! Health, metrics, the audit log and reference data.
 
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -19,16 +19,6 @@ use crate::{
 };
 
 type Reply = Result<HttpResponse, ApiError>;
-
-/// This document
-#[utoipa::path(
-    get, path = "/api/openapi.json", tag = "system", security(()),
-    responses((status = 200, description = "The OpenAPI 3.1 document, generated from the handlers and types", body = Object)),
-)]
-pub async fn openapi() -> Reply {
-    let text = super::openapi::document_text().map_err(|e| Error::from(anyhow::anyhow!("{e}")))?;
-    Ok(HttpResponse::Ok().content_type("application/json").body(text))
-}
 
 /// Whether the hub and its database answer.
 #[derive(Serialize, ToSchema)]

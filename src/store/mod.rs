@@ -73,3 +73,6 @@ pub fn store_time(t: DateTime<Utc>) -> DateTime<Utc> {
 pub async fn ping(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
     db.ping().await
 }
+
+/// Ids per `IN (…)` list: well under both databases' bind-parameter limits.
+pub const ID_CHUNK: usize = 1000;

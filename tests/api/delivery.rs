@@ -86,7 +86,7 @@ on_both! {
         let id = app.publish_new(&item_body("530426"), &json!({"channels": ["wechat"]})).await;
 
         let hub = app.hub.clone();
-        let doomed = tokio::spawn(async move { herald::delivery::worker::try_execute_batch(&hub, "doomed-worker").await });
+        let doomed = tokio::spawn(async move { herald::delivery::worker::try_execute_batch(&hub, &herald::delivery::worker::InFlight::default(), "doomed-worker").await });
         for _ in 0..200 {
             if !scripted.calls().is_empty() { break; }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -297,9 +297,10 @@ async fn two_instances_deliver_every_delivery_exactly_once() {
     let second = second_instance(&app, vec![scripted.clone()]).await;
 
     let run = |hub: Arc<herald::hub::Hub>, name: &'static str| async move {
+        let in_flight = herald::delivery::worker::InFlight::default();
         let mut handled = 0;
         loop {
-            let n = herald::delivery::worker::try_execute_batch(&hub, name)
+            let n = herald::delivery::worker::try_execute_batch(&hub, &in_flight, name)
                 .await
                 .expect("worker step");
             if n == 0 {

@@ -13,10 +13,12 @@ use std::{
 use chrono::{DateTime, TimeZone, Utc};
 use herald::{
     accounts::{self, NewUser},
+    clock::Clock,
     config::Settings,
     domain::user::Role,
     http::Application,
-    hub::{Clock, Hub},
+    hub::Hub,
+    startup::open_hub,
 };
 use herald_channels::Channel;
 use sea_orm::{ConnectionTrait, Database};
@@ -88,7 +90,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Opens another hub instance on `app`'s database, as a second `herald serve` would.
 pub async fn second_instance(app: &TestApp, channels: Vec<Arc<dyn Channel>>) -> Arc<Hub> {
-    let mut hub = Hub::open(app.hub.settings.clone(), app.hub.clock.clone())
+    let mut hub = open_hub(app.hub.settings.clone(), app.hub.clock.clone())
         .await
         .expect("second hub opens");
     for channel in channels {
@@ -141,7 +143,7 @@ pub async fn spawn_app_configured(
     )
     .expect("write config");
 
-    let mut hub = Hub::open(settings, Clock::manual(test_start_time()))
+    let mut hub = open_hub(settings, Clock::manual(test_start_time()))
         .await
         .expect("hub opens");
     for channel in channels {
@@ -358,9 +360,10 @@ impl TestApp {
 
     /// Runs the delivery worker until nothing is due at the current clock.
     pub async fn deliver_due(&self) -> usize {
+        let in_flight = herald::delivery::worker::InFlight::default();
         let mut total = 0;
         loop {
-            let handled = herald::delivery::worker::try_execute_batch(&self.hub, "test-worker")
+            let handled = herald::delivery::worker::try_execute_batch(&self.hub, &in_flight, "test-worker")
                 .await
                 .expect("worker step");
             if handled == 0 {

@@ -6,6 +6,7 @@ pub mod openapi_check;
 mod scripted;
 
 mod accounts;
+mod architecture;
 mod audit;
 mod cli;
 mod conformance;

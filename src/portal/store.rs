@@ -9,7 +9,7 @@ use sea_orm::{
     sea_query::{Expr, OnConflict},
 };
 
-use crate::{hub::Clock, store::entities::portal_page};
+use crate::{clock::Clock, store::entities::portal_page};
 
 pub struct DbPortalStore {
     pub db: DatabaseConnection,

@@ -1,0 +1,168 @@
+//! What an operator may do to one delivery: send it again, or call it off.
+
+use sea_orm::{ActiveModelTrait, DatabaseTransaction, EntityTrait, QuerySelect, Set};
+
+use super::{
+    counts::CountChanges,
+    report::{DeliveryView, with_target_names},
+    state::{DeliveryKind, DeliveryState},
+};
+use crate::{
+    accounts::Caller,
+    audit::{self, AuditEvent},
+    domain::{area::AreaCode, user::Role},
+    error::{Error, Result},
+    hub::Hub,
+    store::{
+        begin_write,
+        entities::{delivery, item},
+    },
+};
+
+/// A delivery an operator acts on, loaded under lock with its item, if the caller's area
+/// holds the item or the target.
+async fn load_for_operator(
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    delivery_id: &str,
+) -> Result<(delivery::Model, item::Model, DeliveryState)> {
+    let row = delivery::Entity::find_by_id(delivery_id)
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or(Error::NotFound("delivery"))?;
+    let item = item::Entity::find_by_id(&row.item_id)
+        .one(txn)
+        .await?
+        .ok_or(Error::NotFound("item"))?;
+    let target_area = AreaCode::parse(&row.area_code).map_err(anyhow::Error::new)?;
+    if !caller.sees(&target_area) && !item.area_code.starts_with(caller.area.as_str()) {
+        return Err(Error::forbidden("that delivery is outside your area"));
+    }
+    let state = DeliveryState::parse(&row.state)
+        .ok_or_else(|| anyhow::anyhow!("delivery {} has unknown state {}", row.id, row.state))?;
+    Ok((row, item, state))
+}
+
+/// Moves one delivery to `to` with its counts and an audit entry `action`; `adjust` sets
+/// whatever else the move changes.
+async fn move_by_operator(
+    txn: &DatabaseTransaction,
+    hub: &Hub,
+    caller: &Caller,
+    (row, from, item_area): (delivery::Model, DeliveryState, &str),
+    to: DeliveryState,
+    action: &str,
+    adjust: impl FnOnce(&mut delivery::ActiveModel),
+) -> Result<delivery::Model> {
+    let now = hub.clock.now();
+    let mut counts = CountChanges::default();
+    counts.moved(
+        &row.item_id,
+        &row.channel,
+        &row.kind,
+        from.as_str(),
+        to.as_str(),
+        1,
+    );
+    counts.apply(txn).await?;
+    let mut active: delivery::ActiveModel = row.into();
+    active.state = Set(to.as_str().to_owned());
+    active.updated_at = Set(now);
+    adjust(&mut active);
+    let row = active.update(txn).await?;
+    let detail = serde_json::json!({"from_state": from.as_str(), "item_id": row.item_id});
+    let event = AuditEvent {
+        actor: &caller.id,
+        action,
+        target_type: "delivery",
+        target_id: &row.id,
+        before_hash: None,
+        after_hash: None,
+        detail,
+        area: Some(item_area),
+    };
+    audit::append(txn, now, event).await?;
+    Ok(row)
+}
+
+/// Sends a failed or unconfirmed delivery again, touching nothing else.
+pub async fn retry(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<DeliveryView> {
+    if !matches!(caller.role, Role::Admin | Role::Publisher) {
+        return Err(Error::forbidden(
+            "only publishers and administrators retry deliveries",
+        ));
+    }
+    let txn = begin_write(&hub.db).await?;
+    let (row, item, state) = load_for_operator(&txn, caller, delivery_id).await?;
+    if !matches!(state, DeliveryState::Failed | DeliveryState::Unconfirmed) {
+        let message = format!(
+            "only failed or unconfirmed deliveries are retried; this one is {}",
+            state.as_str()
+        );
+        return Err(Error::conflict("not_retryable", message));
+    }
+    if row.kind == DeliveryKind::Publish.as_str()
+        && item.state != crate::domain::item::ItemState::Published.as_str()
+    {
+        return Err(Error::conflict(
+            "item_not_published",
+            "the item is no longer published",
+        ));
+    }
+    let now = hub.clock.now();
+    let row = move_by_operator(
+        &txn,
+        hub,
+        caller,
+        (row, state, &item.area_code),
+        DeliveryState::Pending,
+        "delivery.retry",
+        |active| {
+            // A fresh budget of attempts, due now.
+            active.attempts = Set(0);
+            active.next_attempt_at = Set(now);
+            active.lease_owner = Set(None);
+            active.lease_expires_at = Set(None);
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    with_target_names(hub, vec![row])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(Error::NotFound("delivery"))
+}
+
+/// Cancels a delivery not yet sent (a scheduled announcement called off); nothing else changes.
+pub async fn cancel(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<DeliveryView> {
+    if !matches!(caller.role, Role::Admin | Role::Publisher | Role::VillageOperator) {
+        return Err(Error::forbidden("your role may not cancel deliveries"));
+    }
+    let txn = begin_write(&hub.db).await?;
+    let (row, item, state) = load_for_operator(&txn, caller, delivery_id).await?;
+    if !state.not_yet_sent() {
+        let message = format!(
+            "only deliveries not yet sent are cancelled; this one is {}",
+            state.as_str()
+        );
+        return Err(Error::conflict("not_cancellable", message));
+    }
+    let row = move_by_operator(
+        &txn,
+        hub,
+        caller,
+        (row, state, &item.area_code),
+        DeliveryState::Cancelled,
+        "delivery.cancel",
+        |_| {},
+    )
+    .await?;
+    txn.commit().await?;
+    with_target_names(hub, vec![row])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(Error::NotFound("delivery"))
+}

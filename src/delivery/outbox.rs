@@ -1,0 +1,309 @@
+//! The transactional outbox: what a publication or a withdrawal writes, inside the
+//! transaction that publishes or withdraws the item, for the worker to send.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use herald_channels::{ChannelKind, PublishedItem};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QuerySelect, Set,
+    sea_query::{BinOper, CaseStatement, Expr, ExprTrait, IntoColumnRef, Query, SelectStatement},
+};
+
+use super::{
+    counts::CountChanges,
+    state::{DeliveryKind, DeliveryState, priority_of},
+    targets,
+};
+use crate::{
+    domain::{area::AreaCode, item::ItemContent},
+    error::{Error, Result},
+    hub::Hub,
+    store::entities::{delivery, rendition, target},
+};
+
+/// What channels receive of a stored version: the redacted body for 此件删减后公开.
+pub fn published_item(
+    hub: &Hub,
+    item_id: &str,
+    version: i32,
+    hash: &str,
+    content: &ItemContent,
+    at: DateTime<Utc>,
+) -> PublishedItem {
+    let catalog_name = hub
+        .catalog
+        .get(&content.catalog)
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let area_name = AreaCode::parse(&content.area_code)
+        .ok()
+        .and_then(|code| hub.areas.get(&code).map(|a| a.name.clone()))
+        .unwrap_or_default();
+    let validity = content.validity.map(|v| v.label_zh().to_owned());
+    PublishedItem {
+        item_id: item_id.to_owned(),
+        version,
+        content_hash: hash.to_owned(),
+        title: content.title.clone(),
+        summary: content.summary.clone(),
+        body_html: content.public_body().to_owned(),
+        annotation: content.disclosure.annotation().to_owned(),
+        index_no: content.index_no.clone(),
+        topic: content.topic.clone(),
+        issuers: content.issuers.clone(),
+        written_date: content.written_date.to_string(),
+        doc_no: content.doc_no.clone(),
+        validity,
+        genre: serde_json::to_value(content.genre)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        keywords: content.keywords.clone(),
+        catalog_code: content.catalog.clone(),
+        catalog_name,
+        area_code: content.area_code.clone(),
+        area_name,
+        attachments: content
+            .attachments
+            .iter()
+            .map(|a| herald_channels::Attachment {
+                sha256: a.sha256.clone(),
+                filename: a.filename.clone(),
+            })
+            .collect(),
+        emergency: content.emergency,
+        published_at: at.to_rfc3339(),
+    }
+}
+
+/// The columns both delivery writers fill, in the order their SELECTs produce them.
+const DELIVERY_COLUMNS: [delivery::Column; 19] = {
+    use delivery::Column as C;
+    [
+        C::NotBefore,
+        C::NotAfter,
+        C::Id,
+        C::PublicationId,
+        C::ItemId,
+        C::Version,
+        C::TargetId,
+        C::Channel,
+        C::AreaCode,
+        C::Kind,
+        C::State,
+        C::Priority,
+        C::Attempts,
+        C::NextAttemptAt,
+        C::RenditionId,
+        C::IdempotencyKey,
+        C::WithdrawsId,
+        C::CreatedAt,
+        C::UpdatedAt,
+    ]
+};
+
+/// Writes the deliveries `select` produces (one row per delivery, in `DELIVERY_COLUMNS`
+/// order) without shipping them through the client.
+async fn insert_selected(txn: &DatabaseTransaction, select: SelectStatement) -> Result<()> {
+    let mut insert = Query::insert();
+    insert
+        .into_table(delivery::Entity)
+        .columns(DELIVERY_COLUMNS)
+        .select_from(select)
+        .map_err(|e| anyhow::anyhow!("delivery insert: {e}"))?;
+    txn.execute(&insert).await?;
+    Ok(())
+}
+
+/// `prefix || column`, in SQL both databases speak. A delivery is (batch, target): its id and
+/// its idempotency key are the batch's prefix and the target id.
+fn prefixed(prefix: String, column: impl IntoColumnRef) -> Expr {
+    Expr::val(prefix).binary(BinOper::Custom("||"), Expr::col(column))
+}
+
+/// When a publication's deliveries may go out (定时发布): not before `not_before`, and never
+/// after `not_after`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Schedule {
+    pub not_before: Option<DateTime<Utc>>,
+    pub not_after: Option<DateTime<Utc>>,
+}
+
+/// Renders the item once per channel and writes one delivery per reached target: called
+/// inside the publishing transaction, so the publication and every delivery commit together
+/// or not at all. The rows are written by one INSERT … SELECT over the targets, so a publish
+/// to 100,000 targets never ships 100,000 rows through the client.
+pub async fn enqueue_publication(
+    hub: &Hub,
+    txn: &DatabaseTransaction,
+    publication_id: &str,
+    item: &PublishedItem,
+    (reach, schedule): (&targets::Reach, Schedule),
+    now: DateTime<Utc>,
+) -> Result<BTreeMap<ChannelKind, usize>> {
+    let per_channel = reach.count_by_channel(txn).await?;
+    if per_channel.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut rendition_of_channel = CaseStatement::new();
+    let mut counts = CountChanges::default();
+    let mut written = BTreeMap::new();
+    for (kind, n) in &per_channel {
+        let channel = hub
+            .channels
+            .get(*kind)
+            .ok_or_else(|| anyhow::anyhow!("no adapter for {}", kind.as_str()))?;
+        let rendered = channel.render(item).map_err(|e| Error::Refused {
+            code: "unrenderable",
+            field: None,
+            message: format!("{}: {e}", kind.label_zh()),
+        })?;
+        let id = uuid::Uuid::now_v7().to_string();
+        rendition::ActiveModel {
+            id: Set(id.clone()),
+            publication_id: Set(publication_id.to_owned()),
+            channel: Set(kind.as_str().to_owned()),
+            payload: Set(rendered.payload.to_string()),
+            created_at: Set(now),
+        }
+        .insert(txn)
+        .await?;
+        rendition_of_channel =
+            rendition_of_channel.case(target::Column::Channel.eq(kind.as_str()), Expr::val(id));
+        counts.add(
+            &item.item_id,
+            kind.as_str(),
+            DeliveryKind::Publish.as_str(),
+            DeliveryState::Pending.as_str(),
+            *n,
+        );
+        written.insert(*kind, usize::try_from(*n).unwrap_or(0));
+    }
+    let target_id = (target::Entity, target::Column::Id);
+    let first_attempt = schedule.not_before.map_or(now, |at| std::cmp::max(at, now));
+    let mut select = Query::select();
+    select
+        .from(target::Entity)
+        .expr(Expr::val(schedule.not_before))
+        .expr(Expr::val(schedule.not_after))
+        .expr(prefixed(format!("{publication_id}:"), target_id))
+        .expr(Expr::val(publication_id))
+        .expr(Expr::val(item.item_id.as_str()))
+        .expr(Expr::val(item.version))
+        .column((target::Entity, target::Column::Id))
+        .column((target::Entity, target::Column::Channel))
+        .column((target::Entity, target::Column::AreaCode))
+        .expr(Expr::val(DeliveryKind::Publish.as_str()))
+        .expr(Expr::val(DeliveryState::Pending.as_str()))
+        .expr(Expr::val(priority_of(item.emergency)))
+        .expr(Expr::val(0i32))
+        .expr(Expr::val(first_attempt))
+        .expr(rendition_of_channel)
+        .expr(prefixed(format!("herald-{publication_id}:"), target_id))
+        .expr(Expr::val(Option::<String>::None))
+        .expr(Expr::val(now))
+        .expr(Expr::val(now))
+        .cond_where(reach.condition());
+    insert_selected(txn, select).await?;
+    counts.apply(txn).await?;
+    Ok(written)
+}
+
+/// On withdrawal or expiry: cancels what was not yet sent and sends a withdrawal to every
+/// target the item reached. Runs in the caller's transaction.
+pub async fn enqueue_withdrawal(
+    hub: &Hub,
+    txn: &DatabaseTransaction,
+    item_id: &str,
+    reason: &str,
+    emergency: bool,
+) -> Result<usize> {
+    let now = hub.clock.now();
+    let publishes = delivery::Entity::find()
+        .filter(delivery::Column::ItemId.eq(item_id))
+        .filter(delivery::Column::Kind.eq(DeliveryKind::Publish.as_str()))
+        .lock_exclusive()
+        .all(txn)
+        .await?;
+    let mut reached = Vec::new();
+    let mut cancelled = CountChanges::default();
+    for publish in publishes {
+        let state = DeliveryState::parse(&publish.state).unwrap_or(DeliveryState::Failed);
+        // A delivery being sent right now may land: follow it with a withdrawal too.
+        if state.reached_target() || state == DeliveryState::Sending {
+            reached.push(publish);
+        } else if state.not_yet_sent() {
+            cancelled.moved(
+                item_id,
+                &publish.channel,
+                &publish.kind,
+                &publish.state,
+                DeliveryState::Cancelled.as_str(),
+                1,
+            );
+            let mut active: delivery::ActiveModel = publish.into();
+            active.state = Set(DeliveryState::Cancelled.as_str().to_owned());
+            active.updated_at = Set(now);
+            active.update(txn).await?;
+        }
+    }
+    cancelled.apply(txn).await?;
+    if reached.is_empty() {
+        return Ok(0);
+    }
+    let rendition_id = uuid::Uuid::now_v7().to_string();
+    rendition::ActiveModel {
+        id: Set(rendition_id.clone()),
+        publication_id: Set(format!("withdraw:{item_id}:{rendition_id}")),
+        channel: Set("withdrawal".into()),
+        payload: Set(serde_json::json!({"reason": reason}).to_string()),
+        created_at: Set(now),
+    }
+    .insert(txn)
+    .await?;
+    // The publish rows are locked above, so this selects exactly `reached`.
+    use delivery::Column as C;
+    let target_id = (delivery::Entity, C::TargetId);
+    let mut select = Query::select();
+    select
+        .from(delivery::Entity)
+        .expr(Expr::val(Option::<DateTime<Utc>>::None))
+        .expr(Expr::val(Option::<DateTime<Utc>>::None))
+        .expr(prefixed(format!("{rendition_id}:"), target_id))
+        .columns([
+            C::PublicationId,
+            C::ItemId,
+            C::Version,
+            C::TargetId,
+            C::Channel,
+            C::AreaCode,
+        ])
+        .expr(Expr::val(DeliveryKind::Withdraw.as_str()))
+        .expr(Expr::val(DeliveryState::Pending.as_str()))
+        .expr(Expr::val(priority_of(emergency)))
+        .expr(Expr::val(0i32))
+        .expr(Expr::val(now))
+        .expr(Expr::val(rendition_id.as_str()))
+        .expr(prefixed(format!("herald-{rendition_id}:"), target_id))
+        .column(C::Id)
+        .expr(Expr::val(now))
+        .expr(Expr::val(now))
+        .and_where(C::ItemId.eq(item_id))
+        .and_where(C::Kind.eq(DeliveryKind::Publish.as_str()))
+        .and_where(C::State.is_in(reached.iter().map(|d| d.state.clone()).collect::<BTreeSet<_>>()));
+    insert_selected(txn, select).await?;
+    let mut counts = CountChanges::default();
+    for delivery in &reached {
+        counts.add(
+            item_id,
+            &delivery.channel,
+            DeliveryKind::Withdraw.as_str(),
+            DeliveryState::Pending.as_str(),
+            1,
+        );
+    }
+    counts.apply(txn).await?;
+    Ok(reached.len())
+}

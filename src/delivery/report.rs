@@ -1,0 +1,267 @@
+//! Read models over deliveries: the per-item summary, the listings and the CSV record.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use herald_channels::ChannelKind;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+
+use super::state::{DeliveryKind, DeliveryState};
+use crate::{
+    accounts::Caller,
+    domain::page::Page,
+    error::Result,
+    hub::Hub,
+    store::{
+        ID_CHUNK,
+        entities::{delivery, delivery_count, receipt, target},
+    },
+};
+
+#[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
+pub struct SummaryRow {
+    #[schema(value_type = ChannelKind)]
+    pub channel: String,
+    #[schema(value_type = DeliveryKind)]
+    pub kind: String,
+    #[schema(value_type = DeliveryState)]
+    pub state: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryView {
+    pub id: String,
+    pub item_id: String,
+    pub version: i32,
+    pub target_id: String,
+    pub target_name: String,
+    #[schema(value_type = ChannelKind)]
+    pub channel: String,
+    pub area_code: String,
+    #[schema(value_type = DeliveryKind)]
+    pub kind: String,
+    #[schema(value_type = DeliveryState)]
+    pub state: String,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub external_id: Option<String>,
+    pub last_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryFilter {
+    pub state: Option<DeliveryState>,
+    pub channel: Option<ChannelKind>,
+    pub kind: Option<DeliveryKind>,
+    pub area: Option<String>,
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ItemDeliveries {
+    pub item_id: String,
+    /// Counts by channel × kind × state.
+    pub summary: Vec<SummaryRow>,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+const MAX_PAGE: u64 = 500;
+
+fn page_of(filter: &DeliveryFilter) -> Result<Page> {
+    Page::parse(filter.limit, filter.offset, 100, MAX_PAGE)
+}
+
+pub async fn summary(db: &impl ConnectionTrait, item_id: &str) -> Result<Vec<SummaryRow>> {
+    let rows = delivery_count::Entity::find()
+        .filter(delivery_count::Column::ItemId.eq(item_id))
+        .filter(delivery_count::Column::N.gt(0))
+        .order_by_asc(delivery_count::Column::Channel)
+        .order_by_asc(delivery_count::Column::Kind)
+        .order_by_asc(delivery_count::Column::State)
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| SummaryRow {
+            channel: r.channel,
+            kind: r.kind,
+            state: r.state,
+            count: r.n,
+        })
+        .collect())
+}
+
+pub(super) async fn with_target_names(hub: &Hub, rows: Vec<delivery::Model>) -> Result<Vec<DeliveryView>> {
+    let ids: Vec<String> = rows.iter().map(|d| d.target_id.clone()).collect();
+    let names: BTreeMap<String, String> = target::Entity::find()
+        .filter(target::Column::Id.is_in(ids))
+        .all(&hub.db)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.name))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .map(|d| DeliveryView {
+            target_name: names.get(&d.target_id).cloned().unwrap_or_default(),
+            id: d.id,
+            item_id: d.item_id,
+            version: d.version,
+            target_id: d.target_id,
+            channel: d.channel,
+            area_code: d.area_code,
+            kind: d.kind,
+            state: d.state,
+            attempts: d.attempts,
+            next_attempt_at: d.next_attempt_at,
+            external_id: d.external_id,
+            last_error: d.last_error,
+            updated_at: d.updated_at,
+        })
+        .collect())
+}
+
+fn filtered(
+    mut query: sea_orm::Select<delivery::Entity>,
+    filter: &DeliveryFilter,
+) -> sea_orm::Select<delivery::Entity> {
+    if let Some(state) = filter.state {
+        query = query.filter(delivery::Column::State.eq(state.as_str()));
+    }
+    if let Some(channel) = filter.channel {
+        query = query.filter(delivery::Column::Channel.eq(channel.as_str()));
+    }
+    if let Some(kind) = filter.kind {
+        query = query.filter(delivery::Column::Kind.eq(kind.as_str()));
+    }
+    query
+}
+
+pub async fn item_deliveries(
+    hub: &Hub,
+    caller: &Caller,
+    item_id: &str,
+    filter: DeliveryFilter,
+) -> Result<ItemDeliveries> {
+    crate::items::load_visible(&hub.db, caller, item_id, false).await?;
+    let page = page_of(&filter)?;
+    let rows = filtered(
+        delivery::Entity::find().filter(delivery::Column::ItemId.eq(item_id)),
+        &filter,
+    )
+    .order_by_asc(delivery::Column::Id)
+    .offset(page.offset)
+    .limit(page.limit)
+    .all(&hub.db)
+    .await?;
+    Ok(ItemDeliveries {
+        item_id: item_id.to_owned(),
+        summary: summary(&hub.db, item_id).await?,
+        deliveries: with_target_names(hub, rows).await?,
+    })
+}
+
+pub async fn list_deliveries(
+    hub: &Hub,
+    caller: &Caller,
+    filter: DeliveryFilter,
+) -> Result<Vec<DeliveryView>> {
+    let scope = caller.scope(filter.area.as_deref())?;
+    let page = page_of(&filter)?;
+    let rows = filtered(
+        delivery::Entity::find().filter(delivery::Column::AreaCode.starts_with(scope.as_str())),
+        &filter,
+    )
+    .order_by_desc(delivery::Column::UpdatedAt)
+    .offset(page.offset)
+    .limit(page.limit)
+    .all(&hub.db)
+    .await?;
+    with_target_names(hub, rows).await
+}
+
+/// A cell a spreadsheet would not run as a formula: text starting with `=`, `+`, `-`, `@` (or a
+/// tab or carriage return, which some programs strip first) gets a leading apostrophe.
+fn spreadsheet_safe(value: String) -> String {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value
+    }
+}
+
+/// Every delivery of an item with each of its receipts: the record an auditor asks for.
+pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<String> {
+    crate::items::load_visible(&hub.db, caller, item_id, false).await?;
+    let deliveries = delivery::Entity::find()
+        .filter(delivery::Column::ItemId.eq(item_id))
+        .order_by_asc(delivery::Column::Id)
+        .all(&hub.db)
+        .await?;
+    let views = with_target_names(hub, deliveries).await?;
+    let mut receipts: BTreeMap<String, Vec<receipt::Model>> = BTreeMap::new();
+    for chunk in views.chunks(ID_CHUNK) {
+        let ids: Vec<String> = chunk.iter().map(|d| d.id.clone()).collect();
+        for r in receipt::Entity::find()
+            .filter(receipt::Column::DeliveryId.is_in(ids))
+            .order_by_asc(receipt::Column::Id)
+            .all(&hub.db)
+            .await?
+        {
+            receipts.entry(r.delivery_id.clone()).or_default().push(r);
+        }
+    }
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record([
+        "delivery_id",
+        "kind",
+        "channel",
+        "target_id",
+        "target_name",
+        "state",
+        "receipt_source",
+        "receipt_kind",
+        "source_time",
+        "received_at",
+        "digest",
+        "detail",
+    ])
+    .map_err(anyhow::Error::new)?;
+    for d in &views {
+        let none = Vec::new();
+        let rows = receipts.get(&d.id).unwrap_or(&none);
+        let receipt_rows: Vec<Option<&receipt::Model>> = if rows.is_empty() {
+            vec![None]
+        } else {
+            rows.iter().map(Some).collect()
+        };
+        for r in receipt_rows {
+            let fields = [
+                d.id.clone(),
+                d.kind.clone(),
+                d.channel.clone(),
+                d.target_id.clone(),
+                d.target_name.clone(),
+                d.state.clone(),
+                r.map(|r| r.source.clone()).unwrap_or_default(),
+                r.map(|r| r.kind.clone()).unwrap_or_default(),
+                r.and_then(|r| r.source_time)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default(),
+                r.map(|r| r.received_at.to_rfc3339()).unwrap_or_default(),
+                r.map(|r| r.digest.clone()).unwrap_or_default(),
+                r.map(|r| r.detail.clone()).unwrap_or_default(),
+            ];
+            csv.write_record(fields.map(spreadsheet_safe))
+                .map_err(anyhow::Error::new)?;
+        }
+    }
+    let bytes = csv.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    String::from_utf8(bytes).map_err(|e| anyhow::Error::new(e).into())
+}

@@ -1,0 +1,482 @@
+//! The portal Herald serves at `/`: the 政府信息公开 column with its four sub-columns, a page
+//! per organ and per township, item pages with the 文件信息 block, attachments, phrase search,
+//! an Atom feed and the cleanup record. Plain server-rendered HTML, no script.
+//!
+//! **Architecture Invariant:** pages are rendered by askama with auto-escaping; the only raw
+//! HTML is an item body, sanitised when stored and again when shown.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use askama::Template;
+use herald_channels::portal::PortalPage;
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Query};
+use serde::Deserialize;
+
+use crate::{
+    domain::{
+        area::AreaLevel,
+        catalog::CatalogGroup,
+        item::{ItemState, is_sha256_hex, sanitise_html},
+    },
+    error::Error,
+    http::{PublicSite, error::ApiError, extract::hub},
+    hub::Hub,
+    portal::{Entry, entries, live, takedown},
+    store::entities::{attachment, item, portal_page},
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(home))
+        .route("/xxgk", web::get().to(column))
+        .route("/xxgk/catalog/{code}", web::get().to(by_catalog))
+        .route("/xxgk/organs/{name}", web::get().to(by_organ))
+        .route("/xxgk/areas/{code}", web::get().to(by_area))
+        .route("/xxgk/items/{id}", web::get().to(item_page))
+        .route("/xxgk/attachments/{sha256}", web::get().to(attachment_file))
+        .route("/xxgk/cleanup", web::get().to(cleanup))
+        .route("/search", web::get().to(search))
+        .route("/feed.xml", web::get().to(feed))
+        .route("/assets/portal.css", web::get().to(stylesheet));
+}
+
+type Page = Result<HttpResponse, ApiError>;
+
+/// The portal's one stylesheet, served from the hub so the pages need no inline style.
+async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(include_str!("../../templates/portal/portal.css"))
+}
+
+fn site_name(hub: &Hub) -> String {
+    format!("{}人民政府", hub.areas.root().name)
+}
+
+fn html(status: StatusCode, template: &impl Template) -> Page {
+    let body = template
+        .render()
+        .map_err(|e| Error::from(anyhow::anyhow!("template: {e}")))?;
+    Ok(HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(body))
+}
+
+#[derive(Template)]
+#[template(path = "portal/list.html")]
+struct ListPage {
+    site_name: String,
+    heading: String,
+    entries: Vec<Entry>,
+}
+
+async fn list(req: &HttpRequest, heading: String, condition: Condition) -> Page {
+    let hub = hub(req)?;
+    let entries = entries(&hub, condition).await?;
+    html(
+        StatusCode::OK,
+        &ListPage {
+            site_name: site_name(&hub),
+            heading,
+            entries,
+        },
+    )
+}
+
+async fn home(req: HttpRequest) -> Page {
+    list(&req, "最新信息".into(), Condition::all()).await
+}
+
+struct CatalogLink {
+    code: String,
+    name: String,
+    count: usize,
+}
+
+struct Section {
+    name: &'static str,
+    entries: Vec<CatalogLink>,
+}
+
+struct NamedLink {
+    path: String,
+    name: String,
+}
+
+struct AreaLink {
+    code: String,
+    name: String,
+}
+
+#[derive(Template)]
+#[template(path = "portal/column.html")]
+struct ColumnPage {
+    site_name: String,
+    sections: Vec<Section>,
+    organs: Vec<NamedLink>,
+    townships: Vec<AreaLink>,
+}
+
+/// The four first-level columns every 政府信息公开 column has (国办公开办函〔2019〕61号).
+fn section_of(group: CatalogGroup) -> usize {
+    match group {
+        CatalogGroup::Guide => 0,
+        CatalogGroup::Rules => 1,
+        CatalogGroup::StatutoryArt20
+        | CatalogGroup::StatutoryArt21
+        | CatalogGroup::StatutoryTownship
+        | CatalogGroup::StandardDomain => 2,
+        CatalogGroup::AnnualReport => 3,
+    }
+}
+
+async fn column(req: HttpRequest) -> Page {
+    let hub = hub(&req)?;
+    let rows = portal_page::Entity::find()
+        .filter(live(hub.clock.now()))
+        .all(&hub.db)
+        .await
+        .map_err(Error::from)?;
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut organs = BTreeSet::new();
+    for row in &rows {
+        *counts.entry(row.catalog.clone()).or_default() += 1;
+        organs.extend(serde_json::from_str::<Vec<String>>(&row.issuers).unwrap_or_default());
+    }
+    let mut sections = vec![
+        Section {
+            name: "政府信息公开指南",
+            entries: Vec::new(),
+        },
+        Section {
+            name: "政府信息公开制度",
+            entries: Vec::new(),
+        },
+        Section {
+            name: "法定主动公开内容",
+            entries: Vec::new(),
+        },
+        Section {
+            name: "政府信息公开年报",
+            entries: Vec::new(),
+        },
+    ];
+    for entry in hub.catalog.iter() {
+        let link = CatalogLink {
+            code: entry.code.clone(),
+            name: entry.name.clone(),
+            count: counts.get(&entry.code).copied().unwrap_or(0),
+        };
+        if let Some(section) = sections.get_mut(section_of(entry.group)) {
+            section.entries.push(link);
+        }
+    }
+    let organs = organs
+        .into_iter()
+        .map(|name| NamedLink {
+            path: form_urlencoded::byte_serialize(name.as_bytes()).collect(),
+            name,
+        })
+        .collect();
+    let townships = hub
+        .areas
+        .iter()
+        .filter(|a| a.code.level() == AreaLevel::Township)
+        .map(|a| AreaLink {
+            code: a.code.to_string(),
+            name: a.name.clone(),
+        })
+        .collect();
+    html(
+        StatusCode::OK,
+        &ColumnPage {
+            site_name: site_name(&hub),
+            sections,
+            organs,
+            townships,
+        },
+    )
+}
+
+async fn by_catalog(req: HttpRequest, code: web::Path<String>) -> Page {
+    let hub = hub(&req)?;
+    let Some(entry) = hub.catalog.get(&code) else {
+        return not_found(&hub);
+    };
+    list(
+        &req,
+        entry.name.clone(),
+        Condition::all().add(portal_page::Column::Catalog.eq(code.as_str())),
+    )
+    .await
+}
+
+async fn by_organ(req: HttpRequest, name: web::Path<String>) -> Page {
+    // Issuers are stored as a JSON array of strings: match the quoted name.
+    let quoted = serde_json::Value::from(name.as_str()).to_string();
+    list(
+        &req,
+        name.clone(),
+        Condition::all().add(portal_page::Column::Issuers.contains(&quoted)),
+    )
+    .await
+}
+
+async fn by_area(req: HttpRequest, code: web::Path<String>) -> Page {
+    let hub = hub(&req)?;
+    let Ok(area) = hub.areas.resolve(&code) else {
+        return not_found(&hub);
+    };
+    let name = hub.areas.get(&area).map(|a| a.name.clone()).unwrap_or_default();
+    list(
+        &req,
+        name,
+        Condition::all().add(portal_page::Column::AreaCode.starts_with(area.as_str())),
+    )
+    .await
+}
+
+#[derive(Template)]
+#[template(path = "portal/message.html")]
+struct MessagePage {
+    site_name: String,
+    heading: String,
+    message: String,
+}
+
+fn not_found(hub: &Hub) -> Page {
+    let page = MessagePage {
+        site_name: site_name(hub),
+        heading: "页面不存在".into(),
+        message: "您访问的信息不存在或尚未发布。".into(),
+    };
+    html(StatusCode::NOT_FOUND, &page)
+}
+
+#[derive(Template)]
+#[template(path = "portal/item.html")]
+struct ItemPage {
+    site_name: String,
+    page: PortalPage,
+    body: String,
+}
+
+#[derive(Template)]
+#[template(path = "portal/gone.html")]
+struct GonePage {
+    site_name: String,
+    title: String,
+    date: String,
+    reason: String,
+}
+
+async fn item_page(req: HttpRequest, id: web::Path<String>) -> Page {
+    let hub = hub(&req)?;
+    let Some(row) = portal_page::Entity::find_by_id(id.as_str())
+        .one(&hub.db)
+        .await
+        .map_err(Error::from)?
+    else {
+        return not_found(&hub);
+    };
+    let Some(item) = item::Entity::find_by_id(id.as_str())
+        .one(&hub.db)
+        .await
+        .map_err(Error::from)?
+    else {
+        return not_found(&hub);
+    };
+    if let Some((date, reason)) = takedown(&row, &item, hub.clock.now()) {
+        return html(
+            StatusCode::GONE,
+            &GonePage {
+                site_name: site_name(&hub),
+                title: row.title,
+                date,
+                reason,
+            },
+        );
+    }
+    let page: PortalPage =
+        serde_json::from_str(&row.payload).map_err(|e| Error::from(anyhow::Error::new(e)))?;
+    let body = sanitise_html(&page.body_html);
+    html(
+        StatusCode::OK,
+        &ItemPage {
+            site_name: site_name(&hub),
+            page,
+            body,
+        },
+    )
+}
+
+async fn attachment_file(req: HttpRequest, sha256: web::Path<String>) -> Page {
+    let hub = hub(&req)?;
+    if !is_sha256_hex(&sha256) {
+        return not_found(&hub);
+    }
+    // Only attachments of a live page are public.
+    let referenced = portal_page::Entity::find()
+        .filter(live(hub.clock.now()))
+        .filter(portal_page::Column::Payload.contains(format!("\"sha256\":\"{}\"", sha256.as_str())))
+        .one(&hub.db)
+        .await
+        .map_err(Error::from)?;
+    let file = match referenced {
+        Some(_) => attachment::Entity::find_by_id(sha256.as_str())
+            .one(&hub.db)
+            .await
+            .map_err(Error::from)?,
+        None => None,
+    };
+    match file {
+        Some(file) => Ok(HttpResponse::Ok().content_type(file.content_type).body(file.data)),
+        None => not_found(&hub),
+    }
+}
+
+struct CleanupEntry {
+    title: String,
+    date: String,
+    reason: String,
+}
+
+#[derive(Template)]
+#[template(path = "portal/cleanup.html")]
+struct CleanupPage {
+    site_name: String,
+    entries: Vec<CleanupEntry>,
+}
+
+/// 清理结果: what came down from the portal, and when.
+async fn cleanup(req: HttpRequest) -> Page {
+    let hub = hub(&req)?;
+    let now = hub.clock.now();
+    // A page comes down only after its item was withdrawn or expired, so those items' pages
+    // are the whole record.
+    let taken_down = [ItemState::Withdrawn.as_str(), ItemState::Expired.as_str()];
+    let items: BTreeMap<String, item::Model> = item::Entity::find()
+        .filter(item::Column::State.is_in(taken_down))
+        .all(&hub.db)
+        .await
+        .map_err(Error::from)?
+        .into_iter()
+        .map(|i| (i.id.clone(), i))
+        .collect();
+    let pages = portal_page::Entity::find()
+        .filter(
+            portal_page::Column::ItemId.in_subquery(
+                Query::select()
+                    .column(item::Column::Id)
+                    .from(item::Entity)
+                    .and_where(item::Column::State.is_in(taken_down))
+                    .to_owned(),
+            ),
+        )
+        .all(&hub.db)
+        .await
+        .map_err(Error::from)?;
+    let mut entries: Vec<CleanupEntry> = pages
+        .into_iter()
+        .filter_map(|page| {
+            let (date, reason) = takedown(&page, items.get(&page.item_id)?, now)?;
+            Some(CleanupEntry {
+                title: page.title,
+                date,
+                reason,
+            })
+        })
+        .collect();
+    entries.sort_by(|a, b| b.date.cmp(&a.date));
+    html(
+        StatusCode::OK,
+        &CleanupPage {
+            site_name: site_name(&hub),
+            entries,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+#[derive(Template)]
+#[template(path = "portal/search.html")]
+struct SearchPage {
+    site_name: String,
+    query: String,
+    entries: Vec<Entry>,
+}
+
+/// Phrase search by substring, so Chinese needs no word segmentation.
+async fn search(req: HttpRequest, query: web::Query<SearchQuery>) -> Page {
+    let hub = hub(&req)?;
+    let phrase: String = query.q.trim().chars().take(100).collect();
+    let entries = if phrase.is_empty() {
+        Vec::new()
+    } else {
+        entries(
+            &hub,
+            Condition::all().add(portal_page::Column::SearchText.contains(&phrase)),
+        )
+        .await?
+    };
+    html(
+        StatusCode::OK,
+        &SearchPage {
+            site_name: site_name(&hub),
+            query: phrase,
+            entries,
+        },
+    )
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn feed(req: HttpRequest) -> Page {
+    let hub = hub(&req)?;
+    let rows = portal_page::Entity::find()
+        .filter(live(hub.clock.now()))
+        .order_by_desc(portal_page::Column::PublishedAt)
+        .limit(50)
+        .all(&hub.db)
+        .await
+        .map_err(Error::from)?;
+    let base = req
+        .app_data::<web::Data<PublicSite>>()
+        .map(|site| site.base.clone())
+        .ok_or_else(|| Error::from(anyhow::anyhow!("PublicSite missing from app data")))?;
+    let updated = rows
+        .first()
+        .map(|r| r.published_at)
+        .unwrap_or_else(|| hub.clock.now());
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">\n<title>{}</title>\n<id>{base}/</id>\n<link href=\"{base}/\"/>\n<link rel=\"self\" href=\"{base}/feed.xml\"/>\n<updated>{}</updated>\n",
+        xml_escape(&site_name(&hub)),
+        updated.to_rfc3339()
+    );
+    for row in rows {
+        let page: PortalPage =
+            serde_json::from_str(&row.payload).map_err(|e| Error::from(anyhow::Error::new(e)))?;
+        let url = format!("{base}/xxgk/items/{}", row.item_id);
+        xml.push_str(&format!(
+            "<entry>\n<title>{}</title>\n<id>{url}</id>\n<link href=\"{url}\"/>\n<updated>{}</updated>\n<summary>{}</summary>\n</entry>\n",
+            xml_escape(&row.title),
+            row.published_at.to_rfc3339(),
+            xml_escape(&page.summary),
+        ));
+    }
+    xml.push_str("</feed>\n");
+    Ok(HttpResponse::Ok()
+        .content_type("application/atom+xml; charset=utf-8")
+        .body(xml))
+}

@@ -1,0 +1,253 @@
+//! Writing an item: its first version, every edit as a new version, and submitting it for
+//! review.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait,
+    QueryFilter, Set,
+};
+
+use super::{Audited, ItemView, audit_item, get_item, require, require_state};
+use crate::{
+    accounts::Caller,
+    attachments,
+    clock::end_of_china_day,
+    domain::{
+        area::AreaCode,
+        item::{ContentRules, ItemContent, ItemInput, ItemState},
+    },
+    error::{Error, Result},
+    hub::Hub,
+    items::{load_version, load_visible},
+    store::{
+        begin_write,
+        entities::{attachment, item, item_version},
+    },
+};
+
+/// Validates input against configuration and the store: area within the caller's scope,
+/// attachments uploaded, the interpreted policy visible and not itself an interpretation.
+async fn parse_content(
+    hub: &Hub,
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    input: ItemInput,
+    item_id: Option<&str>,
+) -> Result<ItemContent> {
+    let rules = ContentRules {
+        index_no_pattern: &hub.index_no_pattern,
+        max_body_bytes: hub.settings.content.max_body_bytes,
+        areas: &hub.areas,
+        catalog: &hub.catalog,
+    };
+    let content = ItemContent::parse(input, &rules)?;
+    let area = AreaCode::parse(&content.area_code).map_err(anyhow::Error::new)?;
+    if !caller.sees(&area) {
+        return Err(Error::Refused {
+            code: "area_out_of_scope",
+            field: Some("area_code".into()),
+            message: format!("area {area} is outside your area {}", caller.area),
+        });
+    }
+    for (i, attachment) in content.attachments.iter().enumerate() {
+        if attachment::Entity::find_by_id(&attachment.sha256)
+            .count(db)
+            .await?
+            == 0
+        {
+            return Err(Error::validation(
+                format!("attachments[{i}].sha256"),
+                "no attachment with that digest was uploaded",
+            ));
+        }
+    }
+    if let Some(policy_id) = &content.interprets {
+        if Some(policy_id.as_str()) == item_id {
+            return Err(Error::validation("interprets", "an item cannot interpret itself"));
+        }
+        // A township may interpret a published county policy: a policy is linkable when it lies
+        // in the caller's area, or is published in an area above it. Any other id answers
+        // exactly as one that does not exist.
+        let linkable = |policy: &item::Model| {
+            AreaCode::parse(&policy.area_code).is_ok_and(|area| {
+                caller.sees(&area)
+                    || (caller.area.is_within(&area) && policy.state == ItemState::Published.as_str())
+            })
+        };
+        let policy = item::Entity::find_by_id(policy_id)
+            .one(db)
+            .await?
+            .filter(linkable)
+            .ok_or_else(|| Error::validation("interprets", "no policy item you may interpret has that id"))?;
+        if policy.interprets_id.is_some() {
+            return Err(Error::validation(
+                "interprets",
+                "the target is itself an interpretation",
+            ));
+        }
+    }
+    let clash = item::Entity::find()
+        .filter(item::Column::IndexNo.eq(&content.index_no))
+        .filter(item::Column::Id.ne(item_id.unwrap_or_default()))
+        .count(db)
+        .await?;
+    if clash > 0 {
+        return Err(Error::validation(
+            "index_no",
+            format!("索引号 {} is already used by another item", content.index_no),
+        ));
+    }
+    Ok(content)
+}
+
+async fn insert_version(
+    txn: &DatabaseTransaction,
+    item_id: &str,
+    version: i32,
+    content: &ItemContent,
+    caller: &Caller,
+    at: DateTime<Utc>,
+) -> Result<String> {
+    let hash = content.content_hash();
+    item_version::ActiveModel {
+        item_id: Set(item_id.to_owned()),
+        version: Set(version),
+        content: Set(content.canonical_json()),
+        content_hash: Set(hash.clone()),
+        created_by: Set(caller.id.clone()),
+        created_at: Set(at),
+    }
+    .insert(txn)
+    .await?;
+    attachments::link_to_item(txn, item_id, &content.attachments).await?;
+    Ok(hash)
+}
+
+pub async fn create_item(hub: &Hub, caller: &Caller, input: ItemInput) -> Result<ItemView> {
+    require(caller.role.may_author(), "your role may not create items")?;
+    let txn = begin_write(&hub.db).await?;
+    let content = parse_content(hub, &txn, caller, input, None).await?;
+    let now = hub.clock.now();
+    let id = uuid::Uuid::now_v7().to_string();
+    item::ActiveModel {
+        id: Set(id.clone()),
+        state: Set(ItemState::Draft.as_str().to_owned()),
+        title: Set(content.title.clone()),
+        area_code: Set(content.area_code.clone()),
+        index_no: Set(content.index_no.clone()),
+        disclosure: Set(content.disclosure.as_str().to_owned()),
+        emergency: Set(content.emergency),
+        interprets_id: Set(content.interprets.clone()),
+        author_id: Set(caller.id.clone()),
+        current_version: Set(1),
+        approved_version: Set(None),
+        approved_hash: Set(None),
+        published_version: Set(None),
+        published_at: Set(None),
+        withdrawn_at: Set(None),
+        expires_at: Set(content.expires_on.map(end_of_china_day)),
+        review_comment: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    let hash = insert_version(&txn, &id, 1, &content, caller, now).await?;
+    audit_item(
+        &txn,
+        hub,
+        caller,
+        &id,
+        Audited {
+            action: "item.create",
+            before_hash: None,
+            after_hash: Some(&hash),
+            detail: serde_json::json!({"version": 1}),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    get_item(hub, caller, &id).await
+}
+
+/// Every edit is a new immutable version; an edit to a submitted or approved item sends it
+/// back to draft, so nothing unreviewed can be published.
+pub async fn edit_item(hub: &Hub, caller: &Caller, id: &str, input: ItemInput) -> Result<ItemView> {
+    require(caller.role.may_author(), "your role may not edit items")?;
+    let txn = begin_write(&hub.db).await?;
+    let row = load_visible(&txn, caller, id, true).await?;
+    let state = require_state(
+        &row,
+        &[ItemState::Draft, ItemState::InReview, ItemState::Approved],
+        "edit",
+    )?;
+    let content = parse_content(hub, &txn, caller, input, Some(id)).await?;
+    let previous = load_version(&txn, id, row.current_version).await?;
+    if previous.content_hash == content.content_hash() {
+        return Err(Error::conflict("unchanged", "the edit changes nothing"));
+    }
+    let now = hub.clock.now();
+    let version = row.current_version + 1;
+    let hash = insert_version(&txn, id, version, &content, caller, now).await?;
+    let mut active: item::ActiveModel = row.into();
+    active.state = Set(ItemState::Draft.as_str().to_owned());
+    active.title = Set(content.title.clone());
+    active.area_code = Set(content.area_code.clone());
+    active.index_no = Set(content.index_no.clone());
+    active.disclosure = Set(content.disclosure.as_str().to_owned());
+    active.emergency = Set(content.emergency);
+    active.interprets_id = Set(content.interprets.clone());
+    active.current_version = Set(version);
+    active.approved_version = Set(None);
+    active.approved_hash = Set(None);
+    active.expires_at = Set(content.expires_on.map(end_of_china_day));
+    active.updated_at = Set(now);
+    active.update(&txn).await?;
+    let detail = serde_json::json!({"version": version, "from_state": state.as_str()});
+    audit_item(
+        &txn,
+        hub,
+        caller,
+        id,
+        Audited {
+            action: "item.edit",
+            before_hash: Some(&previous.content_hash),
+            after_hash: Some(&hash),
+            detail,
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    get_item(hub, caller, id).await
+}
+
+pub async fn submit(hub: &Hub, caller: &Caller, id: &str) -> Result<ItemView> {
+    require(
+        caller.role.may_author(),
+        "your role may not submit items for review",
+    )?;
+    let txn = begin_write(&hub.db).await?;
+    let row = load_visible(&txn, caller, id, true).await?;
+    require_state(&row, &[ItemState::Draft], "submit")?;
+    let version = load_version(&txn, id, row.current_version).await?;
+    let mut active: item::ActiveModel = row.into();
+    active.state = Set(ItemState::InReview.as_str().to_owned());
+    active.updated_at = Set(hub.clock.now());
+    active.update(&txn).await?;
+    let detail = serde_json::json!({"version": version.version});
+    audit_item(
+        &txn,
+        hub,
+        caller,
+        id,
+        Audited {
+            action: "item.submit",
+            before_hash: Some(&version.content_hash),
+            after_hash: Some(&version.content_hash),
+            detail,
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    get_item(hub, caller, id).await
+}

@@ -1,0 +1,118 @@
+//! Taking an item down: withdrawal by a person, and expiry when its 有效期 ends.
+
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set};
+use serde::Deserialize;
+
+use super::{Audited, ItemView, audit_item, get_item, require, require_state};
+use crate::{
+    accounts::Caller,
+    audit::{self, AuditEvent},
+    delivery,
+    domain::{
+        item::ItemState,
+        text::{MAX_REASON_CHARS, multi_line},
+    },
+    error::{Error, Result},
+    hub::Hub,
+    items::load_visible,
+    store::{begin_write, entities::item},
+};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawInput {
+    /// Why the item comes down; shown in the cleanup record.
+    pub reason: String,
+}
+
+pub async fn withdraw(hub: &Hub, caller: &Caller, id: &str, input: WithdrawInput) -> Result<ItemView> {
+    require(caller.role.may_withdraw(), "your role may not withdraw items")?;
+    let reason = multi_line("reason", &input.reason, MAX_REASON_CHARS, false)?;
+    if reason.is_empty() {
+        return Err(Error::validation("reason", "say why the item is withdrawn"));
+    }
+    let reason = reason.as_str();
+    let txn = begin_write(&hub.db).await?;
+    let row = load_visible(&txn, caller, id, true).await?;
+    require_state(&row, &[ItemState::Published], "withdraw")?;
+    let hash = row.approved_hash.clone();
+    let emergency = row.emergency;
+    let now = hub.clock.now();
+    let mut active: item::ActiveModel = row.into();
+    active.state = Set(ItemState::Withdrawn.as_str().to_owned());
+    active.withdrawn_at = Set(Some(now));
+    active.updated_at = Set(now);
+    active.update(&txn).await?;
+    let withdrawals = delivery::enqueue_withdrawal(hub, &txn, id, reason, emergency).await?;
+    let detail = serde_json::json!({"reason": reason, "withdrawal_deliveries": withdrawals});
+    audit_item(
+        &txn,
+        hub,
+        caller,
+        id,
+        Audited {
+            action: "item.withdraw",
+            before_hash: hash.as_deref(),
+            after_hash: hash.as_deref(),
+            detail,
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    get_item(hub, caller, id).await
+}
+
+/// Why expired items come down, as the cleanup record (清理结果) says.
+pub const EXPIRY_REASON: &str = "有效期届满";
+
+/// Moves published items past their 有效期 to `expired` and takes them down from every
+/// channel; returns how many.
+pub async fn expire_due(hub: &Hub) -> Result<u64> {
+    let now = hub.clock.now();
+    let due = item::Entity::find()
+        .filter(item::Column::State.eq(ItemState::Published.as_str()))
+        .filter(item::Column::ExpiresAt.lte(now))
+        .all(&hub.db)
+        .await?;
+    let mut expired = 0;
+    for candidate in due {
+        let txn = begin_write(&hub.db).await?;
+        // Re-read under the lock: another instance may have expired or withdrawn it meanwhile.
+        let Some(row) = item::Entity::find_by_id(&candidate.id)
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+        else {
+            continue;
+        };
+        if row.state != ItemState::Published.as_str() {
+            continue;
+        }
+        let hash = row.approved_hash.clone();
+        let id = row.id.clone();
+        let area_code = row.area_code.clone();
+        let withdrawals = delivery::enqueue_withdrawal(hub, &txn, &id, EXPIRY_REASON, row.emergency).await?;
+        let mut active: item::ActiveModel = row.into();
+        active.state = Set(ItemState::Expired.as_str().to_owned());
+        active.updated_at = Set(now);
+        active.update(&txn).await?;
+        audit::append(
+            &txn,
+            now,
+            AuditEvent {
+                actor: "system",
+                action: "item.expire",
+                target_type: "item",
+                target_id: &id,
+                before_hash: hash.as_deref(),
+                after_hash: hash.as_deref(),
+                detail: serde_json::json!({"withdrawal_deliveries": withdrawals}),
+                area: Some(&area_code),
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        expired += 1;
+    }
+    Ok(expired)
+}
