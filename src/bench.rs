@@ -270,7 +270,7 @@ impl Channel for InstantDevices {
         })
     }
 
-    async fn deliver(&self, _: &Rendition, _: &TargetRef, _: &str) -> DeliveryOutcome {
+    async fn deliver(&self, _: &Rendition, _: &Dispatch<'_>) -> DeliveryOutcome {
         DeliveryOutcome::Delivered { external_id: None }
     }
 

@@ -3,8 +3,10 @@
 //! receipts from which each delivery's state follows.
 
 pub mod counts;
+pub mod inbox;
 pub mod portal_store;
 pub mod targets;
+pub mod transition;
 pub mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -153,6 +153,10 @@ struct Settled {
     external_id: Option<String>,
     error: Option<String>,
     retry_at: Option<DateTime<Utc>>,
+    /// What a multi-step send keeps for its next attempt.
+    checkpoint: Option<serde_json::Value>,
+    /// For `accepted`: when the channel is asked if no report came (`inbox::reconcile`).
+    confirm_by: Option<DateTime<Utc>>,
 }
 
 fn settle_delivery(hub: &Hub, attempts: i32, outcome: DeliveryOutcome) -> Settled {
@@ -163,13 +167,20 @@ fn settle_delivery(hub: &Hub, attempts: i32, outcome: DeliveryOutcome) -> Settle
             external_id,
             error: None,
             retry_at: None,
+            checkpoint: None,
+            confirm_by: None,
         },
-        DeliveryOutcome::Accepted { external_id } => Settled {
+        DeliveryOutcome::Accepted {
+            external_id,
+            confirm_within,
+        } => Settled {
             state: DeliveryState::Accepted,
             receipt_kind: "accepted",
             external_id: Some(external_id),
             error: None,
             retry_at: None,
+            checkpoint: None,
+            confirm_by: Some(super::inbox::confirm_by(hub, confirm_within)),
         },
         DeliveryOutcome::Unknown { message } => Settled {
             state: DeliveryState::Unconfirmed,
@@ -177,12 +188,18 @@ fn settle_delivery(hub: &Hub, attempts: i32, outcome: DeliveryOutcome) -> Settle
             external_id: None,
             error: Some(message),
             retry_at: None,
+            checkpoint: None,
+            confirm_by: None,
         },
         DeliveryOutcome::Failed {
             permanence,
             code,
             message,
-        } => settle_failure(hub, attempts, permanence, &code, &message),
+            checkpoint,
+        } => Settled {
+            checkpoint,
+            ..settle_failure(hub, attempts, permanence, &code, &message)
+        },
     }
 }
 
@@ -207,6 +224,8 @@ fn settle_failure(hub: &Hub, attempts: i32, permanence: Permanence, code: &str, 
             external_id: None,
             error,
             retry_at: Some(retry_at),
+            checkpoint: None,
+            confirm_by: None,
         };
     }
     Settled {
@@ -215,6 +234,8 @@ fn settle_failure(hub: &Hub, attempts: i32, permanence: Permanence, code: &str, 
         external_id: None,
         error,
         retry_at: None,
+        checkpoint: None,
+        confirm_by: None,
     }
 }
 
@@ -226,6 +247,8 @@ fn settle_withdrawal(hub: &Hub, attempts: i32, outcome: WithdrawOutcome) -> Sett
             external_id: None,
             error: None,
             retry_at: None,
+            checkpoint: None,
+            confirm_by: None,
         },
         WithdrawOutcome::Unsupported { reason } => Settled {
             state: DeliveryState::Failed,
@@ -233,6 +256,8 @@ fn settle_withdrawal(hub: &Hub, attempts: i32, outcome: WithdrawOutcome) -> Sett
             external_id: None,
             error: Some(format!("this channel cannot withdraw: {reason}")),
             retry_at: None,
+            checkpoint: None,
+            confirm_by: None,
         },
         WithdrawOutcome::Unknown { message } => Settled {
             state: DeliveryState::Unconfirmed,
@@ -240,6 +265,8 @@ fn settle_withdrawal(hub: &Hub, attempts: i32, outcome: WithdrawOutcome) -> Sett
             external_id: None,
             error: Some(message),
             retry_at: None,
+            checkpoint: None,
+            confirm_by: None,
         },
         WithdrawOutcome::Failed {
             permanence,
@@ -295,12 +322,23 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(delivery::Model, Sett
                 settled.state.as_str(),
                 1,
             );
+            // What only some outcomes set, row by row: the external id callbacks will name,
+            // a checkpoint for the next attempt, the time to ask about an `accepted` one.
+            let mut progress = delivery::Entity::update_many().filter(delivery::Column::Id.eq(&row.id));
             if let Some(external_id) = &settled.external_id {
-                delivery::Entity::update_many()
-                    .col_expr(delivery::Column::ExternalId, Expr::value(external_id.clone()))
-                    .filter(delivery::Column::Id.eq(&row.id))
-                    .exec(&txn)
-                    .await?;
+                progress = progress.col_expr(delivery::Column::ExternalId, Expr::value(external_id.clone()));
+            }
+            if let Some(checkpoint) = &settled.checkpoint {
+                progress =
+                    progress.col_expr(delivery::Column::Checkpoint, Expr::value(checkpoint.to_string()));
+            }
+            if let Some(confirm_by) = settled.confirm_by {
+                progress = progress
+                    .col_expr(delivery::Column::ConfirmBy, Expr::value(confirm_by))
+                    .col_expr(delivery::Column::ConfirmAsks, Expr::value(0));
+            }
+            if settled.external_id.is_some() || settled.checkpoint.is_some() || settled.confirm_by.is_some() {
+                progress.exec(&txn).await?;
             }
         } else {
             tracing::warn!(delivery = %row.id, worker = worker_id, "lease lost before the outcome was recorded; the other worker's record stands");
@@ -421,6 +459,8 @@ fn settled_without_call(hub: &Hub, batch: &BatchContext, row: &delivery::Model) 
             external_id: None,
             error: None,
             retry_at: None,
+            checkpoint: None,
+            confirm_by: None,
         });
     }
     let registered = ChannelKind::parse(&row.channel).and_then(|kind| hub.channels.get(kind));
@@ -475,12 +515,22 @@ async fn deliver_group(
             .iter()
             .map(|row| batch.target_ref(&row.target_id))
             .collect::<Result<Vec<_>>>()?;
+        let checkpoints: Vec<Option<serde_json::Value>> = chunk
+            .iter()
+            .map(|row| {
+                row.checkpoint
+                    .as_deref()
+                    .and_then(|raw| serde_json::from_str(raw).ok())
+            })
+            .collect();
         let dispatches: Vec<Dispatch<'_>> = chunk
             .iter()
             .zip(&targets)
-            .map(|(row, target)| Dispatch {
+            .zip(&checkpoints)
+            .map(|((row, target), checkpoint)| Dispatch {
                 target,
                 idempotency_key: &row.idempotency_key,
+                checkpoint: checkpoint.as_ref(),
             })
             .collect();
         let permits = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
@@ -626,7 +676,12 @@ pub async fn run_until_stopped(hub: Arc<Hub>, worker_id: String) -> anyhow::Resu
         .channels
         .kinds()
         .map(|channel| run_channel_until_stopped(&hub, &worker_id, channel));
-    futures::future::join_all(loops).await;
+    // Receipts are applied (and overdue `accepted` deliveries reconciled) beside the claims.
+    futures::future::join(
+        futures::future::join_all(loops),
+        super::inbox::run_until_stopped(&hub, &worker_id),
+    )
+    .await;
     Ok(())
 }
 
