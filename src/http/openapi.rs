@@ -15,7 +15,7 @@ use utoipa::{
     },
 };
 
-use super::{accounts, deliveries, error::ErrorBody, items, system};
+use super::{accounts, callbacks, deliveries, error::ErrorBody, items, system};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -60,6 +60,7 @@ use super::{accounts, deliveries, error::ErrorBody, items, system};
         deliveries::list_deliveries,
         deliveries::retry,
         deliveries::cancel,
+        callbacks::unmatched_receipts,
         deliveries::list_targets,
         deliveries::create_target,
         system::audit_log,
