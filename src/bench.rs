@@ -1,6 +1,10 @@
 //! `herald bench publish`: the cost of publishing one item to many targets, and of reading its
 //! delivery summary, on a scratch database. Prints figures; judges nothing.
 
+mod receipts;
+
+pub use receipts::receipts;
+
 use std::{path::PathBuf, time::Instant};
 
 use anyhow::Context;
