@@ -1,6 +1,10 @@
 //! `herald bench publish`: the cost of publishing one item to many targets, and of reading its
 //! delivery summary, on a scratch database. Prints figures; judges nothing.
 
+mod receipts;
+
+pub use receipts::receipts;
+
 use std::{path::PathBuf, time::Instant};
 
 use anyhow::Context;
@@ -274,7 +278,7 @@ impl Channel for InstantDevices {
         })
     }
 
-    async fn deliver(&self, _: &Rendition, _: &TargetRef, _: &str) -> DeliveryOutcome {
+    async fn deliver(&self, _: &Rendition, _: &Dispatch<'_>) -> DeliveryOutcome {
         DeliveryOutcome::Delivered { external_id: None }
     }
 
@@ -287,6 +291,63 @@ impl Channel for InstantDevices {
 
     async fn withdraw(&self, _: &str, _: &TargetRef, _: Option<&str>, _: &str, _: &str) -> WithdrawOutcome {
         WithdrawOutcome::Withdrawn
+    }
+}
+
+/// One item published to `targets` loudspeakers in a village, timed.
+pub(crate) struct Published {
+    pub item_id: String,
+    pub written: u64,
+    pub took: std::time::Duration,
+}
+
+pub(crate) async fn publish_to_loudspeakers(hub: &Hub, targets: usize) -> anyhow::Result<Published> {
+    let village = hub
+        .areas
+        .iter()
+        .find(|a| a.code.level() == crate::domain::area::AreaLevel::Village)
+        .map(|a| a.code.to_string())
+        .context("the area tree has no village")?;
+    let (publisher, item_id) = approved_item(hub).await?;
+    add_targets(hub, ChannelKind::Loudspeaker, &village, targets).await?;
+    let input = PublishInput {
+        channels: vec![ChannelKind::Loudspeaker],
+        ..PublishInput::default()
+    };
+    let key = IdempotencyKey::parse("bench").map_err(err)?;
+    let started = Instant::now();
+    let outcome = workflow::publish(hub, &publisher, &item_id, &key, input)
+        .await
+        .map_err(err)?;
+    let took = started.elapsed();
+    let written = outcome.body["deliveries"]["loudspeaker"].as_u64().unwrap_or(0);
+    Ok(Published {
+        item_id,
+        written,
+        took,
+    })
+}
+
+/// Works off every due loudspeaker delivery, claim after claim, as one worker would; returns
+/// how many it handled and in how many claims.
+pub(crate) async fn drain_loudspeakers(hub: &Hub) -> anyhow::Result<(usize, usize)> {
+    let in_flight = delivery::worker::InFlight::default();
+    let mut drained = 0;
+    let mut claims = 0;
+    loop {
+        let handled = delivery::worker::try_execute_channel_batch(
+            hub,
+            &in_flight,
+            "bench-worker",
+            ChannelKind::Loudspeaker,
+        )
+        .await
+        .map_err(err)?;
+        if handled == 0 {
+            return Ok((drained, claims));
+        }
+        drained += handled;
+        claims += 1;
     }
 }
 
@@ -303,46 +364,10 @@ pub async fn deliver(options: BenchOptions) -> anyhow::Result<()> {
 async fn run_deliver(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> {
     let mut hub = open_hub(settings.clone(), Clock::System).await?;
     hub.channels.register(std::sync::Arc::new(InstantDevices));
-    let village = hub
-        .areas
-        .iter()
-        .find(|a| a.code.level() == crate::domain::area::AreaLevel::Village)
-        .map(|a| a.code.to_string())
-        .context("the area tree has no village")?;
-    let (publisher, item_id) = approved_item(&hub).await?;
-    add_targets(&hub, ChannelKind::Loudspeaker, &village, options.targets).await?;
-    let input = PublishInput {
-        channels: vec![ChannelKind::Loudspeaker],
-        ..PublishInput::default()
-    };
-
-    let key = IdempotencyKey::parse("bench").map_err(err)?;
+    let published = publish_to_loudspeakers(&hub, options.targets).await?;
+    let (item_id, written, write_time) = (published.item_id, published.written, published.took);
     let started = Instant::now();
-    let outcome = workflow::publish(&hub, &publisher, &item_id, &key, input)
-        .await
-        .map_err(err)?;
-    let write_time = started.elapsed();
-    let written = outcome.body["deliveries"]["loudspeaker"].as_u64().unwrap_or(0);
-
-    let in_flight = delivery::worker::InFlight::default();
-    let started = Instant::now();
-    let mut drained = 0;
-    let mut claims = 0;
-    loop {
-        let handled = delivery::worker::try_execute_channel_batch(
-            &hub,
-            &in_flight,
-            "bench-worker",
-            ChannelKind::Loudspeaker,
-        )
-        .await
-        .map_err(err)?;
-        if handled == 0 {
-            break;
-        }
-        drained += handled;
-        claims += 1;
-    }
+    let (drained, claims) = drain_loudspeakers(&hub).await?;
     let drain_time = started.elapsed();
     let summary = delivery::summary(&hub.db, &item_id).await.map_err(err)?;
     let delivered: i64 = summary

@@ -96,6 +96,15 @@ enum BenchCommand {
         #[arg(long)]
         postgres: Option<String>,
     },
+    /// Take one receipt for each of many `accepted` deliveries into the inbox, then time
+    /// applying them in batches of 1,000.
+    Receipts {
+        #[arg(long, default_value_t = 10_000)]
+        deliveries: usize,
+        /// As for `bench publish`.
+        #[arg(long)]
+        postgres: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -228,6 +237,15 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Deliver { targets, postgres }) => {
             crate::bench::deliver(crate::bench::BenchOptions {
                 targets,
+                summary_runs: 0,
+                postgres_url: postgres,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Receipts { deliveries, postgres }) => {
+            crate::bench::receipts(crate::bench::BenchOptions {
+                targets: deliveries,
                 summary_runs: 0,
                 postgres_url: postgres,
             })

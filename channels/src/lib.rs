@@ -4,9 +4,15 @@
 //! **Architecture Invariant:** only this crate knows third-party channel APIs (WeChat, media
 //! centers, device payloads). The hub speaks in [`ChannelKind`] and renditions.
 
+pub mod callbacks;
 pub mod portal;
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+pub use callbacks::{
+    CallbackError, CallbackReply, CallbackRequest, Callbacks, ChannelReceipt, Correlation, ReceiptStatus,
+    Verified,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -184,14 +190,22 @@ pub enum Permanence {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryOutcome {
-    /// The channel took it and will report the result later.
-    Accepted { external_id: String },
+    /// The channel took it and will report the result later (a callback, a device report).
+    /// Past `confirm_within` with no report the hub asks [`Channel::reconcile`]; `None` takes
+    /// the hub's default. A duration, not an instant: adapters have no clock, time is the hub's.
+    Accepted {
+        external_id: String,
+        confirm_within: Option<Duration>,
+    },
     /// Done; for the portal, live.
     Delivered { external_id: Option<String> },
     Failed {
         permanence: Permanence,
         code: String,
         message: String,
+        /// Progress of a multi-step send to keep for the next attempt (a WeChat draft's
+        /// `media_id`), handed back in [`Dispatch::checkpoint`]; `None` keeps what was kept.
+        checkpoint: Option<serde_json::Value>,
     },
     /// The call may or may not have taken effect (timeout after sending). Never resent blindly.
     Unknown { message: String },
@@ -220,28 +234,14 @@ pub enum RenderError {
     Unrenderable(String),
 }
 
-/// A receipt a channel pushed back (a WeChat event, a media-center callback, a device report).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InboundReceipt {
-    pub external_id: String,
-    pub kind: String,
-    /// RFC 3339 time at the source, when the source says.
-    pub source_time: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReceiptError {
-    #[error("this channel does not push receipts")]
-    NotSupported,
-    #[error("receipt rejected: {0}")]
-    Invalid(String),
-}
-
 /// One delivery of a batch: where it goes, and the key every attempt of it carries.
 #[derive(Debug, Clone, Copy)]
 pub struct Dispatch<'a> {
     pub target: &'a TargetRef,
     pub idempotency_key: &'a str,
+    /// What an earlier attempt of this delivery kept (`DeliveryOutcome::Failed::checkpoint`):
+    /// a retry resumes from it instead of starting over (reuse the draft, never a second one).
+    pub checkpoint: Option<&'a serde_json::Value>,
 }
 
 /// One adapter per channel. `render` is pure and backs both delivery and the exact preview;
@@ -252,12 +252,7 @@ pub trait Channel: Send + Sync {
 
     fn render(&self, item: &PublishedItem) -> Result<Rendition, RenderError>;
 
-    async fn deliver(
-        &self,
-        rendition: &Rendition,
-        target: &TargetRef,
-        idempotency_key: &str,
-    ) -> DeliveryOutcome;
+    async fn deliver(&self, rendition: &Rendition, dispatch: &Dispatch<'_>) -> DeliveryOutcome;
 
     /// Sends one rendition to several targets and returns one outcome per dispatch, in
     /// order. The hub never hands over more dispatches at once than the channel's in-flight
@@ -268,12 +263,7 @@ pub trait Channel: Send + Sync {
         rendition: &Rendition,
         dispatches: &[Dispatch<'_>],
     ) -> Vec<DeliveryOutcome> {
-        futures::future::join_all(
-            dispatches
-                .iter()
-                .map(|d| self.deliver(rendition, d.target, d.idempotency_key)),
-        )
-        .await
+        futures::future::join_all(dispatches.iter().map(|d| self.deliver(rendition, d))).await
     }
 
     async fn withdraw(
@@ -285,9 +275,16 @@ pub trait Channel: Send + Sync {
         idempotency_key: &str,
     ) -> WithdrawOutcome;
 
-    /// For channels that push receipts: parse and verify one inbound payload.
-    fn parse_receipt(&self, _payload: &[u8]) -> Result<Vec<InboundReceipt>, ReceiptError> {
-        Err(ReceiptError::NotSupported)
+    /// Asks the channel what became of an `Accepted` delivery whose report is overdue
+    /// (WeChat `freepublish/get`). `None`: it cannot tell yet (still in progress, unreachable,
+    /// or this channel has no way to ask); the hub asks again later, a bounded number of times.
+    async fn reconcile(&self, _dispatch: &Dispatch<'_>, _external_id: &str) -> Option<ReceiptStatus> {
+        None
+    }
+
+    /// The verification of this channel's inbound callbacks, if it takes any.
+    fn callbacks(&self) -> Option<&dyn Callbacks> {
+        None
     }
 }
 

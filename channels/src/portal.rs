@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Channel, ChannelKind, DeliveryOutcome, Permanence, PublishedItem, RenderError, Rendition, TargetRef,
-    WithdrawOutcome,
+    Channel, ChannelKind, DeliveryOutcome, Dispatch, Permanence, PublishedItem, RenderError, Rendition,
+    TargetRef, WithdrawOutcome,
 };
 
 /// What a portal page shows, rendered once from the approved version.
@@ -139,12 +139,8 @@ impl Channel for Portal {
         })
     }
 
-    async fn deliver(
-        &self,
-        rendition: &Rendition,
-        target: &TargetRef,
-        _idempotency_key: &str,
-    ) -> DeliveryOutcome {
+    async fn deliver(&self, rendition: &Rendition, dispatch: &Dispatch<'_>) -> DeliveryOutcome {
+        let target = dispatch.target;
         // Putting a page is an upsert: repeating it is harmless, so the key needs no storage.
         let page: PortalPage = match serde_json::from_value(rendition.payload.clone()) {
             Ok(page) => page,
@@ -153,6 +149,7 @@ impl Channel for Portal {
                     permanence: Permanence::Permanent,
                     code: "bad_rendition".into(),
                     message: e.to_string(),
+                    checkpoint: None,
                 };
             }
         };
@@ -164,6 +161,7 @@ impl Channel for Portal {
                 permanence: Permanence::Transient,
                 code: "store".into(),
                 message,
+                checkpoint: None,
             },
         }
     }

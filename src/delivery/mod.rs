@@ -2,13 +2,16 @@
 //! transaction (transactional outbox), worked off by `worker`, and recorded as append-only
 //! receipts from which each delivery's state follows.
 
+mod backoff;
 pub mod counts;
+pub mod inbox;
 mod operator;
 mod outbox;
 mod receipt_log;
 mod report;
 mod state;
 pub mod targets;
+pub mod transition;
 pub mod worker;
 
 pub use operator::{cancel, retry};

@@ -51,23 +51,6 @@ impl InFlight {
     }
 }
 
-/// Capped exponential backoff with "equal jitter": half the step fixed, half random, so
-/// retries spread out yet each waits at least as long as the previous one's minimum.
-pub fn backoff(attempt: u32, base_seconds: u32, cap_seconds: u32) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(20);
-    let step = u64::from(base_seconds)
-        .saturating_mul(1 << exponent)
-        .min(u64::from(cap_seconds))
-        .max(1);
-    let half = step / 2;
-    let mut random = [0u8; 8];
-    let jitter = match getrandom::fill(&mut random) {
-        Ok(()) => u64::from_le_bytes(random) % (step - half + 1),
-        Err(_) => step - half,
-    };
-    Duration::from_secs(half + jitter)
-}
-
 /// Due for a (first or further) attempt, or held under a lapsed lease by a worker that died.
 const CLAIMABLE: &str = "((state IN ('pending', 'retrying') AND next_attempt_at <= $1) OR (state = 'sending' AND lease_expires_at <= $1)) \
      AND (not_before IS NULL OR not_before <= $1)";
@@ -176,10 +159,12 @@ pub struct Claimed {
     pub idempotency_key: String,
     pub not_after: Option<DateTime<Utc>>,
     pub withdraws_id: Option<String>,
+    /// What the previous attempt of a multi-step send kept (JSON), for this one to resume from.
+    pub checkpoint: Option<String>,
 }
 
 impl Claimed {
-    const COLUMNS: [delivery::Column; 10] = [
+    const COLUMNS: [delivery::Column; 11] = [
         delivery::Column::Id,
         delivery::Column::ItemId,
         delivery::Column::Channel,
@@ -190,6 +175,7 @@ impl Claimed {
         delivery::Column::IdempotencyKey,
         delivery::Column::NotAfter,
         delivery::Column::WithdrawsId,
+        delivery::Column::Checkpoint,
     ];
 }
 
@@ -200,6 +186,10 @@ struct Settled {
     external_id: Option<String>,
     error: Option<String>,
     retry_at: Option<DateTime<Utc>>,
+    /// What a multi-step send keeps for its next attempt.
+    checkpoint: Option<serde_json::Value>,
+    /// For `accepted`: when the channel is asked if no report came (`inbox::reconcile`).
+    confirm_by: Option<DateTime<Utc>>,
 }
 
 fn settle_delivery(hub: &Hub, attempts: i32, outcome: DeliveryOutcome) -> Settled {
@@ -210,13 +200,20 @@ fn settle_delivery(hub: &Hub, attempts: i32, outcome: DeliveryOutcome) -> Settle
             external_id,
             error: None,
             retry_at: None,
+            checkpoint: None,
+            confirm_by: None,
         },
-        DeliveryOutcome::Accepted { external_id } => Settled {
+        DeliveryOutcome::Accepted {
+            external_id,
+            confirm_within,
+        } => Settled {
             state: DeliveryState::Accepted,
             receipt_kind: "accepted",
             external_id: Some(external_id),
             error: None,
             retry_at: None,
+            checkpoint: None,
+            confirm_by: Some(super::inbox::confirm_by(hub, confirm_within)),
         },
         DeliveryOutcome::Unknown { message } => Settled {
             state: DeliveryState::Unconfirmed,
@@ -224,12 +221,18 @@ fn settle_delivery(hub: &Hub, attempts: i32, outcome: DeliveryOutcome) -> Settle
             external_id: None,
             error: Some(message),
             retry_at: None,
+            checkpoint: None,
+            confirm_by: None,
         },
         DeliveryOutcome::Failed {
             permanence,
             code,
             message,
-        } => settle_failure(hub, attempts, permanence, &code, &message),
+            checkpoint,
+        } => Settled {
+            checkpoint,
+            ..settle_failure(hub, attempts, permanence, &code, &message)
+        },
     }
 }
 
@@ -241,7 +244,7 @@ fn settle_failure(hub: &Hub, attempts: i32, permanence: Permanence, code: &str, 
     ));
     let exhausted = u32::try_from(attempts).unwrap_or(u32::MAX) >= settings.max_attempts;
     if permanence == Permanence::Transient && !exhausted {
-        let delay = backoff(
+        let delay = super::backoff::backoff(
             u32::try_from(attempts).unwrap_or(1),
             settings.backoff_base_seconds,
             settings.backoff_cap_seconds,
@@ -254,6 +257,8 @@ fn settle_failure(hub: &Hub, attempts: i32, permanence: Permanence, code: &str, 
             external_id: None,
             error,
             retry_at: Some(retry_at),
+            checkpoint: None,
+            confirm_by: None,
         };
     }
     Settled {
@@ -262,6 +267,8 @@ fn settle_failure(hub: &Hub, attempts: i32, permanence: Permanence, code: &str, 
         external_id: None,
         error,
         retry_at: None,
+        checkpoint: None,
+        confirm_by: None,
     }
 }
 
@@ -273,6 +280,8 @@ fn settle_withdrawal(hub: &Hub, attempts: i32, outcome: WithdrawOutcome) -> Sett
             external_id: None,
             error: None,
             retry_at: None,
+            checkpoint: None,
+            confirm_by: None,
         },
         WithdrawOutcome::Unsupported { reason } => Settled {
             state: DeliveryState::Failed,
@@ -280,6 +289,8 @@ fn settle_withdrawal(hub: &Hub, attempts: i32, outcome: WithdrawOutcome) -> Sett
             external_id: None,
             error: Some(format!("this channel cannot withdraw: {reason}")),
             retry_at: None,
+            checkpoint: None,
+            confirm_by: None,
         },
         WithdrawOutcome::Unknown { message } => Settled {
             state: DeliveryState::Unconfirmed,
@@ -287,6 +298,8 @@ fn settle_withdrawal(hub: &Hub, attempts: i32, outcome: WithdrawOutcome) -> Sett
             external_id: None,
             error: Some(message),
             retry_at: None,
+            checkpoint: None,
+            confirm_by: None,
         },
         WithdrawOutcome::Failed {
             permanence,
@@ -296,48 +309,65 @@ fn settle_withdrawal(hub: &Hub, attempts: i32, outcome: WithdrawOutcome) -> Sett
     }
 }
 
-/// What an outcome writes: state, external id, last error, next attempt. A device group's
-/// outcomes share all four (one command id for the group), so they take one UPDATE.
-type SameColumns = (
-    &'static str,
-    Option<String>,
-    Option<String>,
-    Option<DateTime<Utc>>,
-);
+/// What an outcome writes: state, external id, last error, next attempt, checkpoint and
+/// confirm-by time. A device group's outcomes share all of them (one command id for the
+/// group), so they take one UPDATE.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct SameColumns {
+    state: &'static str,
+    external_id: Option<String>,
+    error: Option<String>,
+    retry_at: Option<DateTime<Utc>>,
+    checkpoint: Option<String>,
+    confirm_by: Option<DateTime<Utc>>,
+}
 
 /// Writes a batch's outcomes in one transaction, each only while this worker still holds its
-/// lease (a worker whose lease lapsed must not overwrite the record of the one that took
-/// over), with every receipt and the counts applied once. Returns how many were recorded.
+/// lease and the delivery is still `sending` (a worker whose lease lapsed must not overwrite
+/// the record of the one that took over, and a receipt that overtook this record wins), with
+/// every receipt and the counts applied once. Returns how many were recorded.
 async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(Claimed, Settled)>) -> Result<usize> {
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
     let mut alike: BTreeMap<SameColumns, Vec<&str>> = BTreeMap::new();
     for (row, settled) in &outcomes {
-        let columns = (
-            settled.state.as_str(),
-            settled.external_id.clone(),
-            settled.error.clone(),
-            settled.retry_at,
-        );
+        let columns = SameColumns {
+            state: settled.state.as_str(),
+            external_id: settled.external_id.clone(),
+            error: settled.error.clone(),
+            retry_at: settled.retry_at,
+            checkpoint: settled.checkpoint.as_ref().map(ToString::to_string),
+            confirm_by: settled.confirm_by,
+        };
         alike.entry(columns).or_default().push(&row.id);
     }
     // The lease check is the update's own condition, so checking and writing are one step.
     let mut held = HashSet::with_capacity(outcomes.len());
-    for ((state, external_id, error, retry_at), ids) in alike {
+    for (columns, ids) in alike {
         for chunk in ids.chunks(super::ID_CHUNK) {
             let mut update = Query::update();
             update
                 .table(delivery::Entity)
-                .value(delivery::Column::State, state)
-                .value(delivery::Column::LastError, error.clone())
+                .value(delivery::Column::State, columns.state)
+                .value(delivery::Column::LastError, columns.error.clone())
                 .value(delivery::Column::LeaseOwner, Option::<String>::None)
                 .value(delivery::Column::LeaseExpiresAt, Option::<DateTime<Utc>>::None)
                 .value(delivery::Column::UpdatedAt, now);
-            if let Some(external_id) = &external_id {
+            // What only some outcomes set: the external id callbacks will name, a checkpoint
+            // for the next attempt, the time to ask about an `accepted` one.
+            if let Some(external_id) = &columns.external_id {
                 update.value(delivery::Column::ExternalId, external_id.clone());
             }
-            if let Some(retry_at) = retry_at {
+            if let Some(retry_at) = columns.retry_at {
                 update.value(delivery::Column::NextAttemptAt, retry_at);
+            }
+            if let Some(checkpoint) = &columns.checkpoint {
+                update.value(delivery::Column::Checkpoint, checkpoint.clone());
+            }
+            if let Some(confirm_by) = columns.confirm_by {
+                update
+                    .value(delivery::Column::ConfirmBy, confirm_by)
+                    .value(delivery::Column::ConfirmAsks, 0);
             }
             update
                 .and_where(delivery::Column::Id.is_in(chunk.iter().copied()))
@@ -469,6 +499,8 @@ fn settled_without_call(hub: &Hub, batch: &BatchContext, row: &Claimed) -> Optio
             external_id: None,
             error: None,
             retry_at: None,
+            checkpoint: None,
+            confirm_by: None,
         });
     }
     let registered = ChannelKind::parse(&row.channel).and_then(|kind| hub.channels.get(kind));
@@ -524,12 +556,22 @@ async fn deliver_group(
             .iter()
             .map(|row| batch.target_ref(&row.target_id))
             .collect::<Result<Vec<_>>>()?;
+        let checkpoints: Vec<Option<serde_json::Value>> = chunk
+            .iter()
+            .map(|row| {
+                row.checkpoint
+                    .as_deref()
+                    .and_then(|raw| serde_json::from_str(raw).ok())
+            })
+            .collect();
         let dispatches: Vec<Dispatch<'_>> = chunk
             .iter()
             .zip(&targets)
-            .map(|(row, target)| Dispatch {
+            .zip(&checkpoints)
+            .map(|((row, target), checkpoint)| Dispatch {
                 target,
                 idempotency_key: &row.idempotency_key,
+                checkpoint: checkpoint.as_ref(),
             })
             .collect();
         let permits = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
@@ -687,7 +729,12 @@ pub async fn run_until_stopped(hub: Arc<Hub>, worker_id: String) -> anyhow::Resu
         .channels
         .kinds()
         .map(|channel| run_channel_until_stopped(&hub, &in_flight, &worker_id, channel));
-    futures::future::join_all(loops).await;
+    // Receipts are applied (and overdue `accepted` deliveries reconciled) beside the claims.
+    futures::future::join(
+        futures::future::join_all(loops),
+        super::inbox::run_until_stopped(&hub, &worker_id),
+    )
+    .await;
     Ok(())
 }
 
@@ -702,23 +749,5 @@ async fn run_channel_until_stopped(hub: &Hub, in_flight: &InFlight, worker_id: &
                 tokio::time::sleep(idle).await;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let mut previous_min = 0;
-        for attempt in 1..=10 {
-            let step = (30u64 << (attempt - 1)).min(3600);
-            let delay = backoff(attempt, 30, 3600).as_secs();
-            assert!(delay >= step / 2 && delay <= step, "attempt {attempt}: {delay}");
-            assert!(step / 2 >= previous_min);
-            previous_min = step / 2;
-        }
-        assert!(backoff(40, 30, 3600).as_secs() <= 3600);
     }
 }

@@ -6,6 +6,7 @@
 //! plain values and return `crate::error::Error`.
 
 mod accounts;
+mod callbacks;
 mod deliveries;
 pub mod error;
 pub(crate) mod extract;
@@ -165,6 +166,11 @@ pub fn api_routes() -> Vec<ApiRoute> {
             "/api/v1/deliveries/{id}/cancel",
             web::post().to(deliveries::cancel),
         ),
+        op(
+            M::GET,
+            "/api/v1/receipts/unmatched",
+            web::get().to(callbacks::unmatched_receipts),
+        ),
         op(M::GET, "/api/v1/targets", web::get().to(deliveries::list_targets)),
         op(
             M::POST,
@@ -291,6 +297,7 @@ impl Application {
                     }
                 })
                 .configure(configure)
+                .configure(callbacks::configure)
                 .configure(portal::configure)
                 .default_service(web::to(no_route))
         })

@@ -18,7 +18,7 @@ use utoipa::{
 use actix_web::HttpResponse;
 
 use super::{
-    accounts, deliveries,
+    accounts, callbacks, deliveries,
     error::{ApiError, ErrorBody},
     items, system,
 };
@@ -69,6 +69,7 @@ type Reply = Result<HttpResponse, ApiError>;
         deliveries::list_deliveries,
         deliveries::retry,
         deliveries::cancel,
+        callbacks::unmatched_receipts,
         deliveries::list_targets,
         deliveries::create_target,
         system::audit_log,

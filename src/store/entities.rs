@@ -288,7 +288,7 @@ pub mod target {
     no_relations!();
 }
 
-/// A target's secret, sealed (`crate::secrets`); the plaintext is never stored.
+/// A target's secret, sealed (see the secrets module); the plaintext is never stored.
 pub mod target_secret {
     use sea_orm::entity::prelude::*;
 
@@ -351,6 +351,11 @@ pub mod delivery {
         pub withdraws_id: Option<String>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// JSON a multi-step send kept for its next attempt.
+        pub checkpoint: Option<String>,
+        /// For `accepted`: when the channel is asked if no report came.
+        pub confirm_by: Option<DateTimeUtc>,
+        pub confirm_asks: i32,
     }
     no_relations!();
 }
@@ -413,6 +418,34 @@ pub mod delivery_count {
         #[sea_orm(primary_key, auto_increment = false)]
         pub state: String,
         pub n: i64,
+    }
+    no_relations!();
+}
+
+/// A verified inbound receipt, stored before it is answered and applied later by the
+/// delivery inbox.
+pub mod receipt_inbox {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "receipt_inbox")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub channel: String,
+        pub target_id: String,
+        pub dedup: String,
+        pub correlation_by: String,
+        pub correlation: String,
+        pub status: String,
+        pub detail: String,
+        pub source_time: Option<DateTimeUtc>,
+        pub raw: String,
+        pub received_at: DateTimeUtc,
+        pub due_at: DateTimeUtc,
+        pub applied_at: Option<DateTimeUtc>,
+        pub outcome: Option<String>,
+        pub delivery_id: Option<String>,
     }
     no_relations!();
 }

@@ -923,6 +923,10 @@ async fn scenario(app: TestApp) {
     )
     .await;
 
+    let unmatched = ("/api/v1/receipts/unmatched", "/api/v1/receipts/unmatched");
+    call(&app, &doc, get.clone(), a, unmatched, None, 200).await;
+    call(&app, &doc, get.clone(), p, unmatched, None, 403).await;
+
     doc.assert_all_exercised();
 }
 

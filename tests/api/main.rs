@@ -4,6 +4,7 @@
 mod helpers;
 pub mod openapi_check;
 mod scripted;
+mod signed;
 
 mod accounts;
 mod architecture;
@@ -13,6 +14,7 @@ mod conformance;
 mod deadlines;
 mod delivery;
 mod hardening;
+mod inbox;
 mod interpretations;
 mod login_abuse;
 mod matrix;

@@ -200,13 +200,15 @@ const MATRIX: &[Row] = &[
     ("POST /api/v1/deliveries/{id}/retry",             Out,           [NA,  NA,  NA,   R,   R,   R,    R,   R,    NA,  NA,  NA,  NA]),
     ("POST /api/v1/deliveries/{id}/cancel",            In,            [OK,  OK,  F,    OK,  OK,  F,    OK,  OK,   U,   U,   U,   U]),
     ("POST /api/v1/deliveries/{id}/cancel",            Out,           [NA,  NA,  NA,   R,   R,   R,    R,   R,    NA,  NA,  NA,  NA]),
+    // Receipts that matched no delivery: administrators, for targets in their area.
+    ("GET /api/v1/receipts/unmatched",                 Na,            [OK,  F,   F,    F,   OK,  F,    F,   F,    U,   U,   U,   U]),
     ("GET /api/v1/targets",                            Na,            [OK,  OK,  OK,   OK,  OK,  OK,   OK,  OK,   U,   U,   U,   U]),
     ("POST /api/v1/targets",                           In,            [CR,  F,   F,    F,   CR,  F,    F,   F,    U,   U,   U,   U]),
     ("POST /api/v1/targets",                           Out,           [NA,  NA,  NA,   R,   R,   R,    R,   R,    NA,  NA,  NA,  NA]),
 ];
 
 /// Cells of `MATRIX` that are checked; the table may grow but never silently shrink.
-const EXPECTED_CELLS: usize = 753;
+const EXPECTED_CELLS: usize = 765;
 
 fn home(caller: &str) -> &'static str {
     match caller {
@@ -833,6 +835,7 @@ impl Fx {
             | "GET /api/v1/interpretations/due"
             | "GET /api/v1/deliveries"
             | "GET /api/v1/targets"
+            | "GET /api/v1/receipts/unmatched"
             | "DELETE /api/v1/session" => req(method, path),
             "GET /api/v1/audit" => req(method, "/api/v1/audit?limit=1000"),
             "POST /api/v1/session" => req(method, "/api/v1/session")

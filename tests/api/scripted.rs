@@ -6,8 +6,8 @@ use std::{
 };
 
 use herald_channels::{
-    Channel, ChannelKind, DeliveryOutcome, Permanence, PublishedItem, RenderError, Rendition, TargetRef,
-    WithdrawOutcome,
+    Channel, ChannelKind, DeliveryOutcome, Dispatch, Permanence, PublishedItem, RenderError, Rendition,
+    TargetRef, WithdrawOutcome,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -75,7 +75,8 @@ impl Channel for Scripted {
         })
     }
 
-    async fn deliver(&self, _rendition: &Rendition, target: &TargetRef, key: &str) -> DeliveryOutcome {
+    async fn deliver(&self, _rendition: &Rendition, dispatch: &Dispatch<'_>) -> DeliveryOutcome {
+        let (target, key) = (dispatch.target, dispatch.idempotency_key);
         self.calls.lock().expect("lock").push(key.to_owned());
         let secrets = target
             .secrets
@@ -105,11 +106,13 @@ impl Channel for Scripted {
                 permanence: Permanence::Transient,
                 code: "http_503".into(),
                 message: "服务暂不可用".into(),
+                checkpoint: None,
             },
             Step::Permanent => DeliveryOutcome::Failed {
                 permanence: Permanence::Permanent,
                 code: "invalid_account".into(),
                 message: "账号无效".into(),
+                checkpoint: None,
             },
             Step::Unknown => DeliveryOutcome::Unknown {
                 message: "timed out after sending".into(),

@@ -1,0 +1,152 @@
+//! `herald bench receipts`: N `accepted` deliveries, one receipt each taken in through the
+//! same `inbox::intake` the callback route uses, then applied in batches of 1,000; prints
+//! receipts per second for the apply step (and, apart, for intake).
+
+use std::{sync::Arc, time::Instant};
+
+use futures::StreamExt;
+use herald_channels::{
+    Channel, ChannelKind, ChannelReceipt, Correlation, DeliveryOutcome, Dispatch, PublishedItem,
+    ReceiptStatus, RenderError, Rendition, TargetRef, WithdrawOutcome,
+};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+
+use super::{
+    BenchOptions, backend_name, drain_loudspeakers, drop_scratch, err, publish_to_loudspeakers, scratch,
+};
+use crate::{
+    clock::Clock,
+    config::Settings,
+    delivery::{self, DeliveryState, inbox},
+    startup::open_hub,
+    store::entities::delivery as delivery_row,
+};
+
+/// Receipts per apply transaction, as the worker's inbox loop takes them.
+const APPLY_BATCH: u64 = 1000;
+
+/// Loudspeakers that acknowledge at once and report later.
+struct AcceptingDevices;
+
+#[async_trait::async_trait]
+impl Channel for AcceptingDevices {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Loudspeaker
+    }
+
+    fn render(&self, item: &PublishedItem) -> Result<Rendition, RenderError> {
+        Ok(Rendition {
+            channel: ChannelKind::Loudspeaker,
+            payload: serde_json::json!({"title": item.title}),
+        })
+    }
+
+    async fn deliver(&self, _: &Rendition, dispatch: &Dispatch<'_>) -> DeliveryOutcome {
+        DeliveryOutcome::Accepted {
+            external_id: format!("ack-{}", dispatch.idempotency_key),
+            confirm_within: None,
+        }
+    }
+
+    async fn withdraw(&self, _: &str, _: &TargetRef, _: Option<&str>, _: &str, _: &str) -> WithdrawOutcome {
+        WithdrawOutcome::Withdrawn
+    }
+}
+
+pub async fn receipts(options: BenchOptions) -> anyhow::Result<()> {
+    let scratch = scratch(&options).await?;
+    let result = run(&scratch.settings, &options).await;
+    drop_scratch(scratch).await?;
+    result
+}
+
+async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> {
+    let mut hub = open_hub(settings.clone(), Clock::System).await?;
+    hub.channels.register(Arc::new(AcceptingDevices));
+    let item_id = publish_to_loudspeakers(&hub, options.targets).await?.item_id;
+    drain_loudspeakers(&hub).await?;
+    let accepted: Vec<(String, Option<String>)> = delivery_row::Entity::find()
+        .select_only()
+        .column(delivery_row::Column::TargetId)
+        .column(delivery_row::Column::ExternalId)
+        .filter(delivery_row::Column::ItemId.eq(&item_id))
+        .filter(delivery_row::Column::State.eq(DeliveryState::Accepted.as_str()))
+        .into_tuple()
+        .all(&hub.db)
+        .await?;
+    anyhow::ensure!(
+        accepted.len() == options.targets,
+        "expected {} accepted deliveries, found {}",
+        options.targets,
+        accepted.len()
+    );
+
+    // One callback per device, as a device reports; 32 in flight, as a server would take them.
+    let hub = &hub;
+    let started = Instant::now();
+    let stored: Vec<anyhow::Result<u64>> = futures::stream::iter(accepted.into_iter().enumerate())
+        .map(|(i, (target_id, external_id))| async move {
+            let receipt = ChannelReceipt {
+                correlation: Correlation::ExternalId(external_id.unwrap_or_default()),
+                status: ReceiptStatus::Delivered,
+                source_time: None,
+                dedup: format!("bench-{i}"),
+                raw: serde_json::json!({"event": "delivered", "seq": i}),
+            };
+            inbox::intake(
+                &hub.db,
+                ChannelKind::Loudspeaker,
+                &target_id,
+                &[receipt],
+                hub.clock.now(),
+            )
+            .await
+            .map_err(err)
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let intake_time = started.elapsed();
+    let mut intaken = 0;
+    for result in stored {
+        intaken += result?;
+    }
+
+    let started = Instant::now();
+    let mut applied = 0;
+    let mut batches = 0;
+    loop {
+        let n = inbox::try_apply_receipts(hub, APPLY_BATCH).await.map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        applied += n;
+        batches += 1;
+    }
+    let apply_time = started.elapsed();
+    let summary = delivery::summary(&hub.db, &item_id).await.map_err(err)?;
+    let delivered: i64 = summary
+        .iter()
+        .filter(|r| r.state == DeliveryState::Delivered.as_str())
+        .map(|r| r.count)
+        .sum();
+    let rate = |n: usize, t: std::time::Duration| n as f64 / t.as_secs_f64().max(f64::EPSILON);
+    println!("backend: {}", backend_name(hub));
+    println!("accepted deliveries: {}", options.targets);
+    println!(
+        "intake {intaken} receipts (one callback each, 32 at a time): {:.3} s, {:.0} receipts/s",
+        intake_time.as_secs_f64(),
+        rate(intaken as usize, intake_time)
+    );
+    println!(
+        "apply {applied} receipts ({batches} batches of up to {APPLY_BATCH}): {:.3} s, {:.0} receipts/s",
+        apply_time.as_secs_f64(),
+        rate(applied, apply_time)
+    );
+    anyhow::ensure!(
+        delivered as usize == options.targets,
+        "expected {} delivered, the counts say {delivered}",
+        options.targets
+    );
+    Ok(())
+}

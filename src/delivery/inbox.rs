@@ -1,0 +1,669 @@
+//! The receipt inbox: outcomes that arrive after a delivery was sent.
+//!
+//! - `intake` stores verified receipts, idempotently on (channel, target, dedup), and nothing
+//!   else; its caller answers the channel only once it returns, so a crash at any point loses no
+//!   receipt the channel was told we took. The HTTP callback route and (later) the MQTT driver
+//!   both come through it.
+//! - `try_apply_receipts` takes a batch of stored receipts and moves their deliveries through
+//!   `transition`, with the counts and the receipt record, in one transaction.
+//! - `try_reconcile` asks the channel about `accepted` deliveries whose report is overdue, and
+//!   puts its answer in the inbox like any other receipt.
+//! - receipts that match no delivery are kept and listed for administrators (`unmatched`).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use herald_channels::{ChannelKind, ChannelReceipt, Correlation, Dispatch, ReceiptStatus};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set,
+    sea_query::{CaseStatement, Expr, LockBehavior, LockType, OnConflict, Query},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    DeliveryKind, DeliveryState, NewReceipt, backoff, counts::CountChanges, record_receipts, targets,
+    transition::transition,
+};
+use crate::{
+    accounts::Caller,
+    domain::{page::Page, user::Role},
+    error::{Error, Result},
+    hub::Hub,
+    store::{
+        begin_write,
+        entities::{delivery, receipt_inbox, target},
+        is_postgres,
+    },
+};
+
+/// How long an `accepted` delivery waits for its report before the channel is asked, when the
+/// adapter does not say. WeChat's `PUBLISHJOBFINISH` comes within minutes.
+pub const DEFAULT_CONFIRM_WITHIN: Duration = Duration::from_secs(30 * 60);
+/// How often the channel is asked before the delivery is left `unconfirmed` for an operator:
+/// without a cap a channel that never knows would be asked forever.
+pub const MAX_CONFIRM_ASKS: i32 = 5;
+/// The waits between asks grow from this, doubling, up to `CONFIRM_ASK_CAP_SECONDS`.
+const CONFIRM_ASK_BASE_SECONDS: u32 = 60;
+const CONFIRM_ASK_CAP_SECONDS: u32 = 6 * 3600;
+/// A receipt naming an external id no delivery has yet may have overtaken the worker's record
+/// of it (a callback faster than our commit): it is looked at again every `RECHECK` until
+/// `UNMATCHED_GRACE` after its arrival, and only then reported as unmatched.
+pub const UNMATCHED_GRACE: Duration = Duration::from_secs(10 * 60);
+const RECHECK: Duration = Duration::from_secs(15);
+/// Receipts per apply transaction.
+pub const APPLY_BATCH: u64 = 1000;
+const RECONCILE_BATCH: u64 = 100;
+/// Values per `IN (…)` list or CASE: well under both databases' bind-parameter limits.
+const CHUNK: usize = 500;
+
+fn later(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1))
+}
+
+/// When an `accepted` delivery is to be confirmed by.
+pub fn confirm_by(hub: &Hub, confirm_within: Option<Duration>) -> DateTime<Utc> {
+    later(hub.clock.now(), confirm_within.unwrap_or(DEFAULT_CONFIRM_WITHIN))
+}
+
+fn correlation_parts(correlation: &Correlation) -> (&'static str, &str) {
+    match correlation {
+        Correlation::ExternalId(id) => ("external_id", id),
+        Correlation::Key(key) => ("key", key),
+    }
+}
+
+/// Stores receipts of `channel` about deliveries to `target_id`, each once (a resend with the
+/// same dedup is a no-op); returns how many were new. Commits before returning.
+pub async fn intake(
+    db: &DatabaseConnection,
+    channel: ChannelKind,
+    target_id: &str,
+    receipts: &[ChannelReceipt],
+    received_at: DateTime<Utc>,
+) -> Result<u64> {
+    if receipts.is_empty() {
+        return Ok(0);
+    }
+    let rows = receipts
+        .iter()
+        .map(|r| {
+            let (by, value) = correlation_parts(&r.correlation);
+            let detail = serde_json::to_string(&r.status).map_err(anyhow::Error::new)?;
+            Ok(receipt_inbox::ActiveModel {
+                id: Default::default(),
+                channel: Set(channel.as_str().to_owned()),
+                target_id: Set(target_id.to_owned()),
+                dedup: Set(r.dedup.clone()),
+                correlation_by: Set(by.to_owned()),
+                correlation: Set(value.to_owned()),
+                status: Set(r.status.as_str().to_owned()),
+                detail: Set(detail),
+                source_time: Set(r.source_time.map(crate::store::store_time)),
+                raw: Set(r.raw.to_string()),
+                received_at: Set(received_at),
+                due_at: Set(received_at),
+                applied_at: Set(None),
+                outcome: Set(None),
+                delivery_id: Set(None),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let txn = begin_write(db).await?;
+    let mut inserted = 0;
+    for chunk in rows.chunks(CHUNK / 4) {
+        inserted += receipt_inbox::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns([
+                    receipt_inbox::Column::Channel,
+                    receipt_inbox::Column::TargetId,
+                    receipt_inbox::Column::Dedup,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(inserted)
+}
+
+/// (channel, target, correlation kind, correlation value): what a receipt names.
+type Named = (String, String, &'static str, String);
+
+/// What the apply step reads of a delivery: only these columns, since a batch reads a
+/// thousand of them.
+#[derive(Debug, Clone, sea_orm::FromQueryResult)]
+struct NamedDelivery {
+    id: String,
+    item_id: String,
+    channel: String,
+    target_id: String,
+    kind: String,
+    state: String,
+    external_id: Option<String>,
+    idempotency_key: String,
+}
+
+fn named_columns(query: sea_orm::Select<delivery::Entity>) -> sea_orm::Select<delivery::Entity> {
+    use delivery::Column as C;
+    query.select_only().columns([
+        C::Id,
+        C::ItemId,
+        C::Channel,
+        C::TargetId,
+        C::Kind,
+        C::State,
+        C::ExternalId,
+        C::IdempotencyKey,
+    ])
+}
+
+/// The deliveries the receipts name, locked for this transaction on PostgreSQL (SQLite's
+/// write transaction is exclusive already).
+async fn named_deliveries(
+    txn: &DatabaseTransaction,
+    postgres: bool,
+    rows: &[receipt_inbox::Model],
+) -> Result<HashMap<Named, NamedDelivery>> {
+    let mut external: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut keys = Vec::new();
+    for row in rows {
+        if row.correlation_by == "key" {
+            keys.push(row.correlation.clone());
+        } else {
+            external
+                .entry(row.channel.as_str())
+                .or_default()
+                .push(row.correlation.clone());
+        }
+    }
+    let lock = |query: sea_orm::Select<delivery::Entity>| {
+        let query = named_columns(query);
+        if postgres { query.lock_exclusive() } else { query }
+    };
+    let mut found = HashMap::new();
+    // Ordered by creation, so when two deliveries share an external id the newer is named.
+    for (channel, ids) in external {
+        for chunk in ids.chunks(CHUNK) {
+            let query = delivery::Entity::find()
+                .filter(delivery::Column::Channel.eq(channel))
+                .filter(delivery::Column::ExternalId.is_in(chunk.to_vec()))
+                .order_by_asc(delivery::Column::CreatedAt);
+            for d in lock(query).into_model::<NamedDelivery>().all(txn).await? {
+                let id = d.external_id.clone().unwrap_or_default();
+                found.insert((d.channel.clone(), d.target_id.clone(), "external_id", id), d);
+            }
+        }
+    }
+    for chunk in keys.chunks(CHUNK) {
+        // In id order, so two instances applying side by side lock rows in the same order.
+        let query = delivery::Entity::find()
+            .filter(delivery::Column::IdempotencyKey.is_in(chunk.to_vec()))
+            .order_by_asc(delivery::Column::Id);
+        for d in lock(query).into_model::<NamedDelivery>().all(txn).await? {
+            let key = d.idempotency_key.clone();
+            found.insert((d.channel.clone(), d.target_id.clone(), "key", key), d);
+        }
+    }
+    Ok(found)
+}
+
+/// What became of one stored receipt.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    /// It moved its delivery.
+    Applied,
+    /// Its delivery was already there or further (a resend, a reordered report).
+    Unchanged,
+    /// No delivery of that channel and target carries what it names.
+    Unmatched,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Unmatched => "unmatched",
+        }
+    }
+}
+
+/// Applies up to `limit` stored receipts that are due, in one transaction: each delivery moves
+/// at most as `transition` allows, its counts move with it, each receipt joins the delivery's
+/// receipt record, and the inbox rows are marked applied. Returns how many inbox rows it took.
+pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
+    let now = hub.clock.now();
+    let postgres = is_postgres(&hub.db);
+    let txn = begin_write(&hub.db).await?;
+    let mut pending = receipt_inbox::Entity::find()
+        .filter(receipt_inbox::Column::AppliedAt.is_null())
+        .filter(receipt_inbox::Column::DueAt.lte(now))
+        .order_by_asc(receipt_inbox::Column::DueAt)
+        .order_by_asc(receipt_inbox::Column::Id)
+        .limit(limit);
+    if postgres {
+        // Two instances apply different receipts side by side.
+        pending = pending.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    let rows = pending.all(&txn).await?;
+    if rows.is_empty() {
+        txn.commit().await?;
+        return Ok(0);
+    }
+    let named = named_deliveries(&txn, postgres, &rows).await?;
+    // Each delivery's state as it was and as the receipts so far leave it; a batch may hold
+    // several receipts of one delivery (delivered, then played).
+    let mut states: HashMap<String, (DeliveryState, DeliveryState)> = HashMap::new();
+    let mut outcomes: BTreeMap<Outcome, Vec<(i64, Option<String>)>> = BTreeMap::new();
+    let mut recheck = Vec::new();
+    let mut log = Vec::new();
+    for row in &rows {
+        let key = (
+            row.channel.clone(),
+            row.target_id.clone(),
+            if row.correlation_by == "key" {
+                "key"
+            } else {
+                "external_id"
+            },
+            row.correlation.clone(),
+        );
+        // Written by `intake` from the same type; should a row ever not read back, it is set
+        // aside (listed as unmatched) rather than holding up every batch after it.
+        let status = match serde_json::from_str::<ReceiptStatus>(&row.detail) {
+            Ok(status) => status,
+            Err(e) => {
+                tracing::error!(receipt = row.id, error = %e, "stored receipt does not read back; set aside");
+                outcomes
+                    .entry(Outcome::Unmatched)
+                    .or_default()
+                    .push((row.id, None));
+                continue;
+            }
+        };
+        let Some(d) = named.get(&key) else {
+            if now < later(row.received_at, UNMATCHED_GRACE) && row.correlation_by != "key" {
+                recheck.push(row.id);
+            } else {
+                outcomes
+                    .entry(Outcome::Unmatched)
+                    .or_default()
+                    .push((row.id, None));
+            }
+            continue;
+        };
+        let kind = DeliveryKind::parse(&d.kind)
+            .ok_or_else(|| anyhow::anyhow!("delivery {} has unknown kind {}", d.id, d.kind))?;
+        let original = DeliveryState::parse(&d.state)
+            .ok_or_else(|| anyhow::anyhow!("delivery {} has unknown state {}", d.id, d.state))?;
+        let entry = states.entry(d.id.clone()).or_insert((original, original));
+        let moved = transition(entry.1, kind, &status);
+        if let Some(to) = moved {
+            entry.1 = to;
+        }
+        let outcome = if moved.is_some() {
+            Outcome::Applied
+        } else {
+            Outcome::Unchanged
+        };
+        outcomes
+            .entry(outcome)
+            .or_default()
+            .push((row.id, Some(d.id.clone())));
+        let raw: serde_json::Value = serde_json::from_str(&row.raw).unwrap_or(serde_json::Value::Null);
+        log.push((
+            d.id.clone(),
+            row,
+            format!("inbox:{}", row.id),
+            serde_json::json!({
+                "status": serde_json::from_str::<serde_json::Value>(&row.detail).unwrap_or_default(),
+                "dedup": row.dedup,
+                "moved_to": moved.map(DeliveryState::as_str),
+                "raw": raw,
+            }),
+        ));
+    }
+
+    // Deliveries that moved: one guarded UPDATE per (from, to) pair.
+    let by_id: HashMap<&str, &NamedDelivery> = named.values().map(|d| (d.id.as_str(), d)).collect();
+    let mut counts = CountChanges::default();
+    let mut moves: BTreeMap<(DeliveryState, DeliveryState), Vec<String>> = BTreeMap::new();
+    for (id, (from, to)) in &states {
+        if from == to {
+            continue;
+        }
+        let d = by_id
+            .get(id.as_str())
+            .ok_or_else(|| anyhow::anyhow!("delivery {id} vanished"))?;
+        counts.moved(&d.item_id, &d.channel, &d.kind, from.as_str(), to.as_str(), 1);
+        moves.entry((*from, *to)).or_default().push(id.clone());
+    }
+    for ((from, to), ids) in moves {
+        for chunk in ids.chunks(CHUNK) {
+            let mut update = delivery::Entity::update_many();
+            if to == DeliveryState::Accepted {
+                // Accepted by a receipt (a device's acknowledgement that overtook the worker's
+                // record): it gets a confirm-by time too, or nothing would ever ask about it.
+                update = update
+                    .col_expr(
+                        delivery::Column::ConfirmBy,
+                        Expr::value(later(now, DEFAULT_CONFIRM_WITHIN)),
+                    )
+                    .col_expr(delivery::Column::ConfirmAsks, Expr::value(0));
+            }
+            let changed = update
+                .col_expr(delivery::Column::State, Expr::value(to.as_str()))
+                .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
+                // A receipt that overtook the worker's record ends its lease: the record, when
+                // it comes, finds the row no longer `sending` and leaves it be.
+                .col_expr(delivery::Column::LeaseOwner, Expr::value(Option::<String>::None))
+                .col_expr(
+                    delivery::Column::LeaseExpiresAt,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .filter(delivery::Column::Id.is_in(chunk.to_vec()))
+                .filter(delivery::Column::State.eq(from.as_str()))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+            if changed != chunk.len() as u64 {
+                // The rows are locked (or the database is), so this cannot happen; if it does,
+                // nothing of this batch is kept and the counts stay true.
+                return Err(anyhow::anyhow!(
+                    "{} of {} deliveries left {} under the inbox's lock",
+                    chunk.len() as u64 - changed,
+                    chunk.len(),
+                    from.as_str()
+                )
+                .into());
+            }
+        }
+    }
+
+    for (outcome, marked) in outcomes {
+        for chunk in marked.chunks(CHUNK) {
+            let mut update = receipt_inbox::Entity::update_many()
+                .col_expr(receipt_inbox::Column::AppliedAt, Expr::value(now))
+                .col_expr(receipt_inbox::Column::Outcome, Expr::value(outcome.as_str()));
+            if outcome != Outcome::Unmatched {
+                let mut delivery_of = CaseStatement::new();
+                for (id, delivery_id) in chunk {
+                    delivery_of =
+                        delivery_of.case(receipt_inbox::Column::Id.eq(*id), Expr::val(delivery_id.clone()));
+                }
+                update = update.col_expr(receipt_inbox::Column::DeliveryId, delivery_of.into());
+            }
+            update
+                .filter(receipt_inbox::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
+                .exec(&txn)
+                .await?;
+        }
+    }
+    for chunk in recheck.chunks(CHUNK) {
+        receipt_inbox::Entity::update_many()
+            .col_expr(receipt_inbox::Column::DueAt, Expr::value(later(now, RECHECK)))
+            .filter(receipt_inbox::Column::Id.is_in(chunk.to_vec()))
+            .exec(&txn)
+            .await?;
+    }
+    let receipts = log
+        .iter()
+        .map(|(delivery_id, row, distinct_by, detail)| NewReceipt {
+            delivery_id,
+            source: &row.channel,
+            kind: &row.status,
+            source_time: row.source_time,
+            received_at: row.received_at,
+            distinct_by,
+            detail: detail.clone(),
+        })
+        .collect::<Vec<_>>();
+    record_receipts(&txn, receipts).await?;
+    counts.apply(&txn).await?;
+    txn.commit().await?;
+    Ok(rows.len())
+}
+
+/// Asks the channels about up to `limit` `accepted` deliveries past their confirm-by time.
+/// Each is first rescheduled (so it is asked once, by one instance, however long the channel
+/// takes), then asked under the channel's deadline; an answer goes into the inbox as a receipt
+/// correlated by key, applied like any other. Returns how many were asked.
+pub async fn try_reconcile(hub: &Hub, limit: u64) -> Result<usize> {
+    let now = hub.clock.now();
+    let postgres = is_postgres(&hub.db);
+    let txn = begin_write(&hub.db).await?;
+    let mut due = delivery::Entity::find()
+        .filter(delivery::Column::State.eq(DeliveryState::Accepted.as_str()))
+        .filter(delivery::Column::ConfirmBy.lte(now))
+        .order_by_asc(delivery::Column::ConfirmBy)
+        .limit(limit);
+    if postgres {
+        due = due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    let rows = due.all(&txn).await?;
+    for row in &rows {
+        let asks = row.confirm_asks.saturating_add(1);
+        let wait = backoff::backoff(
+            u32::try_from(asks).unwrap_or(1),
+            CONFIRM_ASK_BASE_SECONDS,
+            CONFIRM_ASK_CAP_SECONDS,
+        );
+        delivery::Entity::update_many()
+            .col_expr(delivery::Column::ConfirmAsks, Expr::value(asks))
+            .col_expr(delivery::Column::ConfirmBy, Expr::value(later(now, wait)))
+            .filter(delivery::Column::Id.eq(&row.id))
+            .exec(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+
+    let target_ids: Vec<&str> = rows.iter().map(|r| r.target_id.as_str()).collect();
+    let mut views = HashMap::new();
+    for row in target::Entity::find()
+        .filter(target::Column::Id.is_in(target_ids.iter().copied()))
+        .all(&hub.db)
+        .await?
+    {
+        views.insert(row.id.clone(), targets::TargetView::try_from(row)?);
+    }
+    let secrets = targets::load_secrets(hub, &target_ids).await?;
+    let asked = rows.len();
+    for row in rows {
+        let asks = row.confirm_asks.saturating_add(1);
+        let channel =
+            ChannelKind::parse(&row.channel).and_then(|kind| hub.channels.get(kind).map(|c| (kind, c)));
+        let view = views.get(&row.target_id);
+        let target_secrets = match secrets.get(&row.target_id) {
+            Some(Ok(map)) => Some(map.clone()),
+            Some(Err(_)) => None,
+            None => Some(Default::default()),
+        };
+        let answer = match (channel, view, target_secrets, row.external_id.as_deref()) {
+            (Some((kind, channel)), Some(view), Some(secrets), Some(external_id)) => {
+                let target = view.target_ref(secrets);
+                let checkpoint = row
+                    .checkpoint
+                    .as_deref()
+                    .and_then(|raw| serde_json::from_str(raw).ok());
+                let dispatch = Dispatch {
+                    target: &target,
+                    idempotency_key: &row.idempotency_key,
+                    checkpoint: checkpoint.as_ref(),
+                };
+                let deadline = hub.settings.delivery.limits_for(kind).attempt_deadline;
+                tokio::time::timeout(deadline, channel.reconcile(&dispatch, external_id))
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|status| (kind, status))
+            }
+            _ => None,
+        };
+        match answer {
+            Some((kind, status)) if status != ReceiptStatus::Accepted => {
+                let receipt = ChannelReceipt {
+                    correlation: Correlation::Key(row.idempotency_key.clone()),
+                    raw: serde_json::json!({"reconciled": true, "ask": asks, "external_id": row.external_id}),
+                    dedup: format!("reconcile:{}:{asks}", row.id),
+                    source_time: None,
+                    status,
+                };
+                intake(&hub.db, kind, &row.target_id, &[receipt], hub.clock.now()).await?;
+                // Answered: not asked again, whether or not the answer moves it.
+                delivery::Entity::update_many()
+                    .col_expr(
+                        delivery::Column::ConfirmBy,
+                        Expr::value(Option::<DateTime<Utc>>::None),
+                    )
+                    .filter(delivery::Column::Id.eq(&row.id))
+                    .exec(&hub.db)
+                    .await?;
+            }
+            _ if asks >= MAX_CONFIRM_ASKS => give_up(hub, &row, asks).await?,
+            // Still unknown: asked again at the time set above.
+            _ => {}
+        }
+    }
+    Ok(asked)
+}
+
+/// After `MAX_CONFIRM_ASKS` unanswered asks an `accepted` delivery becomes `unconfirmed`: an
+/// operator looks, and may retry (which resumes from its checkpoint).
+async fn give_up(hub: &Hub, row: &delivery::Model, asks: i32) -> Result<()> {
+    let txn = begin_write(&hub.db).await?;
+    let changed = delivery::Entity::update_many()
+        .col_expr(
+            delivery::Column::State,
+            Expr::value(DeliveryState::Unconfirmed.as_str()),
+        )
+        .col_expr(
+            delivery::Column::LastError,
+            Expr::value(format!(
+                "accepted, but no report came and the channel could not say after {asks} asks"
+            )),
+        )
+        .col_expr(
+            delivery::Column::ConfirmBy,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(delivery::Column::UpdatedAt, Expr::value(hub.clock.now()))
+        .filter(delivery::Column::Id.eq(&row.id))
+        .filter(delivery::Column::State.eq(DeliveryState::Accepted.as_str()))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    if changed == 1 {
+        let mut counts = CountChanges::default();
+        counts.moved(
+            &row.item_id,
+            &row.channel,
+            &row.kind,
+            DeliveryState::Accepted.as_str(),
+            DeliveryState::Unconfirmed.as_str(),
+            1,
+        );
+        counts.apply(&txn).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Applies receipts and reconciles overdue deliveries until the process ends.
+pub async fn run_until_stopped(hub: &Hub, worker_id: &str) {
+    let idle = Duration::from_millis(hub.settings.delivery.poll_interval_ms);
+    loop {
+        let applied = try_apply_receipts(hub, APPLY_BATCH).await;
+        let reconciled = try_reconcile(hub, RECONCILE_BATCH).await;
+        match (applied, reconciled) {
+            (Ok(0), Ok(0)) => tokio::time::sleep(idle).await,
+            (Ok(_), Ok(_)) => {}
+            (applied, reconciled) => {
+                for e in [applied.err(), reconciled.err()].into_iter().flatten() {
+                    tracing::error!(worker = worker_id, error.cause_chain = ?e, "applying receipts failed; retrying");
+                }
+                tokio::time::sleep(idle).await;
+            }
+        }
+    }
+}
+
+/// A stored receipt, as administrators see it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InboxReceiptView {
+    pub id: i64,
+    #[schema(value_type = ChannelKind)]
+    pub channel: String,
+    pub target_id: String,
+    pub dedup: String,
+    /// `external_id` or `key`.
+    pub correlation_by: String,
+    pub correlation: String,
+    pub status: String,
+    pub source_time: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+    pub applied_at: Option<DateTime<Utc>>,
+    /// `applied`, `unchanged` or `unmatched`; none while it waits.
+    pub outcome: Option<String>,
+    pub delivery_id: Option<String>,
+    /// The payload as the channel sent it.
+    #[schema(value_type = Object)]
+    pub raw: serde_json::Value,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct UnmatchedQuery {
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+}
+
+/// Receipts that named no delivery (after the grace period), newest first: kept, never
+/// dropped, so an administrator sees a misconfigured target or a channel reporting on content
+/// Herald did not send. Only those of targets within the administrator's area.
+pub async fn unmatched(hub: &Hub, caller: &Caller, query: UnmatchedQuery) -> Result<Vec<InboxReceiptView>> {
+    if caller.role != Role::Admin {
+        return Err(Error::forbidden("only administrators read unmatched receipts"));
+    }
+    let page = Page::parse(query.limit, query.offset, 100, 500)?;
+    let targets_in_area = Query::select()
+        .column(target::Column::Id)
+        .from(target::Entity)
+        .and_where(target::Column::AreaCode.starts_with(caller.area.as_str()))
+        .to_owned();
+    let rows = receipt_inbox::Entity::find()
+        .filter(receipt_inbox::Column::Outcome.eq(Outcome::Unmatched.as_str()))
+        .filter(receipt_inbox::Column::TargetId.in_subquery(targets_in_area))
+        .order_by_desc(receipt_inbox::Column::Id)
+        .offset(page.offset)
+        .limit(page.limit)
+        .all(&hub.db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| InboxReceiptView {
+            raw: serde_json::from_str(&r.raw).unwrap_or(serde_json::Value::Null),
+            id: r.id,
+            channel: r.channel,
+            target_id: r.target_id,
+            dedup: r.dedup,
+            correlation_by: r.correlation_by,
+            correlation: r.correlation,
+            status: r.status,
+            source_time: r.source_time,
+            received_at: r.received_at,
+            applied_at: r.applied_at,
+            outcome: r.outcome,
+            delivery_id: r.delivery_id,
+        })
+        .collect())
+}

@@ -1,0 +1,530 @@
+//! Outcomes that arrive later: signed callbacks stored first and answered at once, applied in
+//! batches through the transition table (duplicated, reordered, early and unknown receipts),
+//! overdue `accepted` deliveries reconciled, and multi-step sends resumed from their checkpoint.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use herald::delivery::inbox::{self, APPLY_BATCH, MAX_CONFIRM_ASKS, UNMATCHED_GRACE};
+use herald_channels::ReceiptStatus;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{Backend, Reply, TestApp, item_body, spawn_app_with},
+    openapi_check::Conformance,
+    signed::{self, CONFIRM_WITHIN, Signed, Step},
+};
+
+const KEY: &str = "media-center-callback-key-1";
+
+async fn signed_app(backend: Backend, channel: &Arc<Signed>) -> TestApp {
+    spawn_app_with(backend, vec![channel.clone()]).await
+}
+
+async fn add_signed_target(app: &TestApp, name: &str, key: Option<&str>) -> String {
+    let mut body = json!({"channel": "media_center", "name": name, "area_code": "530426", "config": {}});
+    if let Some(key) = key {
+        body["secrets"] = json!({"callback_key": key});
+    }
+    let reply = app.post("admin", "/api/v1/targets", &body).await;
+    assert_eq!(reply.status, 201, "{}", reply.json);
+    reply.json["id"].as_str().expect("id").to_owned()
+}
+
+async fn publish_to_media_center(app: &TestApp) -> String {
+    app.publish_new(&item_body("530426"), &json!({"channels": ["media_center"]}))
+        .await
+}
+
+/// POSTs `body` to the target's callback URL, signed with `key` at `at`.
+async fn post_callback(app: &TestApp, target: &str, body: &[u8], key: &str, at: DateTime<Utc>) -> Reply {
+    let timestamp = at.timestamp().to_string();
+    let request = app
+        .client
+        .post(format!("{}/callbacks/media_center/{target}", app.address))
+        .header("content-type", "application/json")
+        .header(signed::TIMESTAMP_HEADER, &timestamp)
+        .header(signed::SIGNATURE_HEADER, signed::sign(key, &timestamp, body))
+        .body(body.to_vec());
+    app.send(request).await
+}
+
+async fn report(app: &TestApp, target: &str, events: Value) -> Reply {
+    let body = json!({ "events": events }).to_string();
+    let reply = post_callback(app, target, body.as_bytes(), KEY, app.hub.clock.now()).await;
+    assert_eq!(reply.status, 200, "{}", reply.json);
+    assert_eq!(reply.text(), "success");
+    reply
+}
+
+/// Applies stored receipts until none is due.
+async fn apply_all(app: &TestApp) -> usize {
+    let mut total = 0;
+    loop {
+        let applied = inbox::try_apply_receipts(&app.hub, APPLY_BATCH)
+            .await
+            .expect("apply step");
+        if applied == 0 {
+            return total;
+        }
+        total += applied;
+    }
+}
+
+async fn state_of(app: &TestApp, item: &str, target: &str) -> String {
+    let reply = app
+        .get("admin", &format!("/api/v1/items/{item}/deliveries"))
+        .await;
+    reply.json["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .find(|d| d["target_id"] == target && d["kind"] == "publish")
+        .and_then(|d| d["state"].as_str())
+        .unwrap_or_else(|| panic!("no delivery to {target}: {}", reply.json))
+        .to_owned()
+}
+
+async fn numbers(app: &TestApp, sql: &str) -> BTreeMap<Vec<String>, i64> {
+    let db = &app.hub.db;
+    let rows = db
+        .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("query");
+    rows.into_iter()
+        .map(|row| {
+            let key = (0..4)
+                .map(|i| row.try_get_by_index::<String>(i).expect("text column"))
+                .collect();
+            (key, row.try_get_by_index::<i64>(4).expect("count"))
+        })
+        .collect()
+}
+
+/// The kept counts equal a recount of the delivery rows.
+async fn assert_counts_match(app: &TestApp) {
+    let kept = numbers(
+        app,
+        "SELECT item_id, channel, kind, state, n FROM delivery_counts WHERE n <> 0",
+    )
+    .await;
+    let recount = numbers(
+        app,
+        "SELECT item_id, channel, kind, state, COUNT(*) FROM deliveries GROUP BY item_id, channel, kind, state",
+    )
+    .await;
+    assert_eq!(kept, recount, "kept counts differ from a recount");
+}
+
+async fn scalar(app: &TestApp, sql: &str) -> i64 {
+    let db = &app.hub.db;
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("query")
+        .expect("a row");
+    row.try_get_by_index::<i64>(0).expect("a number")
+}
+
+async fn inbox_rows(app: &TestApp) -> i64 {
+    scalar(app, "SELECT COUNT(*) FROM receipt_inbox").await
+}
+
+fn advance(app: &TestApp, by: Duration) {
+    let clock = &app.hub.clock;
+    clock.set(clock.now() + chrono::Duration::from_std(by).expect("a duration"));
+}
+
+async fn duplicated_reordered_and_unknown_receipts(backend: Backend) {
+    let channel = Signed::new(&[], Step::Accept);
+    let app = signed_app(backend, &channel).await;
+    let a = add_signed_target(&app, "融媒体中心甲", Some(KEY)).await;
+    let b = add_signed_target(&app, "融媒体中心乙", Some(KEY)).await;
+    let c = add_signed_target(&app, "融媒体中心丙", Some(KEY)).await;
+    let item = publish_to_media_center(&app).await;
+    assert_eq!(app.deliver_due().await, 3);
+    for target in [&a, &b, &c] {
+        assert_eq!(state_of(&app, &item, target).await, "accepted");
+    }
+    let ea = Signed::external_id(&channel.key_of(&a));
+    let eb = Signed::external_id(&channel.key_of(&b));
+
+    // A: `played` overtakes `delivered`, and the whole callback is sent twice; one event names
+    // a delivery Herald never made.
+    let events_a = json!([
+        {"id": "e-2", "external_id": ea, "status": "played", "at": "2026-09-30T02:05:00Z"},
+        {"id": "e-1", "external_id": ea, "status": "delivered", "at": "2026-09-30T02:01:00Z"},
+        {"id": "e-3", "external_id": "pub-never-sent", "status": "delivered"},
+    ]);
+    report(&app, &a, events_a.clone()).await;
+    report(&app, &a, events_a.clone()).await;
+    // B: the channel refused it after accepting; a late `delivered` cannot undo that.
+    report(
+        &app,
+        &b,
+        json!([{"id": "f-1", "external_id": eb, "status": "failed", "code": "rejected", "message": "审核未通过"}]),
+    )
+    .await;
+    assert_eq!(inbox_rows(&app).await, 4, "a resent receipt is stored once");
+    assert_eq!(state_of(&app, &item, &a).await, "accepted", "not applied yet");
+
+    assert_eq!(apply_all(&app).await, 4);
+    assert_eq!(state_of(&app, &item, &a).await, "played");
+    assert_eq!(state_of(&app, &item, &b).await, "failed");
+    assert_eq!(state_of(&app, &item, &c).await, "accepted");
+    assert_counts_match(&app).await;
+
+    // Sent again after applying, and a `delivered` after `failed`: nothing moves.
+    report(&app, &a, events_a).await;
+    report(
+        &app,
+        &b,
+        json!([{"id": "f-2", "external_id": eb, "status": "delivered"}]),
+    )
+    .await;
+    apply_all(&app).await;
+    assert_eq!(state_of(&app, &item, &a).await, "played");
+    assert_eq!(state_of(&app, &item, &b).await, "failed");
+    assert_counts_match(&app).await;
+    assert_eq!(inbox_rows(&app).await, 5);
+
+    // Every applied receipt joined the delivery's receipt record.
+    let csv = app
+        .get("admin", &format!("/api/v1/items/{item}/receipts.csv"))
+        .await
+        .text();
+    for kind in [",played,", ",delivered,", ",failed,"] {
+        assert!(csv.contains(kind), "{kind} missing from\n{csv}");
+    }
+
+    // The unknown one waits out its grace (it may have overtaken a record), then is reported.
+    let unmatched = "/api/v1/receipts/unmatched";
+    assert_eq!(app.get("admin", unmatched).await.json, json!([]));
+    advance(&app, UNMATCHED_GRACE + Duration::from_secs(60));
+    assert_eq!(apply_all(&app).await, 1);
+    let listed = app.get("admin", unmatched).await;
+    assert_eq!(listed.status, 200, "{}", listed.json);
+    Conformance::new().check_reply("GET", unmatched, &listed);
+    let rows = listed.json.as_array().expect("array");
+    assert_eq!(rows.len(), 1, "{}", listed.json);
+    assert_eq!(rows[0]["correlation"], "pub-never-sent");
+    assert_eq!(rows[0]["target_id"], a.as_str());
+    assert_eq!(rows[0]["outcome"], "unmatched");
+    assert_eq!(rows[0]["raw"]["id"], "e-3");
+    assert_eq!(app.get("publisher", unmatched).await.status, 403);
+    assert_counts_match(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_reordered_and_unknown_receipts_on_sqlite() {
+    duplicated_reordered_and_unknown_receipts(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_reordered_and_unknown_receipts_on_postgres() {
+    duplicated_reordered_and_unknown_receipts(Backend::Postgres).await;
+}
+
+async fn receipts_before_the_worker_records(backend: Backend) {
+    let channel = Signed::new(&[], Step::HoldThenAccept);
+    let app = signed_app(backend, &channel).await;
+    let by_key = add_signed_target(&app, "村务屏组", Some(KEY)).await;
+    let by_id = add_signed_target(&app, "融媒体中心", Some(KEY)).await;
+    let acked = add_signed_target(&app, "村村通大喇叭组", Some(KEY)).await;
+    let item = publish_to_media_center(&app).await;
+    let hub = app.hub.clone();
+    let worker = tokio::spawn(async move {
+        herald::delivery::worker::try_execute_batch(&hub, &Default::default(), "slow-worker").await
+    });
+    for _ in 0..500 {
+        if channel.calls().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(channel.calls().len(), 3, "all sends are under way");
+    assert_eq!(state_of(&app, &item, &by_key).await, "sending");
+
+    // Both report before the worker has recorded either send.
+    let key = channel.key_of(&by_key);
+    report(
+        &app,
+        &by_key,
+        json!([{"id": "k-1", "key": key, "status": "delivered"}]),
+    )
+    .await;
+    let external = Signed::external_id(&channel.key_of(&by_id));
+    report(
+        &app,
+        &by_id,
+        json!([{"id": "x-1", "external_id": external, "status": "delivered"}]),
+    )
+    .await;
+    let acked_key = channel.key_of(&acked);
+    report(
+        &app,
+        &acked,
+        json!([{"id": "a-1", "key": acked_key, "status": "accepted"}]),
+    )
+    .await;
+    apply_all(&app).await;
+    assert_eq!(state_of(&app, &item, &acked).await, "accepted");
+    assert_eq!(
+        state_of(&app, &item, &by_key).await,
+        "delivered",
+        "a receipt naming the key overtakes the worker's record"
+    );
+    assert_eq!(
+        state_of(&app, &item, &by_id).await,
+        "sending",
+        "the external id is not recorded yet: the receipt waits for it"
+    );
+    assert_counts_match(&app).await;
+
+    channel.gate.add_permits(3);
+    assert_eq!(worker.await.expect("worker task").expect("worker step"), 3);
+    assert_eq!(
+        state_of(&app, &item, &by_key).await,
+        "delivered",
+        "the late record does not undo the receipt"
+    );
+    assert_eq!(state_of(&app, &item, &by_id).await, "accepted");
+    assert_counts_match(&app).await;
+
+    advance(&app, Duration::from_secs(20));
+    apply_all(&app).await;
+    assert_eq!(state_of(&app, &item, &by_id).await, "delivered");
+    assert_counts_match(&app).await;
+    assert_eq!(
+        app.get("admin", "/api/v1/receipts/unmatched").await.json,
+        json!([])
+    );
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'accepted' AND confirm_by IS NULL"
+        )
+        .await,
+        0,
+        "accepted by a receipt, it still has a time to be asked about"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_before_the_worker_records_on_sqlite() {
+    receipts_before_the_worker_records(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_before_the_worker_records_on_postgres() {
+    receipts_before_the_worker_records(Backend::Postgres).await;
+}
+
+async fn overdue_accepted_deliveries_are_reconciled(backend: Backend) {
+    let channel = Signed::new(&[], Step::Accept);
+    let app = signed_app(backend, &channel).await;
+    let answers = add_signed_target(&app, "融媒体中心甲", Some(KEY)).await;
+    let silent = add_signed_target(&app, "融媒体中心乙", Some(KEY)).await;
+    let item = publish_to_media_center(&app).await;
+    assert_eq!(app.deliver_due().await, 2);
+    channel
+        .reconcile_answers
+        .lock()
+        .expect("lock")
+        .insert(answers.clone(), ReceiptStatus::Delivered);
+    let asks_of = |target: &str| {
+        channel
+            .reconcile_calls
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(t, _)| t == target)
+            .count()
+    };
+
+    assert_eq!(
+        inbox::try_reconcile(&app.hub, 100).await.expect("reconcile"),
+        0,
+        "not due yet"
+    );
+    advance(&app, CONFIRM_WITHIN + Duration::from_secs(1));
+    assert_eq!(inbox::try_reconcile(&app.hub, 100).await.expect("reconcile"), 2);
+    assert_eq!(
+        inbox::try_reconcile(&app.hub, 100).await.expect("reconcile"),
+        0,
+        "asked once"
+    );
+    assert_eq!(asks_of(&answers), 1);
+    let asked_about = channel.reconcile_calls.lock().expect("lock")[0].1.clone();
+    assert_eq!(asked_about, Signed::external_id(&channel.key_of(&answers)));
+    apply_all(&app).await;
+    assert_eq!(state_of(&app, &item, &answers).await, "delivered");
+    assert_eq!(state_of(&app, &item, &silent).await, "accepted");
+    assert_counts_match(&app).await;
+
+    // A channel that never knows is asked a bounded number of times, then an operator looks.
+    for _ in 0..10 {
+        advance(&app, Duration::from_secs(7 * 3600));
+        inbox::try_reconcile(&app.hub, 100).await.expect("reconcile");
+        apply_all(&app).await;
+    }
+    assert_eq!(asks_of(&silent), MAX_CONFIRM_ASKS as usize);
+    assert_eq!(asks_of(&answers), 1, "a settled delivery is not asked again");
+    assert_eq!(state_of(&app, &item, &silent).await, "unconfirmed");
+    assert_counts_match(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overdue_accepted_deliveries_are_reconciled_on_sqlite() {
+    overdue_accepted_deliveries_are_reconciled(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overdue_accepted_deliveries_are_reconciled_on_postgres() {
+    overdue_accepted_deliveries_are_reconciled(Backend::Postgres).await;
+}
+
+async fn a_retry_resumes_from_the_checkpoint(backend: Backend) {
+    let channel = Signed::new(&[Step::FailAfterDraft, Step::FailAfterDraft], Step::Accept);
+    let app = signed_app(backend, &channel).await;
+    let target = add_signed_target(&app, "融媒体中心", Some(KEY)).await;
+    let item = publish_to_media_center(&app).await;
+    assert_eq!(app.deliver_due().await, 1);
+    assert_eq!(state_of(&app, &item, &target).await, "retrying");
+    for _ in 0..2 {
+        advance(&app, Duration::from_secs(2 * 3600));
+        assert_eq!(app.deliver_due().await, 1);
+    }
+    assert_eq!(state_of(&app, &item, &target).await, "accepted");
+    let seen = channel.checkpoints_seen.lock().expect("lock").clone();
+    let draft = Some(json!({"draft": "draft-1"}));
+    assert_eq!(
+        seen,
+        vec![None, draft.clone(), draft],
+        "each retry is handed the checkpoint"
+    );
+    assert_eq!(
+        *channel.drafts_created.lock().expect("lock"),
+        1,
+        "never a second draft"
+    );
+    assert_counts_match(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_resumes_from_the_checkpoint_on_sqlite() {
+    a_retry_resumes_from_the_checkpoint(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_resumes_from_the_checkpoint_on_postgres() {
+    a_retry_resumes_from_the_checkpoint(Backend::Postgres).await;
+}
+
+fn assert_error(reply: &Reply, status: u16, code: &str, field: &str) {
+    assert_eq!(reply.status, status, "{}", reply.json);
+    assert_eq!(reply.content_type().as_deref(), Some("application/json"));
+    assert_eq!(reply.json["error"]["code"], code, "{}", reply.json);
+    assert_eq!(reply.field(), Some(field), "{}", reply.json);
+}
+
+async fn the_callback_route_verifies_stores_and_answers(backend: Backend) {
+    let channel = Signed::new(&[], Step::Accept);
+    let app = signed_app(backend, &channel).await;
+    let target = add_signed_target(&app, "融媒体中心", Some(KEY)).await;
+    let keyless = add_signed_target(&app, "未配置密钥", None).await;
+    let item = publish_to_media_center(&app).await;
+    app.deliver_due().await;
+    let external = Signed::external_id(&channel.key_of(&target));
+    let body = json!({"events": [{"id": "e-1", "external_id": external, "status": "delivered"}]}).to_string();
+    let body = body.as_bytes();
+    let now = app.hub.clock.now();
+
+    let wrong_key = post_callback(&app, &target, body, "not-the-key", now).await;
+    assert_error(&wrong_key, 401, "unauthenticated", signed::SIGNATURE_HEADER);
+    let unsigned = app
+        .send(
+            app.client
+                .post(format!("{}/callbacks/media_center/{target}", app.address))
+                .header(signed::TIMESTAMP_HEADER, now.timestamp().to_string())
+                .body(body.to_vec()),
+        )
+        .await;
+    assert_error(&unsigned, 401, "unauthenticated", signed::SIGNATURE_HEADER);
+    let replayed = post_callback(&app, &target, body, KEY, now - chrono::Duration::seconds(301)).await;
+    assert_error(&replayed, 401, "stale", signed::TIMESTAMP_HEADER);
+    let no_key = post_callback(&app, &keyless, body, KEY, now).await;
+    assert_error(&no_key, 401, "unauthenticated", "secrets.callback_key");
+    let not_json = post_callback(&app, &target, b"<xml/>", KEY, now).await;
+    assert_error(&not_json, 400, "malformed_request", "body");
+    let bad_status =
+        json!({"events": [{"id": "e-1", "external_id": external, "status": "lost"}]}).to_string();
+    let bad_status = post_callback(&app, &target, bad_status.as_bytes(), KEY, now).await;
+    assert_error(&bad_status, 400, "malformed_request", "events[0].status");
+    let huge = vec![b' '; 70 * 1024];
+    assert_error(
+        &post_callback(&app, &target, &huge, KEY, now).await,
+        413,
+        "too_large",
+        "body",
+    );
+    let get = app
+        .send(
+            app.client
+                .get(format!("{}/callbacks/media_center/{target}", app.address)),
+        )
+        .await;
+    assert_error(&get, 405, "method_not_allowed", "method");
+    for (path, field) in [
+        (format!("/callbacks/fax/{target}"), "channel"),
+        (format!("/callbacks/portal/{target}"), "channel"),
+        ("/callbacks/media_center/no-such-target".to_owned(), "target"),
+    ] {
+        let reply = app
+            .send(
+                app.client
+                    .post(format!("{}{path}", app.address))
+                    .body(body.to_vec()),
+            )
+            .await;
+        assert_error(&reply, 404, "not_found", field);
+    }
+    assert_eq!(
+        inbox_rows(&app).await,
+        0,
+        "nothing of a rejected callback is written"
+    );
+
+    let verified = post_callback(&app, &target, body, KEY, now).await;
+    assert_eq!(verified.status, 200, "{}", verified.json);
+    assert_eq!(verified.text(), "success");
+    assert_eq!(verified.content_type().as_deref(), Some("text/plain"));
+    assert_eq!(inbox_rows(&app).await, 1, "stored before the answer");
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT COUNT(*) FROM receipt_inbox WHERE applied_at IS NULL"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        state_of(&app, &item, &target).await,
+        "accepted",
+        "answered before it is applied"
+    );
+    assert_eq!(apply_all(&app).await, 1);
+    assert_eq!(state_of(&app, &item, &target).await, "delivered");
+    assert_counts_match(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callback_route_verifies_stores_and_answers_on_sqlite() {
+    the_callback_route_verifies_stores_and_answers(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callback_route_verifies_stores_and_answers_on_postgres() {
+    the_callback_route_verifies_stores_and_answers(Backend::Postgres).await;
+}

@@ -1,0 +1,294 @@
+//! A media-centre-like test channel that reports later: it accepts deliveries (or fails after
+//! a first step, keeping a checkpoint), answers reconcile questions as the test says, and
+//! takes signed status callbacks, verified as a real media centre's would be: HMAC-SHA256 over
+//! `timestamp.body` with the target's `callback_key` secret, within a replay window of the
+//! hub's clock, compared in constant time.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::{Arc, Mutex},
+};
+
+use chrono::{DateTime, Utc};
+use herald_channels::{
+    CallbackError, CallbackReply, CallbackRequest, Callbacks, Channel, ChannelKind, ChannelReceipt,
+    Correlation, DeliveryOutcome, Dispatch, Permanence, PublishedItem, ReceiptStatus, RenderError, Rendition,
+    TargetRef, Verified, WithdrawOutcome,
+};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2_next::Sha256;
+use tokio::sync::Semaphore;
+
+pub const SIGNATURE_HEADER: &str = "x-herald-signature";
+pub const TIMESTAMP_HEADER: &str = "x-herald-timestamp";
+/// Signed more than this far from the hub's now: refused as a possible replay.
+pub const REPLAY_WINDOW_SECONDS: i64 = 300;
+pub const CONFIRM_WITHIN: std::time::Duration = std::time::Duration::from_secs(600);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Step {
+    /// Accepted; the result follows by callback.
+    Accept,
+    /// Waits for the test to open the gate, then accepts: the worker's record comes late.
+    HoldThenAccept,
+    /// Makes a draft (unless the checkpoint has one), then fails transiently after it.
+    FailAfterDraft,
+}
+
+pub struct Signed {
+    script: Mutex<VecDeque<Step>>,
+    otherwise: Step,
+    pub gate: Semaphore,
+    /// (target id, idempotency key) of every deliver call, in order.
+    pub calls: Mutex<Vec<(String, String)>>,
+    /// The checkpoint each deliver call was handed.
+    pub checkpoints_seen: Mutex<Vec<Option<Value>>>,
+    pub drafts_created: Mutex<u32>,
+    /// Answers to reconcile by target id; absent: "cannot tell yet".
+    pub reconcile_answers: Mutex<BTreeMap<String, ReceiptStatus>>,
+    /// (target id, external id) of every reconcile call.
+    pub reconcile_calls: Mutex<Vec<(String, String)>>,
+}
+
+impl Signed {
+    pub fn new(script: &[Step], otherwise: Step) -> Arc<Self> {
+        Arc::new(Self {
+            script: Mutex::new(script.iter().copied().collect()),
+            otherwise,
+            gate: Semaphore::new(0),
+            calls: Mutex::new(Vec::new()),
+            checkpoints_seen: Mutex::new(Vec::new()),
+            drafts_created: Mutex::new(0),
+            reconcile_answers: Mutex::new(BTreeMap::new()),
+            reconcile_calls: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn calls(&self) -> Vec<(String, String)> {
+        self.calls.lock().expect("lock").clone()
+    }
+
+    /// The key the hub delivered to `target` with.
+    pub fn key_of(&self, target: &str) -> String {
+        self.calls()
+            .into_iter()
+            .find(|(t, _)| t == target)
+            .map(|(_, key)| key)
+            .unwrap_or_else(|| panic!("no delivery to {target}"))
+    }
+
+    /// The external id this channel gives a delivery.
+    pub fn external_id(key: &str) -> String {
+        format!("pub-{key}")
+    }
+}
+
+/// The signature a media centre puts on a callback.
+pub fn sign(key: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn unauthenticated(field: &str, message: &str) -> CallbackError {
+    CallbackError::Unauthenticated {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn malformed(field: String, message: &str) -> CallbackError {
+    CallbackError::Malformed {
+        field,
+        message: message.into(),
+    }
+}
+
+/// One reported event: `{"id", "external_id" | "key", "status", "code"?, "message"?, "at"?}`.
+fn receipt_of(i: usize, event: &Value) -> Result<ChannelReceipt, CallbackError> {
+    let field = |name: &str| format!("events[{i}].{name}");
+    let text = |name: &str| event[name].as_str().map(str::to_owned);
+    let dedup = text("id").ok_or_else(|| malformed(field("id"), "each event has an id"))?;
+    let correlation = match (text("external_id"), text("key")) {
+        (Some(id), None) => Correlation::ExternalId(id),
+        (None, Some(key)) => Correlation::Key(key),
+        _ => {
+            return Err(malformed(
+                field("external_id"),
+                "name the delivery by external_id or key",
+            ));
+        }
+    };
+    let status = match event["status"].as_str() {
+        Some("accepted") => ReceiptStatus::Accepted,
+        Some("delivered") => ReceiptStatus::Delivered,
+        Some("displayed") => ReceiptStatus::Displayed,
+        Some("played") => ReceiptStatus::Played,
+        Some("withdrawn") => ReceiptStatus::Withdrawn,
+        Some("failed") => ReceiptStatus::Failed {
+            permanence: Permanence::Permanent,
+            code: text("code").unwrap_or_default(),
+            message: text("message").unwrap_or_default(),
+        },
+        _ => return Err(malformed(field("status"), "unknown status")),
+    };
+    let source_time = match text("at") {
+        Some(at) => Some(
+            DateTime::parse_from_rfc3339(&at)
+                .map_err(|_| malformed(field("at"), "not an RFC 3339 time"))?
+                .with_timezone(&Utc),
+        ),
+        None => None,
+    };
+    Ok(ChannelReceipt {
+        correlation,
+        status,
+        source_time,
+        dedup,
+        raw: event.clone(),
+    })
+}
+
+impl Callbacks for Signed {
+    fn verify(
+        &self,
+        target: &TargetRef,
+        request: &CallbackRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Verified, CallbackError> {
+        if request.method != "POST" {
+            return Err(CallbackError::Method("status callbacks are POSTed".into()));
+        }
+        let key = target
+            .secrets
+            .get("callback_key")
+            .ok_or_else(|| unauthenticated("secrets.callback_key", "the target has no callback key"))?;
+        let timestamp = request
+            .header(TIMESTAMP_HEADER)
+            .ok_or_else(|| unauthenticated(TIMESTAMP_HEADER, "missing"))?;
+        let signed_at: i64 = timestamp
+            .parse()
+            .map_err(|_| unauthenticated(TIMESTAMP_HEADER, "not a Unix time"))?;
+        let signature = request
+            .header(SIGNATURE_HEADER)
+            .and_then(|hex_text| hex::decode(hex_text).ok())
+            .ok_or_else(|| unauthenticated(SIGNATURE_HEADER, "missing or not hex"))?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes())
+            .map_err(|_| unauthenticated("secrets.callback_key", "unusable key"))?;
+        mac.update(timestamp.as_bytes());
+        mac.update(b".");
+        mac.update(request.body);
+        mac.verify_slice(&signature)
+            .map_err(|_| unauthenticated(SIGNATURE_HEADER, "the signature does not match"))?;
+        // Checked after the signature, so the time itself is known to be the sender's.
+        if (now.timestamp() - signed_at).abs() > REPLAY_WINDOW_SECONDS {
+            return Err(CallbackError::Stale {
+                field: TIMESTAMP_HEADER.into(),
+                message: format!("signed more than {REPLAY_WINDOW_SECONDS} s from now"),
+            });
+        }
+        let body: Value =
+            serde_json::from_slice(request.body).map_err(|_| malformed("body".into(), "not JSON"))?;
+        let events = body["events"]
+            .as_array()
+            .ok_or_else(|| malformed("events".into(), "an array of events"))?;
+        let receipts = events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| receipt_of(i, event))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Verified {
+            receipts,
+            reply: CallbackReply::Text("success".into()),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Channel for Signed {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::MediaCenter
+    }
+
+    fn render(&self, item: &PublishedItem) -> Result<Rendition, RenderError> {
+        Ok(Rendition {
+            channel: ChannelKind::MediaCenter,
+            payload: json!({"headline": item.title}),
+        })
+    }
+
+    async fn deliver(&self, _rendition: &Rendition, dispatch: &Dispatch<'_>) -> DeliveryOutcome {
+        let key = dispatch.idempotency_key.to_owned();
+        self.calls
+            .lock()
+            .expect("lock")
+            .push((dispatch.target.id.clone(), key.clone()));
+        self.checkpoints_seen
+            .lock()
+            .expect("lock")
+            .push(dispatch.checkpoint.cloned());
+        let step = self
+            .script
+            .lock()
+            .expect("lock")
+            .pop_front()
+            .unwrap_or(self.otherwise);
+        let accepted = DeliveryOutcome::Accepted {
+            external_id: Self::external_id(&key),
+            confirm_within: Some(CONFIRM_WITHIN),
+        };
+        match step {
+            Step::Accept => accepted,
+            Step::HoldThenAccept => {
+                self.gate.acquire().await.expect("gate open").forget();
+                accepted
+            }
+            Step::FailAfterDraft => {
+                let draft = match dispatch.checkpoint.and_then(|c| c["draft"].as_str()) {
+                    Some(draft) => draft.to_owned(),
+                    None => {
+                        let mut made = self.drafts_created.lock().expect("lock");
+                        *made += 1;
+                        format!("draft-{made}")
+                    }
+                };
+                DeliveryOutcome::Failed {
+                    permanence: Permanence::Transient,
+                    code: "submit_timeout".into(),
+                    message: "草稿已建，提交超时".into(),
+                    checkpoint: Some(json!({"draft": draft})),
+                }
+            }
+        }
+    }
+
+    async fn withdraw(
+        &self,
+        _item_id: &str,
+        _target: &TargetRef,
+        _external_id: Option<&str>,
+        _reason: &str,
+        _key: &str,
+    ) -> WithdrawOutcome {
+        WithdrawOutcome::Withdrawn
+    }
+
+    async fn reconcile(&self, dispatch: &Dispatch<'_>, external_id: &str) -> Option<ReceiptStatus> {
+        self.reconcile_calls
+            .lock()
+            .expect("lock")
+            .push((dispatch.target.id.clone(), external_id.to_owned()));
+        self.reconcile_answers
+            .lock()
+            .expect("lock")
+            .get(&dispatch.target.id)
+            .cloned()
+    }
+
+    fn callbacks(&self) -> Option<&dyn Callbacks> {
+        Some(self)
+    }
+}
