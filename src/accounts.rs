@@ -56,8 +56,7 @@ impl Caller {
 }
 
 fn caller_from(model: user::Model) -> Result<Caller> {
-    let role = Role::parse(&model.role)
-        .ok_or_else(|| anyhow::anyhow!("user {} has unknown role {}", model.id, model.role))?;
+    let role = model.role;
     let area = AreaCode::parse(&model.area_code).map_err(anyhow::Error::new)?;
     Ok(Caller {
         id: model.id,
@@ -78,19 +77,17 @@ pub struct UserView {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
-impl TryFrom<user::Model> for UserView {
-    type Error = Error;
-    fn try_from(model: user::Model) -> Result<Self> {
-        let role = Role::parse(&model.role).ok_or_else(|| anyhow::anyhow!("unknown role {}", model.role))?;
-        Ok(Self {
+impl From<user::Model> for UserView {
+    fn from(model: user::Model) -> Self {
+        Self {
             id: model.id,
             username: model.username,
             display_name: model.display_name,
-            role,
+            role: model.role,
             area_code: model.area_code,
             disabled: model.disabled,
             created_at: model.created_at,
-        })
+        }
     }
 }
 
@@ -211,7 +208,7 @@ pub async fn create_user(
         username: Set(username.as_str().to_owned()),
         display_name: Set(display_name),
         password_hash: Set(password_hash),
-        role: Set(new.role.as_str().to_owned()),
+        role: Set(new.role),
         area_code: Set(area.to_string()),
         disabled: Set(false),
         created_at: Set(now),
@@ -229,7 +226,7 @@ pub async fn create_user(
     )
     .await?;
     txn.commit().await?;
-    Ok((UserView::try_from(model)?, generated))
+    Ok((UserView::from(model), generated))
 }
 
 pub async fn any_user_exists(hub: &Hub) -> Result<bool> {
@@ -241,12 +238,12 @@ pub async fn list_users(hub: &Hub, scope: Option<&AreaCode>) -> Result<Vec<UserV
     if let Some(scope) = scope {
         query = query.filter(user::Column::AreaCode.starts_with(scope.as_str()));
     }
-    query
+    Ok(query
         .all(&hub.db)
         .await?
         .into_iter()
-        .map(UserView::try_from)
-        .collect()
+        .map(UserView::from)
+        .collect())
 }
 
 pub async fn find_user_by_name(hub: &Hub, username: &str) -> Result<user::Model> {
@@ -314,7 +311,7 @@ pub async fn disable_user(
     )
     .await?;
     txn.commit().await?;
-    UserView::try_from(model)
+    Ok(UserView::from(model))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -659,7 +656,7 @@ pub async fn unlock_user(
     )
     .await?;
     txn.commit().await?;
-    UserView::try_from(model)
+    Ok(UserView::from(model))
 }
 
 pub async fn logout(hub: &Hub, session_secret: &str) -> Result<()> {

@@ -12,12 +12,12 @@ use sea_orm::{
 };
 
 use super::{
-    counts::CountChanges,
+    counts::{CountChanges, CountedDeliveries},
     state::{DeliveryKind, DeliveryState, priority_of},
     targets,
 };
 use crate::{
-    domain::{area::AreaCode, item::ItemContent},
+    domain::{area::AreaCode, delivery::RenditionFor, item::ItemContent},
     error::{Error, Result},
     hub::Hub,
     store::entities::{delivery, rendition, target},
@@ -164,7 +164,7 @@ pub async fn enqueue_publication(
         rendition::ActiveModel {
             id: Set(id.clone()),
             publication_id: Set(publication_id.to_owned()),
-            channel: Set(kind.as_str().to_owned()),
+            channel: Set(RenditionFor::Channel(*kind)),
             payload: Set(rendered.payload.to_string()),
             created_at: Set(now),
         }
@@ -172,13 +172,12 @@ pub async fn enqueue_publication(
         .await?;
         rendition_of_channel =
             rendition_of_channel.case(target::Column::Channel.eq(kind.as_str()), Expr::val(id));
-        counts.add(
-            &item.item_id,
-            kind.as_str(),
-            DeliveryKind::Publish.as_str(),
-            DeliveryState::Pending.as_str(),
-            *n,
-        );
+        let counted = CountedDeliveries {
+            item_id: item.item_id.clone(),
+            channel: *kind,
+            kind: DeliveryKind::Publish,
+        };
+        counts.add(&counted, DeliveryState::Pending, *n);
         written.insert(*kind, usize::try_from(*n).unwrap_or(0));
     }
     let target_id = (target::Entity, target::Column::Id);
@@ -195,8 +194,8 @@ pub async fn enqueue_publication(
         .column((target::Entity, target::Column::Id))
         .column((target::Entity, target::Column::Channel))
         .column((target::Entity, target::Column::AreaCode))
-        .expr(Expr::val(DeliveryKind::Publish.as_str()))
-        .expr(Expr::val(DeliveryState::Pending.as_str()))
+        .expr(Expr::val(DeliveryKind::Publish))
+        .expr(Expr::val(DeliveryState::Pending))
         .expr(Expr::val(priority_of(item.emergency)))
         .expr(Expr::val(0i32))
         .expr(Expr::val(first_attempt))
@@ -223,28 +222,26 @@ pub async fn enqueue_withdrawal(
     let now = hub.clock.now();
     let publishes = delivery::Entity::find()
         .filter(delivery::Column::ItemId.eq(item_id))
-        .filter(delivery::Column::Kind.eq(DeliveryKind::Publish.as_str()))
+        .filter(delivery::Column::Kind.eq(DeliveryKind::Publish))
         .lock_exclusive()
         .all(txn)
         .await?;
     let mut reached = Vec::new();
     let mut cancelled = CountChanges::default();
     for publish in publishes {
-        let state = DeliveryState::parse(&publish.state).unwrap_or(DeliveryState::Failed);
+        let state = publish.state;
         // A delivery being sent right now may land: follow it with a withdrawal too.
         if state.reached_target() || state == DeliveryState::Sending {
             reached.push(publish);
         } else if state.not_yet_sent() {
             cancelled.moved(
-                item_id,
-                &publish.channel,
-                &publish.kind,
-                &publish.state,
-                DeliveryState::Cancelled.as_str(),
+                &CountedDeliveries::of(&publish),
+                state,
+                DeliveryState::Cancelled,
                 1,
             );
             let mut active: delivery::ActiveModel = publish.into();
-            active.state = Set(DeliveryState::Cancelled.as_str().to_owned());
+            active.state = Set(DeliveryState::Cancelled);
             active.updated_at = Set(now);
             active.update(txn).await?;
         }
@@ -257,7 +254,7 @@ pub async fn enqueue_withdrawal(
     rendition::ActiveModel {
         id: Set(rendition_id.clone()),
         publication_id: Set(format!("withdraw:{item_id}:{rendition_id}")),
-        channel: Set("withdrawal".into()),
+        channel: Set(RenditionFor::Withdrawal),
         payload: Set(serde_json::json!({"reason": reason}).to_string()),
         created_at: Set(now),
     }
@@ -280,8 +277,8 @@ pub async fn enqueue_withdrawal(
             C::Channel,
             C::AreaCode,
         ])
-        .expr(Expr::val(DeliveryKind::Withdraw.as_str()))
-        .expr(Expr::val(DeliveryState::Pending.as_str()))
+        .expr(Expr::val(DeliveryKind::Withdraw))
+        .expr(Expr::val(DeliveryState::Pending))
         .expr(Expr::val(priority_of(emergency)))
         .expr(Expr::val(0i32))
         .expr(Expr::val(now))
@@ -291,18 +288,16 @@ pub async fn enqueue_withdrawal(
         .expr(Expr::val(now))
         .expr(Expr::val(now))
         .and_where(C::ItemId.eq(item_id))
-        .and_where(C::Kind.eq(DeliveryKind::Publish.as_str()))
-        .and_where(C::State.is_in(reached.iter().map(|d| d.state.clone()).collect::<BTreeSet<_>>()));
+        .and_where(C::Kind.eq(DeliveryKind::Publish))
+        .and_where(C::State.is_in(reached.iter().map(|d| d.state).collect::<BTreeSet<_>>()));
     insert_selected(txn, select).await?;
     let mut counts = CountChanges::default();
     for delivery in &reached {
-        counts.add(
-            item_id,
-            &delivery.channel,
-            DeliveryKind::Withdraw.as_str(),
-            DeliveryState::Pending.as_str(),
-            1,
-        );
+        let counted = CountedDeliveries {
+            kind: DeliveryKind::Withdraw,
+            ..CountedDeliveries::of(delivery)
+        };
+        counts.add(&counted, DeliveryState::Pending, 1);
     }
     counts.apply(txn).await?;
     Ok(reached.len())

@@ -21,12 +21,9 @@ use crate::{
 
 #[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
 pub struct SummaryRow {
-    #[schema(value_type = ChannelKind)]
-    pub channel: String,
-    #[schema(value_type = DeliveryKind)]
-    pub kind: String,
-    #[schema(value_type = DeliveryState)]
-    pub state: String,
+    pub channel: ChannelKind,
+    pub kind: DeliveryKind,
+    pub state: DeliveryState,
     pub count: i64,
 }
 
@@ -37,13 +34,10 @@ pub struct DeliveryView {
     pub version: i32,
     pub target_id: String,
     pub target_name: String,
-    #[schema(value_type = ChannelKind)]
-    pub channel: String,
+    pub channel: ChannelKind,
     pub area_code: String,
-    #[schema(value_type = DeliveryKind)]
-    pub kind: String,
-    #[schema(value_type = DeliveryState)]
-    pub state: String,
+    pub kind: DeliveryKind,
+    pub state: DeliveryState,
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
     pub external_id: Option<String>,
@@ -244,11 +238,11 @@ pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<S
         for r in receipt_rows {
             let fields = [
                 d.id.clone(),
-                d.kind.clone(),
-                d.channel.clone(),
+                d.kind.to_string(),
+                d.channel.to_string(),
                 d.target_id.clone(),
                 d.target_name.clone(),
-                d.state.clone(),
+                d.state.to_string(),
                 r.map(|r| r.source.clone()).unwrap_or_default(),
                 r.map(|r| r.kind.clone()).unwrap_or_default(),
                 r.and_then(|r| r.source_time)

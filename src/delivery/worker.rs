@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 
 use super::{
     DeliveryKind, DeliveryState, NewReceipt,
-    counts::CountChanges,
+    counts::{CountChanges, CountedDeliveries},
     record_receipts,
     targets::{self, TargetView},
 };
@@ -109,14 +109,12 @@ pub async fn claim(
     for row in &candidates {
         // A row that does not decode is an error, never counted under empty names.
         let candidate = Candidate::from_query_result(row, "")?;
-        counts.moved(
-            &candidate.item_id,
-            &candidate.channel,
-            &candidate.kind,
-            &candidate.state,
-            DeliveryState::Sending.as_str(),
-            1,
-        );
+        let counted = CountedDeliveries {
+            item_id: candidate.item_id,
+            channel: candidate.channel,
+            kind: candidate.kind,
+        };
+        counts.moved(&counted, candidate.state, DeliveryState::Sending, 1);
         ids.push(candidate.id);
     }
     if ids.is_empty() {
@@ -157,9 +155,9 @@ pub async fn claim(
 struct Candidate {
     id: String,
     item_id: String,
-    channel: String,
-    kind: String,
-    state: String,
+    channel: ChannelKind,
+    kind: DeliveryKind,
+    state: DeliveryState,
 }
 
 /// What the worker reads of a delivery it claimed.
@@ -167,8 +165,8 @@ struct Candidate {
 pub struct Claimed {
     pub id: String,
     pub item_id: String,
-    pub channel: String,
-    pub kind: String,
+    pub channel: ChannelKind,
+    pub kind: DeliveryKind,
     /// Counting the attempt now under way.
     pub attempts: i32,
     pub target_id: String,
@@ -342,7 +340,7 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(Claimed, Settled)>) -
             update
                 .and_where(delivery::Column::Id.is_in(chunk.iter().copied()))
                 .and_where(delivery::Column::LeaseOwner.eq(worker_id))
-                .and_where(delivery::Column::State.eq(DeliveryState::Sending.as_str()))
+                .and_where(delivery::Column::State.eq(DeliveryState::Sending))
                 .returning_col(delivery::Column::Id);
             for row in txn.query_all(&update).await? {
                 held.insert(row.try_get_by_index::<String>(0)?);
@@ -358,20 +356,18 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(Claimed, Settled)>) -
             *recorded
                 .entry((row.channel.as_str(), settled.state.as_str()))
                 .or_insert(0) += 1;
-            counts.moved(
-                &row.item_id,
-                &row.channel,
-                &row.kind,
-                DeliveryState::Sending.as_str(),
-                settled.state.as_str(),
-                1,
-            );
+            let counted = CountedDeliveries {
+                item_id: row.item_id.clone(),
+                channel: row.channel,
+                kind: row.kind,
+            };
+            counts.moved(&counted, DeliveryState::Sending, settled.state, 1);
         } else {
             tracing::warn!(delivery = %row.id, worker = worker_id, "lease lost before the outcome was recorded; the other worker's record stands");
         }
         receipts.push(NewReceipt {
             delivery_id: &row.id,
-            source: &row.channel,
+            source: row.channel.as_str(),
             kind: settled.receipt_kind,
             source_time: None,
             received_at: now,
@@ -471,7 +467,7 @@ fn settled_without_call(hub: &Hub, batch: &BatchContext, row: &Claimed) -> Optio
             retry_at: None,
         });
     }
-    let registered = ChannelKind::parse(&row.channel).and_then(|kind| hub.channels.get(kind));
+    let registered = hub.channels.get(row.channel);
     registered.is_none().then(|| {
         settle_failure(
             hub,
@@ -513,8 +509,8 @@ async fn deliver_group(
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("rendition {} vanished", first.rendition_id))?,
     };
-    let channel_name = first.channel.clone();
-    let slots = InFlight::permit_source(&in_flight.channels, &channel_name, limits.in_flight);
+    let channel_name = first.channel.as_str();
+    let slots = InFlight::permit_source(&in_flight.channels, channel_name, limits.in_flight);
     let mut settled = Vec::with_capacity(rows.len());
     let chunk_size = usize::try_from(limits.in_flight).unwrap_or(usize::MAX).max(1);
     let mut rows = rows.into_iter().peekable();
@@ -545,7 +541,7 @@ async fn deliver_group(
         )
         .await
         .unwrap_or_default();
-        hub.metrics.adapter_call(&channel_name, called.elapsed());
+        hub.metrics.adapter_call(channel_name, called.elapsed());
         let mut outcomes = outcomes.into_iter();
         for row in chunk {
             // A call past its deadline, or an adapter that answered for fewer dispatches than
@@ -580,7 +576,7 @@ async fn withdraw_one(
         None => None,
     };
     let external_id = original.and_then(|d| d.external_id);
-    let channel_slots = InFlight::permit_source(&in_flight.channels, &row.channel, limits.in_flight);
+    let channel_slots = InFlight::permit_source(&in_flight.channels, row.channel.as_str(), limits.in_flight);
     let target_slots = InFlight::permit_source(
         &in_flight.targets,
         &row.target_id,
@@ -601,7 +597,7 @@ async fn withdraw_one(
         .unwrap_or_else(|_| WithdrawOutcome::Unknown {
             message: no_answer_within(limits.attempt_deadline),
         });
-    hub.metrics.adapter_call(&row.channel, called.elapsed());
+    hub.metrics.adapter_call(row.channel.as_str(), called.elapsed());
     Ok(settle_withdrawal(hub, row.attempts, outcome))
 }
 
@@ -643,15 +639,15 @@ async fn execute_claimed(
     for row in claimed {
         if let Some(settled) = settled_without_call(hub, batch, &row) {
             outcomes.push((row, settled));
-        } else if row.kind == DeliveryKind::Withdraw.as_str() {
+        } else if row.kind == DeliveryKind::Withdraw {
             withdrawals.push(row);
         } else {
             groups.entry(row.rendition_id.clone()).or_default().push(row);
         }
     }
     let adapter = |row: &Claimed| {
-        ChannelKind::parse(&row.channel)
-            .and_then(|kind| hub.channels.get(kind))
+        hub.channels
+            .get(row.channel)
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("no adapter for {}", row.channel))
     };

@@ -11,6 +11,8 @@ macro_rules! no_relations {
 pub mod user {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::user::Role;
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "users")]
     pub struct Model {
@@ -20,7 +22,7 @@ pub mod user {
         pub username: String,
         pub display_name: String,
         pub password_hash: String,
-        pub role: String,
+        pub role: Role,
         pub area_code: String,
         pub disabled: bool,
         pub created_at: DateTimeUtc,
@@ -129,17 +131,19 @@ pub mod attachment {
 pub mod item {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::item::{Disclosure, ItemState};
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "items")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: String,
-        pub state: String,
+        pub state: ItemState,
         pub title: String,
         pub area_code: String,
         #[sea_orm(unique)]
         pub index_no: String,
-        pub disclosure: String,
+        pub disclosure: Disclosure,
         pub emergency: bool,
         pub interprets_id: Option<String>,
         pub author_id: String,
@@ -178,6 +182,8 @@ pub mod item_version {
 pub mod review {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::review::ReviewKind;
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "reviews")]
     pub struct Model {
@@ -187,7 +193,7 @@ pub mod review {
         pub version: i32,
         pub content_hash: String,
         pub reviewer_id: String,
-        pub kind: String,
+        pub kind: ReviewKind,
         pub comment: String,
         pub at: DateTimeUtc,
     }
@@ -269,6 +275,7 @@ pub mod audit_head {
 }
 
 pub mod target {
+    use herald_channels::ChannelKind;
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -276,7 +283,7 @@ pub mod target {
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: String,
-        pub channel: String,
+        pub channel: ChannelKind,
         pub name: String,
         pub area_code: String,
         pub catalogs: String,
@@ -308,13 +315,15 @@ pub mod target_secret {
 pub mod rendition {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::delivery::RenditionFor;
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "renditions")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: String,
         pub publication_id: String,
-        pub channel: String,
+        pub channel: RenditionFor,
         pub payload: String,
         pub created_at: DateTimeUtc,
     }
@@ -322,7 +331,10 @@ pub mod rendition {
 }
 
 pub mod delivery {
+    use herald_channels::ChannelKind;
     use sea_orm::entity::prelude::*;
+
+    use crate::domain::delivery::{DeliveryKind, DeliveryState};
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "deliveries")]
@@ -333,10 +345,10 @@ pub mod delivery {
         pub item_id: String,
         pub version: i32,
         pub target_id: String,
-        pub channel: String,
+        pub channel: ChannelKind,
         pub area_code: String,
-        pub kind: String,
-        pub state: String,
+        pub kind: DeliveryKind,
+        pub state: DeliveryState,
         pub priority: i32,
         pub not_before: Option<DateTimeUtc>,
         pub not_after: Option<DateTimeUtc>,
@@ -399,7 +411,10 @@ pub mod portal_page {
 }
 
 pub mod delivery_count {
+    use herald_channels::ChannelKind;
     use sea_orm::entity::prelude::*;
+
+    use crate::domain::delivery::{DeliveryKind, DeliveryState};
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "delivery_counts")]
@@ -407,11 +422,11 @@ pub mod delivery_count {
         #[sea_orm(primary_key, auto_increment = false)]
         pub item_id: String,
         #[sea_orm(primary_key, auto_increment = false)]
-        pub channel: String,
+        pub channel: ChannelKind,
         #[sea_orm(primary_key, auto_increment = false)]
-        pub kind: String,
+        pub kind: DeliveryKind,
         #[sea_orm(primary_key, auto_increment = false)]
-        pub state: String,
+        pub state: DeliveryState,
         pub n: i64,
     }
     no_relations!();

@@ -70,8 +70,7 @@ async fn parse_content(
         // exactly as one that does not exist.
         let linkable = |policy: &item::Model| {
             AreaCode::parse(&policy.area_code).is_ok_and(|area| {
-                caller.sees(&area)
-                    || (caller.area.is_within(&area) && policy.state == ItemState::Published.as_str())
+                caller.sees(&area) || (caller.area.is_within(&area) && policy.state == ItemState::Published)
             })
         };
         let policy = item::Entity::find_by_id(policy_id)
@@ -131,11 +130,11 @@ pub async fn create_item(hub: &Hub, caller: &Caller, input: ItemInput) -> Result
     let id = uuid::Uuid::now_v7().to_string();
     item::ActiveModel {
         id: Set(id.clone()),
-        state: Set(ItemState::Draft.as_str().to_owned()),
+        state: Set(ItemState::Draft),
         title: Set(content.title.clone()),
         area_code: Set(content.area_code.clone()),
         index_no: Set(content.index_no.clone()),
-        disclosure: Set(content.disclosure.as_str().to_owned()),
+        disclosure: Set(content.disclosure),
         emergency: Set(content.emergency),
         interprets_id: Set(content.interprets.clone()),
         author_id: Set(caller.id.clone()),
@@ -190,11 +189,11 @@ pub async fn edit_item(hub: &Hub, caller: &Caller, id: &str, input: ItemInput) -
     let version = row.current_version + 1;
     let hash = insert_version(&txn, id, version, &content, caller, now).await?;
     let mut active: item::ActiveModel = row.into();
-    active.state = Set(ItemState::Draft.as_str().to_owned());
+    active.state = Set(ItemState::Draft);
     active.title = Set(content.title.clone());
     active.area_code = Set(content.area_code.clone());
     active.index_no = Set(content.index_no.clone());
-    active.disclosure = Set(content.disclosure.as_str().to_owned());
+    active.disclosure = Set(content.disclosure);
     active.emergency = Set(content.emergency);
     active.interprets_id = Set(content.interprets.clone());
     active.current_version = Set(version);
@@ -231,7 +230,7 @@ pub async fn submit(hub: &Hub, caller: &Caller, id: &str) -> Result<ItemView> {
     require_state(&row, &[ItemState::Draft], "submit")?;
     let version = load_version(&txn, id, row.current_version).await?;
     let mut active: item::ActiveModel = row.into();
-    active.state = Set(ItemState::InReview.as_str().to_owned());
+    active.state = Set(ItemState::InReview);
     active.updated_at = Set(hub.clock.now());
     active.update(&txn).await?;
     let detail = serde_json::json!({"version": version.version});

@@ -17,7 +17,7 @@ use crate::{
     },
     domain::{
         area::AreaCode,
-        item::{Disclosure, ItemContent, ItemState, sha256_hex},
+        item::{ItemContent, ItemState, sha256_hex},
         text::{MAX_ID_CHARS, single_line},
     },
     error::{Error, Result},
@@ -197,8 +197,7 @@ pub async fn publish(
             replayed: true,
         });
     }
-    let disclosure = Disclosure::parse(&row.disclosure)
-        .ok_or_else(|| anyhow::anyhow!("unknown disclosure {}", row.disclosure))?;
+    let disclosure = row.disclosure;
     if !disclosure.may_leave_the_store() {
         return Err(Error::Refused {
             code: "not_publishable",
@@ -265,7 +264,7 @@ pub async fn publish(
     .insert(&txn)
     .await?;
     let mut active: item::ActiveModel = row.into();
-    active.state = Set(ItemState::Published.as_str().to_owned());
+    active.state = Set(ItemState::Published);
     active.published_version = Set(Some(approved_version));
     active.published_at = Set(Some(goes_out));
     active.updated_at = Set(now);
