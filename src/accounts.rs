@@ -511,7 +511,8 @@ async fn charge_attempt(hub: &Hub, attempt: &LoginAttempt<'_>, buckets: &[Bucket
         let previous = if row.last_failure_at + window < now {
             0
         } else {
-            u32::try_from(row.failures).unwrap_or(0)
+            u32::try_from(row.failures)
+                .map_err(|_| anyhow::anyhow!("throttle {} counts {} failures", row.key, row.failures))?
         };
         charged.push((row, previous.saturating_add(1), bucket.max_failures));
     }

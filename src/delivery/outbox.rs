@@ -31,18 +31,19 @@ pub fn published_item(
     hash: &str,
     content: &ItemContent,
     at: DateTime<Utc>,
-) -> PublishedItem {
+) -> Result<PublishedItem> {
+    // Names come from reference data, which may have retired an entry since the item was
+    // written: the code still identifies it, so the item goes out with an empty name rather
+    // than not at all.
     let catalog_name = hub
         .catalog
         .get(&content.catalog)
         .map(|c| c.name.clone())
         .unwrap_or_default();
-    let area_name = AreaCode::parse(&content.area_code)
-        .ok()
-        .and_then(|code| hub.areas.get(&code).map(|a| a.name.clone()))
-        .unwrap_or_default();
+    let area = AreaCode::parse(&content.area_code).map_err(anyhow::Error::new)?;
+    let area_name = hub.areas.get(&area).map(|a| a.name.clone()).unwrap_or_default();
     let validity = content.validity.map(|v| v.label_zh().to_owned());
-    PublishedItem {
+    Ok(PublishedItem {
         item_id: item_id.to_owned(),
         version,
         content_hash: hash.to_owned(),
@@ -57,9 +58,10 @@ pub fn published_item(
         doc_no: content.doc_no.clone(),
         validity,
         genre: serde_json::to_value(content.genre)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+            .map_err(anyhow::Error::new)?
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("genre {:?} has no wire name", content.genre))?
+            .to_owned(),
         keywords: content.keywords.clone(),
         catalog_code: content.catalog.clone(),
         catalog_name,
@@ -75,7 +77,7 @@ pub fn published_item(
             .collect(),
         emergency: content.emergency,
         published_at: at.to_rfc3339(),
-    }
+    })
 }
 
 /// The columns both delivery writers fill, in the order their SELECTs produce them.

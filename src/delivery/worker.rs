@@ -569,7 +569,7 @@ async fn withdraw_one(
         .renditions
         .get(&row.rendition_id)
         .and_then(|payload| payload["reason"].as_str())
-        .unwrap_or_default()
+        .ok_or_else(|| anyhow::anyhow!("withdrawal rendition {} has no reason", row.rendition_id))?
         .to_owned();
     let original = match &row.withdraws_id {
         Some(id) => delivery::Entity::find_by_id(id).one(&hub.db).await?,

@@ -68,15 +68,15 @@ async fn parse_content(
         // A township may interpret a published county policy: a policy is linkable when it lies
         // in the caller's area, or is published in an area above it. Any other id answers
         // exactly as one that does not exist.
-        let linkable = |policy: &item::Model| {
-            AreaCode::parse(&policy.area_code).is_ok_and(|area| {
-                caller.sees(&area) || (caller.area.is_within(&area) && policy.state == ItemState::Published)
-            })
+        let linkable = |policy: &item::Model| -> Result<bool> {
+            let area = AreaCode::parse(&policy.area_code).map_err(anyhow::Error::new)?;
+            Ok(caller.sees(&area) || (caller.area.is_within(&area) && policy.state == ItemState::Published))
         };
-        let policy = item::Entity::find_by_id(policy_id)
-            .one(db)
-            .await?
-            .filter(linkable)
+        let policy = match item::Entity::find_by_id(policy_id).one(db).await? {
+            Some(policy) if linkable(&policy)? => Some(policy),
+            _ => None,
+        };
+        let policy = policy
             .ok_or_else(|| Error::validation("interprets", "no policy item you may interpret has that id"))?;
         if policy.interprets_id.is_some() {
             return Err(Error::validation(
