@@ -204,7 +204,7 @@ pub async fn create_user(
         });
     }
     let model = user::ActiveModel {
-        id: Set(uuid::Uuid::now_v7().to_string()),
+        id: Set(hub.clock.new_id().to_string()),
         username: Set(username.as_str().to_owned()),
         display_name: Set(display_name),
         password_hash: Set(password_hash),
@@ -352,7 +352,7 @@ pub async fn create_token(hub: &Hub, actor: &str, user_id: &str, name: &str) -> 
         return Err(Error::conflict("user_disabled", "that user is disabled"));
     }
     let model = api_token::ActiveModel {
-        id: Set(uuid::Uuid::now_v7().to_string()),
+        id: Set(hub.clock.new_id().to_string()),
         user_id: Set(owner.id.clone()),
         name: Set(name.to_owned()),
         token_hash: Set(sha256_hex(secret.as_bytes())),

@@ -162,7 +162,7 @@ pub async fn enqueue_publication(
             field: None,
             message: format!("{}: {e}", kind.label_zh()),
         })?;
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = hub.clock.new_id().to_string();
         rendition::ActiveModel {
             id: Set(id.clone()),
             publication_id: Set(publication_id.to_owned()),
@@ -252,7 +252,7 @@ pub async fn enqueue_withdrawal(
     if reached.is_empty() {
         return Ok(0);
     }
-    let rendition_id = uuid::Uuid::now_v7().to_string();
+    let rendition_id = hub.clock.new_id().to_string();
     rendition::ActiveModel {
         id: Set(rendition_id.clone()),
         publication_id: Set(format!("withdraw:{item_id}:{rendition_id}")),

@@ -199,7 +199,7 @@ pub async fn create_target(hub: &Hub, actor: &Caller, new: NewTarget) -> Result<
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
     let view = TargetView {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: hub.clock.new_id().to_string(),
         channel: new.channel,
         name: name.to_owned(),
         area_code: area.to_string(),
@@ -281,7 +281,7 @@ pub async fn ensure_portal_target(hub: &Hub) -> Result<()> {
         let root = hub.areas.root();
         let txn = begin_write(&hub.db).await?;
         let portal = TargetView {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: hub.clock.new_id().to_string(),
             channel: ChannelKind::Portal,
             name: "政府门户网站".into(),
             area_code: root.code.to_string(),

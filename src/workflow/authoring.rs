@@ -127,7 +127,7 @@ pub async fn create_item(hub: &Hub, caller: &Caller, input: ItemInput) -> Result
     let txn = begin_write(&hub.db).await?;
     let content = parse_content(hub, &txn, caller, input, None).await?;
     let now = hub.clock.now();
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = hub.clock.new_id().to_string();
     item::ActiveModel {
         id: Set(id.clone()),
         state: Set(ItemState::Draft),

@@ -250,7 +250,7 @@ pub async fn publish(
     }
     let content = content_of(&version)?;
     let reach = reach_of(hub, &txn, &content, &input).await?;
-    let publication_id = uuid::Uuid::now_v7().to_string();
+    let publication_id = hub.clock.new_id().to_string();
     let channels = serde_json::to_string(&input.channels).map_err(anyhow::Error::new)?;
     publication::ActiveModel {
         id: Set(publication_id.clone()),
