@@ -367,7 +367,7 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(Claimed, Settled)>) -
         }
         receipts.push(NewReceipt {
             delivery_id: &row.id,
-            source: row.channel.as_str(),
+            source: row.channel,
             kind: settled.receipt_kind,
             source_time: None,
             received_at: now,
