@@ -184,7 +184,7 @@ async fn add_targets(hub: &Hub, channel: ChannelKind, area: &str, count: usize) 
     let now = hub.clock.now();
     let rows: Vec<target::ActiveModel> = (0..count)
         .map(|i| target::ActiveModel {
-            id: Set(format!("bench-{}-{i:07}", channel.as_str())),
+            id: Set(format!("bench-{}-{i:07}", channel.as_str()).into()),
             channel: Set(channel),
             name: Set(format!("{}{i}", channel.label_zh())),
             area_code: Set(area.to_owned()),

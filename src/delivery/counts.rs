@@ -8,12 +8,12 @@ use herald_channels::ChannelKind;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, Statement};
 
 use super::state::{DeliveryKind, DeliveryState};
-use crate::{error::Result, store::entities::delivery};
+use crate::{domain::ids::ItemId, error::Result, store::entities::delivery};
 
 /// The deliveries one counter counts: an item's, on one channel, of one kind.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CountedDeliveries {
-    pub item_id: String,
+    pub item_id: ItemId,
     pub channel: ChannelKind,
     pub kind: DeliveryKind,
 }

@@ -31,7 +31,7 @@ async fn load_for_operator(
         .one(txn)
         .await?
         .ok_or(Error::NotFound("delivery"))?;
-    let item = item::Entity::find_by_id(&row.item_id)
+    let item = item::Entity::find_by_id(row.item_id.as_str())
         .one(txn)
         .await?
         .ok_or(Error::NotFound("item"))?;

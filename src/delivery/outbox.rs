@@ -164,8 +164,8 @@ pub async fn enqueue_publication(
         })?;
         let id = hub.clock.new_id().to_string();
         rendition::ActiveModel {
-            id: Set(id.clone()),
-            publication_id: Set(publication_id.to_owned()),
+            id: Set(id.as_str().into()),
+            publication_id: Set(publication_id.into()),
             channel: Set(RenditionFor::Channel(*kind)),
             payload: Set(rendered.payload.to_string()),
             created_at: Set(now),
@@ -175,7 +175,7 @@ pub async fn enqueue_publication(
         rendition_of_channel =
             rendition_of_channel.case(target::Column::Channel.eq(kind.as_str()), Expr::val(id));
         let counted = CountedDeliveries {
-            item_id: item.item_id.clone(),
+            item_id: item.item_id.as_str().into(),
             channel: *kind,
             kind: DeliveryKind::Publish,
         };
@@ -254,8 +254,8 @@ pub async fn enqueue_withdrawal(
     }
     let rendition_id = hub.clock.new_id().to_string();
     rendition::ActiveModel {
-        id: Set(rendition_id.clone()),
-        publication_id: Set(format!("withdraw:{item_id}:{rendition_id}")),
+        id: Set(rendition_id.as_str().into()),
+        publication_id: Set(format!("withdraw:{item_id}:{rendition_id}").into()),
         channel: Set(RenditionFor::Withdrawal),
         payload: Set(serde_json::json!({"reason": reason}).to_string()),
         created_at: Set(now),

@@ -40,7 +40,7 @@ impl NewReceipt<'_> {
         );
         receipt::ActiveModel {
             id: Default::default(),
-            delivery_id: Set(self.delivery_id.to_owned()),
+            delivery_id: Set(self.delivery_id.into()),
             source: Set(self.source.as_str().to_owned()),
             kind: Set(self.kind.to_owned()),
             source_time: Set(self.source_time),

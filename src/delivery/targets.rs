@@ -54,7 +54,7 @@ impl TryFrom<target::Model> for TargetView {
             catalogs: json(&m.catalogs)?,
             tags: json(&m.tags)?,
             config: json(&m.config)?,
-            id: m.id,
+            id: m.id.into(),
             name: m.name,
             area_code: m.area_code,
             secret_names: Vec::new(),
@@ -256,7 +256,7 @@ async fn insert(
 ) -> Result<target::Model> {
     let json = |list: &[String]| serde_json::Value::from(list.to_vec()).to_string();
     Ok(target::ActiveModel {
-        id: Set(view.id.clone()),
+        id: Set(view.id.as_str().into()),
         channel: Set(view.channel),
         name: Set(view.name.clone()),
         area_code: Set(view.area_code.clone()),

@@ -26,6 +26,7 @@ use super::{
     targets::{self, TargetView},
 };
 use crate::{
+    domain::ids::ItemId,
     error::Result,
     hub::Hub,
     store::{
@@ -154,7 +155,7 @@ pub async fn claim(
 #[derive(FromQueryResult)]
 struct Candidate {
     id: String,
-    item_id: String,
+    item_id: ItemId,
     channel: ChannelKind,
     kind: DeliveryKind,
     state: DeliveryState,
@@ -357,7 +358,7 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(Claimed, Settled)>) -
                 .entry((row.channel.as_str(), settled.state.as_str()))
                 .or_insert(0) += 1;
             let counted = CountedDeliveries {
-                item_id: row.item_id.clone(),
+                item_id: row.item_id.as_str().into(),
                 channel: row.channel,
                 kind: row.kind,
             };
@@ -408,7 +409,7 @@ impl BatchContext {
                 .all(&hub.db)
                 .await?
             {
-                targets.insert(row.id.clone(), TargetView::try_from(row)?);
+                targets.insert(row.id.to_string(), TargetView::try_from(row)?);
             }
             secrets.extend(targets::load_secrets(hub, chunk).await?);
         }
@@ -419,7 +420,7 @@ impl BatchContext {
             .await?
         {
             let payload = serde_json::from_str(&row.payload).map_err(anyhow::Error::new)?;
-            renditions.insert(row.id, payload);
+            renditions.insert(row.id.into(), payload);
         }
         Ok(Self {
             targets,
@@ -572,7 +573,7 @@ async fn withdraw_one(
         .ok_or_else(|| anyhow::anyhow!("withdrawal rendition {} has no reason", row.rendition_id))?
         .to_owned();
     let original = match &row.withdraws_id {
-        Some(id) => delivery::Entity::find_by_id(id).one(&hub.db).await?,
+        Some(id) => delivery::Entity::find_by_id(id.as_str()).one(&hub.db).await?,
         None => None,
     };
     let external_id = original.and_then(|d| d.external_id);

@@ -5,6 +5,7 @@ pub mod calendar;
 pub mod catalog;
 pub mod delivery;
 pub mod document;
+pub mod ids;
 pub mod item;
 pub mod page;
 pub mod review;

@@ -203,12 +203,14 @@ pub mod review {
 pub mod publication {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::ids::{ItemId, PublicationId};
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "publications")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
-        pub id: String,
-        pub item_id: String,
+        pub id: PublicationId,
+        pub item_id: ItemId,
         pub version: i32,
         pub content_hash: String,
         pub published_by: String,
@@ -278,11 +280,13 @@ pub mod target {
     use herald_channels::ChannelKind;
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::ids::TargetId;
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "targets")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
-        pub id: String,
+        pub id: TargetId,
         pub channel: ChannelKind,
         pub name: String,
         pub area_code: String,
@@ -317,12 +321,14 @@ pub mod rendition {
 
     use crate::domain::delivery::RenditionFor;
 
+    use crate::domain::ids::{PublicationId, RenditionId};
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "renditions")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
-        pub id: String,
-        pub publication_id: String,
+        pub id: RenditionId,
+        pub publication_id: PublicationId,
         pub channel: RenditionFor,
         pub payload: String,
         pub created_at: DateTimeUtc,
@@ -336,15 +342,17 @@ pub mod delivery {
 
     use crate::domain::delivery::{DeliveryKind, DeliveryState};
 
+    use crate::domain::ids::{DeliveryId, ItemId, PublicationId, RenditionId, TargetId};
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "deliveries")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
-        pub id: String,
-        pub publication_id: String,
-        pub item_id: String,
+        pub id: DeliveryId,
+        pub publication_id: PublicationId,
+        pub item_id: ItemId,
         pub version: i32,
-        pub target_id: String,
+        pub target_id: TargetId,
         pub channel: ChannelKind,
         pub area_code: String,
         pub kind: DeliveryKind,
@@ -358,9 +366,9 @@ pub mod delivery {
         pub lease_expires_at: Option<DateTimeUtc>,
         pub external_id: Option<String>,
         pub last_error: Option<String>,
-        pub rendition_id: String,
+        pub rendition_id: RenditionId,
         pub idempotency_key: String,
-        pub withdraws_id: Option<String>,
+        pub withdraws_id: Option<DeliveryId>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
     }
@@ -370,12 +378,14 @@ pub mod delivery {
 pub mod receipt {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::ids::DeliveryId;
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "receipts")]
     pub struct Model {
         #[sea_orm(primary_key)]
         pub id: i64,
-        pub delivery_id: String,
+        pub delivery_id: DeliveryId,
         pub source: String,
         pub kind: String,
         pub source_time: Option<DateTimeUtc>,
@@ -416,11 +426,13 @@ pub mod delivery_count {
 
     use crate::domain::delivery::{DeliveryKind, DeliveryState};
 
+    use crate::domain::ids::ItemId;
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "delivery_counts")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
-        pub item_id: String,
+        pub item_id: ItemId,
         #[sea_orm(primary_key, auto_increment = false)]
         pub channel: ChannelKind,
         #[sea_orm(primary_key, auto_increment = false)]

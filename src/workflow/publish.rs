@@ -253,8 +253,8 @@ pub async fn publish(
     let publication_id = hub.clock.new_id().to_string();
     let channels = serde_json::to_string(&input.channels).map_err(anyhow::Error::new)?;
     publication::ActiveModel {
-        id: Set(publication_id.clone()),
-        item_id: Set(id.to_owned()),
+        id: Set(publication_id.as_str().into()),
+        item_id: Set(id.into()),
         version: Set(approved_version),
         content_hash: Set(approved_hash.clone()),
         published_by: Set(caller.id.clone()),
