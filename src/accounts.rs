@@ -56,8 +56,7 @@ impl Caller {
 }
 
 fn caller_from(model: user::Model) -> Result<Caller> {
-    let role = Role::parse(&model.role)
-        .ok_or_else(|| anyhow::anyhow!("user {} has unknown role {}", model.id, model.role))?;
+    let role = model.role;
     let area = AreaCode::parse(&model.area_code).map_err(anyhow::Error::new)?;
     Ok(Caller {
         id: model.id,
@@ -78,19 +77,17 @@ pub struct UserView {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
-impl TryFrom<user::Model> for UserView {
-    type Error = Error;
-    fn try_from(model: user::Model) -> Result<Self> {
-        let role = Role::parse(&model.role).ok_or_else(|| anyhow::anyhow!("unknown role {}", model.role))?;
-        Ok(Self {
+impl From<user::Model> for UserView {
+    fn from(model: user::Model) -> Self {
+        Self {
             id: model.id,
             username: model.username,
             display_name: model.display_name,
-            role,
+            role: model.role,
             area_code: model.area_code,
             disabled: model.disabled,
             created_at: model.created_at,
-        })
+        }
     }
 }
 
@@ -207,11 +204,11 @@ pub async fn create_user(
         });
     }
     let model = user::ActiveModel {
-        id: Set(uuid::Uuid::now_v7().to_string()),
+        id: Set(hub.clock.new_id().to_string()),
         username: Set(username.as_str().to_owned()),
         display_name: Set(display_name),
         password_hash: Set(password_hash),
-        role: Set(new.role.as_str().to_owned()),
+        role: Set(new.role),
         area_code: Set(area.to_string()),
         disabled: Set(false),
         created_at: Set(now),
@@ -229,7 +226,7 @@ pub async fn create_user(
     )
     .await?;
     txn.commit().await?;
-    Ok((UserView::try_from(model)?, generated))
+    Ok((UserView::from(model), generated))
 }
 
 pub async fn any_user_exists(hub: &Hub) -> Result<bool> {
@@ -241,12 +238,12 @@ pub async fn list_users(hub: &Hub, scope: Option<&AreaCode>) -> Result<Vec<UserV
     if let Some(scope) = scope {
         query = query.filter(user::Column::AreaCode.starts_with(scope.as_str()));
     }
-    query
+    Ok(query
         .all(&hub.db)
         .await?
         .into_iter()
-        .map(UserView::try_from)
-        .collect()
+        .map(UserView::from)
+        .collect())
 }
 
 pub async fn find_user_by_name(hub: &Hub, username: &str) -> Result<user::Model> {
@@ -314,7 +311,7 @@ pub async fn disable_user(
     )
     .await?;
     txn.commit().await?;
-    UserView::try_from(model)
+    Ok(UserView::from(model))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -355,7 +352,7 @@ pub async fn create_token(hub: &Hub, actor: &str, user_id: &str, name: &str) -> 
         return Err(Error::conflict("user_disabled", "that user is disabled"));
     }
     let model = api_token::ActiveModel {
-        id: Set(uuid::Uuid::now_v7().to_string()),
+        id: Set(hub.clock.new_id().to_string()),
         user_id: Set(owner.id.clone()),
         name: Set(name.to_owned()),
         token_hash: Set(sha256_hex(secret.as_bytes())),
@@ -514,7 +511,8 @@ async fn charge_attempt(hub: &Hub, attempt: &LoginAttempt<'_>, buckets: &[Bucket
         let previous = if row.last_failure_at + window < now {
             0
         } else {
-            u32::try_from(row.failures).unwrap_or(0)
+            u32::try_from(row.failures)
+                .map_err(|_| anyhow::anyhow!("throttle {} counts {} failures", row.key, row.failures))?
         };
         charged.push((row, previous.saturating_add(1), bucket.max_failures));
     }
@@ -659,7 +657,7 @@ pub async fn unlock_user(
     )
     .await?;
     txn.commit().await?;
-    UserView::try_from(model)
+    Ok(UserView::from(model))
 }
 
 pub async fn logout(hub: &Hub, session_secret: &str) -> Result<()> {

@@ -188,8 +188,8 @@ async fn add_targets(hub: &Hub, channel: ChannelKind, area: &str, count: usize) 
     let now = hub.clock.now();
     let rows: Vec<target::ActiveModel> = (0..count)
         .map(|i| target::ActiveModel {
-            id: Set(format!("bench-{}-{i:07}", channel.as_str())),
-            channel: Set(channel.as_str().into()),
+            id: Set(format!("bench-{}-{i:07}", channel.as_str()).into()),
+            channel: Set(channel),
             name: Set(format!("{}{i}", channel.label_zh())),
             area_code: Set(area.to_owned()),
             catalogs: Set("[]".into()),
@@ -372,7 +372,7 @@ async fn run_deliver(settings: &Settings, options: &BenchOptions) -> anyhow::Res
     let summary = delivery::summary(&hub.db, &item_id).await.map_err(err)?;
     let delivered: i64 = summary
         .iter()
-        .filter(|r| r.state == delivery::DeliveryState::Delivered.as_str())
+        .filter(|r| r.state == delivery::DeliveryState::Delivered)
         .map(|r| r.count)
         .sum();
     let limits = hub.settings.delivery.limits_for(ChannelKind::Loudspeaker);

@@ -66,10 +66,9 @@ pub async fn try_processing(
         });
     }
     let body = serde_json::from_str(&saved.response_body).map_err(anyhow::Error::new)?;
-    Ok(NextAction::Replay(SavedResponse {
-        status: u16::try_from(saved.response_status).unwrap_or(200),
-        body,
-    }))
+    let status = u16::try_from(saved.response_status)
+        .map_err(|_| anyhow::anyhow!("saved response has status {}", saved.response_status))?;
+    Ok(NextAction::Replay(SavedResponse { status, body }))
 }
 
 /// Saves the answer under the key, in the transaction that made the request's effect.

@@ -6,10 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     accounts::Caller,
-    domain::{
-        area::AreaCode,
-        item::{ItemContent, ItemState},
-    },
+    domain::{area::AreaCode, item::ItemContent},
     error::{Error, Result},
     store::entities::{item, item_version},
 };
@@ -27,11 +24,6 @@ pub(crate) fn kind_of(row: &item::Model) -> ItemKind {
     } else {
         ItemKind::Document
     }
-}
-
-pub(crate) fn state_of(row: &item::Model) -> Result<ItemState> {
-    ItemState::parse(&row.state)
-        .ok_or_else(|| anyhow::anyhow!("item {} has unknown state {}", row.id, row.state).into())
 }
 
 pub(crate) fn content_of(version: &item_version::Model) -> Result<ItemContent> {

@@ -6,6 +6,8 @@
 
 pub mod callbacks;
 pub mod portal;
+#[cfg(feature = "sea-orm")]
+mod stored;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -54,6 +56,12 @@ macro_rules! wire_names {
     strum::IntoStaticStr,
     strum::EnumString,
     strum::VariantArray,
+    strum::Display,
+)]
+#[cfg_attr(
+    feature = "sea-orm",
+    derive(sea_orm::DeriveValueType),
+    sea_orm(value_type = "String")
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]

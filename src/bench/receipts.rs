@@ -70,7 +70,7 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
         .column(delivery_row::Column::TargetId)
         .column(delivery_row::Column::ExternalId)
         .filter(delivery_row::Column::ItemId.eq(&item_id))
-        .filter(delivery_row::Column::State.eq(DeliveryState::Accepted.as_str()))
+        .filter(delivery_row::Column::State.eq(DeliveryState::Accepted))
         .into_tuple()
         .all(&hub.db)
         .await?;
@@ -127,7 +127,7 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
     let summary = delivery::summary(&hub.db, &item_id).await.map_err(err)?;
     let delivered: i64 = summary
         .iter()
-        .filter(|r| r.state == DeliveryState::Delivered.as_str())
+        .filter(|r| r.state == DeliveryState::Delivered)
         .map(|r| r.count)
         .sum();
     let rate = |n: usize, t: std::time::Duration| n as f64 / t.as_secs_f64().max(f64::EPSILON);

@@ -4,32 +4,47 @@
 
 use std::collections::BTreeMap;
 
+use herald_channels::ChannelKind;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, Statement};
 
-use crate::error::Result;
+use super::state::{DeliveryKind, DeliveryState};
+use crate::{domain::ids::ItemId, error::Result, store::entities::delivery};
+
+/// The deliveries one counter counts: an item's, on one channel, of one kind.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CountedDeliveries {
+    pub item_id: ItemId,
+    pub channel: ChannelKind,
+    pub kind: DeliveryKind,
+}
+
+impl CountedDeliveries {
+    /// The counter a delivery is counted under (with its state).
+    pub fn of(delivery: &delivery::Model) -> Self {
+        Self {
+            item_id: delivery.item_id.clone(),
+            channel: delivery.channel,
+            kind: delivery.kind,
+        }
+    }
+}
 
 /// (item, channel, kind, state) → change.
 #[derive(Default)]
 pub struct CountChanges {
-    changes: BTreeMap<(String, String, String, String), i64>,
+    changes: BTreeMap<(CountedDeliveries, DeliveryState), i64>,
 }
 
 impl CountChanges {
-    pub fn add(&mut self, item_id: &str, channel: &str, kind: &str, state: &str, n: i64) {
-        let key = (
-            item_id.to_owned(),
-            channel.to_owned(),
-            kind.to_owned(),
-            state.to_owned(),
-        );
-        *self.changes.entry(key).or_insert(0) += n;
+    pub fn add(&mut self, counted: &CountedDeliveries, state: DeliveryState, n: i64) {
+        *self.changes.entry((counted.clone(), state)).or_insert(0) += n;
     }
 
     /// `n` deliveries moved from one state to another.
-    pub fn moved(&mut self, item_id: &str, channel: &str, kind: &str, from: &str, to: &str, n: i64) {
+    pub fn moved(&mut self, counted: &CountedDeliveries, from: DeliveryState, to: DeliveryState, n: i64) {
         if from != to {
-            self.add(item_id, channel, kind, from, -n);
-            self.add(item_id, channel, kind, to, n);
+            self.add(counted, from, -n);
+            self.add(counted, to, n);
         }
     }
 
@@ -37,7 +52,7 @@ impl CountChanges {
     /// same order and cannot deadlock.
     pub async fn apply(self, txn: &DatabaseTransaction) -> Result<()> {
         let backend = txn.get_database_backend();
-        for ((item_id, channel, kind, state), n) in self.changes {
+        for ((counted, state), n) in self.changes {
             if n == 0 {
                 continue;
             }
@@ -45,7 +60,13 @@ impl CountChanges {
                 backend,
                 "INSERT INTO delivery_counts (item_id, channel, kind, state, n) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (item_id, channel, kind, state) DO UPDATE SET n = delivery_counts.n + excluded.n",
-                [item_id.into(), channel.into(), kind.into(), state.into(), n.into()],
+                [
+                    counted.item_id.into(),
+                    counted.channel.into(),
+                    counted.kind.into(),
+                    state.into(),
+                    n.into(),
+                ],
             ))
             .await?;
         }

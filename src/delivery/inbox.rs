@@ -25,12 +25,14 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DeliveryKind, DeliveryState, NewReceipt, backoff, counts::CountChanges, record_receipts, targets,
+    DeliveryKind, DeliveryState, NewReceipt, backoff,
+    counts::{CountChanges, CountedDeliveries},
+    record_receipts, targets,
     transition::transition,
 };
 use crate::{
     accounts::Caller,
-    domain::{page::Page, user::Role},
+    domain::{ids::ItemId, page::Page, user::Role},
     error::{Error, Result},
     hub::Hub,
     store::{
@@ -95,7 +97,7 @@ pub async fn intake(
             let detail = serde_json::to_string(&r.status).map_err(anyhow::Error::new)?;
             Ok(receipt_inbox::ActiveModel {
                 id: Default::default(),
-                channel: Set(channel.as_str().to_owned()),
+                channel: Set(channel),
                 target_id: Set(target_id.to_owned()),
                 dedup: Set(r.dedup.clone()),
                 correlation_by: Set(by.to_owned()),
@@ -140,11 +142,11 @@ type Named = (String, String, &'static str, String);
 #[derive(Debug, Clone, sea_orm::FromQueryResult)]
 struct NamedDelivery {
     id: String,
-    item_id: String,
-    channel: String,
+    item_id: ItemId,
+    channel: ChannelKind,
     target_id: String,
-    kind: String,
-    state: String,
+    kind: DeliveryKind,
+    state: DeliveryState,
     external_id: Option<String>,
     idempotency_key: String,
 }
@@ -196,7 +198,15 @@ async fn named_deliveries(
                 .order_by_asc(delivery::Column::CreatedAt);
             for d in lock(query).into_model::<NamedDelivery>().all(txn).await? {
                 let id = d.external_id.clone().unwrap_or_default();
-                found.insert((d.channel.clone(), d.target_id.clone(), "external_id", id), d);
+                found.insert(
+                    (
+                        d.channel.as_str().to_owned(),
+                        d.target_id.clone(),
+                        "external_id",
+                        id,
+                    ),
+                    d,
+                );
             }
         }
     }
@@ -207,7 +217,10 @@ async fn named_deliveries(
             .order_by_asc(delivery::Column::Id);
         for d in lock(query).into_model::<NamedDelivery>().all(txn).await? {
             let key = d.idempotency_key.clone();
-            found.insert((d.channel.clone(), d.target_id.clone(), "key", key), d);
+            found.insert(
+                (d.channel.as_str().to_owned(), d.target_id.clone(), "key", key),
+                d,
+            );
         }
     }
     Ok(found)
@@ -265,7 +278,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
     let mut log = Vec::new();
     for row in &rows {
         let key = (
-            row.channel.clone(),
+            row.channel.as_str().to_owned(),
             row.target_id.clone(),
             if row.correlation_by == "key" {
                 "key"
@@ -298,12 +311,8 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
             }
             continue;
         };
-        let kind = DeliveryKind::parse(&d.kind)
-            .ok_or_else(|| anyhow::anyhow!("delivery {} has unknown kind {}", d.id, d.kind))?;
-        let original = DeliveryState::parse(&d.state)
-            .ok_or_else(|| anyhow::anyhow!("delivery {} has unknown state {}", d.id, d.state))?;
-        let entry = states.entry(d.id.clone()).or_insert((original, original));
-        let moved = transition(entry.1, kind, &status);
+        let entry = states.entry(d.id.clone()).or_insert((d.state, d.state));
+        let moved = transition(entry.1, d.kind, &status);
         if let Some(to) = moved {
             entry.1 = to;
         }
@@ -316,13 +325,14 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
             .entry(outcome)
             .or_default()
             .push((row.id, Some(d.id.clone())));
-        let raw: serde_json::Value = serde_json::from_str(&row.raw).unwrap_or(serde_json::Value::Null);
+        // The inbox stores what intake serialised: text that does not decode is corruption.
+        let raw: serde_json::Value = serde_json::from_str(&row.raw).map_err(anyhow::Error::new)?;
         log.push((
             d.id.clone(),
             row,
             format!("inbox:{}", row.id),
             serde_json::json!({
-                "status": serde_json::from_str::<serde_json::Value>(&row.detail).unwrap_or_default(),
+                "status": serde_json::to_value(&status).map_err(anyhow::Error::new)?,
                 "dedup": row.dedup,
                 "moved_to": moved.map(DeliveryState::as_str),
                 "raw": raw,
@@ -341,7 +351,12 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
         let d = by_id
             .get(id.as_str())
             .ok_or_else(|| anyhow::anyhow!("delivery {id} vanished"))?;
-        counts.moved(&d.item_id, &d.channel, &d.kind, from.as_str(), to.as_str(), 1);
+        let counted = CountedDeliveries {
+            item_id: d.item_id.clone(),
+            channel: d.channel,
+            kind: d.kind,
+        };
+        counts.moved(&counted, *from, *to, 1);
         moves.entry((*from, *to)).or_default().push(id.clone());
     }
     for ((from, to), ids) in moves {
@@ -358,7 +373,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
                     .col_expr(delivery::Column::ConfirmAsks, Expr::value(0));
             }
             let changed = update
-                .col_expr(delivery::Column::State, Expr::value(to.as_str()))
+                .col_expr(delivery::Column::State, Expr::value(to))
                 .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
                 // A receipt that overtook the worker's record ends its lease: the record, when
                 // it comes, finds the row no longer `sending` and leaves it be.
@@ -368,7 +383,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
                     Expr::value(Option::<DateTime<Utc>>::None),
                 )
                 .filter(delivery::Column::Id.is_in(chunk.to_vec()))
-                .filter(delivery::Column::State.eq(from.as_str()))
+                .filter(delivery::Column::State.eq(from))
                 .exec(&txn)
                 .await?
                 .rows_affected;
@@ -416,7 +431,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
         .iter()
         .map(|(delivery_id, row, distinct_by, detail)| NewReceipt {
             delivery_id,
-            source: &row.channel,
+            source: row.channel,
             kind: &row.status,
             source_time: row.source_time,
             received_at: row.received_at,
@@ -439,7 +454,7 @@ pub async fn try_reconcile(hub: &Hub, limit: u64) -> Result<usize> {
     let postgres = is_postgres(&hub.db);
     let txn = begin_write(&hub.db).await?;
     let mut due = delivery::Entity::find()
-        .filter(delivery::Column::State.eq(DeliveryState::Accepted.as_str()))
+        .filter(delivery::Column::State.eq(DeliveryState::Accepted))
         .filter(delivery::Column::ConfirmBy.lte(now))
         .order_by_asc(delivery::Column::ConfirmBy)
         .limit(limit);
@@ -457,7 +472,7 @@ pub async fn try_reconcile(hub: &Hub, limit: u64) -> Result<usize> {
         delivery::Entity::update_many()
             .col_expr(delivery::Column::ConfirmAsks, Expr::value(asks))
             .col_expr(delivery::Column::ConfirmBy, Expr::value(later(now, wait)))
-            .filter(delivery::Column::Id.eq(&row.id))
+            .filter(delivery::Column::Id.eq(row.id.as_str()))
             .exec(&txn)
             .await?;
     }
@@ -479,10 +494,9 @@ pub async fn try_reconcile(hub: &Hub, limit: u64) -> Result<usize> {
     let asked = rows.len();
     for row in rows {
         let asks = row.confirm_asks.saturating_add(1);
-        let channel =
-            ChannelKind::parse(&row.channel).and_then(|kind| hub.channels.get(kind).map(|c| (kind, c)));
+        let channel = hub.channels.get(row.channel).map(|c| (row.channel, c));
         let view = views.get(&row.target_id);
-        let target_secrets = match secrets.get(&row.target_id) {
+        let target_secrets = match secrets.get(row.target_id.as_str()) {
             Some(Ok(map)) => Some(map.clone()),
             Some(Err(_)) => None,
             None => Some(Default::default()),
@@ -490,10 +504,7 @@ pub async fn try_reconcile(hub: &Hub, limit: u64) -> Result<usize> {
         let answer = match (channel, view, target_secrets, row.external_id.as_deref()) {
             (Some((kind, channel)), Some(view), Some(secrets), Some(external_id)) => {
                 let target = view.target_ref(secrets);
-                let checkpoint = row
-                    .checkpoint
-                    .as_deref()
-                    .and_then(|raw| serde_json::from_str(raw).ok());
+                let checkpoint = super::state::decode_checkpoint(row.checkpoint.as_deref())?;
                 let dispatch = Dispatch {
                     target: &target,
                     idempotency_key: &row.idempotency_key,
@@ -524,7 +535,7 @@ pub async fn try_reconcile(hub: &Hub, limit: u64) -> Result<usize> {
                         delivery::Column::ConfirmBy,
                         Expr::value(Option::<DateTime<Utc>>::None),
                     )
-                    .filter(delivery::Column::Id.eq(&row.id))
+                    .filter(delivery::Column::Id.eq(row.id.as_str()))
                     .exec(&hub.db)
                     .await?;
             }
@@ -541,10 +552,7 @@ pub async fn try_reconcile(hub: &Hub, limit: u64) -> Result<usize> {
 async fn give_up(hub: &Hub, row: &delivery::Model, asks: i32) -> Result<()> {
     let txn = begin_write(&hub.db).await?;
     let changed = delivery::Entity::update_many()
-        .col_expr(
-            delivery::Column::State,
-            Expr::value(DeliveryState::Unconfirmed.as_str()),
-        )
+        .col_expr(delivery::Column::State, Expr::value(DeliveryState::Unconfirmed))
         .col_expr(
             delivery::Column::LastError,
             Expr::value(format!(
@@ -556,19 +564,17 @@ async fn give_up(hub: &Hub, row: &delivery::Model, asks: i32) -> Result<()> {
             Expr::value(Option::<DateTime<Utc>>::None),
         )
         .col_expr(delivery::Column::UpdatedAt, Expr::value(hub.clock.now()))
-        .filter(delivery::Column::Id.eq(&row.id))
-        .filter(delivery::Column::State.eq(DeliveryState::Accepted.as_str()))
+        .filter(delivery::Column::Id.eq(row.id.as_str()))
+        .filter(delivery::Column::State.eq(DeliveryState::Accepted))
         .exec(&txn)
         .await?
         .rows_affected;
     if changed == 1 {
         let mut counts = CountChanges::default();
         counts.moved(
-            &row.item_id,
-            &row.channel,
-            &row.kind,
-            DeliveryState::Accepted.as_str(),
-            DeliveryState::Unconfirmed.as_str(),
+            &CountedDeliveries::of(row),
+            DeliveryState::Accepted,
+            DeliveryState::Unconfirmed,
             1,
         );
         counts.apply(&txn).await?;
@@ -600,8 +606,7 @@ pub async fn run_until_stopped(hub: &Hub, worker_id: &str) {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InboxReceiptView {
     pub id: i64,
-    #[schema(value_type = ChannelKind)]
-    pub channel: String,
+    pub channel: ChannelKind,
     pub target_id: String,
     pub dedup: String,
     /// `external_id` or `key`.
@@ -648,22 +653,23 @@ pub async fn unmatched(hub: &Hub, caller: &Caller, query: UnmatchedQuery) -> Res
         .limit(page.limit)
         .all(&hub.db)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| InboxReceiptView {
-            raw: serde_json::from_str(&r.raw).unwrap_or(serde_json::Value::Null),
-            id: r.id,
-            channel: r.channel,
-            target_id: r.target_id,
-            dedup: r.dedup,
-            correlation_by: r.correlation_by,
-            correlation: r.correlation,
-            status: r.status,
-            source_time: r.source_time,
-            received_at: r.received_at,
-            applied_at: r.applied_at,
-            outcome: r.outcome,
-            delivery_id: r.delivery_id,
+    rows.into_iter()
+        .map(|r| {
+            Ok(InboxReceiptView {
+                raw: serde_json::from_str(&r.raw).map_err(anyhow::Error::new)?,
+                id: r.id,
+                channel: r.channel,
+                target_id: r.target_id,
+                dedup: r.dedup,
+                correlation_by: r.correlation_by,
+                correlation: r.correlation,
+                status: r.status,
+                source_time: r.source_time,
+                received_at: r.received_at,
+                applied_at: r.applied_at,
+                outcome: r.outcome,
+                delivery_id: r.delivery_id,
+            })
         })
-        .collect())
+        .collect()
 }

@@ -3,7 +3,7 @@
 use sea_orm::{ActiveModelTrait, DatabaseTransaction, EntityTrait, QuerySelect, Set};
 
 use super::{
-    counts::CountChanges,
+    counts::{CountChanges, CountedDeliveries},
     report::{DeliveryView, with_target_names},
     state::{DeliveryKind, DeliveryState},
 };
@@ -31,7 +31,7 @@ async fn load_for_operator(
         .one(txn)
         .await?
         .ok_or(Error::NotFound("delivery"))?;
-    let item = item::Entity::find_by_id(&row.item_id)
+    let item = item::Entity::find_by_id(row.item_id.as_str())
         .one(txn)
         .await?
         .ok_or(Error::NotFound("item"))?;
@@ -39,8 +39,7 @@ async fn load_for_operator(
     if !caller.sees(&target_area) && !item.area_code.starts_with(caller.area.as_str()) {
         return Err(Error::forbidden("that delivery is outside your area"));
     }
-    let state = DeliveryState::parse(&row.state)
-        .ok_or_else(|| anyhow::anyhow!("delivery {} has unknown state {}", row.id, row.state))?;
+    let state = row.state;
     Ok((row, item, state))
 }
 
@@ -57,17 +56,10 @@ async fn move_by_operator(
 ) -> Result<delivery::Model> {
     let now = hub.clock.now();
     let mut counts = CountChanges::default();
-    counts.moved(
-        &row.item_id,
-        &row.channel,
-        &row.kind,
-        from.as_str(),
-        to.as_str(),
-        1,
-    );
+    counts.moved(&CountedDeliveries::of(&row), from, to, 1);
     counts.apply(txn).await?;
     let mut active: delivery::ActiveModel = row.into();
-    active.state = Set(to.as_str().to_owned());
+    active.state = Set(to);
     active.updated_at = Set(now);
     adjust(&mut active);
     let row = active.update(txn).await?;
@@ -102,9 +94,7 @@ pub async fn retry(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<Deli
         );
         return Err(Error::conflict("not_retryable", message));
     }
-    if row.kind == DeliveryKind::Publish.as_str()
-        && item.state != crate::domain::item::ItemState::Published.as_str()
-    {
+    if row.kind == DeliveryKind::Publish && item.state != crate::domain::item::ItemState::Published {
         return Err(Error::conflict(
             "item_not_published",
             "the item is no longer published",

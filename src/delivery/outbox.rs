@@ -12,12 +12,12 @@ use sea_orm::{
 };
 
 use super::{
-    counts::CountChanges,
+    counts::{CountChanges, CountedDeliveries},
     state::{DeliveryKind, DeliveryState, priority_of},
     targets,
 };
 use crate::{
-    domain::{area::AreaCode, item::ItemContent},
+    domain::{area::AreaCode, delivery::RenditionFor, item::ItemContent},
     error::{Error, Result},
     hub::Hub,
     store::entities::{delivery, rendition, target},
@@ -31,18 +31,19 @@ pub fn published_item(
     hash: &str,
     content: &ItemContent,
     at: DateTime<Utc>,
-) -> PublishedItem {
+) -> Result<PublishedItem> {
+    // Names come from reference data, which may have retired an entry since the item was
+    // written: the code still identifies it, so the item goes out with an empty name rather
+    // than not at all.
     let catalog_name = hub
         .catalog
         .get(&content.catalog)
         .map(|c| c.name.clone())
         .unwrap_or_default();
-    let area_name = AreaCode::parse(&content.area_code)
-        .ok()
-        .and_then(|code| hub.areas.get(&code).map(|a| a.name.clone()))
-        .unwrap_or_default();
+    let area = AreaCode::parse(&content.area_code).map_err(anyhow::Error::new)?;
+    let area_name = hub.areas.get(&area).map(|a| a.name.clone()).unwrap_or_default();
     let validity = content.validity.map(|v| v.label_zh().to_owned());
-    PublishedItem {
+    Ok(PublishedItem {
         item_id: item_id.to_owned(),
         version,
         content_hash: hash.to_owned(),
@@ -57,9 +58,10 @@ pub fn published_item(
         doc_no: content.doc_no.clone(),
         validity,
         genre: serde_json::to_value(content.genre)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+            .map_err(anyhow::Error::new)?
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("genre {:?} has no wire name", content.genre))?
+            .to_owned(),
         keywords: content.keywords.clone(),
         catalog_code: content.catalog.clone(),
         catalog_name,
@@ -75,7 +77,7 @@ pub fn published_item(
             .collect(),
         emergency: content.emergency,
         published_at: at.to_rfc3339(),
-    }
+    })
 }
 
 /// The columns both delivery writers fill, in the order their SELECTs produce them.
@@ -160,11 +162,11 @@ pub async fn enqueue_publication(
             field: None,
             message: format!("{}: {e}", kind.label_zh()),
         })?;
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = hub.clock.new_id().to_string();
         rendition::ActiveModel {
-            id: Set(id.clone()),
-            publication_id: Set(publication_id.to_owned()),
-            channel: Set(kind.as_str().to_owned()),
+            id: Set(id.as_str().into()),
+            publication_id: Set(publication_id.into()),
+            channel: Set(RenditionFor::Channel(*kind)),
             payload: Set(rendered.payload.to_string()),
             created_at: Set(now),
         }
@@ -172,13 +174,12 @@ pub async fn enqueue_publication(
         .await?;
         rendition_of_channel =
             rendition_of_channel.case(target::Column::Channel.eq(kind.as_str()), Expr::val(id));
-        counts.add(
-            &item.item_id,
-            kind.as_str(),
-            DeliveryKind::Publish.as_str(),
-            DeliveryState::Pending.as_str(),
-            *n,
-        );
+        let counted = CountedDeliveries {
+            item_id: item.item_id.as_str().into(),
+            channel: *kind,
+            kind: DeliveryKind::Publish,
+        };
+        counts.add(&counted, DeliveryState::Pending, *n);
         written.insert(*kind, usize::try_from(*n).unwrap_or(0));
     }
     let target_id = (target::Entity, target::Column::Id);
@@ -195,8 +196,8 @@ pub async fn enqueue_publication(
         .column((target::Entity, target::Column::Id))
         .column((target::Entity, target::Column::Channel))
         .column((target::Entity, target::Column::AreaCode))
-        .expr(Expr::val(DeliveryKind::Publish.as_str()))
-        .expr(Expr::val(DeliveryState::Pending.as_str()))
+        .expr(Expr::val(DeliveryKind::Publish))
+        .expr(Expr::val(DeliveryState::Pending))
         .expr(Expr::val(priority_of(item.emergency)))
         .expr(Expr::val(0i32))
         .expr(Expr::val(first_attempt))
@@ -223,28 +224,26 @@ pub async fn enqueue_withdrawal(
     let now = hub.clock.now();
     let publishes = delivery::Entity::find()
         .filter(delivery::Column::ItemId.eq(item_id))
-        .filter(delivery::Column::Kind.eq(DeliveryKind::Publish.as_str()))
+        .filter(delivery::Column::Kind.eq(DeliveryKind::Publish))
         .lock_exclusive()
         .all(txn)
         .await?;
     let mut reached = Vec::new();
     let mut cancelled = CountChanges::default();
     for publish in publishes {
-        let state = DeliveryState::parse(&publish.state).unwrap_or(DeliveryState::Failed);
+        let state = publish.state;
         // A delivery being sent right now may land: follow it with a withdrawal too.
         if state.reached_target() || state == DeliveryState::Sending {
             reached.push(publish);
         } else if state.not_yet_sent() {
             cancelled.moved(
-                item_id,
-                &publish.channel,
-                &publish.kind,
-                &publish.state,
-                DeliveryState::Cancelled.as_str(),
+                &CountedDeliveries::of(&publish),
+                state,
+                DeliveryState::Cancelled,
                 1,
             );
             let mut active: delivery::ActiveModel = publish.into();
-            active.state = Set(DeliveryState::Cancelled.as_str().to_owned());
+            active.state = Set(DeliveryState::Cancelled);
             active.updated_at = Set(now);
             active.update(txn).await?;
         }
@@ -253,11 +252,11 @@ pub async fn enqueue_withdrawal(
     if reached.is_empty() {
         return Ok(0);
     }
-    let rendition_id = uuid::Uuid::now_v7().to_string();
+    let rendition_id = hub.clock.new_id().to_string();
     rendition::ActiveModel {
-        id: Set(rendition_id.clone()),
-        publication_id: Set(format!("withdraw:{item_id}:{rendition_id}")),
-        channel: Set("withdrawal".into()),
+        id: Set(rendition_id.as_str().into()),
+        publication_id: Set(format!("withdraw:{item_id}:{rendition_id}").into()),
+        channel: Set(RenditionFor::Withdrawal),
         payload: Set(serde_json::json!({"reason": reason}).to_string()),
         created_at: Set(now),
     }
@@ -280,8 +279,8 @@ pub async fn enqueue_withdrawal(
             C::Channel,
             C::AreaCode,
         ])
-        .expr(Expr::val(DeliveryKind::Withdraw.as_str()))
-        .expr(Expr::val(DeliveryState::Pending.as_str()))
+        .expr(Expr::val(DeliveryKind::Withdraw))
+        .expr(Expr::val(DeliveryState::Pending))
         .expr(Expr::val(priority_of(emergency)))
         .expr(Expr::val(0i32))
         .expr(Expr::val(now))
@@ -291,18 +290,16 @@ pub async fn enqueue_withdrawal(
         .expr(Expr::val(now))
         .expr(Expr::val(now))
         .and_where(C::ItemId.eq(item_id))
-        .and_where(C::Kind.eq(DeliveryKind::Publish.as_str()))
-        .and_where(C::State.is_in(reached.iter().map(|d| d.state.clone()).collect::<BTreeSet<_>>()));
+        .and_where(C::Kind.eq(DeliveryKind::Publish))
+        .and_where(C::State.is_in(reached.iter().map(|d| d.state).collect::<BTreeSet<_>>()));
     insert_selected(txn, select).await?;
     let mut counts = CountChanges::default();
     for delivery in &reached {
-        counts.add(
-            item_id,
-            &delivery.channel,
-            DeliveryKind::Withdraw.as_str(),
-            DeliveryState::Pending.as_str(),
-            1,
-        );
+        let counted = CountedDeliveries {
+            kind: DeliveryKind::Withdraw,
+            ..CountedDeliveries::of(delivery)
+        };
+        counts.add(&counted, DeliveryState::Pending, 1);
     }
     counts.apply(txn).await?;
     Ok(reached.len())

@@ -1,6 +1,7 @@
 //! The append-only receipt log every delivery's history is read from.
 
 use chrono::{DateTime, Utc};
+use herald_channels::ChannelKind;
 use sea_orm::{ConnectionTrait, EntityTrait, Set, sea_query::OnConflict};
 
 use crate::{
@@ -11,8 +12,10 @@ use crate::{
 
 pub struct NewReceipt<'a> {
     pub delivery_id: &'a str,
-    /// Who reported it: the channel, or the worker for its own observations.
-    pub source: &'a str,
+    /// The channel whose answer (to the worker's call, or pushed later) this records.
+    pub source: ChannelKind,
+    /// What happened, in the channel's words or the worker's (`delivered`, `failed_transient`…):
+    /// open-ended, since each channel's pushed receipts name their own kinds.
     pub kind: &'a str,
     pub source_time: Option<DateTime<Utc>>,
     pub received_at: DateTime<Utc>,
@@ -28,14 +31,17 @@ impl NewReceipt<'_> {
         let digest = sha256_hex(
             format!(
                 "{}\u{1f}{}\u{1f}{}\u{1f}{}",
-                self.delivery_id, self.source, self.kind, self.distinct_by
+                self.delivery_id,
+                self.source.as_str(),
+                self.kind,
+                self.distinct_by
             )
             .as_bytes(),
         );
         receipt::ActiveModel {
             id: Default::default(),
-            delivery_id: Set(self.delivery_id.to_owned()),
-            source: Set(self.source.to_owned()),
+            delivery_id: Set(self.delivery_id.into()),
+            source: Set(self.source.as_str().to_owned()),
             kind: Set(self.kind.to_owned()),
             source_time: Set(self.source_time),
             received_at: Set(self.received_at),

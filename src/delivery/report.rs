@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::state::{DeliveryKind, DeliveryState};
 use crate::{
     accounts::Caller,
-    domain::page::Page,
+    domain::{ids::TargetId, page::Page},
     error::Result,
     hub::Hub,
     store::{
@@ -21,12 +21,9 @@ use crate::{
 
 #[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
 pub struct SummaryRow {
-    #[schema(value_type = ChannelKind)]
-    pub channel: String,
-    #[schema(value_type = DeliveryKind)]
-    pub kind: String,
-    #[schema(value_type = DeliveryState)]
-    pub state: String,
+    pub channel: ChannelKind,
+    pub kind: DeliveryKind,
+    pub state: DeliveryState,
     pub count: i64,
 }
 
@@ -37,13 +34,10 @@ pub struct DeliveryView {
     pub version: i32,
     pub target_id: String,
     pub target_name: String,
-    #[schema(value_type = ChannelKind)]
-    pub channel: String,
+    pub channel: ChannelKind,
     pub area_code: String,
-    #[schema(value_type = DeliveryKind)]
-    pub kind: String,
-    #[schema(value_type = DeliveryState)]
-    pub state: String,
+    pub kind: DeliveryKind,
+    pub state: DeliveryState,
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
     pub external_id: Option<String>,
@@ -98,8 +92,8 @@ pub async fn summary(db: &impl ConnectionTrait, item_id: &str) -> Result<Vec<Sum
 }
 
 pub(super) async fn with_target_names(hub: &Hub, rows: Vec<delivery::Model>) -> Result<Vec<DeliveryView>> {
-    let ids: Vec<String> = rows.iter().map(|d| d.target_id.clone()).collect();
-    let names: BTreeMap<String, String> = target::Entity::find()
+    let ids: Vec<TargetId> = rows.iter().map(|d| d.target_id.clone()).collect();
+    let names: BTreeMap<TargetId, String> = target::Entity::find()
         .filter(target::Column::Id.is_in(ids))
         .all(&hub.db)
         .await?
@@ -110,10 +104,10 @@ pub(super) async fn with_target_names(hub: &Hub, rows: Vec<delivery::Model>) -> 
         .into_iter()
         .map(|d| DeliveryView {
             target_name: names.get(&d.target_id).cloned().unwrap_or_default(),
-            id: d.id,
-            item_id: d.item_id,
+            id: d.id.into(),
+            item_id: d.item_id.into(),
             version: d.version,
-            target_id: d.target_id,
+            target_id: d.target_id.into(),
             channel: d.channel,
             area_code: d.area_code,
             kind: d.kind,
@@ -214,7 +208,7 @@ pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<S
             .all(&hub.db)
             .await?
         {
-            receipts.entry(r.delivery_id.clone()).or_default().push(r);
+            receipts.entry(r.delivery_id.to_string()).or_default().push(r);
         }
     }
     let mut csv = csv::Writer::from_writer(Vec::new());
@@ -244,11 +238,11 @@ pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<S
         for r in receipt_rows {
             let fields = [
                 d.id.clone(),
-                d.kind.clone(),
-                d.channel.clone(),
+                d.kind.to_string(),
+                d.channel.to_string(),
                 d.target_id.clone(),
                 d.target_name.clone(),
-                d.state.clone(),
+                d.state.to_string(),
                 r.map(|r| r.source.clone()).unwrap_or_default(),
                 r.map(|r| r.kind.clone()).unwrap_or_default(),
                 r.and_then(|r| r.source_time)

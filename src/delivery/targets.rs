@@ -43,10 +43,6 @@ pub struct TargetView {
     pub enabled: bool,
 }
 
-fn parse_channel(raw: &str) -> Result<ChannelKind> {
-    ChannelKind::parse(raw).ok_or_else(|| anyhow::anyhow!("unknown channel {raw}").into())
-}
-
 impl TryFrom<target::Model> for TargetView {
     type Error = Error;
     fn try_from(m: target::Model) -> Result<Self> {
@@ -54,11 +50,11 @@ impl TryFrom<target::Model> for TargetView {
             serde_json::from_str(raw).map_err(|e| Error::from(anyhow::Error::new(e)))
         }
         Ok(Self {
-            channel: parse_channel(&m.channel)?,
+            channel: m.channel,
             catalogs: json(&m.catalogs)?,
             tags: json(&m.tags)?,
             config: json(&m.config)?,
-            id: m.id,
+            id: m.id.into(),
             name: m.name,
             area_code: m.area_code,
             secret_names: Vec::new(),
@@ -203,7 +199,7 @@ pub async fn create_target(hub: &Hub, actor: &Caller, new: NewTarget) -> Result<
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
     let view = TargetView {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: hub.clock.new_id().to_string(),
         channel: new.channel,
         name: name.to_owned(),
         area_code: area.to_string(),
@@ -260,8 +256,8 @@ async fn insert(
 ) -> Result<target::Model> {
     let json = |list: &[String]| serde_json::Value::from(list.to_vec()).to_string();
     Ok(target::ActiveModel {
-        id: Set(view.id.clone()),
-        channel: Set(view.channel.as_str().to_owned()),
+        id: Set(view.id.as_str().into()),
+        channel: Set(view.channel),
         name: Set(view.name.clone()),
         area_code: Set(view.area_code.clone()),
         catalogs: Set(json(&view.catalogs)),
@@ -277,7 +273,7 @@ async fn insert(
 /// Every installation has the portal: the first start registers it for the whole area tree.
 pub async fn ensure_portal_target(hub: &Hub) -> Result<()> {
     let exists = target::Entity::find()
-        .filter(target::Column::Channel.eq(ChannelKind::Portal.as_str()))
+        .filter(target::Column::Channel.eq(ChannelKind::Portal))
         .one(&hub.db)
         .await?
         .is_some();
@@ -285,7 +281,7 @@ pub async fn ensure_portal_target(hub: &Hub) -> Result<()> {
         let root = hub.areas.root();
         let txn = begin_write(&hub.db).await?;
         let portal = TargetView {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: hub.clock.new_id().to_string(),
             channel: ChannelKind::Portal,
             name: "政府门户网站".into(),
             area_code: root.code.to_string(),
@@ -487,7 +483,7 @@ impl Reach {
     }
 
     pub async fn count_by_channel(&self, db: &impl ConnectionTrait) -> Result<Vec<(ChannelKind, i64)>> {
-        let rows: Vec<(String, i64)> = target::Entity::find()
+        Ok(target::Entity::find()
             .select_only()
             .column(target::Column::Channel)
             .column_as(target::Column::Id.count(), "n")
@@ -495,9 +491,6 @@ impl Reach {
             .group_by(target::Column::Channel)
             .into_tuple()
             .all(db)
-            .await?;
-        rows.into_iter()
-            .map(|(channel, n)| Ok((parse_channel(&channel)?, n)))
-            .collect()
+            .await?)
     }
 }

@@ -21,11 +21,12 @@ use tokio::sync::Semaphore;
 
 use super::{
     DeliveryKind, DeliveryState, NewReceipt,
-    counts::CountChanges,
+    counts::{CountChanges, CountedDeliveries},
     record_receipts,
     targets::{self, TargetView},
 };
 use crate::{
+    domain::ids::ItemId,
     error::Result,
     hub::Hub,
     store::{
@@ -92,14 +93,12 @@ pub async fn claim(
     for row in &candidates {
         // A row that does not decode is an error, never counted under empty names.
         let candidate = Candidate::from_query_result(row, "")?;
-        counts.moved(
-            &candidate.item_id,
-            &candidate.channel,
-            &candidate.kind,
-            &candidate.state,
-            DeliveryState::Sending.as_str(),
-            1,
-        );
+        let counted = CountedDeliveries {
+            item_id: candidate.item_id,
+            channel: candidate.channel,
+            kind: candidate.kind,
+        };
+        counts.moved(&counted, candidate.state, DeliveryState::Sending, 1);
         ids.push(candidate.id);
     }
     if ids.is_empty() {
@@ -112,7 +111,7 @@ pub async fn claim(
     for chunk in ids.chunks(super::ID_CHUNK) {
         let update = Query::update()
             .table(delivery::Entity)
-            .value(delivery::Column::State, DeliveryState::Sending.as_str())
+            .value(delivery::Column::State, DeliveryState::Sending)
             .value(delivery::Column::LeaseOwner, worker_id)
             .value(delivery::Column::LeaseExpiresAt, lease_until)
             .value(
@@ -139,10 +138,10 @@ pub async fn claim(
 #[derive(FromQueryResult)]
 struct Candidate {
     id: String,
-    item_id: String,
-    channel: String,
-    kind: String,
-    state: String,
+    item_id: ItemId,
+    channel: ChannelKind,
+    kind: DeliveryKind,
+    state: DeliveryState,
 }
 
 /// What the worker reads of a delivery it claimed.
@@ -150,8 +149,8 @@ struct Candidate {
 pub struct Claimed {
     pub id: String,
     pub item_id: String,
-    pub channel: String,
-    pub kind: String,
+    pub channel: ChannelKind,
+    pub kind: DeliveryKind,
     /// Counting the attempt now under way.
     pub attempts: i32,
     pub target_id: String,
@@ -314,7 +313,7 @@ fn settle_withdrawal(hub: &Hub, attempts: i32, outcome: WithdrawOutcome) -> Sett
 /// group), so they take one UPDATE.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct SameColumns {
-    state: &'static str,
+    state: DeliveryState,
     external_id: Option<String>,
     error: Option<String>,
     retry_at: Option<DateTime<Utc>>,
@@ -332,7 +331,7 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(Claimed, Settled)>) -
     let mut alike: BTreeMap<SameColumns, Vec<&str>> = BTreeMap::new();
     for (row, settled) in &outcomes {
         let columns = SameColumns {
-            state: settled.state.as_str(),
+            state: settled.state,
             external_id: settled.external_id.clone(),
             error: settled.error.clone(),
             retry_at: settled.retry_at,
@@ -372,7 +371,7 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(Claimed, Settled)>) -
             update
                 .and_where(delivery::Column::Id.is_in(chunk.iter().copied()))
                 .and_where(delivery::Column::LeaseOwner.eq(worker_id))
-                .and_where(delivery::Column::State.eq(DeliveryState::Sending.as_str()))
+                .and_where(delivery::Column::State.eq(DeliveryState::Sending))
                 .returning_col(delivery::Column::Id);
             for row in txn.query_all(&update).await? {
                 held.insert(row.try_get_by_index::<String>(0)?);
@@ -388,20 +387,18 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(Claimed, Settled)>) -
             *recorded
                 .entry((row.channel.as_str(), settled.state.as_str()))
                 .or_insert(0) += 1;
-            counts.moved(
-                &row.item_id,
-                &row.channel,
-                &row.kind,
-                DeliveryState::Sending.as_str(),
-                settled.state.as_str(),
-                1,
-            );
+            let counted = CountedDeliveries {
+                item_id: row.item_id.as_str().into(),
+                channel: row.channel,
+                kind: row.kind,
+            };
+            counts.moved(&counted, DeliveryState::Sending, settled.state, 1);
         } else {
             tracing::warn!(delivery = %row.id, worker = worker_id, "lease lost before the outcome was recorded; the other worker's record stands");
         }
         receipts.push(NewReceipt {
             delivery_id: &row.id,
-            source: &row.channel,
+            source: row.channel,
             kind: settled.receipt_kind,
             source_time: None,
             received_at: now,
@@ -442,7 +439,7 @@ impl BatchContext {
                 .all(&hub.db)
                 .await?
             {
-                targets.insert(row.id.clone(), TargetView::try_from(row)?);
+                targets.insert(row.id.to_string(), TargetView::try_from(row)?);
             }
             secrets.extend(targets::load_secrets(hub, chunk).await?);
         }
@@ -453,7 +450,7 @@ impl BatchContext {
             .await?
         {
             let payload = serde_json::from_str(&row.payload).map_err(anyhow::Error::new)?;
-            renditions.insert(row.id, payload);
+            renditions.insert(row.id.into(), payload);
         }
         Ok(Self {
             targets,
@@ -503,7 +500,7 @@ fn settled_without_call(hub: &Hub, batch: &BatchContext, row: &Claimed) -> Optio
             confirm_by: None,
         });
     }
-    let registered = ChannelKind::parse(&row.channel).and_then(|kind| hub.channels.get(kind));
+    let registered = hub.channels.get(row.channel);
     registered.is_none().then(|| {
         settle_failure(
             hub,
@@ -545,8 +542,8 @@ async fn deliver_group(
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("rendition {} vanished", first.rendition_id))?,
     };
-    let channel_name = first.channel.clone();
-    let slots = InFlight::permit_source(&in_flight.channels, &channel_name, limits.in_flight);
+    let channel_name = first.channel.as_str();
+    let slots = InFlight::permit_source(&in_flight.channels, channel_name, limits.in_flight);
     let mut settled = Vec::with_capacity(rows.len());
     let chunk_size = usize::try_from(limits.in_flight).unwrap_or(usize::MAX).max(1);
     let mut rows = rows.into_iter().peekable();
@@ -556,14 +553,10 @@ async fn deliver_group(
             .iter()
             .map(|row| batch.target_ref(&row.target_id))
             .collect::<Result<Vec<_>>>()?;
-        let checkpoints: Vec<Option<serde_json::Value>> = chunk
+        let checkpoints = chunk
             .iter()
-            .map(|row| {
-                row.checkpoint
-                    .as_deref()
-                    .and_then(|raw| serde_json::from_str(raw).ok())
-            })
-            .collect();
+            .map(|row| super::state::decode_checkpoint(row.checkpoint.as_deref()))
+            .collect::<Result<Vec<_>>>()?;
         let dispatches: Vec<Dispatch<'_>> = chunk
             .iter()
             .zip(&targets)
@@ -587,7 +580,7 @@ async fn deliver_group(
         )
         .await
         .unwrap_or_default();
-        hub.metrics.adapter_call(&channel_name, called.elapsed());
+        hub.metrics.adapter_call(channel_name, called.elapsed());
         let mut outcomes = outcomes.into_iter();
         for row in chunk {
             // A call past its deadline, or an adapter that answered for fewer dispatches than
@@ -615,14 +608,14 @@ async fn withdraw_one(
         .renditions
         .get(&row.rendition_id)
         .and_then(|payload| payload["reason"].as_str())
-        .unwrap_or_default()
+        .ok_or_else(|| anyhow::anyhow!("withdrawal rendition {} has no reason", row.rendition_id))?
         .to_owned();
     let original = match &row.withdraws_id {
-        Some(id) => delivery::Entity::find_by_id(id).one(&hub.db).await?,
+        Some(id) => delivery::Entity::find_by_id(id.as_str()).one(&hub.db).await?,
         None => None,
     };
     let external_id = original.and_then(|d| d.external_id);
-    let channel_slots = InFlight::permit_source(&in_flight.channels, &row.channel, limits.in_flight);
+    let channel_slots = InFlight::permit_source(&in_flight.channels, row.channel.as_str(), limits.in_flight);
     let target_slots = InFlight::permit_source(
         &in_flight.targets,
         &row.target_id,
@@ -643,7 +636,7 @@ async fn withdraw_one(
         .unwrap_or_else(|_| WithdrawOutcome::Unknown {
             message: no_answer_within(limits.attempt_deadline),
         });
-    hub.metrics.adapter_call(&row.channel, called.elapsed());
+    hub.metrics.adapter_call(row.channel.as_str(), called.elapsed());
     Ok(settle_withdrawal(hub, row.attempts, outcome))
 }
 
@@ -685,15 +678,15 @@ async fn execute_claimed(
     for row in claimed {
         if let Some(settled) = settled_without_call(hub, batch, &row) {
             outcomes.push((row, settled));
-        } else if row.kind == DeliveryKind::Withdraw.as_str() {
+        } else if row.kind == DeliveryKind::Withdraw {
             withdrawals.push(row);
         } else {
             groups.entry(row.rendition_id.clone()).or_default().push(row);
         }
     }
     let adapter = |row: &Claimed| {
-        ChannelKind::parse(&row.channel)
-            .and_then(|kind| hub.channels.get(kind))
+        hub.channels
+            .get(row.channel)
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("no adapter for {}", row.channel))
     };

@@ -27,7 +27,10 @@ use crate::error::Error;
     strum::IntoStaticStr,
     strum::EnumString,
     strum::VariantArray,
+    strum::Display,
+    sea_orm::DeriveValueType,
 )]
+#[sea_orm(value_type = "String")]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Disclosure {
@@ -417,7 +420,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     strum::IntoStaticStr,
     strum::EnumString,
     strum::VariantArray,
+    strum::Display,
+    sea_orm::DeriveValueType,
 )]
+#[sea_orm(value_type = "String")]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum ItemState {
@@ -447,12 +453,16 @@ mod tests {
         for &state in ItemState::ALL {
             let json = serde_json::to_string(&state).expect("serialises");
             assert_eq!(json, format!("\"{}\"", state.as_str()));
+            // The store writes the Display form.
+            assert_eq!(state.to_string(), state.as_str());
             assert_eq!(ItemState::parse(state.as_str()), Some(state));
         }
         assert_eq!(ItemState::ALL.len(), 6);
         for &disclosure in Disclosure::ALL {
             let json = serde_json::to_string(&disclosure).expect("serialises");
             assert_eq!(json, format!("\"{}\"", disclosure.as_str()));
+            // The store writes the Display form.
+            assert_eq!(disclosure.to_string(), disclosure.as_str());
             assert_eq!(Disclosure::parse(disclosure.as_str()), Some(disclosure));
         }
         assert_eq!(Disclosure::ALL.len(), 4);

@@ -3,8 +3,11 @@
 pub mod area;
 pub mod calendar;
 pub mod catalog;
+pub mod delivery;
 pub mod document;
+pub mod ids;
 pub mod item;
 pub mod page;
+pub mod review;
 pub mod text;
 pub mod user;

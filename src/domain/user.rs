@@ -17,7 +17,10 @@ use super::area::{AreaCode, AreaLevel};
     strum::IntoStaticStr,
     strum::EnumString,
     strum::VariantArray,
+    strum::Display,
+    sea_orm::DeriveValueType,
 )]
+#[sea_orm(value_type = "String")]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 #[value(rename_all = "snake_case")]
@@ -118,6 +121,8 @@ mod wire_name_tests {
         for &role in Role::ALL {
             let json = serde_json::to_string(&role).expect("serialises");
             assert_eq!(json, format!("\"{}\"", role.as_str()));
+            // The store writes the Display form.
+            assert_eq!(role.to_string(), role.as_str());
             assert_eq!(Role::parse(role.as_str()), Some(role));
         }
         assert_eq!(Role::VillageOperator.as_str(), "village_operator");

@@ -97,11 +97,11 @@ async fn callback(req: HttpRequest, path: web::Path<(String, String)>, payload: 
         .get(kind)
         .and_then(|adapter| adapter.callbacks().is_some().then(|| adapter.clone()))
         .ok_or_else(|| not_found("channel", format!("{} takes no callbacks", kind.as_str())))?;
-    let row = target::Entity::find_by_id(&target_id)
+    let row = target::Entity::find_by_id(target_id.as_str())
         .one(&hub.db)
         .await
         .map_err(Error::from)?
-        .filter(|row| row.channel == kind.as_str())
+        .filter(|row| row.channel == kind)
         .ok_or_else(|| not_found("target", format!("no {} target `{target_id}`", kind.as_str())))?;
     let view = TargetView::try_from(row)?;
     let secrets = match targets::load_secrets(&hub, &[target_id.as_str()])

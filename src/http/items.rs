@@ -255,8 +255,8 @@ pub async fn publish(
     let outcome = workflow::publish(&*hub(&req)?, &caller, &id, &key, input).await?;
     let publication: Publication =
         serde_json::from_value(outcome.body).map_err(|e| Error::from(anyhow::Error::new(e)))?;
-    let status =
-        actix_web::http::StatusCode::from_u16(outcome.status).unwrap_or(actix_web::http::StatusCode::OK);
+    let status = actix_web::http::StatusCode::from_u16(outcome.status)
+        .map_err(|e| Error::from(anyhow::Error::new(e)))?;
     Ok(HttpResponse::build(status)
         .insert_header(("Idempotent-Replayed", outcome.replayed.to_string()))
         .json(publication))

@@ -142,7 +142,10 @@ async fn column(req: HttpRequest) -> Page {
     let mut organs = BTreeSet::new();
     for row in &rows {
         *counts.entry(row.catalog.clone()).or_default() += 1;
-        organs.extend(serde_json::from_str::<Vec<String>>(&row.issuers).unwrap_or_default());
+        let issuers: Vec<String> = serde_json::from_str(&row.issuers)
+            .map_err(|e| anyhow::anyhow!("portal page {} has unreadable issuers: {e}", row.item_id))
+            .map_err(Error::from)?;
+        organs.extend(issuers);
     }
     let mut sections = vec![
         Section {
@@ -355,7 +358,7 @@ async fn cleanup(req: HttpRequest) -> Page {
     let now = hub.clock.now();
     // A page comes down only after its item was withdrawn or expired, so those items' pages
     // are the whole record.
-    let taken_down = [ItemState::Withdrawn.as_str(), ItemState::Expired.as_str()];
+    let taken_down = [ItemState::Withdrawn, ItemState::Expired];
     let items: BTreeMap<String, item::Model> = item::Entity::find()
         .filter(item::Column::State.is_in(taken_down))
         .all(&hub.db)

@@ -164,6 +164,9 @@ pub async fn audit_log(req: HttpRequest, caller: Caller, query: ApiQuery<AuditQu
             target_id: r.target_id,
             before_hash: r.before_hash,
             after_hash: r.after_hash,
+            // The log is evidence: an entry whose detail is not JSON is shown as the text it
+            // holds (its hash covers that text, so `verify` tells whether it was changed),
+            // never hidden behind an error or replaced.
             detail: serde_json::from_str::<serde_json::Value>(&r.detail)
                 .unwrap_or(serde_json::Value::String(r.detail)),
             prev_hash: r.prev_hash,

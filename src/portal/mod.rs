@@ -36,7 +36,7 @@ pub fn live(now: chrono::DateTime<chrono::Utc>) -> Condition {
                 Query::select()
                     .column(item::Column::Id)
                     .from(item::Entity)
-                    .and_where(item::Column::State.eq(ItemState::Published.as_str()))
+                    .and_where(item::Column::State.eq(ItemState::Published))
                     .cond_where(
                         Condition::any()
                             .add(item::Column::ExpiresAt.is_null())
@@ -75,7 +75,7 @@ pub fn takedown(
     item: &item::Model,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<(String, String)> {
-    let state = ItemState::parse(&item.state)?;
+    let state = item.state;
     let expiry_passed = item.expires_at.filter(|at| *at <= now);
     if page.withdrawn_at.is_none() && !state.is_terminal() && expiry_passed.is_none() {
         return None;

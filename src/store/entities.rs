@@ -11,6 +11,8 @@ macro_rules! no_relations {
 pub mod user {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::user::Role;
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "users")]
     pub struct Model {
@@ -20,7 +22,7 @@ pub mod user {
         pub username: String,
         pub display_name: String,
         pub password_hash: String,
-        pub role: String,
+        pub role: Role,
         pub area_code: String,
         pub disabled: bool,
         pub created_at: DateTimeUtc,
@@ -129,17 +131,19 @@ pub mod attachment {
 pub mod item {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::item::{Disclosure, ItemState};
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "items")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: String,
-        pub state: String,
+        pub state: ItemState,
         pub title: String,
         pub area_code: String,
         #[sea_orm(unique)]
         pub index_no: String,
-        pub disclosure: String,
+        pub disclosure: Disclosure,
         pub emergency: bool,
         pub interprets_id: Option<String>,
         pub author_id: String,
@@ -178,6 +182,8 @@ pub mod item_version {
 pub mod review {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::review::ReviewKind;
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "reviews")]
     pub struct Model {
@@ -187,7 +193,7 @@ pub mod review {
         pub version: i32,
         pub content_hash: String,
         pub reviewer_id: String,
-        pub kind: String,
+        pub kind: ReviewKind,
         pub comment: String,
         pub at: DateTimeUtc,
     }
@@ -197,12 +203,14 @@ pub mod review {
 pub mod publication {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::ids::{ItemId, PublicationId};
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "publications")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
-        pub id: String,
-        pub item_id: String,
+        pub id: PublicationId,
+        pub item_id: ItemId,
         pub version: i32,
         pub content_hash: String,
         pub published_by: String,
@@ -269,14 +277,17 @@ pub mod audit_head {
 }
 
 pub mod target {
+    use herald_channels::ChannelKind;
     use sea_orm::entity::prelude::*;
+
+    use crate::domain::ids::TargetId;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "targets")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
-        pub id: String,
-        pub channel: String,
+        pub id: TargetId,
+        pub channel: ChannelKind,
         pub name: String,
         pub area_code: String,
         pub catalogs: String,
@@ -308,13 +319,17 @@ pub mod target_secret {
 pub mod rendition {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::delivery::RenditionFor;
+
+    use crate::domain::ids::{PublicationId, RenditionId};
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "renditions")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
-        pub id: String,
-        pub publication_id: String,
-        pub channel: String,
+        pub id: RenditionId,
+        pub publication_id: PublicationId,
+        pub channel: RenditionFor,
         pub payload: String,
         pub created_at: DateTimeUtc,
     }
@@ -322,21 +337,26 @@ pub mod rendition {
 }
 
 pub mod delivery {
+    use herald_channels::ChannelKind;
     use sea_orm::entity::prelude::*;
+
+    use crate::domain::delivery::{DeliveryKind, DeliveryState};
+
+    use crate::domain::ids::{DeliveryId, ItemId, PublicationId, RenditionId, TargetId};
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "deliveries")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
-        pub id: String,
-        pub publication_id: String,
-        pub item_id: String,
+        pub id: DeliveryId,
+        pub publication_id: PublicationId,
+        pub item_id: ItemId,
         pub version: i32,
-        pub target_id: String,
-        pub channel: String,
+        pub target_id: TargetId,
+        pub channel: ChannelKind,
         pub area_code: String,
-        pub kind: String,
-        pub state: String,
+        pub kind: DeliveryKind,
+        pub state: DeliveryState,
         pub priority: i32,
         pub not_before: Option<DateTimeUtc>,
         pub not_after: Option<DateTimeUtc>,
@@ -346,9 +366,9 @@ pub mod delivery {
         pub lease_expires_at: Option<DateTimeUtc>,
         pub external_id: Option<String>,
         pub last_error: Option<String>,
-        pub rendition_id: String,
+        pub rendition_id: RenditionId,
         pub idempotency_key: String,
-        pub withdraws_id: Option<String>,
+        pub withdraws_id: Option<DeliveryId>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
         /// JSON a multi-step send kept for its next attempt.
@@ -363,12 +383,14 @@ pub mod delivery {
 pub mod receipt {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::ids::DeliveryId;
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "receipts")]
     pub struct Model {
         #[sea_orm(primary_key)]
         pub id: i64,
-        pub delivery_id: String,
+        pub delivery_id: DeliveryId,
         pub source: String,
         pub kind: String,
         pub source_time: Option<DateTimeUtc>,
@@ -404,19 +426,24 @@ pub mod portal_page {
 }
 
 pub mod delivery_count {
+    use herald_channels::ChannelKind;
     use sea_orm::entity::prelude::*;
+
+    use crate::domain::delivery::{DeliveryKind, DeliveryState};
+
+    use crate::domain::ids::ItemId;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "delivery_counts")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
-        pub item_id: String,
+        pub item_id: ItemId,
         #[sea_orm(primary_key, auto_increment = false)]
-        pub channel: String,
+        pub channel: ChannelKind,
         #[sea_orm(primary_key, auto_increment = false)]
-        pub kind: String,
+        pub kind: DeliveryKind,
         #[sea_orm(primary_key, auto_increment = false)]
-        pub state: String,
+        pub state: DeliveryState,
         pub n: i64,
     }
     no_relations!();
@@ -432,7 +459,7 @@ pub mod receipt_inbox {
     pub struct Model {
         #[sea_orm(primary_key)]
         pub id: i64,
-        pub channel: String,
+        pub channel: herald_channels::ChannelKind,
         pub target_id: String,
         pub dedup: String,
         pub correlation_by: String,

@@ -68,16 +68,15 @@ async fn parse_content(
         // A township may interpret a published county policy: a policy is linkable when it lies
         // in the caller's area, or is published in an area above it. Any other id answers
         // exactly as one that does not exist.
-        let linkable = |policy: &item::Model| {
-            AreaCode::parse(&policy.area_code).is_ok_and(|area| {
-                caller.sees(&area)
-                    || (caller.area.is_within(&area) && policy.state == ItemState::Published.as_str())
-            })
+        let linkable = |policy: &item::Model| -> Result<bool> {
+            let area = AreaCode::parse(&policy.area_code).map_err(anyhow::Error::new)?;
+            Ok(caller.sees(&area) || (caller.area.is_within(&area) && policy.state == ItemState::Published))
         };
-        let policy = item::Entity::find_by_id(policy_id)
-            .one(db)
-            .await?
-            .filter(linkable)
+        let policy = match item::Entity::find_by_id(policy_id).one(db).await? {
+            Some(policy) if linkable(&policy)? => Some(policy),
+            _ => None,
+        };
+        let policy = policy
             .ok_or_else(|| Error::validation("interprets", "no policy item you may interpret has that id"))?;
         if policy.interprets_id.is_some() {
             return Err(Error::validation(
@@ -128,14 +127,14 @@ pub async fn create_item(hub: &Hub, caller: &Caller, input: ItemInput) -> Result
     let txn = begin_write(&hub.db).await?;
     let content = parse_content(hub, &txn, caller, input, None).await?;
     let now = hub.clock.now();
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = hub.clock.new_id().to_string();
     item::ActiveModel {
         id: Set(id.clone()),
-        state: Set(ItemState::Draft.as_str().to_owned()),
+        state: Set(ItemState::Draft),
         title: Set(content.title.clone()),
         area_code: Set(content.area_code.clone()),
         index_no: Set(content.index_no.clone()),
-        disclosure: Set(content.disclosure.as_str().to_owned()),
+        disclosure: Set(content.disclosure),
         emergency: Set(content.emergency),
         interprets_id: Set(content.interprets.clone()),
         author_id: Set(caller.id.clone()),
@@ -190,11 +189,11 @@ pub async fn edit_item(hub: &Hub, caller: &Caller, id: &str, input: ItemInput) -
     let version = row.current_version + 1;
     let hash = insert_version(&txn, id, version, &content, caller, now).await?;
     let mut active: item::ActiveModel = row.into();
-    active.state = Set(ItemState::Draft.as_str().to_owned());
+    active.state = Set(ItemState::Draft);
     active.title = Set(content.title.clone());
     active.area_code = Set(content.area_code.clone());
     active.index_no = Set(content.index_no.clone());
-    active.disclosure = Set(content.disclosure.as_str().to_owned());
+    active.disclosure = Set(content.disclosure);
     active.emergency = Set(content.emergency);
     active.interprets_id = Set(content.interprets.clone());
     active.current_version = Set(version);
@@ -231,7 +230,7 @@ pub async fn submit(hub: &Hub, caller: &Caller, id: &str) -> Result<ItemView> {
     require_state(&row, &[ItemState::Draft], "submit")?;
     let version = load_version(&txn, id, row.current_version).await?;
     let mut active: item::ActiveModel = row.into();
-    active.state = Set(ItemState::InReview.as_str().to_owned());
+    active.state = Set(ItemState::InReview);
     active.updated_at = Set(hub.clock.now());
     active.update(&txn).await?;
     let detail = serde_json::json!({"version": version.version});

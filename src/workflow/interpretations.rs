@@ -5,7 +5,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde::Serialize;
 
 use crate::{
-    accounts::Caller, clock::china_date, domain::item::ItemState, error::Result, hub::Hub, items::state_of,
+    accounts::Caller, clock::china_date, domain::item::ItemState, error::Result, hub::Hub,
     store::entities::item,
 };
 
@@ -84,7 +84,7 @@ pub async fn interpretations_due(hub: &Hub, caller: &Caller) -> Result<Vec<DueIn
             DueStatus::Pending
         };
         due.push(DueInterpretation {
-            state: state_of(&interpretation)?,
+            state: interpretation.state,
             interpretation_id: interpretation.id,
             title: interpretation.title,
             policy_id,

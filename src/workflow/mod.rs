@@ -32,7 +32,7 @@ use crate::{
     },
     error::{Error, Result},
     hub::Hub,
-    items::{ItemKind, content_of, kind_of, load_version, load_visible, state_of},
+    items::{ItemKind, content_of, kind_of, load_version, load_visible},
     store::entities::{item, item_version},
 };
 use interpretations::interpretation_deadline;
@@ -92,7 +92,7 @@ fn require(allowed: bool, message: &str) -> Result<()> {
 }
 
 fn require_state(row: &item::Model, expected: &[ItemState], action: &str) -> Result<ItemState> {
-    let state = state_of(row)?;
+    let state = row.state;
     if expected.contains(&state) {
         Ok(state)
     } else {
@@ -145,7 +145,7 @@ pub async fn get_item(hub: &Hub, caller: &Caller, id: &str) -> Result<ItemView> 
     let version = load_version(&hub.db, id, row.current_version).await?;
     Ok(ItemView {
         kind: kind_of(&row),
-        state: state_of(&row)?,
+        state: row.state,
         interpretation_deadline: interpretation_deadline(hub, &hub.db, &row).await?,
         content: content_of(&version)?,
         content_hash: version.content_hash,
@@ -222,10 +222,8 @@ pub async fn list_items(hub: &Hub, caller: &Caller, filter: ItemFilter) -> Resul
         .map(|row| {
             Ok(ItemSummary {
                 kind: kind_of(&row),
-                state: state_of(&row)?,
-                disclosure: Disclosure::parse(&row.disclosure).ok_or_else(|| {
-                    anyhow::anyhow!("item {} has unknown disclosure {}", row.id, row.disclosure)
-                })?,
+                state: row.state,
+                disclosure: row.disclosure,
                 id: row.id,
                 title: row.title,
                 area_code: row.area_code,

@@ -17,7 +17,7 @@ use crate::{
     },
     domain::{
         area::AreaCode,
-        item::{Disclosure, ItemContent, ItemState, sha256_hex},
+        item::{ItemContent, ItemState, sha256_hex},
         text::{MAX_ID_CHARS, single_line},
     },
     error::{Error, Result},
@@ -161,7 +161,7 @@ pub async fn preview_rendition(
         )
     })?;
     let at = row.published_at.unwrap_or_else(|| hub.clock.now());
-    let item = delivery::published_item(hub, id, version.version, &version.content_hash, &content, at);
+    let item = delivery::published_item(hub, id, version.version, &version.content_hash, &content, at)?;
     adapter.render(&item).map_err(|e| Error::Refused {
         code: "unrenderable",
         field: None,
@@ -197,8 +197,7 @@ pub async fn publish(
             replayed: true,
         });
     }
-    let disclosure = Disclosure::parse(&row.disclosure)
-        .ok_or_else(|| anyhow::anyhow!("unknown disclosure {}", row.disclosure))?;
+    let disclosure = row.disclosure;
     if !disclosure.may_leave_the_store() {
         return Err(Error::Refused {
             code: "not_publishable",
@@ -251,11 +250,11 @@ pub async fn publish(
     }
     let content = content_of(&version)?;
     let reach = reach_of(hub, &txn, &content, &input).await?;
-    let publication_id = uuid::Uuid::now_v7().to_string();
+    let publication_id = hub.clock.new_id().to_string();
     let channels = serde_json::to_string(&input.channels).map_err(anyhow::Error::new)?;
     publication::ActiveModel {
-        id: Set(publication_id.clone()),
-        item_id: Set(id.to_owned()),
+        id: Set(publication_id.as_str().into()),
+        item_id: Set(id.into()),
         version: Set(approved_version),
         content_hash: Set(approved_hash.clone()),
         published_by: Set(caller.id.clone()),
@@ -265,12 +264,12 @@ pub async fn publish(
     .insert(&txn)
     .await?;
     let mut active: item::ActiveModel = row.into();
-    active.state = Set(ItemState::Published.as_str().to_owned());
+    active.state = Set(ItemState::Published);
     active.published_version = Set(Some(approved_version));
     active.published_at = Set(Some(goes_out));
     active.updated_at = Set(now);
     active.update(&txn).await?;
-    let published = delivery::published_item(hub, id, approved_version, &approved_hash, &content, goes_out);
+    let published = delivery::published_item(hub, id, approved_version, &approved_hash, &content, goes_out)?;
     let per_channel =
         delivery::enqueue_publication(hub, &txn, &publication_id, &published, (&reach, schedule), now)
             .await?;

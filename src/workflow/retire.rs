@@ -39,7 +39,7 @@ pub async fn withdraw(hub: &Hub, caller: &Caller, id: &str, input: WithdrawInput
     let emergency = row.emergency;
     let now = hub.clock.now();
     let mut active: item::ActiveModel = row.into();
-    active.state = Set(ItemState::Withdrawn.as_str().to_owned());
+    active.state = Set(ItemState::Withdrawn);
     active.withdrawn_at = Set(Some(now));
     active.updated_at = Set(now);
     active.update(&txn).await?;
@@ -70,7 +70,7 @@ pub const EXPIRY_REASON: &str = "有效期届满";
 pub async fn expire_due(hub: &Hub) -> Result<u64> {
     let now = hub.clock.now();
     let due = item::Entity::find()
-        .filter(item::Column::State.eq(ItemState::Published.as_str()))
+        .filter(item::Column::State.eq(ItemState::Published))
         .filter(item::Column::ExpiresAt.lte(now))
         .all(&hub.db)
         .await?;
@@ -85,7 +85,7 @@ pub async fn expire_due(hub: &Hub) -> Result<u64> {
         else {
             continue;
         };
-        if row.state != ItemState::Published.as_str() {
+        if row.state != ItemState::Published {
             continue;
         }
         let hash = row.approved_hash.clone();
@@ -93,7 +93,7 @@ pub async fn expire_due(hub: &Hub) -> Result<u64> {
         let area_code = row.area_code.clone();
         let withdrawals = delivery::enqueue_withdrawal(hub, &txn, &id, EXPIRY_REASON, row.emergency).await?;
         let mut active: item::ActiveModel = row.into();
-        active.state = Set(ItemState::Expired.as_str().to_owned());
+        active.state = Set(ItemState::Expired);
         active.updated_at = Set(now);
         active.update(&txn).await?;
         audit::append(

@@ -40,7 +40,8 @@ fn only_the_clock_reads_the_wall_clock() {
     let files = sources();
     let mut offenders = Vec::new();
     for file in &files {
-        for call in ["Utc::now(", "Local::now(", "SystemTime::now("] {
+        // `Uuid::now_v7` reads the system clock for the time an id carries.
+        for call in ["Utc::now(", "Local::now(", "SystemTime::now(", "Uuid::now_v7("] {
             if file.path != "src/clock.rs" && file.code.contains(call) {
                 offenders.push(format!("{}: {call}", file.path));
             }
@@ -195,6 +196,105 @@ fn json_bodies_enter_only_through_the_checked_extractor() {
         offenders.is_empty(),
         "actix's unchecked Json extractor used: {offenders:?}"
     );
+}
+
+/// Calls that decode stored or received data into a type. What follows one of them decides
+/// what a value that does not decode becomes.
+const DECODERS: &[&str] = &[
+    "try_get_by_index",
+    "try_get_by",
+    "try_get",
+    "try_get_many",
+    "from_query_result",
+    "serde_json::from_str",
+    "serde_json::from_slice",
+    "serde_json::from_value",
+    "::parse",
+];
+
+/// Chained after a decoder, these turn a decode failure into a value the code goes on with.
+const DEFAULTING: &[&str] = &[
+    "unwrap_or_default",
+    "unwrap_or",
+    "unwrap_or_else",
+    "ok",
+    "is_ok_and",
+    "is_ok",
+];
+
+/// Decodes whose failure is deliberately a value, each with the reason.
+const DECODE_DEFAULT_ALLOWED: &[(&str, &str, &str)] = &[
+    (
+        "src/http/system.rs",
+        "serde_json::from_str",
+        "an audit entry is evidence: detail that is not JSON is shown as the text the hash covers",
+    ),
+    (
+        "src/http/openapi.rs",
+        "serde_json::from_str",
+        "the hub's own generated document, not stored data; the tests reading it fail on null",
+    ),
+];
+
+#[test]
+fn no_decode_failure_silently_becomes_a_default() {
+    let files = sources();
+    let decodes: usize = files.iter().map(|file| decode_chains(&file.code).len()).sum();
+    assert!(
+        decodes >= 20,
+        "only {decodes} decoding calls found under src/: the scanner is broken"
+    );
+    let mut offenders = Vec::new();
+    for file in &files {
+        for (decoder, chain) in decode_chains(&file.code) {
+            let Some(defaulting) = chain.iter().find(|m| DEFAULTING.contains(&m.as_str())) else {
+                continue;
+            };
+            let allowed = DECODE_DEFAULT_ALLOWED
+                .iter()
+                .any(|(path, call, _why)| file.path == *path && decoder == *call);
+            if !allowed {
+                offenders.push(format!("{}: {decoder}(…).{defaulting}", file.path));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "a decode failure becomes a default (make it an error, or allow it with a reason): {offenders:#?}"
+    );
+}
+
+#[test]
+fn the_decode_scanner_sees_a_default_when_there_is_one() {
+    let code = strip_comments_and_strings(
+        "let a = row.try_get_by_index::<String>(0).unwrap_or_default();\n\
+         let b = row.try_get_by_index::<String>(1)?;\n\
+         let c = serde_json::from_str::<Vec<String>>(&raw).map_err(|e| e)?.first().cloned().ok_or(x)?;\n\
+         let d = AreaCode::parse(&row.area_code)\n    .ok()\n    .and_then(|a| f(a));\n\
+         let e = DeliveryState::parse(&p.state).unwrap_or(DeliveryState::Failed);\n\
+         let f = row.try_get::<i64>(\"\", \"n\").unwrap_or(0);\n\
+         let g = Page::parse(a, b).map_err(Error::from)?;",
+    );
+    let defaulted: Vec<(String, bool)> = decode_chains(&code)
+        .into_iter()
+        .map(|(decoder, chain)| {
+            let defaults = chain.iter().any(|m| DEFAULTING.contains(&m.as_str()));
+            (decoder, defaults)
+        })
+        .collect();
+    let expected: Vec<(String, bool)> = [
+        ("try_get_by_index", true),
+        ("try_get_by_index", false),
+        ("serde_json::from_str", false),
+        ("::parse", true),
+        ("::parse", true),
+        ("try_get", true),
+        ("::parse", false),
+    ]
+    .iter()
+    .map(|(decoder, defaults)| ((*decoder).to_owned(), *defaults))
+    .collect();
+    assert_eq!(defaulted, expected);
 }
 
 #[test]
@@ -432,6 +532,94 @@ fn without_test_modules(code: &str) -> String {
         out.replace_range(start..end, "");
     }
     out
+}
+
+// ---- decoding calls ----
+
+/// Every call of a [`DECODERS`] function in `code`, with the names of the methods chained after
+/// it (`?` skipped): `x.try_get::<T>(…)?.ok()` → `("try_get", ["ok"])`.
+fn decode_chains(code: &str) -> Vec<(String, Vec<String>)> {
+    let chars: Vec<char> = code.chars().collect();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let Some(decoder) = DECODERS.iter().find(|d| {
+            let d: Vec<char> = d.chars().collect();
+            chars[i..].starts_with(&d)
+                && (d[0] == ':' || !is_ident_char(i.checked_sub(1).map(|p| chars[p])))
+                && !is_ident_char(chars.get(i + d.len()).copied())
+        }) else {
+            i += 1;
+            continue;
+        };
+        let mut j = skip_turbofish(&chars, i + decoder.chars().count());
+        if chars.get(j) != Some(&'(') {
+            i += 1;
+            continue;
+        }
+        j = skip_balanced(&chars, j);
+        let mut chain = Vec::new();
+        loop {
+            while chars.get(j).is_some_and(|c| c.is_whitespace() || *c == '?') {
+                j += 1;
+            }
+            if chars.get(j) != Some(&'.') {
+                break;
+            }
+            j += 1;
+            let start = j;
+            while is_ident_char(chars.get(j).copied()) {
+                j += 1;
+            }
+            chain.push(chars[start..j].iter().collect());
+            j = skip_turbofish(&chars, j);
+            if chars.get(j) == Some(&'(') {
+                j = skip_balanced(&chars, j);
+            }
+        }
+        found.push(((*decoder).to_owned(), chain));
+        i = j.max(i + 1);
+    }
+    found
+}
+
+/// Past `::<…>` at `at`, if there is one.
+fn skip_turbofish(chars: &[char], at: usize) -> usize {
+    if !chars[at.min(chars.len())..].starts_with(&[':', ':', '<']) {
+        return at;
+    }
+    let mut depth = 0;
+    for (offset, c) in chars[at + 2..].iter().enumerate() {
+        match c {
+            '<' => depth += 1,
+            '>' => {
+                depth -= 1;
+                if depth == 0 {
+                    return at + 2 + offset + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    chars.len()
+}
+
+/// Past the parenthesised group that opens at `open`.
+fn skip_balanced(chars: &[char], open: usize) -> usize {
+    let mut depth = 0;
+    for (offset, c) in chars[open..].iter().enumerate() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return open + offset + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    chars.len()
 }
 
 // ---- the import graph ----

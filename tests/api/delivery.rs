@@ -275,8 +275,8 @@ async fn two_instances_deliver_every_delivery_exactly_once() {
     let app = spawn_app_with(Backend::Postgres, vec![scripted.clone()]).await;
     let now = app.hub.clock.now();
     let targets = (0..2000).map(|i| target::ActiveModel {
-        id: Set(format!("bench-{i:05}")),
-        channel: Set("wechat".into()),
+        id: Set(format!("bench-{i:05}").into()),
+        channel: Set(ChannelKind::Wechat),
         name: Set(format!("公众号{i}")),
         area_code: Set("530426".into()),
         catalogs: Set("[]".into()),

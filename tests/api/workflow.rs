@@ -151,6 +151,26 @@ on_both_databases! {
         assert_eq!(rejected.json["review_comment"], "发文字号有误");
     }
 
+    async fn item_ids_sort_by_hub_time_and_carry_it(app: TestApp) {
+        let start = app.hub.clock.now();
+        let mut made = Vec::new();
+        for hours in [0, 5, -30, 1] {
+            let at = start + chrono::Duration::hours(hours);
+            app.hub.clock.set(at);
+            let id = app.create_item("publisher", &item_body("530426")).await;
+            let uuid = uuid::Uuid::parse_str(&id).expect("a UUID");
+            let (seconds, nanos) = uuid.get_timestamp().expect("a v7 UUID").to_unix();
+            let carried = i64::try_from(seconds).expect("seconds") * 1000 + i64::from(nanos / 1_000_000);
+            assert_eq!(carried, at.timestamp_millis(), "the id carries the hub time");
+            made.push((at, id));
+        }
+        made.sort_by_key(|(at, _)| *at);
+        let ids: Vec<&String> = made.iter().map(|(_, id)| id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted, "made later in hub time, sorted later");
+    }
+
     async fn published_items_expire_after_their_last_valid_day(app: TestApp) {
         let mut body = item_body("530426");
         body["expires_on"] = json!("2026-10-08");
