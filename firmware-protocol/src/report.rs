@@ -147,7 +147,7 @@ pub enum AckStage {
     Rejected,
     /// Its `not_after` passed while it was queued or playing.
     Expired,
-    /// A higher priority took over and it will not resume.
+    /// Stopped by a higher priority or a `cancel`; it will not resume.
     Preempted,
 }
 
