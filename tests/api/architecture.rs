@@ -318,22 +318,76 @@ fn the_lower_crates_know_nothing_of_the_hub() {
             );
         }
     }
-    let firmware = read(&workspace_root().join("firmware-protocol/Cargo.toml"));
-    assert!(
-        dependency_names(&firmware).is_empty(),
-        "firmware-protocol has dependencies"
-    );
-    let firmware_lib = read(&workspace_root().join("firmware-protocol/src/lib.rs"));
-    assert!(
-        firmware_lib.contains("#![no_std]"),
-        "firmware-protocol is no longer no_std"
-    );
+    firmware_protocol_stays_no_std_and_runtime_free();
     let migrations = read(&workspace_root().join("migrations/Cargo.toml"));
     assert_eq!(
         dependency_names(&migrations),
         set(&["sea-orm-migration", "serde_json"]),
         "migrations must not import the application's entities"
     );
+}
+
+/// Everything `firmware-protocol` may depend on, and why each may: a vendor builds the crate
+/// `no_std` + `alloc` for a microcontroller, so each must build that way, and none may be an
+/// async runtime or a Herald crate. Adding one means adding it here, with its reason.
+const FIRMWARE_PROTOCOL_DEPENDENCIES: &[(&str, &str)] = &[
+    ("ed25519-dalek", "signatures; no_std, no RNG by default"),
+    ("serde", "message types; no_std with the alloc feature"),
+    ("serde_json", "JSON payloads; no_std with the alloc feature"),
+];
+
+fn firmware_protocol_stays_no_std_and_runtime_free() {
+    let root = workspace_root();
+    let manifest = read(&root.join("firmware-protocol/Cargo.toml"));
+    let allowed: BTreeSet<String> = FIRMWARE_PROTOCOL_DEPENDENCIES
+        .iter()
+        .map(|(name, _why)| (*name).to_owned())
+        .collect();
+    assert_eq!(
+        dependency_names(&manifest),
+        allowed,
+        "firmware-protocol's dependencies changed: update FIRMWARE_PROTOCOL_DEPENDENCIES with a reason"
+    );
+    // No `std` feature asked for in [dependencies] (dev-dependencies may have it), and every
+    // dependency comes from the workspace table with its default (std) features off.
+    let dependencies_section = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("firmware-protocol has a [dependencies] section");
+    assert!(
+        !dependencies_section.contains("\"std\""),
+        "firmware-protocol turns on a std feature"
+    );
+    let workspace_manifest = read(&root.join("Cargo.toml"));
+    for (name, _why) in FIRMWARE_PROTOCOL_DEPENDENCIES {
+        let line = workspace_manifest
+            .lines()
+            .find(|line| line.starts_with(&format!("{name} = ")))
+            .unwrap_or_else(|| panic!("{name} is not in [workspace.dependencies]"));
+        assert!(
+            line.contains("default-features = false"),
+            "{name} keeps its default (std) features in the workspace: {line}"
+        );
+    }
+    let lib = strip_comments_and_strings(&read(&root.join("firmware-protocol/src/lib.rs")));
+    assert!(
+        lib.contains("#![no_std]"),
+        "firmware-protocol is no longer no_std"
+    );
+    assert!(!lib.contains("extern crate std"), "firmware-protocol links std");
+    let files = rust_files(&root.join("firmware-protocol/src"));
+    assert!(files.len() >= 5, "the firmware-protocol walk went wrong");
+    for path in files {
+        let code = without_test_modules(&strip_comments_and_strings(&read(&path)));
+        for banned in ["std::", "tokio", "async ", ".await", "herald::", "herald_"] {
+            assert!(
+                !code.contains(banned),
+                "{} uses `{banned}` outside its tests",
+                path.display()
+            );
+        }
+    }
 }
 
 // ---- the source tree ----
