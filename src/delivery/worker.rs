@@ -1,6 +1,8 @@
-//! The delivery worker: claim due deliveries under a lease, hand each to its channel adapter,
-//! record the outcome. Shaped `run_until_stopped` → `try_execute_batch` → `execute_one`, so
-//! tests drive single steps with the hub's clock.
+//! The delivery worker: claim a channel's due deliveries under a lease, hand them to the
+//! channel's adapter in batches (one per rendition, under the channel's deadline), record
+//! every outcome of the batch in one transaction. Shaped `run_until_stopped` →
+//! `try_execute_channel_batch` (or `try_execute_batch` for all channels at once), so tests
+//! drive single steps with the hub's clock.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -321,15 +323,34 @@ struct SameColumns {
     confirm_by: Option<DateTime<Utc>>,
 }
 
+/// Outcomes already sent must not be lost to a transient database error (on PostgreSQL a
+/// deadlock with a receipt-applying transaction is detected and aborted): unrecorded, they
+/// would be sent again once the lease lapses. So the record is tried a few times.
+async fn record_with_retries(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> Result<usize> {
+    const ATTEMPTS: u32 = 3;
+    let mut attempt = 1;
+    loop {
+        match record(hub, worker_id, outcomes).await {
+            Ok(recorded) => return Ok(recorded),
+            Err(e) if attempt < ATTEMPTS => {
+                tracing::warn!(error.cause_chain = ?e, attempt, "recording a batch failed; trying again");
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Writes a batch's outcomes in one transaction, each only while this worker still holds its
 /// lease and the delivery is still `sending` (a worker whose lease lapsed must not overwrite
 /// the record of the one that took over, and a receipt that overtook this record wins), with
 /// every receipt and the counts applied once. Returns how many were recorded.
-async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(Claimed, Settled)>) -> Result<usize> {
+async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> Result<usize> {
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
     let mut alike: BTreeMap<SameColumns, Vec<&str>> = BTreeMap::new();
-    for (row, settled) in &outcomes {
+    for (row, settled) in outcomes {
         let columns = SameColumns {
             state: settled.state,
             external_id: settled.external_id.clone(),
@@ -394,7 +415,7 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: Vec<(Claimed, Settled)>) -
             };
             counts.moved(&counted, DeliveryState::Sending, settled.state, 1);
         } else {
-            tracing::warn!(delivery = %row.id, worker = worker_id, "lease lost before the outcome was recorded; the other worker's record stands");
+            tracing::warn!(delivery = %row.id, worker = worker_id, "the delivery moved on before this outcome was recorded (a receipt overtook it, or the lease lapsed and another worker took it); that record stands");
         }
         receipts.push(NewReceipt {
             delivery_id: &row.id,
@@ -710,7 +731,7 @@ async fn execute_claimed(
             Err(e) => tracing::error!(error.cause_chain = ?e, "delivery attempt failed unexpectedly"),
         }
     }
-    record(hub, worker_id, outcomes).await?;
+    record_with_retries(hub, worker_id, &outcomes).await?;
     Ok(count)
 }
 
