@@ -36,7 +36,6 @@ impl MigrationTrait for Migration {
                     .col(timestamp_with_time_zone_null("applied_at"))
                     // applied | unchanged | unmatched, once applied.
                     .col(string_null("outcome"))
-                    .col(string_null("delivery_id"))
                     .to_owned(),
             )
             .await?;

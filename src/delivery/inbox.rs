@@ -20,7 +20,7 @@ use herald_channels::{ChannelKind, ChannelReceipt, Correlation, Dispatch, Receip
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     Set,
-    sea_query::{CaseStatement, Expr, LockBehavior, LockType, OnConflict, Query},
+    sea_query::{Expr, LockBehavior, LockType, OnConflict, Query},
 };
 use serde::{Deserialize, Serialize};
 
@@ -110,7 +110,6 @@ pub async fn intake(
                 due_at: Set(received_at),
                 applied_at: Set(None),
                 outcome: Set(None),
-                delivery_id: Set(None),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -165,11 +164,12 @@ fn named_columns(query: sea_orm::Select<delivery::Entity>) -> sea_orm::Select<de
     ])
 }
 
-/// The deliveries the receipts name, locked for this transaction on PostgreSQL (SQLite's
-/// write transaction is exclusive already).
+/// The deliveries the receipts name. Not locked: each move is an UPDATE guarded by the state
+/// read here, so a delivery another transaction moved meanwhile fails the batch, which rolls
+/// back whole and is applied again on the next pass (cheaper than locking every row read, and
+/// conflicts are rare: a worker's record and a receipt for the same delivery at once).
 async fn named_deliveries(
     txn: &DatabaseTransaction,
-    postgres: bool,
     rows: &[receipt_inbox::Model],
 ) -> Result<HashMap<Named, NamedDelivery>> {
     let mut external: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -184,10 +184,6 @@ async fn named_deliveries(
                 .push(row.correlation.clone());
         }
     }
-    let lock = |query: sea_orm::Select<delivery::Entity>| {
-        let query = named_columns(query);
-        if postgres { query.lock_exclusive() } else { query }
-    };
     let mut found = HashMap::new();
     // Ordered by creation, so when two deliveries share an external id the newer is named.
     for (channel, ids) in external {
@@ -196,7 +192,11 @@ async fn named_deliveries(
                 .filter(delivery::Column::Channel.eq(channel))
                 .filter(delivery::Column::ExternalId.is_in(chunk.to_vec()))
                 .order_by_asc(delivery::Column::CreatedAt);
-            for d in lock(query).into_model::<NamedDelivery>().all(txn).await? {
+            for d in named_columns(query)
+                .into_model::<NamedDelivery>()
+                .all(txn)
+                .await?
+            {
                 let id = d.external_id.clone().unwrap_or_default();
                 found.insert(
                     (
@@ -211,11 +211,14 @@ async fn named_deliveries(
         }
     }
     for chunk in keys.chunks(CHUNK) {
-        // In id order, so two instances applying side by side lock rows in the same order.
         let query = delivery::Entity::find()
             .filter(delivery::Column::IdempotencyKey.is_in(chunk.to_vec()))
             .order_by_asc(delivery::Column::Id);
-        for d in lock(query).into_model::<NamedDelivery>().all(txn).await? {
+        for d in named_columns(query)
+            .into_model::<NamedDelivery>()
+            .all(txn)
+            .await?
+        {
             let key = d.idempotency_key.clone();
             found.insert(
                 (d.channel.as_str().to_owned(), d.target_id.clone(), "key", key),
@@ -269,11 +272,11 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
         txn.commit().await?;
         return Ok(0);
     }
-    let named = named_deliveries(&txn, postgres, &rows).await?;
+    let named = named_deliveries(&txn, &rows).await?;
     // Each delivery's state as it was and as the receipts so far leave it; a batch may hold
     // several receipts of one delivery (delivered, then played).
     let mut states: HashMap<String, (DeliveryState, DeliveryState)> = HashMap::new();
-    let mut outcomes: BTreeMap<Outcome, Vec<(i64, Option<String>)>> = BTreeMap::new();
+    let mut outcomes: BTreeMap<Outcome, Vec<i64>> = BTreeMap::new();
     let mut recheck = Vec::new();
     let mut log = Vec::new();
     for row in &rows {
@@ -293,10 +296,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
             Ok(status) => status,
             Err(e) => {
                 tracing::error!(receipt = row.id, error = %e, "stored receipt does not read back; set aside");
-                outcomes
-                    .entry(Outcome::Unmatched)
-                    .or_default()
-                    .push((row.id, None));
+                outcomes.entry(Outcome::Unmatched).or_default().push(row.id);
                 continue;
             }
         };
@@ -304,10 +304,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
             if now < later(row.received_at, UNMATCHED_GRACE) && row.correlation_by != "key" {
                 recheck.push(row.id);
             } else {
-                outcomes
-                    .entry(Outcome::Unmatched)
-                    .or_default()
-                    .push((row.id, None));
+                outcomes.entry(Outcome::Unmatched).or_default().push(row.id);
             }
             continue;
         };
@@ -321,12 +318,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
         } else {
             Outcome::Unchanged
         };
-        outcomes
-            .entry(outcome)
-            .or_default()
-            .push((row.id, Some(d.id.clone())));
-        // The inbox stores what intake serialised: text that does not decode is corruption.
-        let raw: serde_json::Value = serde_json::from_str(&row.raw).map_err(anyhow::Error::new)?;
+        outcomes.entry(outcome).or_default().push(row.id);
         log.push((
             d.id.clone(),
             row,
@@ -335,7 +327,8 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
                 "status": serde_json::to_value(&status).map_err(anyhow::Error::new)?,
                 "dedup": row.dedup,
                 "moved_to": moved.map(DeliveryState::as_str),
-                "raw": raw,
+                // The payload itself stays in the inbox row; the record points at it.
+                "inbox": row.id,
             }),
         ));
     }
@@ -359,7 +352,9 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
         counts.moved(&counted, *from, *to, 1);
         moves.entry((*from, *to)).or_default().push(id.clone());
     }
-    for ((from, to), ids) in moves {
+    for ((from, to), mut ids) in moves {
+        // In id order, so two transactions moving the same deliveries lock them in one order.
+        ids.sort_unstable();
         for chunk in ids.chunks(CHUNK) {
             let mut update = delivery::Entity::update_many();
             if to == DeliveryState::Accepted {
@@ -388,10 +383,10 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
                 .await?
                 .rows_affected;
             if changed != chunk.len() as u64 {
-                // The rows are locked (or the database is), so this cannot happen; if it does,
-                // nothing of this batch is kept and the counts stay true.
+                // Another transaction moved some since they were read: nothing of this batch
+                // is kept (the counts stay true) and the next pass applies it afresh.
                 return Err(anyhow::anyhow!(
-                    "{} of {} deliveries left {} under the inbox's lock",
+                    "{} of {} deliveries left {} while their receipts were applied; applying again",
                     chunk.len() as u64 - changed,
                     chunk.len(),
                     from.as_str()
@@ -403,19 +398,11 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
 
     for (outcome, marked) in outcomes {
         for chunk in marked.chunks(CHUNK) {
-            let mut update = receipt_inbox::Entity::update_many()
+            let update = receipt_inbox::Entity::update_many()
                 .col_expr(receipt_inbox::Column::AppliedAt, Expr::value(now))
                 .col_expr(receipt_inbox::Column::Outcome, Expr::value(outcome.as_str()));
-            if outcome != Outcome::Unmatched {
-                let mut delivery_of = CaseStatement::new();
-                for (id, delivery_id) in chunk {
-                    delivery_of =
-                        delivery_of.case(receipt_inbox::Column::Id.eq(*id), Expr::val(delivery_id.clone()));
-                }
-                update = update.col_expr(receipt_inbox::Column::DeliveryId, delivery_of.into());
-            }
             update
-                .filter(receipt_inbox::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
+                .filter(receipt_inbox::Column::Id.is_in(chunk.iter().copied()))
                 .exec(&txn)
                 .await?;
         }
@@ -618,7 +605,6 @@ pub struct InboxReceiptView {
     pub applied_at: Option<DateTime<Utc>>,
     /// `applied`, `unchanged` or `unmatched`; none while it waits.
     pub outcome: Option<String>,
-    pub delivery_id: Option<String>,
     /// The payload as the channel sent it.
     #[schema(value_type = Object)]
     pub raw: serde_json::Value,
@@ -668,7 +654,6 @@ pub async fn unmatched(hub: &Hub, caller: &Caller, query: UnmatchedQuery) -> Res
                 received_at: r.received_at,
                 applied_at: r.applied_at,
                 outcome: r.outcome,
-                delivery_id: r.delivery_id,
             })
         })
         .collect()

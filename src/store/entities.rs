@@ -472,7 +472,6 @@ pub mod receipt_inbox {
         pub due_at: DateTimeUtc,
         pub applied_at: Option<DateTimeUtc>,
         pub outcome: Option<String>,
-        pub delivery_id: Option<String>,
     }
     no_relations!();
 }
