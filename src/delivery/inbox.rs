@@ -366,6 +366,12 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
                         Expr::value(later(now, DEFAULT_CONFIRM_WITHIN)),
                     )
                     .col_expr(delivery::Column::ConfirmAsks, Expr::value(0));
+            } else if from == DeliveryState::Accepted {
+                // Settled: nothing left to confirm, and out of the to-confirm index.
+                update = update.col_expr(
+                    delivery::Column::ConfirmBy,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                );
             }
             let changed = update
                 .col_expr(delivery::Column::State, Expr::value(to))
