@@ -10,6 +10,7 @@
 //!   puts its answer in the inbox like any other receipt.
 //! - receipts that match no delivery are kept and listed for administrators (`unmatched`).
 
+use futures::StreamExt;
 use std::{
     collections::{BTreeMap, HashMap},
     time::Duration,
@@ -59,6 +60,8 @@ const RECHECK: Duration = Duration::from_secs(15);
 /// Receipts per apply transaction.
 pub const APPLY_BATCH: u64 = 1000;
 const RECONCILE_BATCH: u64 = 100;
+/// Channels asked at once by one reconcile pass.
+const RECONCILE_IN_FLIGHT: usize = 16;
 /// Values per `IN (…)` list or CASE: well under both databases' bind-parameter limits.
 const CHUNK: usize = 500;
 
@@ -485,59 +488,74 @@ pub async fn try_reconcile(hub: &Hub, limit: u64) -> Result<usize> {
     }
     let secrets = targets::load_secrets(hub, &target_ids).await?;
     let asked = rows.len();
-    for row in rows {
-        let asks = row.confirm_asks.saturating_add(1);
-        let channel = hub.channels.get(row.channel).map(|c| (row.channel, c));
+    // Asked side by side, so one unreachable channel costs its deadline once, not once a row;
+    // a row that cannot be asked is logged and left to its next time, the others go on.
+    let asks: Vec<_> = rows.iter().map(|row| {
         let view = views.get(&row.target_id);
         let target_secrets = match secrets.get(row.target_id.as_str()) {
             Some(Ok(map)) => Some(map.clone()),
             Some(Err(_)) => None,
             None => Some(Default::default()),
         };
-        let answer = match (channel, view, target_secrets, row.external_id.as_deref()) {
-            (Some((kind, channel)), Some(view), Some(secrets), Some(external_id)) => {
-                let target = view.target_ref(secrets);
-                let checkpoint = super::state::decode_checkpoint(row.checkpoint.as_deref())?;
-                let dispatch = Dispatch {
-                    target: &target,
-                    idempotency_key: &row.idempotency_key,
-                    checkpoint: checkpoint.as_ref(),
-                };
-                let deadline = hub.settings.delivery.limits_for(kind).attempt_deadline;
-                tokio::time::timeout(deadline, channel.reconcile(&dispatch, external_id))
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|status| (kind, status))
+        async move {
+            if let Err(e) = reconcile_one(hub, row, view, target_secrets).await {
+                tracing::error!(delivery = %row.id, error.cause_chain = ?e, "asking the channel about an accepted delivery failed");
             }
-            _ => None,
-        };
-        match answer {
-            Some((kind, status)) if status != ReceiptStatus::Accepted => {
-                let receipt = ChannelReceipt {
-                    correlation: Correlation::Key(row.idempotency_key.clone()),
-                    raw: serde_json::json!({"reconciled": true, "ask": asks, "external_id": row.external_id}),
-                    dedup: format!("reconcile:{}:{asks}", row.id),
-                    source_time: None,
-                    status,
-                };
-                intake(&hub.db, kind, &row.target_id, &[receipt], hub.clock.now()).await?;
-                // Answered: not asked again, whether or not the answer moves it.
-                delivery::Entity::update_many()
-                    .col_expr(
-                        delivery::Column::ConfirmBy,
-                        Expr::value(Option::<DateTime<Utc>>::None),
-                    )
-                    .filter(delivery::Column::Id.eq(row.id.as_str()))
-                    .exec(&hub.db)
-                    .await?;
-            }
-            _ if asks >= MAX_CONFIRM_ASKS => give_up(hub, &row, asks).await?,
-            // Still unknown: asked again at the time set above.
-            _ => {}
         }
-    }
+    }).collect();
+    futures::stream::iter(asks)
+        .buffer_unordered(RECONCILE_IN_FLIGHT)
+        .collect::<Vec<()>>()
+        .await;
     Ok(asked)
+}
+
+/// Asks the channel about one overdue `accepted` delivery (already rescheduled and charged an
+/// ask). An answer goes into the inbox; whether or not it moves the delivery, the delivery
+/// keeps its next confirm-by time, so one the answer leaves `accepted` is asked again, and
+/// given up on after `MAX_CONFIRM_ASKS`, rather than left unwatched.
+async fn reconcile_one(
+    hub: &Hub,
+    row: &delivery::Model,
+    view: Option<&targets::TargetView>,
+    target_secrets: Option<BTreeMap<String, herald_channels::SecretString>>,
+) -> Result<()> {
+    let asks = row.confirm_asks.saturating_add(1);
+    let channel = hub.channels.get(row.channel).map(|c| (row.channel, c));
+    let answer = match (channel, view, target_secrets, row.external_id.as_deref()) {
+        (Some((kind, channel)), Some(view), Some(secrets), Some(external_id)) => {
+            let target = view.target_ref(secrets);
+            let checkpoint = super::state::decode_checkpoint(row.checkpoint.as_deref())?;
+            let dispatch = Dispatch {
+                target: &target,
+                idempotency_key: &row.idempotency_key,
+                checkpoint: checkpoint.as_ref(),
+            };
+            let deadline = hub.settings.delivery.limits_for(kind).attempt_deadline;
+            tokio::time::timeout(deadline, channel.reconcile(&dispatch, external_id))
+                .await
+                .ok()
+                .flatten()
+                .map(|status| (kind, status))
+        }
+        _ => None,
+    };
+    match answer {
+        Some((kind, status)) if status != ReceiptStatus::Accepted => {
+            let receipt = ChannelReceipt {
+                correlation: Correlation::Key(row.idempotency_key.clone()),
+                raw: serde_json::json!({"reconciled": true, "ask": asks, "external_id": row.external_id}),
+                dedup: format!("reconcile:{}:{asks}", row.id),
+                source_time: None,
+                status,
+            };
+            intake(&hub.db, kind, &row.target_id, &[receipt], hub.clock.now()).await?;
+        }
+        _ if asks >= MAX_CONFIRM_ASKS => give_up(hub, row, asks).await?,
+        // Still unknown: asked again at the time set above.
+        _ => {}
+    }
+    Ok(())
 }
 
 /// After `MAX_CONFIRM_ASKS` unanswered asks an `accepted` delivery becomes `unconfirmed`: an
@@ -578,17 +596,31 @@ async fn give_up(hub: &Hub, row: &delivery::Model, asks: i32) -> Result<()> {
 
 /// Applies receipts and reconciles overdue deliveries until the process ends.
 pub async fn run_until_stopped(hub: &Hub, worker_id: &str) {
+    // Two loops: asking a slow channel about its overdue deliveries never holds up applying
+    // the receipts every other channel sends.
+    futures::future::join(
+        run_step_until_stopped(hub, worker_id, "applying receipts", || {
+            try_apply_receipts(hub, APPLY_BATCH)
+        }),
+        run_step_until_stopped(hub, worker_id, "reconciling accepted deliveries", || {
+            try_reconcile(hub, RECONCILE_BATCH)
+        }),
+    )
+    .await;
+}
+
+async fn run_step_until_stopped<F, Fut>(hub: &Hub, worker_id: &str, what: &str, step: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<usize>>,
+{
     let idle = Duration::from_millis(hub.settings.delivery.poll_interval_ms);
     loop {
-        let applied = try_apply_receipts(hub, APPLY_BATCH).await;
-        let reconciled = try_reconcile(hub, RECONCILE_BATCH).await;
-        match (applied, reconciled) {
-            (Ok(0), Ok(0)) => tokio::time::sleep(idle).await,
-            (Ok(_), Ok(_)) => {}
-            (applied, reconciled) => {
-                for e in [applied.err(), reconciled.err()].into_iter().flatten() {
-                    tracing::error!(worker = worker_id, error.cause_chain = ?e, "applying receipts failed; retrying");
-                }
+        match step().await {
+            Ok(0) => tokio::time::sleep(idle).await,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(worker = worker_id, error.cause_chain = ?e, "{what} failed; retrying");
                 tokio::time::sleep(idle).await;
             }
         }
