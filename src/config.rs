@@ -289,10 +289,12 @@ fn default_channel_limits() -> BTreeMap<ChannelKind, ChannelLimits> {
         attempt_deadline_seconds: Some(attempt_deadline_seconds),
     };
     BTreeMap::from([
+        // The built-in portal writes to the hub's own database: quick, or something is wrong.
+        (ChannelKind::Portal, limits(64, 16, 10)),
         (ChannelKind::Loudspeaker, limits(10_000, 10_000, 10)),
         (ChannelKind::NoticeBoard, limits(10_000, 10_000, 10)),
-        (ChannelKind::Wechat, limits(8, 4, 60)),
-        (ChannelKind::MediaCenter, limits(16, 8, 60)),
+        (ChannelKind::Wechat, limits(8, 4, 30)),
+        (ChannelKind::MediaCenter, limits(16, 8, 30)),
     ])
 }
 
@@ -322,9 +324,18 @@ impl DeliverySettings {
             .attempt_deadline_seconds
             .unwrap_or(self.attempt_deadline_seconds)
             .clamp(1, lease_margin);
+        let in_flight = own.in_flight.unwrap_or(self.channel_in_flight).max(1);
+        // A batch is sent in waves of `in_flight` calls, each wave up to the deadline, and the
+        // whole batch must be recorded before its lease lapses (or another worker sends it
+        // again): so a batch holds no more waves than fit in the lease.
+        let waves = (lease_margin / deadline).max(1);
+        let batch_size = own
+            .batch_size
+            .unwrap_or(self.batch_size)
+            .clamp(1, in_flight.saturating_mul(waves));
         ResolvedLimits {
-            batch_size: own.batch_size.unwrap_or(self.batch_size).max(1),
-            in_flight: own.in_flight.unwrap_or(self.channel_in_flight).max(1),
+            batch_size,
+            in_flight,
             attempt_deadline: std::time::Duration::from_secs(u64::from(deadline)),
         }
     }
@@ -423,6 +434,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_batch_holds_no_more_waves_of_calls_than_fit_in_its_lease() {
+        let mut delivery = DeliverySettings::default();
+        // 4 calls at a time, 60 s each, a 120 s lease: one wave fits, so 4 a batch.
+        delivery.channels.insert(
+            ChannelKind::Wechat,
+            ChannelLimits {
+                batch_size: Some(8),
+                in_flight: Some(4),
+                attempt_deadline_seconds: Some(60),
+            },
+        );
+        let limits = delivery.limits_for(ChannelKind::Wechat);
+        assert_eq!((limits.batch_size, limits.in_flight), (4, 4));
+        // The defaults already fit: three 30 s waves of 4 hold the 8 asked for.
+        let defaults = DeliverySettings::default();
+        assert_eq!(defaults.limits_for(ChannelKind::Wechat).batch_size, 8);
+        assert_eq!(defaults.limits_for(ChannelKind::Loudspeaker).batch_size, 10_000);
+        for &channel in ChannelKind::ALL {
+            let limits = defaults.limits_for(channel);
+            let waves = limits.batch_size.div_ceil(limits.in_flight);
+            let worst = u64::from(waves) * limits.attempt_deadline.as_secs();
+            assert!(
+                worst < u64::from(defaults.lease_seconds),
+                "{channel:?}: {worst} s"
+            );
+        }
+    }
+
+    #[test]
     fn a_channels_limits_override_the_general_ones_and_its_deadline_ends_before_the_lease() {
         let mut delivery = DeliverySettings::default();
         delivery.channels.insert(
@@ -447,10 +487,23 @@ mod tests {
                 speakers.in_flight,
                 speakers.attempt_deadline.as_secs()
             ),
-            (2000, 16, 5)
+            // The general 16 in flight, and 23 five-second waves of them fit in the lease.
+            (368, 16, 5)
         );
         let portal = delivery.limits_for(ChannelKind::Portal);
-        assert_eq!((portal.batch_size, portal.attempt_deadline.as_secs()), (64, 60));
+        assert_eq!((portal.batch_size, portal.attempt_deadline.as_secs()), (64, 10));
+        // Without its own limits a channel takes the general ones, the batch cut to what fits
+        // in the lease: one 60 s wave of 16.
+        delivery.channels.remove(&ChannelKind::Portal);
+        let general = delivery.limits_for(ChannelKind::Portal);
+        assert_eq!(
+            (
+                general.batch_size,
+                general.in_flight,
+                general.attempt_deadline.as_secs()
+            ),
+            (16, 16, 60)
+        );
         assert_eq!(
             delivery
                 .limits_for(ChannelKind::Wechat)
