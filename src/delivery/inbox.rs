@@ -356,7 +356,9 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
         moves.entry((*from, *to)).or_default().push(id.clone());
     }
     for ((from, to), mut ids) in moves {
-        // In id order, so two transactions moving the same deliveries lock them in one order.
+        // In id order within each move, which makes deadlocks rarer, not impossible (moves of
+        // different kinds run one after another): a deadlocked batch rolls back and is applied
+        // again, and the worker's record retries.
         ids.sort_unstable();
         for chunk in ids.chunks(CHUNK) {
             let mut update = delivery::Entity::update_many();

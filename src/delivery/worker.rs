@@ -324,17 +324,21 @@ struct SameColumns {
 }
 
 /// Outcomes already sent must not be lost to a transient database error (on PostgreSQL a
-/// deadlock with a receipt-applying transaction is detected and aborted): unrecorded, they
-/// would be sent again once the lease lapses. So the record is tried a few times.
+/// deadlock with a receipt-applying transaction is detected and one side aborted): unrecorded,
+/// they would be sent again once the lease lapses. So the record is tried again, with a
+/// growing pause, for as long as the lease leaves room (a lapsed lease cannot record anyway).
 async fn record_with_retries(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> Result<usize> {
-    const ATTEMPTS: u32 = 3;
-    let mut attempt = 1;
+    let give_up_at = std::time::Duration::from_secs(u64::from(hub.settings.delivery.lease_seconds) / 4);
+    let mut waited = Duration::ZERO;
+    let mut attempt: u32 = 1;
     loop {
         match record(hub, worker_id, outcomes).await {
             Ok(recorded) => return Ok(recorded),
-            Err(e) if attempt < ATTEMPTS => {
+            Err(e) if waited < give_up_at => {
                 tracing::warn!(error.cause_chain = ?e, attempt, "recording a batch failed; trying again");
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                let pause = Duration::from_millis(50 << attempt.min(6));
+                tokio::time::sleep(pause).await;
+                waited += pause;
                 attempt += 1;
             }
             Err(e) => return Err(e),
@@ -569,20 +573,38 @@ async fn deliver_group(
     let chunk_size = usize::try_from(limits.in_flight).unwrap_or(usize::MAX).max(1);
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
-        let chunk: Vec<Claimed> = rows.by_ref().take(chunk_size).collect();
-        let targets = chunk
-            .iter()
-            .map(|row| batch.target_ref(&row.target_id))
-            .collect::<Result<Vec<_>>>()?;
-        let checkpoints = chunk
-            .iter()
-            .map(|row| super::state::decode_checkpoint(row.checkpoint.as_deref()))
-            .collect::<Result<Vec<_>>>()?;
+        let mut chunk = Vec::with_capacity(chunk_size);
+        let mut prepared = Vec::with_capacity(chunk_size);
+        // A row whose target or checkpoint cannot be read fails alone, at once: sending
+        // without them cannot succeed, and failing the whole batch would hold every other
+        // delivery in it hostage to the one bad row.
+        for row in rows.by_ref().take(chunk_size) {
+            let target = batch.target_ref(&row.target_id);
+            let checkpoint = super::state::decode_checkpoint(row.checkpoint.as_deref());
+            match (target, checkpoint) {
+                (Ok(target), Ok(checkpoint)) => {
+                    prepared.push((target, checkpoint));
+                    chunk.push(row);
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    let failure = settle_failure(
+                        hub,
+                        row.attempts,
+                        Permanence::Permanent,
+                        "unreadable",
+                        &e.to_string(),
+                    );
+                    settled.push((failure, row));
+                }
+            }
+        }
+        if chunk.is_empty() {
+            continue;
+        }
         let dispatches: Vec<Dispatch<'_>> = chunk
             .iter()
-            .zip(&targets)
-            .zip(&checkpoints)
-            .map(|((row, target), checkpoint)| Dispatch {
+            .zip(&prepared)
+            .map(|(row, (target, checkpoint))| Dispatch {
                 target,
                 idempotency_key: &row.idempotency_key,
                 checkpoint: checkpoint.as_ref(),

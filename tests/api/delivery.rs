@@ -192,6 +192,34 @@ on_both! {
         assert_eq!(scripted.calls().len(), 3);
     };
 
+    a_delivery_that_cannot_be_read_fails_alone_and_the_batch_goes_out => |backend| async move {
+        let scripted = Scripted::new(ChannelKind::Wechat, &[], Step::Deliver);
+        let (app, good) = wechat_app(backend, &scripted).await;
+        let bad = app.add_target("wechat", "检查点损坏", "530426", json!({})).await;
+        let id = app.publish_new(&item_body("530426"), &json!({"channels": ["wechat"]})).await;
+        // A checkpoint that no longer decodes (only corruption can do that: the worker writes
+        // them from JSON values).
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        use herald::store::entities::delivery;
+        delivery::Entity::update_many()
+            .col_expr(delivery::Column::Checkpoint, Expr::value("{not json"))
+            .filter(delivery::Column::TargetId.eq(bad.as_str()))
+            .exec(&app.hub.db)
+            .await
+            .expect("corrupt the checkpoint");
+        assert_eq!(app.deliver_due().await, 2);
+        let rows = deliveries(&app, &id).await["deliveries"].as_array().expect("rows").clone();
+        let by_target = |t: &str| rows.iter().find(|d| d["target_id"] == t).cloned().expect("row");
+        assert_eq!(by_target(&good)["state"], "delivered", "the readable delivery went out");
+        let failed = by_target(&bad);
+        assert_eq!(failed["state"], "failed", "{failed}");
+        assert!(failed["last_error"].as_str().is_some_and(|e| e.starts_with("unreadable")), "{failed}");
+        assert_eq!(scripted.calls().len(), 1, "the unreadable one was never sent");
+        let summary = deliveries(&app, &id).await;
+        assert_eq!(count(&summary, "wechat", "publish", "failed"), 1, "{summary}");
+        assert_eq!(count(&summary, "wechat", "publish", "delivered"), 1, "{summary}");
+    };
+
     withdrawal_takes_the_item_down_everywhere_and_is_recorded => |backend| async move {
         let wechat = Scripted::without_withdrawal(ChannelKind::Wechat);
         let (app, _) = wechat_app(backend, &wechat).await;
