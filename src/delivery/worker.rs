@@ -403,6 +403,28 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
             }
         }
     }
+    // A receipt that overtook this record moved the state on, but the channel's own id for
+    // the send is still this attempt's: without it, a later question (reconcile) or a
+    // callback naming it could not find the delivery. So it is kept where none is yet.
+    let mut named_late: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (row, settled) in outcomes {
+        if let Some(external_id) = &settled.external_id
+            && !held.contains(&row.id)
+        {
+            named_late.entry(external_id).or_default().push(&row.id);
+        }
+    }
+    for (external_id, ids) in named_late {
+        for chunk in ids.chunks(super::ID_CHUNK) {
+            let mut update = Query::update();
+            update
+                .table(delivery::Entity)
+                .value(delivery::Column::ExternalId, external_id)
+                .and_where(delivery::Column::Id.is_in(chunk.iter().copied()))
+                .and_where(delivery::Column::ExternalId.is_null());
+            txn.execute(&update).await?;
+        }
+    }
     let mut counts = CountChanges::default();
     let mut recorded: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
     let mut receipts = Vec::with_capacity(outcomes.len());

@@ -291,6 +291,15 @@ async fn receipts_before_the_worker_records(backend: Backend) {
     );
     assert_eq!(state_of(&app, &item, &by_id).await, "accepted");
     assert_counts_match(&app).await;
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'accepted' AND external_id IS NULL"
+        )
+        .await,
+        0,
+        "a record overtaken by a receipt still leaves the channel's id for the send"
+    );
 
     advance(&app, Duration::from_secs(20));
     apply_all(&app).await;
