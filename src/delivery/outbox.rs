@@ -236,6 +236,12 @@ pub async fn enqueue_withdrawal(
         if state.reached_target() || state == DeliveryState::Sending {
             reached.push(publish);
         } else if state.not_yet_sent() {
+            // A retrying delivery was sent before and failed, but an earlier attempt may yet
+            // have landed (a late report can say so): its retry is cancelled and a withdrawal
+            // follows it all the same, so nothing stays up unwatched.
+            if state == DeliveryState::Retrying {
+                reached.push(publish.clone());
+            }
             cancelled.moved(
                 &CountedDeliveries::of(&publish),
                 state,

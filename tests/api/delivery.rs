@@ -248,6 +248,22 @@ on_both! {
         assert!(cleanup.contains("关于做好2026年秋冬季森林防火工作的通知") && cleanup.contains("政策调整"), "{cleanup}");
     };
 
+    withdrawing_a_delivery_awaiting_its_retry_cancels_it_and_still_withdraws => |backend| async move {
+        let scripted = Scripted::new(ChannelKind::Wechat, &[Step::Transient], Step::Deliver);
+        let (app, _) = wechat_app(backend, &scripted).await;
+        let id = app.publish_new(&item_body("530426"), &json!({"channels": ["wechat"]})).await;
+        assert_eq!(app.deliver_due().await, 1);
+        assert_eq!(only_delivery(&app, &id, "wechat").await["state"], "retrying");
+        let withdrawn = app.post("publisher", &format!("/api/v1/items/{id}/withdraw"), &json!({"reason": "政策调整"})).await;
+        assert_eq!(withdrawn.status, 200, "{}", withdrawn.json);
+        let summary = deliveries(&app, &id).await;
+        assert_eq!(count(&summary, "wechat", "publish", "cancelled"), 1, "{summary}");
+        assert_eq!(
+            count(&summary, "wechat", "withdraw", "pending"), 1,
+            "the failed attempt may have landed, so a withdrawal follows: {summary}"
+        );
+    };
+
     withdrawing_before_delivery_cancels_what_was_not_sent => |backend| async move {
         let app = spawn_app(backend).await;
         let id = app.publish_new(&item_body("530426"), &json!({})).await;
