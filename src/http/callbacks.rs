@@ -35,7 +35,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/callbacks/{channel}/{target}")
             .route(web::get().to(callback))
-            .route(web::post().to(callback)),
+            .route(web::post().to(callback))
+            .default_service(web::to(other_method)),
     );
 }
 
@@ -85,6 +86,17 @@ fn rejected(error: CallbackError) -> ApiError {
             Some("method".into()),
         ),
     }
+}
+
+/// Channels call back with GET (a WeChat server check) or POST; anything else is refused in
+/// the API's error shape, like every other refusal here.
+async fn other_method(req: HttpRequest) -> Reply {
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("callbacks are GET or POST, not {}", req.method()),
+        Some("method".into()),
+    ))
 }
 
 async fn callback(req: HttpRequest, path: web::Path<(String, String)>, payload: web::Payload) -> Reply {

@@ -485,6 +485,13 @@ async fn the_callback_route_verifies_stores_and_answers(backend: Backend) {
         )
         .await;
     assert_error(&get, 405, "method_not_allowed", "method");
+    let put = app
+        .send(
+            app.client
+                .put(format!("{}/callbacks/media_center/{target}", app.address)),
+        )
+        .await;
+    assert_error(&put, 405, "method_not_allowed", "method");
     for (path, field) in [
         (format!("/callbacks/fax/{target}"), "channel"),
         (format!("/callbacks/portal/{target}"), "channel"),
