@@ -526,19 +526,28 @@ async fn reconcile_one(
     let channel = hub.channels.get(row.channel).map(|c| (row.channel, c));
     let answer = match (channel, view, target_secrets, row.external_id.as_deref()) {
         (Some((kind, channel)), Some(view), Some(secrets), Some(external_id)) => {
-            let target = view.target_ref(secrets);
-            let checkpoint = super::state::decode_checkpoint(row.checkpoint.as_deref())?;
-            let dispatch = Dispatch {
-                target: &target,
-                idempotency_key: &row.idempotency_key,
-                checkpoint: checkpoint.as_ref(),
-            };
-            let deadline = hub.settings.delivery.limits_for(kind).attempt_deadline;
-            tokio::time::timeout(deadline, channel.reconcile(&dispatch, external_id))
-                .await
-                .ok()
-                .flatten()
-                .map(|status| (kind, status))
+            match super::state::decode_checkpoint(row.checkpoint.as_deref()) {
+                Ok(checkpoint) => {
+                    let target = view.target_ref(secrets);
+                    let dispatch = Dispatch {
+                        target: &target,
+                        idempotency_key: &row.idempotency_key,
+                        checkpoint: checkpoint.as_ref(),
+                    };
+                    let deadline = hub.settings.delivery.limits_for(kind).attempt_deadline;
+                    tokio::time::timeout(deadline, channel.reconcile(&dispatch, external_id))
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|status| (kind, status))
+                }
+                // Unreadable, it cannot be asked about; counted as unanswered, so the delivery
+                // is given up to an operator after its asks instead of rescheduled for ever.
+                Err(e) => {
+                    tracing::error!(delivery = %row.id, error.cause_chain = ?e, "stored checkpoint does not decode");
+                    None
+                }
+            }
         }
         _ => None,
     };
