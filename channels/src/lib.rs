@@ -204,6 +204,8 @@ pub enum DeliveryOutcome {
     Accepted {
         external_id: String,
         confirm_within: Option<Duration>,
+        /// As for `Failed`: kept, so an operator's retry after a lost confirmation resumes.
+        checkpoint: Option<serde_json::Value>,
     },
     /// Done; for the portal, live.
     Delivered { external_id: Option<String> },
@@ -216,7 +218,12 @@ pub enum DeliveryOutcome {
         checkpoint: Option<serde_json::Value>,
     },
     /// The call may or may not have taken effect (timeout after sending). Never resent blindly.
-    Unknown { message: String },
+    /// A multi-step send keeps its progress here too, so an operator's retry reuses it (a
+    /// WeChat draft made before the submit timed out: never a second draft).
+    Unknown {
+        message: String,
+        checkpoint: Option<serde_json::Value>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

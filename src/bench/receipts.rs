@@ -45,6 +45,7 @@ impl Channel for AcceptingDevices {
         DeliveryOutcome::Accepted {
             external_id: format!("ack-{}", dispatch.idempotency_key),
             confirm_within: None,
+            checkpoint: None,
         }
     }
 

@@ -207,22 +207,23 @@ fn settle_delivery(hub: &Hub, attempts: i32, outcome: DeliveryOutcome) -> Settle
         DeliveryOutcome::Accepted {
             external_id,
             confirm_within,
+            checkpoint,
         } => Settled {
             state: DeliveryState::Accepted,
             receipt_kind: "accepted",
             external_id: Some(external_id),
             error: None,
             retry_at: None,
-            checkpoint: None,
+            checkpoint,
             confirm_by: Some(super::inbox::confirm_by(hub, confirm_within)),
         },
-        DeliveryOutcome::Unknown { message } => Settled {
+        DeliveryOutcome::Unknown { message, checkpoint } => Settled {
             state: DeliveryState::Unconfirmed,
             receipt_kind: "unknown",
             external_id: None,
             error: Some(message),
             retry_at: None,
-            checkpoint: None,
+            checkpoint,
             confirm_by: None,
         },
         DeliveryOutcome::Failed {
@@ -652,6 +653,7 @@ async fn deliver_group(
             // it was given, leaves the outcome unknown.
             let outcome = outcomes.next().unwrap_or_else(|| DeliveryOutcome::Unknown {
                 message: no_answer_within(limits.attempt_deadline),
+                checkpoint: None,
             });
             settled.push((settle_delivery(hub, row.attempts, outcome), row));
         }

@@ -127,6 +127,16 @@ async fn scalar(app: &TestApp, sql: &str) -> i64 {
     row.try_get_by_index::<i64>(0).expect("a number")
 }
 
+async fn scalar_text(app: &TestApp, sql: &str) -> String {
+    let db = &app.hub.db;
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("query")
+        .expect("a row");
+    row.try_get_by_index::<String>(0).expect("a text")
+}
+
 async fn inbox_rows(app: &TestApp) -> i64 {
     scalar(app, "SELECT COUNT(*) FROM receipt_inbox").await
 }
@@ -419,6 +429,44 @@ async fn a_retry_resumes_from_the_checkpoint(backend: Backend) {
         "never a second draft"
     );
     assert_counts_match(&app).await;
+}
+
+async fn an_operator_retry_after_an_unknown_outcome_resumes_from_its_checkpoint(backend: Backend) {
+    let channel = Signed::new(&[Step::UnknownAfterDraft], Step::Accept);
+    let app = signed_app(backend, &channel).await;
+    let target = add_signed_target(&app, "融媒体中心", Some(KEY)).await;
+    let item = publish_to_media_center(&app).await;
+    assert_eq!(app.deliver_due().await, 1);
+    assert_eq!(state_of(&app, &item, &target).await, "unconfirmed");
+    let id = scalar_text(
+        &app,
+        &format!("SELECT id FROM deliveries WHERE target_id = '{target}'"),
+    )
+    .await;
+    let retried = app
+        .post("admin", &format!("/api/v1/deliveries/{id}/retry"), &json!({}))
+        .await;
+    assert_eq!(retried.status, 200, "{}", retried.json);
+    assert_eq!(app.deliver_due().await, 1);
+    assert_eq!(state_of(&app, &item, &target).await, "accepted");
+    let seen = channel.checkpoints_seen.lock().expect("lock").clone();
+    assert_eq!(seen, vec![None, Some(json!({"draft": "draft-1"}))]);
+    assert_eq!(
+        *channel.drafts_created.lock().expect("lock"),
+        1,
+        "never a second draft"
+    );
+    assert_counts_match(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_retry_after_an_unknown_outcome_resumes_on_sqlite() {
+    an_operator_retry_after_an_unknown_outcome_resumes_from_its_checkpoint(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_retry_after_an_unknown_outcome_resumes_on_postgres() {
+    an_operator_retry_after_an_unknown_outcome_resumes_from_its_checkpoint(Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -116,6 +116,7 @@ impl Channel for Scripted {
             },
             Step::Unknown => DeliveryOutcome::Unknown {
                 message: "timed out after sending".into(),
+                checkpoint: None,
             },
             Step::Hang => std::future::pending().await,
         }

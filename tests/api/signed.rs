@@ -34,6 +34,9 @@ pub enum Step {
     HoldThenAccept,
     /// Makes a draft (unless the checkpoint has one), then fails transiently after it.
     FailAfterDraft,
+    /// Makes a draft (unless the checkpoint has one), then cannot tell whether the submit
+    /// took effect.
+    UnknownAfterDraft,
 }
 
 pub struct Signed {
@@ -52,6 +55,18 @@ pub struct Signed {
 }
 
 impl Signed {
+    /// The draft the checkpoint names, or a new one (counted: a second one is the bug).
+    fn draft_for(&self, dispatch: &Dispatch<'_>) -> String {
+        match dispatch.checkpoint.and_then(|c| c["draft"].as_str()) {
+            Some(draft) => draft.to_owned(),
+            None => {
+                let mut made = self.drafts_created.lock().expect("lock");
+                *made += 1;
+                format!("draft-{made}")
+            }
+        }
+    }
+
     pub fn new(script: &[Step], otherwise: Step) -> Arc<Self> {
         Arc::new(Self {
             script: Mutex::new(script.iter().copied().collect()),
@@ -239,6 +254,7 @@ impl Channel for Signed {
         let accepted = DeliveryOutcome::Accepted {
             external_id: Self::external_id(&key),
             confirm_within: Some(CONFIRM_WITHIN),
+            checkpoint: None,
         };
         match step {
             Step::Accept => accepted,
@@ -246,22 +262,16 @@ impl Channel for Signed {
                 self.gate.acquire().await.expect("gate open").forget();
                 accepted
             }
-            Step::FailAfterDraft => {
-                let draft = match dispatch.checkpoint.and_then(|c| c["draft"].as_str()) {
-                    Some(draft) => draft.to_owned(),
-                    None => {
-                        let mut made = self.drafts_created.lock().expect("lock");
-                        *made += 1;
-                        format!("draft-{made}")
-                    }
-                };
-                DeliveryOutcome::Failed {
-                    permanence: Permanence::Transient,
-                    code: "submit_timeout".into(),
-                    message: "草稿已建，提交超时".into(),
-                    checkpoint: Some(json!({"draft": draft})),
-                }
-            }
+            Step::FailAfterDraft => DeliveryOutcome::Failed {
+                permanence: Permanence::Transient,
+                code: "submit_timeout".into(),
+                message: "草稿已建，提交超时".into(),
+                checkpoint: Some(json!({"draft": self.draft_for(dispatch)})),
+            },
+            Step::UnknownAfterDraft => DeliveryOutcome::Unknown {
+                message: "草稿已建，提交无应答".into(),
+                checkpoint: Some(json!({"draft": self.draft_for(dispatch)})),
+            },
         }
     }
 
