@@ -7,6 +7,7 @@ use herald_channels::{Channel, ChannelKind};
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, TestApp, item_body, spawn_app_configured};
+use crate::on_both_backends;
 use crate::scripted::{Scripted, Step};
 
 const WECHAT_DEADLINE_SECONDS: u32 = 2;
@@ -96,12 +97,6 @@ async fn a_hung_channel_holds_up_only_itself(backend: Backend) {
     workers.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_channel_holds_up_only_itself_on_sqlite() {
-    a_hung_channel_holds_up_only_itself(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_channel_holds_up_only_itself_on_postgres() {
-    a_hung_channel_holds_up_only_itself(Backend::Postgres).await;
+on_both_backends! {
+    a_hung_channel_holds_up_only_itself => a_hung_channel_holds_up_only_itself;
 }

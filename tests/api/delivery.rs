@@ -4,6 +4,7 @@ use herald_channels::ChannelKind;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, TestApp, item_body, second_instance, spawn_app, spawn_app_with};
+use crate::on_both_backends;
 use crate::scripted::{Scripted, Step};
 
 fn count(summary: &Value, channel: &str, kind: &str, state: &str) -> i64 {
@@ -43,19 +44,7 @@ async fn wechat_app(backend: Backend, scripted: &Arc<Scripted>) -> (TestApp, Str
     (app, target)
 }
 
-macro_rules! on_both {
-    ($($name:ident => $body:expr;)*) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { ($body)(Backend::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { ($body)(Backend::Postgres).await }
-        }
-    )*};
-}
-
-on_both! {
+on_both_backends! {
     publishing_makes_the_portal_page_live_and_records_the_receipt => |backend| async move {
         let app = spawn_app(backend).await;
         let id = app.publish_new(&item_body("530426"), &json!({})).await;
@@ -374,7 +363,7 @@ async fn two_instances_deliver_every_delivery_exactly_once() {
     eprintln!("instance a handled {a}, instance b handled {b}");
 }
 
-on_both! {
+on_both_backends! {
     expiry_takes_the_item_down_like_a_withdrawal => |backend| async move {
         let app = spawn_app(backend).await;
         let mut body = item_body("530426");

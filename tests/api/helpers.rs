@@ -413,6 +413,28 @@ impl TestApp {
     }
 }
 
+/// Runs each scenario (an `async` function, or closure, of the `Backend`) twice: on SQLite and
+/// on PostgreSQL, as `<name>::sqlite` and `<name>::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident => $scenario:expr;)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                ($scenario)($crate::helpers::Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                ($scenario)($crate::helpers::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
 /// Defines each scenario twice: on SQLite and on PostgreSQL.
 #[macro_export]
 macro_rules! on_both_databases {

@@ -10,6 +10,7 @@ use herald_channels::ReceiptStatus;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 
+use crate::on_both_backends;
 use crate::{
     helpers::{Backend, Reply, TestApp, item_body, spawn_app_with},
     openapi_check::Conformance,
@@ -117,28 +118,19 @@ async fn assert_counts_match(app: &TestApp) {
     assert_eq!(kept, recount, "kept counts differ from a recount");
 }
 
-async fn scalar(app: &TestApp, sql: &str) -> i64 {
+/// The one value a query returns.
+async fn scalar<T: sea_orm::TryGetable>(app: &TestApp, sql: &str) -> T {
     let db = &app.hub.db;
     let row = db
         .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
         .await
         .expect("query")
         .expect("a row");
-    row.try_get_by_index::<i64>(0).expect("a number")
-}
-
-async fn scalar_text(app: &TestApp, sql: &str) -> String {
-    let db = &app.hub.db;
-    let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-        .await
-        .expect("query")
-        .expect("a row");
-    row.try_get_by_index::<String>(0).expect("a text")
+    row.try_get_by_index::<T>(0).expect("a value of that type")
 }
 
 async fn inbox_rows(app: &TestApp) -> i64 {
-    scalar(app, "SELECT COUNT(*) FROM receipt_inbox").await
+    scalar::<i64>(app, "SELECT COUNT(*) FROM receipt_inbox").await
 }
 
 fn advance(app: &TestApp, by: Duration) {
@@ -226,16 +218,6 @@ async fn duplicated_reordered_and_unknown_receipts(backend: Backend) {
     assert_counts_match(&app).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicated_reordered_and_unknown_receipts_on_sqlite() {
-    duplicated_reordered_and_unknown_receipts(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicated_reordered_and_unknown_receipts_on_postgres() {
-    duplicated_reordered_and_unknown_receipts(Backend::Postgres).await;
-}
-
 async fn receipts_before_the_worker_records(backend: Backend) {
     let channel = Signed::new(&[], Step::HoldThenAccept);
     let app = signed_app(backend, &channel).await;
@@ -302,7 +284,7 @@ async fn receipts_before_the_worker_records(backend: Backend) {
     assert_eq!(state_of(&app, &item, &by_id).await, "accepted");
     assert_counts_match(&app).await;
     assert_eq!(
-        scalar(
+        scalar::<i64>(
             &app,
             "SELECT COUNT(*) FROM deliveries WHERE state = 'accepted' AND external_id IS NULL"
         )
@@ -320,7 +302,7 @@ async fn receipts_before_the_worker_records(backend: Backend) {
         json!([])
     );
     assert_eq!(
-        scalar(
+        scalar::<i64>(
             &app,
             "SELECT COUNT(*) FROM deliveries WHERE state = 'accepted' AND confirm_by IS NULL"
         )
@@ -328,16 +310,6 @@ async fn receipts_before_the_worker_records(backend: Backend) {
         0,
         "accepted by a receipt, it still has a time to be asked about"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receipts_before_the_worker_records_on_sqlite() {
-    receipts_before_the_worker_records(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receipts_before_the_worker_records_on_postgres() {
-    receipts_before_the_worker_records(Backend::Postgres).await;
 }
 
 async fn overdue_accepted_deliveries_are_reconciled(backend: Backend) {
@@ -394,16 +366,6 @@ async fn overdue_accepted_deliveries_are_reconciled(backend: Backend) {
     assert_counts_match(&app).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overdue_accepted_deliveries_are_reconciled_on_sqlite() {
-    overdue_accepted_deliveries_are_reconciled(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overdue_accepted_deliveries_are_reconciled_on_postgres() {
-    overdue_accepted_deliveries_are_reconciled(Backend::Postgres).await;
-}
-
 async fn a_retry_resumes_from_the_checkpoint(backend: Backend) {
     let channel = Signed::new(&[Step::FailAfterDraft, Step::FailAfterDraft], Step::Accept);
     let app = signed_app(backend, &channel).await;
@@ -438,7 +400,7 @@ async fn an_operator_retry_after_an_unknown_outcome_resumes_from_its_checkpoint(
     let item = publish_to_media_center(&app).await;
     assert_eq!(app.deliver_due().await, 1);
     assert_eq!(state_of(&app, &item, &target).await, "unconfirmed");
-    let id = scalar_text(
+    let id: String = scalar(
         &app,
         &format!("SELECT id FROM deliveries WHERE target_id = '{target}'"),
     )
@@ -457,26 +419,6 @@ async fn an_operator_retry_after_an_unknown_outcome_resumes_from_its_checkpoint(
         "never a second draft"
     );
     assert_counts_match(&app).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_retry_after_an_unknown_outcome_resumes_on_sqlite() {
-    an_operator_retry_after_an_unknown_outcome_resumes_from_its_checkpoint(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_retry_after_an_unknown_outcome_resumes_on_postgres() {
-    an_operator_retry_after_an_unknown_outcome_resumes_from_its_checkpoint(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_resumes_from_the_checkpoint_on_sqlite() {
-    a_retry_resumes_from_the_checkpoint(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_resumes_from_the_checkpoint_on_postgres() {
-    a_retry_resumes_from_the_checkpoint(Backend::Postgres).await;
 }
 
 fn assert_error(reply: &Reply, status: u16, code: &str, field: &str) {
@@ -566,7 +508,7 @@ async fn the_callback_route_verifies_stores_and_answers(backend: Backend) {
     assert_eq!(verified.content_type().as_deref(), Some("text/plain"));
     assert_eq!(inbox_rows(&app).await, 1, "stored before the answer");
     assert_eq!(
-        scalar(
+        scalar::<i64>(
             &app,
             "SELECT COUNT(*) FROM receipt_inbox WHERE applied_at IS NULL"
         )
@@ -583,12 +525,11 @@ async fn the_callback_route_verifies_stores_and_answers(backend: Backend) {
     assert_counts_match(&app).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_callback_route_verifies_stores_and_answers_on_sqlite() {
-    the_callback_route_verifies_stores_and_answers(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_callback_route_verifies_stores_and_answers_on_postgres() {
-    the_callback_route_verifies_stores_and_answers(Backend::Postgres).await;
+on_both_backends! {
+    duplicated_reordered_and_unknown_receipts => duplicated_reordered_and_unknown_receipts;
+    receipts_before_the_worker_records => receipts_before_the_worker_records;
+    overdue_accepted_deliveries_are_reconciled => overdue_accepted_deliveries_are_reconciled;
+    an_operator_retry_after_an_unknown_outcome_resumes => an_operator_retry_after_an_unknown_outcome_resumes_from_its_checkpoint;
+    a_retry_resumes_from_the_checkpoint => a_retry_resumes_from_the_checkpoint;
+    the_callback_route_verifies_stores_and_answers => the_callback_route_verifies_stores_and_answers;
 }

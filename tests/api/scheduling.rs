@@ -7,6 +7,7 @@ use herald_channels::{Channel, ChannelKind};
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, Reply, TestApp, item_body, spawn_app, spawn_app_with};
+use crate::on_both_backends;
 use crate::on_both_databases;
 use crate::scripted::{Scripted, Step};
 
@@ -118,26 +119,6 @@ async fn nothing_goes_out_after_not_after(backend: Backend) {
     assert_eq!(app.public_get(&format!("/xxgk/items/{id}")).await.status, 404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_goes_out_before_not_before_on_sqlite() {
-    nothing_goes_out_before_not_before(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_goes_out_before_not_before_on_postgres() {
-    nothing_goes_out_before_not_before(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_goes_out_after_not_after_on_sqlite() {
-    nothing_goes_out_after_not_after(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_goes_out_after_not_after_on_postgres() {
-    nothing_goes_out_after_not_after(Backend::Postgres).await;
-}
-
 on_both_databases! {
     async fn a_schedule_is_checked_and_an_interpretation_waits_for_its_policy(app: TestApp) {
         let id = approved(&app, &item_body("530426")).await;
@@ -168,4 +149,9 @@ on_both_databases! {
         .await;
         assert_eq!(after.status, 201, "{}", after.json);
     }
+}
+
+on_both_backends! {
+    nothing_goes_out_before_not_before => nothing_goes_out_before_not_before;
+    nothing_goes_out_after_not_after => nothing_goes_out_after_not_after;
 }

@@ -10,6 +10,7 @@ use herald_channels::ChannelKind;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 
+use crate::on_both_backends;
 use crate::{
     helpers::{Backend, TestApp, item_body, spawn_app_configured, spawn_app_with},
     scripted::{Scripted, Step},
@@ -241,19 +242,7 @@ async fn bounds(backend: Backend) {
     assert_eq!(at_limit.status, 201, "{}", at_limit.json);
 }
 
-macro_rules! on_both {
-    ($($name:ident => $body:expr;)*) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { ($body)(Backend::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { ($body)(Backend::Postgres).await }
-        }
-    )*};
-}
-
-on_both! {
+on_both_backends! {
     a_targets_secret_is_shown_nowhere_and_reaches_only_its_adapter => scenario;
     a_secret_without_a_configured_key_is_refused_not_stored_in_plain => without_key;
     secret_names_count_and_values_are_bounded => bounds;
