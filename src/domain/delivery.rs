@@ -137,25 +137,14 @@ not_from_a_row_number!(DeliveryState, DeliveryKind);
 #[cfg(test)]
 mod wire_name_tests {
     use super::*;
+    use crate::domain::assert_wire_names_agree;
 
     #[test]
     fn wire_names_match_serde() {
         assert_eq!(DeliveryState::ALL.len(), 12);
-        for &state in DeliveryState::ALL {
-            let json = serde_json::to_string(&state).expect("serialises");
-            assert_eq!(json, format!("\"{}\"", state.as_str()));
-            // The store writes the Display form.
-            assert_eq!(state.to_string(), state.as_str());
-            assert_eq!(DeliveryState::parse(state.as_str()), Some(state));
-        }
+        assert_wire_names_agree(DeliveryState::ALL, DeliveryState::as_str, DeliveryState::parse);
         assert_eq!(DeliveryKind::ALL.len(), 2);
-        for &kind in DeliveryKind::ALL {
-            let json = serde_json::to_string(&kind).expect("serialises");
-            assert_eq!(json, format!("\"{}\"", kind.as_str()));
-            // The store writes the Display form.
-            assert_eq!(kind.to_string(), kind.as_str());
-            assert_eq!(DeliveryKind::parse(kind.as_str()), Some(kind));
-        }
+        assert_wire_names_agree(DeliveryKind::ALL, DeliveryKind::as_str, DeliveryKind::parse);
         assert_eq!(DeliveryState::parse("Pending"), None);
         for made_for in [
             RenditionFor::Withdrawal,

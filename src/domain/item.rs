@@ -447,24 +447,13 @@ impl ItemState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::assert_wire_names_agree;
 
     #[test]
     fn wire_names_match_serde() {
-        for &state in ItemState::ALL {
-            let json = serde_json::to_string(&state).expect("serialises");
-            assert_eq!(json, format!("\"{}\"", state.as_str()));
-            // The store writes the Display form.
-            assert_eq!(state.to_string(), state.as_str());
-            assert_eq!(ItemState::parse(state.as_str()), Some(state));
-        }
+        assert_wire_names_agree(ItemState::ALL, ItemState::as_str, ItemState::parse);
         assert_eq!(ItemState::ALL.len(), 6);
-        for &disclosure in Disclosure::ALL {
-            let json = serde_json::to_string(&disclosure).expect("serialises");
-            assert_eq!(json, format!("\"{}\"", disclosure.as_str()));
-            // The store writes the Display form.
-            assert_eq!(disclosure.to_string(), disclosure.as_str());
-            assert_eq!(Disclosure::parse(disclosure.as_str()), Some(disclosure));
-        }
+        assert_wire_names_agree(Disclosure::ALL, Disclosure::as_str, Disclosure::parse);
         assert_eq!(Disclosure::ALL.len(), 4);
         assert_eq!(ItemState::parse("InReview"), None);
         assert_eq!(Disclosure::parse(""), None);

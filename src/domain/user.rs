@@ -114,17 +114,12 @@ pub fn check_password_strength(password: &str) -> Result<(), String> {
 #[cfg(test)]
 mod wire_name_tests {
     use super::*;
+    use crate::domain::assert_wire_names_agree;
 
     #[test]
     fn wire_names_match_serde() {
         assert_eq!(Role::ALL.len(), 4);
-        for &role in Role::ALL {
-            let json = serde_json::to_string(&role).expect("serialises");
-            assert_eq!(json, format!("\"{}\"", role.as_str()));
-            // The store writes the Display form.
-            assert_eq!(role.to_string(), role.as_str());
-            assert_eq!(Role::parse(role.as_str()), Some(role));
-        }
+        assert_wire_names_agree(Role::ALL, Role::as_str, Role::parse);
         assert_eq!(Role::VillageOperator.as_str(), "village_operator");
         assert_eq!(Role::parse("Admin"), None);
     }
