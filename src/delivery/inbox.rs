@@ -480,27 +480,14 @@ pub async fn try_reconcile(hub: &Hub, limit: u64) -> Result<usize> {
     }
 
     let target_ids: Vec<&str> = rows.iter().map(|r| r.target_id.as_str()).collect();
-    let mut views = HashMap::new();
-    for row in target::Entity::find()
-        .filter(target::Column::Id.is_in(target_ids.iter().copied()))
-        .all(&hub.db)
-        .await?
-    {
-        views.insert(row.id.clone(), targets::TargetView::try_from(row)?);
-    }
-    let secrets = targets::load_secrets(hub, &target_ids).await?;
+    let targets = targets::TargetRefs::load(hub, &target_ids).await?;
     let asked = rows.len();
     // Asked side by side, so one unreachable channel costs its deadline once, not once a row;
     // a row that cannot be asked is logged and left to its next time, the others go on.
     let asks: Vec<_> = rows.iter().map(|row| {
-        let view = views.get(&row.target_id);
-        let target_secrets = match secrets.get(row.target_id.as_str()) {
-            Some(Ok(map)) => Some(map.clone()),
-            Some(Err(_)) => None,
-            None => Some(Default::default()),
-        };
+        let targets = &targets;
         async move {
-            if let Err(e) = reconcile_one(hub, row, view, target_secrets).await {
+            if let Err(e) = reconcile_one(hub, row, targets).await {
                 tracing::error!(delivery = %row.id, error.cause_chain = ?e, "asking the channel about an accepted delivery failed");
             }
         }
@@ -516,19 +503,18 @@ pub async fn try_reconcile(hub: &Hub, limit: u64) -> Result<usize> {
 /// ask). An answer goes into the inbox; whether or not it moves the delivery, the delivery
 /// keeps its next confirm-by time, so one the answer leaves `accepted` is asked again, and
 /// given up on after `MAX_CONFIRM_ASKS`, rather than left unwatched.
-async fn reconcile_one(
-    hub: &Hub,
-    row: &delivery::Model,
-    view: Option<&targets::TargetView>,
-    target_secrets: Option<BTreeMap<String, herald_channels::SecretString>>,
-) -> Result<()> {
+async fn reconcile_one(hub: &Hub, row: &delivery::Model, targets: &targets::TargetRefs) -> Result<()> {
     let asks = row.confirm_asks.saturating_add(1);
     let channel = hub.channels.get(row.channel).map(|c| (row.channel, c));
-    let answer = match (channel, view, target_secrets, row.external_id.as_deref()) {
-        (Some((kind, channel)), Some(view), Some(secrets), Some(external_id)) => {
+    // A target gone or whose secrets cannot be opened cannot be asked about: the delivery
+    // takes the unanswered path.
+    let target = targets.target_ref(row.target_id.as_str()).inspect_err(|e| {
+        tracing::error!(delivery = %row.id, error.cause_chain = ?e, "the delivery's target cannot be read");
+    });
+    let answer = match (channel, target, row.external_id.as_deref()) {
+        (Some((kind, channel)), Ok(target), Some(external_id)) => {
             match super::state::decode_checkpoint(row.checkpoint.as_deref()) {
                 Ok(checkpoint) => {
-                    let target = view.target_ref(secrets);
                     let dispatch = Dispatch {
                         target: &target,
                         idempotency_key: &row.idempotency_key,

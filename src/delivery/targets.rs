@@ -22,7 +22,7 @@ use crate::{
     hub::Hub,
     secrets::{MAX_SECRET_BYTES, MAX_SECRET_NAME_CHARS, MAX_SECRETS, Sealed},
     store::{
-        begin_write,
+        ID_CHUNK, begin_write,
         entities::{target, target_secret},
     },
 };
@@ -343,18 +343,69 @@ async fn with_secret_names(
     Ok(views)
 }
 
-/// The decrypted secrets of `target_ids`, for their adapters. A target whose secrets cannot
-/// be opened (no key, another key, an altered row) maps to the reason, which never holds a value.
-pub async fn load_secrets(
-    hub: &Hub,
-    target_ids: &[&str],
-) -> Result<HashMap<String, std::result::Result<BTreeMap<String, SecretString>, String>>> {
+/// A target's decrypted secrets, or why they cannot be opened (no key, another key, an altered
+/// row): the reason never holds a value.
+type OpenedSecrets = std::result::Result<BTreeMap<String, SecretString>, String>;
+
+/// Targets as their adapters see them, read together: settings, and secrets decrypted. The one
+/// way the worker (a batch), reconcile (overdue deliveries) and the callback route (one
+/// target) assemble a `TargetRef`.
+pub struct TargetRefs {
+    views: HashMap<String, TargetView>,
+    secrets: HashMap<String, OpenedSecrets>,
+}
+
+impl TargetRefs {
+    /// Reads `ids` in chunks: a device batch can hold more ids than a statement may bind.
+    pub async fn load(hub: &Hub, ids: &[&str]) -> Result<Self> {
+        let mut views = HashMap::with_capacity(ids.len());
+        let mut secrets = HashMap::new();
+        for chunk in ids.chunks(ID_CHUNK) {
+            for row in target::Entity::find()
+                .filter(target::Column::Id.is_in(chunk.iter().copied()))
+                .all(&hub.db)
+                .await?
+            {
+                views.insert(row.id.to_string(), TargetView::try_from(row)?);
+            }
+            secrets.extend(load_secrets(hub, chunk).await?);
+        }
+        Ok(Self { views, secrets })
+    }
+
+    pub fn view(&self, target_id: &str) -> Option<&TargetView> {
+        self.views.get(target_id)
+    }
+
+    /// Why the target's secrets cannot be opened, when they cannot.
+    pub fn unreadable_secrets(&self, target_id: &str) -> Option<&str> {
+        match self.secrets.get(target_id) {
+            Some(Err(reason)) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// What the adapter sees of a target: its settings and decrypted secrets.
+    pub fn target_ref(&self, target_id: &str) -> Result<TargetRef> {
+        let view = self
+            .view(target_id)
+            .ok_or_else(|| anyhow::anyhow!("target {target_id} vanished"))?;
+        let secrets = match self.secrets.get(target_id) {
+            Some(Ok(secrets)) => secrets.clone(),
+            Some(Err(reason)) => return Err(anyhow::anyhow!("{reason}").into()),
+            None => BTreeMap::new(),
+        };
+        Ok(view.target_ref(secrets))
+    }
+}
+
+/// The decrypted secrets of `target_ids`, by target; a target without secrets is absent.
+async fn load_secrets(hub: &Hub, target_ids: &[&str]) -> Result<HashMap<String, OpenedSecrets>> {
     let rows = target_secret::Entity::find()
         .filter(target_secret::Column::TargetId.is_in(target_ids.iter().copied()))
         .all(&hub.db)
         .await?;
-    let mut secrets: HashMap<String, std::result::Result<BTreeMap<String, SecretString>, String>> =
-        HashMap::new();
+    let mut secrets: HashMap<String, OpenedSecrets> = HashMap::new();
     for row in rows {
         let opened = match &hub.secrets_key {
             None => Err("the target has secrets but no storage.secrets_key is configured".to_owned()),

@@ -12,8 +12,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use herald_channels::{
-    Channel, ChannelKind, DeliveryOutcome, Dispatch, Permanence, Rendition, SecretString, TargetRef,
-    WithdrawOutcome,
+    Channel, ChannelKind, DeliveryOutcome, Dispatch, Permanence, Rendition, WithdrawOutcome,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, Statement,
@@ -25,7 +24,7 @@ use super::{
     DeliveryKind, DeliveryState, NewReceipt,
     counts::{CountChanges, CountedDeliveries},
     record_receipts,
-    targets::{self, TargetView},
+    targets::TargetRefs,
 };
 use crate::{
     domain::ids::ItemId,
@@ -33,7 +32,7 @@ use crate::{
     hub::Hub,
     store::{
         begin_write,
-        entities::{delivery, rendition, target},
+        entities::{delivery, rendition},
         is_postgres,
     },
 };
@@ -467,9 +466,7 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
 /// What a claimed batch's deliveries point at, read once for the whole batch: most of a
 /// batch shares one rendition, and a rendition (a whole item body) is the largest thing read.
 pub struct BatchContext {
-    targets: HashMap<String, TargetView>,
-    /// Decrypted secrets by target (absent: none), or why they cannot be opened.
-    secrets: HashMap<String, std::result::Result<BTreeMap<String, SecretString>, String>>,
+    targets: TargetRefs,
     renditions: HashMap<String, serde_json::Value>,
 }
 
@@ -477,20 +474,8 @@ impl BatchContext {
     pub async fn load(hub: &Hub, rows: &[Claimed]) -> Result<Self> {
         let target_ids: BTreeSet<&str> = rows.iter().map(|r| r.target_id.as_str()).collect();
         let rendition_ids: BTreeSet<&str> = rows.iter().map(|r| r.rendition_id.as_str()).collect();
-        // In chunks: a device batch can hold more ids than a statement may bind.
         let ids: Vec<&str> = target_ids.iter().copied().collect();
-        let mut targets = HashMap::with_capacity(ids.len());
-        let mut secrets = HashMap::new();
-        for chunk in ids.chunks(super::ID_CHUNK) {
-            for row in target::Entity::find()
-                .filter(target::Column::Id.is_in(chunk.iter().copied()))
-                .all(&hub.db)
-                .await?
-            {
-                targets.insert(row.id.to_string(), TargetView::try_from(row)?);
-            }
-            secrets.extend(targets::load_secrets(hub, chunk).await?);
-        }
+        let targets = TargetRefs::load(hub, &ids).await?;
         let mut renditions = HashMap::new();
         for row in rendition::Entity::find()
             .filter(rendition::Column::Id.is_in(rendition_ids))
@@ -500,26 +485,7 @@ impl BatchContext {
             let payload = serde_json::from_str(&row.payload).map_err(anyhow::Error::new)?;
             renditions.insert(row.id.into(), payload);
         }
-        Ok(Self {
-            targets,
-            secrets,
-            renditions,
-        })
-    }
-
-    /// What the adapter sees of a delivery's target: its settings and decrypted secrets.
-    fn target_ref(&self, target_id: &str) -> Result<TargetRef> {
-        let target = self
-            .targets
-            .get(target_id)
-            .ok_or_else(|| anyhow::anyhow!("target {target_id} vanished"))?;
-        let secrets = match self.secrets.get(target_id) {
-            Some(Ok(secrets)) => secrets.clone(),
-            // `settled_without_call` has settled these already.
-            Some(Err(reason)) => return Err(anyhow::anyhow!("{reason}").into()),
-            None => BTreeMap::new(),
-        };
-        Ok(target.target_ref(secrets))
+        Ok(Self { targets, renditions })
     }
 }
 
@@ -528,7 +494,7 @@ impl BatchContext {
 /// credentials cannot succeed, and retrying will not bring the key back: the operator fixes
 /// the configuration and retries).
 fn settled_without_call(hub: &Hub, batch: &BatchContext, row: &Claimed) -> Option<Settled> {
-    if let Some(Err(reason)) = batch.secrets.get(&row.target_id) {
+    if let Some(reason) = batch.targets.unreadable_secrets(&row.target_id) {
         return Some(settle_failure(
             hub,
             row.attempts,
@@ -602,7 +568,7 @@ async fn deliver_group(
         // without them cannot succeed, and failing the whole batch would hold every other
         // delivery in it hostage to the one bad row.
         for row in rows.by_ref().take(chunk_size) {
-            let target = batch.target_ref(&row.target_id);
+            let target = batch.targets.target_ref(&row.target_id);
             let checkpoint = super::state::decode_checkpoint(row.checkpoint.as_deref());
             match (target, checkpoint) {
                 (Ok(target), Ok(checkpoint)) => {
@@ -670,7 +636,7 @@ async fn withdraw_one(
     row: &Claimed,
 ) -> Result<Settled> {
     let limits = hub.settings.delivery.limits_for(channel.kind());
-    let target = batch.target_ref(&row.target_id)?;
+    let target = batch.targets.target_ref(&row.target_id)?;
     let reason = batch
         .renditions
         .get(&row.rendition_id)

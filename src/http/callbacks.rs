@@ -10,7 +10,6 @@
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use futures::StreamExt;
 use herald_channels::{CallbackError, CallbackReply, CallbackRequest, ChannelKind};
-use sea_orm::EntityTrait;
 
 use super::{
     error::{ApiError, ErrorBody},
@@ -20,10 +19,8 @@ use crate::{
     accounts::Caller,
     delivery::{
         inbox::{self, InboxReceiptView, UnmatchedQuery},
-        targets::{self, TargetView},
+        targets::TargetRefs,
     },
-    error::Error,
-    store::entities::target,
 };
 
 type Reply = Result<HttpResponse, ApiError>;
@@ -109,23 +106,16 @@ async fn callback(req: HttpRequest, path: web::Path<(String, String)>, payload: 
         .get(kind)
         .and_then(|adapter| adapter.callbacks().is_some().then(|| adapter.clone()))
         .ok_or_else(|| not_found("channel", format!("{} takes no callbacks", kind.as_str())))?;
-    let row = target::Entity::find_by_id(target_id.as_str())
-        .one(&hub.db)
-        .await
-        .map_err(Error::from)?
-        .filter(|row| row.channel == kind)
-        .ok_or_else(|| not_found("target", format!("no {} target `{target_id}`", kind.as_str())))?;
-    let view = TargetView::try_from(row)?;
-    let secrets = match targets::load_secrets(&hub, &[target_id.as_str()])
-        .await?
-        .remove(&target_id)
-    {
-        Some(Ok(secrets)) => secrets,
-        None => Default::default(),
-        // Our configuration, not the caller's fault: the channel will resend once it is fixed.
-        Some(Err(reason)) => return Err(Error::from(anyhow::anyhow!("{reason}")).into()),
-    };
-    let target = view.target_ref(secrets);
+    let targets = TargetRefs::load(&hub, &[target_id.as_str()]).await?;
+    if targets.view(&target_id).is_none_or(|view| view.channel != kind) {
+        return Err(not_found(
+            "target",
+            format!("no {} target `{target_id}`", kind.as_str()),
+        ));
+    }
+    // Secrets that cannot be opened are our configuration, not the caller's fault (a 500):
+    // the channel will resend once it is fixed.
+    let target = targets.target_ref(&target_id)?;
     let body = raw_body(payload).await?;
     let headers: Vec<(String, &str)> = req
         .headers()
