@@ -263,7 +263,24 @@ async fn run_publish(settings: &Settings, options: &BenchOptions) -> anyhow::Res
 }
 
 /// A loudspeaker channel that answers at once: what the engine costs, without any device.
-struct InstantDevices;
+/// `accepting` devices acknowledge and report later (`bench receipts`); the others are done.
+pub(crate) struct InstantDevices {
+    pub accepting: bool,
+}
+
+impl InstantDevices {
+    fn answer(&self, dispatch: &Dispatch<'_>) -> DeliveryOutcome {
+        if self.accepting {
+            DeliveryOutcome::Accepted {
+                external_id: format!("ack-{}", dispatch.idempotency_key),
+                confirm_within: None,
+                checkpoint: None,
+            }
+        } else {
+            DeliveryOutcome::Delivered { external_id: None }
+        }
+    }
+}
 
 #[async_trait::async_trait]
 impl Channel for InstantDevices {
@@ -278,15 +295,12 @@ impl Channel for InstantDevices {
         })
     }
 
-    async fn deliver(&self, _: &Rendition, _: &Dispatch<'_>) -> DeliveryOutcome {
-        DeliveryOutcome::Delivered { external_id: None }
+    async fn deliver(&self, _: &Rendition, dispatch: &Dispatch<'_>) -> DeliveryOutcome {
+        self.answer(dispatch)
     }
 
     async fn deliver_batch(&self, _: &Rendition, dispatches: &[Dispatch<'_>]) -> Vec<DeliveryOutcome> {
-        dispatches
-            .iter()
-            .map(|_| DeliveryOutcome::Delivered { external_id: None })
-            .collect()
+        dispatches.iter().map(|dispatch| self.answer(dispatch)).collect()
     }
 
     async fn withdraw(&self, _: &str, _: &TargetRef, _: Option<&str>, _: &str, _: &str) -> WithdrawOutcome {
@@ -363,7 +377,8 @@ pub async fn deliver(options: BenchOptions) -> anyhow::Result<()> {
 
 async fn run_deliver(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> {
     let mut hub = open_hub(settings.clone(), Clock::System).await?;
-    hub.channels.register(std::sync::Arc::new(InstantDevices));
+    hub.channels
+        .register(std::sync::Arc::new(InstantDevices { accepting: false }));
     let published = publish_to_loudspeakers(&hub, options.targets).await?;
     let (item_id, written, write_time) = (published.item_id, published.written, published.took);
     let started = Instant::now();

@@ -5,14 +5,12 @@
 use std::{sync::Arc, time::Instant};
 
 use futures::StreamExt;
-use herald_channels::{
-    Channel, ChannelKind, ChannelReceipt, Correlation, DeliveryOutcome, Dispatch, PublishedItem,
-    ReceiptStatus, RenderError, Rendition, TargetRef, WithdrawOutcome,
-};
+use herald_channels::{ChannelKind, ChannelReceipt, Correlation, ReceiptStatus};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use super::{
-    BenchOptions, backend_name, drain_loudspeakers, drop_scratch, err, publish_to_loudspeakers, scratch,
+    BenchOptions, InstantDevices, backend_name, drain_loudspeakers, drop_scratch, err,
+    publish_to_loudspeakers, scratch,
 };
 use crate::{
     clock::Clock,
@@ -25,35 +23,6 @@ use crate::{
 /// Receipts per apply transaction, as the worker's inbox loop takes them.
 const APPLY_BATCH: u64 = 1000;
 
-/// Loudspeakers that acknowledge at once and report later.
-struct AcceptingDevices;
-
-#[async_trait::async_trait]
-impl Channel for AcceptingDevices {
-    fn kind(&self) -> ChannelKind {
-        ChannelKind::Loudspeaker
-    }
-
-    fn render(&self, item: &PublishedItem) -> Result<Rendition, RenderError> {
-        Ok(Rendition {
-            channel: ChannelKind::Loudspeaker,
-            payload: serde_json::json!({"title": item.title}),
-        })
-    }
-
-    async fn deliver(&self, _: &Rendition, dispatch: &Dispatch<'_>) -> DeliveryOutcome {
-        DeliveryOutcome::Accepted {
-            external_id: format!("ack-{}", dispatch.idempotency_key),
-            confirm_within: None,
-            checkpoint: None,
-        }
-    }
-
-    async fn withdraw(&self, _: &str, _: &TargetRef, _: Option<&str>, _: &str, _: &str) -> WithdrawOutcome {
-        WithdrawOutcome::Withdrawn
-    }
-}
-
 pub async fn receipts(options: BenchOptions) -> anyhow::Result<()> {
     let scratch = scratch(&options).await?;
     let result = run(&scratch.settings, &options).await;
@@ -63,7 +32,8 @@ pub async fn receipts(options: BenchOptions) -> anyhow::Result<()> {
 
 async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> {
     let mut hub = open_hub(settings.clone(), Clock::System).await?;
-    hub.channels.register(Arc::new(AcceptingDevices));
+    hub.channels
+        .register(Arc::new(InstantDevices { accepting: true }));
     let item_id = publish_to_loudspeakers(&hub, options.targets).await?.item_id;
     drain_loudspeakers(&hub).await?;
     let accepted: Vec<(String, Option<String>)> = delivery_row::Entity::find()
