@@ -13,16 +13,7 @@ use crate::scripted::{Scripted, Step};
 const WECHAT_DEADLINE_SECONDS: u32 = 2;
 
 async fn delivery_of(app: &TestApp, item: &str, channel: &str) -> Value {
-    let reply = app
-        .get("admin", &format!("/api/v1/items/{item}/deliveries"))
-        .await;
-    reply.json["deliveries"]
-        .as_array()
-        .expect("deliveries")
-        .iter()
-        .find(|d| d["channel"] == channel && d["kind"] == "publish")
-        .cloned()
-        .unwrap_or_else(|| panic!("no {channel} delivery: {}", reply.json))
+    app.publish_delivery(item, "channel", channel).await
 }
 
 /// Polls until the delivery leaves `sending`/`pending`, at most `limit`; returns it.

@@ -232,6 +232,21 @@ impl Reply {
 }
 
 impl TestApp {
+    /// The publish delivery of `item` whose `field` (`channel`, `target_id`) is `value`, as an
+    /// administrator lists it.
+    pub async fn publish_delivery(&self, item: &str, field: &str, value: &str) -> Value {
+        let reply = self
+            .get("admin", &format!("/api/v1/items/{item}/deliveries"))
+            .await;
+        reply.json["deliveries"]
+            .as_array()
+            .expect("deliveries")
+            .iter()
+            .find(|d| d[field] == value && d["kind"] == "publish")
+            .cloned()
+            .unwrap_or_else(|| panic!("no publish delivery with {field} {value}: {}", reply.json))
+    }
+
     /// A client whose requests come from another loopback address, as another computer's would.
     pub fn client_from(ip: &str) -> reqwest::Client {
         reqwest::Client::builder()

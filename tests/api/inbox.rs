@@ -74,17 +74,8 @@ async fn apply_all(app: &TestApp) -> usize {
 }
 
 async fn state_of(app: &TestApp, item: &str, target: &str) -> String {
-    let reply = app
-        .get("admin", &format!("/api/v1/items/{item}/deliveries"))
-        .await;
-    reply.json["deliveries"]
-        .as_array()
-        .expect("deliveries")
-        .iter()
-        .find(|d| d["target_id"] == target && d["kind"] == "publish")
-        .and_then(|d| d["state"].as_str())
-        .unwrap_or_else(|| panic!("no delivery to {target}: {}", reply.json))
-        .to_owned()
+    let delivery = app.publish_delivery(item, "target_id", target).await;
+    delivery["state"].as_str().expect("a state").to_owned()
 }
 
 async fn numbers(app: &TestApp, sql: &str) -> BTreeMap<Vec<String>, i64> {
