@@ -10,6 +10,7 @@ mod m20261126_000002_delivery;
 mod m20261129_000003_hardening;
 mod m20261129_000004_target_secrets;
 mod m20261129_000005_receipt_inbox;
+mod m20261129_000006_inbox_record;
 
 /// A named index over `cols` of `table`.
 fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000003_hardening::Migration),
             Box::new(m20261129_000004_target_secrets::Migration),
             Box::new(m20261129_000005_receipt_inbox::Migration),
+            Box::new(m20261129_000006_inbox_record::Migration),
         ]
     }
 }

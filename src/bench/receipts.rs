@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Instant};
 
 use futures::StreamExt;
 use herald_channels::{ChannelKind, ChannelReceipt, Correlation, ReceiptStatus};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use super::{
     BenchOptions, InstantDevices, backend_name, drain_loudspeakers, drop_scratch, err,
@@ -36,6 +36,12 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
         .register(Arc::new(InstantDevices { accepting: true }));
     let item_id = publish_to_loudspeakers(&hub, options.targets).await?.item_id;
     drain_loudspeakers(&hub).await?;
+    if crate::store::is_postgres(&hub.db) {
+        // The scratch tables were empty when PostgreSQL last planned for them; by the time a
+        // county has 10,000 deliveries autovacuum has analyzed them. Without fresh statistics
+        // the planner takes them for empty and scans where it would look up.
+        hub.db.execute_unprepared("ANALYZE").await?;
+    }
     let accepted: Vec<(String, Option<String>)> = delivery_row::Entity::find()
         .select_only()
         .column(delivery_row::Column::TargetId)

@@ -5,7 +5,8 @@
 //!   receipt the channel was told we took. The HTTP callback route and (later) the MQTT driver
 //!   both come through it.
 //! - `try_apply_receipts` takes a batch of stored receipts and moves their deliveries through
-//!   `transition`, with the counts and the receipt record, in one transaction.
+//!   `transition`, with the counts, in one transaction; each stays in the inbox, marked with
+//!   the delivery it was applied to, as part of that delivery's record.
 //! - `try_reconcile` asks the channel about `accepted` deliveries whose report is overdue, and
 //!   puts its answer in the inbox like any other receipt.
 //! - receipts that match no delivery are kept and listed for administrators (`unmatched`).
@@ -19,16 +20,16 @@ use std::{
 use chrono::{DateTime, Utc};
 use herald_channels::{ChannelKind, ChannelReceipt, Correlation, Dispatch, ReceiptStatus};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
     sea_query::{Expr, LockBehavior, LockType, OnConflict, Query},
 };
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DeliveryKind, DeliveryState, NewReceipt, backoff,
+    DeliveryKind, DeliveryState, backoff,
     counts::{CountChanges, CountedDeliveries},
-    record_receipts, targets,
+    targets,
     transition::transition,
 };
 use crate::{
@@ -37,7 +38,7 @@ use crate::{
     error::{Error, Result},
     hub::Hub,
     store::{
-        begin_write,
+        Binds, begin_write,
         entities::{delivery, receipt_inbox, target},
         is_postgres,
     },
@@ -62,8 +63,10 @@ pub const APPLY_BATCH: u64 = 1000;
 const RECONCILE_BATCH: u64 = 100;
 /// Channels asked at once by one reconcile pass.
 const RECONCILE_IN_FLIGHT: usize = 16;
-/// Values per `IN (…)` list or CASE: well under both databases' bind-parameter limits.
+/// Values per `IN (…)` list: well under both databases' bind-parameter limits.
 const CHUNK: usize = 500;
+/// Rows per `VALUES` list of three columns (3,000 values): likewise.
+const VALUES_ROWS: usize = 1000;
 
 fn later(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1))
@@ -113,6 +116,7 @@ pub async fn intake(
                 due_at: Set(received_at),
                 applied_at: Set(None),
                 outcome: Set(None),
+                delivery_id: Set(None),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -254,8 +258,8 @@ impl Outcome {
 }
 
 /// Applies up to `limit` stored receipts that are due, in one transaction: each delivery moves
-/// at most as `transition` allows, its counts move with it, each receipt joins the delivery's
-/// receipt record, and the inbox rows are marked applied. Returns how many inbox rows it took.
+/// at most as `transition` allows, its counts move with it, and each inbox row is marked with
+/// its outcome and the delivery it names (which makes it part of that delivery's record). Returns how many inbox rows it took.
 pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
     let now = hub.clock.now();
     let postgres = is_postgres(&hub.db);
@@ -279,9 +283,9 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
     // Each delivery's state as it was and as the receipts so far leave it; a batch may hold
     // several receipts of one delivery (delivered, then played).
     let mut states: HashMap<String, (DeliveryState, DeliveryState)> = HashMap::new();
-    let mut outcomes: BTreeMap<Outcome, Vec<i64>> = BTreeMap::new();
+    // What each inbox row is marked with: its outcome and the delivery it was applied to.
+    let mut marks: Vec<(i64, Outcome, Option<&str>)> = Vec::with_capacity(rows.len());
     let mut recheck = Vec::new();
-    let mut log = Vec::new();
     for row in &rows {
         let key = (
             row.channel.as_str().to_owned(),
@@ -299,7 +303,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
             Ok(status) => status,
             Err(e) => {
                 tracing::error!(receipt = row.id, error = %e, "stored receipt does not read back; set aside");
-                outcomes.entry(Outcome::Unmatched).or_default().push(row.id);
+                marks.push((row.id, Outcome::Unmatched, None));
                 continue;
             }
         };
@@ -307,7 +311,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
             if now < later(row.received_at, UNMATCHED_GRACE) && row.correlation_by != "key" {
                 recheck.push(row.id);
             } else {
-                outcomes.entry(Outcome::Unmatched).or_default().push(row.id);
+                marks.push((row.id, Outcome::Unmatched, None));
             }
             continue;
         };
@@ -321,19 +325,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
         } else {
             Outcome::Unchanged
         };
-        outcomes.entry(outcome).or_default().push(row.id);
-        log.push((
-            d.id.clone(),
-            row,
-            format!("inbox:{}", row.id),
-            serde_json::json!({
-                "status": serde_json::to_value(&status).map_err(anyhow::Error::new)?,
-                "dedup": row.dedup,
-                "moved_to": moved.map(DeliveryState::as_str),
-                // The payload itself stays in the inbox row; the record points at it.
-                "inbox": row.id,
-            }),
-        ));
+        marks.push((row.id, outcome, Some(d.id.as_str())));
     }
 
     // Deliveries that moved: one guarded UPDATE per (from, to) pair.
@@ -407,16 +399,10 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
         }
     }
 
-    for (outcome, marked) in outcomes {
-        for chunk in marked.chunks(CHUNK) {
-            let update = receipt_inbox::Entity::update_many()
-                .col_expr(receipt_inbox::Column::AppliedAt, Expr::value(now))
-                .col_expr(receipt_inbox::Column::Outcome, Expr::value(outcome.as_str()));
-            update
-                .filter(receipt_inbox::Column::Id.is_in(chunk.iter().copied()))
-                .exec(&txn)
-                .await?;
-        }
+    // The applied (and unchanged) rows become part of their deliveries' record: one UPDATE
+    // per chunk marks each with its outcome and delivery.
+    for chunk in marks.chunks(VALUES_ROWS) {
+        mark_applied(&txn, now, chunk).await?;
     }
     for chunk in recheck.chunks(CHUNK) {
         receipt_inbox::Entity::update_many()
@@ -425,22 +411,39 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
             .exec(&txn)
             .await?;
     }
-    let receipts = log
-        .iter()
-        .map(|(delivery_id, row, distinct_by, detail)| NewReceipt {
-            delivery_id,
-            source: row.channel,
-            kind: &row.status,
-            source_time: row.source_time,
-            received_at: row.received_at,
-            distinct_by,
-            detail: detail.clone(),
-        })
-        .collect::<Vec<_>>();
-    record_receipts(&txn, receipts).await?;
     counts.apply(&txn).await?;
     txn.commit().await?;
     Ok(rows.len())
+}
+
+/// Marks inbox rows applied, each with its own outcome and delivery: one statement over a
+/// `VALUES` list (UPDATE … FROM, on both databases) rather than one per outcome and delivery.
+async fn mark_applied(
+    txn: &DatabaseTransaction,
+    now: DateTime<Utc>,
+    marks: &[(i64, Outcome, Option<&str>)],
+) -> Result<()> {
+    let mut binds = Binds::new(txn.get_database_backend());
+    let rows: Vec<String> = marks
+        .iter()
+        .map(|(id, outcome, delivery_id)| {
+            format!(
+                "({}, {}, {})",
+                binds.add(*id),
+                binds.add(outcome.as_str()),
+                binds.add(delivery_id.map(str::to_owned))
+            )
+        })
+        .collect();
+    let sql = format!(
+        "WITH marks (id, outcome, delivery_id) AS (VALUES {}) \
+         UPDATE receipt_inbox SET applied_at = {}, outcome = marks.outcome, delivery_id = marks.delivery_id \
+         FROM marks WHERE receipt_inbox.id = marks.id",
+        rows.join(", "),
+        binds.add(now),
+    );
+    txn.execute_raw(binds.statement(sql)).await?;
+    Ok(())
 }
 
 /// Asks the channels about up to `limit` `accepted` deliveries past their confirm-by time.

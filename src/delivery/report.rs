@@ -15,7 +15,7 @@ use crate::{
     hub::Hub,
     store::{
         ID_CHUNK,
-        entities::{delivery, delivery_count, receipt, target},
+        entities::{delivery, delivery_count, receipt, receipt_inbox, target},
     },
 };
 
@@ -190,6 +190,51 @@ fn spreadsheet_safe(value: String) -> String {
     }
 }
 
+/// One line of a delivery's record: a receipt the worker wrote, or one the channel pushed.
+struct RecordLine {
+    source: String,
+    kind: String,
+    source_time: Option<DateTime<Utc>>,
+    received_at: DateTime<Utc>,
+    /// What tells the receipt apart: the log's digest, or the channel's own dedup id.
+    digest: String,
+    detail: String,
+}
+
+impl From<receipt::Model> for RecordLine {
+    fn from(r: receipt::Model) -> Self {
+        Self {
+            source: r.source,
+            kind: r.kind,
+            source_time: r.source_time,
+            received_at: r.received_at,
+            digest: r.digest,
+            detail: r.detail,
+        }
+    }
+}
+
+impl From<receipt_inbox::Model> for RecordLine {
+    fn from(r: receipt_inbox::Model) -> Self {
+        // The status as reported (JSON, as `intake` wrote it), what applying it did, and
+        // where the payload itself is kept.
+        let detail = format!(
+            r#"{{"status":{},"outcome":{},"inbox":{}}}"#,
+            r.detail,
+            serde_json::json!(r.outcome),
+            r.id
+        );
+        Self {
+            source: r.channel.as_str().to_owned(),
+            kind: r.status,
+            source_time: r.source_time,
+            received_at: r.received_at,
+            digest: r.dedup,
+            detail,
+        }
+    }
+}
+
 /// Every delivery of an item with each of its receipts: the record an auditor asks for.
 pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<String> {
     crate::items::load_visible(&hub.db, caller, item_id, false).await?;
@@ -199,17 +244,35 @@ pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<S
         .all(&hub.db)
         .await?;
     let views = with_target_names(hub, deliveries).await?;
-    let mut receipts: BTreeMap<String, Vec<receipt::Model>> = BTreeMap::new();
+    let mut receipts: BTreeMap<String, Vec<RecordLine>> = BTreeMap::new();
     for chunk in views.chunks(ID_CHUNK) {
         let ids: Vec<String> = chunk.iter().map(|d| d.id.clone()).collect();
         for r in receipt::Entity::find()
-            .filter(receipt::Column::DeliveryId.is_in(ids))
+            .filter(receipt::Column::DeliveryId.is_in(ids.clone()))
             .order_by_asc(receipt::Column::Id)
             .all(&hub.db)
             .await?
         {
-            receipts.entry(r.delivery_id.to_string()).or_default().push(r);
+            receipts
+                .entry(r.delivery_id.to_string())
+                .or_default()
+                .push(RecordLine::from(r));
         }
+        // Receipts the channel pushed later stay in the inbox, marked with their delivery.
+        for r in receipt_inbox::Entity::find()
+            .filter(receipt_inbox::Column::DeliveryId.is_in(ids))
+            .order_by_asc(receipt_inbox::Column::Id)
+            .all(&hub.db)
+            .await?
+        {
+            if let Some(delivery_id) = r.delivery_id.clone() {
+                receipts.entry(delivery_id).or_default().push(RecordLine::from(r));
+            }
+        }
+    }
+    // Each delivery's record in the order it arrived, whichever table holds a line.
+    for lines in receipts.values_mut() {
+        lines.sort_by_key(|line| line.received_at);
     }
     let mut csv = csv::Writer::from_writer(Vec::new());
     csv.write_record([
@@ -230,7 +293,7 @@ pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<S
     for d in &views {
         let none = Vec::new();
         let rows = receipts.get(&d.id).unwrap_or(&none);
-        let receipt_rows: Vec<Option<&receipt::Model>> = if rows.is_empty() {
+        let receipt_rows: Vec<Option<&RecordLine>> = if rows.is_empty() {
             vec![None]
         } else {
             rows.iter().map(Some).collect()
@@ -243,7 +306,7 @@ pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<S
                 d.target_id.clone(),
                 d.target_name.clone(),
                 d.state.to_string(),
-                r.map(|r| r.source.clone()).unwrap_or_default(),
+                r.map(|r| r.source.to_owned()).unwrap_or_default(),
                 r.map(|r| r.kind.clone()).unwrap_or_default(),
                 r.and_then(|r| r.source_time)
                     .map(|t| t.to_rfc3339())

@@ -472,6 +472,9 @@ pub mod receipt_inbox {
         pub due_at: DateTimeUtc,
         pub applied_at: Option<DateTimeUtc>,
         pub outcome: Option<String>,
+        /// The delivery it was applied to (applied or unchanged): it is then part of that
+        /// delivery's record, beside the worker's own receipts.
+        pub delivery_id: Option<String>,
     }
     no_relations!();
 }
