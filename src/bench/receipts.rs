@@ -92,15 +92,19 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
     let started = Instant::now();
     let mut applied = 0;
     let mut batches = 0;
+    let mut batch_times = Vec::new();
     loop {
+        let batch_started = Instant::now();
         let n = inbox::try_apply_receipts(hub, APPLY_BATCH).await.map_err(err)?;
         if n == 0 {
             break;
         }
+        batch_times.push(batch_started.elapsed());
         applied += n;
         batches += 1;
     }
     let apply_time = started.elapsed();
+    batch_times.sort();
     let summary = delivery::summary(&hub.db, &item_id).await.map_err(err)?;
     let delivered: i64 = summary
         .iter()
@@ -120,6 +124,14 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
         apply_time.as_secs_f64(),
         rate(applied, apply_time)
     );
+    if let (Some(fastest), Some(slowest)) = (batch_times.first(), batch_times.last()) {
+        println!(
+            "apply batches: fastest {:.1} ms, median {:.1} ms, slowest {:.1} ms",
+            fastest.as_secs_f64() * 1000.0,
+            batch_times[batch_times.len() / 2].as_secs_f64() * 1000.0,
+            slowest.as_secs_f64() * 1000.0
+        );
+    }
     anyhow::ensure!(
         delivered as usize == options.targets,
         "expected {} delivered, the counts say {delivered}",

@@ -64,7 +64,7 @@ const RECONCILE_BATCH: u64 = 100;
 /// Channels asked at once by one reconcile pass.
 const RECONCILE_IN_FLIGHT: usize = 16;
 /// Values per `IN (…)` list: well under both databases' bind-parameter limits.
-const CHUNK: usize = 500;
+const CHUNK: usize = 1000;
 /// Rows per `VALUES` list of three columns (3,000 values): likewise.
 const VALUES_ROWS: usize = 1000;
 
@@ -171,13 +171,38 @@ fn named_columns(query: sea_orm::Select<delivery::Entity>) -> sea_orm::Select<de
     ])
 }
 
+/// What the apply step reads of a stored receipt: not its raw payload, which stays for the
+/// record and the unmatched list.
+#[derive(sea_orm::FromQueryResult)]
+struct PendingReceipt {
+    id: i64,
+    channel: ChannelKind,
+    target_id: String,
+    correlation_by: String,
+    correlation: String,
+    detail: String,
+    received_at: DateTime<Utc>,
+}
+
+impl PendingReceipt {
+    const COLUMNS: [receipt_inbox::Column; 7] = [
+        receipt_inbox::Column::Id,
+        receipt_inbox::Column::Channel,
+        receipt_inbox::Column::TargetId,
+        receipt_inbox::Column::CorrelationBy,
+        receipt_inbox::Column::Correlation,
+        receipt_inbox::Column::Detail,
+        receipt_inbox::Column::ReceivedAt,
+    ];
+}
+
 /// The deliveries the receipts name. Not locked: each move is an UPDATE guarded by the state
 /// read here, so a delivery another transaction moved meanwhile fails the batch, which rolls
 /// back whole and is applied again on the next pass (cheaper than locking every row read, and
 /// conflicts are rare: a worker's record and a receipt for the same delivery at once).
 async fn named_deliveries(
     txn: &DatabaseTransaction,
-    rows: &[receipt_inbox::Model],
+    rows: &[PendingReceipt],
 ) -> Result<HashMap<Named, NamedDelivery>> {
     let mut external: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut keys = Vec::new();
@@ -274,7 +299,12 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
         // Two instances apply different receipts side by side.
         pending = pending.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
-    let rows = pending.all(&txn).await?;
+    let rows = pending
+        .select_only()
+        .columns(PendingReceipt::COLUMNS)
+        .into_model::<PendingReceipt>()
+        .all(&txn)
+        .await?;
     if rows.is_empty() {
         txn.commit().await?;
         return Ok(0);
