@@ -37,10 +37,12 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
     let item_id = publish_to_loudspeakers(&hub, options.targets).await?.item_id;
     drain_loudspeakers(&hub).await?;
     if crate::store::is_postgres(&hub.db) {
-        // The scratch tables were empty when PostgreSQL last planned for them; by the time a
-        // county has 10,000 deliveries autovacuum has analyzed them. Without fresh statistics
-        // the planner takes them for empty and scans where it would look up.
-        hub.db.execute_unprepared("ANALYZE").await?;
+        // The scratch tables were empty when PostgreSQL last planned for them, and the drain
+        // just left a dead row version behind for each delivery. By the time a village's
+        // reports come in, minutes later, autovacuum has analyzed and vacuumed them; here it
+        // would start in the middle of the timing, planning lookups as scans of tables it
+        // takes for empty and competing for the same two cores.
+        hub.db.execute_unprepared("VACUUM ANALYZE").await?;
     }
     let accepted: Vec<(String, Option<String>)> = delivery_row::Entity::find()
         .select_only()
