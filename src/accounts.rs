@@ -101,7 +101,8 @@ pub struct NewUser {
 }
 
 /// 18 random bytes in URL-safe text: enough entropy for tokens and one-time passwords.
-fn random_secret(bytes: usize) -> Result<String> {
+/// `bytes` of system randomness, hex-encoded: for secrets shown once and stored hashed.
+pub fn random_secret(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
     Ok(hex::encode(buf))

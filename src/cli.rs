@@ -64,6 +64,9 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Register, list and revoke village devices (loudspeakers, notice boards).
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// Load and check the configuration and the files it names, then print it.
     CheckConfig,
     /// Audit log tools.
@@ -144,6 +147,39 @@ enum TokenCommand {
 }
 
 #[derive(Subcommand)]
+enum DeviceCommand {
+    /// Register one device; its credential is printed once.
+    Add {
+        /// loudspeaker or notice_board.
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        name: String,
+        /// The area (village) code it stands in.
+        #[arg(long)]
+        area: String,
+        /// Its group within the area.
+        #[arg(long, default_value = "")]
+        group: String,
+        /// The id it logs in to the broker with; Herald makes one if none is given.
+        #[arg(long)]
+        device_id: Option<String>,
+    },
+    /// List devices, with when each was last seen.
+    List,
+    /// Revoke a device: its credential stops working and nothing more is delivered to it.
+    Revoke { device_id: String },
+    /// Register every device of a CSV file (header: channel,name,area_code[,device_id][,group]),
+    /// all or none; the credentials go to a new file readable only by you.
+    Import {
+        file: std::path::PathBuf,
+        /// Where to write `device_id,credential` for each device (must not exist yet).
+        #[arg(long)]
+        credentials_out: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Check the hash chain; names the first bad row.
     Verify,
@@ -208,6 +244,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
         Command::User(command) => {
             let hub = open_hub(settings, Clock::System).await?;
             user_command(&hub, command).await
+        }
+        Command::Device(command) => {
+            let hub = open_hub(settings, Clock::System).await?;
+            device_command(&hub, command).await
         }
         Command::Token(TokenCommand::Create { user, name }) => {
             let hub = open_hub(settings, Clock::System).await?;
@@ -433,6 +473,140 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         result = workers::run_expiry_until_stopped(hub.clone()) => result?,
         result = delivery::worker::run_until_stopped(hub.clone(), worker_id()) => result?,
         () = shutdown_signal() => println!("Herald stopping"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn device_command(hub: &Hub, command: DeviceCommand) -> anyhow::Result<ExitCode> {
+    use crate::delivery::devices::{self, NewDevice};
+    let failed = |e: crate::error::Error| anyhow::anyhow!("{e}");
+    match command {
+        DeviceCommand::Add {
+            channel,
+            name,
+            area,
+            group,
+            device_id,
+        } => {
+            let channel = herald_channels::ChannelKind::parse(channel.trim())
+                .with_context(|| format!("--channel: unknown channel `{channel}`"))?;
+            let new = NewDevice {
+                channel,
+                device_id,
+                name,
+                area_code: area,
+                group,
+            };
+            match devices::add_devices(hub, CLI_ACTOR, None, vec![(1, new)], &|_| {})
+                .await
+                .map_err(failed)?
+            {
+                Ok(issued) => {
+                    for i in issued {
+                        println!(
+                            "device {} ({}, area {})",
+                            i.device.device_id, i.device.name, i.device.area_code
+                        );
+                        println!("credential: {}", i.credential);
+                    }
+                    println!("Keep it now: Herald stores only its hash and cannot show it again.");
+                }
+                Err(errors) => {
+                    for e in errors {
+                        // Named as the flag that carries the field.
+                        let flag = match e.field.as_str() {
+                            "area_code" => "area".to_owned(),
+                            field => field.replace('_', "-"),
+                        };
+                        eprintln!("--{flag}: {}", e.message);
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        DeviceCommand::List => {
+            for d in devices::list_devices(hub, None).await.map_err(failed)? {
+                let status = if d.enabled { "active" } else { "revoked" };
+                let seen = d
+                    .last_seen_at
+                    .map_or_else(|| "never seen".to_owned(), |t| t.to_rfc3339());
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    d.device_id, d.channel, d.area_code, d.group, status, seen, d.name
+                );
+            }
+        }
+        DeviceCommand::Revoke { device_id } => {
+            devices::revoke_device(hub, CLI_ACTOR, None, &device_id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{device_id}: {e}"))?;
+            println!("revoked {device_id}");
+        }
+        DeviceCommand::Import {
+            file,
+            credentials_out,
+        } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            // Created before anything is registered, so a credential is never issued with
+            // nowhere to go.
+            let mut out = std::fs::OpenOptions::new();
+            out.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut out, 0o600);
+            let out = out
+                .open(&credentials_out)
+                .with_context(|| format!("--credentials-out: cannot create {}", credentials_out.display()))?;
+            let report = |errors: Vec<devices::RowError>| {
+                for e in &errors {
+                    eprintln!("{}: line {}: {}: {}", file.display(), e.row, e.field, e.message);
+                }
+                eprintln!("{} rows are wrong; nothing was registered", errors.len());
+            };
+            let rows = match devices::parse_csv(&bytes) {
+                Ok(rows) => rows,
+                Err(errors) => {
+                    report(errors);
+                    drop(out);
+                    let _ = std::fs::remove_file(&credentials_out);
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let bar = indicatif::ProgressBar::new(rows.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} devices registered")
+                    .map_err(anyhow::Error::new)?,
+            );
+            let result =
+                devices::add_devices(hub, CLI_ACTOR, None, rows, &|n| bar.set_position(n as u64)).await;
+            bar.finish_and_clear();
+            match result.map_err(failed) {
+                Ok(Ok(issued)) => {
+                    let mut writer = csv::Writer::from_writer(out);
+                    writer.write_record(["device_id", "credential"])?;
+                    for i in &issued {
+                        writer.write_record([i.device.device_id.as_str(), i.credential.as_str()])?;
+                    }
+                    writer.flush()?;
+                    println!(
+                        "registered {} devices; their credentials are in {} (Herald keeps only their hashes)",
+                        issued.len(),
+                        credentials_out.display()
+                    );
+                }
+                other => {
+                    drop(out);
+                    let _ = std::fs::remove_file(&credentials_out);
+                    match other {
+                        Ok(Err(errors)) => {
+                            report(errors);
+                            return Ok(ExitCode::FAILURE);
+                        }
+                        Err(e) => return Err(e),
+                        Ok(Ok(_)) => {}
+                    }
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

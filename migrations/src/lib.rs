@@ -11,6 +11,7 @@ mod m20261129_000003_hardening;
 mod m20261129_000004_target_secrets;
 mod m20261129_000005_receipt_inbox;
 mod m20261129_000006_inbox_record;
+mod m20261129_000007_devices;
 
 /// A named index over `cols` of `table`.
 fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000004_target_secrets::Migration),
             Box::new(m20261129_000005_receipt_inbox::Migration),
             Box::new(m20261129_000006_inbox_record::Migration),
+            Box::new(m20261129_000007_devices::Migration),
         ]
     }
 }

@@ -4,6 +4,7 @@
 
 mod backoff;
 pub mod counts;
+pub mod devices;
 pub mod inbox;
 mod operator;
 mod outbox;

@@ -249,13 +249,9 @@ pub async fn create_target(hub: &Hub, actor: &Caller, new: NewTarget) -> Result<
     Ok(created)
 }
 
-async fn insert(
-    db: &impl ConnectionTrait,
-    view: &TargetView,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<target::Model> {
+fn target_row(view: &TargetView, now: chrono::DateTime<chrono::Utc>) -> target::ActiveModel {
     let json = |list: &[String]| serde_json::Value::from(list.to_vec()).to_string();
-    Ok(target::ActiveModel {
+    target::ActiveModel {
         id: Set(view.id.as_str().into()),
         channel: Set(view.channel),
         name: Set(view.name.clone()),
@@ -266,8 +262,29 @@ async fn insert(
         enabled: Set(view.enabled),
         created_at: Set(now),
     }
-    .insert(db)
-    .await?)
+}
+
+async fn insert(
+    db: &impl ConnectionTrait,
+    view: &TargetView,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<target::Model> {
+    Ok(target_row(view, now).insert(db).await?)
+}
+
+/// Registers many targets in one statement (the device registry's bulk import).
+pub(super) async fn insert_targets(
+    db: &impl ConnectionTrait,
+    views: &[TargetView],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    if views.is_empty() {
+        return Ok(());
+    }
+    target::Entity::insert_many(views.iter().map(|view| target_row(view, now)))
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
 }
 
 /// Every installation has the portal: the first start registers it for the whole area tree.

@@ -478,3 +478,25 @@ pub mod receipt_inbox {
     }
     no_relations!();
 }
+
+pub mod device {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "devices")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub target_id: String,
+        pub device_id: String,
+        pub group_name: String,
+        pub credential_hash: String,
+        pub credential_issued_at: DateTimeUtc,
+        pub revoked_at: Option<DateTimeUtc>,
+        pub capabilities: Option<String>,
+        pub firmware_version: Option<String>,
+        pub health: Option<String>,
+        pub last_seen_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+    no_relations!();
+}

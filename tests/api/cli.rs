@@ -357,3 +357,123 @@ fn serve_on_postgresql_without_a_secrets_key_refuses_to_start_naming_the_setting
         "no key file for PostgreSQL"
     );
 }
+
+#[test]
+fn devices_are_registered_listed_imported_and_revoked_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        herald()
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .output()
+            .expect("runs")
+    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+
+    let added = run(&[
+        "device",
+        "add",
+        "--channel",
+        "loudspeaker",
+        "--name",
+        "大村一组喇叭",
+        "--area",
+        "530426101001",
+        "--device-id",
+        "ls-dz-001",
+    ]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    assert!(
+        text(&added.stdout).contains("credential: hdev_"),
+        "{}",
+        text(&added.stdout)
+    );
+    let wrong = run(&[
+        "device",
+        "add",
+        "--channel",
+        "loudspeaker",
+        "--name",
+        "喇叭",
+        "--area",
+        "999",
+    ]);
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong.stderr).contains("--area: "),
+        "{}",
+        text(&wrong.stderr)
+    );
+
+    // A file with a wrong row registers nothing and leaves no credentials file behind.
+    let file = dir.path().join("devices.csv");
+    let out = dir.path().join("credentials.csv");
+    std::fs::write(
+        &file,
+        "channel,name,area_code,device_id\n\
+         loudspeaker,二组喇叭,530426101001,ls-dz-002\n\
+         notice_board,公开屏,530426101001,ls-dz-001\n",
+    )
+    .expect("file");
+    let import = |out: &std::path::Path| {
+        run(&[
+            "device",
+            "import",
+            file.to_str().expect("path"),
+            "--credentials-out",
+            out.to_str().expect("path"),
+        ])
+    };
+    let refused = import(&out);
+    assert!(!refused.status.success());
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains("line 3: device_id"), "{stderr}");
+    assert!(stderr.contains("nothing was registered"), "{stderr}");
+    assert!(!out.exists());
+
+    std::fs::write(
+        &file,
+        "channel,name,area_code,device_id,group\n\
+         loudspeaker,二组喇叭,530426101001,ls-dz-002,二组\n\
+         notice_board,公开屏,530426101001,,\n",
+    )
+    .expect("file");
+    let imported = import(&out);
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    let credentials = std::fs::read_to_string(&out).expect("credentials file");
+    let lines: Vec<&str> = credentials.lines().collect();
+    assert_eq!(lines[0], "device_id,credential");
+    assert_eq!(lines.len(), 3, "{credentials}");
+    assert!(lines[1].starts_with("ls-dz-002,hdev_"), "{credentials}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).expect("metadata").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "only its owner reads the credentials");
+    }
+    // An existing credentials file is never overwritten.
+    let again = import(&out);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("--credentials-out"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    let revoked = run(&["device", "revoke", "ls-dz-001"]);
+    assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+    let listed = text(&run(&["device", "list"]).stdout);
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    assert!(
+        listed.contains("ls-dz-001\tloudspeaker\t530426101001\t\trevoked\tnever seen"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("ls-dz-002\tloudspeaker\t530426101001\t二组\tactive"),
+        "{listed}"
+    );
+    let unknown = run(&["device", "revoke", "ls-nobody"]);
+    assert!(!unknown.status.success());
+}

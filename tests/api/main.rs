@@ -13,6 +13,7 @@ mod cli;
 mod conformance;
 mod deadlines;
 mod delivery;
+mod devices;
 mod hardening;
 mod inbox;
 mod interpretations;

@@ -1,0 +1,516 @@
+//! The device registry. A village loudspeaker controller or notice-board display is a target of
+//! its channel (so the same rule decides which items reach it), plus a `devices` row: the id it
+//! logs in to the broker with, the hash of the credential issued to it, revocation, its group
+//! in the village, and what it last reported of itself.
+//!
+//! A credential is random, shown once when issued and stored only as its SHA-256: it is a
+//! 256-bit secret, not a password, so a fast hash is enough and lets the broker check thousands
+//! of reconnecting devices without a password hash's deliberate cost.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use herald_channels::ChannelKind;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, sea_query::LikeExpr};
+use serde::{Deserialize, Serialize};
+
+use super::targets::{TargetView, insert_targets};
+use crate::{
+    accounts::random_secret,
+    audit::{self, AuditEvent},
+    domain::{
+        area::AreaCode,
+        item::sha256_hex,
+        text::{MAX_NAME_CHARS, single_line},
+    },
+    error::{Error, Result},
+    hub::Hub,
+    store::{
+        ID_CHUNK, begin_write,
+        entities::{device, target},
+    },
+};
+
+/// What every device credential starts with, so one pasted in the wrong place is recognisable.
+pub const CREDENTIAL_PREFIX: &str = "hdev_";
+const MAX_DEVICE_ID_CHARS: usize = 64;
+/// Rows one import takes: a county's devices, with room to spare.
+pub const MAX_IMPORT_ROWS: usize = 50_000;
+/// Rows per insert statement (ten values a row for targets): under both databases' limits.
+const INSERT_CHUNK: usize = 500;
+
+/// A device to register.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDevice {
+    /// `loudspeaker` or `notice_board`.
+    pub channel: ChannelKind,
+    /// The id it logs in to the broker with: 3 to 64 of `A-Z a-z 0-9 . _ -`. None: Herald
+    /// makes one.
+    #[serde(default)]
+    pub device_id: Option<String>,
+    pub name: String,
+    /// The village (or other area) it stands in.
+    pub area_code: String,
+    /// Its group within the area (a hamlet, a street), for announcements to part of a village.
+    #[serde(default)]
+    pub group: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct DeviceView {
+    pub device_id: String,
+    pub target_id: String,
+    pub channel: ChannelKind,
+    pub name: String,
+    pub area_code: String,
+    pub group: String,
+    /// False once revoked: nothing is delivered to it and it cannot log in.
+    pub enabled: bool,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub credential_issued_at: DateTime<Utc>,
+    /// As the device last said in its birth message; none before it first connected.
+    pub firmware_version: Option<String>,
+    pub capabilities: Option<serde_json::Value>,
+    pub health: Option<serde_json::Value>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+impl DeviceView {
+    fn from_rows(device: device::Model, target: target::Model) -> Result<Self> {
+        fn json(raw: Option<String>) -> Result<Option<serde_json::Value>> {
+            raw.map(|raw| serde_json::from_str(&raw).map_err(|e| Error::from(anyhow::Error::new(e))))
+                .transpose()
+        }
+        Ok(Self {
+            device_id: device.device_id,
+            target_id: device.target_id,
+            channel: target.channel,
+            name: target.name,
+            area_code: target.area_code,
+            group: device.group_name,
+            enabled: target.enabled && device.revoked_at.is_none(),
+            revoked_at: device.revoked_at,
+            credential_issued_at: device.credential_issued_at,
+            firmware_version: device.firmware_version,
+            capabilities: json(device.capabilities)?,
+            health: json(device.health)?,
+            last_seen_at: device.last_seen_at,
+        })
+    }
+}
+
+/// A registered device with its credential, which is never shown again.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Issued {
+    pub device: DeviceView,
+    pub credential: String,
+}
+
+/// Why one row of a batch cannot be registered. `row` is the caller's label for it: the
+/// line of an imported file, or the position in a request.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct RowError {
+    pub row: usize,
+    pub field: String,
+    pub message: String,
+}
+
+fn row_error(row: usize, field: &str, message: impl Into<String>) -> RowError {
+    RowError {
+        row,
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn check_device_id(raw: &str) -> std::result::Result<(), String> {
+    let length = raw.chars().count();
+    if !(3..=MAX_DEVICE_ID_CHARS).contains(&length)
+        || !raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(format!(
+            "a device id is 3 to {MAX_DEVICE_ID_CHARS} characters of A-Z, a-z, 0-9, `.`, `_` and `-`"
+        ));
+    }
+    Ok(())
+}
+
+/// A device id Herald makes: the channel's short name and 48 random bits.
+fn new_device_id(channel: ChannelKind) -> Result<String> {
+    let prefix = match channel {
+        ChannelKind::Loudspeaker => "ls",
+        _ => "nb",
+    };
+    Ok(format!("{prefix}-{}", random_secret(6)?))
+}
+
+/// One checked row, ready to write.
+struct Checked {
+    device_id: String,
+    channel: ChannelKind,
+    name: String,
+    area: AreaCode,
+    group: String,
+}
+
+fn check_row(
+    hub: &Hub,
+    scope: Option<&AreaCode>,
+    row: usize,
+    new: NewDevice,
+) -> std::result::Result<Checked, RowError> {
+    if !new.channel.is_device() {
+        return Err(row_error(
+            row,
+            "channel",
+            format!(
+                "`{}` is not a device channel: loudspeaker or notice_board",
+                new.channel
+            ),
+        ));
+    }
+    let text = |field: &str, raw: &str, required: bool| {
+        single_line(field, raw, MAX_NAME_CHARS, required).map_err(|e| row_error(row, field, e.to_string()))
+    };
+    let name = text("name", &new.name, true)?;
+    let group = text("group", &new.group, false)?;
+    let area = hub
+        .areas
+        .resolve(new.area_code.trim())
+        .map_err(|m| row_error(row, "area_code", m))?;
+    if let Some(scope) = scope
+        && !area.is_within(scope)
+    {
+        return Err(row_error(
+            row,
+            "area_code",
+            format!("area {area} is outside your area {scope}"),
+        ));
+    }
+    let device_id = match new.device_id.as_deref().map(str::trim) {
+        Some(id) if !id.is_empty() => {
+            check_device_id(id).map_err(|m| row_error(row, "device_id", m))?;
+            id.to_owned()
+        }
+        _ => new_device_id(new.channel).map_err(|e| row_error(row, "device_id", e.to_string()))?,
+    };
+    Ok(Checked {
+        device_id,
+        channel: new.channel,
+        name,
+        area,
+        group,
+    })
+}
+
+/// Registers devices, all or none: when any row is wrong nothing is written and every wrong
+/// row is reported (so a corrected file can simply be imported again). `scope`: the area the
+/// registering administrator may act in (none: the whole tree). `progress` is told how many
+/// rows are written so far. Returns each device with its credential.
+pub async fn add_devices(
+    hub: &Hub,
+    actor: &str,
+    scope: Option<&AreaCode>,
+    rows: Vec<(usize, NewDevice)>,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<std::result::Result<Vec<Issued>, Vec<RowError>>> {
+    if rows.len() > MAX_IMPORT_ROWS {
+        return Err(Error::validation(
+            "devices",
+            format!("at most {MAX_IMPORT_ROWS} devices at once; split the file"),
+        ));
+    }
+    let mut errors = Vec::new();
+    let mut checked = Vec::with_capacity(rows.len());
+    let mut first_row_of: HashMap<String, usize> = HashMap::new();
+    for (row, new) in rows {
+        match check_row(hub, scope, row, new) {
+            Ok(c) => {
+                if let Some(first) = first_row_of.insert(c.device_id.clone(), row) {
+                    errors.push(row_error(
+                        row,
+                        "device_id",
+                        format!("`{}` is also on row {first}", c.device_id),
+                    ));
+                } else {
+                    checked.push((row, c));
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let wanted: Vec<String> = checked.iter().map(|(_, c)| c.device_id.clone()).collect();
+    let mut taken = BTreeSet::new();
+    for chunk in wanted.chunks(ID_CHUNK) {
+        for d in device::Entity::find()
+            .filter(device::Column::DeviceId.is_in(chunk.iter().cloned()))
+            .all(&hub.db)
+            .await?
+        {
+            taken.insert(d.device_id);
+        }
+    }
+    for (row, c) in &checked {
+        if taken.contains(&c.device_id) {
+            errors.push(row_error(
+                *row,
+                "device_id",
+                format!("`{}` is already registered", c.device_id),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.row);
+        return Ok(Err(errors));
+    }
+
+    let now = hub.clock.now();
+    let mut issued = Vec::with_capacity(checked.len());
+    let mut targets = Vec::with_capacity(checked.len());
+    let mut devices = Vec::with_capacity(checked.len());
+    for (_, c) in checked {
+        let credential = format!("{CREDENTIAL_PREFIX}{}", random_secret(32)?);
+        let view = TargetView {
+            id: hub.clock.new_id().to_string(),
+            channel: c.channel,
+            name: c.name,
+            area_code: c.area.to_string(),
+            catalogs: Vec::new(),
+            tags: Vec::new(),
+            config: serde_json::json!({}),
+            secret_names: Vec::new(),
+            enabled: true,
+        };
+        devices.push(device::ActiveModel {
+            target_id: Set(view.id.clone()),
+            device_id: Set(c.device_id.clone()),
+            group_name: Set(c.group.clone()),
+            credential_hash: Set(sha256_hex(credential.as_bytes())),
+            credential_issued_at: Set(now),
+            revoked_at: Set(None),
+            capabilities: Set(None),
+            firmware_version: Set(None),
+            health: Set(None),
+            last_seen_at: Set(None),
+            created_at: Set(now),
+        });
+        issued.push(Issued {
+            device: DeviceView {
+                device_id: c.device_id,
+                target_id: view.id.clone(),
+                channel: view.channel,
+                name: view.name.clone(),
+                area_code: view.area_code.clone(),
+                group: c.group,
+                enabled: true,
+                revoked_at: None,
+                credential_issued_at: now,
+                firmware_version: None,
+                capabilities: None,
+                health: None,
+                last_seen_at: None,
+            },
+            credential,
+        });
+        targets.push(view);
+    }
+    let txn = begin_write(&hub.db).await?;
+    let mut written = 0;
+    for (targets, devices) in targets.chunks(INSERT_CHUNK).zip(devices.chunks(INSERT_CHUNK)) {
+        insert_targets(&txn, targets, now).await?;
+        device::Entity::insert_many(devices.to_vec())
+            .exec_without_returning(&txn)
+            .await?;
+        written += targets.len();
+        progress(written);
+    }
+    for i in &issued {
+        let d = &i.device;
+        let event = AuditEvent {
+            actor,
+            action: "device.add",
+            target_type: "device",
+            target_id: &d.device_id,
+            before_hash: None,
+            after_hash: None,
+            detail: serde_json::json!({
+                "target_id": d.target_id,
+                "channel": d.channel,
+                "name": d.name,
+                "group": d.group,
+            }),
+            area: Some(&d.area_code),
+        };
+        audit::append(&txn, now, event).await?;
+    }
+    txn.commit().await?;
+    Ok(Ok(issued))
+}
+
+/// Devices in `scope` (none: all), by area, group and id.
+pub async fn list_devices(hub: &Hub, scope: Option<&AreaCode>) -> Result<Vec<DeviceView>> {
+    let mut query = device::Entity::find();
+    if let Some(scope) = scope {
+        let in_scope = sea_orm::sea_query::Query::select()
+            .column(target::Column::Id)
+            .from(target::Entity)
+            .and_where(target::Column::AreaCode.like(LikeExpr::new(format!("{scope}%"))))
+            .to_owned();
+        query = query.filter(device::Column::TargetId.in_subquery(in_scope));
+    }
+    let devices = query.order_by_asc(device::Column::DeviceId).all(&hub.db).await?;
+    let mut targets = HashMap::new();
+    for chunk in devices.chunks(ID_CHUNK) {
+        for t in target::Entity::find()
+            .filter(target::Column::Id.is_in(chunk.iter().map(|d| d.target_id.clone())))
+            .all(&hub.db)
+            .await?
+        {
+            targets.insert(t.id.to_string(), t);
+        }
+    }
+    let mut views = devices
+        .into_iter()
+        .map(|d| {
+            let t = targets
+                .remove(&d.target_id)
+                .ok_or_else(|| anyhow::anyhow!("device {} has no target", d.device_id))?;
+            DeviceView::from_rows(d, t)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    views.sort_by(|a, b| (&a.area_code, &a.group, &a.device_id).cmp(&(&b.area_code, &b.group, &b.device_id)));
+    Ok(views)
+}
+
+async fn find(db: &impl sea_orm::ConnectionTrait, device_id: &str) -> Result<(device::Model, target::Model)> {
+    let device = device::Entity::find()
+        .filter(device::Column::DeviceId.eq(device_id))
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("device"))?;
+    let target = target::Entity::find_by_id(device.target_id.as_str())
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("device"))?;
+    Ok((device, target))
+}
+
+/// Revokes a device: its credential stops working and nothing more is delivered to it. Its
+/// record and deliveries stay.
+pub async fn revoke_device(
+    hub: &Hub,
+    actor: &str,
+    scope: Option<&AreaCode>,
+    device_id: &str,
+) -> Result<DeviceView> {
+    let now = hub.clock.now();
+    let txn = begin_write(&hub.db).await?;
+    let (device, target) = find(&txn, device_id).await?;
+    if let Some(scope) = scope {
+        let area = AreaCode::parse(&target.area_code).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !area.is_within(scope) {
+            return Err(Error::forbidden(format!(
+                "device {device_id} is in area {area}, outside your area {scope}"
+            )));
+        }
+    }
+    if device.revoked_at.is_some() {
+        return Err(Error::conflict(
+            "already_revoked",
+            format!("device {device_id} is already revoked"),
+        ));
+    }
+    let mut revoked: device::ActiveModel = device.into();
+    revoked.revoked_at = Set(Some(now));
+    let device = sea_orm::ActiveModelTrait::update(revoked, &txn).await?;
+    let mut disabled: target::ActiveModel = target.into();
+    disabled.enabled = Set(false);
+    let target = sea_orm::ActiveModelTrait::update(disabled, &txn).await?;
+    let event = AuditEvent {
+        actor,
+        action: "device.revoke",
+        target_type: "device",
+        target_id: device_id,
+        before_hash: None,
+        after_hash: None,
+        detail: serde_json::json!({"target_id": device.target_id}),
+        area: Some(&target.area_code),
+    };
+    audit::append(&txn, now, event).await?;
+    txn.commit().await?;
+    DeviceView::from_rows(device, target)
+}
+
+/// The device a broker login names, if the credential is its own and it is not revoked.
+pub async fn authenticate(hub: &Hub, device_id: &str, credential: &str) -> Result<Option<DeviceView>> {
+    let (device, target) = match find(&hub.db, device_id).await {
+        Ok(found) => found,
+        Err(Error::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if device.revoked_at.is_some() || device.credential_hash != sha256_hex(credential.as_bytes()) {
+        return Ok(None);
+    }
+    DeviceView::from_rows(device, target).map(Some)
+}
+
+/// Reads an import file: a header row naming `channel`, `name` and `area_code` (and optionally
+/// `device_id` and `group`), then one device per row. Each row is labelled with its line in
+/// the file; rows that cannot be read at all are reported with the rest.
+pub fn parse_csv(bytes: &[u8]) -> std::result::Result<Vec<(usize, NewDevice)>, Vec<RowError>> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Line {
+        channel: String,
+        name: String,
+        area_code: String,
+        #[serde(default)]
+        device_id: Option<String>,
+        #[serde(default)]
+        group: Option<String>,
+    }
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(bytes);
+    let headers = match reader.headers() {
+        Ok(headers) => headers.clone(),
+        Err(e) => return Err(vec![row_error(1, "header", e.to_string())]),
+    };
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for record in reader.records() {
+        let (at, line) = match record {
+            Ok(record) => {
+                let at = record.position().map_or(0, |p| p.line() as usize);
+                (at, record.deserialize::<Line>(Some(&headers)))
+            }
+            Err(e) => {
+                let at = e.position().map_or(0, |p| p.line() as usize);
+                errors.push(row_error(at, "row", e.to_string()));
+                continue;
+            }
+        };
+        match line {
+            Ok(line) => match ChannelKind::parse(&line.channel) {
+                Some(channel) => rows.push((
+                    at,
+                    NewDevice {
+                        channel,
+                        device_id: line.device_id,
+                        name: line.name,
+                        area_code: line.area_code,
+                        group: line.group.unwrap_or_default(),
+                    },
+                )),
+                None => errors.push(row_error(
+                    at,
+                    "channel",
+                    format!("unknown channel `{}`", line.channel),
+                )),
+            },
+            Err(e) => errors.push(row_error(at, "row", e.to_string())),
+        }
+    }
+    if errors.is_empty() { Ok(rows) } else { Err(errors) }
+}

@@ -1,0 +1,246 @@
+//! The device registry: credentials issued once and kept only as hashes, revocation, scoping,
+//! and bulk import that registers all rows or none and names every wrong one.
+
+use herald::delivery::devices::{self, CREDENTIAL_PREFIX, NewDevice, RowError};
+use herald::domain::area::AreaCode;
+use herald_channels::ChannelKind;
+use sea_orm::{ConnectionTrait, Statement};
+
+use crate::helpers::{Backend, TestApp, item_body, spawn_app, spawn_app_with};
+use crate::on_both_backends;
+use crate::scripted::{Scripted, Step};
+
+const VILLAGE_A: &str = "530426101001";
+const VILLAGE_B: &str = "530426101002";
+
+fn loudspeaker(device_id: Option<&str>, name: &str, area: &str) -> NewDevice {
+    NewDevice {
+        channel: ChannelKind::Loudspeaker,
+        device_id: device_id.map(str::to_owned),
+        name: name.into(),
+        area_code: area.into(),
+        group: "一组".into(),
+    }
+}
+
+async fn device_count(app: &TestApp) -> i64 {
+    let db = &app.hub.db;
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) FROM devices",
+        ))
+        .await
+        .expect("query")
+        .expect("a row");
+    row.try_get_by_index::<i64>(0).expect("count")
+}
+
+async fn credentials_are_shown_once_kept_hashed_and_revocable(backend: Backend) {
+    let speakers = Scripted::new(ChannelKind::Loudspeaker, &[], Step::Deliver);
+    let app = spawn_app_with(backend, vec![speakers]).await;
+    let issued = devices::add_devices(
+        &app.hub,
+        "test",
+        None,
+        vec![
+            (1, loudspeaker(Some("ls-dz-001"), "大村一组喇叭", VILLAGE_A)),
+            (2, loudspeaker(None, "大村二组喇叭", VILLAGE_A)),
+        ],
+        &|_| {},
+    )
+    .await
+    .expect("store")
+    .expect("valid rows");
+    assert_eq!(issued.len(), 2);
+    assert_eq!(issued[0].device.device_id, "ls-dz-001");
+    assert!(
+        issued[1].device.device_id.starts_with("ls-"),
+        "{:?}",
+        issued[1].device
+    );
+    assert_ne!(issued[0].credential, issued[1].credential);
+    for i in &issued {
+        assert!(i.credential.starts_with(CREDENTIAL_PREFIX));
+        assert!(
+            i.credential.len() > CREDENTIAL_PREFIX.len() + 60,
+            "256 bits of randomness"
+        );
+    }
+    let first = &issued[0];
+
+    // Only the hash is stored: no column of any device row holds the credential.
+    let db = &app.hub.db;
+    let sql = format!(
+        "SELECT COUNT(*) FROM devices WHERE credential_hash = '{0}' OR device_id = '{0}' OR group_name = '{0}'",
+        first.credential
+    );
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("query")
+        .expect("a row");
+    assert_eq!(row.try_get_by_index::<i64>(0).expect("count"), 0);
+
+    let login = |id: &'static str, credential: String| {
+        let hub = app.hub.clone();
+        async move { devices::authenticate(&hub, id, &credential).await.expect("store") }
+    };
+    let found = login("ls-dz-001", first.credential.clone())
+        .await
+        .expect("its own credential");
+    assert_eq!(found.area_code, VILLAGE_A);
+    assert_eq!(found.group, "一组");
+    assert!(found.enabled);
+    assert!(
+        login("ls-dz-001", issued[1].credential.clone()).await.is_none(),
+        "another device's credential"
+    );
+    assert!(
+        login("ls-dz-001", format!("{}x", first.credential))
+            .await
+            .is_none()
+    );
+    assert!(login("ls-nobody", first.credential.clone()).await.is_none());
+
+    // Listed, scoped to an area.
+    let all = devices::list_devices(&app.hub, None).await.expect("list");
+    assert_eq!(all.len(), 2);
+    let elsewhere = AreaCode::parse(VILLAGE_B).expect("area");
+    assert!(
+        devices::list_devices(&app.hub, Some(&elsewhere))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    // Revoked: it cannot log in, nothing more reaches it, and revoking again is a conflict.
+    let revoked = devices::revoke_device(&app.hub, "test", None, "ls-dz-001")
+        .await
+        .expect("revoke");
+    assert!(!revoked.enabled);
+    assert!(revoked.revoked_at.is_some());
+    assert!(login("ls-dz-001", first.credential.clone()).await.is_none());
+    let again = devices::revoke_device(&app.hub, "test", None, "ls-dz-001").await;
+    assert!(again.is_err(), "{again:?}");
+    let item = app.create_item("publisher", &item_body(VILLAGE_A)).await;
+    let reached = app
+        .get("publisher", &format!("/api/v1/items/{item}/targets"))
+        .await;
+    assert_eq!(reached.status, 200, "{}", reached.json);
+    let names: Vec<&str> = reached
+        .json
+        .as_array()
+        .expect("targets")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"大村二组喇叭"), "{names:?}");
+    assert!(
+        !names.contains(&"大村一组喇叭"),
+        "a revoked device is not reached: {names:?}"
+    );
+
+    // Both are in the audit log.
+    let audit = app.get("admin", "/api/v1/audit?limit=1000").await.text();
+    assert!(
+        audit.contains("device.add") && audit.contains("device.revoke"),
+        "{audit}"
+    );
+    assert!(!audit.contains(&first.credential));
+}
+
+async fn an_import_registers_all_rows_or_none_and_names_each_wrong_one(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let file = "channel,name,area_code,device_id,group\n\
+                loudspeaker,大村一组喇叭,530426101001,ls-a-1,一组\n\
+                notice_board,大村公开屏,530426101001,,\n\
+                loudspeaker,小村喇叭,999999999999,ls-b-1,\n\
+                loudspeaker,重复的喇叭,530426101002,ls-a-1,\n\
+                portal,不是设备,530426101002,,\n\
+                loudspeaker,,530426101002,ls-b-2,\n";
+    let rows = devices::parse_csv(file.as_bytes()).expect("readable");
+    assert_eq!(rows.len(), 6);
+    assert_eq!(rows[0].0, 2, "rows are labelled with their line in the file");
+    let errors = devices::add_devices(&app.hub, "test", None, rows, &|_| {})
+        .await
+        .expect("store")
+        .expect_err("wrong rows");
+    let named: Vec<(usize, &str)> = errors
+        .iter()
+        .map(|e: &RowError| (e.row, e.field.as_str()))
+        .collect();
+    assert_eq!(
+        named,
+        vec![(4, "area_code"), (5, "device_id"), (6, "channel"), (7, "name")],
+        "{errors:?}"
+    );
+    assert_eq!(device_count(&app).await, 0, "nothing is registered");
+
+    // Unreadable rows are reported by line too, before anything is checked.
+    let broken = "channel,name,area_code\nloudspeaker,甲\nwechat_xyz,乙,530426101001\n";
+    let errors = devices::parse_csv(broken.as_bytes()).expect_err("unreadable");
+    assert_eq!(
+        errors.iter().map(|e| e.row).collect::<Vec<_>>(),
+        vec![2, 3],
+        "{errors:?}"
+    );
+
+    // Corrected, the same file goes in whole; the ids it names are then taken.
+    let fixed = file
+        .replace("999999999999,ls-b-1", "530426101002,ls-b-1")
+        .replace("重复的喇叭,530426101002,ls-a-1", "重复的喇叭,530426101002,ls-b-3")
+        .replace("portal,不是设备", "notice_board,小村公开屏")
+        .replace(
+            "loudspeaker,,530426101002",
+            "loudspeaker,小村二组喇叭,530426101002",
+        );
+    let issued = devices::add_devices(
+        &app.hub,
+        "test",
+        None,
+        devices::parse_csv(fixed.as_bytes()).expect("readable"),
+        &|_| {},
+    )
+    .await
+    .expect("store")
+    .expect("valid");
+    assert_eq!(issued.len(), 6);
+    assert_eq!(device_count(&app).await, 6);
+    let again = devices::add_devices(
+        &app.hub,
+        "test",
+        None,
+        vec![(1, loudspeaker(Some("ls-a-1"), "再来一个", VILLAGE_A))],
+        &|_| {},
+    )
+    .await
+    .expect("store")
+    .expect_err("taken");
+    assert_eq!(again[0].field, "device_id");
+    assert!(again[0].message.contains("already registered"), "{again:?}");
+
+    // An administrator of one village cannot register devices in another.
+    let scope = AreaCode::parse(VILLAGE_A).expect("area");
+    let outside = devices::add_devices(
+        &app.hub,
+        "test",
+        Some(&scope),
+        vec![(1, loudspeaker(None, "别村喇叭", VILLAGE_B))],
+        &|_| {},
+    )
+    .await
+    .expect("store")
+    .expect_err("outside");
+    assert_eq!(outside[0].field, "area_code");
+    assert!(
+        devices::revoke_device(&app.hub, "test", Some(&scope), "ls-b-1")
+            .await
+            .is_err()
+    );
+}
+
+on_both_backends! {
+    credentials_are_shown_once_kept_hashed_and_revocable => credentials_are_shown_once_kept_hashed_and_revocable;
+    an_import_registers_all_rows_or_none_and_names_each_wrong_one => an_import_registers_all_rows_or_none_and_names_each_wrong_one;
+}
