@@ -8,6 +8,7 @@
 mod accounts;
 mod callbacks;
 mod deliveries;
+mod devices;
 pub mod error;
 pub(crate) mod extract;
 mod items;
@@ -176,6 +177,13 @@ pub fn api_routes() -> Vec<ApiRoute> {
             M::POST,
             "/api/v1/targets",
             web::post().to(deliveries::create_target),
+        ),
+        op(M::GET, "/api/v1/devices", web::get().to(devices::list_devices)),
+        op(M::POST, "/api/v1/devices", web::post().to(devices::add_device)),
+        op(
+            M::POST,
+            "/api/v1/devices/{id}/revoke",
+            web::post().to(devices::revoke_device),
         ),
         op(M::GET, "/api/v1/audit", web::get().to(system::audit_log)),
         op(M::GET, "/api/v1/areas", web::get().to(system::areas)),

@@ -18,7 +18,7 @@ use utoipa::{
 use actix_web::HttpResponse;
 
 use super::{
-    accounts, callbacks, deliveries,
+    accounts, callbacks, deliveries, devices,
     error::{ApiError, ErrorBody},
     items, system,
 };
@@ -72,6 +72,9 @@ type Reply = Result<HttpResponse, ApiError>;
         callbacks::unmatched_receipts,
         deliveries::list_targets,
         deliveries::create_target,
+        devices::list_devices,
+        devices::add_device,
+        devices::revoke_device,
         system::audit_log,
         system::areas,
         system::catalog,

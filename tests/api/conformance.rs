@@ -581,6 +581,45 @@ async fn scenario(app: TestApp) {
     )
     .await;
     call(&app, &doc, get.clone(), p, targets, None, 200).await;
+
+    // Devices: registered with a once-shown credential, listed, revoked.
+    let devices = ("/api/v1/devices", "/api/v1/devices");
+    let speaker = json!({"channel": "loudspeaker", "name": "大村喇叭", "area_code": "530426101001", "device_id": "ls-conf-1", "group": "一组"});
+    let issued = call(&app, &doc, post.clone(), a, devices, Some(&speaker), 201).await;
+    assert!(
+        issued.json["credential"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("hdev_"))
+    );
+    call(&app, &doc, post.clone(), a, devices, Some(&speaker), 422).await;
+    call(&app, &doc, post.clone(), p, devices, Some(&speaker), 403).await;
+    call(
+        &app,
+        &doc,
+        post.clone(),
+        a,
+        devices,
+        Some(&json!({"channel": "portal", "name": "x", "area_code": "530426"})),
+        422,
+    )
+    .await;
+    call(&app, &doc, get.clone(), p, devices, None, 200).await;
+    let revoke = "/api/v1/devices/{id}/revoke";
+    let revoke_at = "/api/v1/devices/ls-conf-1/revoke";
+    call(&app, &doc, post.clone(), p, (revoke, revoke_at), None, 403).await;
+    call(&app, &doc, post.clone(), a, (revoke, revoke_at), None, 200).await;
+    call(&app, &doc, post.clone(), a, (revoke, revoke_at), None, 409).await;
+    call(
+        &app,
+        &doc,
+        post.clone(),
+        a,
+        (revoke, "/api/v1/devices/ls-nobody/revoke"),
+        None,
+        404,
+    )
+    .await;
+
     let reach = "/api/v1/items/{id}/targets";
     let reached = call(
         &app,

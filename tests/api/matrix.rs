@@ -205,10 +205,16 @@ const MATRIX: &[Row] = &[
     ("GET /api/v1/targets",                            Na,            [OK,  OK,  OK,   OK,  OK,  OK,   OK,  OK,   U,   U,   U,   U]),
     ("POST /api/v1/targets",                           In,            [CR,  F,   F,    F,   CR,  F,    F,   F,    U,   U,   U,   U]),
     ("POST /api/v1/targets",                           Out,           [NA,  NA,  NA,   R,   R,   R,    R,   R,    NA,  NA,  NA,  NA]),
+    // The device registry: anyone of an area sees its devices; administrators register and revoke.
+    ("GET /api/v1/devices",                            Na,            [OK,  OK,  OK,   OK,  OK,  OK,   OK,  OK,   U,   U,   U,   U]),
+    ("POST /api/v1/devices",                           In,            [CR,  F,   F,    F,   CR,  F,    F,   F,    U,   U,   U,   U]),
+    ("POST /api/v1/devices",                           Out,           [NA,  NA,  NA,   R,   R,   R,    R,   R,    NA,  NA,  NA,  NA]),
+    ("POST /api/v1/devices/{id}/revoke",               In,            [OK,  F,   F,    F,   OK,  F,    F,   F,    U,   U,   U,   U]),
+    ("POST /api/v1/devices/{id}/revoke",               Out,           [NA,  NA,  NA,   R,   R,   R,    R,   R,    NA,  NA,  NA,  NA]),
 ];
 
 /// Cells of `MATRIX` that are checked; the table may grow but never silently shrink.
-const EXPECTED_CELLS: usize = 765;
+const EXPECTED_CELLS: usize = 811;
 
 fn home(caller: &str) -> &'static str {
     match caller {
@@ -835,6 +841,7 @@ impl Fx {
             | "GET /api/v1/interpretations/due"
             | "GET /api/v1/deliveries"
             | "GET /api/v1/targets"
+            | "GET /api/v1/devices"
             | "GET /api/v1/receipts/unmatched"
             | "DELETE /api/v1/session" => req(method, path),
             "GET /api/v1/audit" => req(method, "/api/v1/audit?limit=1000"),
@@ -1016,6 +1023,30 @@ impl Fx {
                 let state = if retry { "unconfirmed" } else { "pending" };
                 req(method, path.replace("{id}", &id)).about(format!("{state} delivery {id} of {area}"))
             }
+            "POST /api/v1/devices" => {
+                let tag = self.tag();
+                req(method, path)
+                    .json(json!({"channel": "loudspeaker", "name": format!("喇叭{tag}"), "area_code": area}))
+                    .about(format!("new device {tag} in {area}"))
+            }
+            "POST /api/v1/devices/{id}/revoke" => {
+                let tag = self.tag();
+                let new = herald::delivery::devices::NewDevice {
+                    channel: ChannelKind::Loudspeaker,
+                    device_id: None,
+                    name: format!("喇叭{tag}"),
+                    area_code: area.to_owned(),
+                    group: String::new(),
+                };
+                let issued =
+                    herald::delivery::devices::add_devices(&app.hub, "matrix", None, vec![(1, new)], &|_| {})
+                        .await
+                        .expect("store")
+                        .expect("a valid device");
+                let id = issued[0].device.device_id.clone();
+                self.register(&id, Some(&tag), format!("device {id} of {area}"), &[area]);
+                req(method, path.replace("{id}", &id)).about(format!("device {id} of {area}"))
+            }
             "POST /api/v1/targets" => {
                 let tag = self.tag();
                 req(method, path)
@@ -1049,6 +1080,13 @@ impl Fx {
                 req.body
                     .as_ref()
                     .and_then(|b| self.markers.find(b["username"].as_str().unwrap_or_default()))
+                    .map(|m| m.as_str().to_owned()),
+            ),
+            "POST /api/v1/devices" => (
+                reply.json["device"]["device_id"].as_str(),
+                req.body
+                    .as_ref()
+                    .and_then(|b| self.markers.find(b["name"].as_str().unwrap_or_default()))
                     .map(|m| m.as_str().to_owned()),
             ),
             "POST /api/v1/targets" => (
@@ -1096,6 +1134,7 @@ impl Fx {
             "GET /api/v1/items" => by_area(rows(&json["items"]), "item"),
             "GET /api/v1/deliveries" => by_area(rows(json), "delivery"),
             "GET /api/v1/targets" => by_area(rows(json), "target"),
+            "GET /api/v1/devices" => by_area(rows(json), "device"),
             "GET /api/v1/users" => by_area(rows(json), "user"),
             "GET /api/v1/tokens" => rows(json)
                 .iter()
