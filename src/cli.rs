@@ -67,6 +67,9 @@ enum Command {
     /// Register, list and revoke village devices (loudspeakers, notice boards).
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Set up an external MQTT broker for the devices.
+    #[command(subcommand)]
+    Mqtt(MqttCommand),
     /// Load and check the configuration and the files it names, then print it.
     CheckConfig,
     /// Audit log tools.
@@ -180,6 +183,21 @@ enum DeviceCommand {
 }
 
 #[derive(Subcommand)]
+enum MqttCommand {
+    /// Write Mosquitto's password file (`passwd`) and ACL file (`acl`) for the hub and every
+    /// device not revoked, each device limited to its own topics. Run again after devices
+    /// change, then reload Mosquitto (SIGHUP). The hub's broker password is made on the first
+    /// run and kept in `hub.credential`.
+    Acl {
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// The hub's user name on the broker.
+        #[arg(long, default_value = "herald-hub")]
+        hub_user: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Check the hash chain; names the first bad row.
     Verify,
@@ -248,6 +266,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
         Command::Device(command) => {
             let hub = open_hub(settings, Clock::System).await?;
             device_command(&hub, command).await
+        }
+        Command::Mqtt(MqttCommand::Acl { out_dir, hub_user }) => {
+            let hub = open_hub(settings, Clock::System).await?;
+            write_broker_files(&hub, &out_dir, &hub_user).await
         }
         Command::Token(TokenCommand::Create { user, name }) => {
             let hub = open_hub(settings, Clock::System).await?;
@@ -608,5 +630,66 @@ async fn device_command(hub: &Hub, command: DeviceCommand) -> anyhow::Result<Exi
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename, so a broker reloading
+/// meanwhile reads the old file or the new one, never half of one, with permissions `mode`.
+fn replace_file(path: &std::path::Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    let partial = path.with_extension("partial");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options
+        .open(&partial)
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
+}
+
+async fn write_broker_files(
+    hub: &Hub,
+    out_dir: &std::path::Path,
+    hub_user: &str,
+) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("--out-dir: cannot create {}", out_dir.display()))?;
+    let credential_path = out_dir.join("hub.credential");
+    let hub_password = match std::fs::read_to_string(&credential_path) {
+        Ok(kept) => kept.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let made = format!(
+                "hhub_{}",
+                accounts::random_secret(32).map_err(|e| anyhow::anyhow!("{e}"))?
+            );
+            replace_file(&credential_path, &made, 0o600)?;
+            made
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot read {}", credential_path.display())));
+        }
+    };
+    let files = delivery::devices::mosquitto_files(hub, hub_user, &hub_password)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The broker's group may read the hashes (`chgrp mosquitto passwd`); others may not.
+    replace_file(&out_dir.join("passwd"), &files.password_file, 0o640)?;
+    replace_file(&out_dir.join("acl"), &files.acl_file, 0o644)?;
+    println!(
+        "wrote {}/passwd and {}/acl: the hub ({hub_user}) and {} devices",
+        out_dir.display(),
+        out_dir.display(),
+        files.devices
+    );
+    println!(
+        "The hub's broker password is in {}; reload Mosquitto (SIGHUP) to apply.",
+        credential_path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

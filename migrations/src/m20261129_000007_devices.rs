@@ -19,6 +19,8 @@ impl MigrationTrait for Migration {
                     .col(string("device_id").unique_key())
                     .col(string("group_name"))
                     .col(string("credential_hash"))
+                    // The same credential as Mosquitto's password file hashes it.
+                    .col(string("broker_hash"))
                     .col(timestamp_with_time_zone("credential_issued_at"))
                     .col(timestamp_with_time_zone_null("revoked_at"))
                     .col(text_null("capabilities"))

@@ -289,6 +289,7 @@ pub async fn add_devices(
             device_id: Set(c.device_id.clone()),
             group_name: Set(c.group.clone()),
             credential_hash: Set(sha256_hex(credential.as_bytes())),
+            broker_hash: Set(mosquitto_hash(&credential)?),
             credential_issued_at: Set(now),
             revoked_at: Set(None),
             capabilities: Set(None),
@@ -348,6 +349,69 @@ pub async fn add_devices(
     }
     txn.commit().await?;
     Ok(Ok(issued))
+}
+
+/// Mosquitto's `$7$` hash of a password (PBKDF2-SHA512, 101 rounds, 12-byte salt), the form
+/// `mosquitto_passwd` writes: a device logs in to Mosquitto with its credential, and Herald
+/// never keeps the credential itself.
+pub fn mosquitto_hash(password: &str) -> Result<String> {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    const ROUNDS: u32 = 101;
+    let mut salt = [0u8; 12];
+    getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
+    let mut hash = [0u8; 64];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha512>(password.as_bytes(), &salt, ROUNDS, &mut hash);
+    Ok(format!(
+        "$7${ROUNDS}${}${}",
+        STANDARD.encode(salt),
+        STANDARD.encode(hash)
+    ))
+}
+
+/// What `herald mqtt acl` writes for Mosquitto: a password file (the hub's account and every
+/// device not revoked) and an ACL file limiting each device to its own topics (PROTOCOL.md
+/// §2.2): it publishes only its reports and reads only its own and area command topics; only
+/// the hub publishes commands.
+pub struct BrokerFiles {
+    pub password_file: String,
+    pub acl_file: String,
+    pub devices: usize,
+}
+
+pub async fn mosquitto_files(hub: &Hub, hub_user: &str, hub_password: &str) -> Result<BrokerFiles> {
+    check_device_id(hub_user).map_err(|m| Error::validation("hub_user", m))?;
+    let devices = device::Entity::find()
+        .filter(device::Column::RevokedAt.is_null())
+        .order_by_asc(device::Column::DeviceId)
+        .all(&hub.db)
+        .await?;
+    if devices.iter().any(|d| d.device_id == hub_user) {
+        return Err(Error::validation(
+            "hub_user",
+            format!("`{hub_user}` is also a device's id; choose another name for the hub"),
+        ));
+    }
+    let mut password_file = format!("{hub_user}:{}\n", mosquitto_hash(hub_password)?);
+    for d in &devices {
+        password_file.push_str(&format!("{}:{}\n", d.device_id, d.broker_hash));
+    }
+    let mut acl_file = format!(
+        "# Written by `herald mqtt acl`; PROTOCOL.md §2.2. Regenerate after devices change.\n\
+         user {hub_user}\n\
+         topic write herald/v1/d/+/cmd\n\
+         topic write herald/v1/a/+/cmd\n\
+         topic read herald/v1/d/+/+\n\n\
+         # Every device account (%u is its user name, its device id): its own topics only.\n"
+    );
+    for report in ["status", "birth", "ack", "health", "proof"] {
+        acl_file.push_str(&format!("pattern write herald/v1/d/%u/{report}\n"));
+    }
+    acl_file.push_str("pattern read herald/v1/d/%u/cmd\npattern read herald/v1/a/+/cmd\n");
+    Ok(BrokerFiles {
+        password_file,
+        acl_file,
+        devices: devices.len(),
+    })
 }
 
 /// Devices in `scope` (none: all), by area, group and id.

@@ -490,6 +490,7 @@ pub mod device {
         pub device_id: String,
         pub group_name: String,
         pub credential_hash: String,
+        pub broker_hash: String,
         pub credential_issued_at: DateTimeUtc,
         pub revoked_at: Option<DateTimeUtc>,
         pub capabilities: Option<String>,

@@ -9,6 +9,7 @@ mod signed;
 mod accounts;
 mod architecture;
 mod audit;
+mod broker;
 mod cli;
 mod conformance;
 mod deadlines;
