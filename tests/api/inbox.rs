@@ -412,6 +412,83 @@ async fn an_operator_retry_after_an_unknown_outcome_resumes_from_its_checkpoint(
     assert_counts_match(&app).await;
 }
 
+/// A retry is a new attempt with its own external id: a late report about the attempt before
+/// it (naming that one's id) must not settle the retry while it is in flight.
+async fn a_late_report_of_an_earlier_attempt_does_not_settle_a_retry(backend: Backend) {
+    let channel = Signed::new(&[Step::Accept], Step::HoldThenAccept);
+    let app = signed_app(backend, &channel).await;
+    let target = add_signed_target(&app, "融媒体中心", Some(KEY)).await;
+    let item = publish_to_media_center(&app).await;
+    assert_eq!(app.deliver_due().await, 1);
+    let key = channel.key_of(&target);
+    let first = Signed::external_id(&key);
+    report(
+        &app,
+        &target,
+        json!([{"id": "f-1", "external_id": first, "status": "failed", "code": "rejected", "message": "审核未通过"}]),
+    )
+    .await;
+    apply_all(&app).await;
+    assert_eq!(state_of(&app, &item, &target).await, "failed");
+    let id = app.publish_delivery(&item, "target_id", &target).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let retried = app
+        .post("publisher", &format!("/api/v1/deliveries/{id}/retry"), &json!({}))
+        .await;
+    assert_eq!(retried.status, 200, "{}", retried.json);
+
+    // The retry is under way (the channel holds its answer) when the first attempt's channel
+    // reports again, late: the report is kept, and the retry goes on.
+    let hub = app.hub.clone();
+    let worker = tokio::spawn(async move {
+        herald::delivery::worker::try_execute_batch(&hub, &Default::default(), "retry-worker").await
+    });
+    for _ in 0..500 {
+        if channel.calls().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(channel.calls().len(), 2, "the retry is under way");
+    report(
+        &app,
+        &target,
+        json!([{"id": "f-1-again", "external_id": first, "status": "failed", "code": "rejected"}]),
+    )
+    .await;
+    apply_all(&app).await;
+    assert_eq!(state_of(&app, &item, &target).await, "sending");
+    channel.gate.add_permits(1);
+    worker.await.expect("worker task").expect("batch");
+    assert_eq!(state_of(&app, &item, &target).await, "accepted");
+
+    // The retry's own report settles it; the late one is listed once its grace is over.
+    let second = format!("{first}-2");
+    report(
+        &app,
+        &target,
+        json!([{"id": "d-2", "external_id": second, "status": "delivered"}]),
+    )
+    .await;
+    apply_all(&app).await;
+    assert_eq!(state_of(&app, &item, &target).await, "delivered");
+    advance(&app, UNMATCHED_GRACE + Duration::from_secs(60));
+    apply_all(&app).await;
+    let unmatched = app.get("admin", "/api/v1/receipts/unmatched").await;
+    assert_eq!(unmatched.status, 200, "{}", unmatched.json);
+    let dedups: Vec<&str> = unmatched
+        .json
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["dedup"].as_str())
+        .collect();
+    assert_eq!(dedups, vec!["f-1-again"], "{}", unmatched.json);
+    assert_counts_match(&app).await;
+}
+
 fn assert_error(reply: &Reply, status: u16, code: &str, field: &str) {
     assert_eq!(reply.status, status, "{}", reply.json);
     assert_eq!(reply.content_type().as_deref(), Some("application/json"));
@@ -523,4 +600,5 @@ on_both_backends! {
     an_operator_retry_after_an_unknown_outcome_resumes => an_operator_retry_after_an_unknown_outcome_resumes_from_its_checkpoint;
     a_retry_resumes_from_the_checkpoint => a_retry_resumes_from_the_checkpoint;
     the_callback_route_verifies_stores_and_answers => the_callback_route_verifies_stores_and_answers;
+    a_late_report_of_an_earlier_attempt => a_late_report_of_an_earlier_attempt_does_not_settle_a_retry;
 }

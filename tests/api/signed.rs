@@ -251,8 +251,15 @@ impl Channel for Signed {
             .expect("lock")
             .pop_front()
             .unwrap_or(self.otherwise);
+        // Each attempt gets its own id from the channel, as WeChat's `publish_id` does: the
+        // first the plain one, a retry's numbered.
+        let attempt = self.calls().iter().filter(|(_, k)| *k == key).count();
+        let external_id = match attempt {
+            1 => Self::external_id(&key),
+            n => format!("{}-{n}", Self::external_id(&key)),
+        };
         let accepted = DeliveryOutcome::Accepted {
-            external_id: Self::external_id(&key),
+            external_id,
             confirm_within: Some(CONFIRM_WITHIN),
             checkpoint: None,
         };
