@@ -167,7 +167,12 @@ enum DeviceCommand {
         /// The id it logs in to the broker with; Herald makes one if none is given.
         #[arg(long)]
         device_id: Option<String>,
+        /// The Ed25519 public key it signs reports with (64 hex digits), as it shows it.
+        #[arg(long)]
+        public_key: Option<String>,
     },
+    /// Register the report-signing key a device shows at installation (or a new one).
+    SetKey { device_id: String, public_key: String },
     /// List devices, with when each was last seen.
     List,
     /// Revoke a device: its credential stops working and nothing more is delivered to it.
@@ -509,6 +514,7 @@ async fn device_command(hub: &Hub, command: DeviceCommand) -> anyhow::Result<Exi
             area,
             group,
             device_id,
+            public_key,
         } => {
             let channel = herald_channels::ChannelKind::parse(channel.trim())
                 .with_context(|| format!("--channel: unknown channel `{channel}`"))?;
@@ -518,6 +524,7 @@ async fn device_command(hub: &Hub, command: DeviceCommand) -> anyhow::Result<Exi
                 name,
                 area_code: area,
                 group,
+                public_key,
             };
             match devices::add_devices(hub, CLI_ACTOR, None, vec![(1, new)], &|_| {})
                 .await
@@ -556,6 +563,17 @@ async fn device_command(hub: &Hub, command: DeviceCommand) -> anyhow::Result<Exi
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     d.device_id, d.channel, d.area_code, d.group, status, seen, d.name
                 );
+            }
+        }
+        DeviceCommand::SetKey {
+            device_id,
+            public_key,
+        } => {
+            let device = devices::set_device_key(hub, CLI_ACTOR, None, &device_id, &public_key)
+                .await
+                .map_err(|e| anyhow::anyhow!("{device_id}: {e}"))?;
+            if let Some(key_id) = device.key_id {
+                println!("device {device_id} reports under key id {key_id}");
             }
         }
         DeviceCommand::Revoke { device_id } => {

@@ -22,6 +22,10 @@ impl MigrationTrait for Migration {
                     // The same credential as Mosquitto's password file hashes it.
                     .col(string("broker_hash"))
                     .col(timestamp_with_time_zone("credential_issued_at"))
+                    // The device's Ed25519 public key (hex) and the key id its report frames
+                    // carry (PROTOCOL.md §3, §7): given at installation, new on every change.
+                    .col(big_integer_null("key_id").unique_key())
+                    .col(string_null("public_key"))
                     .col(timestamp_with_time_zone_null("revoked_at"))
                     .col(text_null("capabilities"))
                     .col(string_null("firmware_version"))

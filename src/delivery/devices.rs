@@ -55,6 +55,10 @@ pub struct NewDevice {
     /// Its group within the area (a hamlet, a street), for announcements to part of a village.
     #[serde(default)]
     pub group: String,
+    /// The Ed25519 public key it signs its reports with (64 hex digits), as the device shows
+    /// it at installation; may also be given later (`set_device_key`).
+    #[serde(default)]
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -69,6 +73,10 @@ pub struct DeviceView {
     pub enabled: bool,
     pub revoked_at: Option<DateTime<Utc>>,
     pub credential_issued_at: DateTime<Utc>,
+    /// The key id its report frames carry, and the public key registered under it; none until
+    /// the device's key is registered, when it cannot be heard.
+    pub key_id: Option<i64>,
+    pub public_key: Option<String>,
     /// As the device last said in its birth message; none before it first connected.
     pub firmware_version: Option<String>,
     pub capabilities: Option<serde_json::Value>,
@@ -92,6 +100,8 @@ impl DeviceView {
             enabled: target.enabled && device.revoked_at.is_none(),
             revoked_at: device.revoked_at,
             credential_issued_at: device.credential_issued_at,
+            key_id: device.key_id,
+            public_key: device.public_key,
             firmware_version: device.firmware_version,
             capabilities: json(device.capabilities)?,
             health: json(device.health)?,
@@ -138,6 +148,28 @@ fn check_device_id(raw: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// A report-signing key as registered: 32 bytes, lower-case hex, a valid Ed25519 point.
+fn check_public_key(raw: &str) -> std::result::Result<String, String> {
+    let bytes = herald_firmware_protocol::hex::decode_array::<32>(&raw.to_ascii_lowercase())
+        .ok_or_else(|| "an Ed25519 public key is 64 hex digits".to_owned())?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| "these 32 bytes are not an Ed25519 public key".to_owned())?;
+    Ok(herald_firmware_protocol::hex::encode(&bytes))
+}
+
+/// The next free report key ids, `count` of them, read inside the registering transaction.
+async fn next_key_ids(txn: &sea_orm::DatabaseTransaction, count: usize) -> Result<std::ops::Range<i64>> {
+    use sea_orm::QuerySelect;
+    let max: Option<Option<i64>> = device::Entity::find()
+        .select_only()
+        .column_as(device::Column::KeyId.max(), "max")
+        .into_tuple()
+        .one(txn)
+        .await?;
+    let first = max.flatten().unwrap_or(0) + 1;
+    Ok(first..first + i64::try_from(count).map_err(anyhow::Error::new)?)
+}
+
 /// A device id Herald makes: the channel's short name and 48 random bits.
 fn new_device_id(channel: ChannelKind) -> Result<String> {
     let prefix = match channel {
@@ -150,6 +182,7 @@ fn new_device_id(channel: ChannelKind) -> Result<String> {
 /// One checked row, ready to write.
 struct Checked {
     device_id: String,
+    public_key: Option<String>,
     channel: ChannelKind,
     name: String,
     area: AreaCode,
@@ -197,8 +230,16 @@ fn check_row(
         }
         _ => new_device_id(new.channel).map_err(|e| row_error(row, "device_id", e.to_string()))?,
     };
+    let public_key = new
+        .public_key
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|k| check_public_key(k).map_err(|m| row_error(row, "public_key", m)))
+        .transpose()?;
     Ok(Checked {
         device_id,
+        public_key,
         channel: new.channel,
         name,
         area,
@@ -291,6 +332,8 @@ pub async fn add_devices(
             credential_hash: Set(sha256_hex(credential.as_bytes())),
             broker_hash: Set(mosquitto_hash(&credential)?),
             credential_issued_at: Set(now),
+            key_id: Set(None),
+            public_key: Set(c.public_key.clone()),
             revoked_at: Set(None),
             capabilities: Set(None),
             firmware_version: Set(None),
@@ -309,6 +352,8 @@ pub async fn add_devices(
                 enabled: true,
                 revoked_at: None,
                 credential_issued_at: now,
+                key_id: None,
+                public_key: c.public_key.clone(),
                 firmware_version: None,
                 capabilities: None,
                 health: None,
@@ -319,6 +364,17 @@ pub async fn add_devices(
         targets.push(view);
     }
     let txn = begin_write(&hub.db).await?;
+    // Key ids are numbered in the transaction that stores them (the unique index turns a
+    // concurrent registration into an error, not a shared id).
+    let with_keys = issued.iter().filter(|i| i.device.public_key.is_some()).count();
+    let mut key_ids = next_key_ids(&txn, with_keys).await?;
+    for (issued, row) in issued.iter_mut().zip(devices.iter_mut()) {
+        if issued.device.public_key.is_some() {
+            let key_id = key_ids.next().ok_or_else(|| anyhow::anyhow!("key ids ran out"))?;
+            issued.device.key_id = Some(key_id);
+            row.key_id = Set(Some(key_id));
+        }
+    }
     let mut written = 0;
     for (targets, devices) in targets.chunks(INSERT_CHUNK).zip(devices.chunks(INSERT_CHUNK)) {
         insert_targets(&txn, targets, now).await?;
@@ -462,6 +518,24 @@ async fn find(db: &impl sea_orm::ConnectionTrait, device_id: &str) -> Result<(de
     Ok((device, target))
 }
 
+/// `find`, for an administrator of `scope`.
+async fn find_in_scope(
+    db: &impl sea_orm::ConnectionTrait,
+    scope: Option<&AreaCode>,
+    device_id: &str,
+) -> Result<(device::Model, target::Model)> {
+    let (device, target) = find(db, device_id).await?;
+    if let Some(scope) = scope {
+        let area = AreaCode::parse(&target.area_code).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !area.is_within(scope) {
+            return Err(Error::forbidden(format!(
+                "device {device_id} is in area {area}, outside your area {scope}"
+            )));
+        }
+    }
+    Ok((device, target))
+}
+
 /// Revokes a device: its credential stops working and nothing more is delivered to it. Its
 /// record and deliveries stay.
 pub async fn revoke_device(
@@ -472,15 +546,7 @@ pub async fn revoke_device(
 ) -> Result<DeviceView> {
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
-    let (device, target) = find(&txn, device_id).await?;
-    if let Some(scope) = scope {
-        let area = AreaCode::parse(&target.area_code).map_err(|e| anyhow::anyhow!("{e}"))?;
-        if !area.is_within(scope) {
-            return Err(Error::forbidden(format!(
-                "device {device_id} is in area {area}, outside your area {scope}"
-            )));
-        }
-    }
+    let (device, target) = find_in_scope(&txn, scope, device_id).await?;
     if device.revoked_at.is_some() {
         return Err(Error::conflict(
             "already_revoked",
@@ -508,6 +574,61 @@ pub async fn revoke_device(
     DeviceView::from_rows(device, target)
 }
 
+/// Registers the report-signing key a device shows at installation (or a replacement, which is
+/// a re-registration): it gets a new key id, and reports under the old one are refused.
+pub async fn set_device_key(
+    hub: &Hub,
+    actor: &str,
+    scope: Option<&AreaCode>,
+    device_id: &str,
+    public_key: &str,
+) -> Result<DeviceView> {
+    let public_key = check_public_key(public_key.trim()).map_err(|m| Error::validation("public_key", m))?;
+    let now = hub.clock.now();
+    let txn = begin_write(&hub.db).await?;
+    let (device, target) = find_in_scope(&txn, scope, device_id).await?;
+    let key_id = next_key_ids(&txn, 1).await?.start;
+    let mut keyed: device::ActiveModel = device.into();
+    keyed.key_id = Set(Some(key_id));
+    keyed.public_key = Set(Some(public_key.clone()));
+    let device = sea_orm::ActiveModelTrait::update(keyed, &txn).await?;
+    let event = AuditEvent {
+        actor,
+        action: "device.key",
+        target_type: "device",
+        target_id: device_id,
+        before_hash: None,
+        after_hash: None,
+        detail: serde_json::json!({"key_id": key_id, "public_key": public_key}),
+        area: Some(&target.area_code),
+    };
+    audit::append(&txn, now, event).await?;
+    txn.commit().await?;
+    DeviceView::from_rows(device, target)
+}
+
+/// The device and key a report frame's key id names, for `open_report`; none for an unknown
+/// id or a revoked device (a revoked device is not heard).
+pub async fn report_key(hub: &Hub, key_id: u32) -> Result<Option<herald_firmware_protocol::hub::DeviceKey>> {
+    let Some(device) = device::Entity::find()
+        .filter(device::Column::KeyId.eq(i64::from(key_id)))
+        .filter(device::Column::RevokedAt.is_null())
+        .one(&hub.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let public_key = device
+        .public_key
+        .as_deref()
+        .and_then(herald_firmware_protocol::hex::decode_array::<32>)
+        .ok_or_else(|| anyhow::anyhow!("device {} has a key id but no readable key", device.device_id))?;
+    Ok(Some(herald_firmware_protocol::hub::DeviceKey {
+        device_id: device.device_id,
+        public_key,
+    }))
+}
+
 /// The device a broker login names, if the credential is its own and it is not revoked.
 pub async fn authenticate(hub: &Hub, device_id: &str, credential: &str) -> Result<Option<DeviceView>> {
     let (device, target) = match find(&hub.db, device_id).await {
@@ -522,7 +643,7 @@ pub async fn authenticate(hub: &Hub, device_id: &str, credential: &str) -> Resul
 }
 
 /// Reads an import file: a header row naming `channel`, `name` and `area_code` (and optionally
-/// `device_id` and `group`), then one device per row. Each row is labelled with its line in
+/// `device_id`, `group` and `public_key`), then one device per row. Each row is labelled with its line in
 /// the file; rows that cannot be read at all are reported with the rest.
 pub fn parse_csv(bytes: &[u8]) -> std::result::Result<Vec<(usize, NewDevice)>, Vec<RowError>> {
     #[derive(Deserialize)]
@@ -535,6 +656,8 @@ pub fn parse_csv(bytes: &[u8]) -> std::result::Result<Vec<(usize, NewDevice)>, V
         device_id: Option<String>,
         #[serde(default)]
         group: Option<String>,
+        #[serde(default)]
+        public_key: Option<String>,
     }
     let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(bytes);
     let headers = match reader.headers() {
@@ -565,6 +688,7 @@ pub fn parse_csv(bytes: &[u8]) -> std::result::Result<Vec<(usize, NewDevice)>, V
                         name: line.name,
                         area_code: line.area_code,
                         group: line.group.unwrap_or_default(),
+                        public_key: line.public_key,
                     },
                 )),
                 None => errors.push(row_error(

@@ -492,6 +492,8 @@ pub mod device {
         pub credential_hash: String,
         pub broker_hash: String,
         pub credential_issued_at: DateTimeUtc,
+        pub key_id: Option<i64>,
+        pub public_key: Option<String>,
         pub revoked_at: Option<DateTimeUtc>,
         pub capabilities: Option<String>,
         pub firmware_version: Option<String>,

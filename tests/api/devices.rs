@@ -20,6 +20,7 @@ fn loudspeaker(device_id: Option<&str>, name: &str, area: &str) -> NewDevice {
         name: name.into(),
         area_code: area.into(),
         group: "一组".into(),
+        public_key: None,
     }
 }
 
@@ -240,7 +241,121 @@ async fn an_import_registers_all_rows_or_none_and_names_each_wrong_one(backend: 
     );
 }
 
+/// A device is heard only under the key registered for it (PROTOCOL.md §7): the registry is
+/// what `open_report` looks keys up in.
+async fn reports_are_heard_only_under_the_devices_own_key(backend: Backend) {
+    use herald_firmware_protocol::{
+        Direction, KeyPair, Report, ReportBody, hex, hub::ReportRejection, open_report, report::Status, topic,
+    };
+    let app = spawn_app(backend).await;
+    let key_a = KeyPair::from_seed(&[0x33; 32]);
+    let key_b = KeyPair::from_seed(&[0x44; 32]);
+    let mut with_key = loudspeaker(Some("spk-a"), "大村喇叭", VILLAGE_A);
+    with_key.public_key = Some(hex::encode(&key_a.public_key()).to_uppercase());
+    let mut bad_key = loudspeaker(Some("spk-x"), "坏钥匙", VILLAGE_A);
+    bad_key.public_key = Some("12ab".into());
+    let errors = devices::add_devices(&app.hub, "test", None, vec![(1, bad_key)], &|_| {})
+        .await
+        .expect("store")
+        .expect_err("not a key");
+    assert_eq!(errors[0].field, "public_key");
+    let issued = devices::add_devices(
+        &app.hub,
+        "test",
+        None,
+        vec![
+            (1, with_key),
+            (2, loudspeaker(Some("spk-b"), "小村喇叭", VILLAGE_B)),
+        ],
+        &|_| {},
+    )
+    .await
+    .expect("store")
+    .expect("valid");
+    let a_id = issued[0].device.key_id.expect("a key id for the key given");
+    assert_eq!(
+        issued[0].device.public_key.as_deref(),
+        Some(hex::encode(&key_a.public_key()).as_str())
+    );
+    assert_eq!(issued[1].device.key_id, None, "no key, no key id");
+    let b_first = devices::set_device_key(&app.hub, "test", None, "spk-b", &hex::encode(&key_b.public_key()))
+        .await
+        .expect("set key")
+        .key_id
+        .expect("key id");
+    assert_ne!(a_id, b_first);
+
+    let sealed = |key: &KeyPair, key_id: i64, device: &str| {
+        let report = Report {
+            device: device.into(),
+            session: 1,
+            seq: 1,
+            sent_at: 0,
+            msg: ReportBody::Status(Status { online: true }),
+        };
+        key.seal(
+            Direction::Report,
+            u32::try_from(key_id).expect("u32"),
+            &report.encode().expect("encode"),
+        )
+        .expect("seal")
+    };
+    let open = |topic_device: &'static str, frame: Vec<u8>, key_id: i64| {
+        let hub = app.hub.clone();
+        async move {
+            let key = devices::report_key(&hub, u32::try_from(key_id).expect("u32"))
+                .await
+                .expect("store");
+            open_report(&topic::report(topic_device, "status"), &frame, |_| key)
+        }
+    };
+    let heard = open("spk-a", sealed(&key_a, a_id, "spk-a"), a_id)
+        .await
+        .expect("A is heard");
+    assert_eq!(heard.device, "spk-a");
+    assert_eq!(
+        open("spk-a", sealed(&key_b, b_first, "spk-a"), b_first).await,
+        Err(ReportRejection::DeviceMismatch),
+        "B cannot report for A under its own key"
+    );
+    assert_eq!(
+        open("spk-a", sealed(&key_b, a_id, "spk-a"), a_id).await,
+        Err(ReportRejection::BadSignature),
+        "nor under A's key id"
+    );
+
+    // A new key for B is a new key id; the old one is no longer heard. A revoked device is not heard.
+    let key_b2 = KeyPair::from_seed(&[0x55; 32]);
+    let b_second = devices::set_device_key(
+        &app.hub,
+        "test",
+        None,
+        "spk-b",
+        &hex::encode(&key_b2.public_key()),
+    )
+    .await
+    .expect("set key")
+    .key_id
+    .expect("key id");
+    assert_ne!(b_second, b_first);
+    assert_eq!(
+        open("spk-b", sealed(&key_b, b_first, "spk-b"), b_first).await,
+        Err(ReportRejection::UnknownKey)
+    );
+    open("spk-b", sealed(&key_b2, b_second, "spk-b"), b_second)
+        .await
+        .expect("B is heard under its new key");
+    devices::revoke_device(&app.hub, "test", None, "spk-a")
+        .await
+        .expect("revoke");
+    assert_eq!(
+        open("spk-a", sealed(&key_a, a_id, "spk-a"), a_id).await,
+        Err(ReportRejection::UnknownKey)
+    );
+}
+
 on_both_backends! {
+    reports_are_heard_only_under_the_devices_own_key => reports_are_heard_only_under_the_devices_own_key;
     credentials_are_shown_once_kept_hashed_and_revocable => credentials_are_shown_once_kept_hashed_and_revocable;
     an_import_registers_all_rows_or_none_and_names_each_wrong_one => an_import_registers_all_rows_or_none_and_names_each_wrong_one;
 }

@@ -1037,6 +1037,7 @@ impl Fx {
                     name: format!("喇叭{tag}"),
                     area_code: area.to_owned(),
                     group: String::new(),
+                    public_key: None,
                 };
                 let issued =
                     herald::delivery::devices::add_devices(&app.hub, "matrix", None, vec![(1, new)], &|_| {})
