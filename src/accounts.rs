@@ -9,7 +9,7 @@ use sea_orm::{
 use serde::Serialize;
 
 use crate::{
-    audit::{self, AuditEvent},
+    audit,
     domain::{
         area::AreaCode,
         item::sha256_hex,
@@ -127,30 +127,6 @@ fn password_matches(password: &str, stored: &str) -> bool {
     })
 }
 
-/// Account changes carry no content hashes; the detail says what changed.
-async fn audit_account(
-    txn: &sea_orm::DatabaseTransaction,
-    at: chrono::DateTime<chrono::Utc>,
-    actor: &str,
-    action: &str,
-    (target_type, target_id): (&str, &str),
-    area: Option<&str>,
-    detail: serde_json::Value,
-) -> Result<()> {
-    let event = AuditEvent {
-        actor,
-        action,
-        target_type,
-        target_id,
-        before_hash: None,
-        after_hash: None,
-        detail,
-        area,
-    };
-    audit::append(txn, at, event).await?;
-    Ok(())
-}
-
 /// Creates a user; returns it with the password when Herald generated it.
 pub async fn create_user(
     hub: &Hub,
@@ -216,7 +192,7 @@ pub async fn create_user(
     }
     .insert(&txn)
     .await?;
-    audit_account(
+    audit::append_change(
         &txn,
         now,
         actor,
@@ -301,7 +277,7 @@ pub async fn disable_user(
         .filter(api_token::Column::RevokedAt.is_null())
         .exec(&txn)
         .await?;
-    audit_account(
+    audit::append_change(
         &txn,
         now,
         actor,
@@ -362,7 +338,7 @@ pub async fn create_token(hub: &Hub, actor: &str, user_id: &str, name: &str) -> 
     }
     .insert(&txn)
     .await?;
-    audit_account(
+    audit::append_change(
         &txn,
         now,
         actor,
@@ -415,7 +391,7 @@ pub async fn revoke_token(hub: &Hub, caller: &Caller, token_id: &str) -> Result<
     let mut active: api_token::ActiveModel = token.into();
     active.revoked_at = Set(Some(now));
     let token = active.update(&txn).await?;
-    audit_account(
+    audit::append_change(
         &txn,
         now,
         &caller.id,
@@ -575,7 +551,7 @@ pub async fn login(hub: &Hub, attempt: LoginAttempt<'_>) -> Result<(String, Call
             Some(model) if model.disabled => "disabled",
             Some(_) => "wrong_password",
         };
-        audit_account(
+        audit::append_change(
             &txn,
             now,
             "anonymous",
@@ -647,7 +623,7 @@ pub async fn unlock_user(
         .exec(&txn)
         .await?
         .rows_affected;
-    audit_account(
+    audit::append_change(
         &txn,
         now,
         actor,

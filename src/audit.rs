@@ -43,6 +43,30 @@ fn row_hash(row: &audit_entry::Model) -> String {
     sha256_hex(canonical.to_string().as_bytes())
 }
 
+/// Appends the record of a change to something that is not an item version (an account, a
+/// device): no before/after content hashes, only what changed in `detail`.
+pub async fn append_change(
+    txn: &DatabaseTransaction,
+    at: DateTime<Utc>,
+    actor: &str,
+    action: &str,
+    (target_type, target_id): (&str, &str),
+    area: Option<&str>,
+    detail: serde_json::Value,
+) -> Result<i64, sea_orm::DbErr> {
+    let event = AuditEvent {
+        actor,
+        action,
+        target_type,
+        target_id,
+        before_hash: None,
+        after_hash: None,
+        detail,
+        area,
+    };
+    append(txn, at, event).await
+}
+
 /// Appends within the caller's transaction, so the entry exists exactly when the change does.
 pub async fn append(
     txn: &DatabaseTransaction,

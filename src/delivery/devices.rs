@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::targets::{TargetView, insert_targets};
 use crate::{
     accounts::random_secret,
-    audit::{self, AuditEvent},
+    audit,
     domain::{
         area::AreaCode,
         item::sha256_hex,
@@ -386,22 +386,22 @@ pub async fn add_devices(
     }
     for i in &issued {
         let d = &i.device;
-        let event = AuditEvent {
+        let detail = serde_json::json!({
+            "target_id": d.target_id,
+            "channel": d.channel,
+            "name": d.name,
+            "group": d.group,
+        });
+        audit::append_change(
+            &txn,
+            now,
             actor,
-            action: "device.add",
-            target_type: "device",
-            target_id: &d.device_id,
-            before_hash: None,
-            after_hash: None,
-            detail: serde_json::json!({
-                "target_id": d.target_id,
-                "channel": d.channel,
-                "name": d.name,
-                "group": d.group,
-            }),
-            area: Some(&d.area_code),
-        };
-        audit::append(&txn, now, event).await?;
+            "device.add",
+            ("device", &d.device_id),
+            Some(&d.area_code),
+            detail,
+        )
+        .await?;
     }
     txn.commit().await?;
     Ok(Ok(issued))
@@ -518,6 +518,35 @@ async fn find(db: &impl sea_orm::ConnectionTrait, device_id: &str) -> Result<(de
     Ok((device, target))
 }
 
+/// An administrator's change to one device, as the audit log records it.
+struct Change<'a> {
+    at: DateTime<Utc>,
+    actor: &'a str,
+    action: &'a str,
+    detail: serde_json::Value,
+}
+
+/// Records `change` in the audit log, commits, and returns the device as it now is.
+async fn commit_change(
+    txn: sea_orm::DatabaseTransaction,
+    change: Change<'_>,
+    device: device::Model,
+    target: target::Model,
+) -> Result<DeviceView> {
+    audit::append_change(
+        &txn,
+        change.at,
+        change.actor,
+        change.action,
+        ("device", &device.device_id),
+        Some(&target.area_code),
+        change.detail,
+    )
+    .await?;
+    txn.commit().await?;
+    DeviceView::from_rows(device, target)
+}
+
 /// `find`, for an administrator of `scope`.
 async fn find_in_scope(
     db: &impl sea_orm::ConnectionTrait,
@@ -559,19 +588,14 @@ pub async fn revoke_device(
     let mut disabled: target::ActiveModel = target.into();
     disabled.enabled = Set(false);
     let target = sea_orm::ActiveModelTrait::update(disabled, &txn).await?;
-    let event = AuditEvent {
+    let detail = serde_json::json!({"target_id": device.target_id});
+    let change = Change {
+        at: now,
         actor,
         action: "device.revoke",
-        target_type: "device",
-        target_id: device_id,
-        before_hash: None,
-        after_hash: None,
-        detail: serde_json::json!({"target_id": device.target_id}),
-        area: Some(&target.area_code),
+        detail,
     };
-    audit::append(&txn, now, event).await?;
-    txn.commit().await?;
-    DeviceView::from_rows(device, target)
+    commit_change(txn, change, device, target).await
 }
 
 /// Registers the report-signing key a device shows at installation (or a replacement, which is
@@ -592,19 +616,14 @@ pub async fn set_device_key(
     keyed.key_id = Set(Some(key_id));
     keyed.public_key = Set(Some(public_key.clone()));
     let device = sea_orm::ActiveModelTrait::update(keyed, &txn).await?;
-    let event = AuditEvent {
+    let detail = serde_json::json!({"key_id": key_id, "public_key": public_key});
+    let change = Change {
+        at: now,
         actor,
         action: "device.key",
-        target_type: "device",
-        target_id: device_id,
-        before_hash: None,
-        after_hash: None,
-        detail: serde_json::json!({"key_id": key_id, "public_key": public_key}),
-        area: Some(&target.area_code),
+        detail,
     };
-    audit::append(&txn, now, event).await?;
-    txn.commit().await?;
-    DeviceView::from_rows(device, target)
+    commit_change(txn, change, device, target).await
 }
 
 /// The device and key a report frame's key id names, for `open_report`; none for an unknown

@@ -129,6 +129,28 @@ fn advance(app: &TestApp, by: Duration) {
     clock.set(clock.now() + chrono::Duration::from_std(by).expect("a duration"));
 }
 
+/// Starts one worker batch in the background and returns once the channel has been called
+/// `calls` times in all: the sends are under way, held at the channel's gate.
+async fn batch_under_way(
+    app: &TestApp,
+    channel: &Signed,
+    calls: usize,
+    worker_id: &'static str,
+) -> tokio::task::JoinHandle<Result<usize, herald::error::Error>> {
+    let hub = app.hub.clone();
+    let worker = tokio::spawn(async move {
+        herald::delivery::worker::try_execute_batch(&hub, &Default::default(), worker_id).await
+    });
+    for _ in 0..500 {
+        if channel.calls().len() == calls {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(channel.calls().len(), calls, "the sends are under way");
+    worker
+}
+
 async fn duplicated_reordered_and_unknown_receipts(backend: Backend) {
     let channel = Signed::new(&[], Step::Accept);
     let app = signed_app(backend, &channel).await;
@@ -216,17 +238,7 @@ async fn receipts_before_the_worker_records(backend: Backend) {
     let by_id = add_signed_target(&app, "融媒体中心", Some(KEY)).await;
     let acked = add_signed_target(&app, "村村通大喇叭组", Some(KEY)).await;
     let item = publish_to_media_center(&app).await;
-    let hub = app.hub.clone();
-    let worker = tokio::spawn(async move {
-        herald::delivery::worker::try_execute_batch(&hub, &Default::default(), "slow-worker").await
-    });
-    for _ in 0..500 {
-        if channel.calls().len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(channel.calls().len(), 3, "all sends are under way");
+    let worker = batch_under_way(&app, &channel, 3, "slow-worker").await;
     assert_eq!(state_of(&app, &item, &by_key).await, "sending");
 
     // Both report before the worker has recorded either send.
@@ -441,17 +453,7 @@ async fn a_late_report_of_an_earlier_attempt_does_not_settle_a_retry(backend: Ba
 
     // The retry is under way (the channel holds its answer) when the first attempt's channel
     // reports again, late: the report is kept, and the retry goes on.
-    let hub = app.hub.clone();
-    let worker = tokio::spawn(async move {
-        herald::delivery::worker::try_execute_batch(&hub, &Default::default(), "retry-worker").await
-    });
-    for _ in 0..500 {
-        if channel.calls().len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(channel.calls().len(), 2, "the retry is under way");
+    let worker = batch_under_way(&app, &channel, 2, "retry-worker").await;
     report(
         &app,
         &target,
