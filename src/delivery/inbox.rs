@@ -337,7 +337,14 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
                 continue;
             }
         };
-        let Some(d) = named.get(&key) else {
+        // A delivery still `sending` carries the external id of an earlier attempt (this
+        // attempt's id is written when the worker records it): a report naming that id is
+        // about the earlier attempt and must not settle this one. Like a report that overtook
+        // its record, it waits; if the new attempt brings a new id, it ends unmatched.
+        let named_delivery = named
+            .get(&key)
+            .filter(|d| row.correlation_by == "key" || d.state != DeliveryState::Sending);
+        let Some(d) = named_delivery else {
             if now < later(row.received_at, UNMATCHED_GRACE) && row.correlation_by != "key" {
                 recheck.push(row.id);
             } else {

@@ -114,10 +114,6 @@ pub async fn retry(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<Deli
             active.next_attempt_at = Set(now);
             active.lease_owner = Set(None);
             active.lease_expires_at = Set(None);
-            // The channel's id for the last attempt belongs to that attempt: a late report
-            // naming it must not settle the new one (it is kept and, unmatched, listed for an
-            // administrator). The receipt record keeps the old id.
-            active.external_id = Set(None);
         },
     )
     .await?;

@@ -462,6 +462,14 @@ async fn a_late_report_of_an_earlier_attempt_does_not_settle_a_retry(backend: Ba
     .await;
     apply_all(&app).await;
     assert_eq!(state_of(&app, &item, &target).await, "sending");
+    // The earlier attempt's id stays until the retry records its own: were the retry to end
+    // without one, a withdrawal would still need it to take the first post down.
+    let kept: String = scalar(
+        &app,
+        &format!("SELECT external_id FROM deliveries WHERE id = '{id}'"),
+    )
+    .await;
+    assert_eq!(kept, first);
     channel.gate.add_permits(1);
     worker.await.expect("worker task").expect("batch");
     assert_eq!(state_of(&app, &item, &target).await, "accepted");
