@@ -428,8 +428,15 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
     let mut counts = CountChanges::default();
     let mut recorded: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
     let mut receipts = Vec::with_capacity(outcomes.len());
-    let attempts: Vec<String> = outcomes.iter().map(|(row, _)| row.attempts.to_string()).collect();
-    for ((row, settled), attempt) in outcomes.iter().zip(&attempts) {
+    // Each record is its own receipt: an operator's retry counts attempts from 1 again, so
+    // the attempt number alone would make the retry's first outcome look like a resend of the
+    // first run's and drop it from the record.
+    let record_id = hub.clock.new_id();
+    let distinct: Vec<String> = outcomes
+        .iter()
+        .map(|(row, _)| format!("{}:{record_id}", row.attempts))
+        .collect();
+    for ((row, settled), distinct_by) in outcomes.iter().zip(&distinct) {
         if held.contains(&row.id) {
             *recorded
                 .entry((row.channel.as_str(), settled.state.as_str()))
@@ -449,7 +456,7 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
             kind: settled.receipt_kind,
             source_time: None,
             received_at: now,
-            distinct_by: attempt,
+            distinct_by,
             detail: serde_json::json!({"attempt": row.attempts, "error": settled.error, "external_id": settled.external_id, "worker": worker_id}),
         });
     }

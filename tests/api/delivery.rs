@@ -179,6 +179,11 @@ on_both_backends! {
         assert_eq!(good_after, &by_target(&good), "the delivered target's row is untouched");
         assert_eq!(app.deliver_due().await, 1, "only the retried delivery is sent");
         assert_eq!(scripted.calls().len(), 3);
+        // Both attempts are in the record, though the retry's attempts count from 1 again.
+        let bad_id = by_target(&bad)["id"].as_str().expect("id").to_owned();
+        let csv = app.get("publisher", &format!("/api/v1/items/{id}/receipts.csv")).await.text();
+        let failures = csv.lines().filter(|l| l.starts_with(bad_id.as_str()) && l.contains(",failed,")).count();
+        assert_eq!(failures, 2, "{csv}");
     };
 
     a_delivery_that_cannot_be_read_fails_alone_and_the_batch_goes_out => |backend| async move {
