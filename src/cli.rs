@@ -177,7 +177,7 @@ enum DeviceCommand {
     List,
     /// Revoke a device: its credential stops working and nothing more is delivered to it.
     Revoke { device_id: String },
-    /// Register every device of a CSV file (header: channel,name,area_code[,device_id][,group]),
+    /// Register every device of a CSV file (header: channel,name,area_code[,device_id][,group][,public_key]),
     /// all or none; the credentials go to a new file readable only by you.
     Import {
         file: std::path::PathBuf,
@@ -555,7 +555,11 @@ async fn device_command(hub: &Hub, command: DeviceCommand) -> anyhow::Result<Exi
         }
         DeviceCommand::List => {
             for d in devices::list_devices(hub, None).await.map_err(failed)? {
-                let status = if d.enabled { "active" } else { "revoked" };
+                let status = if d.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
                 let seen = d
                     .last_seen_at
                     .map_or_else(|| "never seen".to_owned(), |t| t.to_rfc3339());
@@ -616,17 +620,38 @@ async fn device_command(hub: &Hub, command: DeviceCommand) -> anyhow::Result<Exi
                 indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} devices registered")
                     .map_err(anyhow::Error::new)?,
             );
-            let result =
-                devices::add_devices(hub, CLI_ACTOR, None, rows, &|n| bar.set_position(n as u64)).await;
+            // The credentials reach the disk before the registration commits: a crash or a
+            // full disk leaves either both or neither.
+            let mut out = Some(out);
+            let mut keep = |issued: &[devices::Issued]| -> crate::error::Result<()> {
+                let file = out
+                    .take()
+                    .ok_or_else(|| anyhow::anyhow!("the credentials file was already written"))?;
+                let mut writer = csv::Writer::from_writer(file);
+                writer
+                    .write_record(["device_id", "credential"])
+                    .map_err(anyhow::Error::new)?;
+                for i in issued {
+                    writer
+                        .write_record([i.device.device_id.as_str(), i.credential.as_str()])
+                        .map_err(anyhow::Error::new)?;
+                }
+                let file = writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+                file.sync_all().map_err(anyhow::Error::new)?;
+                Ok(())
+            };
+            let result = devices::import_devices(
+                hub,
+                CLI_ACTOR,
+                None,
+                rows,
+                &|n| bar.set_position(n as u64),
+                &mut keep,
+            )
+            .await;
             bar.finish_and_clear();
             match result.map_err(failed) {
                 Ok(Ok(issued)) => {
-                    let mut writer = csv::Writer::from_writer(out);
-                    writer.write_record(["device_id", "credential"])?;
-                    for i in &issued {
-                        writer.write_record([i.device.device_id.as_str(), i.credential.as_str()])?;
-                    }
-                    writer.flush()?;
                     println!(
                         "registered {} devices; their credentials are in {} (Herald keeps only their hashes)",
                         issued.len(),
@@ -634,7 +659,6 @@ async fn device_command(hub: &Hub, command: DeviceCommand) -> anyhow::Result<Exi
                     );
                 }
                 other => {
-                    drop(out);
                     let _ = std::fs::remove_file(&credentials_out);
                     match other {
                         Ok(Err(errors)) => {
@@ -652,7 +676,8 @@ async fn device_command(hub: &Hub, command: DeviceCommand) -> anyhow::Result<Exi
 }
 
 /// Writes `contents` to `path` through a temporary file and a rename, so a broker reloading
-/// meanwhile reads the old file or the new one, never half of one, with permissions `mode`.
+/// meanwhile reads the old file or the new one, never half of one, with permissions `mode` and
+/// the group the file had.
 fn replace_file(path: &std::path::Path, contents: &str, mode: u32) -> anyhow::Result<()> {
     use std::io::Write;
     let partial = path.with_extension("partial");
@@ -667,6 +692,18 @@ fn replace_file(path: &std::path::Path, contents: &str, mode: u32) -> anyhow::Re
         .with_context(|| format!("cannot write {}", partial.display()))?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()?;
+    // A file being replaced keeps its group: the broker's (`chgrp mosquitto passwd`, once).
+    #[cfg(unix)]
+    if let Ok(existing) = std::fs::metadata(path) {
+        let group = std::os::unix::fs::MetadataExt::gid(&existing);
+        std::os::unix::fs::chown(&partial, None, Some(group)).with_context(|| {
+            format!(
+                "cannot give {} the group of {}",
+                partial.display(),
+                path.display()
+            )
+        })?;
+    }
     std::fs::rename(&partial, path).with_context(|| format!("cannot replace {}", path.display()))?;
     Ok(())
 }

@@ -3,9 +3,10 @@
 //! logs in to the broker with, the hash of the credential issued to it, revocation, its group
 //! in the village, and what it last reported of itself.
 //!
-//! A credential is random, shown once when issued and stored only as its SHA-256: it is a
-//! 256-bit secret, not a password, so a fast hash is enough and lets the broker check thousands
-//! of reconnecting devices without a password hash's deliberate cost.
+//! A credential is random and shown once when issued. Herald keeps two hashes of it and never
+//! the credential: its SHA-256, which the hub checks (a 256-bit secret, not a password, so a
+//! fast hash is enough for thousands of reconnecting devices), and Mosquitto's own `$7$`
+//! PBKDF2 hash, which `herald mqtt acl` writes to the broker's password file.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -258,6 +259,32 @@ pub async fn add_devices(
     rows: Vec<(usize, NewDevice)>,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<std::result::Result<Vec<Issued>, Vec<RowError>>> {
+    import_devices(hub, actor, scope, rows, progress, &mut |_| Ok(())).await
+}
+
+/// A unique index refused a row another registration wrote meanwhile: a conflict to retry,
+/// not a fault.
+fn registered_meanwhile(e: sea_orm::DbErr) -> Error {
+    match e.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Error::conflict(
+            "device_conflict",
+            "another registration took the same device id or key id at the same moment; try again",
+        ),
+        _ => e.into(),
+    }
+}
+
+/// `add_devices`, handing the credentials to `keep` before anything is committed: an import
+/// writes them to its file there, so devices are never registered with their credentials
+/// lost (should `keep` fail, nothing is registered).
+pub async fn import_devices(
+    hub: &Hub,
+    actor: &str,
+    scope: Option<&AreaCode>,
+    rows: Vec<(usize, NewDevice)>,
+    progress: &(dyn Fn(usize) + Sync),
+    keep: &mut (dyn FnMut(&[Issued]) -> Result<()> + Send),
+) -> Result<std::result::Result<Vec<Issued>, Vec<RowError>>> {
     if rows.len() > MAX_IMPORT_ROWS {
         return Err(Error::validation(
             "devices",
@@ -283,12 +310,14 @@ pub async fn add_devices(
             Err(e) => errors.push(e),
         }
     }
+    // Checked in the writing transaction, so no registration can take an id in between.
+    let txn = begin_write(&hub.db).await?;
     let wanted: Vec<String> = checked.iter().map(|(_, c)| c.device_id.clone()).collect();
     let mut taken = BTreeSet::new();
     for chunk in wanted.chunks(ID_CHUNK) {
         for d in device::Entity::find()
             .filter(device::Column::DeviceId.is_in(chunk.iter().cloned()))
-            .all(&hub.db)
+            .all(&txn)
             .await?
         {
             taken.insert(d.device_id);
@@ -363,7 +392,6 @@ pub async fn add_devices(
         });
         targets.push(view);
     }
-    let txn = begin_write(&hub.db).await?;
     // Key ids are numbered in the transaction that stores them (the unique index turns a
     // concurrent registration into an error, not a shared id).
     let with_keys = issued.iter().filter(|i| i.device.public_key.is_some()).count();
@@ -380,7 +408,8 @@ pub async fn add_devices(
         insert_targets(&txn, targets, now).await?;
         device::Entity::insert_many(devices.to_vec())
             .exec_without_returning(&txn)
-            .await?;
+            .await
+            .map_err(registered_meanwhile)?;
         written += targets.len();
         progress(written);
     }
@@ -403,6 +432,7 @@ pub async fn add_devices(
         )
         .await?;
     }
+    keep(&issued)?;
     txn.commit().await?;
     Ok(Ok(issued))
 }
@@ -615,7 +645,9 @@ pub async fn set_device_key(
     let mut keyed: device::ActiveModel = device.into();
     keyed.key_id = Set(Some(key_id));
     keyed.public_key = Set(Some(public_key.clone()));
-    let device = sea_orm::ActiveModelTrait::update(keyed, &txn).await?;
+    let device = sea_orm::ActiveModelTrait::update(keyed, &txn)
+        .await
+        .map_err(registered_meanwhile)?;
     let detail = serde_json::json!({"key_id": key_id, "public_key": public_key});
     let change = Change {
         at: now,

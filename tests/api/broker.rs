@@ -167,6 +167,20 @@ fn each_device_reaches_only_its_own_topics_on_a_mosquitto_set_up_by_herald() {
     let (a, b, c) = (add("spk-a"), add("spk-b"), add("spk-c"));
     run(&["device", "revoke", "spk-c"]);
     run(&["mqtt", "acl", "--out-dir", files.to_str().expect("path")]);
+    // Given to the broker's group once, the password file keeps that group when the files
+    // are written again after a device change (where this process may hand a file to another
+    // group at all).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let passwd = files.join("passwd");
+        if std::os::unix::fs::chown(&passwd, None, Some(1)).is_ok() {
+            run(&["mqtt", "acl", "--out-dir", files.to_str().expect("path")]);
+            let meta = std::fs::metadata(&passwd).expect("passwd");
+            assert_eq!(meta.gid(), 1, "the group given to passwd is kept");
+            assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        }
+    }
     let hub_password = std::fs::read_to_string(files.join("hub.credential")).expect("hub credential");
     let (_broker, port) = start_mosquitto(dir.path(), &files);
 

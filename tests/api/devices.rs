@@ -178,6 +178,24 @@ async fn an_import_registers_all_rows_or_none_and_names_each_wrong_one(backend: 
     );
     assert_eq!(device_count(&app).await, 0, "nothing is registered");
 
+    // Credentials that cannot be kept (the import's file could not be written) register
+    // nothing either.
+    let unkept = devices::import_devices(
+        &app.hub,
+        "test",
+        None,
+        vec![(1, loudspeaker(Some("ls-kept"), "喇叭", VILLAGE_A))],
+        &|_| {},
+        &mut |_| Err(anyhow::anyhow!("disk full").into()),
+    )
+    .await;
+    assert!(unkept.is_err());
+    assert_eq!(
+        device_count(&app).await,
+        0,
+        "nothing is registered without its credentials"
+    );
+
     // Unreadable rows are reported by line too, before anything is checked.
     let broken = "channel,name,area_code\nloudspeaker,甲\nwechat_xyz,乙,530426101001\n";
     let errors = devices::parse_csv(broken.as_bytes()).expect_err("unreadable");
