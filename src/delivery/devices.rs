@@ -618,7 +618,8 @@ pub async fn revoke_device(
     let mut disabled: target::ActiveModel = target.into();
     disabled.enabled = Set(false);
     let target = sea_orm::ActiveModelTrait::update(disabled, &txn).await?;
-    let detail = serde_json::json!({"target_id": device.target_id});
+    let cancelled = cancel_queued(&txn, now, &device.target_id).await?;
+    let detail = serde_json::json!({"target_id": device.target_id, "cancelled_deliveries": cancelled});
     let change = Change {
         at: now,
         actor,
@@ -626,6 +627,44 @@ pub async fn revoke_device(
         detail,
     };
     commit_change(txn, change, device, target).await
+}
+
+/// Calls off what is still queued for a revoked device's target (pending, or waiting for a
+/// retry), with the counts, so nothing more reaches it; returns how many. Locked on
+/// PostgreSQL, where a worker's claim skips locked rows; SQLite's write transaction is
+/// exclusive already.
+async fn cancel_queued(
+    txn: &sea_orm::DatabaseTransaction,
+    now: DateTime<Utc>,
+    target_id: &str,
+) -> Result<usize> {
+    use super::{
+        DeliveryState,
+        counts::{CountChanges, CountedDeliveries},
+    };
+    use crate::store::entities::delivery;
+    use sea_orm::{QuerySelect, sea_query::Expr};
+    let queued = delivery::Entity::find()
+        .filter(delivery::Column::TargetId.eq(target_id))
+        .filter(delivery::Column::State.is_in([DeliveryState::Pending, DeliveryState::Retrying]))
+        .lock_exclusive()
+        .all(txn)
+        .await?;
+    let mut counts = CountChanges::default();
+    for d in &queued {
+        counts.moved(&CountedDeliveries::of(d), d.state, DeliveryState::Cancelled, 1);
+    }
+    let ids: Vec<String> = queued.iter().map(|d| d.id.to_string()).collect();
+    for chunk in ids.chunks(ID_CHUNK) {
+        delivery::Entity::update_many()
+            .col_expr(delivery::Column::State, Expr::value(DeliveryState::Cancelled))
+            .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
+            .filter(delivery::Column::Id.is_in(chunk.iter().cloned()))
+            .exec(txn)
+            .await?;
+    }
+    counts.apply(txn).await?;
+    Ok(queued.len())
 }
 
 /// Registers the report-signing key a device shows at installation (or a replacement, which is

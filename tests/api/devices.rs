@@ -5,6 +5,7 @@ use herald::delivery::devices::{self, CREDENTIAL_PREFIX, NewDevice, RowError};
 use herald::domain::area::AreaCode;
 use herald_channels::ChannelKind;
 use sea_orm::{ConnectionTrait, Statement};
+use serde_json::json;
 
 use crate::helpers::{Backend, TestApp, item_body, spawn_app, spawn_app_with};
 use crate::on_both_backends;
@@ -115,11 +116,40 @@ async fn credentials_are_shown_once_kept_hashed_and_revocable(backend: Backend) 
             .is_empty()
     );
 
-    // Revoked: it cannot log in, nothing more reaches it, and revoking again is a conflict.
+    // An announcement queued for both devices, not yet sent.
+    let queued = app
+        .publish_new(&item_body(VILLAGE_A), &json!({"channels": ["loudspeaker"]}))
+        .await;
+
+    // Revoked: it cannot log in, nothing more reaches it (what was queued for it is called
+    // off), and revoking again is a conflict.
     let revoked = devices::revoke_device(&app.hub, "test", None, "ls-dz-001")
         .await
         .expect("revoke");
     assert!(!revoked.enabled);
+    assert_eq!(app.deliver_due().await, 1, "only the other device is sent to");
+    let to_revoked = app
+        .publish_delivery(&queued, "target_id", &revoked.target_id)
+        .await;
+    assert_eq!(to_revoked["state"], "cancelled", "{to_revoked}");
+    let summary = app
+        .get("admin", &format!("/api/v1/items/{queued}/deliveries"))
+        .await
+        .json;
+    let count_of = |state: &str| {
+        summary["summary"]
+            .as_array()
+            .expect("summary")
+            .iter()
+            .filter(|r| r["channel"] == "loudspeaker" && r["state"] == state)
+            .map(|r| r["count"].as_i64().expect("count"))
+            .sum::<i64>()
+    };
+    assert_eq!(
+        (count_of("cancelled"), count_of("delivered"), count_of("pending")),
+        (1, 1, 0),
+        "{summary}"
+    );
     assert!(revoked.revoked_at.is_some());
     assert!(login("ls-dz-001", first.credential.clone()).await.is_none());
     let again = devices::revoke_device(&app.hub, "test", None, "ls-dz-001").await;
