@@ -21,6 +21,15 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // What applying it did to the delivery, for the record (`applied` alone would not say).
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("receipt_inbox")
+                    .add_column(string_null("moved_to"))
+                    .to_owned(),
+            )
+            .await?;
         manager
             .create_index(
                 index("receipt_inbox_by_delivery", "receipt_inbox", &["delivery_id"])
@@ -54,13 +63,16 @@ impl MigrationTrait for Migration {
         manager
             .create_index(index("receipt_inbox_by_outcome", "receipt_inbox", &["outcome"]))
             .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("receipt_inbox")
-                    .drop_column("delivery_id")
-                    .to_owned(),
-            )
-            .await
+        for column in ["moved_to", "delivery_id"] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table("receipt_inbox")
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

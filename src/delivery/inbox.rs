@@ -65,7 +65,7 @@ const RECONCILE_BATCH: u64 = 100;
 const RECONCILE_IN_FLIGHT: usize = 16;
 /// Values per `IN (…)` list: well under both databases' bind-parameter limits.
 const CHUNK: usize = 1000;
-/// Rows per `VALUES` list of three columns (3,000 values): likewise.
+/// Rows per `VALUES` list of four columns (4,000 values): likewise.
 const VALUES_ROWS: usize = 1000;
 
 fn later(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
@@ -117,6 +117,7 @@ pub async fn intake(
                 applied_at: Set(None),
                 outcome: Set(None),
                 delivery_id: Set(None),
+                moved_to: Set(None),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -313,8 +314,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
     // Each delivery's state as it was and as the receipts so far leave it; a batch may hold
     // several receipts of one delivery (delivered, then played).
     let mut states: HashMap<String, (DeliveryState, DeliveryState)> = HashMap::new();
-    // What each inbox row is marked with: its outcome and the delivery it was applied to.
-    let mut marks: Vec<(i64, Outcome, Option<&str>)> = Vec::with_capacity(rows.len());
+    let mut marks: Vec<Mark<'_>> = Vec::with_capacity(rows.len());
     let mut recheck = Vec::new();
     for row in &rows {
         let key = (
@@ -333,7 +333,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
             Ok(status) => status,
             Err(e) => {
                 tracing::error!(receipt = row.id, error = %e, "stored receipt does not read back; set aside");
-                marks.push((row.id, Outcome::Unmatched, None));
+                marks.push(Mark::unmatched(row.id));
                 continue;
             }
         };
@@ -348,7 +348,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
             if now < later(row.received_at, UNMATCHED_GRACE) && row.correlation_by != "key" {
                 recheck.push(row.id);
             } else {
-                marks.push((row.id, Outcome::Unmatched, None));
+                marks.push(Mark::unmatched(row.id));
             }
             continue;
         };
@@ -362,7 +362,12 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
         } else {
             Outcome::Unchanged
         };
-        marks.push((row.id, outcome, Some(d.id.as_str())));
+        marks.push(Mark {
+            id: row.id,
+            outcome,
+            delivery_id: Some(d.id.as_str()),
+            moved_to: moved,
+        });
     }
 
     // Deliveries that moved: one guarded UPDATE per (from, to) pair.
@@ -453,28 +458,46 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
     Ok(rows.len())
 }
 
-/// Marks inbox rows applied, each with its own outcome and delivery: one statement over a
-/// `VALUES` list (UPDATE … FROM, on both databases) rather than one per outcome and delivery.
-async fn mark_applied(
-    txn: &DatabaseTransaction,
-    now: DateTime<Utc>,
-    marks: &[(i64, Outcome, Option<&str>)],
-) -> Result<()> {
+/// What an inbox row is marked with once looked at: its outcome, the delivery it was applied
+/// to and the state it moved that delivery to (for the record an auditor reads).
+struct Mark<'a> {
+    id: i64,
+    outcome: Outcome,
+    delivery_id: Option<&'a str>,
+    moved_to: Option<DeliveryState>,
+}
+
+impl Mark<'_> {
+    fn unmatched(id: i64) -> Self {
+        Self {
+            id,
+            outcome: Outcome::Unmatched,
+            delivery_id: None,
+            moved_to: None,
+        }
+    }
+}
+
+/// Marks inbox rows applied, each with its own outcome, delivery and move: one statement over
+/// a `VALUES` list (UPDATE … FROM, on both databases) rather than one per row.
+async fn mark_applied(txn: &DatabaseTransaction, now: DateTime<Utc>, marks: &[Mark<'_>]) -> Result<()> {
     let mut binds = Binds::new(txn.get_database_backend());
     let rows: Vec<String> = marks
         .iter()
-        .map(|(id, outcome, delivery_id)| {
+        .map(|mark| {
             format!(
-                "({}, {}, {})",
-                binds.add(*id),
-                binds.add(outcome.as_str()),
-                binds.add(delivery_id.map(str::to_owned))
+                "({}, {}, {}, {})",
+                binds.add(mark.id),
+                binds.add(mark.outcome.as_str()),
+                binds.add(mark.delivery_id.map(str::to_owned)),
+                binds.add(mark.moved_to.map(|state| state.as_str().to_owned()))
             )
         })
         .collect();
     let sql = format!(
-        "WITH marks (id, outcome, delivery_id) AS (VALUES {}) \
-         UPDATE receipt_inbox SET applied_at = {}, outcome = marks.outcome, delivery_id = marks.delivery_id \
+        "WITH marks (id, outcome, delivery_id, moved_to) AS (VALUES {}) \
+         UPDATE receipt_inbox SET applied_at = {}, outcome = marks.outcome, \
+           delivery_id = marks.delivery_id, moved_to = marks.moved_to \
          FROM marks WHERE receipt_inbox.id = marks.id",
         rows.join(", "),
         binds.add(now),

@@ -219,9 +219,10 @@ impl From<receipt_inbox::Model> for RecordLine {
         // The status as reported (JSON, as `intake` wrote it), what applying it did, and
         // where the payload itself is kept.
         let detail = format!(
-            r#"{{"status":{},"outcome":{},"inbox":{}}}"#,
+            r#"{{"status":{},"outcome":{},"moved_to":{},"inbox":{}}}"#,
             r.detail,
             serde_json::json!(r.outcome),
+            serde_json::json!(r.moved_to),
             r.id
         );
         Self {

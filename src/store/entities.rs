@@ -475,6 +475,8 @@ pub mod receipt_inbox {
         /// The delivery it was applied to (applied or unchanged): it is then part of that
         /// delivery's record, beside the worker's own receipts.
         pub delivery_id: Option<String>,
+        /// The state applying it moved the delivery to; none when it changed nothing.
+        pub moved_to: Option<String>,
     }
     no_relations!();
 }

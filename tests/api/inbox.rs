@@ -212,6 +212,12 @@ async fn duplicated_reordered_and_unknown_receipts(backend: Backend) {
     for kind in [",played,", ",delivered,", ",failed,"] {
         assert!(csv.contains(kind), "{kind} missing from\n{csv}");
     }
+    // Each says what it did to the delivery (CSV doubles the JSON's quotes).
+    assert!(csv.contains(r#"""moved_to"":""played"""#), "{csv}");
+    assert!(
+        csv.contains(r#"""outcome"":""unchanged"",""moved_to"":null"#),
+        "{csv}"
+    );
 
     // The unknown one waits out its grace (it may have overtaken a record), then is reported.
     let unmatched = "/api/v1/receipts/unmatched";
