@@ -173,6 +173,8 @@ enum DeviceCommand {
     },
     /// Register the report-signing key a device shows at installation (or a new one).
     SetKey { device_id: String, public_key: String },
+    /// Issue a device a new credential, printed once; the old one stops working.
+    Reissue { device_id: String },
     /// List devices, with when each was last seen.
     List,
     /// Revoke a device: its credential stops working and nothing more is delivered to it.
@@ -579,6 +581,15 @@ async fn device_command(hub: &Hub, command: DeviceCommand) -> anyhow::Result<Exi
             if let Some(key_id) = device.key_id {
                 println!("device {device_id} reports under key id {key_id}");
             }
+        }
+        DeviceCommand::Reissue { device_id } => {
+            let issued = devices::reissue_credential(hub, CLI_ACTOR, None, &device_id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{device_id}: {e}"))?;
+            println!("credential: {}", issued.credential);
+            println!(
+                "Keep it now: Herald stores only its hash. Run `herald mqtt acl` and reload the broker."
+            );
         }
         DeviceCommand::Revoke { device_id } => {
             devices::revoke_device(hub, CLI_ACTOR, None, &device_id)

@@ -667,6 +667,40 @@ async fn cancel_queued(
     Ok(queued.len())
 }
 
+/// Issues a device a new credential (the old one was lost, or may have leaked): the old one
+/// stops working at once, on the broker after `herald mqtt acl` and a reload. A revoked
+/// device gets none.
+pub async fn reissue_credential(
+    hub: &Hub,
+    actor: &str,
+    scope: Option<&AreaCode>,
+    device_id: &str,
+) -> Result<Issued> {
+    let now = hub.clock.now();
+    let txn = begin_write(&hub.db).await?;
+    let (device, target) = find_in_scope(&txn, scope, device_id).await?;
+    if device.revoked_at.is_some() {
+        return Err(Error::conflict(
+            "revoked",
+            format!("device {device_id} is revoked; register it again instead"),
+        ));
+    }
+    let credential = format!("{CREDENTIAL_PREFIX}{}", random_secret(32)?);
+    let mut reissued: device::ActiveModel = device.into();
+    reissued.credential_hash = Set(sha256_hex(credential.as_bytes()));
+    reissued.broker_hash = Set(mosquitto_hash(&credential)?);
+    reissued.credential_issued_at = Set(now);
+    let device = sea_orm::ActiveModelTrait::update(reissued, &txn).await?;
+    let change = Change {
+        at: now,
+        actor,
+        action: "device.credential",
+        detail: serde_json::json!({"target_id": device.target_id}),
+    };
+    let device = commit_change(txn, change, device, target).await?;
+    Ok(Issued { device, credential })
+}
+
 /// Registers the report-signing key a device shows at installation (or a replacement, which is
 /// a re-registration): it gets a new key id, and reports under the old one are refused.
 pub async fn set_device_key(

@@ -462,6 +462,18 @@ fn devices_are_registered_listed_imported_and_revoked_from_the_command_line() {
         text(&again.stderr)
     );
 
+    let reissued = run(&["device", "reissue", "ls-dz-002"]);
+    assert!(reissued.status.success(), "{}", text(&reissued.stderr));
+    assert!(text(&reissued.stdout).contains("credential: hdev_"));
+    assert!(
+        !credentials.contains(
+            text(&reissued.stdout)
+                .trim_start_matches("credential: ")
+                .lines()
+                .next()
+                .unwrap_or("-")
+        )
+    );
     let revoked = run(&["device", "revoke", "ls-dz-001"]);
     assert!(revoked.status.success(), "{}", text(&revoked.stderr));
     let listed = text(&run(&["device", "list"]).stdout);

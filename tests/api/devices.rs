@@ -105,6 +105,32 @@ async fn credentials_are_shown_once_kept_hashed_and_revocable(backend: Backend) 
     );
     assert!(login("ls-nobody", first.credential.clone()).await.is_none());
 
+    // A new credential replaces the old one at once.
+    let reissued = devices::reissue_credential(&app.hub, "test", None, "ls-dz-002")
+        .await
+        .expect_err("no such device");
+    assert!(
+        matches!(reissued, herald::error::Error::NotFound(_)),
+        "{reissued:?}"
+    );
+    let second_id = issued[1].device.device_id.clone();
+    let renewed = devices::reissue_credential(&app.hub, "test", None, &second_id)
+        .await
+        .expect("reissue");
+    assert_ne!(renewed.credential, issued[1].credential);
+    assert!(
+        devices::authenticate(&app.hub, &second_id, &issued[1].credential)
+            .await
+            .expect("store")
+            .is_none()
+    );
+    assert!(
+        devices::authenticate(&app.hub, &second_id, &renewed.credential)
+            .await
+            .expect("store")
+            .is_some()
+    );
+
     // Listed, scoped to an area.
     let all = devices::list_devices(&app.hub, None).await.expect("list");
     assert_eq!(all.len(), 2);
@@ -154,6 +180,8 @@ async fn credentials_are_shown_once_kept_hashed_and_revocable(backend: Backend) 
     assert!(login("ls-dz-001", first.credential.clone()).await.is_none());
     let again = devices::revoke_device(&app.hub, "test", None, "ls-dz-001").await;
     assert!(again.is_err(), "{again:?}");
+    let refused = devices::reissue_credential(&app.hub, "test", None, "ls-dz-001").await;
+    assert!(refused.is_err(), "a revoked device gets no new credential");
     let item = app.create_item("publisher", &item_body(VILLAGE_A)).await;
     let reached = app
         .get("publisher", &format!("/api/v1/items/{item}/targets"))
