@@ -93,7 +93,7 @@ impl DeviceView {
         }
         Ok(Self {
             device_id: device.device_id,
-            target_id: device.target_id,
+            target_id: device.target_id.to_string(),
             channel: target.channel,
             name: target.name,
             area_code: target.area_code,
@@ -355,7 +355,7 @@ pub async fn import_devices(
             enabled: true,
         };
         devices.push(device::ActiveModel {
-            target_id: Set(view.id.clone()),
+            target_id: Set(view.id.as_str().into()),
             device_id: Set(c.device_id.clone()),
             group_name: Set(c.group.clone()),
             credential_hash: Set(sha256_hex(credential.as_bytes())),
@@ -526,7 +526,7 @@ pub async fn list_devices(hub: &Hub, scope: Option<&AreaCode>) -> Result<Vec<Dev
         .into_iter()
         .map(|d| {
             let t = targets
-                .remove(&d.target_id)
+                .remove(d.target_id.as_str())
                 .ok_or_else(|| anyhow::anyhow!("device {} has no target", d.device_id))?;
             DeviceView::from_rows(d, t)
         })

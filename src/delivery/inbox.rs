@@ -490,7 +490,7 @@ async fn mark_applied(txn: &DatabaseTransaction, now: DateTime<Utc>, marks: &[Ma
                 binds.add(mark.id),
                 binds.add(mark.outcome.as_str()),
                 binds.add(mark.delivery_id.map(str::to_owned)),
-                binds.add(mark.moved_to.map(|state| state.as_str().to_owned()))
+                binds.add(mark.moved_to)
             )
         })
         .collect();

@@ -267,7 +267,10 @@ pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<S
             .await?
         {
             if let Some(delivery_id) = r.delivery_id.clone() {
-                receipts.entry(delivery_id).or_default().push(RecordLine::from(r));
+                receipts
+                    .entry(delivery_id.to_string())
+                    .or_default()
+                    .push(RecordLine::from(r));
             }
         }
     }

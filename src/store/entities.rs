@@ -454,6 +454,8 @@ pub mod delivery_count {
 pub mod receipt_inbox {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::{delivery::DeliveryState, ids::DeliveryId};
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "receipt_inbox")]
     pub struct Model {
@@ -474,9 +476,9 @@ pub mod receipt_inbox {
         pub outcome: Option<String>,
         /// The delivery it was applied to (applied or unchanged): it is then part of that
         /// delivery's record, beside the worker's own receipts.
-        pub delivery_id: Option<String>,
+        pub delivery_id: Option<DeliveryId>,
         /// The state applying it moved the delivery to; none when it changed nothing.
-        pub moved_to: Option<String>,
+        pub moved_to: Option<DeliveryState>,
     }
     no_relations!();
 }
@@ -484,11 +486,13 @@ pub mod receipt_inbox {
 pub mod device {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::ids::TargetId;
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "devices")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
-        pub target_id: String,
+        pub target_id: TargetId,
         pub device_id: String,
         pub group_name: String,
         pub credential_hash: String,
