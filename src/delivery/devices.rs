@@ -338,10 +338,18 @@ pub async fn import_devices(
     }
 
     let now = hub.clock.now();
+    // Key ids are numbered in the transaction that stores them (the unique index turns a
+    // concurrent registration into a conflict, not a shared id).
+    let with_keys = checked.iter().filter(|(_, c)| c.public_key.is_some()).count();
+    let mut key_ids = next_key_ids(&txn, with_keys).await?;
     let mut issued = Vec::with_capacity(checked.len());
     let mut targets = Vec::with_capacity(checked.len());
     let mut devices = Vec::with_capacity(checked.len());
     for (_, c) in checked {
+        let key_id = match c.public_key {
+            Some(_) => Some(key_ids.next().ok_or_else(|| anyhow::anyhow!("key ids ran out"))?),
+            None => None,
+        };
         let credential = format!("{CREDENTIAL_PREFIX}{}", random_secret(32)?);
         let view = TargetView {
             id: hub.clock.new_id().to_string(),
@@ -361,7 +369,7 @@ pub async fn import_devices(
             credential_hash: Set(sha256_hex(credential.as_bytes())),
             broker_hash: Set(mosquitto_hash(&credential)?),
             credential_issued_at: Set(now),
-            key_id: Set(None),
+            key_id: Set(key_id),
             public_key: Set(c.public_key.clone()),
             revoked_at: Set(None),
             capabilities: Set(None),
@@ -381,7 +389,7 @@ pub async fn import_devices(
                 enabled: true,
                 revoked_at: None,
                 credential_issued_at: now,
-                key_id: None,
+                key_id,
                 public_key: c.public_key.clone(),
                 firmware_version: None,
                 capabilities: None,
@@ -391,17 +399,6 @@ pub async fn import_devices(
             credential,
         });
         targets.push(view);
-    }
-    // Key ids are numbered in the transaction that stores them (the unique index turns a
-    // concurrent registration into an error, not a shared id).
-    let with_keys = issued.iter().filter(|i| i.device.public_key.is_some()).count();
-    let mut key_ids = next_key_ids(&txn, with_keys).await?;
-    for (issued, row) in issued.iter_mut().zip(devices.iter_mut()) {
-        if issued.device.public_key.is_some() {
-            let key_id = key_ids.next().ok_or_else(|| anyhow::anyhow!("key ids ran out"))?;
-            issued.device.key_id = Some(key_id);
-            row.key_id = Set(Some(key_id));
-        }
     }
     let mut written = 0;
     for (targets, devices) in targets.chunks(INSERT_CHUNK).zip(devices.chunks(INSERT_CHUNK)) {
