@@ -660,6 +660,8 @@ async fn cancel_queued(
             .exec(txn)
             .await?;
     }
+    let unqueued: Vec<&str> = ids.iter().map(String::as_str).collect();
+    super::queue::dequeue(txn, &unqueued).await?;
     counts.apply(txn).await?;
     Ok(queued.len())
 }

@@ -438,6 +438,12 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
                 )
                 .into());
             }
+            if from == DeliveryState::Sending || from.not_yet_sent() {
+                // Overtaken (its lease ends here), or a retry a late report made needless:
+                // either way the worker has nothing more to do for it.
+                let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                super::queue::dequeue(&txn, &ids).await?;
+            }
         }
     }
 

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod inbox;
 mod operator;
 mod outbox;
+mod queue;
 mod receipt_log;
 mod report;
 mod state;
@@ -17,7 +18,6 @@ pub mod worker;
 
 pub use operator::{cancel, retry};
 pub use outbox::{Schedule, enqueue_publication, enqueue_withdrawal, published_item};
-pub use receipt_log::{NewReceipt, record_receipts};
 pub use report::{
     DeliveryFilter, DeliveryView, ItemDeliveries, SummaryRow, item_deliveries, list_deliveries, receipts_csv,
     summary,

@@ -4,6 +4,7 @@ use sea_orm::{ActiveModelTrait, DatabaseTransaction, EntityTrait, QuerySelect, S
 
 use super::{
     counts::{CountChanges, CountedDeliveries},
+    queue,
     report::{DeliveryView, with_target_names},
     state::{DeliveryKind, DeliveryState},
 };
@@ -63,6 +64,7 @@ async fn move_by_operator(
     active.updated_at = Set(now);
     adjust(&mut active);
     let row = active.update(txn).await?;
+    queue::follow(txn, &row).await?;
     let detail = serde_json::json!({"from_state": from.as_str(), "item_id": row.item_id});
     let event = AuditEvent {
         actor: &caller.id,

@@ -13,6 +13,7 @@ use sea_orm::{
 
 use super::{
     counts::{CountChanges, CountedDeliveries},
+    queue,
     state::{DeliveryKind, DeliveryState, priority_of},
     targets,
 };
@@ -152,6 +153,7 @@ pub async fn enqueue_publication(
     let mut rendition_of_channel = CaseStatement::new();
     let mut counts = CountChanges::default();
     let mut written = BTreeMap::new();
+    let mut renditions = Vec::with_capacity(per_channel.len());
     for (kind, n) in &per_channel {
         let channel = hub
             .channels
@@ -173,7 +175,8 @@ pub async fn enqueue_publication(
         .insert(txn)
         .await?;
         rendition_of_channel =
-            rendition_of_channel.case(target::Column::Channel.eq(kind.as_str()), Expr::val(id));
+            rendition_of_channel.case(target::Column::Channel.eq(kind.as_str()), Expr::val(id.as_str()));
+        renditions.push(id);
         let counted = CountedDeliveries {
             item_id: item.item_id.as_str().into(),
             channel: *kind,
@@ -208,6 +211,8 @@ pub async fn enqueue_publication(
         .expr(Expr::val(now))
         .cond_where(reach.condition());
     insert_selected(txn, select).await?;
+    let renditions: Vec<&str> = renditions.iter().map(String::as_str).collect();
+    queue::enqueue_written(txn, &item.item_id, &renditions).await?;
     counts.apply(txn).await?;
     Ok(written)
 }
@@ -230,6 +235,7 @@ pub async fn enqueue_withdrawal(
         .await?;
     let mut reached = Vec::new();
     let mut cancelled = CountChanges::default();
+    let mut unqueued = Vec::new();
     for publish in publishes {
         let state = publish.state;
         // A delivery being sent right now may land: follow it with a withdrawal too.
@@ -248,6 +254,7 @@ pub async fn enqueue_withdrawal(
                 DeliveryState::Cancelled,
                 1,
             );
+            unqueued.push(publish.id.clone());
             let mut active: delivery::ActiveModel = publish.into();
             active.state = Set(DeliveryState::Cancelled);
             active.updated_at = Set(now);
@@ -255,6 +262,8 @@ pub async fn enqueue_withdrawal(
         }
     }
     cancelled.apply(txn).await?;
+    let unqueued: Vec<&str> = unqueued.iter().map(|id| id.as_str()).collect();
+    queue::dequeue(txn, &unqueued).await?;
     if reached.is_empty() {
         return Ok(0);
     }
@@ -299,6 +308,7 @@ pub async fn enqueue_withdrawal(
         .and_where(C::Kind.eq(DeliveryKind::Publish))
         .and_where(C::State.is_in(reached.iter().map(|d| d.state).collect::<BTreeSet<_>>()));
     insert_selected(txn, select).await?;
+    queue::enqueue_written(txn, item_id, &[rendition_id.as_str()]).await?;
     let mut counts = CountChanges::default();
     for delivery in &reached {
         let counted = CountedDeliveries {

@@ -1,73 +1,82 @@
-//! The append-only receipt log every delivery's history is read from.
+//! The append-only receipt log: what the worker's calls to a channel came to, one receipt a
+//! delivery and attempt. (What channels push later is kept in the inbox, and an applied inbox
+//! row is part of its delivery's record as it stands.)
 
 use chrono::{DateTime, Utc};
 use herald_channels::ChannelKind;
-use sea_orm::{ConnectionTrait, EntityTrait, Set, sea_query::OnConflict};
-
-use crate::{
-    domain::item::sha256_hex,
-    error::Result,
-    store::{ID_CHUNK, entities::receipt},
+use sea_orm::{
+    ConnectionTrait,
+    sea_query::{Expr, Query},
 };
 
-pub struct NewReceipt<'a> {
-    pub delivery_id: &'a str,
-    /// The channel whose answer (to the worker's call, or pushed later) this records.
+use crate::{
+    error::Result,
+    store::{
+        among,
+        entities::{delivery, receipt},
+    },
+};
+
+/// One outcome shared by a group of deliveries: what one record (one worker transaction) says
+/// of one attempt of each.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+pub struct OutcomeReceipt<'a> {
+    /// The channel whose answer this records.
     pub source: ChannelKind,
-    /// What happened, in the channel's words or the worker's (`delivered`, `failed_transient`…):
-    /// open-ended, since each channel's pushed receipts name their own kinds.
+    /// What happened, in the worker's words (`delivered`, `failed_transient`…).
     pub kind: &'a str,
-    pub source_time: Option<DateTime<Utc>>,
     pub received_at: DateTime<Utc>,
-    /// What tells this receipt apart from others of its kind (an attempt number, a raw payload);
-    /// the same value again is the same receipt, recorded once.
-    pub distinct_by: &'a str,
-    pub detail: serde_json::Value,
+    /// The record that writes it: with the attempt, what tells this receipt apart from every
+    /// other of its delivery (an operator's retry counts attempts from 1 again).
+    pub record_id: &'a str,
+    pub attempt: i32,
+    pub error: Option<&'a str>,
+    pub external_id: Option<&'a str>,
+    pub worker: &'a str,
 }
 
-impl NewReceipt<'_> {
-    /// The row it is stored as; the digest makes the same receipt again a no-op.
-    fn into_row(self) -> receipt::ActiveModel {
-        let digest = sha256_hex(
-            format!(
-                "{}\u{1f}{}\u{1f}{}\u{1f}{}",
-                self.delivery_id,
-                self.source.as_str(),
-                self.kind,
-                self.distinct_by
-            )
-            .as_bytes(),
-        );
-        receipt::ActiveModel {
-            id: Default::default(),
-            delivery_id: Set(self.delivery_id.into()),
-            source: Set(self.source.as_str().to_owned()),
-            kind: Set(self.kind.to_owned()),
-            source_time: Set(self.source_time),
-            received_at: Set(self.received_at),
-            digest: Set(digest),
-            detail: Set(self.detail.to_string()),
-        }
-    }
-}
-
-/// Appends receipts, each unless the same one was already recorded; returns how many were new.
-pub async fn record_receipts<'a>(
+/// Appends `receipt` for each of `delivery_ids`. The rows are made by the database from the
+/// ids, so a batch of 10,000 outcomes ships its ids and one copy of what they share.
+pub async fn record_outcome(
     db: &impl ConnectionTrait,
-    receipts: impl IntoIterator<Item = NewReceipt<'a>>,
-) -> Result<u64> {
-    let rows: Vec<_> = receipts.into_iter().map(NewReceipt::into_row).collect();
-    let mut inserted = 0;
-    // Eight values a row: well under both databases' bind-parameter limits.
-    for chunk in rows.chunks(ID_CHUNK) {
-        inserted += receipt::Entity::insert_many(chunk.to_vec())
-            .on_conflict(
-                OnConflict::columns([receipt::Column::DeliveryId, receipt::Column::Digest])
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(db)
-            .await?;
-    }
-    Ok(inserted)
+    receipt: &OutcomeReceipt<'_>,
+    delivery_ids: &[&str],
+) -> Result<()> {
+    let name = format!("{}:{}", receipt.record_id, receipt.attempt);
+    let detail = serde_json::json!({
+        "attempt": receipt.attempt,
+        "error": receipt.error,
+        "external_id": receipt.external_id,
+        "worker": receipt.worker,
+    })
+    .to_string();
+    let mut select = Query::select();
+    select
+        .column(delivery::Column::Id)
+        .expr(Expr::val(receipt.source.as_str()))
+        .expr(Expr::val(receipt.kind))
+        .expr(Expr::val(receipt.received_at))
+        .expr(Expr::val(name.as_str()))
+        .expr(Expr::val(detail.as_str()))
+        .from(delivery::Entity)
+        .and_where(among(
+            db.get_database_backend(),
+            delivery::Column::Id,
+            delivery_ids.iter().copied(),
+        ));
+    let mut insert = Query::insert();
+    insert
+        .into_table(receipt::Entity)
+        .columns([
+            receipt::Column::DeliveryId,
+            receipt::Column::Source,
+            receipt::Column::Kind,
+            receipt::Column::ReceivedAt,
+            receipt::Column::Digest,
+            receipt::Column::Detail,
+        ])
+        .select_from(select)
+        .map_err(|e| anyhow::anyhow!("receipt insert: {e}"))?;
+    db.execute(&insert).await?;
+    Ok(())
 }

@@ -196,7 +196,8 @@ struct RecordLine {
     kind: String,
     source_time: Option<DateTime<Utc>>,
     received_at: DateTime<Utc>,
-    /// What tells the receipt apart: the log's digest, or the channel's own dedup id.
+    /// What tells the receipt apart: the record and attempt that wrote it (`<record>:<attempt>`),
+    /// or the channel's own dedup id.
     digest: String,
     detail: String,
 }

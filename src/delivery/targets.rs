@@ -22,7 +22,7 @@ use crate::{
     hub::Hub,
     secrets::{MAX_SECRET_BYTES, MAX_SECRET_NAME_CHARS, MAX_SECRETS, Sealed},
     store::{
-        ID_CHUNK, begin_write,
+        among, begin_write,
         entities::{target, target_secret},
     },
 };
@@ -373,20 +373,18 @@ pub struct TargetRefs {
 }
 
 impl TargetRefs {
-    /// Reads `ids` in chunks: a device batch can hold more ids than a statement may bind.
+    /// Reads `ids`, however many: a device batch can hold 10,000.
     pub async fn load(hub: &Hub, ids: &[&str]) -> Result<Self> {
         let mut views = HashMap::with_capacity(ids.len());
-        let mut secrets = HashMap::new();
-        for chunk in ids.chunks(ID_CHUNK) {
-            for row in target::Entity::find()
-                .filter(target::Column::Id.is_in(chunk.iter().copied()))
-                .all(&hub.db)
-                .await?
-            {
-                views.insert(row.id.to_string(), TargetView::try_from(row)?);
-            }
-            secrets.extend(load_secrets(hub, chunk).await?);
+        let backend = hub.db.get_database_backend();
+        for row in target::Entity::find()
+            .filter(among(backend, target::Column::Id, ids.iter().copied()))
+            .all(&hub.db)
+            .await?
+        {
+            views.insert(row.id.to_string(), TargetView::try_from(row)?);
         }
+        let secrets = load_secrets(hub, ids).await?;
         Ok(Self { views, secrets })
     }
 
@@ -418,8 +416,13 @@ impl TargetRefs {
 
 /// The decrypted secrets of `target_ids`, by target; a target without secrets is absent.
 async fn load_secrets(hub: &Hub, target_ids: &[&str]) -> Result<HashMap<String, OpenedSecrets>> {
+    let backend = hub.db.get_database_backend();
     let rows = target_secret::Entity::find()
-        .filter(target_secret::Column::TargetId.is_in(target_ids.iter().copied()))
+        .filter(among(
+            backend,
+            target_secret::Column::TargetId,
+            target_ids.iter().copied(),
+        ))
         .all(&hub.db)
         .await?;
     let mut secrets: HashMap<String, OpenedSecrets> = HashMap::new();

@@ -15,23 +15,22 @@ use herald_channels::{
     Channel, ChannelKind, DeliveryOutcome, Dispatch, Permanence, Rendition, WithdrawOutcome,
 };
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, Statement,
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
     sea_query::{Expr, Query},
 };
 use tokio::sync::Semaphore;
 
 use super::{
-    DeliveryKind, DeliveryState, NewReceipt,
+    DeliveryKind, DeliveryState,
     counts::{CountChanges, CountedDeliveries},
-    record_receipts,
+    receipt_log::{OutcomeReceipt, record_outcome},
     targets::TargetRefs,
 };
 use crate::{
-    domain::ids::ItemId,
     error::Result,
     hub::Hub,
     store::{
-        begin_write,
+        Binds, among, begin_write,
         entities::{delivery, rendition},
         is_postgres,
     },
@@ -53,96 +52,148 @@ impl InFlight {
     }
 }
 
-/// Due for a (first or further) attempt, or held under a lapsed lease by a worker that died.
-const CLAIMABLE: &str = "((state IN ('pending', 'retrying') AND next_attempt_at <= $1) OR (state = 'sending' AND lease_expires_at <= $1)) \
-     AND (not_before IS NULL OR not_before <= $1)";
-
 /// Claims up to `limit` due deliveries for `worker_id`, emergency first, of one channel (or of
-/// all). On PostgreSQL rows locked by another instance are skipped; on SQLite the write
-/// transaction is exclusive.
+/// all): a first or further attempt whose time has come, or a delivery still `sending` under a
+/// lease that lapsed (its worker died). On PostgreSQL queue rows locked by another instance
+/// are skipped; on SQLite the write transaction is exclusive.
+///
+/// The lease is kept on the delivery alone, so a claim writes its queue rows not at all: a
+/// delivery under way stays due in the queue, and the claim passes over it while its lease
+/// holds. That costs a claim a look at each delivery of its channel under way elsewhere (one
+/// batch per other instance, at most) and saves rewriting every claimed queue row.
 pub async fn claim(
     hub: &Hub,
     worker_id: &str,
     channel: Option<ChannelKind>,
     limit: u32,
 ) -> Result<Vec<Claimed>> {
-    // Scoped: its blanket `min`/`add` would shadow the integer ones elsewhere in this file.
-    use sea_orm::sea_query::ExprTrait;
     let now = hub.clock.now();
     let lease_until = now + chrono::Duration::seconds(i64::from(hub.settings.delivery.lease_seconds));
+    let txn = begin_write(&hub.db).await?;
+    let backend = txn.get_database_backend();
+    let mut binds = Binds::new(backend);
+    let due = binds.add(now);
+    let lease_holds = binds.add(now);
+    let only_channel = match channel {
+        Some(channel) => format!("AND delivery_queue.channel = {}", binds.add(channel.as_str())),
+        None => String::new(),
+    };
+    let limit = binds.add(i64::from(limit));
     let lock = if is_postgres(&hub.db) {
-        "FOR UPDATE SKIP LOCKED"
+        "FOR UPDATE OF delivery_queue SKIP LOCKED"
     } else {
         ""
     };
-    let only_channel = if channel.is_some() { "AND channel = $3" } else { "" };
+    // What the worker reads of each delivery comes with the claim: one read of the rows, and
+    // the update that moves them returns nothing.
     let sql = format!(
-        "SELECT id, item_id, channel, kind, state FROM deliveries WHERE {CLAIMABLE} {only_channel} \
-         ORDER BY priority DESC, next_attempt_at, id LIMIT $2 {lock}"
+        "SELECT {CLAIMED_COLUMNS}, deliveries.state \
+         FROM delivery_queue JOIN deliveries ON deliveries.id = delivery_queue.delivery_id \
+         WHERE delivery_queue.due_at <= {due} \
+           AND NOT (deliveries.state = 'sending' AND deliveries.lease_expires_at > {lease_holds}) {only_channel} \
+         ORDER BY delivery_queue.priority DESC, delivery_queue.due_at, delivery_queue.delivery_id \
+         LIMIT {limit} {lock}"
     );
-    let mut values: Vec<sea_orm::Value> = vec![now.into(), i64::from(limit).into()];
-    if let Some(channel) = channel {
-        values.push(channel.as_str().into());
-    }
-    let txn = begin_write(&hub.db).await?;
-    let backend = txn.get_database_backend();
-    let candidates = txn
-        .query_all_raw(Statement::from_sql_and_values(backend, &sql, values))
-        .await?;
-    let mut ids = Vec::with_capacity(candidates.len());
-    let mut counts = CountChanges::default();
-    for row in &candidates {
+    let mut by_state: BTreeMap<DeliveryState, Vec<Claimed>> = BTreeMap::new();
+    let mut order = Vec::new();
+    let mut moved_on = Vec::new();
+    let selected = txn.query_all_raw(binds.statement(sql)).await?;
+    for row in selected {
         // A row that does not decode is an error, never counted under empty names.
-        let candidate = Candidate::from_query_result(row, "")?;
-        let counted = CountedDeliveries {
-            item_id: candidate.item_id,
-            channel: candidate.channel,
-            kind: candidate.kind,
-        };
-        counts.moved(&counted, candidate.state, DeliveryState::Sending, 1);
-        ids.push(candidate.id);
+        let state: DeliveryState = row.try_get("", "state")?;
+        let mut claimed = Claimed::from_query_result(&row, "")?;
+        order.push(claimed.id.clone());
+        // Left out above: a `sending` row whose lease holds. So a `sending` one here lapsed.
+        if state.not_yet_sent() || state == DeliveryState::Sending {
+            claimed.attempts += 1;
+            by_state.entry(state).or_default().push(claimed);
+        } else {
+            moved_on.push(claimed.id);
+        }
     }
-    if ids.is_empty() {
-        txn.commit().await?;
-        return Ok(Vec::new());
-    }
-    // One statement moves the rows and returns what the worker reads of them: no second
-    // read of whole rows (decoding 19 columns, five of them times, cost more than the update).
-    let mut claimed = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(super::ID_CHUNK) {
-        let update = Query::update()
-            .table(delivery::Entity)
-            .value(delivery::Column::State, DeliveryState::Sending)
-            .value(delivery::Column::LeaseOwner, worker_id)
-            .value(delivery::Column::LeaseExpiresAt, lease_until)
-            .value(
-                delivery::Column::Attempts,
-                Expr::col(delivery::Column::Attempts).add(1),
-            )
-            .value(delivery::Column::UpdatedAt, now)
-            .and_where(delivery::Column::Id.is_in(chunk.iter().map(String::as_str)))
-            .returning(Query::returning().columns(Claimed::COLUMNS))
-            .to_owned();
-        for row in txn.query_all(&update).await? {
-            claimed.push(Claimed::from_query_result(&row, "")?);
+    let moved_on: Vec<&str> = moved_on.iter().map(String::as_str).collect();
+    super::queue::dequeue(&txn, &moved_on).await?;
+    let mut claimed = Vec::with_capacity(order.len());
+    let mut counts = CountChanges::default();
+    for (from, rows) in by_state {
+        let moved = move_to_sending(&txn, (worker_id, lease_until, now), from, &rows).await?;
+        for row in rows {
+            if moved.holds(&row.id) {
+                let counted = CountedDeliveries {
+                    item_id: row.item_id.as_str().into(),
+                    channel: row.channel,
+                    kind: row.kind,
+                };
+                counts.moved(&counted, from, DeliveryState::Sending, 1);
+                claimed.push(row);
+            }
         }
     }
     counts.apply(&txn).await?;
     txn.commit().await?;
-    // The update returns rows in no promised order; the batch keeps the claim's.
-    let rank: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    // The claim's order, emergency first, is the batch's.
+    let rank: HashMap<&str, usize> = order.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
     claimed.sort_by_key(|row| rank.get(row.id.as_str()).copied());
     Ok(claimed)
 }
 
-/// A due delivery before the claim moves it: enough to count the move.
-#[derive(FromQueryResult)]
-struct Candidate {
-    id: String,
-    item_id: ItemId,
-    channel: ChannelKind,
-    kind: DeliveryKind,
-    state: DeliveryState,
+/// Which rows of a chunk an update moved: all of them, as a rule, or those listed.
+enum Moved {
+    All,
+    Only(HashSet<String>),
+}
+
+impl Moved {
+    fn holds(&self, id: &str) -> bool {
+        match self {
+            Moved::All => true,
+            Moved::Only(ids) => ids.contains(id),
+        }
+    }
+}
+
+/// Moves `ids`, still `from`, to `sending` under this worker's lease. The state is the
+/// update's condition: a row another transaction moved since the claim read it (possible on
+/// PostgreSQL, whose claim locks only the queue rows) is left alone and not claimed.
+async fn move_to_sending(
+    txn: &sea_orm::DatabaseTransaction,
+    (worker_id, lease_until, now): (&str, DateTime<Utc>, DateTime<Utc>),
+    from: DeliveryState,
+    rows: &[Claimed],
+) -> Result<Moved> {
+    // Scoped: its blanket `min`/`add` would shadow the integer ones elsewhere in this file.
+    use sea_orm::sea_query::ExprTrait;
+    let backend = txn.get_database_backend();
+    let ids = || rows.iter().map(|row| row.id.as_str());
+    let update = Query::update()
+        .table(delivery::Entity)
+        .value(delivery::Column::State, DeliveryState::Sending)
+        .value(delivery::Column::LeaseOwner, worker_id)
+        .value(delivery::Column::LeaseExpiresAt, lease_until)
+        .value(
+            delivery::Column::Attempts,
+            Expr::col(delivery::Column::Attempts).add(1),
+        )
+        .value(delivery::Column::UpdatedAt, now)
+        .and_where(among(backend, delivery::Column::Id, ids()))
+        .and_where(delivery::Column::State.eq(from))
+        .to_owned();
+    let changed = txn.execute(&update).await?.rows_affected();
+    if changed == rows.len() as u64 {
+        return Ok(Moved::All);
+    }
+    // This lease's end is this claim's own: the rows carrying it are the ones it moved.
+    let ours = delivery::Entity::find()
+        .select_only()
+        .column(delivery::Column::Id)
+        .filter(among(backend, delivery::Column::Id, ids()))
+        .filter(delivery::Column::State.eq(DeliveryState::Sending))
+        .filter(delivery::Column::LeaseOwner.eq(worker_id))
+        .filter(delivery::Column::LeaseExpiresAt.eq(lease_until))
+        .into_tuple::<String>()
+        .all(txn)
+        .await?;
+    Ok(Moved::Only(ours.into_iter().collect()))
 }
 
 /// What the worker reads of a delivery it claimed.
@@ -152,7 +203,7 @@ pub struct Claimed {
     pub item_id: String,
     pub channel: ChannelKind,
     pub kind: DeliveryKind,
-    /// Counting the attempt now under way.
+    /// Counting the attempt now under way (the claim adds it to what it read).
     pub attempts: i32,
     pub target_id: String,
     pub rendition_id: String,
@@ -163,21 +214,10 @@ pub struct Claimed {
     pub checkpoint: Option<String>,
 }
 
-impl Claimed {
-    const COLUMNS: [delivery::Column; 11] = [
-        delivery::Column::Id,
-        delivery::Column::ItemId,
-        delivery::Column::Channel,
-        delivery::Column::Kind,
-        delivery::Column::Attempts,
-        delivery::Column::TargetId,
-        delivery::Column::RenditionId,
-        delivery::Column::IdempotencyKey,
-        delivery::Column::NotAfter,
-        delivery::Column::WithdrawsId,
-        delivery::Column::Checkpoint,
-    ];
-}
+/// The columns `Claimed` reads, as the claim's SELECT names them.
+const CLAIMED_COLUMNS: &str = "deliveries.id, deliveries.item_id, deliveries.channel, deliveries.kind, \
+     deliveries.attempts, deliveries.target_id, deliveries.rendition_id, deliveries.idempotency_key, \
+     deliveries.not_after, deliveries.withdraws_id, deliveries.checkpoint";
 
 /// How one attempt ended, as the record keeps it.
 struct Settled {
@@ -367,41 +407,48 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
     }
     // The lease check is the update's own condition, so checking and writing are one step.
     let mut held = HashSet::with_capacity(outcomes.len());
+    let backend = txn.get_database_backend();
     for (columns, ids) in alike {
-        for chunk in ids.chunks(super::ID_CHUNK) {
-            let mut update = Query::update();
-            update
-                .table(delivery::Entity)
-                .value(delivery::Column::State, columns.state)
-                .value(delivery::Column::LastError, columns.error.clone())
-                .value(delivery::Column::LeaseOwner, Option::<String>::None)
-                .value(delivery::Column::LeaseExpiresAt, Option::<DateTime<Utc>>::None)
-                .value(delivery::Column::UpdatedAt, now);
-            // What only some outcomes set: the external id callbacks will name, a checkpoint
-            // for the next attempt, the time to ask about an `accepted` one.
-            if let Some(external_id) = &columns.external_id {
-                update.value(delivery::Column::ExternalId, external_id.clone());
-            }
-            if let Some(retry_at) = columns.retry_at {
-                update.value(delivery::Column::NextAttemptAt, retry_at);
-            }
-            if let Some(checkpoint) = &columns.checkpoint {
-                update.value(delivery::Column::Checkpoint, checkpoint.clone());
-            }
-            if let Some(confirm_by) = columns.confirm_by {
-                update
-                    .value(delivery::Column::ConfirmBy, confirm_by)
-                    .value(delivery::Column::ConfirmAsks, 0);
-            }
-            update
-                .and_where(delivery::Column::Id.is_in(chunk.iter().copied()))
-                .and_where(delivery::Column::LeaseOwner.eq(worker_id))
-                .and_where(delivery::Column::State.eq(DeliveryState::Sending))
-                .returning_col(delivery::Column::Id);
-            for row in txn.query_all(&update).await? {
-                held.insert(row.try_get_by_index::<String>(0)?);
-            }
+        let mut update = Query::update();
+        update
+            .table(delivery::Entity)
+            .value(delivery::Column::State, columns.state)
+            .value(delivery::Column::LastError, columns.error.clone())
+            .value(delivery::Column::LeaseOwner, Option::<String>::None)
+            .value(delivery::Column::LeaseExpiresAt, Option::<DateTime<Utc>>::None)
+            .value(delivery::Column::UpdatedAt, now);
+        // What only some outcomes set: the external id callbacks will name, a checkpoint
+        // for the next attempt, the time to ask about an `accepted` one.
+        if let Some(external_id) = &columns.external_id {
+            update.value(delivery::Column::ExternalId, external_id.clone());
         }
+        if let Some(retry_at) = columns.retry_at {
+            update.value(delivery::Column::NextAttemptAt, retry_at);
+        }
+        if let Some(checkpoint) = &columns.checkpoint {
+            update.value(delivery::Column::Checkpoint, checkpoint.clone());
+        }
+        if let Some(confirm_by) = columns.confirm_by {
+            update
+                .value(delivery::Column::ConfirmBy, confirm_by)
+                .value(delivery::Column::ConfirmAsks, 0);
+        }
+        update
+            .and_where(among(backend, delivery::Column::Id, ids.iter().copied()))
+            .and_where(delivery::Column::LeaseOwner.eq(worker_id))
+            .and_where(delivery::Column::State.eq(DeliveryState::Sending))
+            .returning_col(delivery::Column::Id);
+        let mut moved = Vec::with_capacity(ids.len());
+        for row in txn.query_all(&update).await? {
+            moved.push(row.try_get_by_index::<String>(0)?);
+        }
+        let moved_ids: Vec<&str> = moved.iter().map(String::as_str).collect();
+        // A retry waits in the queue for its time; anything else is done with the worker.
+        match columns.retry_at {
+            Some(retry_at) => super::queue::due_at(&txn, &moved_ids, retry_at).await?,
+            None => super::queue::dequeue(&txn, &moved_ids).await?,
+        }
+        held.extend(moved);
     }
     // A receipt that overtook this record moved the state on, but the channel's own id for
     // the send is still this attempt's: without it, a later question (reconcile) or a
@@ -427,16 +474,11 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
     }
     let mut counts = CountChanges::default();
     let mut recorded: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
-    let mut receipts = Vec::with_capacity(outcomes.len());
-    // Each record is its own receipt: an operator's retry counts attempts from 1 again, so
-    // the attempt number alone would make the retry's first outcome look like a resend of the
-    // first run's and drop it from the record.
-    let record_id = hub.clock.new_id();
-    let distinct: Vec<String> = outcomes
-        .iter()
-        .map(|(row, _)| format!("{}:{record_id}", row.attempts))
-        .collect();
-    for ((row, settled), distinct_by) in outcomes.iter().zip(&distinct) {
+    // Receipts for every outcome, recorded or not (an outcome overtaken by a report is still
+    // what this attempt came to): one insert for each shared outcome and attempt.
+    let record_id = hub.clock.new_id().to_string();
+    let mut receipts: BTreeMap<OutcomeReceipt<'_>, Vec<&str>> = BTreeMap::new();
+    for (row, settled) in outcomes {
         if held.contains(&row.id) {
             *recorded
                 .entry((row.channel.as_str(), settled.state.as_str()))
@@ -450,17 +492,21 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
         } else {
             tracing::warn!(delivery = %row.id, worker = worker_id, "the delivery moved on before this outcome was recorded (a receipt overtook it, or the lease lapsed and another worker took it); that record stands");
         }
-        receipts.push(NewReceipt {
-            delivery_id: &row.id,
+        let shared = OutcomeReceipt {
             source: row.channel,
             kind: settled.receipt_kind,
-            source_time: None,
             received_at: now,
-            distinct_by,
-            detail: serde_json::json!({"attempt": row.attempts, "error": settled.error, "external_id": settled.external_id, "worker": worker_id}),
-        });
+            record_id: &record_id,
+            attempt: row.attempts,
+            error: settled.error.as_deref(),
+            external_id: settled.external_id.as_deref(),
+            worker: worker_id,
+        };
+        receipts.entry(shared).or_default().push(&row.id);
     }
-    record_receipts(&txn, receipts).await?;
+    for (receipt, ids) in receipts {
+        record_outcome(&txn, &receipt, &ids).await?;
+    }
     counts.apply(&txn).await?;
     txn.commit().await?;
     // Counted per channel and outcome, once the batch is committed.

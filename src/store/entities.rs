@@ -380,6 +380,27 @@ pub mod delivery {
     no_relations!();
 }
 
+/// A delivery the worker still has to act on: waiting for an attempt, or under way.
+/// Kept apart from `deliveries` so moving a delivery through its states touches no index.
+pub mod delivery_queue {
+    use herald_channels::ChannelKind;
+    use sea_orm::entity::prelude::*;
+
+    use crate::domain::ids::DeliveryId;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "delivery_queue")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub delivery_id: DeliveryId,
+        pub channel: ChannelKind,
+        pub priority: i32,
+        /// Its first or next attempt, never before its not_before.
+        pub due_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
 pub mod receipt {
     use sea_orm::entity::prelude::*;
 

@@ -10,6 +10,7 @@ use herald_migrations::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    sea_query::{Expr, ExprTrait, Func, IntoColumnRef, Query},
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 
@@ -76,6 +77,25 @@ pub async fn ping(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
 
 /// Ids per `IN (…)` list: well under both databases' bind-parameter limits.
 pub const ID_CHUNK: usize = 1000;
+
+/// `column` is one of `ids`, however many there are. The ids go as one JSON array that the
+/// database unpacks (`json_each` on SQLite, `json_array_elements_text` on PostgreSQL): a batch
+/// of 10,000 is one statement with one value, not ten statements with a thousand placeholders
+/// each, every one of which the driver converts and binds and the database plans.
+pub fn among<'a>(
+    backend: DbBackend,
+    column: impl IntoColumnRef,
+    ids: impl IntoIterator<Item = &'a str>,
+) -> Expr {
+    let list = serde_json::Value::from(ids.into_iter().collect::<Vec<_>>()).to_string();
+    let unpacked = match backend {
+        DbBackend::Postgres => Func::cust("json_array_elements_text").arg(Func::cast_as(list, "json")),
+        _ => Func::cust("json_each").arg(list),
+    };
+    let mut select = Query::select();
+    select.column("value").from_function(unpacked, "ids");
+    Expr::col(column).in_subquery(select)
+}
 
 /// Values for a hand-written statement, each placeholder made as its value is added, in the
 /// order they appear in the text: `$n` on PostgreSQL, `?` on SQLite. SQLite takes `$n` for a

@@ -409,6 +409,15 @@ on_both_backends! {
         assert_eq!(cancelled.status, 200, "{}", cancelled.json);
         assert_eq!(cancelled.json["state"], "cancelled");
         assert_eq!(app.deliver_due().await, 0);
+        // A queue row left behind for a delivery that moved on is passed over and dropped.
+        let stale = herald::store::entities::delivery_queue::ActiveModel {
+            delivery_id: sea_orm::Set(delivery_id.into()),
+            channel: sea_orm::Set(ChannelKind::Portal),
+            priority: sea_orm::Set(0),
+            due_at: sea_orm::Set(app.hub.clock.now()),
+        };
+        sea_orm::ActiveModelTrait::insert(stale, &app.hub.db).await.expect("stale row");
+        assert_eq!(app.deliver_due().await, 0, "nothing is sent for it, and the row is gone");
         let again = app.post("publisher", &format!("/api/v1/deliveries/{delivery_id}/cancel"), &json!({})).await;
         assert_eq!(again.status, 409);
         assert_eq!(count(&deliveries(&app, &id).await, "portal", "publish", "cancelled"), 1);

@@ -153,6 +153,7 @@ async fn credentials_are_shown_once_kept_hashed_and_revocable(backend: Backend) 
         .await
         .expect("revoke");
     assert!(!revoked.enabled);
+    app.assert_queue_agrees().await;
     assert_eq!(app.deliver_due().await, 1, "only the other device is sent to");
     let to_revoked = app
         .publish_delivery(&queued, "target_id", &revoked.target_id)

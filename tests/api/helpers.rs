@@ -381,11 +381,47 @@ impl TestApp {
             let handled = herald::delivery::worker::try_execute_batch(&self.hub, &in_flight, "test-worker")
                 .await
                 .expect("worker step");
+            // Checked after each batch's record, before a claim could drop what it left behind.
+            self.assert_queue_agrees().await;
             if handled == 0 {
                 return total;
             }
             total += handled;
         }
+    }
+
+    /// The delivery queue holds exactly the deliveries waiting to be sent or under way: one
+    /// missing would never be sent, one left over would be looked at for nothing.
+    pub async fn assert_queue_agrees(&self) {
+        let backend = self.hub.db.get_database_backend();
+        let count = |sql: &str| {
+            let statement = sea_orm::Statement::from_string(backend, sql.to_owned());
+            async move {
+                let row = self
+                    .hub
+                    .db
+                    .query_one_raw(statement)
+                    .await
+                    .expect("count")
+                    .expect("a row");
+                row.try_get_by_index::<i64>(0).expect("a count")
+            }
+        };
+        let missing = count(
+            "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'retrying', 'sending') \
+             AND id NOT IN (SELECT delivery_id FROM delivery_queue)",
+        )
+        .await;
+        let left_over = count(
+            "SELECT COUNT(*) FROM delivery_queue WHERE delivery_id NOT IN \
+             (SELECT id FROM deliveries WHERE state IN ('pending', 'retrying', 'sending'))",
+        )
+        .await;
+        assert_eq!(
+            (missing, left_over),
+            (0, 0),
+            "deliveries missing from the queue, and queue rows left over"
+        );
     }
 
     /// Creates, approves and publishes an item; returns its id.

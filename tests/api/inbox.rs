@@ -67,6 +67,7 @@ async fn apply_all(app: &TestApp) -> usize {
             .await
             .expect("apply step");
         if applied == 0 {
+            app.assert_queue_agrees().await;
             return total;
         }
         total += applied;

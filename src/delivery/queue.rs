@@ -1,0 +1,107 @@
+//! The delivery queue: one narrow row for each delivery the worker still has to act on, due
+//! at its first or next attempt. A delivery under way keeps its row (the lease is on the
+//! delivery), so one whose worker died is found again once its lease lapses.
+//!
+//! `deliveries` keeps what a delivery is; this keeps when it is next looked at. Apart, the
+//! claim and the record rewrite no indexed column of `deliveries`, so on PostgreSQL their
+//! updates stay on the page and write no index entry (see the `delivery_queue` migration).
+//! Every delivery that is `pending` or `retrying` has a row here, and so has one `sending`
+//! under a lease; a row left behind for a delivery that has moved on is harmless (the claim
+//! drops it when it comes due).
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    sea_query::{OnConflict, Query},
+};
+
+use crate::{
+    error::Result,
+    store::{
+        among,
+        entities::{delivery, delivery_queue},
+    },
+};
+
+/// Queues the deliveries just written for `renditions` of `item_id`, each due at its first
+/// attempt (which already waits for its not_before).
+pub async fn enqueue_written(db: &impl ConnectionTrait, item_id: &str, renditions: &[&str]) -> Result<()> {
+    use delivery::Column as D;
+    let mut select = Query::select();
+    select
+        .columns([D::Id, D::Channel, D::Priority, D::NextAttemptAt])
+        .from(delivery::Entity)
+        .and_where(D::ItemId.eq(item_id))
+        .and_where(D::RenditionId.is_in(renditions.iter().copied()));
+    let mut insert = Query::insert();
+    insert
+        .into_table(delivery_queue::Entity)
+        .columns([
+            delivery_queue::Column::DeliveryId,
+            delivery_queue::Column::Channel,
+            delivery_queue::Column::Priority,
+            delivery_queue::Column::DueAt,
+        ])
+        .select_from(select)
+        .map_err(|e| anyhow::anyhow!("queue insert: {e}"))?;
+    db.execute(&insert).await?;
+    Ok(())
+}
+
+/// Makes the queue agree with one delivery an operator just moved: queued, due at its next
+/// attempt, if it waits to be sent; out of the queue otherwise.
+pub async fn follow(db: &impl ConnectionTrait, row: &delivery::Model) -> Result<()> {
+    if !row.state.not_yet_sent() {
+        return dequeue(db, &[row.id.as_str()]).await;
+    }
+    let queued = delivery_queue::ActiveModel {
+        delivery_id: sea_orm::Set(row.id.clone()),
+        channel: sea_orm::Set(row.channel),
+        priority: sea_orm::Set(row.priority),
+        due_at: sea_orm::Set(row.next_attempt_at),
+    };
+    delivery_queue::Entity::insert(queued)
+        .on_conflict(
+            OnConflict::column(delivery_queue::Column::DeliveryId)
+                .update_column(delivery_queue::Column::DueAt)
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Sets when the worker next tries these deliveries.
+pub async fn due_at(db: &impl ConnectionTrait, ids: &[&str], at: DateTime<Utc>) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let backend = db.get_database_backend();
+    delivery_queue::Entity::update_many()
+        .col_expr(delivery_queue::Column::DueAt, at.into())
+        .filter(among(
+            backend,
+            delivery_queue::Column::DeliveryId,
+            ids.iter().copied(),
+        ))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Takes deliveries that need nothing more from the worker out of the queue.
+pub async fn dequeue(db: &impl ConnectionTrait, ids: &[&str]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let backend = db.get_database_backend();
+    delivery_queue::Entity::delete_many()
+        .filter(among(
+            backend,
+            delivery_queue::Column::DeliveryId,
+            ids.iter().copied(),
+        ))
+        .exec(db)
+        .await?;
+    Ok(())
+}
