@@ -10,6 +10,11 @@
 //! inserted when it is written and deleted when it is done, and `deliveries` keeps half of each
 //! page free on PostgreSQL so its updates stay on the page (HOT) and touch no index.
 //!
+//! The same goes for `accepted` deliveries waiting for a report: their confirm-by time and
+//! the count of asks move to `delivery_confirmations` (a row while a delivery is `accepted`),
+//! so a report that settles one deletes a narrow row instead of moving it out of a partial
+//! index on `deliveries`.
+//!
 //! The worker's receipts are appended, never deduplicated (each record is its own), so the
 //! unique index on `(delivery_id, digest)` gives way to a plain one on `delivery_id`, which
 //! the CSV record reads by.
@@ -78,6 +83,43 @@ impl MigrationTrait for Migration {
                 .await?;
         }
         manager
+            .create_table(
+                Table::create()
+                    .table("delivery_confirmations")
+                    .col(string("delivery_id").primary_key())
+                    .col(timestamp_with_time_zone("confirm_by"))
+                    // How often the channel was asked about it.
+                    .col(integer("asks"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index(
+                "delivery_confirmations_due",
+                "delivery_confirmations",
+                &["confirm_by", "delivery_id"],
+            ))
+            .await?;
+        db.execute_unprepared(
+            "INSERT INTO delivery_confirmations (delivery_id, confirm_by, asks) \
+             SELECT id, confirm_by, confirm_asks FROM deliveries \
+             WHERE state = 'accepted' AND confirm_by IS NOT NULL",
+        )
+        .await?;
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("deliveries_to_confirm")
+                    .table("deliveries")
+                    .to_owned(),
+            )
+            .await?;
+        for column in ["confirm_by", "confirm_asks"] {
+            manager
+                .alter_table(Table::alter().table("deliveries").drop_column(column).to_owned())
+                .await?;
+        }
+        manager
             .drop_index(Index::drop().name("receipts_dedup").table("receipts").to_owned())
             .await?;
         manager
@@ -100,6 +142,40 @@ impl MigrationTrait for Migration {
                     .unique()
                     .to_owned(),
             )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("deliveries")
+                    .add_column(timestamp_with_time_zone_null("confirm_by"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("deliveries")
+                    .add_column(integer("confirm_asks").default(0))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "UPDATE deliveries SET \
+                   confirm_by = (SELECT confirm_by FROM delivery_confirmations c WHERE c.delivery_id = deliveries.id), \
+                   confirm_asks = COALESCE((SELECT asks FROM delivery_confirmations c WHERE c.delivery_id = deliveries.id), 0)",
+            )
+            .await?;
+        manager
+            .create_index(
+                index("deliveries_to_confirm", "deliveries", &["confirm_by"])
+                    .and_where(Expr::col("confirm_by").is_not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_table(Table::drop().table("delivery_confirmations").to_owned())
             .await?;
         if manager.get_database_backend() == DatabaseBackend::Postgres {
             manager

@@ -39,7 +39,7 @@ use crate::{
     hub::Hub,
     store::{
         Binds, begin_write,
-        entities::{delivery, receipt_inbox, target},
+        entities::{delivery, delivery_confirmation, receipt_inbox, target},
         is_postgres,
     },
 };
@@ -395,24 +395,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
         // again, and the worker's record retries.
         ids.sort_unstable();
         for chunk in ids.chunks(CHUNK) {
-            let mut update = delivery::Entity::update_many();
-            if to == DeliveryState::Accepted {
-                // Accepted by a receipt (a device's acknowledgement that overtook the worker's
-                // record): it gets a confirm-by time too, or nothing would ever ask about it.
-                update = update
-                    .col_expr(
-                        delivery::Column::ConfirmBy,
-                        Expr::value(later(now, DEFAULT_CONFIRM_WITHIN)),
-                    )
-                    .col_expr(delivery::Column::ConfirmAsks, Expr::value(0));
-            } else if from == DeliveryState::Accepted {
-                // Settled: nothing left to confirm, and out of the to-confirm index.
-                update = update.col_expr(
-                    delivery::Column::ConfirmBy,
-                    Expr::value(Option::<DateTime<Utc>>::None),
-                );
-            }
-            let changed = update
+            let changed = delivery::Entity::update_many()
                 .col_expr(delivery::Column::State, Expr::value(to))
                 .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
                 // A receipt that overtook the worker's record ends its lease: the record, when
@@ -438,11 +421,19 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
                 )
                 .into());
             }
+            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
             if from == DeliveryState::Sending || from.not_yet_sent() {
                 // Overtaken (its lease ends here), or a retry a late report made needless:
                 // either way the worker has nothing more to do for it.
-                let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
                 super::queue::dequeue(&txn, &ids).await?;
+            }
+            if to == DeliveryState::Accepted {
+                // Accepted by a receipt (a device's acknowledgement that overtook the worker's
+                // record): it gets a confirm-by time too, or nothing would ever ask about it.
+                super::queue::await_report(&txn, &ids, later(now, DEFAULT_CONFIRM_WITHIN)).await?;
+            } else if from == DeliveryState::Accepted {
+                // Settled: nothing left to confirm.
+                super::queue::report_settled(&txn, &ids).await?;
             }
         }
     }
@@ -520,43 +511,67 @@ pub async fn try_reconcile(hub: &Hub, limit: u64) -> Result<usize> {
     let now = hub.clock.now();
     let postgres = is_postgres(&hub.db);
     let txn = begin_write(&hub.db).await?;
-    let mut due = delivery::Entity::find()
-        .filter(delivery::Column::State.eq(DeliveryState::Accepted))
-        .filter(delivery::Column::ConfirmBy.lte(now))
-        .order_by_asc(delivery::Column::ConfirmBy)
+    let mut due = delivery_confirmation::Entity::find()
+        .filter(delivery_confirmation::Column::ConfirmBy.lte(now))
+        .order_by_asc(delivery_confirmation::Column::ConfirmBy)
+        .order_by_asc(delivery_confirmation::Column::DeliveryId)
         .limit(limit);
     if postgres {
         due = due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
-    let rows = due.all(&txn).await?;
-    for row in &rows {
-        let asks = row.confirm_asks.saturating_add(1);
+    let watched = due.all(&txn).await?;
+    let ids: Vec<&str> = watched.iter().map(|w| w.delivery_id.as_str()).collect();
+    let mut deliveries: HashMap<String, delivery::Model> = delivery::Entity::find()
+        .filter(delivery::Column::Id.is_in(ids))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|d| (d.id.to_string(), d))
+        .collect();
+    let mut rows = Vec::with_capacity(watched.len());
+    let mut moved_on = Vec::new();
+    for watch in watched {
+        let Some(row) = deliveries
+            .remove(watch.delivery_id.as_str())
+            .filter(|d| d.state == DeliveryState::Accepted)
+        else {
+            moved_on.push(watch.delivery_id);
+            continue;
+        };
+        let asks = watch.asks.saturating_add(1);
         let wait = backoff::backoff(
             u32::try_from(asks).unwrap_or(1),
             CONFIRM_ASK_BASE_SECONDS,
             CONFIRM_ASK_CAP_SECONDS,
         );
-        delivery::Entity::update_many()
-            .col_expr(delivery::Column::ConfirmAsks, Expr::value(asks))
-            .col_expr(delivery::Column::ConfirmBy, Expr::value(later(now, wait)))
-            .filter(delivery::Column::Id.eq(row.id.as_str()))
+        delivery_confirmation::Entity::update_many()
+            .col_expr(delivery_confirmation::Column::Asks, Expr::value(asks))
+            .col_expr(
+                delivery_confirmation::Column::ConfirmBy,
+                Expr::value(later(now, wait)),
+            )
+            .filter(delivery_confirmation::Column::DeliveryId.eq(watch.delivery_id.as_str()))
             .exec(&txn)
             .await?;
+        rows.push((row, asks));
     }
+    // Left behind by a delivery that moved on: nothing to ask.
+    let moved_on: Vec<&str> = moved_on.iter().map(|id| id.as_str()).collect();
+    super::queue::report_settled(&txn, &moved_on).await?;
     txn.commit().await?;
     if rows.is_empty() {
         return Ok(0);
     }
 
-    let target_ids: Vec<&str> = rows.iter().map(|r| r.target_id.as_str()).collect();
+    let target_ids: Vec<&str> = rows.iter().map(|(r, _)| r.target_id.as_str()).collect();
     let targets = targets::TargetRefs::load(hub, &target_ids).await?;
     let asked = rows.len();
     // Asked side by side, so one unreachable channel costs its deadline once, not once a row;
     // a row that cannot be asked is logged and left to its next time, the others go on.
-    let asks: Vec<_> = rows.iter().map(|row| {
+    let asks: Vec<_> = rows.iter().map(|(row, asks)| {
         let targets = &targets;
         async move {
-            if let Err(e) = reconcile_one(hub, row, targets).await {
+            if let Err(e) = reconcile_one(hub, row, *asks, targets).await {
                 tracing::error!(delivery = %row.id, error.cause_chain = ?e, "asking the channel about an accepted delivery failed");
             }
         }
@@ -572,8 +587,12 @@ pub async fn try_reconcile(hub: &Hub, limit: u64) -> Result<usize> {
 /// ask). An answer goes into the inbox; whether or not it moves the delivery, the delivery
 /// keeps its next confirm-by time, so one the answer leaves `accepted` is asked again, and
 /// given up on after `MAX_CONFIRM_ASKS`, rather than left unwatched.
-async fn reconcile_one(hub: &Hub, row: &delivery::Model, targets: &targets::TargetRefs) -> Result<()> {
-    let asks = row.confirm_asks.saturating_add(1);
+async fn reconcile_one(
+    hub: &Hub,
+    row: &delivery::Model,
+    asks: i32,
+    targets: &targets::TargetRefs,
+) -> Result<()> {
     let channel = hub.channels.get(row.channel).map(|c| (row.channel, c));
     // A target gone or whose secrets cannot be opened cannot be asked about: the delivery
     // takes the unanswered path.
@@ -636,16 +655,13 @@ async fn give_up(hub: &Hub, row: &delivery::Model, asks: i32) -> Result<()> {
                 "accepted, but no report came and the channel could not say after {asks} asks"
             )),
         )
-        .col_expr(
-            delivery::Column::ConfirmBy,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
         .col_expr(delivery::Column::UpdatedAt, Expr::value(hub.clock.now()))
         .filter(delivery::Column::Id.eq(row.id.as_str()))
         .filter(delivery::Column::State.eq(DeliveryState::Accepted))
         .exec(&txn)
         .await?
         .rows_affected;
+    super::queue::report_settled(&txn, &[row.id.as_str()]).await?;
     if changed == 1 {
         let mut counts = CountChanges::default();
         counts.moved(

@@ -8,18 +8,21 @@
 //! Every delivery that is `pending` or `retrying` has a row here, and so has one `sending`
 //! under a lease; a row left behind for a delivery that has moved on is harmless (the claim
 //! drops it when it comes due).
+//!
+//! `delivery_confirmations` is the same for `accepted` deliveries waiting for a report: a row
+//! while a delivery is `accepted`, due when the channel is to be asked (`inbox::try_reconcile`).
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    sea_query::{OnConflict, Query},
+    sea_query::{Expr, OnConflict, Query},
 };
 
 use crate::{
     error::Result,
     store::{
         among,
-        entities::{delivery, delivery_queue},
+        entities::{delivery, delivery_confirmation, delivery_queue},
     },
 };
 
@@ -99,6 +102,58 @@ pub async fn dequeue(db: &impl ConnectionTrait, ids: &[&str]) -> Result<()> {
         .filter(among(
             backend,
             delivery_queue::Column::DeliveryId,
+            ids.iter().copied(),
+        ))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Watches `ids`, just `accepted`, for their report: asked about at `confirm_by` if none came.
+pub async fn await_report(db: &impl ConnectionTrait, ids: &[&str], confirm_by: DateTime<Utc>) -> Result<()> {
+    use delivery::Column as D;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut select = Query::select();
+    select
+        .column(D::Id)
+        .expr(Expr::val(confirm_by))
+        .expr(Expr::val(0i32))
+        .from(delivery::Entity)
+        .and_where(among(db.get_database_backend(), D::Id, ids.iter().copied()));
+    let mut insert = Query::insert();
+    insert
+        .into_table(delivery_confirmation::Entity)
+        .columns([
+            delivery_confirmation::Column::DeliveryId,
+            delivery_confirmation::Column::ConfirmBy,
+            delivery_confirmation::Column::Asks,
+        ])
+        .select_from(select)
+        .map_err(|e| anyhow::anyhow!("confirmation insert: {e}"))?
+        // Accepted again (a retry of one given up on): asked about afresh.
+        .on_conflict(
+            OnConflict::column(delivery_confirmation::Column::DeliveryId)
+                .update_columns([
+                    delivery_confirmation::Column::ConfirmBy,
+                    delivery_confirmation::Column::Asks,
+                ])
+                .to_owned(),
+        );
+    db.execute(&insert).await?;
+    Ok(())
+}
+
+/// Stops watching `ids`: no longer `accepted`, they need no question.
+pub async fn report_settled(db: &impl ConnectionTrait, ids: &[&str]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    delivery_confirmation::Entity::delete_many()
+        .filter(among(
+            db.get_database_backend(),
+            delivery_confirmation::Column::DeliveryId,
             ids.iter().copied(),
         ))
         .exec(db)

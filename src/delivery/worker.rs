@@ -418,7 +418,7 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
             .value(delivery::Column::LeaseExpiresAt, Option::<DateTime<Utc>>::None)
             .value(delivery::Column::UpdatedAt, now);
         // What only some outcomes set: the external id callbacks will name, a checkpoint
-        // for the next attempt, the time to ask about an `accepted` one.
+        // for the next attempt.
         if let Some(external_id) = &columns.external_id {
             update.value(delivery::Column::ExternalId, external_id.clone());
         }
@@ -427,11 +427,6 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
         }
         if let Some(checkpoint) = &columns.checkpoint {
             update.value(delivery::Column::Checkpoint, checkpoint.clone());
-        }
-        if let Some(confirm_by) = columns.confirm_by {
-            update
-                .value(delivery::Column::ConfirmBy, confirm_by)
-                .value(delivery::Column::ConfirmAsks, 0);
         }
         update
             .and_where(among(backend, delivery::Column::Id, ids.iter().copied()))
@@ -443,10 +438,14 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
             moved.push(row.try_get_by_index::<String>(0)?);
         }
         let moved_ids: Vec<&str> = moved.iter().map(String::as_str).collect();
-        // A retry waits in the queue for its time; anything else is done with the worker.
+        // A retry waits in the queue for its time; anything else is done with the worker, and
+        // an `accepted` one waits for its report.
         match columns.retry_at {
             Some(retry_at) => super::queue::due_at(&txn, &moved_ids, retry_at).await?,
             None => super::queue::dequeue(&txn, &moved_ids).await?,
+        }
+        if let Some(confirm_by) = columns.confirm_by {
+            super::queue::await_report(&txn, &moved_ids, confirm_by).await?;
         }
         held.extend(moved);
     }

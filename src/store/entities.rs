@@ -373,9 +373,6 @@ pub mod delivery {
         pub updated_at: DateTimeUtc,
         /// JSON a multi-step send kept for its next attempt.
         pub checkpoint: Option<String>,
-        /// For `accepted`: when the channel is asked if no report came.
-        pub confirm_by: Option<DateTimeUtc>,
-        pub confirm_asks: i32,
     }
     no_relations!();
 }
@@ -397,6 +394,24 @@ pub mod delivery_queue {
         pub priority: i32,
         /// Its first or next attempt, never before its not_before.
         pub due_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+/// An `accepted` delivery waiting for its report: when the channel is asked if none came.
+pub mod delivery_confirmation {
+    use sea_orm::entity::prelude::*;
+
+    use crate::domain::ids::DeliveryId;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "delivery_confirmations")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub delivery_id: DeliveryId,
+        pub confirm_by: DateTimeUtc,
+        /// How often the channel was asked about it.
+        pub asks: i32,
     }
     no_relations!();
 }

@@ -390,8 +390,9 @@ impl TestApp {
         }
     }
 
-    /// The delivery queue holds exactly the deliveries waiting to be sent or under way: one
-    /// missing would never be sent, one left over would be looked at for nothing.
+    /// The delivery queue holds exactly the deliveries waiting to be sent or under way, and the
+    /// confirmations exactly the `accepted` ones: one missing would never be sent (or asked
+    /// about), one left over would be looked at for nothing.
     pub async fn assert_queue_agrees(&self) {
         let backend = self.hub.db.get_database_backend();
         let count = |sql: &str| {

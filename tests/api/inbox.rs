@@ -314,7 +314,7 @@ async fn receipts_before_the_worker_records(backend: Backend) {
     assert_eq!(
         scalar::<i64>(
             &app,
-            "SELECT COUNT(*) FROM deliveries WHERE state = 'accepted' AND confirm_by IS NULL"
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'accepted' AND id NOT IN (SELECT delivery_id FROM delivery_confirmations)"
         )
         .await,
         0,
