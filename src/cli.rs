@@ -501,9 +501,18 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         result = application.run_until_stopped() => result.context("HTTP server stopped")?,
         result = workers::run_expiry_until_stopped(hub.clone()) => result?,
         result = delivery::worker::run_until_stopped(hub.clone(), worker_id()) => result?,
+        result = run_device_link(hub.clone()) => result?,
         () = shutdown_signal() => println!("Herald stopping"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Hears village devices while `mqtt.url` names a broker; otherwise waits for the others.
+async fn run_device_link(hub: Arc<Hub>) -> anyhow::Result<()> {
+    if hub.device_link.is_none() {
+        return std::future::pending().await;
+    }
+    delivery::gateway::run_until_stopped(hub).await
 }
 
 async fn device_command(hub: &Hub, command: DeviceCommand) -> anyhow::Result<ExitCode> {

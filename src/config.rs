@@ -23,6 +23,54 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub workflow: WorkflowSettings,
     pub delivery: DeliverySettings,
+    pub mqtt: MqttSettings,
+}
+
+/// The broker village devices connect to.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSettings {
+    /// `mqtt://HOST:PORT` of an external broker (Mosquitto, EMQX). Empty: no device link, and
+    /// the loudspeaker and notice-board channels are not offered.
+    pub url: String,
+    /// The hub's own broker login (`herald mqtt acl` writes it for Mosquitto).
+    pub username: String,
+    pub password: String,
+    /// The hub's MQTT client id; empty: `herald-hub-` and a random suffix, so two instances
+    /// never take each other's session.
+    pub client_id: String,
+    /// Seconds a device command stays valid: a device that was offline longer never acts on it.
+    pub command_lifetime_seconds: u64,
+    /// The id devices know the hub's issuer key by (its key is derived from
+    /// `storage.secrets_key`, so every instance signs with the same one).
+    pub issuer_key_id: u32,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            username: String::new(),
+            password: String::new(),
+            client_id: String::new(),
+            command_lifetime_seconds: 3600,
+            issuer_key_id: 1,
+        }
+    }
+}
+
+/// The password never reaches a log line through `{:?}` of the settings.
+impl std::fmt::Debug for MqttSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttSettings")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .field("client_id", &self.client_id)
+            .field("command_lifetime_seconds", &self.command_lifetime_seconds)
+            .field("issuer_key_id", &self.issuer_key_id)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -34,6 +34,10 @@ pub struct Hub {
     /// Seals and opens target secrets; `None` when no key is configured (then targets cannot
     /// be given secrets).
     pub secrets_key: Option<SecretsKey>,
+    /// The MQTT session village devices are reached through, when `mqtt.url` is set.
+    pub device_link: Option<std::sync::Arc<crate::device_link::MqttLink>>,
+    /// Its event loop, for `delivery::gateway::run_until_stopped` to take.
+    pub device_events: crate::device_link::DeviceEvents,
 }
 
 fn read_or_builtin(path: &str, builtin: &'static str) -> anyhow::Result<String> {

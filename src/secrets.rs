@@ -75,6 +75,18 @@ impl SecretsKey {
         XChaCha20Poly1305::new(&self.0.into())
     }
 
+    /// A 32-byte key for `purpose`, derived from this one (SHA-256 over the key and the
+    /// purpose): every instance that shares the secrets key derives the same, and nothing else
+    /// needs distributing. The device issuer key is derived so.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(self.0);
+        hasher.update([0x1f]);
+        hasher.update(purpose.as_bytes());
+        hasher.finalize().into()
+    }
+
     pub fn seal(&self, target_id: &str, name: &str, value: &SecretString) -> anyhow::Result<Sealed> {
         let mut nonce = [0u8; NONCE_BYTES];
         getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness for a nonce: {e}"))?;

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use herald_channels::{ChannelRegistry, portal::Portal};
+use herald_channels::{ChannelKind, ChannelRegistry, devices::DeviceChannel, portal::Portal};
 
 use crate::{
     clock::Clock,
     config::Settings,
     delivery::targets,
+    device_link::{self, DeviceEvents, MqttLink},
     hub::{Hub, ReferenceData},
     portal::store::DbPortalStore,
     store,
@@ -22,7 +23,18 @@ pub async fn open_hub(settings: Settings, clock: Clock) -> anyhow::Result<Hub> {
     let secrets_key = settings.storage.open_secrets_key()?;
     let db = store::connect(&settings.storage).await?;
     store::migrate(&db).await?;
-    let channels = channel_registry(&db, &clock);
+    let mut channels = channel_registry(&db, &clock);
+    let (device_link, device_events) = match (&settings.mqtt.url, &secrets_key) {
+        (url, _) if url.is_empty() => (None, DeviceEvents::default()),
+        (_, None) => {
+            anyhow::bail!("mqtt.url needs storage.secrets_key: the key devices trust is derived from it")
+        }
+        (_, Some(key)) => {
+            let (link, events) = device_link::connect(&settings.mqtt, key, db.clone(), clock.clone())?;
+            register_device_channels(&mut channels, &link, &settings);
+            (Some(link), events)
+        }
+    };
     let hub = Hub {
         db,
         settings,
@@ -34,11 +46,26 @@ pub async fn open_hub(settings: Settings, clock: Clock) -> anyhow::Result<Hub> {
         channels,
         metrics: Metrics::new()?,
         secrets_key,
+        device_link,
+        device_events,
     };
     targets::ensure_portal_target(&hub)
         .await
         .map_err(|e| anyhow::anyhow!("registering the portal target: {e}"))?;
     Ok(hub)
+}
+
+/// The loudspeaker and notice-board adapters, over the hub's device link.
+fn register_device_channels(channels: &mut ChannelRegistry, link: &Arc<MqttLink>, settings: &Settings) {
+    let lifetime = std::time::Duration::from_secs(settings.mqtt.command_lifetime_seconds);
+    for kind in [ChannelKind::Loudspeaker, ChannelKind::NoticeBoard] {
+        channels.register(Arc::new(DeviceChannel::new(
+            kind,
+            link.clone(),
+            settings.server.public_url.clone(),
+            lifetime,
+        )));
+    }
 }
 
 /// Adding a channel is one `register` line here (plus its module in `channels/`).

@@ -5,6 +5,7 @@
 //! centers, device payloads). The hub speaks in [`ChannelKind`] and renditions.
 
 pub mod callbacks;
+pub mod devices;
 pub mod portal;
 #[cfg(feature = "sea-orm")]
 mod stored;

@@ -83,6 +83,9 @@ pub struct DeviceView {
     pub capabilities: Option<serde_json::Value>,
     pub health: Option<serde_json::Value>,
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// Whether it is connected, from its retained status and its will (a will of an older
+    /// session never counts); none until it first reports.
+    pub online: Option<bool>,
 }
 
 impl DeviceView {
@@ -107,6 +110,7 @@ impl DeviceView {
             capabilities: json(device.capabilities)?,
             health: json(device.health)?,
             last_seen_at: device.last_seen_at,
+            online: device.online,
         })
     }
 }
@@ -358,7 +362,8 @@ pub async fn import_devices(
             area_code: c.area.to_string(),
             catalogs: Vec::new(),
             tags: Vec::new(),
-            config: serde_json::json!({}),
+            // What the device adapter addresses it by.
+            config: serde_json::json!({"device_id": c.device_id, "group": c.group}),
             secret_names: Vec::new(),
             enabled: true,
         };
@@ -376,6 +381,7 @@ pub async fn import_devices(
             firmware_version: Set(None),
             health: Set(None),
             last_seen_at: Set(None),
+            online: Set(None),
             created_at: Set(now),
         });
         issued.push(Issued {
@@ -395,6 +401,7 @@ pub async fn import_devices(
                 capabilities: None,
                 health: None,
                 last_seen_at: None,
+                online: None,
             },
             credential,
         });
@@ -730,9 +737,17 @@ pub async fn set_device_key(
     commit_change(txn, change, device, target).await
 }
 
+/// A device heard on the broker: its report key, and the target its reports are receipts for.
+#[derive(Debug, Clone)]
+pub struct ReportingDevice {
+    pub key: herald_firmware_protocol::hub::DeviceKey,
+    pub target_id: String,
+    pub channel: ChannelKind,
+}
+
 /// The device and key a report frame's key id names, for `open_report`; none for an unknown
 /// id or a revoked device (a revoked device is not heard).
-pub async fn report_key(hub: &Hub, key_id: u32) -> Result<Option<herald_firmware_protocol::hub::DeviceKey>> {
+pub async fn report_key(hub: &Hub, key_id: u32) -> Result<Option<ReportingDevice>> {
     let Some(device) = device::Entity::find()
         .filter(device::Column::KeyId.eq(i64::from(key_id)))
         .filter(device::Column::RevokedAt.is_null())
@@ -741,15 +756,68 @@ pub async fn report_key(hub: &Hub, key_id: u32) -> Result<Option<herald_firmware
     else {
         return Ok(None);
     };
+    let target = target::Entity::find_by_id(device.target_id.as_str())
+        .one(&hub.db)
+        .await?
+        .ok_or(Error::NotFound("device"))?;
     let public_key = device
         .public_key
         .as_deref()
         .and_then(herald_firmware_protocol::hex::decode_array::<32>)
         .ok_or_else(|| anyhow::anyhow!("device {} has a key id but no readable key", device.device_id))?;
-    Ok(Some(herald_firmware_protocol::hub::DeviceKey {
-        device_id: device.device_id,
-        public_key,
+    Ok(Some(ReportingDevice {
+        key: herald_firmware_protocol::hub::DeviceKey {
+            device_id: device.device_id,
+            public_key,
+        },
+        target_id: target.id.to_string(),
+        channel: target.channel,
     }))
+}
+
+/// What a device's status, birth or health report says of it, kept on its row: when it was
+/// last heard, whether it is online, what it can do, how it is.
+#[derive(Debug, Default)]
+pub struct Heard {
+    pub online: Option<bool>,
+    pub capabilities: Option<serde_json::Value>,
+    pub firmware_version: Option<String>,
+    pub health: Option<serde_json::Value>,
+}
+
+/// Records what a device reported about itself at `at`.
+pub async fn record_heard(
+    db: &impl sea_orm::ConnectionTrait,
+    device_id: &str,
+    at: DateTime<Utc>,
+    heard: Heard,
+) -> Result<()> {
+    let mut update = device::Entity::update_many()
+        .col_expr(device::Column::LastSeenAt, sea_orm::sea_query::Expr::value(at))
+        .filter(device::Column::DeviceId.eq(device_id));
+    if let Some(online) = heard.online {
+        update = update.col_expr(device::Column::Online, sea_orm::sea_query::Expr::value(online));
+    }
+    if let Some(capabilities) = heard.capabilities {
+        update = update.col_expr(
+            device::Column::Capabilities,
+            sea_orm::sea_query::Expr::value(capabilities.to_string()),
+        );
+    }
+    if let Some(firmware) = heard.firmware_version {
+        update = update.col_expr(
+            device::Column::FirmwareVersion,
+            sea_orm::sea_query::Expr::value(firmware),
+        );
+    }
+    if let Some(health) = heard.health {
+        update = update.col_expr(
+            device::Column::Health,
+            sea_orm::sea_query::Expr::value(health.to_string()),
+        );
+    }
+    update.exec(db).await?;
+    Ok(())
 }
 
 /// The device a broker login names, if the credential is its own and it is not revoked.

@@ -93,34 +93,67 @@ pub async fn intake(
     receipts: &[ChannelReceipt],
     received_at: DateTime<Utc>,
 ) -> Result<u64> {
-    if receipts.is_empty() {
-        return Ok(0);
-    }
     let rows = receipts
         .iter()
-        .map(|r| {
-            let (by, value) = correlation_parts(&r.correlation);
-            let detail = serde_json::to_string(&r.status).map_err(anyhow::Error::new)?;
-            Ok(receipt_inbox::ActiveModel {
-                id: Default::default(),
-                channel: Set(channel),
-                target_id: Set(target_id.to_owned()),
-                dedup: Set(r.dedup.clone()),
-                correlation_by: Set(by.to_owned()),
-                correlation: Set(value.to_owned()),
-                status: Set(r.status.as_str().to_owned()),
-                detail: Set(detail),
-                source_time: Set(r.source_time.map(crate::store::store_time)),
-                raw: Set(r.raw.to_string()),
-                received_at: Set(received_at),
-                due_at: Set(received_at),
-                applied_at: Set(None),
-                outcome: Set(None),
-                delivery_id: Set(None),
-                moved_to: Set(None),
-            })
-        })
+        .map(|r| inbox_row(channel, target_id, r, received_at))
         .collect::<Result<Vec<_>>>()?;
+    store_rows(db, rows).await
+}
+
+/// A receipt and whom it is from: what a device link hears, many devices at a time.
+#[derive(Debug, Clone)]
+pub struct InboundReceipt {
+    pub channel: ChannelKind,
+    pub target_id: String,
+    pub receipt: ChannelReceipt,
+}
+
+/// Stores receipts from many targets in one write, each once, as `intake` does.
+pub async fn intake_batch(
+    db: &DatabaseConnection,
+    receipts: &[InboundReceipt],
+    received_at: DateTime<Utc>,
+) -> Result<u64> {
+    let rows = receipts
+        .iter()
+        .map(|r| inbox_row(r.channel, &r.target_id, &r.receipt, received_at))
+        .collect::<Result<Vec<_>>>()?;
+    store_rows(db, rows).await
+}
+
+fn inbox_row(
+    channel: ChannelKind,
+    target_id: &str,
+    r: &ChannelReceipt,
+    received_at: DateTime<Utc>,
+) -> Result<receipt_inbox::ActiveModel> {
+    let (by, value) = correlation_parts(&r.correlation);
+    let detail = serde_json::to_string(&r.status).map_err(anyhow::Error::new)?;
+    Ok(receipt_inbox::ActiveModel {
+        id: Default::default(),
+        channel: Set(channel),
+        target_id: Set(target_id.to_owned()),
+        dedup: Set(r.dedup.clone()),
+        correlation_by: Set(by.to_owned()),
+        correlation: Set(value.to_owned()),
+        status: Set(r.status.as_str().to_owned()),
+        detail: Set(detail),
+        source_time: Set(r.source_time.map(crate::store::store_time)),
+        raw: Set(r.raw.to_string()),
+        received_at: Set(received_at),
+        due_at: Set(received_at),
+        applied_at: Set(None),
+        outcome: Set(None),
+        delivery_id: Set(None),
+        moved_to: Set(None),
+    })
+}
+
+/// Inserts inbox rows in one transaction, skipping any already stored; returns how many were new.
+async fn store_rows(db: &DatabaseConnection, rows: Vec<receipt_inbox::ActiveModel>) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
     let txn = begin_write(db).await?;
     let mut inserted = 0;
     for chunk in rows.chunks(CHUNK / 4) {

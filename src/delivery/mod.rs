@@ -5,6 +5,7 @@
 mod backoff;
 pub mod counts;
 pub mod devices;
+pub mod gateway;
 pub mod inbox;
 mod operator;
 mod outbox;

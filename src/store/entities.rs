@@ -541,6 +541,8 @@ pub mod device {
         pub firmware_version: Option<String>,
         pub health: Option<String>,
         pub last_seen_at: Option<DateTimeUtc>,
+        /// From its retained status and will; `None` until it first reports.
+        pub online: Option<bool>,
         pub created_at: DateTimeUtc,
     }
     no_relations!();

@@ -89,6 +89,7 @@ const LAYERS: &[&[&str]] = &[
     &["config", "domain"],
     &["store", "telemetry"],
     &["clock", "audit"],
+    &["device_link"],
     &["hub"],
     &["accounts", "idempotency"],
     &["attachments", "items"],

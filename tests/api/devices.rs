@@ -382,7 +382,8 @@ async fn reports_are_heard_only_under_the_devices_own_key(backend: Backend) {
         async move {
             let key = devices::report_key(&hub, u32::try_from(key_id).expect("u32"))
                 .await
-                .expect("store");
+                .expect("store")
+                .map(|device| device.key);
             open_report(&topic::report(topic_device, "status"), &frame, |_| key)
         }
     };

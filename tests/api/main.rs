@@ -14,6 +14,7 @@ mod cli;
 mod conformance;
 mod deadlines;
 mod delivery;
+mod device_link;
 mod devices;
 mod hardening;
 mod inbox;

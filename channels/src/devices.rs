@@ -1,0 +1,355 @@
+//! Village devices: loudspeaker controllers (大喇叭) and notice-board displays (村务公开屏).
+//!
+//! An item becomes one signed command per group of devices (`herald-firmware-protocol`): text
+//! to speak for a loudspeaker, pages of text and a link for a notice board. The hub signs (it
+//! owns the issuer key, the sequence and the clock) and the broker carries the frame to each
+//! device's command topic; the delivery is `accepted` once the frame is handed to the broker,
+//! and the device's acks and proofs come back as receipts (played, displayed, rejected…).
+
+use std::{sync::Arc, time::Duration};
+
+use herald_firmware_protocol::{
+    Audience, CommandBody,
+    command::{Cancel, Display, Play, PlaySource, TtsText},
+    topic,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Channel, ChannelKind, DeliveryOutcome, Dispatch, Permanence, PublishedItem, RenderError, Rendition,
+    TargetRef, WithdrawOutcome, portal::plain_text,
+};
+
+/// A command signed by the hub, ready for the broker.
+#[derive(Debug, Clone)]
+pub struct IssuedCommand {
+    /// The command's id: the external id its deliveries are correlated by.
+    pub id: String,
+    /// The signed frame, the same bytes for every device in the audience.
+    pub frame: Vec<u8>,
+}
+
+/// What the hub lends the device adapters: signing and the broker.
+#[async_trait::async_trait]
+pub trait DeviceLink: Send + Sync {
+    /// Signs `body` for `audience`, valid for `lifetime` from now (the hub's clock, the next
+    /// sequence of its issuer key, a fresh command id).
+    async fn issue(
+        &self,
+        audience: Audience,
+        body: CommandBody,
+        lifetime: Duration,
+    ) -> Result<IssuedCommand, String>;
+
+    /// Hands a frame to the broker for `topic` (QoS 1).
+    async fn publish(&self, topic: String, frame: Vec<u8>) -> Result<(), String>;
+}
+
+/// Devices named in one command. A command lists its audience inside the signature, so a
+/// group is a few hundred ids: one signature per group, a frame of a few kilobytes each.
+pub const DEVICES_PER_COMMAND: usize = 200;
+
+/// Longest text a loudspeaker is asked to speak (the protocol's TTS limit).
+const MAX_TTS_CHARS: usize = 2000;
+/// Characters per notice-board page.
+const PAGE_CHARS: usize = 120;
+/// Pages a notice board cycles through at most.
+const MAX_PAGES: usize = 20;
+
+/// Priority slots (see the protocol): a county emergency, or routine village information.
+const EMERGENCY_PRIORITY: u8 = 2;
+const ROUTINE_PRIORITY: u8 = 5;
+
+/// What a device rendition says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Announcement {
+    pub item_id: String,
+    pub emergency: bool,
+    /// Loudspeakers: the text spoken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speech: Option<String>,
+    /// Notice boards: the pages shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pages: Vec<String>,
+    /// Notice boards: the portal page, shown as a QR code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// The loudspeaker or notice-board adapter.
+pub struct DeviceChannel {
+    kind: ChannelKind,
+    link: Arc<dyn DeviceLink>,
+    /// The portal's public address, for notice boards' QR links; empty: no link.
+    portal_base: String,
+    /// How long a command stays valid: past it a device that was offline must not act on it.
+    lifetime: Duration,
+}
+
+impl DeviceChannel {
+    /// An adapter for `kind` (`loudspeaker` or `notice_board`).
+    pub fn new(
+        kind: ChannelKind,
+        link: Arc<dyn DeviceLink>,
+        portal_base: String,
+        lifetime: Duration,
+    ) -> Self {
+        Self {
+            kind,
+            link,
+            portal_base: portal_base.trim_end_matches('/').to_owned(),
+            lifetime,
+        }
+    }
+
+    fn body(&self, announcement: &Announcement) -> CommandBody {
+        let priority = if announcement.emergency {
+            EMERGENCY_PRIORITY
+        } else {
+            ROUTINE_PRIORITY
+        };
+        match self.kind {
+            ChannelKind::NoticeBoard => CommandBody::Display(Display {
+                priority,
+                pages: announcement.pages.clone(),
+                page_seconds: 10,
+                qr: announcement.link.clone(),
+                start_at: None,
+                until: None,
+            }),
+            _ => CommandBody::Play(Play {
+                priority,
+                source: PlaySource::Tts(TtsText {
+                    text: announcement.speech.clone().unwrap_or_default(),
+                    lang: "zh-CN".into(),
+                }),
+                // An emergency is said twice, as broadcast practice has it.
+                repeat: if announcement.emergency { 2 } else { 1 },
+                start_at: None,
+                override_quiet_hours: announcement.emergency,
+            }),
+        }
+    }
+}
+
+/// The device a target stands for (`config.device_id`, set when the device is registered).
+fn device_id(target: &TargetRef) -> Option<&str> {
+    target.config.get("device_id").and_then(|v| v.as_str())
+}
+
+/// `text` in pages of at most `PAGE_CHARS` characters, at most `MAX_PAGES` of them.
+fn pages(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars
+        .chunks(PAGE_CHARS)
+        .take(MAX_PAGES)
+        .map(|page| page.iter().collect::<String>().trim().to_owned())
+        .filter(|page| !page.is_empty())
+        .collect()
+}
+
+fn failed_all(n: usize, permanence: Permanence, code: &str, message: &str) -> Vec<DeliveryOutcome> {
+    (0..n)
+        .map(|_| DeliveryOutcome::Failed {
+            permanence,
+            code: code.to_owned(),
+            message: message.to_owned(),
+            checkpoint: None,
+        })
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl Channel for DeviceChannel {
+    fn kind(&self) -> ChannelKind {
+        self.kind
+    }
+
+    fn render(&self, item: &PublishedItem) -> Result<Rendition, RenderError> {
+        let body = plain_text(&item.body_html);
+        let mut announcement = Announcement {
+            item_id: item.item_id.clone(),
+            emergency: item.emergency,
+            speech: None,
+            pages: Vec::new(),
+            link: None,
+        };
+        if self.kind == ChannelKind::NoticeBoard {
+            announcement.pages = pages(&format!("{}\n{}", item.title, body));
+            if !self.portal_base.is_empty() {
+                announcement.link = Some(format!(
+                    "{}{}",
+                    self.portal_base,
+                    crate::portal::Portal::page_path(&item.item_id)
+                ));
+            }
+        } else {
+            let said = if item.summary.trim().is_empty() {
+                &body
+            } else {
+                &item.summary
+            };
+            let speech: String = format!("{}。{}", item.title, said)
+                .chars()
+                .take(MAX_TTS_CHARS)
+                .collect();
+            announcement.speech = Some(speech);
+        }
+        let payload =
+            serde_json::to_value(&announcement).map_err(|e| RenderError::Unrenderable(e.to_string()))?;
+        Ok(Rendition {
+            channel: self.kind,
+            payload,
+        })
+    }
+
+    async fn deliver(&self, rendition: &Rendition, dispatch: &Dispatch<'_>) -> DeliveryOutcome {
+        self.deliver_batch(rendition, std::slice::from_ref(dispatch))
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or(DeliveryOutcome::Unknown {
+                message: "no outcome".into(),
+                checkpoint: None,
+            })
+    }
+
+    /// One signed command per group of up to `DEVICES_PER_COMMAND` devices, the same frame
+    /// published to each device's command topic.
+    async fn deliver_batch(
+        &self,
+        rendition: &Rendition,
+        dispatches: &[Dispatch<'_>],
+    ) -> Vec<DeliveryOutcome> {
+        let announcement: Announcement = match serde_json::from_value(rendition.payload.clone()) {
+            Ok(announcement) => announcement,
+            Err(e) => {
+                return failed_all(
+                    dispatches.len(),
+                    Permanence::Permanent,
+                    "unreadable_rendition",
+                    &e.to_string(),
+                );
+            }
+        };
+        let body = self.body(&announcement);
+        let mut outcomes: Vec<Option<DeliveryOutcome>> = vec![None; dispatches.len()];
+        let mut addressed = Vec::with_capacity(dispatches.len());
+        for (i, dispatch) in dispatches.iter().enumerate() {
+            match device_id(dispatch.target) {
+                Some(device) => addressed.push((i, device)),
+                None => {
+                    outcomes[i] = Some(DeliveryOutcome::Failed {
+                        permanence: Permanence::Permanent,
+                        code: "no_device".into(),
+                        message: "the target names no device".into(),
+                        checkpoint: None,
+                    });
+                }
+            }
+        }
+        for group in addressed.chunks(DEVICES_PER_COMMAND) {
+            let audience = Audience::Devices(group.iter().map(|(_, d)| (*d).to_owned()).collect());
+            let issued = match self.link.issue(audience, body.clone(), self.lifetime).await {
+                Ok(issued) => issued,
+                Err(e) => {
+                    for (i, _) in group {
+                        outcomes[*i] = Some(DeliveryOutcome::Failed {
+                            permanence: Permanence::Transient,
+                            code: "not_signed".into(),
+                            message: e.clone(),
+                            checkpoint: None,
+                        });
+                    }
+                    continue;
+                }
+            };
+            for (i, device) in group {
+                let sent = self
+                    .link
+                    .publish(topic::device_commands(device), issued.frame.clone())
+                    .await;
+                outcomes[*i] = Some(match sent {
+                    Ok(()) => DeliveryOutcome::Accepted {
+                        external_id: issued.id.clone(),
+                        confirm_within: Some(self.lifetime),
+                        checkpoint: None,
+                    },
+                    Err(e) => DeliveryOutcome::Failed {
+                        permanence: Permanence::Transient,
+                        code: "broker".into(),
+                        message: e,
+                        checkpoint: None,
+                    },
+                });
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or(DeliveryOutcome::Unknown {
+                    message: "no outcome".into(),
+                    checkpoint: None,
+                })
+            })
+            .collect()
+    }
+
+    /// Stops the item on the device (or takes it off the screen): a signed `cancel` naming the
+    /// command that carried it.
+    async fn withdraw(
+        &self,
+        _item_id: &str,
+        target: &TargetRef,
+        external_id: Option<&str>,
+        _reason: &str,
+        _idempotency_key: &str,
+    ) -> WithdrawOutcome {
+        let (Some(device), Some(command)) = (device_id(target), external_id) else {
+            return WithdrawOutcome::Withdrawn;
+        };
+        let body = CommandBody::Cancel(Cancel {
+            target: Some(command.to_owned()),
+        });
+        let issued = match self
+            .link
+            .issue(Audience::Devices(vec![device.to_owned()]), body, self.lifetime)
+            .await
+        {
+            Ok(issued) => issued,
+            Err(message) => {
+                return WithdrawOutcome::Failed {
+                    permanence: Permanence::Transient,
+                    code: "not_signed".into(),
+                    message,
+                };
+            }
+        };
+        match self
+            .link
+            .publish(topic::device_commands(device), issued.frame)
+            .await
+        {
+            Ok(()) => WithdrawOutcome::Withdrawn,
+            Err(message) => WithdrawOutcome::Failed {
+                permanence: Permanence::Transient,
+                code: "broker".into(),
+                message,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_text_is_paged_and_bounded() {
+        let text = "村".repeat(PAGE_CHARS * (MAX_PAGES + 3));
+        let paged = pages(&text);
+        assert_eq!(paged.len(), MAX_PAGES);
+        assert!(paged.iter().all(|p| p.chars().count() == PAGE_CHARS));
+        assert_eq!(pages("  "), Vec::<String>::new());
+    }
+}

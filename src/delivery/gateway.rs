@@ -1,0 +1,248 @@
+//! The device gateway: what the hub hears from village devices over its MQTT session
+//! (`crate::device_link`, through which the device adapters sign and publish).
+//!
+//! [`run_until_stopped`] hears every device report,
+//! checks it (`open_report`: a registered, unrevoked key, the signature, the device named in
+//! the topic and payload), drops duplicates and stale wills, keeps what a device says about
+//! itself on its row, and turns acks and proofs into receipts for the inbox, written in
+//! batches. The broker's acknowledgement of a report waits for its batch to be stored, so a
+//! crash loses no report: the broker delivers it again.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use herald_channels::{ChannelKind, ChannelReceipt, Correlation, Permanence, ReceiptStatus};
+use herald_firmware_protocol::{
+    Frame, Report, ReportBody,
+    hub::{Freshness, ReportCursor, open_report},
+    report::{AckStage, Medium},
+};
+use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
+
+use super::{
+    devices::{self, Heard, ReportingDevice},
+    inbox::{self, InboundReceipt},
+};
+use crate::{error::Result, hub::Hub};
+
+/// Every device report topic (`herald/v1/d/{device}/{kind}`).
+const REPORTS: &str = "herald/v1/d/+/+";
+/// Reports stored per inbox write, at most…
+const FLUSH_ROWS: usize = 500;
+/// …and at the latest this long after the first of a batch arrived.
+const FLUSH_AFTER: Duration = Duration::from_millis(50);
+
+/// What an ack stage or a proof says of a delivery, as the inbox takes it.
+fn receipt_status(channel: ChannelKind, body: &ReportBody) -> Option<ReceiptStatus> {
+    let done = || match channel {
+        ChannelKind::NoticeBoard => ReceiptStatus::Displayed,
+        _ => ReceiptStatus::Played,
+    };
+    let failed = |code: String, message: &str| ReceiptStatus::Failed {
+        permanence: Permanence::Permanent,
+        code,
+        message: message.to_owned(),
+    };
+    match body {
+        ReportBody::Ack(ack) => Some(match ack.stage {
+            AckStage::Received | AckStage::Verified | AckStage::Queued => ReceiptStatus::Accepted,
+            AckStage::Started => ReceiptStatus::Delivered,
+            AckStage::Finished => done(),
+            AckStage::Rejected => {
+                let reason = ack
+                    .reason
+                    .and_then(|r| serde_json::to_value(r).ok())
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "unknown".into());
+                failed(format!("rejected_{reason}"), "the device refused the command")
+            }
+            AckStage::Expired => failed(
+                "expired".into(),
+                "the command's validity ended before it was carried out",
+            ),
+            AckStage::Preempted => failed("preempted".into(), "a higher priority or a cancel stopped it"),
+        }),
+        // A proof of an item cut short is no proof of it: the acks say what became of it.
+        ReportBody::Proof(proof) if !proof.completed => None,
+        ReportBody::Proof(proof) => Some(match proof.medium {
+            Medium::Display => ReceiptStatus::Displayed,
+            Medium::Audio => ReceiptStatus::Played,
+        }),
+        _ => None,
+    }
+}
+
+/// The command a report is about.
+fn command_id(body: &ReportBody) -> Option<&str> {
+    match body {
+        ReportBody::Ack(ack) => ack.id.as_deref(),
+        ReportBody::Proof(proof) => Some(proof.item.as_str()),
+        _ => None,
+    }
+}
+
+/// What the loop keeps between reports: the devices heard (by key id) and each one's newest
+/// report, and the receipts waiting to be stored with the reports they came in.
+#[derive(Default)]
+struct Listener {
+    devices: HashMap<u32, ReportingDevice>,
+    cursors: HashMap<String, ReportCursor>,
+    pending: Vec<InboundReceipt>,
+    unacked: Vec<Publish>,
+    first_pending_at: Option<tokio::time::Instant>,
+}
+
+impl Listener {
+    async fn device(&mut self, hub: &Hub, key_id: u32) -> Result<Option<ReportingDevice>> {
+        if let Some(device) = self.devices.get(&key_id) {
+            return Ok(Some(device.clone()));
+        }
+        let found = devices::report_key(hub, key_id).await?;
+        if let Some(device) = &found {
+            self.devices.insert(key_id, device.clone());
+        }
+        Ok(found)
+    }
+
+    /// Handles one report; returns whether it waits in the batch (acknowledged once stored).
+    async fn hear(&mut self, hub: &Hub, publish: &Publish) -> Result<bool> {
+        let Ok(frame) = Frame::parse(&publish.payload) else {
+            tracing::warn!(topic = %publish.topic, "a report that is not a frame; dropped");
+            return Ok(false);
+        };
+        let Some(device) = self.device(hub, frame.key_id).await? else {
+            tracing::warn!(topic = %publish.topic, key_id = frame.key_id, "a report under a key no device holds; dropped");
+            return Ok(false);
+        };
+        let report: Report = match open_report(&publish.topic, &publish.payload, |_| Some(device.key.clone()))
+        {
+            Ok(report) => report,
+            Err(rejection) => {
+                tracing::warn!(topic = %publish.topic, ?rejection, "a report that does not check out; dropped");
+                return Ok(false);
+            }
+        };
+        let cursor = self.cursors.entry(report.device.clone()).or_default();
+        match cursor.admit(&report) {
+            Freshness::Fresh => {}
+            Freshness::Duplicate | Freshness::StaleWill => return Ok(false),
+        }
+        let now = hub.clock.now();
+        let heard = match &report.msg {
+            ReportBody::Status(status) => Some(Heard {
+                online: Some(status.online),
+                ..Heard::default()
+            }),
+            ReportBody::Birth(birth) => Some(Heard {
+                online: Some(true),
+                capabilities: serde_json::to_value(birth).ok(),
+                firmware_version: Some(birth.firmware.clone()),
+                ..Heard::default()
+            }),
+            ReportBody::Health(health) => Some(Heard {
+                health: serde_json::to_value(health).ok(),
+                ..Heard::default()
+            }),
+            ReportBody::Ack(_) | ReportBody::Proof(_) => None,
+        };
+        if let Some(heard) = heard {
+            devices::record_heard(&hub.db, &report.device, now, heard).await?;
+            return Ok(false);
+        }
+        let (Some(status), Some(command)) = (
+            receipt_status(device.channel, &report.msg),
+            command_id(&report.msg),
+        ) else {
+            return Ok(false);
+        };
+        let raw = serde_json::to_value(&report).map_err(anyhow::Error::new)?;
+        self.pending.push(InboundReceipt {
+            channel: device.channel,
+            target_id: device.target_id.clone(),
+            receipt: ChannelReceipt {
+                correlation: Correlation::ExternalId(command.to_owned()),
+                // The device's own count: a redelivered report is the same receipt.
+                dedup: format!("{}:{}:{}", report.device, report.session, report.seq),
+                source_time: chrono::DateTime::from_timestamp(i64::try_from(report.sent_at).unwrap_or(0), 0)
+                    .filter(|_| report.sent_at > 0),
+                raw,
+                status,
+            },
+        });
+        self.first_pending_at
+            .get_or_insert_with(tokio::time::Instant::now);
+        Ok(true)
+    }
+
+    fn due(&self) -> bool {
+        self.pending.len() >= FLUSH_ROWS
+            || self
+                .first_pending_at
+                .is_some_and(|at| at.elapsed() >= FLUSH_AFTER)
+    }
+
+    /// Stores the waiting receipts in one write, then acknowledges their reports to the broker.
+    async fn flush(&mut self, hub: &Hub, client: &AsyncClient) -> Result<()> {
+        if !self.pending.is_empty() {
+            inbox::intake_batch(&hub.db, &self.pending, hub.clock.now()).await?;
+            self.pending.clear();
+        }
+        for publish in self.unacked.drain(..) {
+            if let Err(e) = client.try_ack(&publish) {
+                tracing::warn!(error = %e, "acknowledging a stored report failed; the broker sends it again");
+            }
+        }
+        self.first_pending_at = None;
+        Ok(())
+    }
+}
+
+/// Hears device reports until the process ends; reconnects after a lost connection. Without
+/// a device link (no `mqtt.url`) there is nothing to hear, and it returns at once.
+pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
+    let Some(link) = hub.device_link.clone() else {
+        return Ok(());
+    };
+    let Some(mut events) = hub.device_events.take() else {
+        anyhow::bail!("the device link's event loop is already running");
+    };
+    let mut listener = Listener::default();
+    loop {
+        let wait = match listener.first_pending_at {
+            Some(at) => FLUSH_AFTER.saturating_sub(at.elapsed()),
+            None => Duration::from_secs(3600),
+        };
+        let event = tokio::select! {
+            event = events.poll() => Some(event),
+            () = tokio::time::sleep(wait) => None,
+        };
+        match event {
+            Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                // A new session (clean): subscribe again.
+                if let Err(e) = link.client().try_subscribe(REPORTS, QoS::AtLeastOnce) {
+                    tracing::error!(error = %e, "subscribing to device reports failed");
+                }
+            }
+            Some(Ok(Event::Incoming(Packet::Publish(publish)))) => {
+                match listener.hear(&hub, &publish).await {
+                    Ok(true) => listener.unacked.push(publish),
+                    Ok(false) => {
+                        let _ = link.client().try_ack(&publish);
+                    }
+                    // Not acknowledged: the broker sends it again after a reconnect.
+                    Err(e) => tracing::error!(error.cause_chain = ?e, "hearing a device report failed"),
+                }
+            }
+            Some(Ok(_)) | None => {}
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "the device link lost the broker; reconnecting");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        if listener.due()
+            && let Err(e) = listener.flush(&hub, link.client()).await
+        {
+            tracing::error!(error.cause_chain = ?e, "storing device receipts failed; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The hub's MQTT session with the broker village devices use, and the signing the device
+//! adapters (`herald_channels::devices`) do through it: the issuer key derived from the
+//! secrets key, a command sequence every instance shares in the store, the hub's clock. The
+//! session's event loop is polled by `delivery::gateway`, which hears the devices.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use herald_channels::devices::{DeviceLink, IssuedCommand};
+use herald_firmware_protocol::{Audience, Command, CommandBody, Issuer};
+use rumqttc::{AsyncClient, EventLoop, MqttOptions, QoS};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+
+use crate::{clock::Clock, config::MqttSettings, error::Result, secrets::SecretsKey};
+
+/// Requests the client may queue before a publish waits: a device batch of 10,000.
+const CLIENT_QUEUE: usize = 20_000;
+/// Largest packet either way: a command to 200 devices with 2,000 characters of text.
+const MAX_PACKET: usize = 256 * 1024;
+
+/// Signs commands and hands them to the broker, for the device adapters.
+pub struct MqttLink {
+    client: AsyncClient,
+    issuer: Issuer,
+    clock: Clock,
+    db: DatabaseConnection,
+}
+
+/// The event loop of the hub's MQTT session, until [`run_until_stopped`] takes it.
+#[derive(Default)]
+pub struct DeviceEvents(Mutex<Option<EventLoop>>);
+
+impl DeviceEvents {
+    /// The event loop, once: whoever polls it owns the session.
+    pub fn take(&self) -> Option<EventLoop> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// `mqtt://HOST:PORT` → host and port.
+fn broker_address(url: &str) -> anyhow::Result<(String, u16)> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .ok_or_else(|| anyhow::anyhow!("mqtt.url must start with mqtt:// (got `{url}`)"))?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            port.parse()
+                .map_err(|_| anyhow::anyhow!("mqtt.url has no valid port: `{url}`"))?,
+        ),
+        None => (rest, 1883),
+    };
+    anyhow::ensure!(!host.is_empty(), "mqtt.url names no host: `{url}`");
+    Ok((host.to_owned(), port))
+}
+
+/// The hub's MQTT session (not yet connected: the event loop connects when polled) and its
+/// signing link. The issuer key is derived from the secrets key.
+pub fn connect(
+    settings: &MqttSettings,
+    secrets: &SecretsKey,
+    db: DatabaseConnection,
+    clock: Clock,
+) -> anyhow::Result<(Arc<MqttLink>, DeviceEvents)> {
+    let (host, port) = broker_address(&settings.url)?;
+    let client_id = if settings.client_id.is_empty() {
+        format!("herald-hub-{}", uuid::Uuid::new_v4().simple())
+    } else {
+        settings.client_id.clone()
+    };
+    let mut options = MqttOptions::new(client_id, host, port);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+        // Reports are acknowledged once stored, not on arrival.
+        .set_manual_acks(true);
+    if !settings.username.is_empty() {
+        options.set_credentials(settings.username.clone(), settings.password.clone());
+    }
+    let (client, events) = AsyncClient::new(options, CLIENT_QUEUE);
+    let issuer = Issuer::new(settings.issuer_key_id, &secrets.derive("herald device issuer v1"));
+    let link = MqttLink {
+        client,
+        issuer,
+        clock,
+        db,
+    };
+    Ok((Arc::new(link), DeviceEvents(Mutex::new(Some(events)))))
+}
+
+impl MqttLink {
+    /// The session's client: the gateway subscribes and acknowledges through it.
+    pub fn client(&self) -> &AsyncClient {
+        &self.client
+    }
+
+    /// The public key devices must trust (their factory root or a `trust` command).
+    pub fn issuer_public_key(&self) -> [u8; 32] {
+        self.issuer.public_key()
+    }
+
+    pub fn issuer_key_id(&self) -> u32 {
+        self.issuer.key_id()
+    }
+
+    /// The next sequence of the issuer key: one UPDATE on a row every instance shares, so the
+    /// sequence only grows whichever instance signs.
+    async fn next_sequence(&self) -> Result<u64> {
+        let backend = self.db.get_database_backend();
+        let key_id = i64::from(self.issuer.key_id());
+        let mut binds = crate::store::Binds::new(backend);
+        let sql = format!(
+            "INSERT INTO issuer_sequences (key_id, last_seq) VALUES ({}, 1) \
+             ON CONFLICT (key_id) DO UPDATE SET last_seq = issuer_sequences.last_seq + 1 \
+             RETURNING last_seq",
+            binds.add(key_id)
+        );
+        let row = self
+            .db
+            .query_one_raw(binds.statement(sql))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the sequence update returned nothing"))?;
+        let seq: i64 = row.try_get_by_index(0)?;
+        Ok(u64::try_from(seq).map_err(anyhow::Error::new)?)
+    }
+}
+
+#[async_trait::async_trait]
+impl DeviceLink for MqttLink {
+    async fn issue(
+        &self,
+        audience: Audience,
+        body: CommandBody,
+        lifetime: Duration,
+    ) -> std::result::Result<IssuedCommand, String> {
+        let seq = self.next_sequence().await.map_err(|e| e.to_string())?;
+        let now = self.clock.now();
+        let issued_at = u64::try_from(now.timestamp()).map_err(|e| e.to_string())?;
+        let command = Command {
+            seq,
+            issued_at,
+            not_after: issued_at.saturating_add(lifetime.as_secs()),
+            id: self.clock.new_id().to_string(),
+            to: audience,
+            cmd: body,
+        };
+        let frame = self.issuer.sign(&command).map_err(|e| e.to_string())?;
+        Ok(IssuedCommand {
+            id: command.id,
+            frame,
+        })
+    }
+
+    async fn publish(&self, topic: String, frame: Vec<u8>) -> std::result::Result<(), String> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, frame)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_parse() {
+        assert_eq!(
+            broker_address("mqtt://127.0.0.1:1883").ok(),
+            Some(("127.0.0.1".into(), 1883))
+        );
+        assert_eq!(
+            broker_address("mqtt://broker").ok(),
+            Some(("broker".into(), 1883))
+        );
+        assert!(broker_address("tcp://broker:1883").is_err());
+        assert!(broker_address("mqtt://:1883").is_err());
+    }
+}

@@ -1,0 +1,251 @@
+//! Village devices over a real broker (the machine's Mosquitto, `HERALD_TEST_MQTT_URL`): the
+//! hub signs and publishes, simulated devices (the protocol crate's own state machine over
+//! rumqttc) verify, ack and play, and the hub's device link turns their reports into receipts.
+
+use std::{sync::Arc, time::Duration};
+
+use herald::{
+    delivery::{
+        devices::{self, NewDevice},
+        gateway, inbox,
+    },
+    hub::Hub,
+};
+use herald_channels::ChannelKind;
+use herald_firmware_protocol::{
+    CommandBody, DeviceSession, KeyPair, Output, ReportBody,
+    command::KeyRole,
+    device::{Capabilities, DeviceIdentity, DeviceState, TrustedKey},
+    report::{AckStage, Medium, Proof, Screen},
+};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use serde_json::json;
+
+use crate::helpers::{TestApp, item_body, spawn_app_configured};
+use crate::on_both_backends;
+
+const VILLAGE: &str = "530426101001";
+
+fn broker() -> Option<(String, u16)> {
+    let url = std::env::var("HERALD_TEST_MQTT_URL").ok()?;
+    let rest = url.strip_prefix("mqtt://")?.trim_end_matches('/');
+    let (host, port) = rest.rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+/// A device's signing key, from a seed the test picks.
+fn device_keys(n: u8) -> KeyPair {
+    KeyPair::from_seed(&[n; 32])
+}
+
+struct SimulatedDevice {
+    device_id: String,
+    channel: ChannelKind,
+    seed: u8,
+}
+
+/// Runs one device until the test ends: connect with its will, announce itself, and answer
+/// every command as the firmware would (verified, started, finished, then a proof).
+async fn run_device(hub: Arc<Hub>, device: SimulatedDevice, key_id: u32, (host, port): (String, u16)) {
+    let link = hub.device_link.clone().expect("a device link");
+    let identity = DeviceIdentity {
+        device_id: device.device_id.clone(),
+        key_id,
+        keys: device_keys(device.seed),
+    };
+    let screen = (device.channel == ChannelKind::NoticeBoard).then_some(Screen {
+        width: 256,
+        height: 128,
+        qr: true,
+    });
+    let capabilities = Capabilities {
+        firmware: "sim-1.0".into(),
+        codecs: Vec::new(),
+        tts: device.channel == ChannelKind::Loudspeaker,
+        screen,
+    };
+    let trusted = TrustedKey {
+        key_id: link.issuer_key_id(),
+        role: KeyRole::Operational,
+        public_key: link.issuer_public_key(),
+    };
+    let mut session = DeviceSession::new(identity, capabilities, DeviceState::factory(trusted));
+    let now = || Some(u64::try_from(hub.clock.now().timestamp()).expect("time"));
+    let plan = session.connect(now()).expect("connect plan");
+    let mut options = MqttOptions::new(device.device_id.clone(), host, port);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(256 * 1024, 256 * 1024)
+        .set_last_will(LastWill::new(
+            plan.will.topic,
+            plan.will.payload,
+            QoS::AtLeastOnce,
+            true,
+        ));
+    let (client, mut events) = AsyncClient::new(options, 100);
+    for topic in plan.subscribe {
+        client
+            .subscribe(topic, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+    }
+    for publish in plan.publish {
+        client
+            .publish(publish.topic, QoS::AtLeastOnce, publish.retain, publish.payload)
+            .await
+            .expect("publish");
+    }
+    loop {
+        let Ok(event) = events.poll().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Event::Incoming(Packet::Publish(command)) = event else {
+            continue;
+        };
+        for output in session.handle(now(), &command.topic, &command.payload) {
+            let mut sends = Vec::new();
+            match output {
+                Output::Publish(publish) => sends.push(publish),
+                Output::Execute(accepted) => {
+                    let medium = match accepted.command.cmd {
+                        CommandBody::Display(_) => Medium::Display,
+                        _ => Medium::Audio,
+                    };
+                    for stage in [AckStage::Started, AckStage::Finished] {
+                        sends.push(session.progress(now(), &accepted, stage, None).expect("ack"));
+                    }
+                    let at = now().expect("time");
+                    let proof = Proof {
+                        item: accepted.command.id.clone(),
+                        medium,
+                        start: at,
+                        end: at,
+                        duration_ms: 1000,
+                        completed: true,
+                    };
+                    sends.push(session.report(now(), ReportBody::Proof(proof)).expect("proof"));
+                }
+                Output::Persist | Output::SetClock(_) => {}
+            }
+            for publish in sends {
+                client
+                    .publish(publish.topic, QoS::AtLeastOnce, publish.retain, publish.payload)
+                    .await
+                    .expect("publish");
+            }
+        }
+    }
+}
+
+async fn apply_all(app: &TestApp) {
+    while inbox::try_apply_receipts(&app.hub, inbox::APPLY_BATCH)
+        .await
+        .expect("apply")
+        > 0
+    {}
+}
+
+/// States of the item's deliveries on `channel`.
+async fn states(app: &TestApp, item: &str, channel: &str) -> Vec<String> {
+    let listed = app
+        .get(
+            "admin",
+            &format!("/api/v1/items/{item}/deliveries?channel={channel}"),
+        )
+        .await
+        .json;
+    listed["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|d| d["state"].as_str().expect("state").to_owned())
+        .collect()
+}
+
+on_both_backends! {
+    a_published_item_is_played_and_shown_by_the_devices_it_reaches => |backend| async move {
+        let Some(address) = broker() else {
+            eprintln!("HERALD_TEST_MQTT_URL is not set: no broker to test the device link on");
+            return;
+        };
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let url = format!("mqtt://{}:{}", address.0, address.1);
+        let app = spawn_app_configured(backend, Vec::new(), |s| {
+            s.mqtt.url = url;
+            s.mqtt.client_id = format!("herald-test-{run}");
+        })
+        .await;
+        tokio::spawn(gateway::run_until_stopped(app.hub.clone()));
+
+        let simulated: Vec<SimulatedDevice> = [
+            (ChannelKind::Loudspeaker, 1),
+            (ChannelKind::Loudspeaker, 2),
+            (ChannelKind::NoticeBoard, 3),
+        ]
+        .into_iter()
+        .map(|(channel, seed)| SimulatedDevice {
+            device_id: format!("sim-{}-{seed}", &run[..12]),
+            channel,
+            seed,
+        })
+        .collect();
+        let rows = simulated
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let new = NewDevice {
+                    channel: d.channel,
+                    device_id: Some(d.device_id.clone()),
+                    name: format!("模拟设备{i}"),
+                    area_code: VILLAGE.into(),
+                    group: "一组".into(),
+                    public_key: Some(herald_firmware_protocol::hex::encode(&device_keys(d.seed).public_key())),
+                };
+                (i + 1, new)
+            })
+            .collect();
+        let issued = devices::add_devices(&app.hub, "test", None, rows, &|_| {})
+            .await
+            .expect("store")
+            .expect("valid devices");
+        for device in simulated {
+            let key_id = issued
+                .iter()
+                .find(|i| i.device.device_id == device.device_id)
+                .and_then(|i| i.device.key_id)
+                .expect("a key id");
+            tokio::spawn(run_device(app.hub.clone(), device, u32::try_from(key_id).expect("u32"), address.clone()));
+        }
+
+        // Each device is online (its birth heard) before anything is published to it.
+        let mut online = 0;
+        for _ in 0..100 {
+            let listed = devices::list_devices(&app.hub, None).await.expect("list");
+            online = listed.iter().filter(|d| d.device_id.starts_with("sim-") && d.device_id.contains(&run[..12]) && d.firmware_version.as_deref() == Some("sim-1.0")).count();
+            if online == 3 { break; }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(online, 3, "every device announced itself");
+
+        let item = app
+            .publish_new(&item_body(VILLAGE), &json!({"channels": ["loudspeaker", "notice_board"]}))
+            .await;
+        assert_eq!(app.deliver_due().await, 3);
+        assert_eq!(states(&app, &item, "loudspeaker").await, ["accepted", "accepted"]);
+
+        let mut reached = (Vec::new(), Vec::new());
+        for _ in 0..100 {
+            apply_all(&app).await;
+            reached = (states(&app, &item, "loudspeaker").await, states(&app, &item, "notice_board").await);
+            if reached.0.iter().all(|s| s == "played") && reached.1.iter().all(|s| s == "displayed") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(reached, (vec!["played".to_owned(), "played".to_owned()], vec!["displayed".to_owned()]));
+        app.assert_queue_agrees().await;
+        let csv = app.get("publisher", &format!("/api/v1/items/{item}/receipts.csv")).await.text();
+        assert!(csv.lines().any(|l| l.contains(",played,")), "{csv}");
+    };
+}
