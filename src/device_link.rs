@@ -11,9 +11,11 @@ use std::{
 use herald_channels::devices::{DeviceLink, IssuedCommand};
 use herald_firmware_protocol::{Audience, Command, CommandBody, Issuer};
 use rumqttc::{AsyncClient, EventLoop, MqttOptions, QoS};
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, Set};
 
-use crate::{clock::Clock, config::MqttSettings, error::Result, secrets::SecretsKey};
+use crate::{
+    clock::Clock, config::MqttSettings, error::Result, secrets::SecretsKey, store::entities::device_command,
+};
 
 /// Requests the client may queue before a publish waits: a device batch of 10,000.
 const CLIENT_QUEUE: usize = 20_000;
@@ -148,10 +150,30 @@ impl DeviceLink for MqttLink {
             cmd: body,
         };
         let frame = self.issuer.sign(&command).map_err(|e| e.to_string())?;
+        let not_after =
+            now + chrono::Duration::seconds(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2));
+        let kept = device_command::ActiveModel {
+            id: Set(command.id.clone()),
+            frame: Set(frame.clone()),
+            not_after: Set(crate::store::store_time(not_after)),
+            created_at: Set(now),
+        };
+        device_command::Entity::insert(kept)
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(IssuedCommand {
             id: command.id,
             frame,
         })
+    }
+
+    async fn command_expired(&self, command_id: &str) -> std::result::Result<bool, String> {
+        let kept = device_command::Entity::find_by_id(command_id)
+            .one(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(kept.is_none_or(|c| c.not_after <= self.clock.now()))
     }
 
     async fn publish(&self, topic: String, frame: Vec<u8>) -> std::result::Result<(), String> {

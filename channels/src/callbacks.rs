@@ -33,6 +33,9 @@ pub enum ReceiptStatus {
     Played,
     /// Taken down (the outcome of a withdrawal).
     Withdrawn,
+    /// Its validity ended before it was carried out (a device offline past the command's
+    /// `not_after`): it never will be.
+    Expired,
     Failed {
         permanence: Permanence,
         code: String,
@@ -49,6 +52,7 @@ impl ReceiptStatus {
             ReceiptStatus::Displayed => "displayed",
             ReceiptStatus::Played => "played",
             ReceiptStatus::Withdrawn => "withdrawn",
+            ReceiptStatus::Expired => "expired",
             ReceiptStatus::Failed { .. } => "failed",
         }
     }

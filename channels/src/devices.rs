@@ -43,6 +43,10 @@ pub trait DeviceLink: Send + Sync {
 
     /// Hands a frame to the broker for `topic` (QoS 1).
     async fn publish(&self, topic: String, frame: Vec<u8>) -> Result<(), String>;
+
+    /// Whether the command's validity has ended (by the hub's clock); an unknown command
+    /// counts as ended.
+    async fn command_expired(&self, command_id: &str) -> Result<bool, String>;
 }
 
 /// Devices named in one command. A command lists its audience inside the signature, so a
@@ -293,6 +297,16 @@ impl Channel for DeviceChannel {
                 })
             })
             .collect()
+    }
+
+    /// No report came for a command: once its validity has ended the device never will carry
+    /// it out (a device offline past `not_after` is not sent it again, and refuses it if it
+    /// arrives), so the delivery has expired. Before that, nothing can be said.
+    async fn reconcile(&self, _dispatch: &Dispatch<'_>, external_id: &str) -> Option<crate::ReceiptStatus> {
+        match self.link.command_expired(external_id).await {
+            Ok(true) => Some(crate::ReceiptStatus::Expired),
+            Ok(false) | Err(_) => None,
+        }
     }
 
     /// Stops the item on the device (or takes it off the screen): a signed `cancel` naming the

@@ -1,6 +1,8 @@
 //! What the hub keeps for the device link: each issuer key's last command sequence (devices
 //! refuse a sequence they have seen, so it must only grow, across every hub instance and
-//! restart), and whether each device is online, from its retained status and its will.
+//! restart); every signed command while it is valid (a device that was offline gets the same
+//! frame again when it comes back, never a second command); and whether each device is
+//! online, from its retained status and its will.
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -20,6 +22,17 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
+            .create_table(
+                Table::create()
+                    .table("device_commands")
+                    .col(string("id").primary_key())
+                    .col(binary("frame"))
+                    .col(timestamp_with_time_zone("not_after"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
             .alter_table(
                 Table::alter()
                     .table("devices")
@@ -32,6 +45,9 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .alter_table(Table::alter().table("devices").drop_column("online").to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table("device_commands").to_owned())
             .await?;
         manager
             .drop_table(Table::drop().table("issuer_sequences").to_owned())

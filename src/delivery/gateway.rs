@@ -14,15 +14,23 @@ use herald_channels::{ChannelKind, ChannelReceipt, Correlation, Permanence, Rece
 use herald_firmware_protocol::{
     Frame, Report, ReportBody,
     hub::{Freshness, ReportCursor, open_report},
-    report::{AckStage, Medium},
+    report::{AckStage, Medium, RejectReason},
+    topic,
 };
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
 
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
 use super::{
+    DeliveryState,
     devices::{self, Heard, ReportingDevice},
     inbox::{self, InboundReceipt},
 };
-use crate::{error::Result, hub::Hub};
+use crate::{
+    error::Result,
+    hub::Hub,
+    store::entities::{delivery, device_command},
+};
 
 /// Every device report topic (`herald/v1/d/{device}/{kind}`).
 const REPORTS: &str = "herald/v1/d/+/+";
@@ -47,6 +55,9 @@ fn receipt_status(channel: ChannelKind, body: &ReportBody) -> Option<ReceiptStat
             AckStage::Received | AckStage::Verified | AckStage::Queued => ReceiptStatus::Accepted,
             AckStage::Started => ReceiptStatus::Delivered,
             AckStage::Finished => done(),
+            // The device holds this command already: a frame sent again on its return (or
+            // replayed by someone else) changes nothing. The report itself is kept as it came.
+            AckStage::Rejected if ack.reason == Some(RejectReason::Replay) => ReceiptStatus::Accepted,
             AckStage::Rejected => {
                 let reason = ack
                     .reason
@@ -146,6 +157,9 @@ impl Listener {
         };
         if let Some(heard) = heard {
             devices::record_heard(&hub.db, &report.device, now, heard).await?;
+            if matches!(report.msg, ReportBody::Birth(_)) {
+                resend_valid(hub, &device).await?;
+            }
             return Ok(false);
         }
         let (Some(status), Some(command)) = (
@@ -194,6 +208,47 @@ impl Listener {
         self.first_pending_at = None;
         Ok(())
     }
+}
+
+/// On a device's birth (it connected, perhaps after an offline spell): every command still
+/// valid that it has not carried out, sent again as the same signed frame. The hub does not
+/// count on the broker having kept them; a device that has one already refuses it as a replay.
+async fn resend_valid(hub: &Hub, device: &ReportingDevice) -> Result<()> {
+    let Some(link) = &hub.device_link else {
+        return Ok(());
+    };
+    let waiting: Vec<String> = delivery::Entity::find()
+        .select_only()
+        .column(delivery::Column::ExternalId)
+        .filter(delivery::Column::TargetId.eq(device.target_id.as_str()))
+        .filter(delivery::Column::State.eq(DeliveryState::Accepted))
+        .filter(delivery::Column::ExternalId.is_not_null())
+        .into_tuple::<Option<String>>()
+        .all(&hub.db)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let commands = device_command::Entity::find()
+        .filter(device_command::Column::Id.is_in(waiting))
+        .filter(device_command::Column::NotAfter.gt(hub.clock.now()))
+        .order_by_asc(device_command::Column::CreatedAt)
+        .all(&hub.db)
+        .await?;
+    let topic = topic::device_commands(&device.key.device_id);
+    for command in commands {
+        // Queued, not awaited: this task is the one that drains the queue.
+        if let Err(e) = link
+            .client()
+            .try_publish(topic.clone(), QoS::AtLeastOnce, false, command.frame)
+        {
+            tracing::warn!(device = %device.key.device_id, error = %e, "sending a command again failed; it goes at the device's next birth");
+        }
+    }
+    Ok(())
 }
 
 /// Hears device reports until the process ends; reconnects after a lost connection. Without

@@ -1,7 +1,7 @@
 //! The one table by which a channel's receipt moves a delivery: pure, so every pair is tested
 //! below, and the inbox's apply step is the only caller.
 //!
-//! - `sending | accepted → delivered | failed` (and `accepted` itself from `sending`);
+//! - `sending | accepted → delivered | failed | expired` (and `accepted` itself from `sending`);
 //! - `delivered → displayed → played`, skipping forward allowed (a `played` report may overtake
 //!   the `delivered` one), never backwards;
 //! - a receipt about a delivery the worker has not recorded yet (still `sending`) wins: the
@@ -48,6 +48,10 @@ pub fn transition(from: DeliveryState, kind: DeliveryKind, status: &ReceiptStatu
         (_, ReceiptStatus::Failed { .. }) => {
             return matches!(from, S::Sending | S::Accepted | S::Unconfirmed).then_some(S::Failed);
         }
+        // Likewise an expiry: it ends only what is not known to have been carried out.
+        (_, ReceiptStatus::Expired) => {
+            return matches!(from, S::Sending | S::Accepted | S::Unconfirmed).then_some(S::Expired);
+        }
     };
     if to == S::Withdrawn {
         return (at <= 1).then_some(to);
@@ -71,6 +75,7 @@ mod tests {
             ReceiptStatus::Displayed,
             ReceiptStatus::Played,
             ReceiptStatus::Withdrawn,
+            ReceiptStatus::Expired,
             ReceiptStatus::Failed {
                 permanence: Permanence::Permanent,
                 code: "rejected".into(),
@@ -111,6 +116,7 @@ mod tests {
                 R::Withdrawn | R::Delivered,
             ) => Some(S::Withdrawn),
             (_, S::Sending | S::Accepted | S::Unconfirmed, R::Failed { .. }) => Some(S::Failed),
+            (_, S::Sending | S::Accepted | S::Unconfirmed, R::Expired) => Some(S::Expired),
             _ => None,
         }
     }
@@ -135,7 +141,7 @@ mod tests {
             }
         }
         assert_eq!(
-            moves, 41,
+            moves, 47,
             "the number of allowed moves changed: update the table above"
         );
     }
@@ -160,7 +166,11 @@ mod tests {
                         continue;
                     };
                     assert_ne!(to, from, "a move changes the state");
-                    if to != DeliveryState::Failed && to != DeliveryState::Withdrawn {
+                    // The ends (failed, expired, withdrawn) are reached from along the path.
+                    if !matches!(
+                        to,
+                        DeliveryState::Failed | DeliveryState::Expired | DeliveryState::Withdrawn
+                    ) {
                         assert!(rank(to) > rank(from), "{} → {}", from.as_str(), to.as_str());
                     }
                     assert!(

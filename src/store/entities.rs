@@ -416,6 +416,23 @@ pub mod delivery_confirmation {
     no_relations!();
 }
 
+/// A signed device command, kept while it is valid so a device that was offline gets the same
+/// frame when it comes back.
+pub mod device_command {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "device_commands")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub frame: Vec<u8>,
+        pub not_after: DateTimeUtc,
+        pub created_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
 pub mod receipt {
     use sea_orm::entity::prelude::*;
 

@@ -138,6 +138,16 @@ async fn run_device(hub: Arc<Hub>, device: SimulatedDevice, key_id: u32, (host, 
     }
 }
 
+async fn target_of(app: &TestApp, device_id: &str) -> String {
+    let listed = devices::list_devices(&app.hub, None).await.expect("list");
+    let ids: Vec<String> = listed.iter().map(|d| d.device_id.clone()).collect();
+    listed
+        .into_iter()
+        .find(|d| d.device_id == device_id)
+        .map(|d| d.target_id)
+        .unwrap_or_else(|| panic!("{device_id} is not among {ids:?}"))
+}
+
 async fn apply_all(app: &TestApp) {
     while inbox::try_apply_receipts(&app.hub, inbox::APPLY_BATCH)
         .await
@@ -163,89 +173,167 @@ async fn states(app: &TestApp, item: &str, channel: &str) -> Vec<String> {
         .collect()
 }
 
-on_both_backends! {
-    a_published_item_is_played_and_shown_by_the_devices_it_reaches => |backend| async move {
-        let Some(address) = broker() else {
-            eprintln!("HERALD_TEST_MQTT_URL is not set: no broker to test the device link on");
-            return;
-        };
-        let run = uuid::Uuid::new_v4().simple().to_string();
-        let url = format!("mqtt://{}:{}", address.0, address.1);
-        let app = spawn_app_configured(backend, Vec::new(), |s| {
-            s.mqtt.url = url;
-            s.mqtt.client_id = format!("herald-test-{run}");
-        })
-        .await;
-        tokio::spawn(gateway::run_until_stopped(app.hub.clone()));
+/// A hub with a device link to the test broker, its gateway running; `None` without a broker.
+async fn linked_app(backend: crate::helpers::Backend) -> Option<(TestApp, (String, u16), String)> {
+    let Some(address) = broker() else {
+        eprintln!("HERALD_TEST_MQTT_URL is not set: no broker to test the device link on");
+        return None;
+    };
+    let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let url = format!("mqtt://{}:{}", address.0, address.1);
+    let client_id = format!("herald-test-{run}");
+    let app = spawn_app_configured(backend, Vec::new(), |s| {
+        s.mqtt.url = url;
+        s.mqtt.client_id = client_id;
+    })
+    .await;
+    tokio::spawn(gateway::run_until_stopped(app.hub.clone()));
+    Some((app, address, run))
+}
 
-        let simulated: Vec<SimulatedDevice> = [
-            (ChannelKind::Loudspeaker, 1),
-            (ChannelKind::Loudspeaker, 2),
-            (ChannelKind::NoticeBoard, 3),
-        ]
-        .into_iter()
-        .map(|(channel, seed)| SimulatedDevice {
-            device_id: format!("sim-{}-{seed}", &run[..12]),
-            channel,
-            seed,
+/// Registers a device of `channel` for each seed in the village, ids unique to this run.
+async fn register(app: &TestApp, run: &str, devices: &[(ChannelKind, u8)]) -> Vec<(SimulatedDevice, u32)> {
+    let rows = devices
+        .iter()
+        .enumerate()
+        .map(|(i, (channel, seed))| {
+            let new = NewDevice {
+                channel: *channel,
+                device_id: Some(format!("sim-{run}-{seed}")),
+                name: format!("模拟设备{i}"),
+                area_code: VILLAGE.into(),
+                group: "一组".into(),
+                public_key: Some(herald_firmware_protocol::hex::encode(
+                    &device_keys(*seed).public_key(),
+                )),
+            };
+            (i + 1, new)
         })
         .collect();
-        let rows = simulated
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let new = NewDevice {
-                    channel: d.channel,
-                    device_id: Some(d.device_id.clone()),
-                    name: format!("模拟设备{i}"),
-                    area_code: VILLAGE.into(),
-                    group: "一组".into(),
-                    public_key: Some(herald_firmware_protocol::hex::encode(&device_keys(d.seed).public_key())),
-                };
-                (i + 1, new)
-            })
-            .collect();
-        let issued = devices::add_devices(&app.hub, "test", None, rows, &|_| {})
-            .await
-            .expect("store")
-            .expect("valid devices");
-        for device in simulated {
+    let issued = devices::add_devices(&app.hub, "test", None, rows, &|_| {})
+        .await
+        .expect("store")
+        .expect("valid devices");
+    devices
+        .iter()
+        .map(|(channel, seed)| {
+            let device_id = format!("sim-{run}-{seed}");
             let key_id = issued
                 .iter()
-                .find(|i| i.device.device_id == device.device_id)
+                .find(|i| i.device.device_id == device_id)
                 .and_then(|i| i.device.key_id)
                 .expect("a key id");
-            tokio::spawn(run_device(app.hub.clone(), device, u32::try_from(key_id).expect("u32"), address.clone()));
-        }
+            let device = SimulatedDevice {
+                device_id,
+                channel: *channel,
+                seed: *seed,
+            };
+            (device, u32::try_from(key_id).expect("u32"))
+        })
+        .collect()
+}
 
-        // Each device is online (its birth heard) before anything is published to it.
-        let mut online = 0;
-        for _ in 0..100 {
-            let listed = devices::list_devices(&app.hub, None).await.expect("list");
-            online = listed.iter().filter(|d| d.device_id.starts_with("sim-") && d.device_id.contains(&run[..12]) && d.firmware_version.as_deref() == Some("sim-1.0")).count();
-            if online == 3 { break; }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+/// Waits until `n` devices of this run have announced themselves (their birth heard).
+async fn until_born(app: &TestApp, run: &str, n: usize) {
+    let mut born = 0;
+    for _ in 0..100 {
+        let listed = devices::list_devices(&app.hub, None).await.expect("list");
+        born = listed
+            .iter()
+            .filter(|d| {
+                d.device_id.contains(run)
+                    && d.firmware_version.as_deref() == Some("sim-1.0")
+                    && d.online == Some(true)
+            })
+            .count();
+        if born >= n {
+            return;
         }
-        assert_eq!(online, 3, "every device announced itself");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{born} of {n} devices announced themselves");
+}
+
+/// Applies receipts until the item's deliveries on `channel` are all `want` (or time is up);
+/// returns their states.
+async fn until_all(app: &TestApp, item: &str, channel: &str, want: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        apply_all(app).await;
+        seen = states(app, item, channel).await;
+        if !seen.is_empty() && seen.iter().all(|s| s == want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
+on_both_backends! {
+    a_published_item_is_played_and_shown_by_the_devices_it_reaches => |backend| async move {
+        let Some((app, address, run)) = linked_app(backend).await else { return };
+        let fleet = register(&app, &run, &[(ChannelKind::Loudspeaker, 1), (ChannelKind::Loudspeaker, 2), (ChannelKind::NoticeBoard, 3)]).await;
+        for (device, key_id) in fleet {
+            tokio::spawn(run_device(app.hub.clone(), device, key_id, address.clone()));
+        }
+        until_born(&app, &run, 3).await;
 
         let item = app
             .publish_new(&item_body(VILLAGE), &json!({"channels": ["loudspeaker", "notice_board"]}))
             .await;
         assert_eq!(app.deliver_due().await, 3);
         assert_eq!(states(&app, &item, "loudspeaker").await, ["accepted", "accepted"]);
-
-        let mut reached = (Vec::new(), Vec::new());
-        for _ in 0..100 {
-            apply_all(&app).await;
-            reached = (states(&app, &item, "loudspeaker").await, states(&app, &item, "notice_board").await);
-            if reached.0.iter().all(|s| s == "played") && reached.1.iter().all(|s| s == "displayed") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(reached, (vec!["played".to_owned(), "played".to_owned()], vec!["displayed".to_owned()]));
+        assert_eq!(until_all(&app, &item, "loudspeaker", "played").await, ["played", "played"]);
+        assert_eq!(until_all(&app, &item, "notice_board", "displayed").await, ["displayed"]);
         app.assert_queue_agrees().await;
         let csv = app.get("publisher", &format!("/api/v1/items/{item}/receipts.csv")).await.text();
         assert!(csv.lines().any(|l| l.contains(",played,")), "{csv}");
+    };
+
+    a_device_offline_gets_the_command_when_it_returns_while_valid_and_never_after => |backend| async move {
+        let Some((app, address, run)) = linked_app(backend).await else { return };
+        let mut fleet = register(&app, &run, &[(ChannelKind::Loudspeaker, 4), (ChannelKind::Loudspeaker, 5)]).await.into_iter();
+        let (online, online_key) = fleet.next().expect("device");
+        let (away, away_key) = fleet.next().expect("device");
+        tokio::spawn(run_device(app.hub.clone(), online, online_key, address.clone()));
+        until_born(&app, &run, 1).await;
+
+        // Published while one device is away: it hears nothing, the other plays it.
+        let item = app.publish_new(&item_body(VILLAGE), &json!({"channels": ["loudspeaker"]})).await;
+        assert_eq!(app.deliver_due().await, 2);
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            apply_all(&app).await;
+            seen = states(&app, &item, "loudspeaker").await;
+            if seen.iter().any(|s| s == "played") { break; }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen.sort();
+        assert_eq!(seen, ["accepted", "played"]);
+
+        // Back within the command's validity: its birth brings the same command again.
+        tokio::spawn(run_device(app.hub.clone(), away, away_key, address.clone()));
+        assert_eq!(until_all(&app, &item, "loudspeaker", "played").await, ["played", "played"]);
+
+        // A third device, away when a second item goes out and for longer than the command is
+        // valid: asked about after that, its delivery has expired, and coming back brings it
+        // nothing.
+        let later = register(&app, &run, &[(ChannelKind::Loudspeaker, 6)]).await;
+        let (late, late_key) = later.into_iter().next().expect("device");
+        let late_target = target_of(&app, &late.device_id).await;
+        let second = app.publish_new(&item_body(VILLAGE), &json!({"channels": ["loudspeaker"]})).await;
+        assert_eq!(app.deliver_due().await, 3);
+        let lifetime = app.hub.settings.mqtt.command_lifetime_seconds;
+        app.hub.clock.set(app.hub.clock.now() + chrono::Duration::seconds(i64::try_from(lifetime).expect("secs") + 1));
+        inbox::try_reconcile(&app.hub, 100).await.expect("reconcile");
+        apply_all(&app).await;
+        let late_delivery = app.publish_delivery(&second, "target_id", &late_target).await;
+        assert_eq!(late_delivery["state"], "expired", "{late_delivery}");
+        tokio::spawn(run_device(app.hub.clone(), late, late_key, address.clone()));
+        until_born(&app, &run, 3).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        apply_all(&app).await;
+        let late_delivery = app.publish_delivery(&second, "target_id", &late_target).await;
+        assert_eq!(late_delivery["state"], "expired", "nothing was sent again: {late_delivery}");
     };
 }
