@@ -13,12 +13,15 @@ use herald::{
 };
 use herald_channels::ChannelKind;
 use herald_firmware_protocol::{
-    CommandBody, DeviceSession, KeyPair, Output, ReportBody,
+    CommandBody, DeviceSession, KeyPair, Output, Report, ReportBody,
     command::KeyRole,
     device::{Capabilities, DeviceIdentity, DeviceState, TrustedKey},
+    frame::Direction,
     report::{AckStage, Medium, Proof, Screen},
+    topic,
 };
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use sea_orm::{ConnectionTrait, EntityTrait};
 use serde_json::json;
 
 use crate::helpers::{TestApp, item_body, spawn_app_configured};
@@ -335,5 +338,101 @@ on_both_backends! {
         apply_all(&app).await;
         let late_delivery = app.publish_delivery(&second, "target_id", &late_target).await;
         assert_eq!(late_delivery["state"], "expired", "nothing was sent again: {late_delivery}");
+    };
+}
+
+on_both_backends! {
+    forged_and_replayed_commands_are_refused_and_recorded_and_a_report_for_another_device_moves_nothing => |backend| async move {
+        let Some((app, address, run)) = linked_app(backend).await else { return };
+        let mut fleet = register(&app, &run, &[(ChannelKind::Loudspeaker, 7), (ChannelKind::Loudspeaker, 8)]).await.into_iter();
+        let (heard, heard_key) = fleet.next().expect("device");
+        let (quiet, _) = fleet.next().expect("device");
+        let heard_id = heard.device_id.clone();
+        let heard_target = target_of(&app, &heard_id).await;
+        let quiet_target = target_of(&app, &quiet.device_id).await;
+        tokio::spawn(run_device(app.hub.clone(), heard, heard_key, address.clone()));
+        until_born(&app, &run, 1).await;
+
+        let item = app.publish_new(&item_body(VILLAGE), &json!({"channels": ["loudspeaker"]})).await;
+        assert_eq!(app.deliver_due().await, 2);
+        let mut played = json!(null);
+        for _ in 0..50 {
+            apply_all(&app).await;
+            played = app.publish_delivery(&item, "target_id", &heard_target).await;
+            if played["state"] == "played" { break; }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(played["state"], "played", "{played}");
+        let command_id = played["external_id"].as_str().expect("a command id").to_owned();
+        let kept = herald::store::entities::device_command::Entity::find_by_id(command_id.as_str())
+            .one(&app.hub.db)
+            .await
+            .expect("store")
+            .expect("the signed frame is kept");
+
+        // Someone on the broker: a tampered copy, the same frame again, and one signed by a key
+        // the device does not trust, all naming the command the device played.
+        let (prober, mut probe_events) = AsyncClient::new(MqttOptions::new(format!("probe-{run}"), address.0.clone(), address.1), 100);
+        tokio::spawn(async move { loop { if probe_events.poll().await.is_err() { tokio::time::sleep(Duration::from_millis(100)).await; } } });
+        let mut tampered = kept.frame.clone();
+        // A bit of the signature (bytes 8..72 of the frame): the payload still reads.
+        tampered[8] ^= 0x01;
+        let now = u64::try_from(app.hub.clock.now().timestamp()).expect("time");
+        let stranger = herald_firmware_protocol::Issuer::new(99, &[9; 32])
+            .sign(&herald_firmware_protocol::Command {
+                seq: 1,
+                issued_at: now,
+                not_after: now + 600,
+                id: command_id.clone(),
+                to: herald_firmware_protocol::Audience::Devices(vec![heard_id.clone()]),
+                cmd: CommandBody::Rebirth,
+            })
+            .expect("sign");
+        for frame in [tampered, kept.frame.clone(), stranger] {
+            prober.publish(topic::device_commands(&heard_id), QoS::AtLeastOnce, false, frame).await.expect("publish");
+        }
+
+        // And a report about the quiet device's command, signed by the heard one's key.
+        let quiet_delivery = app.publish_delivery(&item, "target_id", &quiet_target).await;
+        let forged = Report {
+            device: quiet.device_id.clone(),
+            session: 1,
+            seq: 1,
+            sent_at: now,
+            msg: ReportBody::Ack(herald_firmware_protocol::report::Ack {
+                key_id: Some(1),
+                cmd_seq: Some(1),
+                id: quiet_delivery["external_id"].as_str().map(str::to_owned),
+                stage: AckStage::Finished,
+                reason: None,
+            }),
+        };
+        let forged = device_keys(7).seal(Direction::Report, heard_key, &forged.encode().expect("encode")).expect("seal");
+        prober.publish(topic::report(&quiet.device_id, "ack"), QoS::AtLeastOnce, false, forged).await.expect("publish");
+
+        // Each refusal is stored as the device sent it, reason and all; the two that say the
+        // command failed are in the CSV record too (the replay says the device holds it).
+        let refusals = |reason: &'static str| {
+            let app = &app;
+            async move {
+                let sql = format!("SELECT raw FROM receipt_inbox WHERE raw LIKE '%\"reason\":\"{reason}\"%'");
+                app.hub.db.query_all_raw(sea_orm::Statement::from_string(app.hub.db.get_database_backend(), sql)).await.expect("query").len()
+            }
+        };
+        let mut seen = (0, 0, 0);
+        for _ in 0..50 {
+            apply_all(&app).await;
+            seen = (refusals("bad_signature").await, refusals("replay").await, refusals("unknown_key").await);
+            if seen == (1, 1, 1) { break; }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen, (1, 1, 1), "a refusal each of the tampered, the replayed and the stranger's command");
+        apply_all(&app).await;
+        let csv = app.get("publisher", &format!("/api/v1/items/{item}/receipts.csv")).await.text();
+        for code in ["rejected_bad_signature", "rejected_unknown_key"] {
+            assert!(csv.contains(code), "{code} is in the record: {csv}");
+        }
+        assert_eq!(app.publish_delivery(&item, "target_id", &heard_target).await["state"], "played", "refusals of copies change nothing");
+        assert_eq!(app.publish_delivery(&item, "target_id", &quiet_target).await["state"], "accepted", "the forged report moved nothing");
     };
 }
