@@ -4,6 +4,7 @@
 
 mod backoff;
 pub mod counts;
+pub mod coverage;
 pub mod devices;
 pub mod gateway;
 pub mod inbox;

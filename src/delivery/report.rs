@@ -62,6 +62,8 @@ pub struct ItemDeliveries {
     pub item_id: String,
     /// Counts by channel × kind × state.
     pub summary: Vec<SummaryRow>,
+    /// Of the villages its loudspeakers and notice boards stand in: reached, partly, silent.
+    pub coverage: Vec<super::coverage::AreaCoverage>,
     pub deliveries: Vec<DeliveryView>,
 }
 
@@ -157,6 +159,7 @@ pub async fn item_deliveries(
     Ok(ItemDeliveries {
         item_id: item_id.to_owned(),
         summary: summary(&hub.db, item_id).await?,
+        coverage: super::coverage::coverage(hub, item_id).await?,
         deliveries: with_target_names(hub, rows).await?,
     })
 }

@@ -289,6 +289,12 @@ on_both_backends! {
         assert_eq!(until_all(&app, &item, "loudspeaker", "played").await, ["played", "played"]);
         assert_eq!(until_all(&app, &item, "notice_board", "displayed").await, ["displayed"]);
         app.assert_queue_agrees().await;
+        let view = app.get("admin", &format!("/api/v1/items/{item}/deliveries")).await.json;
+        assert_eq!(
+            view["coverage"],
+            json!([{"area_code": VILLAGE, "area_name": view["coverage"][0]["area_name"], "reach": "reached", "devices": 3, "reached": 3, "silent": []}]),
+        );
+        assert!(view["coverage"][0]["area_name"].as_str().is_some_and(|n| !n.is_empty()), "{view}");
         let csv = app.get("publisher", &format!("/api/v1/items/{item}/receipts.csv")).await.text();
         assert!(csv.lines().any(|l| l.contains(",played,")), "{csv}");
     };
@@ -313,6 +319,9 @@ on_both_backends! {
         }
         seen.sort();
         assert_eq!(seen, ["accepted", "played"]);
+        let coverage = app.get("admin", &format!("/api/v1/items/{item}/deliveries")).await.json["coverage"].clone();
+        assert_eq!((coverage[0]["reach"].clone(), coverage[0]["devices"].clone(), coverage[0]["reached"].clone()), (json!("partly"), json!(2), json!(1)), "{coverage}");
+        assert_eq!(coverage[0]["silent"], json!([{"target_id": target_of(&app, &away.device_id).await, "name": "模拟设备1", "channel": "loudspeaker", "state": "accepted"}]));
 
         // Back within the command's validity: its birth brings the same command again.
         tokio::spawn(run_device(app.hub.clone(), away, away_key, address.clone()));
