@@ -70,6 +70,28 @@ enum Command {
     /// Set up an external MQTT broker for the devices.
     #[command(subcommand)]
     Mqtt(MqttCommand),
+    /// Run virtual village devices against the broker in mqtt.url: they are registered (under
+    /// new ids), then verify, acknowledge and play or show whatever the hub sends them.
+    Simulate {
+        /// How many devices.
+        #[arg(long, default_value_t = 10)]
+        devices: usize,
+        /// `loudspeaker` or `notice_board`.
+        #[arg(long, default_value = "loudspeaker")]
+        channel: String,
+        /// The village (area code) they stand in.
+        #[arg(long)]
+        area: String,
+        /// Milliseconds each device waits before answering a command.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Share of commands that never reach a device, 0 to 1.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Stop after this many seconds; 0: run until interrupted.
+        #[arg(long, default_value_t = 0)]
+        seconds: u64,
+    },
     /// Load and check the configuration and the files it names, then print it.
     CheckConfig,
     /// Audit log tools.
@@ -274,6 +296,20 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             let hub = open_hub(settings, Clock::System).await?;
             device_command(&hub, command).await
         }
+        Command::Simulate {
+            devices,
+            channel,
+            area,
+            latency_ms,
+            loss,
+            seconds,
+        } => {
+            let behaviour = crate::simulate::Behaviour {
+                latency: std::time::Duration::from_millis(latency_ms),
+                loss,
+            };
+            simulate(settings, (devices, channel, area), behaviour, seconds).await
+        }
         Command::Mqtt(MqttCommand::Acl { out_dir, hub_user }) => {
             let hub = open_hub(settings, Clock::System).await?;
             write_broker_files(&hub, &out_dir, &hub_user).await
@@ -472,24 +508,34 @@ async fn ensure_first_admin(hub: &Hub) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
-    if settings.storage.secrets_key.is_empty() {
-        if settings.storage.database_url.is_empty() {
-            // One command still runs on a fresh machine: the embedded default keeps its own key.
-            if let Some(path) = crate::secrets::ensure_key_file(&settings.storage.data_dir)? {
-                println!(
-                    "Generated the key that encrypts target secrets: {} (keep it with, but apart from, \
-                     backups of the database; or set storage.secrets_key)",
-                    path.display()
-                );
-            }
-        } else {
-            eprintln!(
-                "herald: storage.secrets_key must be set with PostgreSQL: every instance must share \
-                 the key that encrypts target secrets (64 hex characters, e.g. `openssl rand -hex 32`)"
+/// The key target secrets are sealed with (and the device issuer key derived from): the
+/// embedded default makes its own on first use; PostgreSQL needs one configured, shared by
+/// every instance. `false`: there is none, and the reason was printed.
+fn ensure_secrets_key(settings: &Settings) -> anyhow::Result<bool> {
+    if !settings.storage.secrets_key.is_empty() {
+        return Ok(true);
+    }
+    if settings.storage.database_url.is_empty() {
+        // One command still runs on a fresh machine: the embedded default keeps its own key.
+        if let Some(path) = crate::secrets::ensure_key_file(&settings.storage.data_dir)? {
+            println!(
+                "Generated the key that encrypts target secrets: {} (keep it with, but apart from, \
+                 backups of the database; or set storage.secrets_key)",
+                path.display()
             );
-            return Ok(ExitCode::from(2));
         }
+        return Ok(true);
+    }
+    eprintln!(
+        "herald: storage.secrets_key must be set with PostgreSQL: every instance must share \
+         the key that encrypts target secrets (64 hex characters, e.g. `openssl rand -hex 32`)"
+    );
+    Ok(false)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    if !ensure_secrets_key(&settings)? {
+        return Ok(ExitCode::from(2));
     }
     let hub = Arc::new(open_hub(settings, Clock::System).await?);
     ensure_first_admin(&hub).await?;
@@ -504,6 +550,139 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         result = run_device_link(hub.clone()) => result?,
         () = shutdown_signal() => println!("Herald stopping"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herald simulate`: registers `count` virtual devices and runs them until `seconds` have
+/// passed (0: until interrupted), printing what they did every five seconds.
+async fn simulate(
+    settings: Settings,
+    (count, channel, area): (usize, String, String),
+    behaviour: crate::simulate::Behaviour,
+    seconds: u64,
+) -> anyhow::Result<ExitCode> {
+    use crate::{
+        delivery::devices::{self, NewDevice},
+        simulate::{Tally, VirtualDevice, run_device},
+    };
+    use herald_channels::ChannelKind;
+    use herald_firmware_protocol::{command::KeyRole, device::TrustedKey};
+    let refuse = |message: String| {
+        eprintln!("herald simulate: {message}");
+        Ok(ExitCode::from(2))
+    };
+    let Some(kind) = ChannelKind::parse(&channel).filter(|k| k.is_device()) else {
+        return refuse(format!(
+            "--channel must be loudspeaker or notice_board, not `{channel}`"
+        ));
+    };
+    if !(0.0..=1.0).contains(&behaviour.loss) {
+        return refuse(format!("--loss must be between 0 and 1, not {}", behaviour.loss));
+    }
+    if count == 0 {
+        return refuse("--devices must be at least 1".into());
+    }
+    let Some(broker) = settings.mqtt.url.strip_prefix("mqtt://").map(str::to_owned) else {
+        return refuse("mqtt.url must name the broker (mqtt://HOST:PORT)".into());
+    };
+    if !ensure_secrets_key(&settings)? {
+        return Ok(ExitCode::from(2));
+    }
+    let (host, port) = match broker.trim_end_matches('/').rsplit_once(':') {
+        Some((host, port)) => (host.to_owned(), port.parse().context("mqtt.url's port")?),
+        None => (broker.clone(), 1883),
+    };
+    let hub = Arc::new(open_hub(settings, Clock::System).await?);
+    let link = hub.device_link.clone().context("the hub opened no device link")?;
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let mut seeds = Vec::with_capacity(count);
+    let mut rows = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
+        let device = VirtualDevice {
+            device_id: format!("sim-{run}-{i:05}"),
+            key_id: 0,
+            seed,
+            screen: kind == ChannelKind::NoticeBoard,
+        };
+        rows.push((
+            i + 1,
+            NewDevice {
+                channel: kind,
+                device_id: Some(device.device_id.clone()),
+                name: format!("模拟设备 {run}-{i}"),
+                area_code: area.clone(),
+                group: String::new(),
+                public_key: Some(herald_firmware_protocol::hex::encode(&device.public_key())),
+            },
+        ));
+        seeds.push(device);
+    }
+    let issued = match devices::add_devices(&hub, CLI_ACTOR, None, rows, &|_| {})
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        Ok(issued) => issued,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("herald simulate: device {}: {}: {}", e.row, e.field, e.message);
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let trusted = TrustedKey {
+        key_id: link.issuer_key_id(),
+        role: KeyRole::Operational,
+        public_key: link.issuer_public_key(),
+    };
+    let tally = Arc::new(Tally::default());
+    let fleet = seeds.into_iter().map(|mut device| {
+        device.key_id = issued
+            .iter()
+            .find(|i| i.device.device_id == device.device_id)
+            .and_then(|i| i.device.key_id)
+            .and_then(|id| u32::try_from(id).ok())
+            .unwrap_or_default();
+        // The devices keep the hub's time, as devices synced by its time_sync commands do.
+        let clock = hub.clock.clone();
+        let now = move || u64::try_from(clock.now().timestamp()).unwrap_or_default();
+        run_device(
+            device,
+            trusted,
+            (host.clone(), port),
+            now,
+            behaviour,
+            tally.clone(),
+        )
+    });
+    println!(
+        "registered {count} {} devices in {area} (ids sim-{run}-…); running",
+        kind.as_str()
+    );
+    let report = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            println!("{}", tally.line());
+        }
+    };
+    let deadline = async {
+        match seconds {
+            0 => std::future::pending().await,
+            s => tokio::time::sleep(std::time::Duration::from_secs(s)).await,
+        }
+    };
+    tokio::select! {
+        results = futures::future::join_all(fleet) => {
+            for result in results {
+                result?;
+            }
+        }
+        () = report => {}
+        () = deadline => {}
+        () = shutdown_signal() => {}
+    }
+    println!("{}", tally.line());
     Ok(ExitCode::SUCCESS)
 }
 

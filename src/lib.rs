@@ -17,6 +17,7 @@ pub mod idempotency;
 pub mod items;
 pub mod portal;
 pub mod secrets;
+pub mod simulate;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -95,7 +95,7 @@ const LAYERS: &[&[&str]] = &[
     &["attachments", "items"],
     &["delivery"],
     &["workflow"],
-    &["portal", "workers"],
+    &["portal", "workers", "simulate"],
     &["startup"],
     &["http"],
     &["bench"],

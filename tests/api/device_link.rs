@@ -10,17 +10,14 @@ use herald::{
         gateway, inbox,
     },
     hub::Hub,
+    simulate::{self, Behaviour, Tally, VirtualDevice},
 };
 use herald_channels::ChannelKind;
 use herald_firmware_protocol::{
-    CommandBody, DeviceSession, KeyPair, Output, Report, ReportBody,
-    command::KeyRole,
-    device::{Capabilities, DeviceIdentity, DeviceState, TrustedKey},
-    frame::Direction,
-    report::{AckStage, Medium, Proof, Screen},
-    topic,
+    CommandBody, KeyPair, Report, ReportBody, command::KeyRole, device::TrustedKey, frame::Direction,
+    report::AckStage, topic,
 };
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
 use sea_orm::{ConnectionTrait, EntityTrait};
 use serde_json::json;
 
@@ -47,97 +44,27 @@ struct SimulatedDevice {
     seed: u8,
 }
 
-/// Runs one device until the test ends: connect with its will, announce itself, and answer
-/// every command as the firmware would (verified, started, finished, then a proof).
-async fn run_device(hub: Arc<Hub>, device: SimulatedDevice, key_id: u32, (host, port): (String, u16)) {
+/// Runs one device (`herald::simulate`) until the test ends, trusting the hub's issuer key
+/// and keeping the hub's time.
+async fn run_device(hub: Arc<Hub>, device: SimulatedDevice, key_id: u32, address: (String, u16)) {
     let link = hub.device_link.clone().expect("a device link");
-    let identity = DeviceIdentity {
-        device_id: device.device_id.clone(),
-        key_id,
-        keys: device_keys(device.seed),
-    };
-    let screen = (device.channel == ChannelKind::NoticeBoard).then_some(Screen {
-        width: 256,
-        height: 128,
-        qr: true,
-    });
-    let capabilities = Capabilities {
-        firmware: "sim-1.0".into(),
-        codecs: Vec::new(),
-        tts: device.channel == ChannelKind::Loudspeaker,
-        screen,
-    };
     let trusted = TrustedKey {
         key_id: link.issuer_key_id(),
         role: KeyRole::Operational,
         public_key: link.issuer_public_key(),
     };
-    let mut session = DeviceSession::new(identity, capabilities, DeviceState::factory(trusted));
-    let now = || Some(u64::try_from(hub.clock.now().timestamp()).expect("time"));
-    let plan = session.connect(now()).expect("connect plan");
-    let mut options = MqttOptions::new(device.device_id.clone(), host, port);
-    options
-        .set_keep_alive(Duration::from_secs(30))
-        .set_max_packet_size(256 * 1024, 256 * 1024)
-        .set_last_will(LastWill::new(
-            plan.will.topic,
-            plan.will.payload,
-            QoS::AtLeastOnce,
-            true,
-        ));
-    let (client, mut events) = AsyncClient::new(options, 100);
-    for topic in plan.subscribe {
-        client
-            .subscribe(topic, QoS::AtLeastOnce)
-            .await
-            .expect("subscribe");
-    }
-    for publish in plan.publish {
-        client
-            .publish(publish.topic, QoS::AtLeastOnce, publish.retain, publish.payload)
-            .await
-            .expect("publish");
-    }
-    loop {
-        let Ok(event) = events.poll().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let Event::Incoming(Packet::Publish(command)) = event else {
-            continue;
-        };
-        for output in session.handle(now(), &command.topic, &command.payload) {
-            let mut sends = Vec::new();
-            match output {
-                Output::Publish(publish) => sends.push(publish),
-                Output::Execute(accepted) => {
-                    let medium = match accepted.command.cmd {
-                        CommandBody::Display(_) => Medium::Display,
-                        _ => Medium::Audio,
-                    };
-                    for stage in [AckStage::Started, AckStage::Finished] {
-                        sends.push(session.progress(now(), &accepted, stage, None).expect("ack"));
-                    }
-                    let at = now().expect("time");
-                    let proof = Proof {
-                        item: accepted.command.id.clone(),
-                        medium,
-                        start: at,
-                        end: at,
-                        duration_ms: 1000,
-                        completed: true,
-                    };
-                    sends.push(session.report(now(), ReportBody::Proof(proof)).expect("proof"));
-                }
-                Output::Persist | Output::SetClock(_) => {}
-            }
-            for publish in sends {
-                client
-                    .publish(publish.topic, QoS::AtLeastOnce, publish.retain, publish.payload)
-                    .await
-                    .expect("publish");
-            }
-        }
+    let virtual_device = VirtualDevice {
+        device_id: device.device_id,
+        key_id,
+        seed: [device.seed; 32],
+        screen: device.channel == ChannelKind::NoticeBoard,
+    };
+    let now = move || u64::try_from(hub.clock.now().timestamp()).expect("time");
+    let tally = Arc::new(Tally::default());
+    if let Err(e) =
+        simulate::run_device(virtual_device, trusted, address, now, Behaviour::default(), tally).await
+    {
+        panic!("the simulated device stopped: {e}");
     }
 }
 
@@ -444,4 +371,62 @@ on_both_backends! {
         assert_eq!(app.publish_delivery(&item, "target_id", &heard_target).await["state"], "played", "refusals of copies change nothing");
         assert_eq!(app.publish_delivery(&item, "target_id", &quiet_target).await["state"], "accepted", "the forged report moved nothing");
     };
+}
+
+/// `herald simulate` as a vendor or an operator runs it: devices registered by the command,
+/// reached by the hub that shares its store and broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_simulate_runs_devices_the_hub_reaches() {
+    let Some((app, _, _)) = linked_app(crate::helpers::Backend::Sqlite).await else {
+        return;
+    };
+    // The command's devices keep real time; so does the hub here.
+    app.hub.clock.set(chrono::Utc::now());
+    let child = crate::cli::herald()
+        .arg("--config")
+        .arg(&app.config_path)
+        .args(["simulate", "--devices", "3", "--area", VILLAGE, "--seconds", "8"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("herald simulate starts");
+    let mut born = 0;
+    for _ in 0..100 {
+        let listed = devices::list_devices(&app.hub, None).await.expect("list");
+        born = listed
+            .iter()
+            .filter(|d| d.device_id.starts_with("sim-") && d.online == Some(true))
+            .count();
+        if born == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(born, 3, "the command's devices announced themselves");
+    let item = app
+        .publish_new(&item_body(VILLAGE), &json!({"channels": ["loudspeaker"]}))
+        .await;
+    assert_eq!(app.deliver_due().await, 3);
+    assert_eq!(
+        until_all(&app, &item, "loudspeaker", "played").await,
+        ["played", "played", "played"]
+    );
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("herald simulate ends");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("registered 3 loudspeaker devices"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("carried out 3, refused 0")),
+        "{stdout}"
+    );
 }

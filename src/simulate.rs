@@ -1,0 +1,227 @@
+//! Virtual village devices over a real broker, speaking only the protocol crate: each
+//! connects with its will, announces itself, verifies every command with the protocol's own
+//! state machine, acks it through its lifecycle, "plays" or "shows" it and reports a proof.
+//! Knobs: a delay before answering and a share of commands lost on the way. `herald simulate`
+//! runs a fleet of them; the device-link tests and benchmarks run them too, and a vendor can
+//! check a hub with them. Futures only: the caller decides where they run.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use herald_firmware_protocol::{
+    CommandBody, DeviceSession, KeyPair, Output,
+    device::{Capabilities, DeviceIdentity, DeviceState, TrustedKey},
+    report::{AckStage, Medium, Proof, ReportBody, Screen},
+};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+
+/// One virtual device: who it is, and what it has.
+#[derive(Clone)]
+pub struct VirtualDevice {
+    pub device_id: String,
+    /// The key id the hub registered its public key under.
+    pub key_id: u32,
+    /// Its Ed25519 seed (the public key registered for it derives from it).
+    pub seed: [u8; 32],
+    /// A notice board (a screen); otherwise a loudspeaker that speaks TTS.
+    pub screen: bool,
+}
+
+impl VirtualDevice {
+    /// The public key to register for it.
+    pub fn public_key(&self) -> [u8; 32] {
+        KeyPair::from_seed(&self.seed).public_key()
+    }
+}
+
+/// How a virtual device misbehaves.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Behaviour {
+    /// Waited before each answer, as a slow radio link would.
+    pub latency: Duration,
+    /// Share of commands that never arrive (0.0 to 1.0).
+    pub loss: f64,
+}
+
+/// What a fleet did, counted as it happens.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub connected: AtomicU64,
+    pub commands: AtomicU64,
+    pub lost: AtomicU64,
+    pub carried_out: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+impl Tally {
+    pub fn line(&self) -> String {
+        format!(
+            "connected {}, commands {}, lost {}, carried out {}, refused {}",
+            self.connected.load(Ordering::Relaxed),
+            self.commands.load(Ordering::Relaxed),
+            self.lost.load(Ordering::Relaxed),
+            self.carried_out.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A small, seeded generator for the loss knob: the same device loses the same commands.
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self) -> f64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let n = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        (n >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Runs `device` against the broker at `broker` until the connection cannot be made at all.
+/// `trusted` is the hub's issuer key as the device was flashed with it; `now` the device's
+/// clock in Unix seconds.
+pub async fn run_device(
+    device: VirtualDevice,
+    trusted: TrustedKey,
+    (host, port): (String, u16),
+    now: impl Fn() -> u64,
+    behaviour: Behaviour,
+    tally: Arc<Tally>,
+) -> anyhow::Result<()> {
+    let identity = DeviceIdentity {
+        device_id: device.device_id.clone(),
+        key_id: device.key_id,
+        keys: KeyPair::from_seed(&device.seed),
+    };
+    let capabilities = Capabilities {
+        firmware: "sim-1.0".into(),
+        codecs: Vec::new(),
+        tts: !device.screen,
+        screen: device.screen.then_some(Screen {
+            width: 256,
+            height: 128,
+            qr: true,
+        }),
+    };
+    let mut session = DeviceSession::new(identity, capabilities, DeviceState::factory(trusted));
+    let plan = session
+        .connect(Some(now()))
+        .map_err(|e| anyhow::anyhow!("connect plan: {e}"))?;
+    let mut options = MqttOptions::new(device.device_id.clone(), host, port);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(256 * 1024, 256 * 1024)
+        .set_last_will(LastWill::new(
+            plan.will.topic,
+            plan.will.payload,
+            QoS::AtLeastOnce,
+            true,
+        ));
+    let (client, mut events) = AsyncClient::new(options, 100);
+    for topic in plan.subscribe {
+        client.subscribe(topic, QoS::AtLeastOnce).await?;
+    }
+    for publish in plan.publish {
+        client
+            .publish(publish.topic, QoS::AtLeastOnce, publish.retain, publish.payload)
+            .await?;
+    }
+    let mut dice = Dice(u64::from_le_bytes([
+        device.seed[0],
+        device.seed[1],
+        device.seed[2],
+        device.seed[3],
+        device.seed[4],
+        device.seed[5],
+        device.seed[6],
+        device.seed[7] | 1,
+    ]));
+    loop {
+        let event = match events.poll().await {
+            Ok(event) => event,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let command = match event {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                tally.connected.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Event::Incoming(Packet::Publish(command)) => command,
+            _ => continue,
+        };
+        tally.commands.fetch_add(1, Ordering::Relaxed);
+        if behaviour.loss > 0.0 && dice.roll() < behaviour.loss {
+            tally.lost.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if !behaviour.latency.is_zero() {
+            tokio::time::sleep(behaviour.latency).await;
+        }
+        let outputs = session.handle(Some(now()), &command.topic, &command.payload);
+        // A command that passes comes out to be carried out; one refused, as an ack alone.
+        let counter = if outputs.iter().any(|o| matches!(o, Output::Execute(_))) {
+            &tally.carried_out
+        } else {
+            &tally.refused
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        for output in outputs {
+            let mut sends = Vec::new();
+            match output {
+                Output::Publish(publish) => sends.push(publish),
+                Output::Execute(accepted) => {
+                    let medium = match accepted.command.cmd {
+                        CommandBody::Display(_) => Medium::Display,
+                        _ => Medium::Audio,
+                    };
+                    for stage in [AckStage::Started, AckStage::Finished] {
+                        sends.push(session.progress(Some(now()), &accepted, stage, None)?);
+                    }
+                    let at = now();
+                    let proof = Proof {
+                        item: accepted.command.id.clone(),
+                        medium,
+                        start: at,
+                        end: at,
+                        duration_ms: 1000,
+                        completed: true,
+                    };
+                    sends.push(session.report(Some(now()), ReportBody::Proof(proof))?);
+                }
+                Output::Persist | Output::SetClock(_) => {}
+            }
+            for publish in sends {
+                client
+                    .publish(publish.topic, QoS::AtLeastOnce, publish.retain, publish.payload)
+                    .await?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dice_are_fair_enough_and_repeatable() {
+        let mut a = Dice(42);
+        let mut b = Dice(42);
+        let rolls: Vec<f64> = (0..10_000).map(|_| a.roll()).collect();
+        assert!(rolls.iter().all(|r| (0.0..1.0).contains(r)));
+        let low = rolls.iter().filter(|r| **r < 0.25).count();
+        assert!((2000..3000).contains(&low), "{low} of 10,000 under 0.25");
+        assert_eq!(rolls[..5], (0..5).map(|_| b.roll()).collect::<Vec<_>>()[..]);
+    }
+}
