@@ -3,7 +3,7 @@
 //!
 //! [`run_until_stopped`] hears every device report,
 //! checks it (`open_report`: a registered, unrevoked key, the signature, the device named in
-//! the topic and payload), drops duplicates and stale wills, keeps what a device says about
+//! the topic and payload), drops stale statuses and wills, keeps what a device says about
 //! itself on its row, and turns acks and proofs into receipts for the inbox, written in
 //! batches. The broker's acknowledgement of a report waits for its batch to be stored, so a
 //! crash loses no report: the broker delivers it again.
@@ -132,10 +132,17 @@ impl Listener {
                 return Ok(false);
             }
         };
+        // What a device says of itself counts only if newer than what was heard (a stale will
+        // never marks a live device offline). Acks and proofs are never dropped here: one that
+        // comes late or twice is still the same receipt, which the inbox stores once by its
+        // `device:session:seq`.
+        let about_itself = matches!(
+            report.msg,
+            ReportBody::Status(_) | ReportBody::Birth(_) | ReportBody::Health(_)
+        );
         let cursor = self.cursors.entry(report.device.clone()).or_default();
-        match cursor.admit(&report) {
-            Freshness::Fresh => {}
-            Freshness::Duplicate | Freshness::StaleWill => return Ok(false),
+        if cursor.admit(&report) != Freshness::Fresh && about_itself {
+            return Ok(false);
         }
         let now = hub.clock.now();
         let heard = match &report.msg {

@@ -745,7 +745,7 @@ pub async fn try_execute_channel_batch(
 
 /// Sends a claimed batch: publish deliveries grouped by rendition, one batch call per group
 /// (and per in-flight bound), withdrawals one by one; then records every outcome at once.
-async fn execute_claimed(
+pub async fn execute_claimed(
     hub: &Hub,
     in_flight: &InFlight,
     worker_id: &str,

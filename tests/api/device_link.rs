@@ -47,6 +47,17 @@ struct SimulatedDevice {
 /// Runs one device (`herald::simulate`) until the test ends, trusting the hub's issuer key
 /// and keeping the hub's time.
 async fn run_device(hub: Arc<Hub>, device: SimulatedDevice, key_id: u32, address: (String, u16)) {
+    run_counted(hub, device, key_id, address, Arc::new(Tally::default())).await;
+}
+
+/// As `run_device`, counting into `tally`.
+async fn run_counted(
+    hub: Arc<Hub>,
+    device: SimulatedDevice,
+    key_id: u32,
+    address: (String, u16),
+    tally: Arc<Tally>,
+) {
     let link = hub.device_link.clone().expect("a device link");
     let trusted = TrustedKey {
         key_id: link.issuer_key_id(),
@@ -60,7 +71,6 @@ async fn run_device(hub: Arc<Hub>, device: SimulatedDevice, key_id: u32, address
         screen: device.channel == ChannelKind::NoticeBoard,
     };
     let now = move || u64::try_from(hub.clock.now().timestamp()).expect("time");
-    let tally = Arc::new(Tally::default());
     if let Err(e) =
         simulate::run_device(virtual_device, trusted, address, now, Behaviour::default(), tally).await
     {
@@ -103,12 +113,53 @@ async fn states(app: &TestApp, item: &str, channel: &str) -> Vec<String> {
         .collect()
 }
 
+/// Clears the retained statuses simulated devices left on the shared broker (each test's
+/// devices leave theirs, and their wills after them): a hub subscribing takes every one at
+/// once, and past the broker's queue (1,000 by default) the rest of its messages are dropped.
+async fn clear_retained((host, port): &(String, u16)) {
+    let options = MqttOptions::new(
+        format!("sweeper-{}", uuid::Uuid::new_v4().simple()),
+        host.clone(),
+        *port,
+    );
+    let (client, mut events) = AsyncClient::new(options, 10_000);
+    client
+        .subscribe("herald/v1/d/+/status", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    let mut topics = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(300), events.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))))
+                if p.retain && !p.payload.is_empty() =>
+            {
+                topics.push(p.topic)
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("the test broker: {e}"),
+            Err(_) => break,
+        }
+    }
+    for topic in topics {
+        client
+            .publish(topic, QoS::AtMostOnce, true, Vec::new())
+            .await
+            .expect("clear");
+    }
+    client.disconnect().await.expect("disconnect");
+    while tokio::time::timeout(Duration::from_millis(300), events.poll())
+        .await
+        .is_ok_and(|e| e.is_ok())
+    {}
+}
+
 /// A hub with a device link to the test broker, its gateway running; `None` without a broker.
 async fn linked_app(backend: crate::helpers::Backend) -> Option<(TestApp, (String, u16), String)> {
     let Some(address) = broker() else {
         eprintln!("HERALD_TEST_MQTT_URL is not set: no broker to test the device link on");
         return None;
     };
+    clear_retained(&address).await;
     let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let url = format!("mqtt://{}:{}", address.0, address.1);
     let client_id = format!("herald-test-{run}");
@@ -370,6 +421,70 @@ on_both_backends! {
         }
         assert_eq!(app.publish_delivery(&item, "target_id", &heard_target).await["state"], "played", "refusals of copies change nothing");
         assert_eq!(app.publish_delivery(&item, "target_id", &quiet_target).await["state"], "accepted", "the forged report moved nothing");
+    };
+}
+
+on_both_backends! {
+    two_hubs_on_one_store_and_broker_send_each_command_once_and_record_each_report_once => |backend| async move {
+        let Some((app, address, run)) = linked_app(backend).await else { return };
+        let mut settings = app.hub.settings.clone();
+        settings.mqtt.client_id = format!("herald-test-{run}-second");
+        let second = Arc::new(herald::startup::open_hub(settings, app.hub.clock.clone()).await.expect("second hub opens"));
+        tokio::spawn(gateway::run_until_stopped(second.clone()));
+
+        let fleet: Vec<(ChannelKind, u8)> = (20..40).map(|seed| (ChannelKind::Loudspeaker, seed)).collect();
+        let tally = Arc::new(Tally::default());
+        for (device, key_id) in register(&app, &run, &fleet).await {
+            tokio::spawn(run_counted(app.hub.clone(), device, key_id, address.clone(), tally.clone()));
+        }
+        until_born(&app, &run, fleet.len()).await;
+
+        let item = app.publish_new(&item_body(VILLAGE), &json!({"channels": ["loudspeaker"]})).await;
+        // Both instances claim at once, batches of 5: whoever takes a delivery sends it.
+        let drain = |hub: Arc<Hub>, worker: &'static str| async move {
+            let in_flight = herald::delivery::worker::InFlight::default();
+            let mut sent = 0;
+            loop {
+                let claimed = herald::delivery::worker::claim(&hub, worker, Some(ChannelKind::Loudspeaker), 5).await.expect("claim");
+                if claimed.is_empty() { return sent; }
+                sent += claimed.len();
+                herald::delivery::worker::execute_claimed(&hub, &in_flight, worker, claimed).await.expect("send");
+            }
+        };
+        let (first, other) = tokio::join!(drain(app.hub.clone(), "first"), drain(second.clone(), "second"));
+        assert_eq!(first + other, fleet.len(), "each delivery claimed once: {first} + {other}");
+        let played = until_all(&app, &item, "loudspeaker", "played").await;
+        assert_eq!(played.len(), fleet.len());
+        assert!(played.iter().all(|s| s == "played"), "{played:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Each device carried the command out once. A hub that hears a device's birth after the
+        // command went out sends it again (it cannot tell it arrived); the device refuses such a
+        // copy as a replay, so any command beyond the first is a refusal.
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(count(&tally.carried_out), fleet.len() as u64, "each device carried the command out once: {}", tally.line());
+        assert_eq!(count(&tally.commands) - count(&tally.carried_out), count(&tally.refused), "{}", tally.line());
+        // Verified, started, finished and the proof from each device (and a refusal per copy):
+        // each stored once, though both hubs heard them all.
+        let sql = format!("SELECT COUNT(*) AS n FROM receipt_inbox WHERE dedup LIKE 'sim-{run}-%'");
+        let stored_count = || async {
+            let statement = sea_orm::Statement::from_string(app.hub.db.get_database_backend(), sql.clone());
+            let row = app.hub.db.query_one_raw(statement).await.expect("count").expect("a row");
+            row.try_get_by_index::<i64>(0).expect("n")
+        };
+        let expected = || 4 * fleet.len() as i64 + i64::try_from(count(&tally.refused)).expect("n");
+        let mut stored = 0;
+        for _ in 0..30 {
+            stored = stored_count().await;
+            if stored == expected() { break; }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if stored != expected() {
+            let sql = format!("SELECT dedup, status FROM receipt_inbox WHERE dedup LIKE 'sim-{run}-%' ORDER BY dedup");
+            let rows = app.hub.db.query_all_raw(sea_orm::Statement::from_string(app.hub.db.get_database_backend(), sql)).await.expect("rows");
+            let listed: Vec<String> = rows.iter().map(|r| format!("{}={}", r.try_get_by_index::<String>(0).unwrap_or_default(), r.try_get_by_index::<String>(1).unwrap_or_default())).collect();
+            eprintln!("STORED {listed:?}");
+        }
+        assert_eq!(stored, expected(), "{}", tally.line());
     };
 }
 
