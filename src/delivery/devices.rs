@@ -777,12 +777,24 @@ pub async fn report_key(hub: &Hub, key_id: u32) -> Result<Option<ReportingDevice
 
 /// What a device's status, birth or health report says of it, kept on its row: when it was
 /// last heard, whether it is online, what it can do, how it is.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Heard {
     pub online: Option<bool>,
     pub capabilities: Option<serde_json::Value>,
     pub firmware_version: Option<String>,
     pub health: Option<serde_json::Value>,
+}
+
+impl Heard {
+    /// This, then `newer`: what `newer` says wins, the rest stands.
+    pub fn then(self, newer: Heard) -> Heard {
+        Heard {
+            online: newer.online.or(self.online),
+            capabilities: newer.capabilities.or(self.capabilities),
+            firmware_version: newer.firmware_version.or(self.firmware_version),
+            health: newer.health.or(self.health),
+        }
+    }
 }
 
 /// Records what a device reported about itself at `at`.

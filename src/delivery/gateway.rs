@@ -92,12 +92,15 @@ fn command_id(body: &ReportBody) -> Option<&str> {
 }
 
 /// What the loop keeps between reports: the devices heard (by key id) and each one's newest
-/// report, and the receipts waiting to be stored with the reports they came in.
+/// report; and, until the next write, the receipts and what devices said of themselves, the
+/// devices just born, and the reports all that came in (acknowledged once it is stored).
 #[derive(Default)]
 struct Listener {
     devices: HashMap<u32, ReportingDevice>,
     cursors: HashMap<String, ReportCursor>,
     pending: Vec<InboundReceipt>,
+    heard: HashMap<String, (chrono::DateTime<chrono::Utc>, Heard)>,
+    born: Vec<ReportingDevice>,
     unacked: Vec<Publish>,
     first_pending_at: Option<tokio::time::Instant>,
 }
@@ -163,11 +166,19 @@ impl Listener {
             ReportBody::Ack(_) | ReportBody::Proof(_) => None,
         };
         if let Some(heard) = heard {
-            devices::record_heard(&hub.db, &report.device, now, heard).await?;
+            // A whole village reconnecting is thousands of these at once: kept, latest over
+            // earlier, and written together with the receipts.
+            let entry = self
+                .heard
+                .entry(report.device.clone())
+                .or_insert_with(|| (now, Heard::default()));
+            *entry = (now, std::mem::take(&mut entry.1).then(heard));
             if matches!(report.msg, ReportBody::Birth(_)) {
-                resend_valid(hub, &device).await?;
+                self.born.push(device);
             }
-            return Ok(false);
+            self.first_pending_at
+                .get_or_insert_with(tokio::time::Instant::now);
+            return Ok(true);
         }
         let (Some(status), Some(command)) = (
             receipt_status(device.channel, &report.msg),
@@ -195,17 +206,29 @@ impl Listener {
     }
 
     fn due(&self) -> bool {
-        self.pending.len() >= FLUSH_ROWS
+        self.pending.len() + self.heard.len() >= FLUSH_ROWS
             || self
                 .first_pending_at
                 .is_some_and(|at| at.elapsed() >= FLUSH_AFTER)
     }
 
-    /// Stores the waiting receipts in one write, then acknowledges their reports to the broker.
+    /// Stores what devices said of themselves and the waiting receipts, each in one write; sends
+    /// the devices just born what they missed; then acknowledges the reports to the broker.
     async fn flush(&mut self, hub: &Hub, client: &AsyncClient) -> Result<()> {
+        if !self.heard.is_empty() {
+            let txn = crate::store::begin_write(&hub.db).await?;
+            for (device, (at, heard)) in &self.heard {
+                devices::record_heard(&txn, device, *at, heard.clone()).await?;
+            }
+            txn.commit().await?;
+            self.heard.clear();
+        }
         if !self.pending.is_empty() {
             inbox::intake_batch(&hub.db, &self.pending, hub.clock.now()).await?;
             self.pending.clear();
+        }
+        for device in std::mem::take(&mut self.born) {
+            resend_valid(hub, &device).await?;
         }
         for publish in self.unacked.drain(..) {
             if let Err(e) = client.try_ack(&publish) {
