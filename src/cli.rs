@@ -605,6 +605,7 @@ async fn simulate(
             key_id: 0,
             seed,
             screen: kind == ChannelKind::NoticeBoard,
+            credential: None,
         };
         rows.push((
             i + 1,
@@ -638,12 +639,13 @@ async fn simulate(
     };
     let tally = Arc::new(Tally::default());
     let fleet = seeds.into_iter().map(|mut device| {
-        device.key_id = issued
-            .iter()
-            .find(|i| i.device.device_id == device.device_id)
+        let registered = issued.iter().find(|i| i.device.device_id == device.device_id);
+        device.key_id = registered
             .and_then(|i| i.device.key_id)
             .and_then(|id| u32::try_from(id).ok())
             .unwrap_or_default();
+        // Its broker login, as a real device is installed with (after `herald mqtt acl`).
+        device.credential = registered.map(|i| i.credential.clone());
         // The devices keep the hub's time, as devices synced by its time_sync commands do.
         let clock = hub.clock.clone();
         let now = move || u64::try_from(clock.now().timestamp()).unwrap_or_default();

@@ -78,7 +78,12 @@ pub fn connect(
         .set_keep_alive(Duration::from_secs(30))
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)
         // Reports are acknowledged once stored, not on arrival.
-        .set_manual_acks(true);
+        .set_manual_acks(true)
+        // With a configured client id the broker keeps the session across a lost connection
+        // (and a restart): reports not yet acknowledged come again, and commands in flight are
+        // sent again. A made-up id is new at every start, so its session would only pile up
+        // on the broker: it starts clean.
+        .set_clean_session(settings.client_id.is_empty());
     if !settings.username.is_empty() {
         options.set_credentials(settings.username.clone(), settings.password.clone());
     }

@@ -30,6 +30,8 @@ pub struct VirtualDevice {
     pub seed: [u8; 32],
     /// A notice board (a screen); otherwise a loudspeaker that speaks TTS.
     pub screen: bool,
+    /// The broker login Herald issued it (`herald device add`); none on an open broker.
+    pub credential: Option<String>,
 }
 
 impl VirtualDevice {
@@ -85,7 +87,8 @@ impl Dice {
     }
 }
 
-/// Runs `device` against the broker at `broker` until the connection cannot be made at all.
+/// Runs `device` against the broker at `broker` until the process ends (a lost connection is
+/// retried) or an answer cannot be queued.
 /// `trusted` is the hub's issuer key as the device was flashed with it; `now` the device's
 /// clock in Unix seconds.
 pub async fn run_device(
@@ -125,7 +128,12 @@ pub async fn run_device(
             QoS::AtLeastOnce,
             true,
         ));
-    let (client, mut events) = AsyncClient::new(options, 100);
+    if let Some(credential) = &device.credential {
+        options.set_credentials(device.device_id.clone(), credential.clone());
+    }
+    // Room for the answers to a burst of commands: this task both queues them and drives the
+    // connection that sends them, so a full queue would stall it.
+    let (client, mut events) = AsyncClient::new(options, 4096);
     for topic in plan.subscribe {
         client.subscribe(topic, QoS::AtLeastOnce).await?;
     }

@@ -38,6 +38,8 @@ const REPORTS: &str = "herald/v1/d/+/+";
 const FLUSH_ROWS: usize = 500;
 /// …and at the latest this long after the first of a batch arrived.
 const FLUSH_AFTER: Duration = Duration::from_millis(50);
+/// How long a device's registered key is trusted from memory before it is read again.
+const KEYS_KEPT: Duration = Duration::from_secs(60);
 
 /// What an ack stage or a proof says of a delivery, as the inbox takes it.
 fn receipt_status(channel: ChannelKind, body: &ReportBody) -> Option<ReceiptStatus> {
@@ -55,9 +57,27 @@ fn receipt_status(channel: ChannelKind, body: &ReportBody) -> Option<ReceiptStat
             AckStage::Received | AckStage::Verified | AckStage::Queued => ReceiptStatus::Accepted,
             AckStage::Started => ReceiptStatus::Delivered,
             AckStage::Finished => done(),
-            // The device holds this command already: a frame sent again on its return (or
-            // replayed by someone else) changes nothing. The report itself is kept as it came.
-            AckStage::Rejected if ack.reason == Some(RejectReason::Replay) => ReceiptStatus::Accepted,
+            // A refusal before the signature checked out names the command its frame claims:
+            // anyone on the broker can send a device a tampered copy of a real command, so it
+            // must not end the genuine delivery. It is kept as it came (the report, reason
+            // and all), and moves nothing. So is a replay: the device holds the command already
+            // (a frame sent again on its return, or replayed by someone else).
+            AckStage::Rejected
+                if matches!(
+                    ack.reason,
+                    Some(
+                        RejectReason::Malformed
+                            | RejectReason::UnsupportedFormat
+                            | RejectReason::UnknownKey
+                            | RejectReason::BadSignature
+                            | RejectReason::Replay
+                    )
+                ) =>
+            {
+                ReceiptStatus::Accepted
+            }
+            AckStage::Expired => ReceiptStatus::Expired,
+            AckStage::Rejected if ack.reason == Some(RejectReason::Expired) => ReceiptStatus::Expired,
             AckStage::Rejected => {
                 let reason = ack
                     .reason
@@ -66,10 +86,6 @@ fn receipt_status(channel: ChannelKind, body: &ReportBody) -> Option<ReceiptStat
                     .unwrap_or_else(|| "unknown".into());
                 failed(format!("rejected_{reason}"), "the device refused the command")
             }
-            AckStage::Expired => failed(
-                "expired".into(),
-                "the command's validity ended before it was carried out",
-            ),
             AckStage::Preempted => failed("preempted".into(), "a higher priority or a cancel stopped it"),
         }),
         // A proof of an item cut short is no proof of it: the acks say what became of it.
@@ -96,7 +112,9 @@ fn command_id(body: &ReportBody) -> Option<&str> {
 /// devices just born, and the reports all that came in (acknowledged once it is stored).
 #[derive(Default)]
 struct Listener {
-    devices: HashMap<u32, ReportingDevice>,
+    /// By key id, with when it was read: re-read after `KEYS_KEPT`, so a revoked device or a
+    /// replaced key stops being heard without a restart.
+    devices: HashMap<u32, (ReportingDevice, tokio::time::Instant)>,
     cursors: HashMap<String, ReportCursor>,
     pending: Vec<InboundReceipt>,
     heard: HashMap<String, (chrono::DateTime<chrono::Utc>, Heard)>,
@@ -107,12 +125,15 @@ struct Listener {
 
 impl Listener {
     async fn device(&mut self, hub: &Hub, key_id: u32) -> Result<Option<ReportingDevice>> {
-        if let Some(device) = self.devices.get(&key_id) {
+        if let Some((device, read)) = self.devices.get(&key_id)
+            && read.elapsed() < KEYS_KEPT
+        {
             return Ok(Some(device.clone()));
         }
         let found = devices::report_key(hub, key_id).await?;
         if let Some(device) = &found {
-            self.devices.insert(key_id, device.clone());
+            self.devices
+                .insert(key_id, (device.clone(), tokio::time::Instant::now()));
         }
         Ok(found)
     }
@@ -230,9 +251,13 @@ impl Listener {
         for device in std::mem::take(&mut self.born) {
             resend_valid(hub, &device).await?;
         }
-        for publish in self.unacked.drain(..) {
+        // An ack that cannot be queued now is tried again at the next flush: left unacked, the
+        // report would hold one of the few slots the broker sends through.
+        let stored = std::mem::take(&mut self.unacked);
+        for publish in stored {
             if let Err(e) = client.try_ack(&publish) {
-                tracing::warn!(error = %e, "acknowledging a stored report failed; the broker sends it again");
+                tracing::warn!(error = %e, "acknowledging a stored report failed; trying again");
+                self.unacked.push(publish);
             }
         }
         self.first_pending_at = None;
@@ -247,12 +272,27 @@ async fn resend_valid(hub: &Hub, device: &ReportingDevice) -> Result<()> {
     let Some(link) = &hub.device_link else {
         return Ok(());
     };
+    let now = hub.clock.now();
+    // Withdrawn since (a withdrawal delivery follows it) or past its own end: not again.
+    let withdrawn = sea_orm::sea_query::Query::select()
+        .column(delivery::Column::WithdrawsId)
+        .from(delivery::Entity)
+        .and_where(delivery::Column::TargetId.eq(device.target_id.as_str()))
+        .and_where(delivery::Column::WithdrawsId.is_not_null())
+        .to_owned();
     let waiting: Vec<String> = delivery::Entity::find()
         .select_only()
         .column(delivery::Column::ExternalId)
         .filter(delivery::Column::TargetId.eq(device.target_id.as_str()))
         .filter(delivery::Column::State.eq(DeliveryState::Accepted))
+        .filter(delivery::Column::Kind.eq(super::DeliveryKind::Publish))
         .filter(delivery::Column::ExternalId.is_not_null())
+        .filter(delivery::Column::Id.not_in_subquery(withdrawn))
+        .filter(
+            sea_orm::Condition::any()
+                .add(delivery::Column::NotAfter.is_null())
+                .add(delivery::Column::NotAfter.gt(now)),
+        )
         .into_tuple::<Option<String>>()
         .all(&hub.db)
         .await?
@@ -264,7 +304,7 @@ async fn resend_valid(hub: &Hub, device: &ReportingDevice) -> Result<()> {
     }
     let commands = device_command::Entity::find()
         .filter(device_command::Column::Id.is_in(waiting))
-        .filter(device_command::Column::NotAfter.gt(hub.clock.now()))
+        .filter(device_command::Column::NotAfter.gt(now))
         .order_by_asc(device_command::Column::CreatedAt)
         .all(&hub.db)
         .await?;
@@ -301,7 +341,12 @@ pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
             () = tokio::time::sleep(wait) => None,
         };
         match event {
-            Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+            Some(Ok(Event::Incoming(Packet::ConnAck(connack)))) => {
+                // Reports held for acknowledgement belong to a session the broker no longer
+                // has: their packet ids mean nothing in the new one.
+                if !connack.session_present {
+                    listener.unacked.clear();
+                }
                 // A new session (clean): subscribe again.
                 if let Err(e) = link.client().try_subscribe(REPORTS, QoS::AtLeastOnce) {
                     tracing::error!(error = %e, "subscribing to device reports failed");
@@ -329,5 +374,55 @@ pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
             tracing::error!(error.cause_chain = ?e, "storing device receipts failed; retrying");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_firmware_protocol::report::Ack;
+
+    use super::*;
+
+    fn ack(stage: AckStage, reason: Option<RejectReason>) -> ReportBody {
+        ReportBody::Ack(Ack {
+            key_id: Some(1),
+            cmd_seq: Some(1),
+            id: Some("command".into()),
+            stage,
+            reason,
+        })
+    }
+
+    #[test]
+    fn a_refusal_before_the_signature_checks_out_moves_nothing() {
+        for reason in [
+            RejectReason::Malformed,
+            RejectReason::UnsupportedFormat,
+            RejectReason::UnknownKey,
+            RejectReason::BadSignature,
+            RejectReason::Replay,
+        ] {
+            assert_eq!(
+                receipt_status(ChannelKind::Loudspeaker, &ack(AckStage::Rejected, Some(reason))),
+                Some(ReceiptStatus::Accepted),
+                "{reason:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_verified_command_ends_as_the_device_says() {
+        let status = |stage, reason| receipt_status(ChannelKind::NoticeBoard, &ack(stage, reason));
+        assert_eq!(status(AckStage::Finished, None), Some(ReceiptStatus::Displayed));
+        assert_eq!(status(AckStage::Started, None), Some(ReceiptStatus::Delivered));
+        assert_eq!(status(AckStage::Expired, None), Some(ReceiptStatus::Expired));
+        assert_eq!(
+            status(AckStage::Rejected, Some(RejectReason::Expired)),
+            Some(ReceiptStatus::Expired)
+        );
+        assert!(matches!(
+            status(AckStage::Rejected, Some(RejectReason::NotForMe)),
+            Some(ReceiptStatus::Failed { code, .. }) if code == "rejected_not_for_me"
+        ));
     }
 }

@@ -73,7 +73,9 @@ pub async fn claim(
     let backend = txn.get_database_backend();
     let mut binds = Binds::new(backend);
     let due = binds.add(now);
-    let lease_holds = binds.add(now);
+    // A `sending` row without a lease (none should be) counts as lapsed, never as held.
+    let unleased = binds.add(now - chrono::Duration::seconds(1));
+    let held_past = binds.add(now);
     let only_channel = match channel {
         Some(channel) => format!("AND delivery_queue.channel = {}", binds.add(channel.as_str())),
         None => String::new(),
@@ -90,7 +92,7 @@ pub async fn claim(
         "SELECT {CLAIMED_COLUMNS}, deliveries.state \
          FROM delivery_queue JOIN deliveries ON deliveries.id = delivery_queue.delivery_id \
          WHERE delivery_queue.due_at <= {due} \
-           AND NOT (deliveries.state = 'sending' AND deliveries.lease_expires_at > {lease_holds}) {only_channel} \
+           AND NOT (deliveries.state = 'sending' AND COALESCE(deliveries.lease_expires_at, {unleased}) > {held_past}) {only_channel} \
          ORDER BY delivery_queue.priority DESC, delivery_queue.due_at, delivery_queue.delivery_id \
          LIMIT {limit} {lock}"
     );
@@ -178,6 +180,16 @@ async fn move_to_sending(
         .and_where(among(backend, delivery::Column::Id, ids()))
         .and_where(delivery::Column::State.eq(from))
         .to_owned();
+    // A lapsed lease is taken only while it is still lapsed: on PostgreSQL the claim locks
+    // queue rows alone, and another instance may have taken the delivery since this one read it.
+    let mut update = update;
+    if from == DeliveryState::Sending {
+        update.cond_where(
+            sea_orm::Condition::any()
+                .add(delivery::Column::LeaseExpiresAt.is_null())
+                .add(delivery::Column::LeaseExpiresAt.lte(now)),
+        );
+    }
     let changed = txn.execute(&update).await?.rows_affected();
     if changed == rows.len() as u64 {
         return Ok(Moved::All);
