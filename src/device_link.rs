@@ -155,8 +155,11 @@ impl DeviceLink for MqttLink {
             cmd: body,
         };
         let frame = self.issuer.sign(&command).map_err(|e| e.to_string())?;
-        let not_after =
-            now + chrono::Duration::seconds(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2));
+        // The instant the signed field names, to the second, as a device reads it.
+        let not_after = i64::try_from(command.not_after)
+            .ok()
+            .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+            .ok_or_else(|| format!("not_after {} is out of range", command.not_after))?;
         let kept = device_command::ActiveModel {
             id: Set(command.id.clone()),
             frame: Set(frame.clone()),

@@ -38,6 +38,8 @@ const REPORTS: &str = "herald/v1/d/+/+";
 const FLUSH_ROWS: usize = 500;
 /// …and at the latest this long after the first of a batch arrived.
 const FLUSH_AFTER: Duration = Duration::from_millis(50);
+/// Reports held for acknowledgement that make a batch due at once.
+const HELD_ACKS: usize = 16;
 /// How long a device's registered key is trusted from memory before it is read again.
 const KEYS_KEPT: Duration = Duration::from_secs(60);
 
@@ -228,6 +230,10 @@ impl Listener {
 
     fn due(&self) -> bool {
         self.pending.len() + self.heard.len() >= FLUSH_ROWS
+            // The broker sends only so many reports before it has their acks (Mosquitto: 20,
+            // unless max_inflight_messages says otherwise): waiting out the clock with all of
+            // them held would stall the flow.
+            || self.unacked.len() >= HELD_ACKS
             || self
                 .first_pending_at
                 .is_some_and(|at| at.elapsed() >= FLUSH_AFTER)

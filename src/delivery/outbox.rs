@@ -1,7 +1,7 @@
 //! The transactional outbox: what a publication or a withdrawal writes, inside the
 //! transaction that publishes or withdraws the item, for the worker to send.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use herald_channels::{ChannelKind, PublishedItem};
@@ -306,7 +306,12 @@ pub async fn enqueue_withdrawal(
         .expr(Expr::val(now))
         .and_where(C::ItemId.eq(item_id))
         .and_where(C::Kind.eq(DeliveryKind::Publish))
-        .and_where(C::State.is_in(reached.iter().map(|d| d.state).collect::<BTreeSet<_>>()));
+        // By id: a retrying one was just cancelled, and its state no longer says it was reached.
+        .and_where(crate::store::among(
+            txn.get_database_backend(),
+            (delivery::Entity, C::Id),
+            reached.iter().map(|d| d.id.as_str()),
+        ));
     insert_selected(txn, select).await?;
     queue::enqueue_written(txn, item_id, &[rendition_id.as_str()]).await?;
     let mut counts = CountChanges::default();

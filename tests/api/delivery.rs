@@ -214,6 +214,26 @@ on_both_backends! {
         assert_eq!(count(&summary, "wechat", "publish", "delivered"), 1, "{summary}");
     };
 
+    a_withdrawal_follows_a_delivery_waiting_for_its_retry_too => |backend| async move {
+        let wechat = Scripted::new(ChannelKind::Wechat, &[Step::Transient], Step::Deliver);
+        let (app, _) = wechat_app(backend, &wechat).await;
+        let id = app.publish_new(&item_body("530426"), &json!({"channels": ["wechat"]})).await;
+        assert_eq!(app.deliver_due().await, 1);
+        assert_eq!(only_delivery(&app, &id, "wechat").await["state"], "retrying");
+
+        let withdrawn = app.post("publisher", &format!("/api/v1/items/{id}/withdraw"), &json!({"reason": "政策调整"})).await;
+        assert_eq!(withdrawn.status, 200, "{}", withdrawn.json);
+        // The retry is called off, and a withdrawal follows it all the same (its first attempt
+        // may have landed): a row for it, counted once.
+        let summary = deliveries(&app, &id).await;
+        let rows = summary["deliveries"].as_array().expect("rows");
+        let withdrawals = rows.iter().filter(|d| d["channel"] == "wechat" && d["kind"] == "withdraw").count();
+        assert_eq!(withdrawals, 1, "{summary}");
+        assert_eq!(count(&summary, "wechat", "withdraw", "pending"), 1, "{summary}");
+        assert_eq!(count(&summary, "wechat", "publish", "cancelled"), 1, "{summary}");
+        app.assert_queue_agrees().await;
+    };
+
     withdrawal_takes_the_item_down_everywhere_and_is_recorded => |backend| async move {
         let wechat = Scripted::without_withdrawal(ChannelKind::Wechat);
         let (app, _) = wechat_app(backend, &wechat).await;
