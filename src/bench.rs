@@ -1,8 +1,10 @@
 //! `herald bench publish`: the cost of publishing one item to many targets, and of reading its
 //! delivery summary, on a scratch database. Prints figures; judges nothing.
 
+mod fanout;
 mod receipts;
 
+pub use fanout::{FanoutOptions, fanout};
 pub use receipts::receipts;
 
 use std::{path::PathBuf, time::Instant};
@@ -136,6 +138,11 @@ fn backend_name(hub: &Hub) -> &'static str {
 
 /// A publisher, and an item by them approved by a reviewer, ready to publish.
 async fn approved_item(hub: &Hub) -> anyhow::Result<(crate::accounts::Caller, String)> {
+    approved(hub, false).await
+}
+
+/// As `approved_item`, flagged an emergency if `emergency`.
+async fn approved(hub: &Hub, emergency: bool) -> anyhow::Result<(crate::accounts::Caller, String)> {
     let root = hub.areas.root().code.to_string();
     let mut callers = Vec::new();
     for (name, role) in [
@@ -161,9 +168,9 @@ async fn approved_item(hub: &Hub) -> anyhow::Result<(crate::accounts::Caller, St
     }
     let reviewer = callers.pop().context("reviewer")?;
     let publisher = callers.pop().context("publisher")?;
-    let view = workflow::create_item(hub, &publisher, item(&root))
-        .await
-        .map_err(err)?;
+    let mut input = item(&root);
+    input.emergency = emergency;
+    let view = workflow::create_item(hub, &publisher, input).await.map_err(err)?;
     workflow::submit(hub, &publisher, &view.id).await.map_err(err)?;
     let check = ConfidentialityCheckInput {
         version: 1,

@@ -133,6 +133,18 @@ enum BenchCommand {
         #[arg(long)]
         postgres: Option<String>,
     },
+    /// Publish an emergency to many virtual loudspeakers over a real broker; time how soon
+    /// they have it and their acks are stored, beside a plain MQTT client's fan-out.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        devices: usize,
+        /// As for `bench publish`.
+        #[arg(long)]
+        postgres: Option<String>,
+        /// The broker the devices and the hub use.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        mqtt: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -353,6 +365,19 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
                 targets: deliveries,
                 summary_runs: 0,
                 postgres_url: postgres,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Fanout {
+            devices,
+            postgres,
+            mqtt,
+        }) => {
+            crate::bench::fanout(crate::bench::FanoutOptions {
+                devices,
+                postgres_url: postgres,
+                mqtt_url: mqtt,
             })
             .await?;
             Ok(ExitCode::SUCCESS)

@@ -58,6 +58,8 @@ pub struct Tally {
     pub lost: AtomicU64,
     pub carried_out: AtomicU64,
     pub refused: AtomicU64,
+    /// When each command arrived, for a benchmark to measure fan-out by.
+    pub arrivals: std::sync::Mutex<Vec<std::time::Instant>>,
 }
 
 impl Tally {
@@ -169,6 +171,11 @@ pub async fn run_device(
             _ => continue,
         };
         tally.commands.fetch_add(1, Ordering::Relaxed);
+        tally
+            .arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(std::time::Instant::now());
         if behaviour.loss > 0.0 && dice.roll() < behaviour.loss {
             tally.lost.fetch_add(1, Ordering::Relaxed);
             continue;

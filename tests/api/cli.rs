@@ -489,3 +489,31 @@ fn devices_are_registered_listed_imported_and_revoked_from_the_command_line() {
     let unknown = run(&["device", "revoke", "ls-nobody"]);
     assert!(!unknown.status.success());
 }
+
+/// `herald bench fanout` runs end to end on the test broker (a few devices: its figures are
+/// for a release build and a broker set up for thousands, see the README).
+#[test]
+fn the_fanout_benchmark_runs_and_prints_its_figures() {
+    let Ok(url) = std::env::var("HERALD_TEST_MQTT_URL") else {
+        eprintln!("HERALD_TEST_MQTT_URL is not set: no broker for the fan-out benchmark");
+        return;
+    };
+    let output = herald()
+        .args(["bench", "fanout", "--devices", "20", "--mqtt", &url])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in [
+        "hub: received by 20 of 20 devices",
+        "in the store after",
+        "peer (plain MQTT client",
+        "last device, hub / peer:",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in: {stdout}");
+    }
+}

@@ -1,0 +1,294 @@
+//! `herald bench fanout`: an emergency published to N loudspeakers over a real broker, each a
+//! virtual device (`crate::simulate`) in this process. Prints when the devices received the
+//! command (p50, p99, last) from the moment of publishing, when 99 % of their acks were in the
+//! store, and, in the same run, how long a plain MQTT client takes to fan the same frame out
+//! to the same devices' topics, with the ratio. Judges nothing.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use herald_channels::ChannelKind;
+use herald_firmware_protocol::{command::KeyRole, device::TrustedKey, topic};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use sea_orm::{ConnectionTrait, EntityTrait, Statement};
+
+use super::{BenchOptions, approved, backend_name, drain_loudspeakers, drop_scratch, err, scratch};
+use crate::{
+    clock::Clock,
+    config::Settings,
+    delivery::{
+        devices::{self, NewDevice},
+        gateway,
+    },
+    idempotency::IdempotencyKey,
+    simulate::{Behaviour, Tally, VirtualDevice, run_device},
+    startup::open_hub,
+    store::entities::device_command,
+    workflow::{self, PublishInput},
+};
+
+pub struct FanoutOptions {
+    pub devices: usize,
+    pub postgres_url: Option<String>,
+    /// The broker, `mqtt://HOST:PORT`.
+    pub mqtt_url: String,
+}
+
+pub async fn fanout(options: FanoutOptions) -> anyhow::Result<()> {
+    let bench = BenchOptions {
+        targets: options.devices,
+        summary_runs: 0,
+        postgres_url: options.postgres_url.clone(),
+    };
+    let mut scratch = scratch(&bench).await?;
+    scratch.settings.mqtt.url = options.mqtt_url.clone();
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
+    scratch.settings.storage.secrets_key = hex::encode(key);
+    let result = run(&scratch.settings, &options).await;
+    drop_scratch(scratch).await?;
+    result
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(at).copied().unwrap_or_default()
+}
+
+/// Waits until `tally` has counted `n` arrivals since `since` (or `limit` passes); returns
+/// the arrival times after `since`, sorted.
+async fn arrivals(tally: &Tally, since: Instant, n: usize, limit: Duration) -> Vec<Duration> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let seen: Vec<Duration> = tally
+            .arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|at| **at >= since)
+            .map(|at| at.duration_since(since))
+            .collect();
+        if seen.len() >= n || Instant::now() >= deadline {
+            let mut seen = seen;
+            seen.sort();
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn stored_reports(db: &sea_orm::DatabaseConnection) -> anyhow::Result<i64> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) FROM receipt_inbox",
+        ))
+        .await?
+        .context("a count")?;
+    Ok(row.try_get_by_index::<i64>(0)?)
+}
+
+/// The process's resident memory, from /proc (Linux), in MiB.
+fn resident_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+async fn run(settings: &Settings, options: &FanoutOptions) -> anyhow::Result<()> {
+    let n = options.devices;
+    let hub = Arc::new(open_hub(settings.clone(), Clock::System).await?);
+    let link = hub
+        .device_link
+        .clone()
+        .context("mqtt.url opened no device link")?;
+    let broker = settings
+        .mqtt
+        .url
+        .strip_prefix("mqtt://")
+        .and_then(|rest| rest.trim_end_matches('/').rsplit_once(':'))
+        .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+        .context("--mqtt must be mqtt://HOST:PORT")?;
+    tokio::spawn(gateway::run_until_stopped(hub.clone()));
+
+    let village = hub
+        .areas
+        .iter()
+        .find(|a| a.code.level() == crate::domain::area::AreaLevel::Village)
+        .map(|a| a.code.to_string())
+        .context("the area tree has no village")?;
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let mut fleet = Vec::with_capacity(n);
+    let mut rows = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
+        let device = VirtualDevice {
+            device_id: format!("fan-{run}-{i:05}"),
+            key_id: 0,
+            seed,
+            screen: false,
+            credential: None,
+        };
+        rows.push((
+            i + 1,
+            NewDevice {
+                channel: ChannelKind::Loudspeaker,
+                device_id: Some(device.device_id.clone()),
+                name: format!("喇叭{i}"),
+                area_code: village.clone(),
+                group: String::new(),
+                public_key: Some(herald_firmware_protocol::hex::encode(&device.public_key())),
+            },
+        ));
+        fleet.push(device);
+    }
+    let issued = devices::add_devices(&hub, "bench", None, rows, &|_| {})
+        .await
+        .map_err(err)?
+        .map_err(|errors| anyhow::anyhow!("registering devices: {} rows refused", errors.len()))?;
+    let trusted = TrustedKey {
+        key_id: link.issuer_key_id(),
+        role: KeyRole::Operational,
+        public_key: link.issuer_public_key(),
+    };
+    let tally = Arc::new(Tally::default());
+    for mut device in fleet {
+        device.key_id = issued
+            .iter()
+            .find(|i| i.device.device_id == device.device_id)
+            .and_then(|i| i.device.key_id)
+            .and_then(|id| u32::try_from(id).ok())
+            .context("a registered key")?;
+        let clock = hub.clock.clone();
+        let now = move || u64::try_from(clock.now().timestamp()).unwrap_or_default();
+        tokio::spawn(run_device(
+            device,
+            trusted,
+            broker.clone(),
+            now,
+            Behaviour::default(),
+            tally.clone(),
+        ));
+    }
+    // Every device connected and announced (status and birth stored).
+    let started = Instant::now();
+    while tally.connected.load(std::sync::atomic::Ordering::Relaxed) < n as u64 {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "devices did not connect: {}",
+            tally.line()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let connect_time = started.elapsed();
+
+    let (publisher, item_id) = approved(&hub, true).await?;
+    let input = PublishInput {
+        channels: vec![ChannelKind::Loudspeaker],
+        ..PublishInput::default()
+    };
+    let key = IdempotencyKey::parse("bench-fanout").map_err(err)?;
+    let before_reports = stored_reports(&hub.db).await?;
+    let published_at = Instant::now();
+    workflow::publish(&hub, &publisher, &item_id, &key, input)
+        .await
+        .map_err(err)?;
+    drain_loudspeakers(&hub).await?;
+    let sent = published_at.elapsed();
+    let received = arrivals(&tally, published_at, n, Duration::from_secs(60)).await;
+    let acks_wanted = before_reports + ((4 * n) as f64 * 0.99).ceil() as i64;
+    let mut acks_time = None;
+    while published_at.elapsed() < Duration::from_secs(60) {
+        if stored_reports(&hub.db).await? >= acks_wanted {
+            acks_time = Some(published_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resident = resident_mib();
+
+    // The peer: a plain client sends one of those frames to the same topics.
+    let frame = device_command::Entity::find()
+        .one(&hub.db)
+        .await?
+        .context("a signed command")?
+        .frame;
+    let mut options_peer = MqttOptions::new(format!("fanout-peer-{run}"), broker.0.clone(), broker.1);
+    options_peer.set_max_packet_size(256 * 1024, 256 * 1024);
+    let (peer, mut peer_events) = AsyncClient::new(options_peer, n + 16);
+    tokio::spawn(async move { while peer_events.poll().await.is_ok() {} });
+    let peer_at = Instant::now();
+    for i in 0..n {
+        peer.publish(
+            topic::device_commands(&format!("fan-{run}-{i:05}")),
+            QoS::AtLeastOnce,
+            false,
+            frame.clone(),
+        )
+        .await?;
+    }
+    let peer_received = arrivals(&tally, peer_at, n, Duration::from_secs(60)).await;
+
+    let last = received.last().copied().unwrap_or_default();
+    let peer_last = peer_received.last().copied().unwrap_or_default();
+    println!("backend: {}", backend_name(&hub));
+    println!("broker: {}", settings.mqtt.url);
+    println!(
+        "devices: {n} virtual loudspeakers in this process, connected in {:.1} s",
+        connect_time.as_secs_f64()
+    );
+    println!(
+        "frame: {} bytes, one signature per {} devices",
+        frame.len(),
+        herald_channels::devices::DEVICES_PER_COMMAND
+    );
+    println!(
+        "hub: publish + claim + sign + hand to broker: {:.3} s",
+        sent.as_secs_f64()
+    );
+    println!(
+        "hub: received by {} of {n} devices; p50 {:.3} s, p99 {:.3} s, last {:.3} s after publishing",
+        received.len(),
+        percentile(&received, 0.50).as_secs_f64(),
+        percentile(&received, 0.99).as_secs_f64(),
+        last.as_secs_f64()
+    );
+    match acks_time {
+        Some(t) => println!(
+            "hub: 99 % of acks ({acks_wanted} reports) in the store after {:.3} s",
+            t.as_secs_f64()
+        ),
+        None => println!("hub: 99 % of acks not in the store within 60 s"),
+    }
+    println!(
+        "peer (plain MQTT client, same frame, same {n} topics): received by {} devices; p50 {:.3} s, p99 {:.3} s, last {:.3} s",
+        peer_received.len(),
+        percentile(&peer_received, 0.50).as_secs_f64(),
+        percentile(&peer_received, 0.99).as_secs_f64(),
+        peer_last.as_secs_f64()
+    );
+    println!(
+        "last device, hub / peer: {:.2}",
+        last.as_secs_f64() / peer_last.as_secs_f64().max(f64::EPSILON)
+    );
+    if let Some(mib) = resident {
+        println!("resident memory of this process (hub and {n} virtual devices): {mib:.0} MiB");
+    }
+    anyhow::ensure!(
+        received.len() == n,
+        "only {} of {n} devices received the command",
+        received.len()
+    );
+    Ok(())
+}
