@@ -19,6 +19,7 @@ const INSTANT_ALLOWED: &[(&str, &str)] = &[
     ("src/http/request_log.rs", "request latency in the request log"),
     ("src/bench.rs", "the benchmark's own stopwatch"),
     ("src/bench/receipts.rs", "the benchmark's own stopwatch"),
+    ("src/bench/fanout.rs", "the benchmark's own stopwatch"),
     (
         "src/simulate.rs",
         "when a virtual device's commands arrive, for the fan-out benchmark",
