@@ -322,13 +322,17 @@ pub(crate) struct Published {
     pub took: std::time::Duration,
 }
 
-pub(crate) async fn publish_to_loudspeakers(hub: &Hub, targets: usize) -> anyhow::Result<Published> {
-    let village = hub
-        .areas
+/// The first village of the area tree, where the benchmarks' devices stand.
+fn first_village(hub: &Hub) -> anyhow::Result<String> {
+    hub.areas
         .iter()
         .find(|a| a.code.level() == crate::domain::area::AreaLevel::Village)
         .map(|a| a.code.to_string())
-        .context("the area tree has no village")?;
+        .context("the area tree has no village")
+}
+
+pub(crate) async fn publish_to_loudspeakers(hub: &Hub, targets: usize) -> anyhow::Result<Published> {
+    let village = first_village(hub)?;
     let (publisher, item_id) = approved_item(hub).await?;
     add_targets(hub, ChannelKind::Loudspeaker, &village, targets).await?;
     let input = PublishInput {

@@ -586,12 +586,8 @@ async fn simulate(
     behaviour: crate::simulate::Behaviour,
     seconds: u64,
 ) -> anyhow::Result<ExitCode> {
-    use crate::{
-        delivery::devices::{self, NewDevice},
-        simulate::{Tally, VirtualDevice, run_device},
-    };
+    use crate::simulate::{Tally, run_device};
     use herald_channels::ChannelKind;
-    use herald_firmware_protocol::{command::KeyRole, device::TrustedKey};
     let refuse = |message: String| {
         eprintln!("herald simulate: {message}");
         Ok(ExitCode::from(2))
@@ -607,49 +603,18 @@ async fn simulate(
     if count == 0 {
         return refuse("--devices must be at least 1".into());
     }
-    let Some(broker) = settings.mqtt.url.strip_prefix("mqtt://").map(str::to_owned) else {
-        return refuse("mqtt.url must name the broker (mqtt://HOST:PORT)".into());
+    let broker = match crate::device_link::broker_address(&settings.mqtt.url) {
+        Ok(broker) => broker,
+        Err(e) => return refuse(e.to_string()),
     };
     if !ensure_secrets_key(&settings)? {
         return Ok(ExitCode::from(2));
     }
-    let (host, port) = match broker.trim_end_matches('/').rsplit_once(':') {
-        Some((host, port)) => (host.to_owned(), port.parse().context("mqtt.url's port")?),
-        None => (broker.clone(), 1883),
-    };
     let hub = Arc::new(open_hub(settings, Clock::System).await?);
     let link = hub.device_link.clone().context("the hub opened no device link")?;
-    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let mut seeds = Vec::with_capacity(count);
-    let mut rows = Vec::with_capacity(count);
-    for i in 0..count {
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
-        let device = VirtualDevice {
-            device_id: format!("sim-{run}-{i:05}"),
-            key_id: 0,
-            seed,
-            screen: kind == ChannelKind::NoticeBoard,
-            credential: None,
-        };
-        rows.push((
-            i + 1,
-            NewDevice {
-                channel: kind,
-                device_id: Some(device.device_id.clone()),
-                name: format!("模拟设备 {run}-{i}"),
-                area_code: area.clone(),
-                group: String::new(),
-                public_key: Some(herald_firmware_protocol::hex::encode(&device.public_key())),
-            },
-        ));
-        seeds.push(device);
-    }
-    let issued = match devices::add_devices(&hub, CLI_ACTOR, None, rows, &|_| {})
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-    {
-        Ok(issued) => issued,
+    // Each logs in with the broker credential it was issued, as a real device is installed.
+    let fleet = match crate::simulate::register(&hub, CLI_ACTOR, (kind, &area), count, "sim").await? {
+        Ok(fleet) => fleet,
         Err(errors) => {
             for e in errors {
                 eprintln!("herald simulate: device {}: {}: {}", e.row, e.field, e.message);
@@ -657,34 +622,17 @@ async fn simulate(
             return Ok(ExitCode::from(2));
         }
     };
-    let trusted = TrustedKey {
-        key_id: link.issuer_key_id(),
-        role: KeyRole::Operational,
-        public_key: link.issuer_public_key(),
-    };
+    let first = fleet.first().map(|d| d.device_id.clone()).unwrap_or_default();
+    let trusted = crate::simulate::trusted(&link);
     let tally = Arc::new(Tally::default());
-    let fleet = seeds.into_iter().map(|mut device| {
-        let registered = issued.iter().find(|i| i.device.device_id == device.device_id);
-        device.key_id = registered
-            .and_then(|i| i.device.key_id)
-            .and_then(|id| u32::try_from(id).ok())
-            .unwrap_or_default();
-        // Its broker login, as a real device is installed with (after `herald mqtt acl`).
-        device.credential = registered.map(|i| i.credential.clone());
+    let fleet = fleet.into_iter().map(|device| {
         // The devices keep the hub's time, as devices synced by its time_sync commands do.
         let clock = hub.clock.clone();
         let now = move || u64::try_from(clock.now().timestamp()).unwrap_or_default();
-        run_device(
-            device,
-            trusted,
-            (host.clone(), port),
-            now,
-            behaviour,
-            tally.clone(),
-        )
+        run_device(device, trusted, broker.clone(), now, behaviour, tally.clone())
     });
     println!(
-        "registered {count} {} devices in {area} (ids sim-{run}-…); running",
+        "registered {count} {} devices in {area} (ids from {first}); running",
         kind.as_str()
     );
     let report = async {

@@ -42,7 +42,7 @@ impl DeviceEvents {
 }
 
 /// `mqtt://HOST:PORT` → host and port.
-fn broker_address(url: &str) -> anyhow::Result<(String, u16)> {
+pub fn broker_address(url: &str) -> anyhow::Result<(String, u16)> {
     let rest = url
         .strip_prefix("mqtt://")
         .ok_or_else(|| anyhow::anyhow!("mqtt.url must start with mqtt:// (got `{url}`)"))?;

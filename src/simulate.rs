@@ -13,12 +13,20 @@ use std::{
     time::Duration,
 };
 
+use herald_channels::ChannelKind;
+use herald_firmware_protocol::command::KeyRole;
 use herald_firmware_protocol::{
     CommandBody, DeviceSession, KeyPair, Output,
     device::{Capabilities, DeviceIdentity, DeviceState, TrustedKey},
     report::{AckStage, Medium, Proof, ReportBody, Screen},
 };
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+
+use crate::{
+    delivery::devices::{self, NewDevice, RowError},
+    device_link::MqttLink,
+    hub::Hub,
+};
 
 /// One virtual device: who it is, and what it has.
 #[derive(Clone)]
@@ -38,6 +46,73 @@ impl VirtualDevice {
     /// The public key to register for it.
     pub fn public_key(&self) -> [u8; 32] {
         KeyPair::from_seed(&self.seed).public_key()
+    }
+}
+
+/// Registers `count` virtual devices of `kind` in `area` under fresh ids (`{prefix}-{run}-{n}`)
+/// and fresh keys, each with the key id and broker login the hub issued it; or the registry's
+/// reasons for refusing them.
+pub async fn register(
+    hub: &Hub,
+    actor: &str,
+    (kind, area): (ChannelKind, &str),
+    count: usize,
+    prefix: &str,
+) -> anyhow::Result<Result<Vec<VirtualDevice>, Vec<RowError>>> {
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let mut fleet = Vec::with_capacity(count);
+    let mut rows = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
+        let device = VirtualDevice {
+            device_id: format!("{prefix}-{run}-{i:05}"),
+            key_id: 0,
+            seed,
+            screen: kind == ChannelKind::NoticeBoard,
+            credential: None,
+        };
+        rows.push((
+            i + 1,
+            NewDevice {
+                channel: kind,
+                device_id: Some(device.device_id.clone()),
+                name: format!("模拟设备 {run}-{i}"),
+                area_code: area.to_owned(),
+                group: String::new(),
+                public_key: Some(herald_firmware_protocol::hex::encode(&device.public_key())),
+            },
+        ));
+        fleet.push(device);
+    }
+    let issued = match devices::add_devices(hub, actor, None, rows, &|_| {})
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        Ok(issued) => issued,
+        Err(errors) => return Ok(Err(errors)),
+    };
+    for (device, issued) in fleet.iter_mut().zip(&issued) {
+        anyhow::ensure!(
+            issued.device.device_id == device.device_id,
+            "registered out of order"
+        );
+        device.key_id = issued
+            .device
+            .key_id
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| anyhow::anyhow!("{} got no key id", device.device_id))?;
+        device.credential = Some(issued.credential.clone());
+    }
+    Ok(Ok(fleet))
+}
+
+/// The hub's issuer key as a device is flashed with it.
+pub fn trusted(link: &MqttLink) -> TrustedKey {
+    TrustedKey {
+        key_id: link.issuer_key_id(),
+        role: KeyRole::Operational,
+        public_key: link.issuer_public_key(),
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context;
 use herald_channels::ChannelKind;
-use herald_firmware_protocol::{command::KeyRole, device::TrustedKey, topic};
+use herald_firmware_protocol::topic;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use sea_orm::{ConnectionTrait, EntityTrait, Statement};
 
@@ -19,12 +19,9 @@ use super::{BenchOptions, approved, backend_name, drain_loudspeakers, drop_scrat
 use crate::{
     clock::Clock,
     config::Settings,
-    delivery::{
-        devices::{self, NewDevice},
-        gateway,
-    },
+    delivery::gateway,
     idempotency::IdempotencyKey,
-    simulate::{Behaviour, Tally, VirtualDevice, run_device},
+    simulate::{Behaviour, Tally, run_device},
     startup::open_hub,
     store::entities::device_command,
     workflow::{self, PublishInput},
@@ -111,64 +108,25 @@ async fn run(settings: &Settings, options: &FanoutOptions) -> anyhow::Result<()>
         .device_link
         .clone()
         .context("mqtt.url opened no device link")?;
-    let broker = settings
-        .mqtt
-        .url
-        .strip_prefix("mqtt://")
-        .and_then(|rest| rest.trim_end_matches('/').rsplit_once(':'))
-        .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
-        .context("--mqtt must be mqtt://HOST:PORT")?;
+    let broker = crate::device_link::broker_address(&settings.mqtt.url)?;
     tokio::spawn(gateway::run_until_stopped(hub.clone()));
 
-    let village = hub
-        .areas
-        .iter()
-        .find(|a| a.code.level() == crate::domain::area::AreaLevel::Village)
-        .map(|a| a.code.to_string())
-        .context("the area tree has no village")?;
-    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let mut fleet = Vec::with_capacity(n);
-    let mut rows = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
-        let device = VirtualDevice {
-            device_id: format!("fan-{run}-{i:05}"),
-            key_id: 0,
-            seed,
-            screen: false,
-            credential: None,
-        };
-        rows.push((
-            i + 1,
-            NewDevice {
-                channel: ChannelKind::Loudspeaker,
-                device_id: Some(device.device_id.clone()),
-                name: format!("喇叭{i}"),
-                area_code: village.clone(),
-                group: String::new(),
-                public_key: Some(herald_firmware_protocol::hex::encode(&device.public_key())),
-            },
-        ));
-        fleet.push(device);
-    }
-    let issued = devices::add_devices(&hub, "bench", None, rows, &|_| {})
-        .await
-        .map_err(err)?
+    let village = super::first_village(&hub)?;
+    let fleet = crate::simulate::register(&hub, "bench", (ChannelKind::Loudspeaker, &village), n, "fan")
+        .await?
         .map_err(|errors| anyhow::anyhow!("registering devices: {} rows refused", errors.len()))?;
-    let trusted = TrustedKey {
-        key_id: link.issuer_key_id(),
-        role: KeyRole::Operational,
-        public_key: link.issuer_public_key(),
-    };
+    let prefix = fleet
+        .first()
+        .and_then(|d| d.device_id.rsplit_once('-'))
+        .map(|(prefix, _)| prefix.to_owned())
+        .context("no devices")?;
+    let topics: Vec<String> = fleet
+        .iter()
+        .map(|d| topic::device_commands(&d.device_id))
+        .collect();
+    let trusted = crate::simulate::trusted(&link);
     let tally = Arc::new(Tally::default());
-    for mut device in fleet {
-        device.key_id = issued
-            .iter()
-            .find(|i| i.device.device_id == device.device_id)
-            .and_then(|i| i.device.key_id)
-            .and_then(|id| u32::try_from(id).ok())
-            .context("a registered key")?;
+    for device in fleet {
         let clock = hub.clock.clone();
         let now = move || u64::try_from(clock.now().timestamp()).unwrap_or_default();
         tokio::spawn(run_device(
@@ -224,19 +182,14 @@ async fn run(settings: &Settings, options: &FanoutOptions) -> anyhow::Result<()>
         .await?
         .context("a signed command")?
         .frame;
-    let mut options_peer = MqttOptions::new(format!("fanout-peer-{run}"), broker.0.clone(), broker.1);
+    let mut options_peer = MqttOptions::new(format!("{prefix}-peer"), broker.0.clone(), broker.1);
     options_peer.set_max_packet_size(256 * 1024, 256 * 1024);
     let (peer, mut peer_events) = AsyncClient::new(options_peer, n + 16);
     tokio::spawn(async move { while peer_events.poll().await.is_ok() {} });
     let peer_at = Instant::now();
-    for i in 0..n {
-        peer.publish(
-            topic::device_commands(&format!("fan-{run}-{i:05}")),
-            QoS::AtLeastOnce,
-            false,
-            frame.clone(),
-        )
-        .await?;
+    for topic in topics {
+        peer.publish(topic, QoS::AtLeastOnce, false, frame.clone())
+            .await?;
     }
     let peer_received = arrivals(&tally, peer_at, n, Duration::from_secs(60)).await;
 
