@@ -133,8 +133,8 @@ pub struct Tally {
     pub lost: AtomicU64,
     pub carried_out: AtomicU64,
     pub refused: AtomicU64,
-    /// When each command arrived, for a benchmark to measure fan-out by.
-    pub arrivals: std::sync::Mutex<Vec<std::time::Instant>>,
+    /// Which device had a command, and when, for a benchmark to measure fan-out by.
+    pub arrivals: std::sync::Mutex<Vec<(Arc<str>, std::time::Instant)>>,
 }
 
 impl Tally {
@@ -191,6 +191,7 @@ pub async fn run_device(
             qr: true,
         }),
     };
+    let name: Arc<str> = device.device_id.as_str().into();
     let mut session = DeviceSession::new(identity, capabilities, DeviceState::factory(trusted));
     let plan = session
         .connect(Some(now()))
@@ -250,7 +251,7 @@ pub async fn run_device(
             .arrivals
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(std::time::Instant::now());
+            .push((name.clone(), std::time::Instant::now()));
         if behaviour.loss > 0.0 && dice.roll() < behaviour.loss {
             tally.lost.fetch_add(1, Ordering::Relaxed);
             continue;

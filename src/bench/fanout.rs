@@ -55,25 +55,27 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(at).copied().unwrap_or_default()
 }
 
-/// Waits until `tally` has counted `n` arrivals since `since` (or `limit` passes); returns
-/// the arrival times after `since`, sorted.
+/// Waits until `n` devices have had a command since `since` (or `limit` passes); returns when
+/// each first had one after `since`, sorted.
 async fn arrivals(tally: &Tally, since: Instant, n: usize, limit: Duration) -> Vec<Duration> {
     let deadline = Instant::now() + limit;
     loop {
-        let seen: Vec<Duration> = tally
-            .arrivals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|at| **at >= since)
-            .map(|at| at.duration_since(since))
-            .collect();
-        if seen.len() >= n || Instant::now() >= deadline {
-            let mut seen = seen;
+        let mut first: std::collections::HashMap<Arc<str>, Duration> = std::collections::HashMap::new();
+        for (device, at) in tally.arrivals.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if *at >= since {
+                let after = at.duration_since(since);
+                first
+                    .entry(device.clone())
+                    .and_modify(|d| *d = (*d).min(after))
+                    .or_insert(after);
+            }
+        }
+        if first.len() >= n || Instant::now() >= deadline {
+            let mut seen: Vec<Duration> = first.into_values().collect();
             seen.sort();
             return seen;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -109,7 +111,7 @@ async fn run(settings: &Settings, options: &FanoutOptions) -> anyhow::Result<()>
         .clone()
         .context("mqtt.url opened no device link")?;
     let broker = crate::device_link::broker_address(&settings.mqtt.url)?;
-    tokio::spawn(gateway::run_until_stopped(hub.clone()));
+    let gateway = tokio::spawn(gateway::run_until_stopped(hub.clone()));
 
     let village = super::first_village(&hub)?;
     let fleet = crate::simulate::register(&hub, "bench", (ChannelKind::Loudspeaker, &village), n, "fan")
@@ -126,17 +128,18 @@ async fn run(settings: &Settings, options: &FanoutOptions) -> anyhow::Result<()>
         .collect();
     let trusted = crate::simulate::trusted(&link);
     let tally = Arc::new(Tally::default());
+    let mut running = Vec::with_capacity(n);
     for device in fleet {
         let clock = hub.clock.clone();
         let now = move || u64::try_from(clock.now().timestamp()).unwrap_or_default();
-        tokio::spawn(run_device(
+        running.push(tokio::spawn(run_device(
             device,
             trusted,
             broker.clone(),
             now,
             Behaviour::default(),
             tally.clone(),
-        ));
+        )));
     }
     // Every device connected and announced (status and birth stored).
     let started = Instant::now();
@@ -193,6 +196,11 @@ async fn run(settings: &Settings, options: &FanoutOptions) -> anyhow::Result<()>
     }
     let peer_received = arrivals(&tally, peer_at, n, Duration::from_secs(60)).await;
 
+    // Done with them before the scratch store goes.
+    gateway.abort();
+    for device in running {
+        device.abort();
+    }
     let last = received.last().copied().unwrap_or_default();
     let peer_last = peer_received.last().copied().unwrap_or_default();
     println!("backend: {}", backend_name(&hub));

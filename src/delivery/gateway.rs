@@ -118,6 +118,13 @@ struct Listener {
     /// replaced key stops being heard without a restart.
     devices: HashMap<u32, (ReportingDevice, tokio::time::Instant)>,
     cursors: HashMap<String, ReportCursor>,
+    batch: Batch,
+}
+
+/// What waits for the next write: receipts, what devices said of themselves, the devices just
+/// born, and the reports all that came in.
+#[derive(Default)]
+struct Batch {
     pending: Vec<InboundReceipt>,
     heard: HashMap<String, (chrono::DateTime<chrono::Utc>, Heard)>,
     born: Vec<ReportingDevice>,
@@ -192,14 +199,16 @@ impl Listener {
             // A whole village reconnecting is thousands of these at once: kept, latest over
             // earlier, and written together with the receipts.
             let entry = self
+                .batch
                 .heard
                 .entry(report.device.clone())
                 .or_insert_with(|| (now, Heard::default()));
             *entry = (now, std::mem::take(&mut entry.1).then(heard));
             if matches!(report.msg, ReportBody::Birth(_)) {
-                self.born.push(device);
+                self.batch.born.push(device);
             }
-            self.first_pending_at
+            self.batch
+                .first_pending_at
                 .get_or_insert_with(tokio::time::Instant::now);
             return Ok(true);
         }
@@ -210,7 +219,7 @@ impl Listener {
             return Ok(false);
         };
         let raw = serde_json::to_value(&report).map_err(anyhow::Error::new)?;
-        self.pending.push(InboundReceipt {
+        self.batch.pending.push(InboundReceipt {
             channel: device.channel,
             target_id: device.target_id.clone(),
             receipt: ChannelReceipt {
@@ -223,11 +232,14 @@ impl Listener {
                 status,
             },
         });
-        self.first_pending_at
+        self.batch
+            .first_pending_at
             .get_or_insert_with(tokio::time::Instant::now);
         Ok(true)
     }
+}
 
+impl Batch {
     fn due(&self) -> bool {
         self.pending.len() + self.heard.len() >= FLUSH_ROWS
             // The broker sends only so many reports before it has their acks (Mosquitto: 20,
@@ -241,7 +253,29 @@ impl Listener {
 
     /// Stores what devices said of themselves and the waiting receipts, each in one write; sends
     /// the devices just born what they missed; then acknowledges the reports to the broker.
-    async fn flush(&mut self, hub: &Hub, client: &AsyncClient) -> Result<()> {
+    /// Runs beside the loop that polls the broker, which goes on meanwhile (commands keep
+    /// going out, reports keep coming in for the next batch). On failure the batch comes back
+    /// whole, to be merged into the next.
+    async fn store(mut self, hub: Arc<Hub>, client: AsyncClient) -> StoreResult {
+        if let Err(e) = self.write(&hub).await {
+            return Err((self, e));
+        }
+        for device in std::mem::take(&mut self.born) {
+            if let Err(e) = resend_valid(&hub, &device).await {
+                tracing::warn!(device = %device.key.device_id, error.cause_chain = ?e, "sending a returning device what it missed failed");
+            }
+        }
+        for publish in self.unacked {
+            // Not queued: the broker sends it again after a reconnect, and the inbox stores it
+            // once; meanwhile it holds one of the broker's few in-flight slots.
+            if let Err(e) = client.try_ack(&publish) {
+                tracing::warn!(error = %e, "acknowledging a stored report failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, hub: &Hub) -> Result<()> {
         if !self.heard.is_empty() {
             let txn = crate::store::begin_write(&hub.db).await?;
             for (device, (at, heard)) in &self.heard {
@@ -254,20 +288,28 @@ impl Listener {
             inbox::intake_batch(&hub.db, &self.pending, hub.clock.now()).await?;
             self.pending.clear();
         }
-        for device in std::mem::take(&mut self.born) {
-            resend_valid(hub, &device).await?;
-        }
-        // An ack that cannot be queued now is tried again at the next flush: left unacked, the
-        // report would hold one of the few slots the broker sends through.
-        let stored = std::mem::take(&mut self.unacked);
-        for publish in stored {
-            if let Err(e) = client.try_ack(&publish) {
-                tracing::warn!(error = %e, "acknowledging a stored report failed; trying again");
-                self.unacked.push(publish);
-            }
-        }
-        self.first_pending_at = None;
         Ok(())
+    }
+
+    /// Takes back a batch whose write failed, ahead of what came since.
+    fn absorb(&mut self, earlier: Batch) {
+        let mut pending = earlier.pending;
+        pending.append(&mut self.pending);
+        self.pending = pending;
+        for (device, (at, heard)) in earlier.heard {
+            let later = self.heard.remove(&device);
+            let merged = match later {
+                Some((later_at, later_heard)) => (later_at, heard.then(later_heard)),
+                None => (at, heard),
+            };
+            self.heard.insert(device, merged);
+        }
+        self.born.extend(earlier.born);
+        self.unacked.extend(earlier.unacked);
+        self.first_pending_at = match (earlier.first_pending_at, self.first_pending_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -327,6 +369,9 @@ async fn resend_valid(hub: &Hub, device: &ReportingDevice) -> Result<()> {
     Ok(())
 }
 
+/// How a batch's write ended: on failure, the batch back, to be merged into the next.
+type StoreResult = std::result::Result<(), (Batch, crate::error::Error)>;
+
 /// Hears device reports until the process ends; reconnects after a lost connection. Without
 /// a device link (no `mqtt.url`) there is nothing to hear, and it returns at once.
 pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
@@ -337,13 +382,26 @@ pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
         anyhow::bail!("the device link's event loop is already running");
     };
     let mut listener = Listener::default();
+    // The batch being written, beside the polling: while it is, the loop goes on sending
+    // commands and hearing reports into the next one.
+    let mut storing: Option<std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult> + Send>>> = None;
     loop {
-        let wait = match listener.first_pending_at {
-            Some(at) => FLUSH_AFTER.saturating_sub(at.elapsed()),
-            None => Duration::from_secs(3600),
+        // Woken by the clock only to start a write: while one runs, its end wakes the loop.
+        let wait = match listener.batch.first_pending_at {
+            Some(at) if storing.is_none() => FLUSH_AFTER.saturating_sub(at.elapsed()),
+            _ => Duration::from_secs(3600),
         };
         let event = tokio::select! {
             event = events.poll() => Some(event),
+            stored = async { match storing.as_mut() { Some(write) => write.await, None => std::future::pending().await } } => {
+                storing = None;
+                if let Err((batch, e)) = stored {
+                    tracing::error!(error.cause_chain = ?e, "storing device reports failed; retrying");
+                    listener.batch.absorb(batch);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                None
+            }
             () = tokio::time::sleep(wait) => None,
         };
         match event {
@@ -351,7 +409,7 @@ pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
                 // Reports held for acknowledgement belong to a session the broker no longer
                 // has: their packet ids mean nothing in the new one.
                 if !connack.session_present {
-                    listener.unacked.clear();
+                    listener.batch.unacked.clear();
                 }
                 // A new session (clean): subscribe again.
                 if let Err(e) = link.client().try_subscribe(REPORTS, QoS::AtLeastOnce) {
@@ -360,7 +418,7 @@ pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
             }
             Some(Ok(Event::Incoming(Packet::Publish(publish)))) => {
                 match listener.hear(&hub, &publish).await {
-                    Ok(true) => listener.unacked.push(publish),
+                    Ok(true) => listener.batch.unacked.push(publish),
                     Ok(false) => {
                         let _ = link.client().try_ack(&publish);
                     }
@@ -374,11 +432,9 @@ pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-        if listener.due()
-            && let Err(e) = listener.flush(&hub, link.client()).await
-        {
-            tracing::error!(error.cause_chain = ?e, "storing device receipts failed; retrying");
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        if storing.is_none() && listener.batch.due() {
+            let batch = std::mem::take(&mut listener.batch);
+            storing = Some(Box::pin(batch.store(hub.clone(), link.client().clone())));
         }
     }
 }
