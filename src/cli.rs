@@ -626,9 +626,7 @@ async fn simulate(
     let trusted = crate::simulate::trusted(&link);
     let tally = Arc::new(Tally::default());
     let fleet = fleet.into_iter().map(|device| {
-        // The devices keep the hub's time, as devices synced by its time_sync commands do.
-        let clock = hub.clock.clone();
-        let now = move || u64::try_from(clock.now().timestamp()).unwrap_or_default();
+        let now = crate::simulate::hub_time(&hub.clock);
         run_device(device, trusted, broker.clone(), now, behaviour, tally.clone())
     });
     println!(

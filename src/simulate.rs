@@ -23,6 +23,7 @@ use herald_firmware_protocol::{
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 
 use crate::{
+    clock::Clock,
     delivery::devices::{self, NewDevice, RowError},
     device_link::MqttLink,
     hub::Hub,
@@ -105,6 +106,13 @@ pub async fn register(
         device.credential = Some(issued.credential.clone());
     }
     Ok(Ok(fleet))
+}
+
+/// A device clock that keeps the hub's time, as devices synced by its `time_sync` do: Unix
+/// seconds.
+pub fn hub_time(clock: &Clock) -> impl Fn() -> u64 + Send + 'static {
+    let clock = clock.clone();
+    move || u64::try_from(clock.now().timestamp()).unwrap_or_default()
 }
 
 /// The hub's issuer key as a device is flashed with it.

@@ -130,13 +130,11 @@ async fn run(settings: &Settings, options: &FanoutOptions) -> anyhow::Result<()>
     let tally = Arc::new(Tally::default());
     let mut running = Vec::with_capacity(n);
     for device in fleet {
-        let clock = hub.clock.clone();
-        let now = move || u64::try_from(clock.now().timestamp()).unwrap_or_default();
         running.push(tokio::spawn(run_device(
             device,
             trusted,
             broker.clone(),
-            now,
+            crate::simulate::hub_time(&hub.clock),
             Behaviour::default(),
             tally.clone(),
         )));

@@ -207,31 +207,31 @@ impl Listener {
             if matches!(report.msg, ReportBody::Birth(_)) {
                 self.batch.born.push(device);
             }
-            self.batch
-                .first_pending_at
-                .get_or_insert_with(tokio::time::Instant::now);
-            return Ok(true);
-        }
-        let (Some(status), Some(command)) = (
-            receipt_status(device.channel, &report.msg),
-            command_id(&report.msg),
-        ) else {
-            return Ok(false);
-        };
-        let raw = serde_json::to_value(&report).map_err(anyhow::Error::new)?;
-        self.batch.pending.push(InboundReceipt {
-            channel: device.channel,
-            target_id: device.target_id.clone(),
-            receipt: ChannelReceipt {
-                correlation: Correlation::ExternalId(command.to_owned()),
-                // The device's own count: a redelivered report is the same receipt.
-                dedup: format!("{}:{}:{}", report.device, report.session, report.seq),
-                source_time: chrono::DateTime::from_timestamp(i64::try_from(report.sent_at).unwrap_or(0), 0)
+        } else {
+            let (Some(status), Some(command)) = (
+                receipt_status(device.channel, &report.msg),
+                command_id(&report.msg),
+            ) else {
+                return Ok(false);
+            };
+            let raw = serde_json::to_value(&report).map_err(anyhow::Error::new)?;
+            self.batch.pending.push(InboundReceipt {
+                channel: device.channel,
+                target_id: device.target_id.clone(),
+                receipt: ChannelReceipt {
+                    correlation: Correlation::ExternalId(command.to_owned()),
+                    // The device's own count: a redelivered report is the same receipt.
+                    dedup: format!("{}:{}:{}", report.device, report.session, report.seq),
+                    source_time: chrono::DateTime::from_timestamp(
+                        i64::try_from(report.sent_at).unwrap_or(0),
+                        0,
+                    )
                     .filter(|_| report.sent_at > 0),
-                raw,
-                status,
-            },
-        });
+                    raw,
+                    status,
+                },
+            });
+        }
         self.batch
             .first_pending_at
             .get_or_insert_with(tokio::time::Instant::now);

@@ -94,16 +94,20 @@ pub async fn due_at(db: &impl ConnectionTrait, ids: &[&str], at: DateTime<Utc>) 
 
 /// Takes deliveries that need nothing more from the worker out of the queue.
 pub async fn dequeue(db: &impl ConnectionTrait, ids: &[&str]) -> Result<()> {
+    delete_rows_of::<delivery_queue::Entity>(db, delivery_queue::Column::DeliveryId, ids).await
+}
+
+/// Deletes the rows of `E` whose `column` (a delivery id) is one of `ids`.
+async fn delete_rows_of<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    column: E::Column,
+    ids: &[&str],
+) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    let backend = db.get_database_backend();
-    delivery_queue::Entity::delete_many()
-        .filter(among(
-            backend,
-            delivery_queue::Column::DeliveryId,
-            ids.iter().copied(),
-        ))
+    E::delete_many()
+        .filter(among(db.get_database_backend(), column, ids.iter().copied()))
         .exec(db)
         .await?;
     Ok(())
@@ -147,16 +151,5 @@ pub async fn await_report(db: &impl ConnectionTrait, ids: &[&str], confirm_by: D
 
 /// Stops watching `ids`: no longer `accepted`, they need no question.
 pub async fn report_settled(db: &impl ConnectionTrait, ids: &[&str]) -> Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    delivery_confirmation::Entity::delete_many()
-        .filter(among(
-            db.get_database_backend(),
-            delivery_confirmation::Column::DeliveryId,
-            ids.iter().copied(),
-        ))
-        .exec(db)
-        .await?;
-    Ok(())
+    delete_rows_of::<delivery_confirmation::Entity>(db, delivery_confirmation::Column::DeliveryId, ids).await
 }

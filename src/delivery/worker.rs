@@ -139,7 +139,7 @@ pub async fn claim(
     Ok(claimed)
 }
 
-/// Which rows of a chunk an update moved: all of them, as a rule, or those listed.
+/// Which rows an update moved: all of them, as a rule, or those listed.
 enum Moved {
     All,
     Only(HashSet<String>),
@@ -167,7 +167,7 @@ async fn move_to_sending(
     use sea_orm::sea_query::ExprTrait;
     let backend = txn.get_database_backend();
     let ids = || rows.iter().map(|row| row.id.as_str());
-    let update = Query::update()
+    let mut update = Query::update()
         .table(delivery::Entity)
         .value(delivery::Column::State, DeliveryState::Sending)
         .value(delivery::Column::LeaseOwner, worker_id)
@@ -182,7 +182,6 @@ async fn move_to_sending(
         .to_owned();
     // A lapsed lease is taken only while it is still lapsed: on PostgreSQL the claim locks
     // queue rows alone, and another instance may have taken the delivery since this one read it.
-    let mut update = update;
     if from == DeliveryState::Sending {
         update.cond_where(
             sea_orm::Condition::any()

@@ -14,8 +14,7 @@ use herald::{
 };
 use herald_channels::ChannelKind;
 use herald_firmware_protocol::{
-    CommandBody, KeyPair, Report, ReportBody, command::KeyRole, device::TrustedKey, frame::Direction,
-    report::AckStage, topic,
+    CommandBody, KeyPair, Report, ReportBody, frame::Direction, report::AckStage, topic,
 };
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use sea_orm::{ConnectionTrait, EntityTrait};
@@ -28,9 +27,7 @@ const VILLAGE: &str = "530426101001";
 
 fn broker() -> Option<(String, u16)> {
     let url = std::env::var("HERALD_TEST_MQTT_URL").ok()?;
-    let rest = url.strip_prefix("mqtt://")?.trim_end_matches('/');
-    let (host, port) = rest.rsplit_once(':')?;
-    Some((host.to_owned(), port.parse().ok()?))
+    Some(herald::device_link::broker_address(&url).expect("HERALD_TEST_MQTT_URL is mqtt://HOST:PORT"))
 }
 
 /// A device's signing key, from a seed the test picks.
@@ -59,11 +56,7 @@ async fn run_counted(
     tally: Arc<Tally>,
 ) {
     let link = hub.device_link.clone().expect("a device link");
-    let trusted = TrustedKey {
-        key_id: link.issuer_key_id(),
-        role: KeyRole::Operational,
-        public_key: link.issuer_public_key(),
-    };
+    let trusted = simulate::trusted(&link);
     let virtual_device = VirtualDevice {
         device_id: device.device_id,
         key_id,
@@ -71,7 +64,7 @@ async fn run_counted(
         screen: device.channel == ChannelKind::NoticeBoard,
         credential: None,
     };
-    let now = move || u64::try_from(hub.clock.now().timestamp()).expect("time");
+    let now = simulate::hub_time(&hub.clock);
     if let Err(e) =
         simulate::run_device(virtual_device, trusted, address, now, Behaviour::default(), tally).await
     {
