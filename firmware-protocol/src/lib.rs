@@ -11,6 +11,8 @@
 //! - [`topic`]: MQTT topic names.
 //! - [`device`]: the device's verifying state machine.
 //! - [`hub`]: signing commands and checking reports.
+//! - [`player`]: what a device does with accepted plays and displays: priority, preemption,
+//!   cancel, expiry, and the acks and proofs that report them.
 //!
 //! **Architecture Invariant:** this crate depends on no async runtime and no Herald crate and
 //! builds `no_std` + `alloc` (`--no-default-features`), so a vendor can build it for a
@@ -25,6 +27,7 @@ pub mod device;
 pub mod frame;
 pub mod hex;
 pub mod hub;
+pub mod player;
 pub mod report;
 pub mod topic;
 mod wire;

@@ -1,0 +1,479 @@
+//! What a device does with the plays and displays it accepted (PROTOCOL.md §7.3): priority,
+//! preemption, cancel, expiry, and the acks and proofs that report them.
+//!
+//! Sans-IO like the rest of the crate: the firmware (or the fleet simulator) hands in accepted
+//! commands and the time, and wakes the player at [`Player::next_wake`]; the player says which
+//! lifecycle acks and proofs to sign and send. Audio and screen are separate: a loudspeaker
+//! with a screen plays one item and shows another.
+
+use alloc::{string::String, vec::Vec};
+
+use crate::{
+    command::CommandBody,
+    device::Accepted,
+    report::{AckStage, Medium, Proof},
+};
+
+/// One thing the player reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Happening {
+    /// Sign and send this lifecycle ack for the command ([`crate::device::DeviceSession::progress`]).
+    Ack(Accepted, AckStage),
+    /// Sign and send this proof ([`crate::device::DeviceSession::report`]).
+    Proof(Proof),
+}
+
+#[derive(Clone, Debug)]
+struct Item {
+    accepted: Accepted,
+    medium: Medium,
+    priority: u8,
+    /// Seconds one run takes: every repeat of a play, one cycle through a display's pages.
+    length: u64,
+    not_after: u64,
+    /// A display stops showing here (its `until`).
+    until: Option<u64>,
+    start_at: Option<u64>,
+    started: Option<u64>,
+    /// A display that has shown every page once is `finished`, and stays on screen.
+    finished: bool,
+}
+
+impl Item {
+    fn id(&self) -> &str {
+        &self.accepted.command.id
+    }
+
+    /// When a running item next changes by itself.
+    fn wake(&self) -> Option<u64> {
+        let started = self.started?;
+        let run_ends = started.saturating_add(self.length);
+        match self.medium {
+            Medium::Audio => Some(run_ends.min(self.not_after.saturating_add(1))),
+            Medium::Display => {
+                let stops = self
+                    .until
+                    .unwrap_or(u64::MAX)
+                    .min(self.not_after.saturating_add(1));
+                Some(if self.finished { stops } else { run_ends.min(stops) })
+            }
+        }
+    }
+
+    fn proof(&self, now: u64, completed: bool) -> Proof {
+        let start = self.started.unwrap_or(now);
+        Proof {
+            item: self.accepted.command.id.clone(),
+            medium: self.medium,
+            start,
+            end: now.max(start),
+            duration_ms: now.saturating_sub(start).saturating_mul(1000),
+            completed,
+        }
+    }
+}
+
+/// The device's items: at most one running per medium, the rest waiting in priority order,
+/// first in first out within a priority.
+#[derive(Clone, Debug, Default)]
+pub struct Player {
+    running: Vec<Item>,
+    waiting: Vec<Item>,
+}
+
+impl Player {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes an accepted command ([`crate::device::Output::Execute`]). `length` is how many
+    /// seconds one run takes on this device: the audio or speech times its repeats, or one
+    /// cycle through a display's pages. Commands other than play, display and cancel are done
+    /// at once.
+    pub fn execute(&mut self, now: u64, accepted: Accepted, length: u64) -> Vec<Happening> {
+        let not_after = accepted.command.not_after;
+        let (medium, priority, start_at, until) = match &accepted.command.cmd {
+            CommandBody::Play(play) => (Medium::Audio, play.priority, play.start_at, None),
+            CommandBody::Display(display) => {
+                (Medium::Display, display.priority, display.start_at, display.until)
+            }
+            CommandBody::Cancel(cancel) => {
+                let mut happenings = self.cancel(now, cancel.target.as_deref());
+                happenings.push(Happening::Ack(accepted, AckStage::Finished));
+                happenings.extend(self.advance(now));
+                return happenings;
+            }
+            _ => return alloc::vec![Happening::Ack(accepted, AckStage::Finished)],
+        };
+        let id = accepted.command.id.clone();
+        let item = Item {
+            accepted,
+            medium,
+            priority,
+            length,
+            not_after,
+            until,
+            start_at,
+            started: None,
+            finished: false,
+        };
+        // Stable: equal priorities keep their order of arrival.
+        let at = self
+            .waiting
+            .iter()
+            .position(|w| w.priority > item.priority)
+            .unwrap_or(self.waiting.len());
+        self.waiting.insert(at, item);
+        let mut happenings = self.advance(now);
+        if let Some(waiting) = self.waiting.iter().find(|w| w.id() == id) {
+            happenings.push(Happening::Ack(waiting.accepted.clone(), AckStage::Queued));
+        }
+        happenings
+    }
+
+    /// Stops `target` (a command id), or everything when `None`: running items are
+    /// `preempted` with a proof, waiting ones `preempted` without.
+    pub fn cancel(&mut self, now: u64, target: Option<&str>) -> Vec<Happening> {
+        let hit = |item: &Item| target.is_none_or(|t| item.id() == t);
+        let mut happenings = Vec::new();
+        let (stopped, kept): (Vec<Item>, Vec<Item>) = self.running.drain(..).partition(|i| hit(i));
+        self.running = kept;
+        for item in stopped {
+            happenings.push(Happening::Proof(item.proof(now, item.finished)));
+            happenings.push(Happening::Ack(item.accepted, AckStage::Preempted));
+        }
+        let (dropped, kept): (Vec<Item>, Vec<Item>) = self.waiting.drain(..).partition(|i| hit(i));
+        self.waiting = kept;
+        for item in dropped {
+            happenings.push(Happening::Ack(item.accepted, AckStage::Preempted));
+        }
+        happenings
+    }
+
+    /// Moves the player to `now`: runs end, displays stop, waiting items expire or start, and
+    /// a higher priority preempts a lower one.
+    pub fn advance(&mut self, now: u64) -> Vec<Happening> {
+        let mut happenings = Vec::new();
+        // Running items that ended by themselves.
+        let mut still = Vec::new();
+        for mut item in self.running.drain(..) {
+            let ran = now >= item.started.unwrap_or(now).saturating_add(item.length);
+            match item.medium {
+                Medium::Audio if ran => {
+                    happenings.push(Happening::Ack(item.accepted.clone(), AckStage::Finished));
+                    happenings.push(Happening::Proof(item.proof(now, true)));
+                }
+                Medium::Audio if now > item.not_after => {
+                    happenings.push(Happening::Proof(item.proof(now, false)));
+                    happenings.push(Happening::Ack(item.accepted, AckStage::Expired));
+                }
+                Medium::Audio => still.push(item),
+                Medium::Display => {
+                    if ran && !item.finished {
+                        item.finished = true;
+                        happenings.push(Happening::Ack(item.accepted.clone(), AckStage::Finished));
+                    }
+                    let until_passed = item.until.is_some_and(|until| now >= until);
+                    if until_passed || now > item.not_after {
+                        let completed = item.finished;
+                        happenings.push(Happening::Proof(item.proof(now, completed)));
+                        if !completed {
+                            happenings.push(Happening::Ack(item.accepted, AckStage::Expired));
+                        }
+                    } else {
+                        still.push(item);
+                    }
+                }
+            }
+        }
+        self.running = still;
+        // Waiting items past their life never start.
+        let (expired, waiting): (Vec<Item>, Vec<Item>) = self
+            .waiting
+            .drain(..)
+            .partition(|i| now > i.not_after || i.until.is_some_and(|until| now >= until));
+        self.waiting = waiting;
+        for item in expired {
+            happenings.push(Happening::Ack(item.accepted, AckStage::Expired));
+        }
+        // The best waiting item of each medium starts when its time has come and nothing of
+        // higher or equal priority runs; a lower one running is preempted.
+        for medium in [Medium::Audio, Medium::Display] {
+            let Some(at) = self
+                .waiting
+                .iter()
+                .position(|i| i.medium == medium && i.start_at.is_none_or(|s| s <= now))
+            else {
+                continue;
+            };
+            let candidate = self.waiting[at].priority;
+            if let Some(run) = self.running.iter().position(|r| r.medium == medium) {
+                if self.running[run].priority <= candidate {
+                    continue;
+                }
+                let item = self.running.remove(run);
+                happenings.push(Happening::Proof(item.proof(now, item.finished)));
+                happenings.push(Happening::Ack(item.accepted, AckStage::Preempted));
+            }
+            let mut item = self.waiting.remove(at);
+            item.started = Some(now);
+            happenings.push(Happening::Ack(item.accepted.clone(), AckStage::Started));
+            self.running.push(item);
+        }
+        // A zero-length run (an instant simulator) ends at once.
+        if self
+            .running
+            .iter()
+            .any(|i| i.started == Some(now) && i.length == 0 && !i.finished)
+        {
+            happenings.extend(self.advance(now));
+        }
+        happenings
+    }
+
+    /// The earliest time [`Player::advance`] has something to do, if any.
+    pub fn next_wake(&self) -> Option<u64> {
+        let running = self.running.iter().filter_map(Item::wake);
+        let waiting = self.waiting.iter().map(|i| {
+            let expires = i.not_after.saturating_add(1);
+            i.start_at.map_or(expires, |s| s.min(expires))
+        });
+        running.chain(waiting).min()
+    }
+
+    /// The command ids playing or showing now.
+    pub fn running(&self) -> impl Iterator<Item = &str> {
+        self.running.iter().map(Item::id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::{vec, vec::Vec};
+
+    use super::*;
+    use crate::command::{Audience, Cancel, Command, Display, Play, PlaySource, TtsText};
+
+    const NOW: u64 = 1_790_000_000;
+
+    fn accepted(id: &str, cmd: CommandBody) -> Accepted {
+        Accepted {
+            key_id: 1,
+            command: Command {
+                seq: 1,
+                issued_at: NOW,
+                not_after: NOW + 600,
+                id: id.into(),
+                to: Audience::Devices(vec!["d".into()]),
+                cmd,
+            },
+        }
+    }
+
+    fn play(id: &str, priority: u8) -> Accepted {
+        accepted(
+            id,
+            CommandBody::Play(Play {
+                priority,
+                source: PlaySource::Tts(TtsText {
+                    text: "通知".into(),
+                    lang: "zh-CN".into(),
+                }),
+                repeat: 1,
+                start_at: None,
+                override_quiet_hours: false,
+            }),
+        )
+    }
+
+    fn display(id: &str, priority: u8, until: Option<u64>) -> Accepted {
+        accepted(
+            id,
+            CommandBody::Display(Display {
+                priority,
+                pages: vec!["通知".into()],
+                page_seconds: 10,
+                qr: None,
+                start_at: None,
+                until,
+            }),
+        )
+    }
+
+    fn cancel(id: &str, target: Option<&str>) -> Accepted {
+        accepted(
+            id,
+            CommandBody::Cancel(Cancel {
+                target: target.map(Into::into),
+            }),
+        )
+    }
+
+    /// The acks as (command id, stage), proofs as (item, "proof", completed).
+    fn acks(happenings: &[Happening]) -> Vec<(String, AckStage)> {
+        happenings
+            .iter()
+            .filter_map(|h| match h {
+                Happening::Ack(a, stage) => Some((a.command.id.clone(), *stage)),
+                Happening::Proof(_) => None,
+            })
+            .collect()
+    }
+
+    fn proofs(happenings: &[Happening]) -> Vec<(String, bool)> {
+        happenings
+            .iter()
+            .filter_map(|h| match h {
+                Happening::Proof(p) => Some((p.item.clone(), p.completed)),
+                Happening::Ack(..) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_play_starts_runs_its_length_then_finishes_with_a_proof() {
+        let mut player = Player::new();
+        let h = player.execute(NOW, play("a", 5), 30);
+        assert_eq!(acks(&h), vec![("a".into(), AckStage::Started)]);
+        assert_eq!(player.next_wake(), Some(NOW + 30));
+        assert!(player.advance(NOW + 29).is_empty());
+        let h = player.advance(NOW + 30);
+        assert_eq!(acks(&h), vec![("a".into(), AckStage::Finished)]);
+        assert_eq!(proofs(&h), vec![("a".into(), true)]);
+        assert_eq!(player.running().count(), 0);
+    }
+
+    #[test]
+    fn a_zero_length_play_finishes_at_once() {
+        let mut player = Player::new();
+        let h = player.execute(NOW, play("a", 5), 0);
+        let want = vec![("a".into(), AckStage::Started), ("a".into(), AckStage::Finished)];
+        assert_eq!(acks(&h), want);
+        assert_eq!(proofs(&h), vec![("a".into(), true)]);
+    }
+
+    #[test]
+    fn a_higher_priority_preempts_and_the_preempted_item_never_resumes() {
+        let mut player = Player::new();
+        player.execute(NOW, play("routine", 5), 60);
+        let h = player.execute(NOW + 5, play("alarm", 2), 30);
+        let want = vec![
+            ("routine".into(), AckStage::Preempted),
+            ("alarm".into(), AckStage::Started),
+        ];
+        assert_eq!(acks(&h), want);
+        assert_eq!(proofs(&h), vec![("routine".into(), false)]);
+        let h = player.advance(NOW + 35);
+        assert_eq!(acks(&h), vec![("alarm".into(), AckStage::Finished)]);
+        assert_eq!(player.running().count(), 0, "the routine item does not come back");
+    }
+
+    #[test]
+    fn equal_or_lower_priority_waits_and_starts_after() {
+        let mut player = Player::new();
+        player.execute(NOW, play("first", 5), 10);
+        let h = player.execute(NOW + 1, play("second", 5), 10);
+        assert_eq!(acks(&h), vec![("second".into(), AckStage::Queued)]);
+        let h = player.execute(NOW + 2, play("lower", 6), 10);
+        assert_eq!(acks(&h), vec![("lower".into(), AckStage::Queued)]);
+        let h = player.advance(NOW + 10);
+        let want = vec![
+            ("first".into(), AckStage::Finished),
+            ("second".into(), AckStage::Started),
+        ];
+        assert_eq!(acks(&h), want);
+        let h = player.advance(NOW + 20);
+        let want = vec![
+            ("second".into(), AckStage::Finished),
+            ("lower".into(), AckStage::Started),
+        ];
+        assert_eq!(acks(&h), want);
+    }
+
+    #[test]
+    fn a_cancel_stops_its_target_and_the_next_item_starts() {
+        let mut player = Player::new();
+        player.execute(NOW, display("alert", 2, None), 0);
+        player.execute(NOW, display("notice", 5, None), 0);
+        assert_eq!(player.running().collect::<Vec<_>>(), vec!["alert"]);
+        let h = player.execute(NOW + 5, cancel("c", Some("alert")), 0);
+        let want = vec![
+            ("alert".into(), AckStage::Preempted),
+            ("c".into(), AckStage::Finished),
+            ("notice".into(), AckStage::Started),
+            ("notice".into(), AckStage::Finished),
+        ];
+        assert_eq!(acks(&h), want);
+        assert_eq!(
+            proofs(&h),
+            vec![("alert".into(), true)],
+            "the alert had shown every page"
+        );
+        assert_eq!(player.running().collect::<Vec<_>>(), vec!["notice"]);
+    }
+
+    #[test]
+    fn a_cancel_of_everything_stops_running_and_waiting_items() {
+        let mut player = Player::new();
+        player.execute(NOW, play("a", 5), 60);
+        player.execute(NOW, play("b", 5), 60);
+        let h = player.execute(NOW + 1, cancel("c", None), 0);
+        let want = vec![
+            ("a".into(), AckStage::Preempted),
+            ("b".into(), AckStage::Preempted),
+            ("c".into(), AckStage::Finished),
+        ];
+        assert_eq!(acks(&h), want);
+        assert_eq!(player.next_wake(), None);
+    }
+
+    #[test]
+    fn a_display_shows_until_its_until_then_proves_it() {
+        let mut player = Player::new();
+        let h = player.execute(NOW, display("alert", 2, Some(NOW + 100)), 20);
+        assert_eq!(acks(&h), vec![("alert".into(), AckStage::Started)]);
+        let h = player.advance(NOW + 20);
+        assert_eq!(acks(&h), vec![("alert".into(), AckStage::Finished)]);
+        assert_eq!(
+            player.running().collect::<Vec<_>>(),
+            vec!["alert"],
+            "still on screen"
+        );
+        assert_eq!(player.next_wake(), Some(NOW + 100));
+        let h = player.advance(NOW + 100);
+        assert_eq!(proofs(&h), vec![("alert".into(), true)]);
+        assert_eq!(player.running().count(), 0);
+    }
+
+    #[test]
+    fn audio_and_screen_run_side_by_side() {
+        let mut player = Player::new();
+        player.execute(NOW, play("spoken", 5), 60);
+        let h = player.execute(NOW, display("shown", 5, None), 60);
+        assert_eq!(acks(&h), vec![("shown".into(), AckStage::Started)]);
+        assert_eq!(player.running().count(), 2);
+    }
+
+    #[test]
+    fn a_waiting_item_past_not_after_expires_without_starting() {
+        let mut player = Player::new();
+        player.execute(NOW, play("long", 2), 10_000);
+        player.execute(NOW, play("later", 5), 10);
+        let h = player.advance(NOW + 601);
+        assert!(acks(&h).contains(&("later".into(), AckStage::Expired)));
+    }
+
+    #[test]
+    fn a_start_time_holds_an_item_back() {
+        let mut player = Player::new();
+        let mut timed = play("timed", 5);
+        if let CommandBody::Play(p) = &mut timed.command.cmd {
+            p.start_at = Some(NOW + 50);
+        }
+        let h = player.execute(NOW, timed, 10);
+        assert_eq!(acks(&h), vec![("timed".into(), AckStage::Queued)]);
+        assert_eq!(player.next_wake(), Some(NOW + 50));
+        let h = player.advance(NOW + 50);
+        assert_eq!(acks(&h), vec![("timed".into(), AckStage::Started)]);
+    }
+}
