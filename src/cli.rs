@@ -88,6 +88,10 @@ enum Command {
         /// Share of commands that never reach a device, 0 to 1.
         #[arg(long, default_value_t = 0.0)]
         loss: f64,
+        /// Seconds each play (all its repeats) or each cycle through a display's pages takes;
+        /// 0: at once.
+        #[arg(long, default_value_t = 0)]
+        run_seconds: u64,
         /// Stop after this many seconds; 0: run until interrupted.
         #[arg(long, default_value_t = 0)]
         seconds: u64,
@@ -314,11 +318,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             area,
             latency_ms,
             loss,
+            run_seconds,
             seconds,
         } => {
             let behaviour = crate::simulate::Behaviour {
                 latency: std::time::Duration::from_millis(latency_ms),
                 loss,
+                run_seconds,
             };
             simulate(settings, (devices, channel, area), behaviour, seconds).await
         }

@@ -186,6 +186,9 @@ impl StorageSettings {
 pub struct ContentSettings {
     /// Regular expression every 索引号 must match; local practice varies, so it is configurable.
     pub index_no_pattern: String,
+    /// The organisation code (机构代码) before the 索引号 of items Herald numbers itself: CAP
+    /// alerts, numbered `<code>/<year>-9nnnnn`.
+    pub organisation_code: String,
     /// Largest accepted body (and redacted body), in bytes of UTF-8.
     pub max_body_bytes: usize,
     pub max_attachment_bytes: usize,
@@ -210,6 +213,7 @@ impl Default for ContentSettings {
     fn default() -> Self {
         Self {
             index_no_pattern: r"^([0-9A-Z]{9}|[0-9A-HJ-NPQRTUWXY]{18})/\d{4}-\d{5,6}$".into(),
+            organisation_code: "000014349".into(),
             max_body_bytes: 1024 * 1024,
             max_attachment_bytes: 20 * 1024 * 1024,
             attachment_types: [

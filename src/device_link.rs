@@ -142,6 +142,7 @@ impl DeviceLink for MqttLink {
         audience: Audience,
         body: CommandBody,
         lifetime: Duration,
+        ends_by: Option<u64>,
     ) -> std::result::Result<IssuedCommand, String> {
         let seq = self.next_sequence().await.map_err(|e| e.to_string())?;
         let now = self.clock.now();
@@ -149,7 +150,9 @@ impl DeviceLink for MqttLink {
         let command = Command {
             seq,
             issued_at,
-            not_after: issued_at.saturating_add(lifetime.as_secs()),
+            not_after: issued_at
+                .saturating_add(lifetime.as_secs())
+                .min(ends_by.unwrap_or(u64::MAX)),
             id: self.clock.new_id().to_string(),
             to: audience,
             cmd: body,

@@ -16,9 +16,10 @@ use std::{
 use herald_channels::ChannelKind;
 use herald_firmware_protocol::command::KeyRole;
 use herald_firmware_protocol::{
-    CommandBody, DeviceSession, KeyPair, Output,
+    DeviceSession, KeyPair, Output,
     device::{Capabilities, DeviceIdentity, DeviceState, TrustedKey},
-    report::{AckStage, Medium, Proof, ReportBody, Screen},
+    player::{Happening, Player},
+    report::{ReportBody, Screen},
 };
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 
@@ -131,6 +132,9 @@ pub struct Behaviour {
     pub latency: Duration,
     /// Share of commands that never arrive (0.0 to 1.0).
     pub loss: f64,
+    /// Seconds one run of an item takes: every repeat of a play, one cycle through a
+    /// display's pages. Zero: done at once (a display then stays on screen until it stops).
+    pub run_seconds: u64,
 }
 
 /// What a fleet did, counted as it happens.
@@ -143,9 +147,17 @@ pub struct Tally {
     pub refused: AtomicU64,
     /// Which device had a command, and when, for a benchmark to measure fan-out by.
     pub arrivals: std::sync::Mutex<Vec<(Arc<str>, std::time::Instant)>>,
+    /// What each device plays or shows now, by command id.
+    pub running: std::sync::Mutex<std::collections::HashMap<Arc<str>, Vec<String>>>,
 }
 
 impl Tally {
+    /// The devices playing or showing command `id` now.
+    pub fn running_command(&self, id: &str) -> usize {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.values().filter(|ids| ids.iter().any(|i| i == id)).count()
+    }
+
     pub fn line(&self) -> String {
         format!(
             "connected {}, commands {}, lost {}, carried out {}, refused {}",
@@ -238,73 +250,80 @@ pub async fn run_device(
         device.seed[6],
         device.seed[7] | 1,
     ]));
+    let mut player = Player::new();
     loop {
-        let event = match events.poll().await {
-            Ok(event) => event,
-            Err(_) => {
+        // Wake for the player's next change, on the device's clock of whole seconds.
+        let wake = player
+            .next_wake()
+            .map(|at| Duration::from_secs(at.saturating_sub(now())));
+        let polled = match wake {
+            Some(after) => tokio::select! {
+                polled = events.poll() => Some(polled),
+                () = tokio::time::sleep(after.max(Duration::from_millis(50))) => None,
+            },
+            None => Some(events.poll().await),
+        };
+        let mut happenings = Vec::new();
+        let mut sends = Vec::new();
+        match polled {
+            None => happenings = player.advance(now()),
+            Some(Err(_)) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-        };
-        let command = match event {
-            Event::Incoming(Packet::ConnAck(_)) => {
+            Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 tally.connected.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            Event::Incoming(Packet::Publish(command)) => command,
-            _ => continue,
-        };
-        tally.commands.fetch_add(1, Ordering::Relaxed);
+            Some(Ok(Event::Incoming(Packet::Publish(command)))) => {
+                tally.commands.fetch_add(1, Ordering::Relaxed);
+                tally
+                    .arrivals
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((name.clone(), std::time::Instant::now()));
+                if behaviour.loss > 0.0 && dice.roll() < behaviour.loss {
+                    tally.lost.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if !behaviour.latency.is_zero() {
+                    tokio::time::sleep(behaviour.latency).await;
+                }
+                let outputs = session.handle(Some(now()), &command.topic, &command.payload);
+                // A command that passes comes out to be carried out; one refused, as an ack alone.
+                let counter = if outputs.iter().any(|o| matches!(o, Output::Execute(_))) {
+                    &tally.carried_out
+                } else {
+                    &tally.refused
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                for output in outputs {
+                    match output {
+                        Output::Publish(publish) => sends.push(publish),
+                        Output::Execute(accepted) => {
+                            happenings.extend(player.execute(now(), accepted, behaviour.run_seconds));
+                        }
+                        Output::Persist | Output::SetClock(_) => {}
+                    }
+                }
+            }
+            Some(Ok(_)) => continue,
+        }
+        for happening in happenings {
+            sends.push(match happening {
+                Happening::Ack(accepted, stage) => session.progress(Some(now()), &accepted, stage, None)?,
+                Happening::Proof(proof) => session.report(Some(now()), ReportBody::Proof(proof))?,
+            });
+        }
         tally
-            .arrivals
+            .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((name.clone(), std::time::Instant::now()));
-        if behaviour.loss > 0.0 && dice.roll() < behaviour.loss {
-            tally.lost.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        if !behaviour.latency.is_zero() {
-            tokio::time::sleep(behaviour.latency).await;
-        }
-        let outputs = session.handle(Some(now()), &command.topic, &command.payload);
-        // A command that passes comes out to be carried out; one refused, as an ack alone.
-        let counter = if outputs.iter().any(|o| matches!(o, Output::Execute(_))) {
-            &tally.carried_out
-        } else {
-            &tally.refused
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        for output in outputs {
-            let mut sends = Vec::new();
-            match output {
-                Output::Publish(publish) => sends.push(publish),
-                Output::Execute(accepted) => {
-                    let medium = match accepted.command.cmd {
-                        CommandBody::Display(_) => Medium::Display,
-                        _ => Medium::Audio,
-                    };
-                    for stage in [AckStage::Started, AckStage::Finished] {
-                        sends.push(session.progress(Some(now()), &accepted, stage, None)?);
-                    }
-                    let at = now();
-                    let proof = Proof {
-                        item: accepted.command.id.clone(),
-                        medium,
-                        start: at,
-                        end: at,
-                        duration_ms: 1000,
-                        completed: true,
-                    };
-                    sends.push(session.report(Some(now()), ReportBody::Proof(proof))?);
-                }
-                Output::Persist | Output::SetClock(_) => {}
-            }
-            for publish in sends {
-                client
-                    .publish(publish.topic, QoS::AtLeastOnce, publish.retain, publish.payload)
-                    .await?;
-            }
+            .insert(name.clone(), player.running().map(str::to_owned).collect());
+        for publish in sends {
+            client
+                .publish(publish.topic, QoS::AtLeastOnce, publish.retain, publish.payload)
+                .await?;
         }
     }
 }

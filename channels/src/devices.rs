@@ -32,13 +32,15 @@ pub struct IssuedCommand {
 /// What the hub lends the device adapters: signing and the broker.
 #[async_trait::async_trait]
 pub trait DeviceLink: Send + Sync {
-    /// Signs `body` for `audience`, valid for `lifetime` from now (the hub's clock, the next
-    /// sequence of its issuer key, a fresh command id).
+    /// Signs `body` for `audience`, valid for `lifetime` from now and never past `ends_by`
+    /// (Unix seconds) when given (the hub's clock, the next sequence of its issuer key, a fresh
+    /// command id).
     async fn issue(
         &self,
         audience: Audience,
         body: CommandBody,
         lifetime: Duration,
+        ends_by: Option<u64>,
     ) -> Result<IssuedCommand, String>;
 
     /// Hands a frame to the broker for `topic` (QoS 1).
@@ -78,6 +80,10 @@ pub struct Announcement {
     /// Notice boards: the portal page, shown as a QR code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// Unix seconds the item expires at: no device plays or shows it after, and a notice
+    /// board shows it until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
 }
 
 /// The loudspeaker or notice-board adapter.
@@ -119,7 +125,7 @@ impl DeviceChannel {
                 page_seconds: 10,
                 qr: announcement.link.clone(),
                 start_at: None,
-                until: None,
+                until: announcement.until,
             }),
             _ => CommandBody::Play(Play {
                 priority,
@@ -134,6 +140,14 @@ impl DeviceChannel {
             }),
         }
     }
+}
+
+/// An RFC 3339 time as the Unix seconds a device reads.
+fn unix_seconds(at: &str) -> Result<u64, RenderError> {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .ok()
+        .and_then(|t| u64::try_from(t.timestamp()).ok())
+        .ok_or_else(|| RenderError::Unrenderable(format!("expires_at `{at}` is not an RFC 3339 time")))
 }
 
 /// The device a target stands for (`config.device_id`, set when the device is registered).
@@ -177,6 +191,10 @@ impl Channel for DeviceChannel {
             speech: None,
             pages: Vec::new(),
             link: None,
+            until: match &item.expires_at {
+                Some(at) => Some(unix_seconds(at)?),
+                None => None,
+            },
         };
         if self.kind == ChannelKind::NoticeBoard {
             announcement.pages = pages(&format!("{}\n{}", item.title, body));
@@ -254,7 +272,11 @@ impl Channel for DeviceChannel {
         }
         for group in addressed.chunks(DEVICES_PER_COMMAND) {
             let audience = Audience::Devices(group.iter().map(|(_, d)| (*d).to_owned()).collect());
-            let issued = match self.link.issue(audience, body.clone(), self.lifetime).await {
+            let issued = match self
+                .link
+                .issue(audience, body.clone(), self.lifetime, announcement.until)
+                .await
+            {
                 Ok(issued) => issued,
                 Err(e) => {
                     for (i, _) in group {
@@ -327,7 +349,12 @@ impl Channel for DeviceChannel {
         });
         let issued = match self
             .link
-            .issue(Audience::Devices(vec![device.to_owned()]), body, self.lifetime)
+            .issue(
+                Audience::Devices(vec![device.to_owned()]),
+                body,
+                self.lifetime,
+                None,
+            )
             .await
         {
             Ok(issued) => issued,

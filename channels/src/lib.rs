@@ -130,6 +130,10 @@ pub struct PublishedItem {
     pub emergency: bool,
     /// RFC 3339.
     pub published_at: String,
+    /// RFC 3339: when the item stops being valid (有效期, or an alert's `expires`); channels
+    /// that show it until a time stop it here.
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -6,7 +6,7 @@
 //! lifecycle acks and proofs to sign and send. Audio and screen are separate: a loudspeaker
 //! with a screen plays one item and shows another.
 
-use alloc::{string::String, vec::Vec};
+use alloc::vec::Vec;
 
 use crate::{
     command::CommandBody,
@@ -88,8 +88,8 @@ impl Player {
 
     /// Takes an accepted command ([`crate::device::Output::Execute`]). `length` is how many
     /// seconds one run takes on this device: the audio or speech times its repeats, or one
-    /// cycle through a display's pages. Commands other than play, display and cancel are done
-    /// at once.
+    /// cycle through a display's pages. Other commands (cancel, schedule sync, config) start
+    /// and finish at once.
     pub fn execute(&mut self, now: u64, accepted: Accepted, length: u64) -> Vec<Happening> {
         let not_after = accepted.command.not_after;
         let (medium, priority, start_at, until) = match &accepted.command.cmd {
@@ -99,11 +99,17 @@ impl Player {
             }
             CommandBody::Cancel(cancel) => {
                 let mut happenings = self.cancel(now, cancel.target.as_deref());
+                happenings.push(Happening::Ack(accepted.clone(), AckStage::Started));
                 happenings.push(Happening::Ack(accepted, AckStage::Finished));
                 happenings.extend(self.advance(now));
                 return happenings;
             }
-            _ => return alloc::vec![Happening::Ack(accepted, AckStage::Finished)],
+            _ => {
+                return alloc::vec![
+                    Happening::Ack(accepted.clone(), AckStage::Started),
+                    Happening::Ack(accepted, AckStage::Finished),
+                ];
+            }
         };
         let id = accepted.command.id.clone();
         let item = Item {
@@ -208,12 +214,18 @@ impl Player {
             };
             let candidate = self.waiting[at].priority;
             if let Some(run) = self.running.iter().position(|r| r.medium == medium) {
-                if self.running[run].priority <= candidate {
+                let running = &self.running[run];
+                // A display that has shown every page gives way to the next of its priority,
+                // as a notice board turns to its next notice; its proof says it ran to its end.
+                let gives_way = running.finished && running.priority == candidate;
+                if running.priority <= candidate && !gives_way {
                     continue;
                 }
                 let item = self.running.remove(run);
                 happenings.push(Happening::Proof(item.proof(now, item.finished)));
-                happenings.push(Happening::Ack(item.accepted, AckStage::Preempted));
+                if !gives_way {
+                    happenings.push(Happening::Ack(item.accepted, AckStage::Preempted));
+                }
             }
             let mut item = self.waiting.remove(at);
             item.started = Some(now);
@@ -249,7 +261,7 @@ impl Player {
 
 #[cfg(test)]
 mod tests {
-    use alloc::{vec, vec::Vec};
+    use alloc::{string::String, vec, vec::Vec};
 
     use super::*;
     use crate::command::{Audience, Cancel, Command, Display, Play, PlaySource, TtsText};
@@ -399,6 +411,7 @@ mod tests {
         let h = player.execute(NOW + 5, cancel("c", Some("alert")), 0);
         let want = vec![
             ("alert".into(), AckStage::Preempted),
+            ("c".into(), AckStage::Started),
             ("c".into(), AckStage::Finished),
             ("notice".into(), AckStage::Started),
             ("notice".into(), AckStage::Finished),
@@ -421,6 +434,7 @@ mod tests {
         let want = vec![
             ("a".into(), AckStage::Preempted),
             ("b".into(), AckStage::Preempted),
+            ("c".into(), AckStage::Started),
             ("c".into(), AckStage::Finished),
         ];
         assert_eq!(acks(&h), want);
@@ -443,6 +457,21 @@ mod tests {
         let h = player.advance(NOW + 100);
         assert_eq!(proofs(&h), vec![("alert".into(), true)]);
         assert_eq!(player.running().count(), 0);
+    }
+
+    #[test]
+    fn a_shown_display_gives_way_to_the_next_of_its_priority_but_not_to_a_lower_one() {
+        let mut player = Player::new();
+        player.execute(NOW, display("first", 5, None), 0);
+        let h = player.execute(NOW + 1, display("lower", 6, None), 0);
+        assert_eq!(acks(&h), vec![("lower".into(), AckStage::Queued)]);
+        let h = player.execute(NOW + 2, display("second", 5, None), 0);
+        let want = vec![
+            ("second".into(), AckStage::Started),
+            ("second".into(), AckStage::Finished),
+        ];
+        assert_eq!(acks(&h), want);
+        assert_eq!(proofs(&h), vec![("first".into(), true)]);
     }
 
     #[test]

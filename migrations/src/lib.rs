@@ -14,6 +14,7 @@ mod m20261129_000006_inbox_record;
 mod m20261129_000007_devices;
 mod m20261206_000008_delivery_queue;
 mod m20261206_000009_device_link;
+mod m20261206_000010_cap_alerts;
 
 /// A named index over `cols` of `table`.
 fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000007_devices::Migration),
             Box::new(m20261206_000008_delivery_queue::Migration),
             Box::new(m20261206_000009_device_link::Migration),
+            Box::new(m20261206_000010_cap_alerts::Migration),
         ]
     }
 }

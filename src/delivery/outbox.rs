@@ -32,6 +32,7 @@ pub fn published_item(
     hash: &str,
     content: &ItemContent,
     at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
 ) -> Result<PublishedItem> {
     // Names come from reference data, which may have retired an entry since the item was
     // written: the code still identifies it, so the item goes out with an empty name rather
@@ -78,6 +79,7 @@ pub fn published_item(
             .collect(),
         emergency: content.emergency,
         published_at: at.to_rfc3339(),
+        expires_at: expires_at.map(|e| e.to_rfc3339()),
     })
 }
 

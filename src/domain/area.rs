@@ -72,6 +72,16 @@ impl std::fmt::Display for AreaCode {
 pub struct Area {
     pub code: AreaCode,
     pub name: String,
+    /// Where the area's seat (村委会, 乡镇政府) stands, WGS 84, when the file gives it: an
+    /// alert drawn as a polygon or circle reaches the areas whose seat lies inside.
+    pub seat: Option<Point>,
+}
+
+/// A WGS 84 position in degrees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    pub lat: f64,
+    pub lon: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +100,10 @@ struct AreaFile {
 struct AreaRow {
     code: String,
     name: String,
+    #[serde(default)]
+    lat: Option<f64>,
+    #[serde(default)]
+    lon: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +120,8 @@ pub enum AreaTreeError {
     Unnamed(String),
     #[error("the area file lists no county")]
     NoCounty,
+    #[error("area {0}: give both lat and lon, within -90..90 and -180..180, or neither")]
+    BadSeat(String),
 }
 
 pub const DEMO_AREAS: &str = include_str!("../../config/areas.toml");
@@ -119,9 +135,19 @@ impl AreaTree {
             if row.name.trim().is_empty() {
                 return Err(AreaTreeError::Unnamed(row.code));
             }
+            let seat = match (row.lat, row.lon) {
+                (None, None) => None,
+                (Some(lat), Some(lon))
+                    if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) =>
+                {
+                    Some(Point { lat, lon })
+                }
+                _ => return Err(AreaTreeError::BadSeat(row.code)),
+            };
             let area = Area {
                 code: code.clone(),
                 name: row.name.trim().to_owned(),
+                seat,
             };
             if areas.insert(code, area).is_some() {
                 return Err(AreaTreeError::Duplicate(row.code));

@@ -2,6 +2,7 @@
 
 pub mod area;
 pub mod calendar;
+pub mod cap;
 pub mod catalog;
 pub mod delivery;
 pub mod document;

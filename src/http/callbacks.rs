@@ -46,18 +46,18 @@ fn not_found(field: &str, message: impl Into<String>) -> ApiError {
     )
 }
 
-/// Reads the raw body, refusing more than `CALLBACK_MAX_BYTES` before it is all in memory.
-async fn raw_body(mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
+/// Reads the raw body, refusing more than `max` bytes before it is all in memory.
+pub(super) async fn raw_body(mut payload: web::Payload, max: usize) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
             ApiError::malformed(format!("the body could not be read: {e}"), Some("body".into()))
         })?;
-        if body.len() + chunk.len() > CALLBACK_MAX_BYTES {
+        if body.len() + chunk.len() > max {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("a callback body is at most {CALLBACK_MAX_BYTES} bytes"),
+                format!("the body is at most {max} bytes"),
                 Some("body".into()),
             ));
         }
@@ -116,7 +116,7 @@ async fn callback(req: HttpRequest, path: web::Path<(String, String)>, payload: 
     // Secrets that cannot be opened are our configuration, not the caller's fault (a 500):
     // the channel will resend once it is fixed.
     let target = targets.target_ref(&target_id)?;
-    let body = raw_body(payload).await?;
+    let body = raw_body(payload, CALLBACK_MAX_BYTES).await?;
     let headers: Vec<(String, &str)> = req
         .headers()
         .iter()

@@ -6,6 +6,7 @@
 //! plain values and return `crate::error::Error`.
 
 mod accounts;
+mod alerts;
 mod callbacks;
 mod deliveries;
 mod devices;
@@ -185,6 +186,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
             "/api/v1/devices/{id}/revoke",
             web::post().to(devices::revoke_device),
         ),
+        op(M::POST, "/api/v1/alerts/cap", web::post().to(alerts::post_cap)),
         op(M::GET, "/api/v1/audit", web::get().to(system::audit_log)),
         op(M::GET, "/api/v1/areas", web::get().to(system::areas)),
         op(M::GET, "/api/v1/catalog", web::get().to(system::catalog)),

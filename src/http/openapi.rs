@@ -18,7 +18,7 @@ use utoipa::{
 use actix_web::HttpResponse;
 
 use super::{
-    accounts, callbacks, deliveries, devices,
+    accounts, alerts, callbacks, deliveries, devices,
     error::{ApiError, ErrorBody},
     items, system,
 };
@@ -75,6 +75,7 @@ type Reply = Result<HttpResponse, ApiError>;
         devices::list_devices,
         devices::add_device,
         devices::revoke_device,
+        alerts::post_cap,
         system::audit_log,
         system::areas,
         system::catalog,
@@ -87,6 +88,7 @@ type Reply = Result<HttpResponse, ApiError>;
         (name = "accounts", description = "Sessions, users and API tokens"),
         (name = "items", description = "Items, their review workflow and attachments"),
         (name = "deliveries", description = "Channel targets, deliveries and receipts"),
+        (name = "alerts", description = "CAP 1.2 emergency alerts from upstream warning systems"),
     )
 )]
 struct ApiDoc;

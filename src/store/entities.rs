@@ -433,6 +433,25 @@ pub mod device_command {
     no_relations!();
 }
 
+pub mod cap_alert {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cap_alerts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub sender: String,
+        pub identifier: String,
+        pub sent: DateTimeUtc,
+        pub msg_type: String,
+        pub item_id: Option<String>,
+        pub posted_by: String,
+        pub received_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
 pub mod receipt {
     use sea_orm::entity::prelude::*;
 

@@ -2,12 +2,14 @@
 //! with rejection back to draft. Every change is one transaction that also writes its audit
 //! entry; what is published is exactly the version a reviewer approved.
 
+mod alerts;
 mod authoring;
 mod interpretations;
 mod publish;
 mod retire;
 mod review;
 
+pub use alerts::{AlertOutcome, receive_cap};
 pub use authoring::{create_item, edit_item, submit};
 pub use interpretations::{DueInterpretation, DueStatus, interpretations_due};
 pub use publish::{PublishInput, PublishOutcome, preview_rendition, preview_targets, publish};

@@ -161,7 +161,15 @@ pub async fn preview_rendition(
         )
     })?;
     let at = row.published_at.unwrap_or_else(|| hub.clock.now());
-    let item = delivery::published_item(hub, id, version.version, &version.content_hash, &content, at)?;
+    let item = delivery::published_item(
+        hub,
+        id,
+        version.version,
+        &version.content_hash,
+        &content,
+        at,
+        row.expires_at,
+    )?;
     adapter.render(&item).map_err(|e| Error::Refused {
         code: "unrenderable",
         field: None,
@@ -198,6 +206,7 @@ pub async fn publish(
         });
     }
     let disclosure = row.disclosure;
+    let expires_at = row.expires_at;
     if !disclosure.may_leave_the_store() {
         return Err(Error::Refused {
             code: "not_publishable",
@@ -269,7 +278,15 @@ pub async fn publish(
     active.published_at = Set(Some(goes_out));
     active.updated_at = Set(now);
     active.update(&txn).await?;
-    let published = delivery::published_item(hub, id, approved_version, &approved_hash, &content, goes_out)?;
+    let published = delivery::published_item(
+        hub,
+        id,
+        approved_version,
+        &approved_hash,
+        &content,
+        goes_out,
+        expires_at,
+    )?;
     let per_channel =
         delivery::enqueue_publication(hub, &txn, &publication_id, &published, (&reach, schedule), now)
             .await?;

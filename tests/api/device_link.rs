@@ -30,15 +30,22 @@ fn broker() -> Option<(String, u16)> {
     Some(herald::device_link::broker_address(&url).expect("HERALD_TEST_MQTT_URL is mqtt://HOST:PORT"))
 }
 
-/// A device's signing key, from a seed the test picks.
-fn device_keys(n: u8) -> KeyPair {
-    KeyPair::from_seed(&[n; 32])
+/// A device's key seed, from a number the test picks.
+fn seed_bytes(n: u16) -> [u8; 32] {
+    let mut seed = [7; 32];
+    seed[..2].copy_from_slice(&n.to_le_bytes());
+    seed
+}
+
+/// A device's signing key, from a number the test picks.
+fn device_keys(n: u16) -> KeyPair {
+    KeyPair::from_seed(&seed_bytes(n))
 }
 
 struct SimulatedDevice {
     device_id: String,
     channel: ChannelKind,
-    seed: u8,
+    seed: u16,
 }
 
 /// Runs one device (`herald::simulate`) until the test ends, trusting the hub's issuer key
@@ -55,19 +62,29 @@ async fn run_counted(
     address: (String, u16),
     tally: Arc<Tally>,
 ) {
+    run_behaving(hub, device, key_id, address, tally, Behaviour::default()).await;
+}
+
+/// As `run_counted`, behaving as told.
+async fn run_behaving(
+    hub: Arc<Hub>,
+    device: SimulatedDevice,
+    key_id: u32,
+    address: (String, u16),
+    tally: Arc<Tally>,
+    behaviour: Behaviour,
+) {
     let link = hub.device_link.clone().expect("a device link");
     let trusted = simulate::trusted(&link);
     let virtual_device = VirtualDevice {
         device_id: device.device_id,
         key_id,
-        seed: [device.seed; 32],
+        seed: seed_bytes(device.seed),
         screen: device.channel == ChannelKind::NoticeBoard,
         credential: None,
     };
     let now = simulate::hub_time(&hub.clock);
-    if let Err(e) =
-        simulate::run_device(virtual_device, trusted, address, now, Behaviour::default(), tally).await
-    {
+    if let Err(e) = simulate::run_device(virtual_device, trusted, address, now, behaviour, tally).await {
         panic!("the simulated device stopped: {e}");
     }
 }
@@ -95,7 +112,7 @@ async fn states(app: &TestApp, item: &str, channel: &str) -> Vec<String> {
     let listed = app
         .get(
             "admin",
-            &format!("/api/v1/items/{item}/deliveries?channel={channel}"),
+            &format!("/api/v1/items/{item}/deliveries?channel={channel}&limit=500"),
         )
         .await
         .json;
@@ -165,7 +182,17 @@ async fn linked_app(backend: crate::helpers::Backend) -> Option<(TestApp, (Strin
 }
 
 /// Registers a device of `channel` for each seed in the village, ids unique to this run.
-async fn register(app: &TestApp, run: &str, devices: &[(ChannelKind, u8)]) -> Vec<(SimulatedDevice, u32)> {
+async fn register(app: &TestApp, run: &str, devices: &[(ChannelKind, u16)]) -> Vec<(SimulatedDevice, u32)> {
+    register_in(app, run, VILLAGE, devices).await
+}
+
+/// As `register`, in `area`.
+async fn register_in(
+    app: &TestApp,
+    run: &str,
+    area: &str,
+    devices: &[(ChannelKind, u16)],
+) -> Vec<(SimulatedDevice, u32)> {
     let rows = devices
         .iter()
         .enumerate()
@@ -174,7 +201,7 @@ async fn register(app: &TestApp, run: &str, devices: &[(ChannelKind, u8)]) -> Ve
                 channel: *channel,
                 device_id: Some(format!("sim-{run}-{seed}")),
                 name: format!("模拟设备{i}"),
-                area_code: VILLAGE.into(),
+                area_code: area.into(),
                 group: "一组".into(),
                 public_key: Some(herald_firmware_protocol::hex::encode(
                     &device_keys(*seed).public_key(),
@@ -419,7 +446,7 @@ on_both_backends! {
         let second = Arc::new(herald::startup::open_hub(app.hub.settings.clone(), app.hub.clock.clone()).await.expect("second hub opens"));
         tokio::spawn(gateway::run_until_stopped(second.clone()));
 
-        let fleet: Vec<(ChannelKind, u8)> = (20..40).map(|seed| (ChannelKind::Loudspeaker, seed)).collect();
+        let fleet: Vec<(ChannelKind, u16)> = (20..40).map(|seed| (ChannelKind::Loudspeaker, seed)).collect();
         let tally = Arc::new(Tally::default());
         for (device, key_id) in register(&app, &run, &fleet).await {
             tokio::spawn(run_counted(app.hub.clone(), device, key_id, address.clone(), tally.clone()));
@@ -531,4 +558,255 @@ async fn herald_simulate_runs_devices_the_hub_reaches() {
             .is_some_and(|l| l.contains("carried out 3, refused 0")),
         "{stdout}"
     );
+}
+
+/// Villages of the demo county: two in 甸中镇, one in 化念镇.
+const NEIGHBOUR: &str = "530426101002";
+const ELSEWHERE: &str = "530426102001";
+
+/// The command ids an item's deliveries went out as.
+async fn commands_of(app: &TestApp, item: &str) -> std::collections::HashSet<String> {
+    let listed = app
+        .get("admin", &format!("/api/v1/items/{item}/deliveries?limit=500"))
+        .await
+        .json;
+    listed["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .filter_map(|d| d["external_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// What each of `devices` plays or shows now.
+fn running_on(tally: &Tally, devices: &[String]) -> Vec<Vec<String>> {
+    let running = tally.running.lock().unwrap_or_else(|p| p.into_inner());
+    devices
+        .iter()
+        .map(|d| running.get(d.as_str()).cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Waits until every one of `devices` runs exactly one of `commands` (or, with none given,
+/// nothing); returns what they run.
+async fn until_running(
+    tally: &Tally,
+    devices: &[String],
+    commands: &std::collections::HashSet<String>,
+) -> Vec<Vec<String>> {
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = running_on(tally, devices);
+        let settled = seen.iter().all(|ids| match commands.is_empty() {
+            true => ids.is_empty(),
+            false => ids.len() == 1 && commands.contains(&ids[0]),
+        });
+        if settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
+async fn post_cap(app: &TestApp, content_type: &str, xml: String) -> crate::helpers::Reply {
+    let request = app
+        .client
+        .post(format!("{}/api/v1/alerts/cap", app.address))
+        .header("content-type", content_type)
+        .body(xml);
+    app.send(app.auth("admin", request)).await
+}
+
+/// A CAP 1.2 message from the county weather office, sent an hour before it expires.
+fn cap(
+    identifier: &str,
+    msg_type: &str,
+    references: Option<&str>,
+    area: &str,
+    expires: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let sent = (expires - chrono::Duration::hours(1)).to_rfc3339();
+    let references = references
+        .map(|r| format!("<references>qx@eshan.gov.cn,{r},2026-12-06T09:00:00+08:00</references>"))
+        .unwrap_or_default();
+    let info = match msg_type {
+        "Cancel" => String::new(),
+        _ => format!(
+            "<info><category>Met</category><event>暴雨</event><urgency>Immediate</urgency>\
+             <severity>Extreme</severity><certainty>Observed</certainty>\
+             <expires>{}</expires><senderName>峨山县气象台</senderName>\
+             <headline>峨山县气象台发布暴雨{}预警信号</headline>\
+             <description>预计未来3小时内将出现强降雨，请注意防范山洪和地质灾害。</description>\
+             <area><areaDesc>甸中镇</areaDesc><geocode><valueName>GB/T 2260</valueName><value>{area}</value></geocode></area></info>",
+            expires.to_rfc3339(),
+            if msg_type == "Update" { "红色" } else { "橙色" },
+        ),
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+         <alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\">\
+         <identifier>{identifier}</identifier><sender>qx@eshan.gov.cn</sender>\
+         <sent>{sent}</sent><status>Actual</status><msgType>{msg_type}</msgType>\
+         <scope>Public</scope>{references}{info}</alert>"
+    )
+}
+
+on_both_backends! {
+    a_cap_alert_preempts_routine_audio_takes_over_notice_boards_is_replaced_by_its_update_and_stopped_by_its_cancel => |backend| async move {
+        let Some((app, address, run)) = linked_app(backend).await else { return };
+        let tally = Arc::new(Tally::default());
+        // Every item plays for an hour of the hub's clock, which the test holds still: what
+        // starts keeps running until something stops it.
+        let behaviour = Behaviour { run_seconds: 3600, ..Behaviour::default() };
+        let mut reached = Vec::new();
+        let mut outside = Vec::new();
+        for (area, fleet) in [
+            (VILLAGE, vec![(ChannelKind::Loudspeaker, 301), (ChannelKind::Loudspeaker, 302), (ChannelKind::NoticeBoard, 303)]),
+            (NEIGHBOUR, vec![(ChannelKind::Loudspeaker, 304), (ChannelKind::NoticeBoard, 305)]),
+            (ELSEWHERE, vec![(ChannelKind::Loudspeaker, 306)]),
+        ] {
+            for (device, key_id) in register_in(&app, &run, area, &fleet).await {
+                if area == ELSEWHERE { outside.push(device.device_id.clone()) } else { reached.push(device.device_id.clone()) }
+                tokio::spawn(run_behaving(app.hub.clone(), device, key_id, address.clone(), tally.clone(), behaviour));
+            }
+        }
+        until_born(&app, &run, 6).await;
+
+        // Routine information playing and showing in the first village.
+        let routine = app.publish_new(&item_body(VILLAGE), &json!({"channels": ["loudspeaker", "notice_board"]})).await;
+        app.deliver_due().await;
+        let routine_commands = commands_of(&app, &routine).await;
+        let in_village = &reached[..3];
+        assert!(until_running(&tally, in_village, &routine_commands).await.iter().all(|r| r.len() == 1));
+
+        // An alert for the township: it preempts the routine audio, takes over the boards of
+        // both its villages, and the village of another township hears nothing.
+        let expires = app.hub.clock.now() + chrono::Duration::hours(2);
+        let taken = post_cap(&app, "application/cap+xml", cap("EW-1", "Alert", None, "530426101", expires)).await;
+        assert_eq!(taken.status, 201, "{}", taken.text());
+        assert_eq!(taken.json["areas"], json!(["530426101"]));
+        let alert_item = taken.json["item_id"].as_str().expect("an item").to_owned();
+        let item = app.get("admin", &format!("/api/v1/items/{alert_item}")).await.json;
+        assert_eq!((item["content"]["emergency"].clone(), item["state"].clone()), (json!(true), json!("published")), "{item}");
+        app.deliver_due().await;
+        let alert_commands = commands_of(&app, &alert_item).await;
+        let running = until_running(&tally, &reached, &alert_commands).await;
+        assert!(running.iter().all(|r| r.len() == 1 && alert_commands.contains(&r[0])), "{running:?}");
+        assert_eq!(running_on(&tally, &outside), vec![Vec::<String>::new()], "the other township heard nothing");
+        let mut preempted = 0;
+        for _ in 0..50 {
+            preempted = app.hub.db.query_all_raw(sea_orm::Statement::from_string(
+                app.hub.db.get_database_backend(),
+                "SELECT raw FROM receipt_inbox WHERE raw LIKE '%\"stage\":\"preempted\"%'".to_owned(),
+            )).await.expect("query").len();
+            if preempted >= 3 { break; }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(preempted, 3, "the routine audio and display in the village were reported cut short");
+
+        // The same message again is answered, not broadcast twice.
+        let again = post_cap(&app, "application/cap+xml", cap("EW-1", "Alert", None, "530426101", expires)).await;
+        assert_eq!((again.status, again.json["replayed"].clone(), again.json["item_id"].clone()), (200, json!(true), json!(alert_item)));
+
+        // An Update replaces it everywhere.
+        let updated = post_cap(&app, "application/xml", cap("EW-2", "Update", Some("EW-1"), "530426101", expires)).await;
+        assert_eq!(updated.status, 201, "{}", updated.text());
+        assert_eq!(updated.json["withdrawn"], json!([alert_item]));
+        let update_item = updated.json["item_id"].as_str().expect("an item").to_owned();
+        app.deliver_due().await;
+        let update_commands = commands_of(&app, &update_item).await;
+        let running = until_running(&tally, &reached, &update_commands).await;
+        assert!(running.iter().all(|r| r.len() == 1 && update_commands.contains(&r[0])), "{running:?}");
+        let old = app.get("admin", &format!("/api/v1/items/{alert_item}")).await.json;
+        assert_eq!(old["state"], "withdrawn");
+
+        // A Cancel stops it: nothing plays or shows (the preempted routine item never resumes).
+        let cancelled = post_cap(&app, "application/cap+xml", cap("EW-3", "Cancel", Some("EW-2"), "530426101", expires)).await;
+        assert_eq!(cancelled.status, 201, "{}", cancelled.text());
+        assert_eq!((cancelled.json["withdrawn"].clone(), cancelled.json["item_id"].clone()), (json!([update_item]), json!(null)));
+        app.deliver_due().await;
+        let running = until_running(&tally, &reached, &Default::default()).await;
+        assert!(running.iter().all(Vec::is_empty), "{running:?}");
+        apply_all(&app).await;
+        app.assert_queue_agrees().await;
+
+        // An alert left to run ends at its `expires`: the sweep takes it down everywhere.
+        let short = app.hub.clock.now() + chrono::Duration::minutes(30);
+        let taken = post_cap(&app, "application/cap+xml", cap("EW-9", "Alert", None, "530426101", short)).await;
+        assert_eq!(taken.status, 201, "{}", taken.text());
+        let lasting = taken.json["item_id"].as_str().expect("an item").to_owned();
+        app.deliver_due().await;
+        let commands = commands_of(&app, &lasting).await;
+        assert!(until_running(&tally, &reached, &commands).await.iter().all(|r| r.len() == 1));
+        app.hub.clock.set(short + chrono::Duration::seconds(1));
+        assert_eq!(herald::workflow::expire_due(&app.hub).await.expect("sweep"), 1);
+        app.deliver_due().await;
+        let running = until_running(&tally, &reached, &Default::default()).await;
+        assert!(running.iter().all(Vec::is_empty), "{running:?}");
+        assert_eq!(app.get("admin", &format!("/api/v1/items/{lasting}")).await.json["state"], "expired");
+
+        // Refusals name the element, or the header.
+        let broken = cap("EW-4", "Alert", None, "530426101", expires).replace("<urgency>Immediate</urgency>", "");
+        let refused = post_cap(&app, "application/cap+xml", broken).await;
+        assert_eq!((refused.status, refused.field()), (422, Some("alert.info[0].urgency")), "{}", refused.text());
+        let refused = post_cap(&app, "application/cap+xml", cap("EW-5", "Cancel", Some("EW-404"), "530426101", expires)).await;
+        assert_eq!((refused.status, refused.field()), (422, Some("alert.references")), "{}", refused.text());
+        let refused = post_cap(&app, "application/cap+xml", cap("EW-6", "Alert", None, "530426101", app.hub.clock.now() - chrono::Duration::minutes(1))).await;
+        assert_eq!((refused.status, refused.field()), (422, Some("alert.info.expires")), "{}", refused.text());
+        let refused = post_cap(&app, "application/json", cap("EW-7", "Alert", None, "530426101", expires)).await;
+        assert_eq!((refused.status, refused.field()), (415, Some("Content-Type")), "{}", refused.text());
+        let publisher = app.send(app.auth("publisher", app.client.post(format!("{}/api/v1/alerts/cap", app.address)).header("content-type", "application/cap+xml").body(cap("EW-8", "Alert", None, "530426101", expires)))).await;
+        assert_eq!(publisher.status, 403, "{}", publisher.text());
+    };
+}
+
+on_both_backends! {
+    two_hundred_loudspeakers_and_fifty_notice_boards_in_three_villages_all_play_and_show => |backend| async move {
+        let Some((app, address, run)) = linked_app(backend).await else { return };
+        let villages = [VILLAGE, NEIGHBOUR, ELSEWHERE];
+        let tally = Arc::new(Tally::default());
+        let mut seed = 1000;
+        for (v, village) in villages.iter().enumerate() {
+            // 67, 67 and 66 loudspeakers; 17, 17 and 16 boards.
+            let speakers = if v < 2 { 67 } else { 66 };
+            let boards = if v < 2 { 17 } else { 16 };
+            let mut fleet = Vec::new();
+            for i in 0..speakers + boards {
+                seed += 1;
+                fleet.push((if i < speakers { ChannelKind::Loudspeaker } else { ChannelKind::NoticeBoard }, seed));
+            }
+            for (device, key_id) in register_in(&app, &run, village, &fleet).await {
+                tokio::spawn(run_counted(app.hub.clone(), device, key_id, address.clone(), tally.clone()));
+            }
+        }
+        until_born(&app, &run, 250).await;
+
+        let item = app.publish_new(&item_body("530426"), &json!({"channels": ["loudspeaker", "notice_board"]})).await;
+        assert_eq!(app.deliver_due().await, 250);
+        let played = until_all(&app, &item, "loudspeaker", "played").await;
+        assert_eq!((played.len(), played.iter().filter(|s| *s == "played").count()), (200, 200));
+        let shown = until_all(&app, &item, "notice_board", "displayed").await;
+        assert_eq!((shown.len(), shown.iter().filter(|s| *s == "displayed").count()), (50, 50));
+        let view = app.get("admin", &format!("/api/v1/items/{item}/deliveries")).await.json;
+        let coverage: Vec<(String, String, u64)> = view["coverage"]
+            .as_array()
+            .expect("coverage")
+            .iter()
+            .map(|c| (c["area_code"].as_str().unwrap_or("").to_owned(), c["reach"].as_str().unwrap_or("").to_owned(), c["reached"].as_u64().unwrap_or(0)))
+            .collect();
+        assert_eq!(
+            coverage,
+            vec![
+                (VILLAGE.to_owned(), "reached".to_owned(), 84),
+                (NEIGHBOUR.to_owned(), "reached".to_owned(), 84),
+                (ELSEWHERE.to_owned(), "reached".to_owned(), 82),
+            ],
+        );
+        // Each device's proof of play or display is in the record.
+        let csv = app.get("publisher", &format!("/api/v1/items/{item}/receipts.csv")).await.text();
+        let proofs = csv.lines().filter(|l| l.contains(",played,") || l.contains(",displayed,")).count();
+        assert!(proofs >= 250, "{proofs} proofs");
+        app.assert_queue_agrees().await;
+    };
 }

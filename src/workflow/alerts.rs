@@ -1,0 +1,368 @@
+//! CAP 1.2 alerts from an upstream warning system (气象台, 应急管理局 via 国家突发事件预警信息
+//! 发布系统): an Alert becomes an emergency item, published at once to every channel of the
+//! areas it covers, so it preempts routine audio and takes over notice boards until it expires;
+//! an Update takes the items of the alerts it references down and publishes its own; a Cancel
+//! only takes them down.
+//!
+//! The alert goes through the same steps as any item, each in the audit chain: the system
+//! account `cap-intake` (预警信息接入, which cannot log in) writes and submits it; the posting
+//! account, an administrator's, checks (保密审查), approves and publishes it. So an alert keeps
+//! the four-eyes rule: the account that writes an item never approves it.
+
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+use serde::Serialize;
+
+use super::{
+    ApproveInput, ConfidentialityCheckInput, PublishInput, WithdrawInput, approve, confidentiality_check,
+    create_item, preview_targets, publish, require, submit, withdraw,
+};
+use crate::{
+    accounts::Caller,
+    clock::china_date,
+    domain::{
+        area::AreaCode,
+        cap::{CapAlert, CapInfo, MsgType},
+        item::{Disclosure, Genre, ItemInput, ItemState},
+        user::Role,
+    },
+    error::{Error, Result},
+    hub::Hub,
+    idempotency::IdempotencyKey,
+    store::{
+        begin_write,
+        entities::{cap_alert, item, user},
+        store_time,
+    },
+};
+
+/// The catalog entry alerts are filed under: 突发公共事件的应急预案、预警信息及应对情况.
+const ALERT_CATALOG: &str = "art20-12";
+
+/// What a CAP message did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AlertOutcome {
+    pub identifier: String,
+    /// `Alert`, `Update` or `Cancel`.
+    pub msg_type: String,
+    /// The emergency item it published (Alert and Update).
+    pub item_id: Option<String>,
+    /// The area codes it reaches.
+    pub areas: Vec<String>,
+    /// Items of referenced alerts it took down.
+    pub withdrawn: Vec<String>,
+    /// True when this message had been taken before and nothing was done again.
+    pub replayed: bool,
+}
+
+/// Takes a CAP message in. A message seen before (same sender and identifier) is answered as
+/// it was, not broadcast twice.
+pub async fn receive_cap(hub: &Hub, caller: &Caller, xml: &[u8]) -> Result<AlertOutcome> {
+    require(
+        caller.role == Role::Admin,
+        "only an administrator's account may post CAP alerts",
+    )?;
+    let alert = CapAlert::parse(xml).map_err(|e| Error::validation(e.element, e.message))?;
+    if let Some(seen) = find_message(hub, &alert.sender, &alert.identifier).await? {
+        return Ok(AlertOutcome {
+            identifier: seen.identifier,
+            msg_type: seen.msg_type,
+            item_id: seen.item_id,
+            areas: Vec::new(),
+            withdrawn: Vec::new(),
+            replayed: true,
+        });
+    }
+    let areas = reach(hub, caller, &alert)?;
+    if let Some(expires) = alert.expires().filter(|e| *e <= hub.clock.now()) {
+        return Err(Error::validation(
+            "alert.info.expires",
+            format!("the alert expired at {}", expires.to_rfc3339()),
+        ));
+    }
+    let withdrawn = take_down_referenced(hub, caller, &alert).await?;
+    let item_id = match alert.msg_type {
+        MsgType::Cancel => None,
+        MsgType::Alert | MsgType::Update => Some(broadcast(hub, caller, &alert, &areas).await?),
+    };
+    let txn = begin_write(&hub.db).await?;
+    cap_alert::ActiveModel {
+        id: Set(hub.clock.new_id().to_string()),
+        sender: Set(alert.sender.clone()),
+        identifier: Set(alert.identifier.clone()),
+        sent: Set(store_time(alert.sent)),
+        msg_type: Set(alert.msg_type.as_str().into()),
+        item_id: Set(item_id.clone()),
+        posted_by: Set(caller.id.clone()),
+        received_at: Set(hub.clock.now()),
+    }
+    .insert(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(AlertOutcome {
+        identifier: alert.identifier,
+        msg_type: alert.msg_type.as_str().into(),
+        item_id,
+        areas: areas.iter().map(ToString::to_string).collect(),
+        withdrawn,
+        replayed: false,
+    })
+}
+
+async fn find_message(hub: &Hub, sender: &str, identifier: &str) -> Result<Option<cap_alert::Model>> {
+    Ok(cap_alert::Entity::find()
+        .filter(cap_alert::Column::Sender.eq(sender))
+        .filter(cap_alert::Column::Identifier.eq(identifier))
+        .one(&hub.db)
+        .await?)
+}
+
+/// The areas an Alert or Update reaches, all within the poster's own area.
+fn reach(hub: &Hub, caller: &Caller, alert: &CapAlert) -> Result<Vec<AreaCode>> {
+    if alert.msg_type == MsgType::Cancel {
+        return Ok(Vec::new());
+    }
+    let areas = alert.reach(&hub.areas);
+    if areas.is_empty() {
+        return Err(Error::validation(
+            "alert.info.area",
+            "no geocode, polygon or circle of the alert covers an area of this county",
+        ));
+    }
+    if let Some(outside) = areas.iter().find(|a| !caller.sees(a)) {
+        return Err(Error::validation(
+            "alert.info.area",
+            format!("area {outside} is outside your account's area {}", caller.area),
+        ));
+    }
+    Ok(areas)
+}
+
+/// Withdraws the published items of the alerts an Update or Cancel references.
+async fn take_down_referenced(hub: &Hub, caller: &Caller, alert: &CapAlert) -> Result<Vec<String>> {
+    let mut known = 0;
+    let mut withdrawn = Vec::new();
+    for reference in &alert.references {
+        let Some(earlier) = find_message(hub, &reference.sender, &reference.identifier).await? else {
+            continue;
+        };
+        known += 1;
+        let Some(item_id) = earlier.item_id else { continue };
+        let state = item::Entity::find_by_id(&item_id)
+            .one(&hub.db)
+            .await?
+            .map(|i| i.state);
+        if state != Some(ItemState::Published) {
+            continue;
+        }
+        let reason = format!(
+            "预警{}：{}（{}）",
+            if alert.msg_type == MsgType::Cancel {
+                "解除"
+            } else {
+                "更新"
+            },
+            alert.identifier,
+            alert.sender
+        );
+        withdraw(hub, caller, &item_id, WithdrawInput { reason }).await?;
+        withdrawn.push(item_id);
+    }
+    if alert.msg_type != MsgType::Alert && known == 0 {
+        return Err(Error::validation(
+            "alert.references",
+            "none of the referenced alerts was received here",
+        ));
+    }
+    Ok(withdrawn)
+}
+
+/// The info read out: the first (CAP gives one per language, the issuer's own first).
+fn chosen_info(alert: &CapAlert) -> Result<&CapInfo> {
+    alert
+        .infos
+        .first()
+        .ok_or_else(|| Error::validation("alert.info", "an Alert or Update needs at least one info"))
+}
+
+/// Publishes the alert as an emergency item: one item for the smallest area holding every
+/// reached area, narrowed to the device targets inside the reached areas.
+async fn broadcast(hub: &Hub, caller: &Caller, alert: &CapAlert, areas: &[AreaCode]) -> Result<String> {
+    let info = chosen_info(alert)?;
+    let home = common_area(areas).unwrap_or_else(|| caller.area.clone());
+    let headline = info.headline.clone().unwrap_or_else(|| info.event.clone());
+    let mut body = String::new();
+    for text in [&info.description, &info.instruction].into_iter().flatten() {
+        body.push_str(&format!("<p>{}</p>", ammonia::clean_text(text)));
+    }
+    if body.is_empty() {
+        body = format!("<p>{}</p>", ammonia::clean_text(&headline));
+    }
+    let expires = alert.expires();
+    let input = ItemInput {
+        title: headline.chars().take(200).collect(),
+        body,
+        summary: headline.clone(),
+        disclosure: Disclosure::Public,
+        redacted_body: None,
+        legal_reason: None,
+        index_no: next_index_no(hub, alert).await?,
+        issuers: vec![info.sender_name.clone().unwrap_or_else(|| alert.sender.clone())],
+        doc_no: None,
+        written_date: china_date(alert.sent),
+        topic: vec!["应急管理".into()],
+        validity: None,
+        genre: Genre::PublicNotice,
+        keywords: vec![info.event.clone()],
+        catalog: ALERT_CATALOG.into(),
+        area_code: home.to_string(),
+        tags: Vec::new(),
+        attachments: Vec::new(),
+        emergency: true,
+        expires_on: expires.map(china_date),
+        interprets: None,
+    };
+    let author = intake_author(hub).await?;
+    let created = create_item(hub, &author, input).await?;
+    let id = created.id;
+    let note = format!(
+        "CAP {} {}（{}）",
+        alert.msg_type.as_str(),
+        alert.identifier,
+        alert.sender
+    );
+    submit(hub, &author, &id).await?;
+    confidentiality_check(
+        hub,
+        caller,
+        &id,
+        ConfidentialityCheckInput {
+            version: 1,
+            confirmed: true,
+            comment: note.clone(),
+        },
+    )
+    .await?;
+    approve(
+        hub,
+        caller,
+        &id,
+        ApproveInput {
+            version: 1,
+            comment: note,
+        },
+    )
+    .await?;
+    if let Some(expires) = expires {
+        // The alert ends at its own time, not at the end of the day its 有效期 names.
+        let mut exact: item::ActiveModel = item::Entity::find_by_id(&id)
+            .one(&hub.db)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("alert item {id} vanished"))?
+            .into();
+        exact.expires_at = Set(Some(store_time(expires)));
+        exact.update(&hub.db).await?;
+    }
+    let mut input = PublishInput::default();
+    if areas.len() > 1 || areas.first() != Some(&home) {
+        for target in preview_targets(hub, caller, &id, PublishInput::default()).await? {
+            let area = AreaCode::parse(&target.area_code).map_err(anyhow::Error::new)?;
+            if !target.channel.is_device() || areas.iter().any(|r| area.is_within(r)) {
+                input.targets.push(target.id);
+            }
+        }
+    }
+    let key = IdempotencyKey::parse(&format!("cap:{}", id))?;
+    let outcome = publish(hub, caller, &id, &key, input).await?;
+    if outcome.status >= 300 {
+        return Err(anyhow::anyhow!("alert item {id}: publish answered {}", outcome.status).into());
+    }
+    Ok(id)
+}
+
+/// The user name of the account alerts are written under.
+pub const INTAKE_USERNAME: &str = "cap-intake";
+
+/// The system account alerts are written under, made on first use: county-wide, a publisher,
+/// disabled, with no password that could ever match.
+async fn intake_author(hub: &Hub) -> Result<Caller> {
+    let as_caller = |row: user::Model| -> Result<Caller> {
+        Ok(Caller {
+            id: row.id,
+            username: row.username,
+            role: row.role,
+            area: AreaCode::parse(&row.area_code).map_err(anyhow::Error::new)?,
+        })
+    };
+    let find = || {
+        user::Entity::find()
+            .filter(user::Column::Username.eq(INTAKE_USERNAME))
+            .one(&hub.db)
+    };
+    if let Some(row) = find().await? {
+        return as_caller(row);
+    }
+    let made = user::ActiveModel {
+        id: Set(hub.clock.new_id().to_string()),
+        username: Set(INTAKE_USERNAME.into()),
+        display_name: Set("预警信息接入".into()),
+        // Not a hash of anything: no password verifies against it.
+        password_hash: Set("!".into()),
+        role: Set(Role::Publisher),
+        area_code: Set(hub.areas.root().code.to_string()),
+        disabled: Set(true),
+        created_at: Set(hub.clock.now()),
+    }
+    .insert(&hub.db)
+    .await;
+    // Two alerts at once may both make it; the one that lost the race reads the winner's.
+    match (made, find().await?) {
+        (_, Some(row)) => as_caller(row),
+        (Err(e), None) => Err(e.into()),
+        (Ok(_), None) => Err(anyhow::anyhow!("the {INTAKE_USERNAME} account vanished").into()),
+    }
+}
+
+/// The smallest area holding every one of `areas`.
+fn common_area(areas: &[AreaCode]) -> Option<AreaCode> {
+    let mut candidate = areas.first()?.clone();
+    while !areas.iter().all(|a| a.is_within(&candidate)) {
+        candidate = candidate.parent()?;
+    }
+    Some(candidate)
+}
+
+/// The next 索引号 for an alert: the configured organisation code, the year, and a serial in
+/// the 900000s that hand-numbered items never use.
+async fn next_index_no(hub: &Hub, alert: &CapAlert) -> Result<String> {
+    let year = china_date(alert.sent).format("%Y").to_string();
+    let prefix = format!("{}/{year}-9", hub.settings.content.organisation_code);
+    let taken = item::Entity::find()
+        .filter(item::Column::IndexNo.starts_with(&prefix))
+        .all(&hub.db)
+        .await?;
+    let serial = taken
+        .iter()
+        .filter_map(|i| i.index_no.get(prefix.len()..).and_then(|s| s.parse::<u32>().ok()))
+        .max()
+        .map_or(1, |n| n + 1);
+    Ok(format!("{prefix}{serial:05}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes(raw: &[&str]) -> Vec<AreaCode> {
+        raw.iter().map(|c| AreaCode::parse(c).expect("code")).collect()
+    }
+
+    #[test]
+    fn the_common_area_is_the_smallest_holding_them_all() {
+        let of = |raw: &[&str]| common_area(&codes(raw)).map(|a| a.to_string());
+        assert_eq!(of(&["530426101001"]), Some("530426101001".into()));
+        assert_eq!(of(&["530426101001", "530426101002"]), Some("530426101".into()));
+        assert_eq!(of(&["530426101001", "530426102001"]), Some("530426".into()));
+        assert_eq!(of(&["530426101", "530426101002"]), Some("530426101".into()));
+        assert_eq!(of(&[]), None);
+    }
+}
