@@ -55,6 +55,10 @@ enum Command {
         /// HOST:PORT to listen on; overrides server.listen.
         #[arg(long)]
         listen: Option<String>,
+        /// HOST:PORT the in-process MQTT broker listens on (when mqtt.url is empty); overrides
+        /// mqtt.listen.
+        #[arg(long)]
+        mqtt_listen: Option<String>,
     },
     /// Bring the database schema up to date and exit.
     Migrate,
@@ -257,7 +261,11 @@ pub fn main() -> ExitCode {
     let overrides = Overrides {
         data_dir: cli.data_dir.clone(),
         listen: match &cli.command {
-            Command::Serve { listen } => listen.clone(),
+            Command::Serve { listen, .. } => listen.clone(),
+            _ => None,
+        },
+        mqtt_listen: match &cli.command {
+            Command::Serve { mqtt_listen, .. } => mqtt_listen.clone(),
             _ => None,
         },
     };
@@ -564,11 +572,36 @@ fn ensure_secrets_key(settings: &Settings) -> anyhow::Result<bool> {
     Ok(false)
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+async fn serve(mut settings: Settings) -> anyhow::Result<ExitCode> {
     if !ensure_secrets_key(&settings)? {
         return Ok(ExitCode::from(2));
     }
+    // No external broker: run one here, and let the hub's own client log in to it.
+    let embedded = if settings.mqtt.url.is_empty() && !settings.mqtt.listen.is_empty() {
+        let login = crate::broker::HubLogin::generate()?;
+        let gate = crate::broker::BrokerGate::new(login.clone());
+        let broker = match crate::broker::EmbeddedBroker::start(&settings.mqtt.listen, gate.clone()).await {
+            Ok(broker) => broker,
+            Err(e) => {
+                eprintln!(
+                    "herald: {e}. Choose another with --mqtt-listen HOST:PORT (mqtt.listen), or \
+                     set mqtt.url to use an external broker."
+                );
+                return Ok(ExitCode::from(2));
+            }
+        };
+        settings.mqtt.url = broker.url();
+        settings.mqtt.username = login.username;
+        settings.mqtt.password = login.password;
+        Some((broker, gate))
+    } else {
+        None
+    };
     let hub = Arc::new(open_hub(settings, Clock::System).await?);
+    if let Some((broker, gate)) = &embedded {
+        gate.attach(hub.clone());
+        println!("MQTT broker for devices listening on {}", broker.local_addr());
+    }
     ensure_first_admin(&hub).await?;
     let application = Application::build(hub.clone())?;
     println!("Herald listening on http://{}", application.local_addr());
@@ -580,6 +613,9 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         result = delivery::worker::run_until_stopped(hub.clone(), worker_id()) => result?,
         result = run_device_link(hub.clone()) => result?,
         () = shutdown_signal() => println!("Herald stopping"),
+    }
+    if let Some((broker, _)) = embedded {
+        broker.shutdown().await;
     }
     Ok(ExitCode::SUCCESS)
 }

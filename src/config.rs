@@ -30,9 +30,13 @@ pub struct Settings {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSettings {
-    /// `mqtt://HOST:PORT` of an external broker (Mosquitto, EMQX). Empty: no device link, and
-    /// the loudspeaker and notice-board channels are not offered.
+    /// `mqtt://HOST:PORT` of an external broker (Mosquitto, EMQX). Empty: `herald serve` runs
+    /// its own broker on `listen`.
     pub url: String,
+    /// HOST:PORT the in-process broker of `herald serve` listens on when `url` is empty
+    /// (`--mqtt-listen`). Empty too: no device link, and the loudspeaker and notice-board
+    /// channels are not offered.
+    pub listen: String,
     /// The hub's own broker login (`herald mqtt acl` writes it for Mosquitto).
     pub username: String,
     pub password: String,
@@ -46,10 +50,15 @@ pub struct MqttSettings {
     pub issuer_key_id: u32,
 }
 
+/// Not 1883: a county server often runs Mosquitto there already (this project's test
+/// machines do); devices are flashed with the port they use.
+pub const DEFAULT_MQTT_LISTEN: &str = "0.0.0.0:1884";
+
 impl Default for MqttSettings {
     fn default() -> Self {
         Self {
             url: String::new(),
+            listen: DEFAULT_MQTT_LISTEN.into(),
             username: String::new(),
             password: String::new(),
             client_id: String::new(),
@@ -398,6 +407,7 @@ impl DeliverySettings {
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
+    pub mqtt_listen: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -436,6 +446,9 @@ impl Settings {
         }
         if let Some(listen) = &overrides.listen {
             figment = figment.merge(Serialized::default("server.listen", listen));
+        }
+        if let Some(listen) = &overrides.mqtt_listen {
+            figment = figment.merge(Serialized::default("mqtt.listen", listen));
         }
         let settings: Settings = figment
             .extract()
@@ -638,10 +651,12 @@ mod tests {
         let overrides = Overrides {
             data_dir: Some("from-flag".into()),
             listen: Some("127.0.0.1:10".into()),
+            mqtt_listen: Some("127.0.0.1:11".into()),
         };
         let settings = Settings::load(Some(&path), &overrides).expect("loads");
         assert_eq!(settings.server.listen, "127.0.0.1:10");
         assert_eq!(settings.storage.data_dir, PathBuf::from("from-flag"));
+        assert_eq!(settings.mqtt.listen, "127.0.0.1:11");
     }
 
     #[test]

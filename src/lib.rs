@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod attachments;
 pub mod audit;
 pub mod bench;
+pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;

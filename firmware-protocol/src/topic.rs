@@ -33,6 +33,31 @@ pub fn report(device: &str, kind: &str) -> String {
     format!("{PREFIX}/d/{device}/{kind}")
 }
 
+/// The report kinds a device publishes, each its own topic level.
+pub const REPORT_KINDS: [&str; 5] = ["status", "birth", "ack", "health", "proof"];
+
+/// Whether a device's broker account may publish to `topic` (PROTOCOL.md §2.2): its own
+/// report topics only.
+pub fn device_may_publish(device: &str, topic: &str) -> bool {
+    parse_report(topic).is_some_and(|(owner, kind)| owner == device && REPORT_KINDS.contains(&kind))
+}
+
+/// Whether a device's broker account may subscribe to `filter` (PROTOCOL.md §2.2): its own
+/// command topic and area command topics, no wildcard but the area level's `+`.
+pub fn device_may_subscribe(device: &str, filter: &str) -> bool {
+    if filter == device_commands(device) {
+        return true;
+    }
+    let Some(area) = filter
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.strip_prefix("/a/"))
+        .and_then(|rest| rest.strip_suffix("/cmd"))
+    else {
+        return false;
+    };
+    area == "+" || (!area.is_empty() && area.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The topics a device subscribes to: its own, and its county, township and village areas.
 pub fn subscriptions(device: &str, area: Option<&str>) -> Vec<String> {
     let mut topics = alloc::vec![device_commands(device)];
@@ -67,6 +92,24 @@ pub fn parse_report(topic: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_may_use_its_own_topics_only() {
+        assert!(device_may_publish("spk-1", "herald/v1/d/spk-1/ack"));
+        assert!(device_may_publish("spk-1", "herald/v1/d/spk-1/status"));
+        assert!(!device_may_publish("spk-1", "herald/v1/d/spk-2/ack"), "another device's report");
+        assert!(!device_may_publish("spk-1", "herald/v1/d/spk-1/cmd"), "a command");
+        assert!(!device_may_publish("spk-1", "herald/v1/a/411421/cmd"));
+        assert!(!device_may_publish("spk-1", "herald/v1/d/spk-1/ack/x"));
+        assert!(device_may_subscribe("spk-1", "herald/v1/d/spk-1/cmd"));
+        assert!(device_may_subscribe("spk-1", "herald/v1/a/411421103/cmd"));
+        assert!(device_may_subscribe("spk-1", "herald/v1/a/+/cmd"));
+        assert!(!device_may_subscribe("spk-1", "herald/v1/d/spk-2/cmd"), "another device's commands");
+        assert!(!device_may_subscribe("spk-1", "herald/v1/d/+/cmd"));
+        assert!(!device_may_subscribe("spk-1", "herald/v1/d/spk-2/ack"));
+        assert!(!device_may_subscribe("spk-1", "#"));
+        assert!(!device_may_subscribe("spk-1", "herald/v1/a/#"));
+    }
 
     #[test]
     fn subscriptions_cover_the_device_and_each_area_level() {

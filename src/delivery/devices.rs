@@ -139,7 +139,7 @@ fn row_error(row: usize, field: &str, message: impl Into<String>) -> RowError {
     }
 }
 
-fn check_device_id(raw: &str) -> std::result::Result<(), String> {
+pub fn check_device_id(raw: &str) -> std::result::Result<(), String> {
     let length = raw.chars().count();
     if !(3..=MAX_DEVICE_ID_CHARS).contains(&length)
         || !raw
@@ -493,7 +493,7 @@ pub async fn mosquitto_files(hub: &Hub, hub_user: &str, hub_password: &str) -> R
          topic read herald/v1/d/+/+\n\n\
          # Every device account (%u is its user name, its device id): its own topics only.\n"
     );
-    for report in ["status", "birth", "ack", "health", "proof"] {
+    for report in herald_firmware_protocol::topic::REPORT_KINDS {
         acl_file.push_str(&format!("pattern write herald/v1/d/%u/{report}\n"));
     }
     acl_file.push_str("pattern read herald/v1/d/%u/cmd\npattern read herald/v1/a/+/cmd\n");

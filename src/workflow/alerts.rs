@@ -129,10 +129,10 @@ fn reach(hub: &Hub, caller: &Caller, alert: &CapAlert) -> Result<Vec<AreaCode>> 
         ));
     }
     if let Some(outside) = areas.iter().find(|a| !caller.sees(a)) {
-        return Err(Error::validation(
-            "alert.info.area",
-            format!("area {outside} is outside your account's area {}", caller.area),
-        ));
+        return Err(Error::forbidden(format!(
+            "the alert reaches area {outside}, outside your area {}",
+            caller.area
+        )));
     }
     Ok(areas)
 }

@@ -104,7 +104,7 @@ const LAYERS: &[&[&str]] = &[
     &["attachments", "items"],
     &["delivery"],
     &["workflow"],
-    &["portal", "workers", "simulate"],
+    &["portal", "workers", "simulate", "broker"],
     &["startup"],
     &["http"],
     &["bench"],

@@ -1,6 +1,7 @@
-//! `herald mqtt acl` on a real Mosquitto: the files it writes let each device log in with its
-//! own credential and limit it to its own topics (PROTOCOL.md §2.2). The test starts its own
-//! `mosquitto` on a free port with a generated configuration.
+//! Each device logs in with its own credential and reaches only its own topics (PROTOCOL.md
+//! §2.2), on both brokers Herald supports: a real Mosquitto set up with the files `herald mqtt
+//! acl` writes (the test starts its own `mosquitto` on a free port), and the in-process broker
+//! of `herald serve`. One scenario runs against both.
 
 use std::{
     net::{TcpListener, TcpStream},
@@ -183,13 +184,65 @@ fn each_device_reaches_only_its_own_topics_on_a_mosquitto_set_up_by_herald() {
     }
     let hub_password = std::fs::read_to_string(files.join("hub.credential")).expect("hub credential");
     let (_broker, port) = start_mosquitto(dir.path(), &files);
+    each_device_stays_on_its_own_topics(port, ("herald-hub", hub_password.trim()), [&a, &b, &c].map(String::as_str));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_device_reaches_only_its_own_topics_on_the_in_process_broker() {
+    use herald::broker::{BrokerGate, EmbeddedBroker, HubLogin};
+    use herald::delivery::devices::{self, NewDevice};
+    use herald_channels::ChannelKind;
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await;
+    let rows = ["spk-a", "spk-b", "spk-c"]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let device = NewDevice {
+                channel: ChannelKind::Loudspeaker,
+                device_id: Some((*id).to_owned()),
+                name: (*id).to_owned(),
+                area_code: "530426101001".into(),
+                group: String::new(),
+                public_key: None,
+            };
+            (i + 1, device)
+        })
+        .collect();
+    let issued = devices::add_devices(&app.hub, "test", None, rows, &|_| {})
+        .await
+        .expect("store")
+        .expect("valid devices");
+    devices::revoke_device(&app.hub, "test", None, "spk-c").await.expect("revoked");
+    let credential = |id: &str| {
+        issued
+            .iter()
+            .find(|i| i.device.device_id == id)
+            .map(|i| i.credential.clone())
+            .expect("issued")
+    };
+    let (a, b, c) = (credential("spk-a"), credential("spk-b"), credential("spk-c"));
+    let login = HubLogin {
+        username: "herald~hub".into(),
+        password: "the-hub's-secret-for-this-test".into(),
+    };
+    let gate = BrokerGate::new(login.clone());
+    gate.attach(app.hub.clone());
+    let broker = EmbeddedBroker::start("127.0.0.1:0", gate).await.expect("the broker starts");
+    let port = broker.local_addr().port();
+    tokio::task::spawn_blocking(move || {
+        each_device_stays_on_its_own_topics(port, (&login.username, &login.password), [&a, &b, &c].map(String::as_str));
+    })
+    .await
+    .expect("the scenario");
+    broker.shutdown().await;
+}
+
+/// Devices spk-a and spk-b (spk-c revoked) on the broker at `port`, with these credentials,
+/// and the hub's login.
+fn each_device_stays_on_its_own_topics(port: u16, (hub_user, hub_password): (&str, &str), [a, b, c]: [&str; 3]) {
 
     // Wrong, revoked and unknown logins are refused.
-    for (user, password) in [
-        ("spk-a", b.as_str()),
-        ("spk-c", c.as_str()),
-        ("spk-x", a.as_str()),
-    ] {
+    for (user, password) in [("spk-a", b), ("spk-c", c), ("spk-x", a)] {
         let (_client, mut connection) = connect(port, &format!("try-{user}"), user, password);
         let refused = connected(&mut connection).expect_err("refused");
         assert!(
@@ -201,13 +254,13 @@ fn each_device_reaches_only_its_own_topics_on_a_mosquitto_set_up_by_herald() {
         );
     }
 
-    let (hub, mut hub_connection) = connect(port, "hub", "herald-hub", hub_password.trim());
+    let (hub, mut hub_connection) = connect(port, "hub", hub_user, hub_password);
     connected(&mut hub_connection).expect("the hub logs in");
     hub.subscribe("herald/v1/d/+/+", QoS::AtLeastOnce)
         .expect("subscribe");
-    let (device_a, mut a_connection) = connect(port, "spk-a", "spk-a", &a);
+    let (device_a, mut a_connection) = connect(port, "spk-a", "spk-a", a);
     connected(&mut a_connection).expect("device A logs in");
-    let (device_b, mut b_connection) = connect(port, "spk-b", "spk-b", &b);
+    let (device_b, mut b_connection) = connect(port, "spk-b", "spk-b", b);
     connected(&mut b_connection).expect("device B logs in");
     device_b
         .subscribe("herald/v1/d/spk-b/cmd", QoS::AtLeastOnce)

@@ -962,6 +962,40 @@ async fn scenario(app: TestApp) {
     )
     .await;
 
+    // A CAP alert: taken, taken again, refused for its content, its media type and its poster.
+    let cap = |identifier: &str, urgency: &str| {
+        let now = app.hub.clock.now();
+        format!(
+            "<alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\"><identifier>{identifier}</identifier>\
+             <sender>qx@eshan.gov.cn</sender><sent>{}</sent><status>Actual</status><msgType>Alert</msgType>\
+             <scope>Public</scope><info><event>大风</event>{urgency}<severity>Severe</severity>\
+             <certainty>Likely</certainty><expires>{}</expires><area><areaDesc>峨山县</areaDesc>\
+             <geocode><valueName>GB/T 2260</valueName><value>530426</value></geocode></area></info></alert>",
+            now.to_rfc3339(),
+            (now + chrono::Duration::hours(6)).to_rfc3339(),
+        )
+    };
+    let post_cap = |user: &'static str, content_type: &'static str, xml: String| {
+        let app = &app;
+        let doc = &doc;
+        async move {
+            let request = app
+                .client
+                .post(format!("{}/api/v1/alerts/cap", app.address))
+                .header("content-type", content_type)
+                .body(xml);
+            let reply = app.send(app.auth(user, request)).await;
+            doc.check_reply("POST", "/api/v1/alerts/cap", &reply);
+            reply.status
+        }
+    };
+    let urgent = "<urgency>Expected</urgency>";
+    assert_eq!(post_cap("admin", "application/cap+xml", cap("conf-1", urgent)).await, 201);
+    assert_eq!(post_cap("admin", "application/cap+xml", cap("conf-1", urgent)).await, 200);
+    assert_eq!(post_cap("admin", "application/cap+xml", cap("conf-2", "")).await, 422);
+    assert_eq!(post_cap("admin", "text/plain", cap("conf-3", urgent)).await, 415);
+    assert_eq!(post_cap("publisher", "application/cap+xml", cap("conf-4", urgent)).await, 403);
+
     let unmatched = ("/api/v1/receipts/unmatched", "/api/v1/receipts/unmatched");
     call(&app, &doc, get.clone(), a, unmatched, None, 200).await;
     call(&app, &doc, get.clone(), p, unmatched, None, 403).await;

@@ -258,7 +258,8 @@ async fn until_born(app: &TestApp, run: &str, n: usize) {
 /// returns their states.
 async fn until_all(app: &TestApp, item: &str, channel: &str, want: &str) -> Vec<String> {
     let mut seen = Vec::new();
-    for _ in 0..100 {
+    // Up to 30 s: 250 devices on SQLite beside the rest of the suite take a while.
+    for _ in 0..300 {
         apply_all(app).await;
         seen = states(app, item, channel).await;
         if !seen.is_empty() && seen.iter().all(|s| s == want) {

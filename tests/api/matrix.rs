@@ -211,10 +211,13 @@ const MATRIX: &[Row] = &[
     ("POST /api/v1/devices",                           Out,           [NA,  NA,  NA,   R,   R,   R,    R,   R,    NA,  NA,  NA,  NA]),
     ("POST /api/v1/devices/{id}/revoke",               In,            [OK,  F,   F,    F,   OK,  F,    F,   F,    U,   U,   U,   U]),
     ("POST /api/v1/devices/{id}/revoke",               Out,           [NA,  NA,  NA,   R,   R,   R,    R,   R,    NA,  NA,  NA,  NA]),
+    // CAP alerts: administrators, for their own area.
+    ("POST /api/v1/alerts/cap",                        In,            [CR,  F,   F,    F,   CR,  F,    F,   F,    U,   U,   U,   U]),
+    ("POST /api/v1/alerts/cap",                        Out,           [NA,  NA,  NA,   R,   R,   R,    R,   R,    NA,  NA,  NA,  NA]),
 ];
 
 /// Cells of `MATRIX` that are checked; the table may grow but never silently shrink.
-const EXPECTED_CELLS: usize = 811;
+const EXPECTED_CELLS: usize = 828;
 
 fn home(caller: &str) -> &'static str {
     match caller {
@@ -1022,6 +1025,22 @@ impl Fx {
                 let id = self.delivery(app, area, retry).await;
                 let state = if retry { "unconfirmed" } else { "pending" };
                 req(method, path.replace("{id}", &id)).about(format!("{state} delivery {id} of {area}"))
+            }
+            "POST /api/v1/alerts/cap" => {
+                let tag = self.tag();
+                let now = app.hub.clock.now();
+                let xml = format!(
+                    "<alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\"><identifier>{tag}</identifier>\
+                     <sender>qx@eshan.gov.cn</sender><sent>{}</sent><status>Actual</status><msgType>Alert</msgType>\
+                     <scope>Public</scope><info><event>大风</event><urgency>Expected</urgency><severity>Severe</severity>\
+                     <certainty>Likely</certainty><expires>{}</expires><area><areaDesc>{area}</areaDesc>\
+                     <geocode><valueName>GB/T 2260</valueName><value>{area}</value></geocode></area></info></alert>",
+                    now.to_rfc3339(),
+                    (now + chrono::Duration::hours(6)).to_rfc3339(),
+                );
+                let mut request = req(method, path).about(format!("CAP alert {tag} for {area}"));
+                request.raw = Some(("application/cap+xml", xml.into_bytes()));
+                request
             }
             "POST /api/v1/devices" => {
                 let tag = self.tag();
