@@ -30,7 +30,10 @@ use rmqtt::{
     net::Builder,
     retain::{DefaultRetainStorage, RetainStorage},
     server::MqttServer,
-    types::{AuthResult, ConnectInfo, LastWill, PublishAclResult, Retain, SubscribeAclResult, TopicFilter, TopicName},
+    types::{
+        AuthResult, ConnectInfo, LastWill, PublishAclResult, Retain, SubscribeAclResult, TopicFilter,
+        TopicName,
+    },
 };
 use tokio::task::JoinHandle;
 
@@ -41,6 +44,13 @@ const MAX_PACKET_BYTES: u32 = 256 * 1024;
 /// Pending connections the listener holds: a village's devices reconnect together after a
 /// power cut.
 const BACKLOG: i32 = 4096;
+/// Messages a session may have queued: the hub's own session takes every device's reports, and
+/// 10,000 devices answering a command send 40,000 at once; past the queue they would be lost.
+/// A device's session queues a few commands at most.
+const SESSION_QUEUE: usize = 200_000;
+/// Unacknowledged QoS 1 messages in flight to one session: the hub acknowledges reports only
+/// once they are stored, a batch at a time.
+const IN_FLIGHT: u16 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -205,7 +215,12 @@ impl RetainStorage for KeptRetained {
         true
     }
 
-    async fn set(&self, topic: &TopicName, retain: Retain, _listener_expiry: Option<Duration>) -> rmqtt::Result<()> {
+    async fn set(
+        &self,
+        topic: &TopicName,
+        retain: Retain,
+        _listener_expiry: Option<Duration>,
+    ) -> rmqtt::Result<()> {
         let asked = retain
             .publish
             .properties
@@ -256,9 +271,15 @@ impl EmbeddedBroker {
             .await;
         *context.extends.retain_mut().await = Box::new(KeptRetained::default());
         let register = context.extends.hook_mgr().register();
-        register.add(Type::ClientAuthenticate, Box::new(AuthHook(gate))).await;
-        register.add(Type::ClientSubscribeCheckAcl, Box::new(AclHook)).await;
-        register.add(Type::MessagePublishCheckAcl, Box::new(AclHook)).await;
+        register
+            .add(Type::ClientAuthenticate, Box::new(AuthHook(gate)))
+            .await;
+        register
+            .add(Type::ClientSubscribeCheckAcl, Box::new(AclHook))
+            .await;
+        register
+            .add(Type::MessagePublishCheckAcl, Box::new(AclHook))
+            .await;
         register.start().await;
         let listener = Builder::new()
             .name("herald")
@@ -268,6 +289,8 @@ impl EmbeddedBroker {
             .reuseaddr(Some(true))
             .backlog(BACKLOG)
             .max_packet_size(MAX_PACKET_BYTES)
+            .max_mqueue_len(SESSION_QUEUE)
+            .max_inflight(std::num::NonZeroU16::new(IN_FLIGHT).unwrap_or(std::num::NonZeroU16::MIN))
             .bind()
             .map_err(|e| {
                 let in_use = e
@@ -279,9 +302,13 @@ impl EmbeddedBroker {
                     listen_error(format!("{e:#}"))
                 }
             })?;
-        let local_addr = listener.local_addr().map_err(|e| listen_error(format!("{e:#}")))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| listen_error(format!("{e:#}")))?;
         let listener = listener.tcp().map_err(|e| listen_error(format!("{e:#}")))?;
-        let server = MqttServer::new(context.clone()).listener_by_id(listener, 1).build();
+        let server = MqttServer::new(context.clone())
+            .listener_by_id(listener, 1)
+            .build();
         let serving = tokio::spawn(async move {
             if let Err(e) = server.run().await {
                 tracing::error!(error = %e, "the in-process MQTT broker stopped");
@@ -316,7 +343,14 @@ impl EmbeddedBroker {
         self.serving.abort();
         let _ = self.serving.await;
         self.register.stop().await;
-        let ids: Vec<_> = self.context.extends.shared().await.iter().map(|e| e.id()).collect();
+        let ids: Vec<_> = self
+            .context
+            .extends
+            .shared()
+            .await
+            .iter()
+            .map(|e| e.id())
+            .collect();
         for id in ids {
             let mut entry = self.context.extends.shared().await.entry(id);
             if let Err(e) = entry.kick(true, true, true).await {

@@ -97,14 +97,20 @@ mod tests {
     fn a_device_may_use_its_own_topics_only() {
         assert!(device_may_publish("spk-1", "herald/v1/d/spk-1/ack"));
         assert!(device_may_publish("spk-1", "herald/v1/d/spk-1/status"));
-        assert!(!device_may_publish("spk-1", "herald/v1/d/spk-2/ack"), "another device's report");
+        assert!(
+            !device_may_publish("spk-1", "herald/v1/d/spk-2/ack"),
+            "another device's report"
+        );
         assert!(!device_may_publish("spk-1", "herald/v1/d/spk-1/cmd"), "a command");
         assert!(!device_may_publish("spk-1", "herald/v1/a/411421/cmd"));
         assert!(!device_may_publish("spk-1", "herald/v1/d/spk-1/ack/x"));
         assert!(device_may_subscribe("spk-1", "herald/v1/d/spk-1/cmd"));
         assert!(device_may_subscribe("spk-1", "herald/v1/a/411421103/cmd"));
         assert!(device_may_subscribe("spk-1", "herald/v1/a/+/cmd"));
-        assert!(!device_may_subscribe("spk-1", "herald/v1/d/spk-2/cmd"), "another device's commands");
+        assert!(
+            !device_may_subscribe("spk-1", "herald/v1/d/spk-2/cmd"),
+            "another device's commands"
+        );
         assert!(!device_may_subscribe("spk-1", "herald/v1/d/+/cmd"));
         assert!(!device_may_subscribe("spk-1", "herald/v1/d/spk-2/ack"));
         assert!(!device_may_subscribe("spk-1", "#"));

@@ -184,7 +184,11 @@ fn each_device_reaches_only_its_own_topics_on_a_mosquitto_set_up_by_herald() {
     }
     let hub_password = std::fs::read_to_string(files.join("hub.credential")).expect("hub credential");
     let (_broker, port) = start_mosquitto(dir.path(), &files);
-    each_device_stays_on_its_own_topics(port, ("herald-hub", hub_password.trim()), [&a, &b, &c].map(String::as_str));
+    each_device_stays_on_its_own_topics(
+        port,
+        ("herald-hub", hub_password.trim()),
+        [&a, &b, &c].map(String::as_str),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +216,9 @@ async fn each_device_reaches_only_its_own_topics_on_the_in_process_broker() {
         .await
         .expect("store")
         .expect("valid devices");
-    devices::revoke_device(&app.hub, "test", None, "spk-c").await.expect("revoked");
+    devices::revoke_device(&app.hub, "test", None, "spk-c")
+        .await
+        .expect("revoked");
     let credential = |id: &str| {
         issued
             .iter()
@@ -227,10 +233,16 @@ async fn each_device_reaches_only_its_own_topics_on_the_in_process_broker() {
     };
     let gate = BrokerGate::new(login.clone());
     gate.attach(app.hub.clone());
-    let broker = EmbeddedBroker::start("127.0.0.1:0", gate).await.expect("the broker starts");
+    let broker = EmbeddedBroker::start("127.0.0.1:0", gate)
+        .await
+        .expect("the broker starts");
     let port = broker.local_addr().port();
     tokio::task::spawn_blocking(move || {
-        each_device_stays_on_its_own_topics(port, (&login.username, &login.password), [&a, &b, &c].map(String::as_str));
+        each_device_stays_on_its_own_topics(
+            port,
+            (&login.username, &login.password),
+            [&a, &b, &c].map(String::as_str),
+        );
     })
     .await
     .expect("the scenario");
@@ -239,8 +251,11 @@ async fn each_device_reaches_only_its_own_topics_on_the_in_process_broker() {
 
 /// Devices spk-a and spk-b (spk-c revoked) on the broker at `port`, with these credentials,
 /// and the hub's login.
-fn each_device_stays_on_its_own_topics(port: u16, (hub_user, hub_password): (&str, &str), [a, b, c]: [&str; 3]) {
-
+fn each_device_stays_on_its_own_topics(
+    port: u16,
+    (hub_user, hub_password): (&str, &str),
+    [a, b, c]: [&str; 3],
+) {
     // Wrong, revoked and unknown logins are refused.
     for (user, password) in [("spk-a", b), ("spk-c", c), ("spk-x", a)] {
         let (_client, mut connection) = connect(port, &format!("try-{user}"), user, password);

@@ -29,7 +29,14 @@ fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_heal
     let log_path = dir.path().join("stderr.log");
     let log = std::fs::File::create(&log_path).expect("log file");
     let child = herald()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
@@ -41,9 +48,13 @@ fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_heal
     let mut password = None;
     let mut address = None;
     let mut key_announced = false;
+    let mut broker = None;
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("line");
         key_announced |= line.starts_with("Generated the key that encrypts target secrets");
+        if let Some(b) = line.strip_prefix("MQTT broker for devices listening on ") {
+            broker = Some(b.to_owned());
+        }
         if let Some(p) = line.strip_prefix("one-time password: ") {
             password = Some(p.to_owned());
         }
@@ -53,6 +64,21 @@ fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_heal
         }
     }
     let address = address.expect("serve printed where it listens");
+    // With no external broker configured, serve runs its own; it lets in no one unknown.
+    let broker: std::net::SocketAddr = broker
+        .expect("serve printed where its MQTT broker listens")
+        .parse()
+        .expect("HOST:PORT");
+    let mut options = rumqttc::MqttOptions::new("ls-nobody", "127.0.0.1", broker.port());
+    options.set_credentials("ls-nobody", "hdev_wrong");
+    let (_client, mut connection) = rumqttc::Client::new(options, 4);
+    let answer = connection
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the broker answers");
+    assert!(
+        matches!(answer, Err(rumqttc::ConnectionError::ConnectionRefused(_))),
+        "{answer:?}"
+    );
     let password = password.expect("serve printed the first admin's password");
     assert!(
         key_announced,
@@ -155,7 +181,14 @@ fn a_taken_port_is_a_clear_error() {
     let port = holder.local_addr().expect("addr").port();
     let dir = tempfile::tempdir().expect("tempdir");
     let output = herald()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .expect("runs");
@@ -163,6 +196,37 @@ fn a_taken_port_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_taken_mqtt_port_is_a_clear_error_naming_the_way_out() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = holder.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = herald()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on 127.0.0.1:{port}: the address is already in use"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--mqtt-listen") && stderr.contains("mqtt.url"),
         "{stderr}"
     );
 }

@@ -990,11 +990,23 @@ async fn scenario(app: TestApp) {
         }
     };
     let urgent = "<urgency>Expected</urgency>";
-    assert_eq!(post_cap("admin", "application/cap+xml", cap("conf-1", urgent)).await, 201);
-    assert_eq!(post_cap("admin", "application/cap+xml", cap("conf-1", urgent)).await, 200);
-    assert_eq!(post_cap("admin", "application/cap+xml", cap("conf-2", "")).await, 422);
+    assert_eq!(
+        post_cap("admin", "application/cap+xml", cap("conf-1", urgent)).await,
+        201
+    );
+    assert_eq!(
+        post_cap("admin", "application/cap+xml", cap("conf-1", urgent)).await,
+        200
+    );
+    assert_eq!(
+        post_cap("admin", "application/cap+xml", cap("conf-2", "")).await,
+        422
+    );
     assert_eq!(post_cap("admin", "text/plain", cap("conf-3", urgent)).await, 415);
-    assert_eq!(post_cap("publisher", "application/cap+xml", cap("conf-4", urgent)).await, 403);
+    assert_eq!(
+        post_cap("publisher", "application/cap+xml", cap("conf-4", urgent)).await,
+        403
+    );
 
     let unmatched = ("/api/v1/receipts/unmatched", "/api/v1/receipts/unmatched");
     call(&app, &doc, get.clone(), a, unmatched, None, 200).await;
