@@ -149,8 +149,9 @@ enum BenchCommand {
         /// As for `bench publish`.
         #[arg(long)]
         postgres: Option<String>,
-        /// The broker the devices and the hub use.
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        /// The broker the devices and the hub use: `in-process` (the one `herald serve` runs)
+        /// or mqtt://HOST:PORT.
+        #[arg(long, default_value = "in-process")]
         mqtt: String,
     },
 }

@@ -17,6 +17,7 @@ use sea_orm::{ConnectionTrait, EntityTrait, Statement};
 
 use super::{BenchOptions, approved, backend_name, drain_loudspeakers, drop_scratch, err, scratch};
 use crate::{
+    broker::{BrokerGate, EmbeddedBroker, HubLogin},
     clock::Clock,
     config::Settings,
     delivery::gateway,
@@ -30,9 +31,12 @@ use crate::{
 pub struct FanoutOptions {
     pub devices: usize,
     pub postgres_url: Option<String>,
-    /// The broker, `mqtt://HOST:PORT`.
+    /// The broker, `mqtt://HOST:PORT`, or `in-process` for the one `herald serve` runs.
     pub mqtt_url: String,
 }
+
+/// `--mqtt in-process`: the broker of `herald serve`, in this process.
+pub const IN_PROCESS: &str = "in-process";
 
 pub async fn fanout(options: FanoutOptions) -> anyhow::Result<()> {
     let bench = BenchOptions {
@@ -41,11 +45,26 @@ pub async fn fanout(options: FanoutOptions) -> anyhow::Result<()> {
         postgres_url: options.postgres_url.clone(),
     };
     let mut scratch = scratch(&bench).await?;
-    scratch.settings.mqtt.url = options.mqtt_url.clone();
+    let embedded = if options.mqtt_url == IN_PROCESS {
+        let login = HubLogin::generate()?;
+        let gate = BrokerGate::new(login.clone());
+        let broker = EmbeddedBroker::start("127.0.0.1:0", gate.clone()).await?;
+        scratch.settings.mqtt.url = broker.url();
+        scratch.settings.mqtt.username = login.username;
+        scratch.settings.mqtt.password = login.password;
+        Some((broker, gate))
+    } else {
+        scratch.settings.mqtt.url = options.mqtt_url.clone();
+        None
+    };
     let mut key = [0u8; 32];
     getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
     scratch.settings.storage.secrets_key = hex::encode(key);
-    let result = run(&scratch.settings, &options).await;
+    let gate = embedded.as_ref().map(|(_, gate)| gate.clone());
+    let result = run(&scratch.settings, &options, gate).await;
+    if let Some((broker, _)) = embedded {
+        broker.shutdown().await;
+    }
     drop_scratch(scratch).await?;
     result
 }
@@ -103,9 +122,16 @@ fn resident_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-async fn run(settings: &Settings, options: &FanoutOptions) -> anyhow::Result<()> {
+async fn run(
+    settings: &Settings,
+    options: &FanoutOptions,
+    gate: Option<Arc<BrokerGate>>,
+) -> anyhow::Result<()> {
     let n = options.devices;
     let hub = Arc::new(open_hub(settings.clone(), Clock::System).await?);
+    if let Some(gate) = gate {
+        gate.attach(hub.clone());
+    }
     let link = hub
         .device_link
         .clone()
@@ -185,6 +211,9 @@ async fn run(settings: &Settings, options: &FanoutOptions) -> anyhow::Result<()>
         .frame;
     let mut options_peer = MqttOptions::new(format!("{prefix}-peer"), broker.0.clone(), broker.1);
     options_peer.set_max_packet_size(256 * 1024, 256 * 1024);
+    if !settings.mqtt.username.is_empty() {
+        options_peer.set_credentials(settings.mqtt.username.clone(), settings.mqtt.password.clone());
+    }
     let (peer, mut peer_events) = AsyncClient::new(options_peer, n + 16);
     tokio::spawn(async move { while peer_events.poll().await.is_ok() {} });
     let peer_at = Instant::now();
@@ -202,7 +231,12 @@ async fn run(settings: &Settings, options: &FanoutOptions) -> anyhow::Result<()>
     let last = received.last().copied().unwrap_or_default();
     let peer_last = peer_received.last().copied().unwrap_or_default();
     println!("backend: {}", backend_name(&hub));
-    println!("broker: {}", settings.mqtt.url);
+    let broker_name = if options.mqtt_url == IN_PROCESS {
+        format!("in-process (herald serve's), {}", settings.mqtt.url)
+    } else {
+        settings.mqtt.url.clone()
+    };
+    println!("broker: {broker_name}");
     println!(
         "devices: {n} virtual loudspeakers in this process, connected in {:.1} s",
         connect_time.as_secs_f64()

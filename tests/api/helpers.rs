@@ -67,7 +67,7 @@ pub fn test_start_time() -> DateTime<Utc> {
         .expect("valid time")
 }
 
-async fn fresh_postgres_url(base: &str) -> String {
+pub async fn fresh_postgres_url(base: &str) -> String {
     let db = Database::connect(base)
         .await
         .expect("PostgreSQL from HERALD_TEST_DATABASE_URL answers");

@@ -27,5 +27,6 @@ mod scoping;
 mod secrets;
 mod sweep;
 mod system;
+mod two_serves;
 mod validation;
 mod workflow;
