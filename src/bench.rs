@@ -80,7 +80,9 @@ async fn drop_scratch(scratch: Scratch) -> anyhow::Result<()> {
     if let Some((base, name)) = scratch.postgres {
         let admin = Database::connect(base.as_str()).await?;
         admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+            // FORCE: a device process the benchmark started may not have closed its
+            // connections yet (PostgreSQL 13 and later).
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
             .await?;
     }
     if let Some(dir) = scratch.dir {

@@ -99,6 +99,10 @@ enum Command {
         /// Stop after this many seconds; 0: run until interrupted.
         #[arg(long, default_value_t = 0)]
         seconds: u64,
+        /// Print `arrival DEVICE UNIX_MICROS` as each command arrives (for `herald bench
+        /// fanout --device-processes`).
+        #[arg(long)]
+        print_arrivals: bool,
     },
     /// Load and check the configuration and the files it names, then print it.
     CheckConfig,
@@ -153,6 +157,10 @@ enum BenchCommand {
         /// or mqtt://HOST:PORT.
         #[arg(long, default_value = "in-process")]
         mqtt: String,
+        /// Run the devices in this many `herald simulate` processes, so this one is the hub
+        /// alone (its memory, its open files); 0: in this process.
+        #[arg(long, default_value_t = 0)]
+        device_processes: usize,
     },
 }
 
@@ -329,13 +337,20 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             loss,
             run_seconds,
             seconds,
+            print_arrivals,
         } => {
             let behaviour = crate::simulate::Behaviour {
                 latency: std::time::Duration::from_millis(latency_ms),
                 loss,
                 run_seconds,
             };
-            simulate(settings, (devices, channel, area), behaviour, seconds).await
+            simulate(
+                settings,
+                (devices, channel, area),
+                behaviour,
+                (seconds, print_arrivals),
+            )
+            .await
         }
         Command::Mqtt(MqttCommand::Acl { out_dir, hub_user }) => {
             let hub = open_hub(settings, Clock::System).await?;
@@ -388,11 +403,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             devices,
             postgres,
             mqtt,
+            device_processes,
         }) => {
             crate::bench::fanout(crate::bench::FanoutOptions {
                 devices,
                 postgres_url: postgres,
                 mqtt_url: mqtt,
+                device_processes,
             })
             .await?;
             Ok(ExitCode::SUCCESS)
@@ -627,9 +644,9 @@ async fn simulate(
     settings: Settings,
     (count, channel, area): (usize, String, String),
     behaviour: crate::simulate::Behaviour,
-    seconds: u64,
+    (seconds, print_arrivals): (u64, bool),
 ) -> anyhow::Result<ExitCode> {
-    use crate::simulate::{Tally, run_device};
+    use crate::simulate::{Tally, drain_arrivals, run_device};
     use herald_channels::ChannelKind;
     let refuse = |message: String| {
         eprintln!("herald simulate: {message}");
@@ -668,9 +685,17 @@ async fn simulate(
     let first = fleet.first().map(|d| d.device_id.clone()).unwrap_or_default();
     let trusted = crate::simulate::trusted(&link);
     let tally = Arc::new(Tally::default());
+    // A task each, so a large fleet uses every core.
     let fleet = fleet.into_iter().map(|device| {
         let now = crate::simulate::hub_time(&hub.clock);
-        run_device(device, trusted, broker.clone(), now, behaviour, tally.clone())
+        tokio::spawn(run_device(
+            device,
+            trusted,
+            broker.clone(),
+            now,
+            behaviour,
+            tally.clone(),
+        ))
     });
     println!(
         "registered {count} {} devices in {area} (ids from {first}); running",
@@ -682,6 +707,17 @@ async fn simulate(
             println!("{}", tally.line());
         }
     };
+    let arrivals = async {
+        let mut seen = 0;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if print_arrivals {
+                for (device, micros) in drain_arrivals(&tally, &mut seen, &hub.clock) {
+                    println!("arrival {device} {micros}");
+                }
+            }
+        }
+    };
     let deadline = async {
         match seconds {
             0 => std::future::pending().await,
@@ -691,10 +727,11 @@ async fn simulate(
     tokio::select! {
         results = futures::future::join_all(fleet) => {
             for result in results {
-                result?;
+                result??;
             }
         }
         () = report => {}
+        () = arrivals => {}
         () = deadline => {}
         () = shutdown_signal() => {}
     }

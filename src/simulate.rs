@@ -170,6 +170,23 @@ impl Tally {
     }
 }
 
+/// The commands that arrived since the first `seen` (which moves on), each with its time as
+/// Unix microseconds by `clock`: what `herald simulate --print-arrivals` tells a benchmark in
+/// another process.
+pub fn drain_arrivals(tally: &Tally, seen: &mut usize, clock: &Clock) -> Vec<(Arc<str>, i64)> {
+    let (now, wall) = (std::time::Instant::now(), clock.now().timestamp_micros());
+    let arrivals = tally.arrivals.lock().unwrap_or_else(|p| p.into_inner());
+    let fresh = arrivals.get(*seen..).unwrap_or_default();
+    *seen = arrivals.len();
+    fresh
+        .iter()
+        .map(|(device, at)| {
+            let ago = i64::try_from(now.duration_since(*at).as_micros()).unwrap_or(i64::MAX);
+            (device.clone(), wall.saturating_sub(ago))
+        })
+        .collect()
+}
+
 /// A small, seeded generator for the loss knob: the same device loses the same commands.
 struct Dice(u64);
 

@@ -33,6 +33,10 @@ pub struct FanoutOptions {
     pub postgres_url: Option<String>,
     /// The broker, `mqtt://HOST:PORT`, or `in-process` for the one `herald serve` runs.
     pub mqtt_url: String,
+    /// Run the devices in this many `herald simulate` processes instead of this one, so this
+    /// process is the hub (and its broker) alone: its memory is the hub's, and the devices'
+    /// sockets count against their own open-file limits.
+    pub device_processes: usize,
 }
 
 /// `--mqtt in-process`: the broker of `herald serve`, in this process.
@@ -65,8 +69,86 @@ pub async fn fanout(options: FanoutOptions) -> anyhow::Result<()> {
     if let Some((broker, _)) = embedded {
         broker.shutdown().await;
     }
-    drop_scratch(scratch).await?;
-    result
+    // The run's own failure, if any, is the one to report.
+    let dropped = drop_scratch(scratch).await;
+    result?;
+    dropped
+}
+
+/// Starts `options.device_processes` `herald simulate` processes sharing the devices, on this
+/// benchmark's store and broker, and feeds the arrivals they print into `tally`. The processes
+/// end when the returned handles drop.
+async fn device_processes(
+    settings: &Settings,
+    options: &FanoutOptions,
+    village: &str,
+    hub: &crate::hub::Hub,
+    tally: &Arc<Tally>,
+) -> anyhow::Result<Vec<tokio::process::Child>> {
+    use tokio::io::AsyncBufReadExt;
+    let mut shared = settings.clone();
+    // The devices log in with their own credentials, never the hub's.
+    shared.mqtt.username.clear();
+    shared.mqtt.password.clear();
+    std::fs::create_dir_all(&shared.storage.data_dir)
+        .with_context(|| format!("cannot create {}", shared.storage.data_dir.display()))?;
+    let config = shared.storage.data_dir.join("fanout-devices.toml");
+    std::fs::write(&config, toml::to_string(&shared)?)
+        .with_context(|| format!("cannot write {}", config.display()))?;
+    let exe = std::env::current_exe().context("the path of this program")?;
+    // Wall-clock arrival times from the other processes, placed on this process's stopwatch.
+    let origin = (Instant::now(), hub.clock.now().timestamp_micros());
+    let k = options.device_processes;
+    let mut children = Vec::with_capacity(k);
+    for i in 0..k {
+        let count = options.devices / k + usize::from(i < options.devices % k);
+        let mut child = tokio::process::Command::new(&exe)
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "simulate",
+                "--devices",
+                &count.to_string(),
+                "--area",
+                village,
+                "--print-arrivals",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting herald simulate")?;
+        let stdout = child.stdout.take().context("its output")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        // One registers at a time: key ids are handed out in order.
+        loop {
+            match lines.next_line().await? {
+                Some(line) if line.starts_with("registered ") => break,
+                Some(_) => {}
+                None => anyhow::bail!("herald simulate ended before it registered its devices"),
+            }
+        }
+        let tally = tally.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut words = line.split(' ');
+                if let (Some("arrival"), Some(device), Some(micros)) =
+                    (words.next(), words.next(), words.next())
+                    && let Ok(micros) = micros.parse::<i64>()
+                {
+                    let offset = micros.saturating_sub(origin.1);
+                    let at = if offset >= 0 {
+                        origin.0 + Duration::from_micros(offset.unsigned_abs())
+                    } else {
+                        origin.0
+                    };
+                    let mut arrivals = tally.arrivals.lock().unwrap_or_else(|p| p.into_inner());
+                    arrivals.push((Arc::from(device), at));
+                }
+            }
+        });
+        children.push(child);
+    }
+    Ok(children)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -140,43 +222,64 @@ async fn run(
     let gateway = tokio::spawn(gateway::run_until_stopped(hub.clone()));
 
     let village = super::first_village(&hub)?;
-    let fleet = crate::simulate::register(&hub, "bench", (ChannelKind::Loudspeaker, &village), n, "fan")
-        .await?
-        .map_err(|errors| anyhow::anyhow!("registering devices: {} rows refused", errors.len()))?;
-    let prefix = fleet
-        .first()
-        .and_then(|d| d.device_id.rsplit_once('-'))
-        .map(|(prefix, _)| prefix.to_owned())
-        .context("no devices")?;
-    let topics: Vec<String> = fleet
-        .iter()
-        .map(|d| topic::device_commands(&d.device_id))
-        .collect();
-    let trusted = crate::simulate::trusted(&link);
     let tally = Arc::new(Tally::default());
-    let mut running = Vec::with_capacity(n);
-    for device in fleet {
-        running.push(tokio::spawn(run_device(
-            device,
-            trusted,
-            broker.clone(),
-            crate::simulate::hub_time(&hub.clock),
-            Behaviour::default(),
-            tally.clone(),
-        )));
-    }
-    // Every device connected and announced (status and birth stored).
     let started = Instant::now();
-    while tally.connected.load(std::sync::atomic::Ordering::Relaxed) < n as u64 {
+    let (topics, running, children) = if options.device_processes == 0 {
+        let fleet = crate::simulate::register(&hub, "bench", (ChannelKind::Loudspeaker, &village), n, "fan")
+            .await?
+            .map_err(|errors| anyhow::anyhow!("registering devices: {} rows refused", errors.len()))?;
+        let topics: Vec<String> = fleet
+            .iter()
+            .map(|d| topic::device_commands(&d.device_id))
+            .collect();
+        let trusted = crate::simulate::trusted(&link);
+        let mut running = Vec::with_capacity(n);
+        for device in fleet {
+            running.push(tokio::spawn(run_device(
+                device,
+                trusted,
+                broker.clone(),
+                crate::simulate::hub_time(&hub.clock),
+                Behaviour::default(),
+                tally.clone(),
+            )));
+        }
+        (topics, running, Vec::new())
+    } else {
+        let children = device_processes(settings, options, &village, &hub, &tally).await?;
+        (Vec::new(), Vec::new(), children)
+    };
+    // Every device connected and announced (status and birth stored).
+    let online = "SELECT COUNT(*) FROM devices WHERE online";
+    loop {
+        let row = hub
+            .db
+            .query_one_raw(Statement::from_string(hub.db.get_database_backend(), online))
+            .await?
+            .context("a count")?;
+        let announced = row.try_get_by_index::<i64>(0)?;
+        if announced >= n as i64 {
+            break;
+        }
         anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(120),
-            "devices did not connect: {}",
+            started.elapsed() < Duration::from_secs(300),
+            "only {announced} of {n} devices announced themselves: {}",
             tally.line()
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let connect_time = started.elapsed();
+    let topics = if topics.is_empty() {
+        crate::store::entities::device::Entity::find()
+            .all(&hub.db)
+            .await?
+            .iter()
+            .map(|d| topic::device_commands(&d.device_id))
+            .collect()
+    } else {
+        topics
+    };
 
     let (publisher, item_id) = approved(&hub, true).await?;
     let input = PublishInput {
@@ -209,7 +312,7 @@ async fn run(
         .await?
         .context("a signed command")?
         .frame;
-    let mut options_peer = MqttOptions::new(format!("{prefix}-peer"), broker.0.clone(), broker.1);
+    let mut options_peer = MqttOptions::new("fan-peer", broker.0.clone(), broker.1);
     options_peer.set_max_packet_size(256 * 1024, 256 * 1024);
     if !settings.mqtt.username.is_empty() {
         options_peer.set_credentials(settings.mqtt.username.clone(), settings.mqtt.password.clone());
@@ -228,6 +331,9 @@ async fn run(
     for device in running {
         device.abort();
     }
+    for mut child in children {
+        child.kill().await?;
+    }
     let last = received.last().copied().unwrap_or_default();
     let peer_last = peer_received.last().copied().unwrap_or_default();
     println!("backend: {}", backend_name(&hub));
@@ -237,8 +343,12 @@ async fn run(
         settings.mqtt.url.clone()
     };
     println!("broker: {broker_name}");
+    let whose = match options.device_processes {
+        0 => "this process".to_owned(),
+        k => format!("{k} herald simulate processes"),
+    };
     println!(
-        "devices: {n} virtual loudspeakers in this process, connected in {:.1} s",
+        "devices: {n} virtual loudspeakers in {whose}, connected and announced in {:.1} s",
         connect_time.as_secs_f64()
     );
     println!(
@@ -276,7 +386,13 @@ async fn run(
         last.as_secs_f64() / peer_last.as_secs_f64().max(f64::EPSILON)
     );
     if let Some(mib) = resident {
-        println!("resident memory of this process (hub and {n} virtual devices): {mib:.0} MiB");
+        let what = match (options.device_processes, options.mqtt_url == IN_PROCESS) {
+            (0, true) => format!("hub, its broker and {n} virtual devices"),
+            (0, false) => format!("hub and {n} virtual devices"),
+            (_, true) => "the hub and its broker alone".to_owned(),
+            (_, false) => "the hub alone".to_owned(),
+        };
+        println!("resident memory of this process ({what}): {mib:.0} MiB");
     }
     anyhow::ensure!(
         received.len() == n,

@@ -558,12 +558,14 @@ fn devices_are_registered_listed_imported_and_revoked_from_the_command_line() {
 /// for a release build and a broker set up for thousands, see the README).
 #[test]
 fn the_fanout_benchmark_runs_and_prints_its_figures() {
-    // On herald serve's own broker, and on the machine's Mosquitto when there is one.
-    let mut brokers = vec!["in-process".to_owned()];
-    brokers.extend(std::env::var("HERALD_TEST_MQTT_URL").ok());
-    for broker in brokers {
+    // On herald serve's own broker (devices in this process, then in two others), and on the
+    // machine's Mosquitto when there is one.
+    let mut runs = vec![("in-process".to_owned(), "0"), ("in-process".to_owned(), "2")];
+    runs.extend(std::env::var("HERALD_TEST_MQTT_URL").ok().map(|url| (url, "0")));
+    for (broker, processes) in runs {
         let output = herald()
             .args(["bench", "fanout", "--devices", "20", "--mqtt", &broker])
+            .args(["--device-processes", processes])
             .output()
             .expect("runs");
         let stdout = String::from_utf8_lossy(&output.stdout);
