@@ -27,6 +27,7 @@ const CAP_MEDIA_TYPES: [&str; 3] = ["application/cap+xml", "application/xml", "t
         (status = 201, description = "Taken: what it published and took down", body = AlertOutcome),
         (status = 200, description = "This message (sender and identifier) was taken before; nothing was done again", body = AlertOutcome),
         (status = 403, description = "Not an administrator, or an area outside yours", body = ErrorBody),
+        (status = 409, description = "The same message is being taken in by another request; send it again shortly", body = ErrorBody),
         (status = 413, description = "Larger than a CAP message may be", body = ErrorBody),
         (status = 415, description = "Not XML", body = ErrorBody),
         (status = 422, description = "Not a valid CAP 1.2 alert; `field` names the element (`alert.info[0].expires`)", body = ErrorBody),

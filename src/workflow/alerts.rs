@@ -55,18 +55,23 @@ pub struct AlertOutcome {
 }
 
 /// Takes a CAP message in. A message seen before (same sender and identifier) is answered as
-/// it was, not broadcast twice.
+/// it was, not broadcast twice. The message is recorded before anything is done for it, and
+/// each step after checks what is done already: a crash part-way leaves a message that the
+/// sender's usual resend carries on from where it stopped, never a second broadcast.
 pub async fn receive_cap(hub: &Hub, caller: &Caller, xml: &[u8]) -> Result<AlertOutcome> {
     require(
         caller.role == Role::Admin,
         "only an administrator's account may post CAP alerts",
     )?;
     let alert = CapAlert::parse(xml).map_err(|e| Error::validation(e.element, e.message))?;
-    if let Some(seen) = find_message(hub, &alert.sender, &alert.identifier).await? {
+    let seen = find_message(hub, &alert.sender, &alert.identifier).await?;
+    if let Some(seen) = &seen
+        && is_done(hub, seen).await?
+    {
         return Ok(AlertOutcome {
-            identifier: seen.identifier,
-            msg_type: seen.msg_type,
-            item_id: seen.item_id,
+            identifier: seen.identifier.clone(),
+            msg_type: seen.msg_type.clone(),
+            item_id: seen.item_id.clone(),
             areas: Vec::new(),
             withdrawn: Vec::new(),
             replayed: true,
@@ -79,25 +84,15 @@ pub async fn receive_cap(hub: &Hub, caller: &Caller, xml: &[u8]) -> Result<Alert
             format!("the alert expired at {}", expires.to_rfc3339()),
         ));
     }
+    let message = match seen {
+        Some(seen) => seen,
+        None => record_message(hub, caller, &alert).await?,
+    };
     let withdrawn = take_down_referenced(hub, caller, &alert).await?;
     let item_id = match alert.msg_type {
         MsgType::Cancel => None,
-        MsgType::Alert | MsgType::Update => Some(broadcast(hub, caller, &alert, &areas).await?),
+        MsgType::Alert | MsgType::Update => Some(broadcast(hub, caller, &alert, &areas, message).await?),
     };
-    let txn = begin_write(&hub.db).await?;
-    cap_alert::ActiveModel {
-        id: Set(hub.clock.new_id().to_string()),
-        sender: Set(alert.sender.clone()),
-        identifier: Set(alert.identifier.clone()),
-        sent: Set(store_time(alert.sent)),
-        msg_type: Set(alert.msg_type.as_str().into()),
-        item_id: Set(item_id.clone()),
-        posted_by: Set(caller.id.clone()),
-        received_at: Set(hub.clock.now()),
-    }
-    .insert(&txn)
-    .await?;
-    txn.commit().await?;
     Ok(AlertOutcome {
         identifier: alert.identifier,
         msg_type: alert.msg_type.as_str().into(),
@@ -106,6 +101,54 @@ pub async fn receive_cap(hub: &Hub, caller: &Caller, xml: &[u8]) -> Result<Alert
         withdrawn,
         replayed: false,
     })
+}
+
+/// Whether everything a recorded message asks for is done: its item went out (and may have
+/// come down since). A Cancel is never "done" here: taking down again what is down already
+/// does nothing, so it simply runs again.
+async fn is_done(hub: &Hub, message: &cap_alert::Model) -> Result<bool> {
+    let Some(item_id) = &message.item_id else {
+        return Ok(false);
+    };
+    let state = item::Entity::find_by_id(item_id)
+        .one(&hub.db)
+        .await?
+        .map(|i| i.state);
+    Ok(matches!(
+        state,
+        Some(ItemState::Published | ItemState::Withdrawn | ItemState::Expired)
+    ))
+}
+
+/// Records a message before anything is done for it. The same message posted twice at once
+/// meets the unique index: the second is told to wait for the first.
+async fn record_message(hub: &Hub, caller: &Caller, alert: &CapAlert) -> Result<cap_alert::Model> {
+    let txn = begin_write(&hub.db).await?;
+    let recorded = cap_alert::ActiveModel {
+        id: Set(hub.clock.new_id().to_string()),
+        sender: Set(alert.sender.clone()),
+        identifier: Set(alert.identifier.clone()),
+        sent: Set(store_time(alert.sent)),
+        msg_type: Set(alert.msg_type.as_str().into()),
+        item_id: Set(None),
+        posted_by: Set(caller.id.clone()),
+        received_at: Set(hub.clock.now()),
+    }
+    .insert(&txn)
+    .await;
+    match recorded {
+        Ok(recorded) => {
+            txn.commit().await?;
+            Ok(recorded)
+        }
+        Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
+            Err(Error::conflict(
+                "alert_in_progress",
+                "this CAP message is being taken in by another request; send it again shortly",
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn find_message(hub: &Hub, sender: &str, identifier: &str) -> Result<Option<cap_alert::Model>> {
@@ -185,10 +228,89 @@ fn chosen_info(alert: &CapAlert) -> Result<&CapInfo> {
 }
 
 /// Publishes the alert as an emergency item: one item for the smallest area holding every
-/// reached area, narrowed to the device targets inside the reached areas.
-async fn broadcast(hub: &Hub, caller: &Caller, alert: &CapAlert, areas: &[AreaCode]) -> Result<String> {
-    let info = chosen_info(alert)?;
+/// reached area, narrowed to the device targets inside the reached areas. Carries on from
+/// whatever an earlier, interrupted attempt at the same message got done.
+async fn broadcast(
+    hub: &Hub,
+    caller: &Caller,
+    alert: &CapAlert,
+    areas: &[AreaCode],
+    message: cap_alert::Model,
+) -> Result<String> {
     let home = common_area(areas).unwrap_or_else(|| caller.area.clone());
+    let author = intake_author(hub).await?;
+    let id = match message.item_id {
+        Some(id) => id,
+        None => {
+            let created = create_item(hub, &author, alert_item(hub, alert, &home).await?).await?;
+            let mut noted: cap_alert::ActiveModel = message.into();
+            noted.item_id = Set(Some(created.id.clone()));
+            noted.update(&hub.db).await?;
+            created.id
+        }
+    };
+    let state = || async {
+        let row = item::Entity::find_by_id(&id).one(&hub.db).await?;
+        Ok::<_, Error>(
+            row.ok_or_else(|| anyhow::anyhow!("alert item {id} vanished"))?
+                .state,
+        )
+    };
+    let note = format!(
+        "CAP {} {}（{}）",
+        alert.msg_type.as_str(),
+        alert.identifier,
+        alert.sender
+    );
+    if state().await? == ItemState::Draft {
+        submit(hub, &author, &id).await?;
+    }
+    if state().await? == ItemState::InReview {
+        let check = ConfidentialityCheckInput {
+            version: 1,
+            confirmed: true,
+            comment: note.clone(),
+        };
+        confidentiality_check(hub, caller, &id, check).await?;
+        let approval = ApproveInput {
+            version: 1,
+            comment: note,
+        };
+        approve(hub, caller, &id, approval).await?;
+    }
+    if state().await? != ItemState::Approved {
+        return Ok(id);
+    }
+    if let Some(expires) = alert.expires() {
+        // The alert ends at its own time, not at the end of the day its 有效期 names.
+        let mut exact: item::ActiveModel = item::Entity::find_by_id(&id)
+            .one(&hub.db)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("alert item {id} vanished"))?
+            .into();
+        exact.expires_at = Set(Some(store_time(expires)));
+        exact.update(&hub.db).await?;
+    }
+    let mut input = PublishInput::default();
+    if areas.len() > 1 || areas.first() != Some(&home) {
+        for target in preview_targets(hub, caller, &id, PublishInput::default()).await? {
+            let area = AreaCode::parse(&target.area_code).map_err(anyhow::Error::new)?;
+            if !target.channel.is_device() || areas.iter().any(|r| area.is_within(r)) {
+                input.targets.push(target.id);
+            }
+        }
+    }
+    let key = IdempotencyKey::parse(&format!("cap:{id}"))?;
+    let outcome = publish(hub, caller, &id, &key, input).await?;
+    if outcome.status >= 300 {
+        return Err(anyhow::anyhow!("alert item {id}: publish answered {}", outcome.status).into());
+    }
+    Ok(id)
+}
+
+/// The item an Alert or Update is published as.
+async fn alert_item(hub: &Hub, alert: &CapAlert, home: &AreaCode) -> Result<ItemInput> {
+    let info = chosen_info(alert)?;
     let headline = info.headline.clone().unwrap_or_else(|| info.event.clone());
     let mut body = String::new();
     for text in [&info.description, &info.instruction].into_iter().flatten() {
@@ -197,8 +319,7 @@ async fn broadcast(hub: &Hub, caller: &Caller, alert: &CapAlert, areas: &[AreaCo
     if body.is_empty() {
         body = format!("<p>{}</p>", ammonia::clean_text(&headline));
     }
-    let expires = alert.expires();
-    let input = ItemInput {
+    Ok(ItemInput {
         title: headline.chars().take(200).collect(),
         body,
         summary: headline.clone(),
@@ -218,65 +339,9 @@ async fn broadcast(hub: &Hub, caller: &Caller, alert: &CapAlert, areas: &[AreaCo
         tags: Vec::new(),
         attachments: Vec::new(),
         emergency: true,
-        expires_on: expires.map(china_date),
+        expires_on: alert.expires().map(china_date),
         interprets: None,
-    };
-    let author = intake_author(hub).await?;
-    let created = create_item(hub, &author, input).await?;
-    let id = created.id;
-    let note = format!(
-        "CAP {} {}（{}）",
-        alert.msg_type.as_str(),
-        alert.identifier,
-        alert.sender
-    );
-    submit(hub, &author, &id).await?;
-    confidentiality_check(
-        hub,
-        caller,
-        &id,
-        ConfidentialityCheckInput {
-            version: 1,
-            confirmed: true,
-            comment: note.clone(),
-        },
-    )
-    .await?;
-    approve(
-        hub,
-        caller,
-        &id,
-        ApproveInput {
-            version: 1,
-            comment: note,
-        },
-    )
-    .await?;
-    if let Some(expires) = expires {
-        // The alert ends at its own time, not at the end of the day its 有效期 names.
-        let mut exact: item::ActiveModel = item::Entity::find_by_id(&id)
-            .one(&hub.db)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("alert item {id} vanished"))?
-            .into();
-        exact.expires_at = Set(Some(store_time(expires)));
-        exact.update(&hub.db).await?;
-    }
-    let mut input = PublishInput::default();
-    if areas.len() > 1 || areas.first() != Some(&home) {
-        for target in preview_targets(hub, caller, &id, PublishInput::default()).await? {
-            let area = AreaCode::parse(&target.area_code).map_err(anyhow::Error::new)?;
-            if !target.channel.is_device() || areas.iter().any(|r| area.is_within(r)) {
-                input.targets.push(target.id);
-            }
-        }
-    }
-    let key = IdempotencyKey::parse(&format!("cap:{}", id))?;
-    let outcome = publish(hub, caller, &id, &key, input).await?;
-    if outcome.status >= 300 {
-        return Err(anyhow::anyhow!("alert item {id}: publish answered {}", outcome.status).into());
-    }
-    Ok(id)
+    })
 }
 
 /// The user name of the account alerts are written under.

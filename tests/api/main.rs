@@ -7,6 +7,7 @@ mod scripted;
 mod signed;
 
 mod accounts;
+mod alerts;
 mod architecture;
 mod audit;
 mod broker;
