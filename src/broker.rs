@@ -58,6 +58,8 @@ pub enum BrokerError {
     AddressInUse(String),
     #[error("the in-process MQTT broker cannot listen on {address}: {reason}")]
     Listen { address: String, reason: String },
+    #[error("the in-process MQTT broker cannot make the hub's login: {0}")]
+    Login(String),
 }
 
 /// The hub's own login to the in-process broker, made up for each process.
@@ -320,6 +322,21 @@ impl EmbeddedBroker {
             register,
             serving,
         })
+    }
+
+    /// Starts a broker on `address` for a hub about to open, and points `settings` at it
+    /// with a login made up for this start. Attach the hub to the gate once it is open.
+    pub async fn start_for_hub(
+        address: &str,
+        settings: &mut crate::config::MqttSettings,
+    ) -> Result<(Self, Arc<BrokerGate>), BrokerError> {
+        let login = HubLogin::generate().map_err(|e| BrokerError::Login(e.to_string()))?;
+        let gate = BrokerGate::new(login.clone());
+        let broker = Self::start(address, gate.clone()).await?;
+        settings.url = broker.url();
+        settings.username = login.username;
+        settings.password = login.password;
+        Ok((broker, gate))
     }
 
     /// Where it listens (the port chosen, when asked for port 0).

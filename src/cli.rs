@@ -596,10 +596,9 @@ async fn serve(mut settings: Settings) -> anyhow::Result<ExitCode> {
     }
     // No external broker: run one here, and let the hub's own client log in to it.
     let embedded = if settings.mqtt.url.is_empty() && !settings.mqtt.listen.is_empty() {
-        let login = crate::broker::HubLogin::generate()?;
-        let gate = crate::broker::BrokerGate::new(login.clone());
-        let broker = match crate::broker::EmbeddedBroker::start(&settings.mqtt.listen, gate.clone()).await {
-            Ok(broker) => broker,
+        let listen = settings.mqtt.listen.clone();
+        match crate::broker::EmbeddedBroker::start_for_hub(&listen, &mut settings.mqtt).await {
+            Ok(started) => Some(started),
             Err(e) => {
                 eprintln!(
                     "herald: {e}. Choose another with --mqtt-listen HOST:PORT (mqtt.listen), or \
@@ -607,11 +606,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(2));
             }
-        };
-        settings.mqtt.url = broker.url();
-        settings.mqtt.username = login.username;
-        settings.mqtt.password = login.password;
-        Some((broker, gate))
+        }
     } else {
         None
     };

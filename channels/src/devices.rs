@@ -255,6 +255,13 @@ impl Channel for DeviceChannel {
             }
         };
         let body = self.body(&announcement);
+        // A notice board shows an item until it expires (an alert until its `expires`), and a
+        // board that was offline shows it on its return while it is valid; anything spoken is
+        // worth saying only within the command lifetime of its publication.
+        let lifetime = match (self.kind, announcement.until) {
+            (ChannelKind::NoticeBoard, Some(_)) => Duration::MAX,
+            _ => self.lifetime,
+        };
         let mut outcomes: Vec<Option<DeliveryOutcome>> = vec![None; dispatches.len()];
         let mut addressed = Vec::with_capacity(dispatches.len());
         for (i, dispatch) in dispatches.iter().enumerate() {
@@ -274,7 +281,7 @@ impl Channel for DeviceChannel {
             let audience = Audience::Devices(group.iter().map(|(_, d)| (*d).to_owned()).collect());
             let issued = match self
                 .link
-                .issue(audience, body.clone(), self.lifetime, announcement.until)
+                .issue(audience, body.clone(), lifetime, announcement.until)
                 .await
             {
                 Ok(issued) => issued,

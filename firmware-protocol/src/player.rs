@@ -146,7 +146,11 @@ impl Player {
         self.running = kept;
         for item in stopped {
             happenings.push(Happening::Proof(item.proof(now, item.finished)));
-            happenings.push(Happening::Ack(item.accepted, AckStage::Preempted));
+            // A display already `finished` has ended its life cycle; its proof says it left
+            // the screen.
+            if !item.finished {
+                happenings.push(Happening::Ack(item.accepted, AckStage::Preempted));
+            }
         }
         let (dropped, kept): (Vec<Item>, Vec<Item>) = self.waiting.drain(..).partition(|i| hit(i));
         self.waiting = kept;
@@ -223,7 +227,7 @@ impl Player {
                 }
                 let item = self.running.remove(run);
                 happenings.push(Happening::Proof(item.proof(now, item.finished)));
-                if !gives_way {
+                if !item.finished {
                     happenings.push(Happening::Ack(item.accepted, AckStage::Preempted));
                 }
             }
@@ -410,7 +414,6 @@ mod tests {
         assert_eq!(player.running().collect::<Vec<_>>(), vec!["alert"]);
         let h = player.execute(NOW + 5, cancel("c", Some("alert")), 0);
         let want = vec![
-            ("alert".into(), AckStage::Preempted),
             ("c".into(), AckStage::Started),
             ("c".into(), AckStage::Finished),
             ("notice".into(), AckStage::Started),

@@ -17,7 +17,7 @@ use sea_orm::{ConnectionTrait, EntityTrait, Statement};
 
 use super::{BenchOptions, approved, backend_name, drain_loudspeakers, drop_scratch, err, scratch};
 use crate::{
-    broker::{BrokerGate, EmbeddedBroker, HubLogin},
+    broker::{BrokerGate, EmbeddedBroker},
     clock::Clock,
     config::Settings,
     delivery::gateway,
@@ -50,13 +50,7 @@ pub async fn fanout(options: FanoutOptions) -> anyhow::Result<()> {
     };
     let mut scratch = scratch(&bench).await?;
     let embedded = if options.mqtt_url == IN_PROCESS {
-        let login = HubLogin::generate()?;
-        let gate = BrokerGate::new(login.clone());
-        let broker = EmbeddedBroker::start("127.0.0.1:0", gate.clone()).await?;
-        scratch.settings.mqtt.url = broker.url();
-        scratch.settings.mqtt.username = login.username;
-        scratch.settings.mqtt.password = login.password;
-        Some((broker, gate))
+        Some(EmbeddedBroker::start_for_hub("127.0.0.1:0", &mut scratch.settings.mqtt).await?)
     } else {
         scratch.settings.mqtt.url = options.mqtt_url.clone();
         None
@@ -312,7 +306,8 @@ async fn run(
         .await?
         .context("a signed command")?
         .frame;
-    let mut options_peer = MqttOptions::new("fan-peer", broker.0.clone(), broker.1);
+    let peer_id = format!("fan-peer-{}", uuid::Uuid::new_v4().simple());
+    let mut options_peer = MqttOptions::new(peer_id, broker.0.clone(), broker.1);
     options_peer.set_max_packet_size(256 * 1024, 256 * 1024);
     if !settings.mqtt.username.is_empty() {
         options_peer.set_credentials(settings.mqtt.username.clone(), settings.mqtt.password.clone());

@@ -69,6 +69,8 @@ pub struct CapAlert {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CapInfo {
+    /// RFC 3066 language; CAP's default is en-US, so an info without one is read as such.
+    pub language: Option<String>,
     pub event: String,
     pub headline: Option<String>,
     pub description: Option<String>,
@@ -104,6 +106,7 @@ struct RawAlert {
 
 #[derive(Deserialize)]
 struct RawInfo {
+    language: Option<String>,
     event: Option<String>,
     urgency: Option<String>,
     severity: Option<String>,
@@ -276,12 +279,24 @@ impl CapAlert {
         })
     }
 
-    /// The areas of `tree` the alert reaches, outermost first, none below another: geocodes
-    /// as named (a province or prefecture code reaches the county), polygons and circles by
-    /// the villages whose seat lies inside.
+    /// The info Herald broadcasts: the first in Chinese, else the first. CAP repeats an
+    /// alert's info once per language, and may give infos of different severities for
+    /// different areas; Herald reads out one, and its areas and expiry go with it.
+    pub fn info(&self) -> Option<&CapInfo> {
+        let chinese = |info: &&CapInfo| {
+            info.language
+                .as_deref()
+                .is_some_and(|l| l.to_ascii_lowercase().starts_with("zh"))
+        };
+        self.infos.iter().find(chinese).or_else(|| self.infos.first())
+    }
+
+    /// The areas of `tree` the broadcast info reaches, outermost first, none below another:
+    /// geocodes as named (a province or prefecture code reaches the county), polygons and
+    /// circles by the villages whose seat lies inside.
     pub fn reach(&self, tree: &AreaTree) -> Vec<AreaCode> {
         let mut reached: Vec<AreaCode> = Vec::new();
-        for area in self.infos.iter().flat_map(|info| &info.areas) {
+        for area in self.info().into_iter().flat_map(|info| &info.areas) {
             for code in &area.area_codes {
                 reached.extend(covered_by_code(tree, code));
             }
@@ -311,13 +326,9 @@ impl CapAlert {
         outermost
     }
 
-    /// The latest `expires` of its infos; none when any info has no end.
+    /// When the broadcast info expires; none when it has no end.
     pub fn expires(&self) -> Option<DateTime<Utc>> {
-        let ends: Vec<Option<DateTime<Utc>>> = self.infos.iter().map(|i| i.expires).collect();
-        if ends.iter().any(Option::is_none) {
-            return None;
-        }
-        ends.into_iter().flatten().max()
+        self.info().and_then(|info| info.expires)
     }
 }
 
@@ -366,6 +377,7 @@ fn parse_info(element: &str, raw: RawInfo) -> Result<CapInfo, CapError> {
         return Err(refuse(format!("{element}.area"), "say where: at least one area"));
     }
     Ok(CapInfo {
+        language: optional(raw.language),
         event,
         headline: optional(raw.headline),
         description: optional(raw.description),
@@ -605,6 +617,23 @@ mod tests {
         );
         let parsed = CapAlert::parse(alert("Alert", "", &info).as_bytes()).expect("parses");
         assert_eq!(codes(&parsed), vec!["530426"]);
+    }
+
+    #[test]
+    fn the_chinese_info_is_broadcast_with_its_own_areas_and_expiry() {
+        let english = INFO
+            .replace("<language>zh-CN</language>", "<language>en-US</language>")
+            .replace("530426101", "530426102")
+            .replace("2026-12-06T16:00:00+08:00", "2026-12-07T16:00:00+08:00")
+            .replace("暴雨", "Rainstorm");
+        let parsed =
+            CapAlert::parse(alert("Alert", "", &format!("{english}{INFO}")).as_bytes()).expect("parses");
+        assert_eq!(parsed.info().map(|i| i.event.as_str()), Some("暴雨"));
+        assert_eq!(codes(&parsed), vec!["530426101"]);
+        assert_eq!(
+            parsed.expires().map(|e| e.to_rfc3339()),
+            Some("2026-12-06T08:00:00+00:00".into())
+        );
     }
 
     #[test]

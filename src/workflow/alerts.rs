@@ -21,7 +21,7 @@ use crate::{
     clock::china_date,
     domain::{
         area::AreaCode,
-        cap::{CapAlert, CapInfo, MsgType},
+        cap::{CapAlert, MsgType},
         item::{Disclosure, Genre, ItemInput, ItemState},
         user::Role,
     },
@@ -88,11 +88,14 @@ pub async fn receive_cap(hub: &Hub, caller: &Caller, xml: &[u8]) -> Result<Alert
         Some(seen) => seen,
         None => record_message(hub, caller, &alert).await?,
     };
-    let withdrawn = take_down_referenced(hub, caller, &alert).await?;
+    // An Update's own item goes out before the one it replaces comes down, so the area is
+    // never left without the warning if publishing fails; on the devices the new one waits
+    // behind the old (same priority) until the old one's cancel arrives.
     let item_id = match alert.msg_type {
         MsgType::Cancel => None,
         MsgType::Alert | MsgType::Update => Some(broadcast(hub, caller, &alert, &areas, message).await?),
     };
+    let withdrawn = take_down_referenced(hub, caller, &alert).await?;
     Ok(AlertOutcome {
         identifier: alert.identifier,
         msg_type: alert.msg_type.as_str().into(),
@@ -219,14 +222,6 @@ async fn take_down_referenced(hub: &Hub, caller: &Caller, alert: &CapAlert) -> R
     Ok(withdrawn)
 }
 
-/// The info read out: the first (CAP gives one per language, the issuer's own first).
-fn chosen_info(alert: &CapAlert) -> Result<&CapInfo> {
-    alert
-        .infos
-        .first()
-        .ok_or_else(|| Error::validation("alert.info", "an Alert or Update needs at least one info"))
-}
-
 /// Publishes the alert as an emergency item: one item for the smallest area holding every
 /// reached area, narrowed to the device targets inside the reached areas. Carries on from
 /// whatever an earlier, interrupted attempt at the same message got done.
@@ -310,7 +305,9 @@ async fn broadcast(
 
 /// The item an Alert or Update is published as.
 async fn alert_item(hub: &Hub, alert: &CapAlert, home: &AreaCode) -> Result<ItemInput> {
-    let info = chosen_info(alert)?;
+    let info = alert
+        .info()
+        .ok_or_else(|| Error::validation("alert.info", "an Alert or Update needs at least one info"))?;
     let headline = info.headline.clone().unwrap_or_else(|| info.event.clone());
     let mut body = String::new();
     for text in [&info.description, &info.instruction].into_iter().flatten() {
