@@ -6,7 +6,7 @@
 use std::{
     net::{TcpListener, TcpStream},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -15,16 +15,7 @@ use rumqttc::{
     SubscribeReasonCode,
 };
 
-use crate::cli::herald;
-
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::cli::{Killed, herald};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -34,18 +25,16 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_mosquitto(dir: &Path, broker_files: &Path) -> (Broker, u16) {
+/// A private `mosquitto` on a free port, with `settings` (configuration lines) after its
+/// listener; it stops when the handle drops.
+pub fn start_mosquitto(dir: &Path, settings: &str) -> (Killed, u16) {
     let port = free_port();
     let config = dir.join("mosquitto.conf");
     // `user root` only keeps a broker started as root from dropping to the `mosquitto` user,
     // who could not read the test's private files; started as anyone else it has no effect.
     std::fs::write(
         &config,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\nuser root\n",
-            broker_files.join("passwd").display(),
-            broker_files.join("acl").display()
-        ),
+        format!("listener {port} 127.0.0.1\npersistence false\nuser root\n{settings}"),
     )
     .expect("config");
     let child = Command::new("mosquitto")
@@ -55,7 +44,7 @@ fn start_mosquitto(dir: &Path, broker_files: &Path) -> (Broker, u16) {
         .stderr(Stdio::null())
         .spawn()
         .expect("mosquitto is installed (Debian's mosquitto package)");
-    let broker = Broker(child);
+    let broker = Killed(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "mosquitto did not start listening");
@@ -183,7 +172,12 @@ fn each_device_reaches_only_its_own_topics_on_a_mosquitto_set_up_by_herald() {
         }
     }
     let hub_password = std::fs::read_to_string(files.join("hub.credential")).expect("hub credential");
-    let (_broker, port) = start_mosquitto(dir.path(), &files);
+    let settings = format!(
+        "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+        files.join("passwd").display(),
+        files.join("acl").display()
+    );
+    let (_broker, port) = start_mosquitto(dir.path(), &settings);
     each_device_stays_on_its_own_topics(
         port,
         ("herald-hub", hub_password.trim()),

@@ -178,57 +178,29 @@ fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_heal
 #[test]
 fn a_taken_port_is_a_clear_error() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = holder.local_addr().expect("addr").port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let output = herald()
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--mqtt-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .expect("runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
-        "{stderr}"
-    );
-}
-
-#[test]
-fn a_taken_mqtt_port_is_a_clear_error_naming_the_way_out() {
-    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = holder.local_addr().expect("addr").port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let output = herald()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--mqtt-listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains(&format!(
-            "cannot listen on 127.0.0.1:{port}: the address is already in use"
-        )),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("--mqtt-listen") && stderr.contains("mqtt.url"),
-        "{stderr}"
-    );
+    let taken = format!("127.0.0.1:{}", holder.local_addr().expect("addr").port());
+    // The HTTP port, then the in-process broker's, each taken while the other is free.
+    for (http, mqtt, way_out) in [
+        (taken.as_str(), "127.0.0.1:0", "--listen"),
+        ("127.0.0.1:0", taken.as_str(), "--mqtt-listen"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let output = herald()
+            .args(["serve", "--listen", http, "--mqtt-listen", mqtt, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .expect("runs");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&format!("cannot listen on {taken}")), "{stderr}");
+        if way_out == "--mqtt-listen" {
+            assert_eq!(output.status.code(), Some(2));
+            assert!(
+                stderr.contains("already in use") && stderr.contains(way_out) && stderr.contains("mqtt.url"),
+                "{stderr}"
+            );
+        }
+    }
 }
 
 #[test]

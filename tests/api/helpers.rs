@@ -394,35 +394,36 @@ impl TestApp {
     /// confirmations exactly the `accepted` ones: one missing would never be sent (or asked
     /// about), one left over would be looked at for nothing.
     pub async fn assert_queue_agrees(&self) {
-        let backend = self.hub.db.get_database_backend();
-        let count = |sql: &str| {
-            let statement = sea_orm::Statement::from_string(backend, sql.to_owned());
-            async move {
-                let row = self
-                    .hub
-                    .db
-                    .query_one_raw(statement)
-                    .await
-                    .expect("count")
-                    .expect("a row");
-                row.try_get_by_index::<i64>(0).expect("a count")
-            }
-        };
-        let missing = count(
-            "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'retrying', 'sending') \
+        let missing = self
+            .count(
+                "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'retrying', 'sending') \
              AND id NOT IN (SELECT delivery_id FROM delivery_queue)",
-        )
-        .await;
-        let left_over = count(
-            "SELECT COUNT(*) FROM delivery_queue WHERE delivery_id NOT IN \
+            )
+            .await;
+        let left_over = self
+            .count(
+                "SELECT COUNT(*) FROM delivery_queue WHERE delivery_id NOT IN \
              (SELECT id FROM deliveries WHERE state IN ('pending', 'retrying', 'sending'))",
-        )
-        .await;
+            )
+            .await;
         assert_eq!(
             (missing, left_over),
             (0, 0),
             "deliveries missing from the queue, and queue rows left over"
         );
+    }
+
+    /// The one number a `SELECT COUNT(*) …` answers.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let statement = sea_orm::Statement::from_string(self.hub.db.get_database_backend(), sql.to_owned());
+        let row = self
+            .hub
+            .db
+            .query_one_raw(statement)
+            .await
+            .expect("count")
+            .expect("a row");
+        row.try_get_by_index::<i64>(0).expect("a count")
     }
 
     /// Creates, approves and publishes an item; returns its id.

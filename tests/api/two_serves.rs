@@ -6,10 +6,9 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::{TcpListener, TcpStream},
-    process::{Command, Stdio},
+    process::Stdio,
     sync::{Arc, atomic::Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use herald::{
@@ -17,7 +16,6 @@ use herald::{
     simulate::{self, Behaviour, Tally},
 };
 use herald_channels::ChannelKind;
-use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 
 use crate::cli::{Killed, herald};
@@ -25,37 +23,6 @@ use crate::helpers::{Backend, TestApp, item_body, spawn_app_configured};
 
 const DEVICES: usize = 2000;
 const VILLAGE: &str = "530426101001";
-
-fn start_mosquitto(dir: &std::path::Path) -> (Killed, u16) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port();
-    let config = dir.join("mosquitto.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 100000\nmax_inflight_messages 0\nuser root\n"
-        ),
-    )
-    .expect("config");
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto is installed (Debian's mosquitto package)");
-    let broker = Killed(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (broker, port)
-}
 
 /// `herald serve` on the test app's configuration, running once it says where it listens.
 fn serve(app: &TestApp) -> Killed {
@@ -76,18 +43,6 @@ fn serve(app: &TestApp) -> Killed {
     Killed(child)
 }
 
-async fn count(app: &TestApp, sql: String) -> i64 {
-    let statement = Statement::from_string(app.hub.db.get_database_backend(), sql);
-    let row = app
-        .hub
-        .db
-        .query_one_raw(statement)
-        .await
-        .expect("count")
-        .expect("a row");
-    row.try_get_by_index::<i64>(0).expect("n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_serves_on_postgresql_and_mosquitto_send_each_of_2000_devices_its_command_once_and_record_each_report_once()
  {
@@ -96,7 +51,10 @@ async fn two_serves_on_postgresql_and_mosquitto_send_each_of_2000_devices_its_co
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_broker, port) = start_mosquitto(dir.path());
+    let (_broker, port) = crate::broker::start_mosquitto(
+        dir.path(),
+        "allow_anonymous true\nmax_queued_messages 100000\nmax_inflight_messages 0\n",
+    );
     let app = spawn_app_configured(Backend::Postgres, Vec::new(), |s| {
         s.mqtt.url = format!("mqtt://127.0.0.1:{port}");
     })
@@ -136,7 +94,7 @@ async fn two_serves_on_postgresql_and_mosquitto_send_each_of_2000_devices_its_co
     );
     let mut born = 0;
     for _ in 0..600 {
-        born = count(&app, online.clone()).await;
+        born = app.count(&online).await;
         if born == DEVICES as i64 {
             break;
         }
@@ -158,20 +116,18 @@ async fn two_serves_on_postgresql_and_mosquitto_send_each_of_2000_devices_its_co
     );
     let mut done = 0;
     for _ in 0..1200 {
-        done = count(&app, played.clone()).await;
+        done = app.count(&played).await;
         if done == DEVICES as i64 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(done, DEVICES as i64, "deliveries played: {}", tally.line());
-    let sent_more_than_once = count(
-        &app,
-        format!(
+    let sent_more_than_once = app
+        .count(&format!(
             "SELECT COUNT(*) FROM deliveries WHERE item_id = '{item}' AND kind = 'publish' AND attempts <> 1"
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(sent_more_than_once, 0, "each delivery was claimed and sent once");
 
     // Each device carried the command out once. An instance that hears a device's birth after
@@ -186,7 +142,7 @@ async fn two_serves_on_postgresql_and_mosquitto_send_each_of_2000_devices_its_co
     let expected = 4 * DEVICES as i64 + i64::try_from(n(&tally.refused)).expect("n");
     let mut got = 0;
     for _ in 0..100 {
-        got = count(&app, stored.clone()).await;
+        got = app.count(&stored).await;
         if got == expected {
             break;
         }
