@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use herald_channels::devices::{DeviceLink, IssuedCommand};
+use herald_channels::devices::{DeviceLink, IssueError, IssuedCommand};
 use herald_firmware_protocol::{Audience, Command, CommandBody, Issuer};
 use rumqttc::{AsyncClient, EventLoop, MqttOptions, QoS};
 use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, Set};
@@ -143,10 +143,15 @@ impl DeviceLink for MqttLink {
         body: CommandBody,
         lifetime: Duration,
         ends_by: Option<u64>,
-    ) -> std::result::Result<IssuedCommand, String> {
-        let seq = self.next_sequence().await.map_err(|e| e.to_string())?;
+    ) -> std::result::Result<IssuedCommand, IssueError> {
+        let failed = |e: &dyn std::fmt::Display| IssueError::Failed(e.to_string());
         let now = self.clock.now();
-        let issued_at = u64::try_from(now.timestamp()).map_err(|e| e.to_string())?;
+        let issued_at = u64::try_from(now.timestamp()).map_err(|e| failed(&e))?;
+        // Checked before a sequence is spent on it: an expired item is never signed.
+        if ends_by.is_some_and(|end| end <= issued_at) {
+            return Err(IssueError::Expired);
+        }
+        let seq = self.next_sequence().await.map_err(|e| failed(&e))?;
         let command = Command {
             seq,
             issued_at,
@@ -157,12 +162,12 @@ impl DeviceLink for MqttLink {
             to: audience,
             cmd: body,
         };
-        let frame = self.issuer.sign(&command).map_err(|e| e.to_string())?;
+        let frame = self.issuer.sign(&command).map_err(|e| failed(&e))?;
         // The instant the signed field names, to the second, as a device reads it.
         let not_after = i64::try_from(command.not_after)
             .ok()
             .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
-            .ok_or_else(|| format!("not_after {} is out of range", command.not_after))?;
+            .ok_or_else(|| IssueError::Failed(format!("not_after {} is out of range", command.not_after)))?;
         let kept = device_command::ActiveModel {
             id: Set(command.id.clone()),
             frame: Set(frame.clone()),
@@ -172,7 +177,7 @@ impl DeviceLink for MqttLink {
         device_command::Entity::insert(kept)
             .exec_without_returning(&self.db)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(&e))?;
         Ok(IssuedCommand {
             id: command.id,
             frame,

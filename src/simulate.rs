@@ -270,13 +270,14 @@ pub async fn run_device(
     let mut player = Player::new();
     loop {
         // Wake for the player's next change, on the device's clock of whole seconds.
+        let at = now();
         let wake = player
-            .next_wake()
-            .map(|at| Duration::from_secs(at.saturating_sub(now())));
+            .next_wake(at)
+            .map(|wake| Duration::from_secs(wake.saturating_sub(at)));
         let polled = match wake {
             Some(after) => tokio::select! {
                 polled = events.poll() => Some(polled),
-                () = tokio::time::sleep(after.max(Duration::from_millis(50))) => None,
+                () = tokio::time::sleep(after) => None,
             },
             None => Some(events.poll().await),
         };

@@ -29,6 +29,17 @@ pub struct IssuedCommand {
     pub frame: Vec<u8>,
 }
 
+/// Why a command was not signed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssueError {
+    /// `ends_by` has passed: the item expired before it could be sent, and never will be.
+    #[error("the item expired before it could be sent")]
+    Expired,
+    /// Signing or keeping the command failed; a later attempt may succeed.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// What the hub lends the device adapters: signing and the broker.
 #[async_trait::async_trait]
 pub trait DeviceLink: Send + Sync {
@@ -41,7 +52,7 @@ pub trait DeviceLink: Send + Sync {
         body: CommandBody,
         lifetime: Duration,
         ends_by: Option<u64>,
-    ) -> Result<IssuedCommand, String>;
+    ) -> Result<IssuedCommand, IssueError>;
 
     /// Hands a frame to the broker for `topic` (QoS 1).
     async fn publish(&self, topic: String, frame: Vec<u8>) -> Result<(), String>;
@@ -286,11 +297,15 @@ impl Channel for DeviceChannel {
             {
                 Ok(issued) => issued,
                 Err(e) => {
+                    let (permanence, code) = match e {
+                        IssueError::Expired => (Permanence::Permanent, "expired"),
+                        IssueError::Failed(_) => (Permanence::Transient, "not_signed"),
+                    };
                     for (i, _) in group {
                         outcomes[*i] = Some(DeliveryOutcome::Failed {
-                            permanence: Permanence::Transient,
-                            code: "not_signed".into(),
-                            message: e.clone(),
+                            permanence,
+                            code: code.into(),
+                            message: e.to_string(),
                             checkpoint: None,
                         });
                     }
@@ -365,11 +380,11 @@ impl Channel for DeviceChannel {
             .await
         {
             Ok(issued) => issued,
-            Err(message) => {
+            Err(e) => {
                 return WithdrawOutcome::Failed {
                     permanence: Permanence::Transient,
                     code: "not_signed".into(),
-                    message,
+                    message: e.to_string(),
                 };
             }
         };

@@ -247,14 +247,21 @@ impl Player {
         happenings
     }
 
-    /// The earliest time [`Player::advance`] has something to do, if any.
-    pub fn next_wake(&self) -> Option<u64> {
+    /// The earliest time after `now` at which [`Player::advance`] has something to do, if
+    /// any. A waiting item whose start time has come waits for the running one to end, whose
+    /// own time is already counted; so nothing returned is in the past.
+    pub fn next_wake(&self, now: u64) -> Option<u64> {
         let running = self.running.iter().filter_map(Item::wake);
-        let waiting = self.waiting.iter().map(|i| {
-            let expires = i.not_after.saturating_add(1);
-            i.start_at.map_or(expires, |s| s.min(expires))
+        let waiting = self.waiting.iter().flat_map(|i| {
+            [
+                Some(i.not_after.saturating_add(1)),
+                i.until,
+                i.start_at.filter(|s| *s > now),
+            ]
+            .into_iter()
+            .flatten()
         });
-        running.chain(waiting).min()
+        running.chain(waiting).filter(|at| *at > now).min()
     }
 
     /// The command ids playing or showing now.
@@ -351,7 +358,7 @@ mod tests {
         let mut player = Player::new();
         let h = player.execute(NOW, play("a", 5), 30);
         assert_eq!(acks(&h), vec![("a".into(), AckStage::Started)]);
-        assert_eq!(player.next_wake(), Some(NOW + 30));
+        assert_eq!(player.next_wake(NOW), Some(NOW + 30));
         assert!(player.advance(NOW + 29).is_empty());
         let h = player.advance(NOW + 30);
         assert_eq!(acks(&h), vec![("a".into(), AckStage::Finished)]);
@@ -441,7 +448,7 @@ mod tests {
             ("c".into(), AckStage::Finished),
         ];
         assert_eq!(acks(&h), want);
-        assert_eq!(player.next_wake(), None);
+        assert_eq!(player.next_wake(NOW + 1), None);
     }
 
     #[test]
@@ -456,7 +463,7 @@ mod tests {
             vec!["alert"],
             "still on screen"
         );
-        assert_eq!(player.next_wake(), Some(NOW + 100));
+        assert_eq!(player.next_wake(NOW + 20), Some(NOW + 100));
         let h = player.advance(NOW + 100);
         assert_eq!(proofs(&h), vec![("alert".into(), true)]);
         assert_eq!(player.running().count(), 0);
@@ -496,6 +503,19 @@ mod tests {
     }
 
     #[test]
+    fn the_next_wake_is_never_in_the_past() {
+        let mut player = Player::new();
+        player.execute(NOW, play("long", 2), 100);
+        let mut due = play("due", 5);
+        if let CommandBody::Play(p) = &mut due.command.cmd {
+            p.start_at = Some(NOW + 10);
+        }
+        player.execute(NOW, due, 10);
+        // Past its start time it waits for the long one, which ends at NOW + 100.
+        assert_eq!(player.next_wake(NOW + 50), Some(NOW + 100));
+    }
+
+    #[test]
     fn a_start_time_holds_an_item_back() {
         let mut player = Player::new();
         let mut timed = play("timed", 5);
@@ -504,7 +524,7 @@ mod tests {
         }
         let h = player.execute(NOW, timed, 10);
         assert_eq!(acks(&h), vec![("timed".into(), AckStage::Queued)]);
-        assert_eq!(player.next_wake(), Some(NOW + 50));
+        assert_eq!(player.next_wake(NOW), Some(NOW + 50));
         let h = player.advance(NOW + 50);
         assert_eq!(acks(&h), vec![("timed".into(), AckStage::Started)]);
     }

@@ -938,3 +938,25 @@ async fn three_villages(app: TestApp, address: (String, u16), run: String) {
         app.assert_queue_agrees().await;
     }
 }
+
+on_both_backends! {
+    an_item_that_expires_before_it_is_sent_fails_at_once_and_is_never_signed => |backend| async move {
+        let Some((app, _address, run)) = linked_app(backend).await else { return };
+        let fleet = register(&app, &run, &[(ChannelKind::Loudspeaker, 401)]).await;
+        let target = target_of(&app, &fleet[0].0.device_id).await;
+        let expires = app.hub.clock.now() + chrono::Duration::minutes(30);
+        let taken = post_cap(&app, "application/cap+xml", cap("EW-X", "Alert", None, "530426101", expires)).await;
+        assert_eq!(taken.status, 201, "{}", taken.text());
+        let item = taken.json["item_id"].as_str().expect("an item").to_owned();
+        // Nothing sent it before it expired (the sweep has not run yet either).
+        app.hub.clock.set(expires + chrono::Duration::seconds(1));
+        let sequences = "SELECT COUNT(*) FROM issuer_sequences";
+        let before = app.count(sequences).await;
+        app.deliver_due().await;
+        let delivery = app.publish_delivery(&item, "target_id", &target).await;
+        assert_eq!((delivery["state"].clone(), delivery["attempts"].clone()), (json!("failed"), json!(1)), "{delivery}");
+        assert!(delivery["last_error"].as_str().is_some_and(|e| e.contains("expired")), "{delivery}");
+        assert_eq!(app.count(sequences).await, before);
+        assert_eq!(app.count("SELECT COUNT(*) FROM device_commands").await, 0, "no command was signed");
+    };
+}
