@@ -730,6 +730,27 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever arrives, the decoder answers: a checked alert or a refusal naming an
+        /// element, never a panic.
+        #[test]
+        fn arbitrary_bytes_are_answered_not_panicked_on(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            let _ = CapAlert::parse(&bytes);
+        }
+
+        /// Arbitrary text in every field of a real alert: the same.
+        #[test]
+        fn arbitrary_field_text_is_answered_not_panicked_on(text in "\\PC{0,64}") {
+            let escaped = text.replace('&', "&amp;").replace('<', "&lt;");
+            for field in ["53042641600000_20261206100000", "Actual", "暴雨", "2026-12-06T16:00:00+08:00", "530426101", "GB/T 2260"] {
+                let xml = alert("Alert", "", INFO).replacen(field, &escaped, 1);
+                if let Ok(parsed) = CapAlert::parse(xml.as_bytes()) {
+                    let _ = parsed.reach(&tree());
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_doctype_is_refused_before_anything_is_expanded() {
         let xml = format!(
