@@ -185,9 +185,14 @@ async fn stored_reports(db: &sea_orm::DatabaseConnection) -> anyhow::Result<i64>
     Ok(row.try_get_by_index::<i64>(0)?)
 }
 
-/// The process's resident memory, from /proc (Linux), in MiB.
+/// This process's resident memory, from /proc (Linux), in MiB.
 fn resident_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    resident_mib_of("self")
+}
+
+/// A process's resident memory (`self` or a pid), from /proc (Linux), in MiB.
+fn resident_mib_of(process: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
     let kib: f64 = status
         .lines()
         .find(|l| l.starts_with("VmRSS:"))?
@@ -216,6 +221,7 @@ async fn run(
     let gateway = tokio::spawn(gateway::run_until_stopped(hub.clone()));
 
     let village = super::first_village(&hub)?;
+    let resident_before = resident_mib();
     let tally = Arc::new(Tally::default());
     let started = Instant::now();
     let (topics, running, children) = if options.device_processes == 0 {
@@ -299,6 +305,10 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let resident = resident_mib();
+    let device_processes_mib: Option<f64> = children
+        .iter()
+        .map(|c| c.id().and_then(|pid| resident_mib_of(&pid.to_string())))
+        .sum();
 
     // The peer: a plain client sends one of those frames to the same topics.
     let frame = device_command::Entity::find()
@@ -388,6 +398,18 @@ async fn run(
             (_, false) => "the hub alone".to_owned(),
         };
         println!("resident memory of this process ({what}): {mib:.0} MiB");
+        if let Some(before) = resident_before {
+            println!(
+                "  of which per device (the growth since before they connected): {:.1} KiB",
+                (mib - before) * 1024.0 / n as f64
+            );
+        }
+    }
+    if let (Some(mib), true) = (device_processes_mib, options.device_processes > 0) {
+        println!(
+            "resident memory of the device processes: {mib:.0} MiB, {:.1} KiB per virtual device",
+            mib * 1024.0 / n as f64
+        );
     }
     anyhow::ensure!(
         received.len() == n,
