@@ -22,6 +22,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use herald_firmware_protocol::topic;
 use rmqtt::{
     codec::v5::SubscribeAckReason,
@@ -35,9 +36,10 @@ use rmqtt::{
         TopicName,
     },
 };
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tokio::task::JoinHandle;
 
-use crate::{delivery::devices, hub::Hub};
+use crate::{delivery::devices, hub::Hub, store::entities::device};
 
 /// Packets larger than a command for 200 devices or a report are refused.
 const MAX_PACKET_BYTES: u32 = 256 * 1024;
@@ -48,6 +50,8 @@ const BACKLOG: i32 = 4096;
 /// 10,000 devices answering a command send 40,000 at once; past the queue they would be lost.
 /// A device's session queues a few commands at most.
 const SESSION_QUEUE: usize = 200_000;
+/// How often the broker looks for devices revoked while connected.
+const REVOCATION_CHECK: Duration = Duration::from_secs(10);
 /// Unacknowledged QoS 1 messages in flight to one session: the hub acknowledges reports only
 /// once they are stored, a batch at a time.
 const IN_FLIGHT: u16 = 256;
@@ -353,6 +357,58 @@ impl EmbeddedBroker {
             ip.to_string()
         };
         format!("mqtt://{host}:{}", self.local_addr.port())
+    }
+
+    /// Closes the sessions of these client ids that are connected; returns how many.
+    pub async fn disconnect(&self, client_ids: &[&str]) -> usize {
+        let ids: Vec<_> = self
+            .context
+            .extends
+            .shared()
+            .await
+            .iter()
+            .map(|e| e.id())
+            .filter(|id| client_ids.contains(&&*id.client_id))
+            .collect();
+        let closed = ids.len();
+        for id in ids {
+            let mut entry = self.context.extends.shared().await.entry(id);
+            if let Err(e) = entry.kick(true, true, true).await {
+                tracing::debug!(error = %e, "broker: a session did not close cleanly");
+            }
+        }
+        closed
+    }
+
+    /// Disconnects the devices revoked at or after `since`; returns the latest revocation
+    /// seen (the next `since`) and how many sessions were closed. Their credentials no longer
+    /// let them back in.
+    pub async fn try_disconnect_revoked(
+        &self,
+        hub: &Hub,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<(DateTime<Utc>, usize)> {
+        let revoked = device::Entity::find()
+            .filter(device::Column::RevokedAt.gte(since))
+            .all(&hub.db)
+            .await?;
+        let latest = revoked.iter().filter_map(|d| d.revoked_at).max().unwrap_or(since);
+        let ids: Vec<&str> = revoked.iter().map(|d| d.device_id.as_str()).collect();
+        Ok((latest, self.disconnect(&ids).await))
+    }
+
+    /// Closes the session of each device revoked while it is connected, within
+    /// `REVOCATION_CHECK`.
+    pub async fn run_revocations_until_stopped(&self, hub: Arc<Hub>) -> anyhow::Result<()> {
+        let mut since = hub.clock.now();
+        loop {
+            tokio::time::sleep(REVOCATION_CHECK).await;
+            let (latest, closed) = self.try_disconnect_revoked(&hub, since).await?;
+            if closed > 0 {
+                tracing::info!(closed, "broker: disconnected revoked devices");
+            }
+            since = latest;
+        }
     }
 
     /// Stops accepting and closes every session (their wills fire).

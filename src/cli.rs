@@ -625,6 +625,12 @@ async fn serve(mut settings: Settings) -> anyhow::Result<ExitCode> {
         result = workers::run_expiry_until_stopped(hub.clone()) => result?,
         result = delivery::worker::run_until_stopped(hub.clone(), worker_id()) => result?,
         result = run_device_link(hub.clone()) => result?,
+        result = async {
+            match &embedded {
+                Some((broker, _)) => broker.run_revocations_until_stopped(hub.clone()).await,
+                None => std::future::pending().await,
+            }
+        } => result?,
         () = shutdown_signal() => println!("Herald stopping"),
     }
     if let Some((broker, _)) = embedded {

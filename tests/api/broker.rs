@@ -231,6 +231,8 @@ async fn each_device_reaches_only_its_own_topics_on_the_in_process_broker() {
         .await
         .expect("the broker starts");
     let port = broker.local_addr().port();
+    let b_again = b.clone();
+    let since = app.hub.clock.now();
     tokio::task::spawn_blocking(move || {
         each_device_stays_on_its_own_topics(
             port,
@@ -240,6 +242,40 @@ async fn each_device_reaches_only_its_own_topics_on_the_in_process_broker() {
     })
     .await
     .expect("the scenario");
+
+    // Revoked while connected: its session is closed, and it cannot come back.
+    let mut options = rumqttc::MqttOptions::new("spk-b", "127.0.0.1", port);
+    options.set_credentials("spk-b", b_again);
+    let (_client, mut events) = rumqttc::AsyncClient::new(options, 16);
+    let first = tokio::time::timeout(Duration::from_secs(5), events.poll())
+        .await
+        .expect("an answer");
+    assert!(
+        matches!(first, Ok(Event::Incoming(Packet::ConnAck(_)))),
+        "{first:?}"
+    );
+    devices::revoke_device(&app.hub, "test", None, "spk-b")
+        .await
+        .expect("revoked");
+    let (_, closed) = broker
+        .try_disconnect_revoked(&app.hub, since)
+        .await
+        .expect("looked");
+    assert_eq!(closed, 1);
+    let mut ended = false;
+    let mut refused = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline && !refused {
+        match tokio::time::timeout(Duration::from_secs(2), events.poll()).await {
+            Ok(Err(ConnectionError::ConnectionRefused(_))) => refused = true,
+            Ok(Err(_)) => ended = true,
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    assert!(
+        ended && refused,
+        "the session ended ({ended}) and logging in again was refused ({refused})"
+    );
     broker.shutdown().await;
 }
 
