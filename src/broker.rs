@@ -153,14 +153,15 @@ impl Handler for AuthHook {
             return (true, acc);
         };
         let connect: &ConnectInfo = connect;
-        let refuse = |result| (false, Some(HookResult::AuthResult(result)));
+        // The verdict ends the hook chain, whichever way it goes.
+        let answer = |result| (false, Some(HookResult::AuthResult(result)));
         let (Some(username), Some(password)) = (connect.username(), connect.password()) else {
-            return refuse(AuthResult::NotAuthorized);
+            return answer(AuthResult::NotAuthorized);
         };
         let client_id: &str = connect.client_id();
         match self.0.verdict(client_id, username, password).await {
             // The superuser passes the ACL hooks untouched.
-            Verdict::Hub => refuse(AuthResult::Allow(true, None)),
+            Verdict::Hub => answer(AuthResult::Allow(true, None)),
             Verdict::Device => {
                 let will_is_own = connect.last_will().is_none_or(|will| {
                     let will_topic: &str = match &will {
@@ -170,12 +171,12 @@ impl Handler for AuthHook {
                     topic::device_may_publish(client_id, will_topic)
                 });
                 if will_is_own {
-                    refuse(AuthResult::Allow(false, None))
+                    answer(AuthResult::Allow(false, None))
                 } else {
-                    refuse(AuthResult::NotAuthorized)
+                    answer(AuthResult::NotAuthorized)
                 }
             }
-            Verdict::Refused(result) => refuse(result),
+            Verdict::Refused(result) => answer(result),
         }
     }
 }

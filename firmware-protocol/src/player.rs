@@ -164,7 +164,6 @@ impl Player {
     /// a higher priority preempts a lower one.
     pub fn advance(&mut self, now: u64) -> Vec<Happening> {
         let mut happenings = Vec::new();
-        // Running items that ended by themselves.
         let mut still = Vec::new();
         for mut item in self.running.drain(..) {
             let ran = now >= item.started.unwrap_or(now).saturating_add(item.length);
@@ -197,7 +196,7 @@ impl Player {
             }
         }
         self.running = still;
-        // Waiting items past their life never start.
+        // An item that expired while it waited never starts (`expired`, not `preempted`).
         let (expired, waiting): (Vec<Item>, Vec<Item>) = self
             .waiting
             .drain(..)
@@ -236,7 +235,8 @@ impl Player {
             happenings.push(Happening::Ack(item.accepted.clone(), AckStage::Started));
             self.running.push(item);
         }
-        // A zero-length run (an instant simulator) ends at once.
+        // A zero-length run (an instant simulator) ends in this same call, so the next item
+        // of its medium starts now rather than at a wake that would never come.
         if self
             .running
             .iter()

@@ -4,30 +4,8 @@
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::cap_message;
 use crate::on_both_backends;
-
-fn alert(identifier: &str, app: &TestApp) -> String {
-    let now = app.hub.clock.now();
-    format!(
-        "<alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\"><identifier>{identifier}</identifier>\
-         <sender>qx@eshan.gov.cn</sender><sent>{}</sent><status>Actual</status><msgType>Alert</msgType>\
-         <scope>Public</scope><info><event>寒潮</event><urgency>Expected</urgency><severity>Severe</severity>\
-         <certainty>Likely</certainty><expires>{}</expires><area><areaDesc>甸中镇</areaDesc>\
-         <geocode><valueName>GB/T 2260</valueName><value>530426101</value></geocode></area></info></alert>",
-        now.to_rfc3339(),
-        (now + chrono::Duration::hours(3)).to_rfc3339(),
-    )
-}
-
-async fn post(app: &TestApp, xml: String) -> crate::helpers::Reply {
-    let request = app
-        .client
-        .post(format!("{}/api/v1/alerts/cap", app.address))
-        .header("content-type", "application/cap+xml")
-        .body(xml);
-    app.send(app.auth("admin", request)).await
-}
 
 on_both_backends! {
     a_message_recorded_by_an_interrupted_attempt_is_carried_on_by_the_resend_and_broadcast_once => |backend| async move {
@@ -41,14 +19,15 @@ on_both_backends! {
         );
         app.hub.db.execute_raw(Statement::from_string(app.hub.db.get_database_backend(), sql)).await.expect("insert");
 
-        let resent = post(&app, alert("EW-R", &app)).await;
+        let message = cap_message("EW-R", "Alert", None, "530426101", app.hub.clock.now() + chrono::Duration::hours(3));
+        let resent = app.post_cap("admin", "application/cap+xml", message.clone()).await;
         assert_eq!(resent.status, 201, "{}", resent.text());
         let item = resent.json["item_id"].as_str().expect("an item").to_owned();
         let view = app.get("admin", &format!("/api/v1/items/{item}")).await.json;
         assert_eq!((view["state"].clone(), view["content"]["emergency"].clone()), (json!("published"), json!(true)), "{view}");
         assert_eq!(app.audit_actions(&item).await.iter().filter(|a| a.as_str() == "item.create").count(), 1);
 
-        let again = post(&app, alert("EW-R", &app)).await;
+        let again = app.post_cap("admin", "application/cap+xml", message).await;
         assert_eq!((again.status, again.json["replayed"].clone(), again.json["item_id"].clone()), (200, json!(true), json!(item)));
         let emergencies = app.get("admin", "/api/v1/items?emergency=true").await.json;
         assert_eq!(emergencies["total"], 1, "one emergency item for the message: {emergencies}");

@@ -6,7 +6,7 @@ use herald_channels::ChannelKind;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, Reply, TestApp, item_body, spawn_app_with};
+use crate::helpers::{Backend, Reply, TestApp, cap_message, item_body, spawn_app_with};
 use crate::openapi_check::Conformance;
 use crate::scripted::{Scripted, Step};
 
@@ -963,33 +963,25 @@ async fn scenario(app: TestApp) {
     .await;
 
     // A CAP alert: taken, taken again, refused for its content, its media type and its poster.
-    let cap = |identifier: &str, urgency: &str| {
-        let now = app.hub.clock.now();
-        format!(
-            "<alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\"><identifier>{identifier}</identifier>\
-             <sender>qx@eshan.gov.cn</sender><sent>{}</sent><status>Actual</status><msgType>Alert</msgType>\
-             <scope>Public</scope><info><event>大风</event>{urgency}<severity>Severe</severity>\
-             <certainty>Likely</certainty><expires>{}</expires><area><areaDesc>峨山县</areaDesc>\
-             <geocode><valueName>GB/T 2260</valueName><value>530426</value></geocode></area></info></alert>",
-            now.to_rfc3339(),
-            (now + chrono::Duration::hours(6)).to_rfc3339(),
-        )
+    let expires = app.hub.clock.now() + chrono::Duration::hours(6);
+    let cap = |identifier: &str, urgency: bool| {
+        let message = cap_message(identifier, "Alert", None, "530426", expires);
+        if urgency {
+            message
+        } else {
+            message.replace("<urgency>Immediate</urgency>", "")
+        }
     };
     let post_cap = |user: &'static str, content_type: &'static str, xml: String| {
         let app = &app;
         let doc = &doc;
         async move {
-            let request = app
-                .client
-                .post(format!("{}/api/v1/alerts/cap", app.address))
-                .header("content-type", content_type)
-                .body(xml);
-            let reply = app.send(app.auth(user, request)).await;
+            let reply = app.post_cap(user, content_type, xml).await;
             doc.check_reply("POST", "/api/v1/alerts/cap", &reply);
             reply.status
         }
     };
-    let urgent = "<urgency>Expected</urgency>";
+    let urgent = true;
     assert_eq!(
         post_cap("admin", "application/cap+xml", cap("conf-1", urgent)).await,
         201
@@ -999,7 +991,7 @@ async fn scenario(app: TestApp) {
         200
     );
     assert_eq!(
-        post_cap("admin", "application/cap+xml", cap("conf-2", "")).await,
+        post_cap("admin", "application/cap+xml", cap("conf-2", false)).await,
         422
     );
     assert_eq!(post_cap("admin", "text/plain", cap("conf-3", urgent)).await, 415);

@@ -21,7 +21,7 @@ use rumqttc::{AsyncClient, MqttOptions, QoS};
 use sea_orm::{ConnectionTrait, EntityTrait};
 use serde_json::json;
 
-use crate::helpers::{TestApp, item_body, spawn_app_configured};
+use crate::helpers::{TestApp, cap_message, item_body, spawn_app_configured};
 use crate::on_both_backends;
 
 const VILLAGE: &str = "530426101001";
@@ -673,49 +673,6 @@ async fn until_running(
     seen
 }
 
-async fn post_cap(app: &TestApp, content_type: &str, xml: String) -> crate::helpers::Reply {
-    let request = app
-        .client
-        .post(format!("{}/api/v1/alerts/cap", app.address))
-        .header("content-type", content_type)
-        .body(xml);
-    app.send(app.auth("admin", request)).await
-}
-
-/// A CAP 1.2 message from the county weather office, sent an hour before it expires.
-fn cap(
-    identifier: &str,
-    msg_type: &str,
-    references: Option<&str>,
-    area: &str,
-    expires: chrono::DateTime<chrono::Utc>,
-) -> String {
-    let sent = (expires - chrono::Duration::hours(1)).to_rfc3339();
-    let references = references
-        .map(|r| format!("<references>qx@eshan.gov.cn,{r},2026-12-06T09:00:00+08:00</references>"))
-        .unwrap_or_default();
-    let info = match msg_type {
-        "Cancel" => String::new(),
-        _ => format!(
-            "<info><category>Met</category><event>暴雨</event><urgency>Immediate</urgency>\
-             <severity>Extreme</severity><certainty>Observed</certainty>\
-             <expires>{}</expires><senderName>峨山县气象台</senderName>\
-             <headline>峨山县气象台发布暴雨{}预警信号</headline>\
-             <description>预计未来3小时内将出现强降雨，请注意防范山洪和地质灾害。</description>\
-             <area><areaDesc>甸中镇</areaDesc><geocode><valueName>GB/T 2260</valueName><value>{area}</value></geocode></area></info>",
-            expires.to_rfc3339(),
-            if msg_type == "Update" { "红色" } else { "橙色" },
-        ),
-    };
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-         <alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\">\
-         <identifier>{identifier}</identifier><sender>qx@eshan.gov.cn</sender>\
-         <sent>{sent}</sent><status>Actual</status><msgType>{msg_type}</msgType>\
-         <scope>Public</scope>{references}{info}</alert>"
-    )
-}
-
 on_both_backends! {
     a_cap_alert_preempts_routine_audio_takes_over_notice_boards_is_replaced_by_its_update_and_stopped_by_its_cancel => |backend| async move {
         let Some((app, address, run)) = linked_app(backend).await else { return };
@@ -747,7 +704,7 @@ on_both_backends! {
         // An alert for the township: it preempts the routine audio, takes over the boards of
         // both its villages, and the village of another township hears nothing.
         let expires = app.hub.clock.now() + chrono::Duration::hours(2);
-        let taken = post_cap(&app, "application/cap+xml", cap("EW-1", "Alert", None, "530426101", expires)).await;
+        let taken = app.post_cap("admin", "application/cap+xml", cap_message("EW-1", "Alert", None, "530426101", expires)).await;
         assert_eq!(taken.status, 201, "{}", taken.text());
         assert_eq!(taken.json["areas"], json!(["530426101"]));
         let alert_item = taken.json["item_id"].as_str().expect("an item").to_owned();
@@ -770,11 +727,11 @@ on_both_backends! {
         assert_eq!(preempted, 3, "the routine audio and display in the village were reported cut short");
 
         // The same message again is answered, not broadcast twice.
-        let again = post_cap(&app, "application/cap+xml", cap("EW-1", "Alert", None, "530426101", expires)).await;
+        let again = app.post_cap("admin", "application/cap+xml", cap_message("EW-1", "Alert", None, "530426101", expires)).await;
         assert_eq!((again.status, again.json["replayed"].clone(), again.json["item_id"].clone()), (200, json!(true), json!(alert_item)));
 
         // An Update replaces it everywhere.
-        let updated = post_cap(&app, "application/xml", cap("EW-2", "Update", Some("EW-1"), "530426101", expires)).await;
+        let updated = app.post_cap("admin", "application/xml", cap_message("EW-2", "Update", Some("EW-1"), "530426101", expires)).await;
         assert_eq!(updated.status, 201, "{}", updated.text());
         assert_eq!(updated.json["withdrawn"], json!([alert_item]));
         let update_item = updated.json["item_id"].as_str().expect("an item").to_owned();
@@ -786,7 +743,7 @@ on_both_backends! {
         assert_eq!(old["state"], "withdrawn");
 
         // A Cancel stops it: nothing plays or shows (the preempted routine item never resumes).
-        let cancelled = post_cap(&app, "application/cap+xml", cap("EW-3", "Cancel", Some("EW-2"), "530426101", expires)).await;
+        let cancelled = app.post_cap("admin", "application/cap+xml", cap_message("EW-3", "Cancel", Some("EW-2"), "530426101", expires)).await;
         assert_eq!(cancelled.status, 201, "{}", cancelled.text());
         assert_eq!((cancelled.json["withdrawn"].clone(), cancelled.json["item_id"].clone()), (json!([update_item]), json!(null)));
         app.deliver_due().await;
@@ -797,7 +754,7 @@ on_both_backends! {
 
         // An alert left to run ends at its `expires`: the sweep takes it down everywhere.
         let short = app.hub.clock.now() + chrono::Duration::minutes(30);
-        let taken = post_cap(&app, "application/cap+xml", cap("EW-9", "Alert", None, "530426101", short)).await;
+        let taken = app.post_cap("admin", "application/cap+xml", cap_message("EW-9", "Alert", None, "530426101", short)).await;
         assert_eq!(taken.status, 201, "{}", taken.text());
         let lasting = taken.json["item_id"].as_str().expect("an item").to_owned();
         app.deliver_due().await;
@@ -811,16 +768,16 @@ on_both_backends! {
         assert_eq!(app.get("admin", &format!("/api/v1/items/{lasting}")).await.json["state"], "expired");
 
         // Refusals name the element, or the header.
-        let broken = cap("EW-4", "Alert", None, "530426101", expires).replace("<urgency>Immediate</urgency>", "");
-        let refused = post_cap(&app, "application/cap+xml", broken).await;
+        let broken = cap_message("EW-4", "Alert", None, "530426101", expires).replace("<urgency>Immediate</urgency>", "");
+        let refused = app.post_cap("admin", "application/cap+xml", broken).await;
         assert_eq!((refused.status, refused.field()), (422, Some("alert.info[0].urgency")), "{}", refused.text());
-        let refused = post_cap(&app, "application/cap+xml", cap("EW-5", "Cancel", Some("EW-404"), "530426101", expires)).await;
+        let refused = app.post_cap("admin", "application/cap+xml", cap_message("EW-5", "Cancel", Some("EW-404"), "530426101", expires)).await;
         assert_eq!((refused.status, refused.field()), (422, Some("alert.references")), "{}", refused.text());
-        let refused = post_cap(&app, "application/cap+xml", cap("EW-6", "Alert", None, "530426101", app.hub.clock.now() - chrono::Duration::minutes(1))).await;
+        let refused = app.post_cap("admin", "application/cap+xml", cap_message("EW-6", "Alert", None, "530426101", app.hub.clock.now() - chrono::Duration::minutes(1))).await;
         assert_eq!((refused.status, refused.field()), (422, Some("alert.info.expires")), "{}", refused.text());
-        let refused = post_cap(&app, "application/json", cap("EW-7", "Alert", None, "530426101", expires)).await;
+        let refused = app.post_cap("admin", "application/json", cap_message("EW-7", "Alert", None, "530426101", expires)).await;
         assert_eq!((refused.status, refused.field()), (415, Some("Content-Type")), "{}", refused.text());
-        let publisher = app.send(app.auth("publisher", app.client.post(format!("{}/api/v1/alerts/cap", app.address)).header("content-type", "application/cap+xml").body(cap("EW-8", "Alert", None, "530426101", expires)))).await;
+        let publisher = app.post_cap("publisher", "application/cap+xml", cap_message("EW-8", "Alert", None, "530426101", expires)).await;
         assert_eq!(publisher.status, 403, "{}", publisher.text());
     };
 }
@@ -945,7 +902,7 @@ on_both_backends! {
         let fleet = register(&app, &run, &[(ChannelKind::Loudspeaker, 401)]).await;
         let target = target_of(&app, &fleet[0].0.device_id).await;
         let expires = app.hub.clock.now() + chrono::Duration::minutes(30);
-        let taken = post_cap(&app, "application/cap+xml", cap("EW-X", "Alert", None, "530426101", expires)).await;
+        let taken = app.post_cap("admin", "application/cap+xml", cap_message("EW-X", "Alert", None, "530426101", expires)).await;
         assert_eq!(taken.status, 201, "{}", taken.text());
         let item = taken.json["item_id"].as_str().expect("an item").to_owned();
         // Nothing sent it before it expired (the sweep has not run yet either).

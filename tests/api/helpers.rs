@@ -204,6 +204,40 @@ pub fn item_body(area: &str) -> Value {
     })
 }
 
+/// A CAP 1.2 message from the county weather office, sent an hour before it expires.
+pub fn cap_message(
+    identifier: &str,
+    msg_type: &str,
+    references: Option<&str>,
+    area: &str,
+    expires: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let sent = (expires - chrono::Duration::hours(1)).to_rfc3339();
+    let references = references
+        .map(|r| format!("<references>qx@eshan.gov.cn,{r},2026-12-06T09:00:00+08:00</references>"))
+        .unwrap_or_default();
+    let info = match msg_type {
+        "Cancel" => String::new(),
+        _ => format!(
+            "<info><category>Met</category><event>暴雨</event><urgency>Immediate</urgency>\
+             <severity>Extreme</severity><certainty>Observed</certainty>\
+             <expires>{}</expires><senderName>峨山县气象台</senderName>\
+             <headline>峨山县气象台发布暴雨{}预警信号</headline>\
+             <description>预计未来3小时内将出现强降雨，请注意防范山洪和地质灾害。</description>\
+             <area><areaDesc>甸中镇</areaDesc><geocode><valueName>GB/T 2260</valueName><value>{area}</value></geocode></area></info>",
+            expires.to_rfc3339(),
+            if msg_type == "Update" { "红色" } else { "橙色" },
+        ),
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+         <alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\">\
+         <identifier>{identifier}</identifier><sender>qx@eshan.gov.cn</sender>\
+         <sent>{sent}</sent><status>Actual</status><msgType>{msg_type}</msgType>\
+         <scope>Public</scope>{references}{info}</alert>"
+    )
+}
+
 pub struct Reply {
     pub status: u16,
     pub json: Value,
@@ -411,6 +445,16 @@ impl TestApp {
             (0, 0),
             "deliveries missing from the queue, and queue rows left over"
         );
+    }
+
+    /// Posts a CAP message as `user`, with this `Content-Type`.
+    pub async fn post_cap(&self, user: &str, content_type: &str, xml: String) -> Reply {
+        let request = self
+            .client
+            .post(format!("{}/api/v1/alerts/cap", self.address))
+            .header("content-type", content_type)
+            .body(xml);
+        self.send(self.auth(user, request)).await
     }
 
     /// The one number a `SELECT COUNT(*) …` answers.

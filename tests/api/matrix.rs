@@ -1028,16 +1028,8 @@ impl Fx {
             }
             "POST /api/v1/alerts/cap" => {
                 let tag = self.tag();
-                let now = app.hub.clock.now();
-                let xml = format!(
-                    "<alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\"><identifier>{tag}</identifier>\
-                     <sender>qx@eshan.gov.cn</sender><sent>{}</sent><status>Actual</status><msgType>Alert</msgType>\
-                     <scope>Public</scope><info><event>大风</event><urgency>Expected</urgency><severity>Severe</severity>\
-                     <certainty>Likely</certainty><expires>{}</expires><area><areaDesc>{area}</areaDesc>\
-                     <geocode><valueName>GB/T 2260</valueName><value>{area}</value></geocode></area></info></alert>",
-                    now.to_rfc3339(),
-                    (now + chrono::Duration::hours(6)).to_rfc3339(),
-                );
+                let expires = app.hub.clock.now() + chrono::Duration::hours(6);
+                let xml = crate::helpers::cap_message(&tag, "Alert", None, area, expires);
                 let mut request = req(method, path).about(format!("CAP alert {tag} for {area}"));
                 request.raw = Some(("application/cap+xml", xml.into_bytes()));
                 request
