@@ -362,6 +362,13 @@ impl EmbeddedBroker {
 
     /// Closes the sessions of these client ids that are connected; returns how many.
     pub async fn disconnect(&self, client_ids: &[&str]) -> usize {
+        self.close_sessions(|client_id| client_ids.contains(&client_id))
+            .await
+    }
+
+    /// Closes every session whose client id is `wanted`; returns how many.
+    async fn close_sessions(&self, wanted: impl Fn(&str) -> bool) -> usize {
+        // Collected first: the session table's shard locks are held while it is iterated.
         let ids: Vec<_> = self
             .context
             .extends
@@ -369,7 +376,7 @@ impl EmbeddedBroker {
             .await
             .iter()
             .map(|e| e.id())
-            .filter(|id| client_ids.contains(&&*id.client_id))
+            .filter(|id| wanted(&id.client_id))
             .collect();
         let closed = ids.len();
         for id in ids {
@@ -415,21 +422,8 @@ impl EmbeddedBroker {
     /// Stops accepting and closes every session (their wills fire).
     pub async fn shutdown(self) {
         self.serving.abort();
-        let _ = self.serving.await;
         self.register.stop().await;
-        let ids: Vec<_> = self
-            .context
-            .extends
-            .shared()
-            .await
-            .iter()
-            .map(|e| e.id())
-            .collect();
-        for id in ids {
-            let mut entry = self.context.extends.shared().await.entry(id);
-            if let Err(e) = entry.kick(true, true, true).await {
-                tracing::debug!(error = %e, "broker: a session did not close cleanly");
-            }
-        }
+        self.close_sessions(|_| true).await;
+        let _ = self.serving.await;
     }
 }
