@@ -9,7 +9,7 @@
 use alloc::vec::Vec;
 
 use crate::{
-    command::CommandBody,
+    command::{CommandBody, QuietHours},
     device::Accepted,
     report::{AckStage, Medium, Proof},
 };
@@ -34,6 +34,8 @@ struct Item {
     /// A display stops showing here (its `until`).
     until: Option<u64>,
     start_at: Option<u64>,
+    /// Audio that may start inside quiet hours (an emergency, by hub policy).
+    through_quiet_hours: bool,
     started: Option<u64>,
     /// A display that has shown every page once is `finished`, and stays on screen.
     finished: bool,
@@ -79,6 +81,10 @@ impl Item {
 pub struct Player {
     running: Vec<Item>,
     waiting: Vec<Item>,
+    /// From `config`: no audio starts inside, unless its command overrides them.
+    quiet_hours: Option<QuietHours>,
+    /// From `config`: local time for the quiet hours, minutes east of UTC.
+    utc_offset_minutes: i16,
 }
 
 impl Player {
@@ -92,10 +98,34 @@ impl Player {
     /// and finish at once.
     pub fn execute(&mut self, now: u64, accepted: Accepted, length: u64) -> Vec<Happening> {
         let not_after = accepted.command.not_after;
-        let (medium, priority, start_at, until) = match &accepted.command.cmd {
-            CommandBody::Play(play) => (Medium::Audio, play.priority, play.start_at, None),
-            CommandBody::Display(display) => {
-                (Medium::Display, display.priority, display.start_at, display.until)
+        let (medium, priority, start_at, until, through_quiet_hours) = match &accepted.command.cmd {
+            CommandBody::Play(play) => (
+                Medium::Audio,
+                play.priority,
+                play.start_at,
+                None,
+                play.override_quiet_hours,
+            ),
+            CommandBody::Display(display) => (
+                Medium::Display,
+                display.priority,
+                display.start_at,
+                display.until,
+                true,
+            ),
+            CommandBody::Config(config) => {
+                if let Some(quiet) = &config.quiet_hours {
+                    self.quiet_hours = Some(quiet.clone());
+                }
+                if let Some(offset) = config.utc_offset_minutes {
+                    self.utc_offset_minutes = offset;
+                }
+                let mut happenings = alloc::vec![
+                    Happening::Ack(accepted.clone(), AckStage::Started),
+                    Happening::Ack(accepted, AckStage::Finished),
+                ];
+                happenings.extend(self.advance(now));
+                return happenings;
             }
             CommandBody::Cancel(cancel) => {
                 let mut happenings = self.cancel(now, cancel.target.as_deref());
@@ -120,6 +150,7 @@ impl Player {
             not_after,
             until,
             start_at,
+            through_quiet_hours,
             started: None,
             finished: false,
         };
@@ -208,11 +239,11 @@ impl Player {
         // The best waiting item of each medium starts when its time has come and nothing of
         // higher or equal priority runs; a lower one running is preempted.
         for medium in [Medium::Audio, Medium::Display] {
-            let Some(at) = self
-                .waiting
-                .iter()
-                .position(|i| i.medium == medium && i.start_at.is_none_or(|s| s <= now))
-            else {
+            let Some(at) = self.waiting.iter().position(|i| {
+                i.medium == medium
+                    && i.start_at.is_none_or(|s| s <= now)
+                    && (i.through_quiet_hours || !self.is_quiet(now))
+            }) else {
                 continue;
             };
             let candidate = self.waiting[at].priority;
@@ -247,11 +278,46 @@ impl Player {
         happenings
     }
 
+    /// Local minute of the day at `now`, by the configured offset.
+    fn local_minute(&self, now: u64) -> i64 {
+        let local = i64::try_from(now).unwrap_or(i64::MAX) + i64::from(self.utc_offset_minutes) * 60;
+        local.rem_euclid(86_400) / 60
+    }
+
+    /// Whether `now` is inside the configured quiet hours (`from > to` spans midnight).
+    fn is_quiet(&self, now: u64) -> bool {
+        let Some(quiet) = &self.quiet_hours else {
+            return false;
+        };
+        let (from, to, minute) = (
+            i64::from(quiet.from_minute),
+            i64::from(quiet.to_minute),
+            self.local_minute(now),
+        );
+        if from <= to {
+            from <= minute && minute < to
+        } else {
+            minute >= from || minute < to
+        }
+    }
+
+    /// When the quiet hours around `now` end (the next `to_minute`, on the minute).
+    fn quiet_ends(&self, now: u64) -> Option<u64> {
+        let quiet = self.quiet_hours.as_ref().filter(|_| self.is_quiet(now))?;
+        let minutes = (i64::from(quiet.to_minute) - self.local_minute(now)).rem_euclid(1440);
+        let into_minute = now % 60;
+        let ahead = u64::try_from(minutes).ok()?.saturating_mul(60);
+        Some(now.saturating_sub(into_minute).saturating_add(ahead))
+    }
+
     /// The earliest time after `now` at which [`Player::advance`] has something to do, if
     /// any. A waiting item whose start time has come waits for the running one to end, whose
-    /// own time is already counted; so nothing returned is in the past.
+    /// own time is already counted, or for the quiet hours to end; so nothing returned is in
+    /// the past.
     pub fn next_wake(&self, now: u64) -> Option<u64> {
-        let running = self.running.iter().filter_map(Item::wake);
+        let held_by_quiet = self.waiting.iter().any(|i| !i.through_quiet_hours);
+        let quiet_end = self.quiet_ends(now).filter(|_| held_by_quiet);
+        let running = self.running.iter().filter_map(Item::wake).chain(quiet_end);
         let waiting = self.waiting.iter().flat_map(|i| {
             [
                 Some(i.not_after.saturating_add(1)),
@@ -513,6 +579,64 @@ mod tests {
         player.execute(NOW, due, 10);
         // Past its start time it waits for the long one, which ends at NOW + 100.
         assert_eq!(player.next_wake(NOW + 50), Some(NOW + 100));
+    }
+
+    fn config(quiet: (u16, u16)) -> Accepted {
+        accepted(
+            "config",
+            CommandBody::Config(crate::command::Config {
+                volume: None,
+                quiet_hours: Some(QuietHours {
+                    from_minute: quiet.0,
+                    to_minute: quiet.1,
+                }),
+                utc_offset_minutes: Some(480),
+                area: None,
+                health_interval_s: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn quiet_hours_hold_routine_audio_until_they_end_but_not_an_override_or_a_display() {
+        // NOW is 2026-09-21 14:13:20 UTC: 22:13:20 Beijing time, inside 22:00–22:20.
+        let mut player = Player::new();
+        player.execute(NOW, config((1320, 1340)), 0);
+        let h = player.execute(NOW, play("routine", 5), 10);
+        assert_eq!(acks(&h), vec![("routine".into(), AckStage::Queued)]);
+        // 22:20 is 6 min 40 s on, before the command's not_after.
+        let end = NOW + 6 * 60 + 40;
+        assert_eq!(player.next_wake(NOW), Some(end));
+        assert!(player.advance(end - 1).is_empty());
+        assert_eq!(
+            acks(&player.advance(end)),
+            vec![("routine".into(), AckStage::Started)]
+        );
+
+        // 22:00–06:00, across midnight.
+        let mut player = Player::new();
+        player.execute(NOW, config((1320, 360)), 0);
+        let mut alarm = play("alarm", 2);
+        if let CommandBody::Play(p) = &mut alarm.command.cmd {
+            p.override_quiet_hours = true;
+        }
+        assert_eq!(
+            acks(&player.execute(NOW, alarm, 10)),
+            vec![("alarm".into(), AckStage::Started)]
+        );
+        let shown = player.execute(NOW, display("notice", 5, None), 10);
+        assert_eq!(acks(&shown), vec![("notice".into(), AckStage::Started)]);
+    }
+
+    #[test]
+    fn outside_quiet_hours_audio_starts_at_once() {
+        let mut player = Player::new();
+        // 23:00–05:00 Beijing time; NOW is 22:13.
+        player.execute(NOW, config((1380, 300)), 0);
+        assert_eq!(
+            acks(&player.execute(NOW, play("routine", 5), 10)),
+            vec![("routine".into(), AckStage::Started)]
+        );
     }
 
     #[test]
