@@ -115,7 +115,7 @@ impl Player {
             ),
             CommandBody::Config(config) => {
                 if let Some(quiet) = &config.quiet_hours {
-                    self.quiet_hours = Some(quiet.clone());
+                    self.quiet_hours = Some(*quiet);
                 }
                 if let Some(offset) = config.utc_offset_minutes {
                     self.utc_offset_minutes = offset;
