@@ -152,12 +152,6 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// The devices playing or showing command `id` now.
-    pub fn running_command(&self, id: &str) -> usize {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.values().filter(|ids| ids.iter().any(|i| i == id)).count()
-    }
-
     pub fn line(&self) -> String {
         format!(
             "connected {}, commands {}, lost {}, carried out {}, refused {}",

@@ -9,7 +9,7 @@
 //! account, an administrator's, checks (保密审查), approves and publishes it. So an alert keeps
 //! the four-eyes rule: the account that writes an item never approves it.
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, sea_query::Expr};
 use serde::Serialize;
 
 use super::{
@@ -113,10 +113,7 @@ async fn is_done(hub: &Hub, message: &cap_alert::Model) -> Result<bool> {
     let Some(item_id) = &message.item_id else {
         return Ok(false);
     };
-    let state = item::Entity::find_by_id(item_id)
-        .one(&hub.db)
-        .await?
-        .map(|i| i.state);
+    let state = item_state(hub, item_id).await?;
     Ok(matches!(
         state,
         Some(ItemState::Published | ItemState::Withdrawn | ItemState::Expired)
@@ -152,6 +149,11 @@ async fn record_message(hub: &Hub, caller: &Caller, alert: &CapAlert) -> Result<
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// An item's state, if the item exists.
+async fn item_state(hub: &Hub, id: &str) -> Result<Option<ItemState>> {
+    Ok(item::Entity::find_by_id(id).one(&hub.db).await?.map(|i| i.state))
 }
 
 async fn find_message(hub: &Hub, sender: &str, identifier: &str) -> Result<Option<cap_alert::Model>> {
@@ -193,11 +195,7 @@ async fn take_down_referenced(hub: &Hub, caller: &Caller, alert: &CapAlert) -> R
         };
         known += 1;
         let Some(item_id) = earlier.item_id else { continue };
-        let state = item::Entity::find_by_id(&item_id)
-            .one(&hub.db)
-            .await?
-            .map(|i| i.state);
-        if state != Some(ItemState::Published) {
+        if item_state(hub, &item_id).await? != Some(ItemState::Published) {
             continue;
         }
         let reason = format!(
@@ -244,23 +242,19 @@ async fn broadcast(
             created.id
         }
     };
-    let state = || async {
-        let row = item::Entity::find_by_id(&id).one(&hub.db).await?;
-        Ok::<_, Error>(
-            row.ok_or_else(|| anyhow::anyhow!("alert item {id} vanished"))?
-                .state,
-        )
-    };
+    let mut state = item_state(hub, &id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("alert item {id} vanished"))?;
     let note = format!(
         "CAP {} {}（{}）",
         alert.msg_type.as_str(),
         alert.identifier,
         alert.sender
     );
-    if state().await? == ItemState::Draft {
-        submit(hub, &author, &id).await?;
+    if state == ItemState::Draft {
+        state = submit(hub, &author, &id).await?.state;
     }
-    if state().await? == ItemState::InReview {
+    if state == ItemState::InReview {
         let check = ConfidentialityCheckInput {
             version: 1,
             confirmed: true,
@@ -271,20 +265,18 @@ async fn broadcast(
             version: 1,
             comment: note,
         };
-        approve(hub, caller, &id, approval).await?;
+        state = approve(hub, caller, &id, approval).await?.state;
     }
-    if state().await? != ItemState::Approved {
+    if state != ItemState::Approved {
         return Ok(id);
     }
     if let Some(expires) = alert.expires() {
         // The alert ends at its own time, not at the end of the day its 有效期 names.
-        let mut exact: item::ActiveModel = item::Entity::find_by_id(&id)
-            .one(&hub.db)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("alert item {id} vanished"))?
-            .into();
-        exact.expires_at = Set(Some(store_time(expires)));
-        exact.update(&hub.db).await?;
+        item::Entity::update_many()
+            .col_expr(item::Column::ExpiresAt, Expr::value(store_time(expires)))
+            .filter(item::Column::Id.eq(&id))
+            .exec(&hub.db)
+            .await?;
     }
     let mut input = PublishInput::default();
     if areas.len() > 1 || areas.first() != Some(&home) {
