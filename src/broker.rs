@@ -39,7 +39,7 @@ use rmqtt::{
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tokio::task::JoinHandle;
 
-use crate::{delivery::devices, hub::Hub, store::entities::device};
+use crate::{accounts::random_secret, delivery::devices, hub::Hub, store::entities::device};
 
 /// Packets larger than a command for 200 devices or a report are refused.
 const MAX_PACKET_BYTES: u32 = 256 * 1024;
@@ -75,12 +75,10 @@ pub struct HubLogin {
 
 impl HubLogin {
     pub fn generate() -> anyhow::Result<Self> {
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
         Ok(Self {
             // Device ids never contain `~`, so the hub's name is never a device's.
             username: "herald~hub".into(),
-            password: herald_firmware_protocol::hex::encode(&secret),
+            password: random_secret(32).map_err(|e| anyhow::anyhow!("{e}"))?,
         })
     }
 }

@@ -55,9 +55,7 @@ pub async fn fanout(options: FanoutOptions) -> anyhow::Result<()> {
         scratch.settings.mqtt.url = options.mqtt_url.clone();
         None
     };
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
-    scratch.settings.storage.secrets_key = hex::encode(key);
+    scratch.settings.storage.secrets_key = crate::accounts::random_secret(32).map_err(err)?;
     let gate = embedded.as_ref().map(|(_, gate)| gate.clone());
     let result = run(&scratch.settings, &options, gate).await;
     if let Some((broker, _)) = embedded {
