@@ -1,20 +1,27 @@
 //! Attachments, stored once per content (keyed by SHA-256) in the database so that hub
 //! instances share them without a shared disk.
 
+use std::collections::HashMap;
+
+use herald_channels::ChannelKind;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
-    QuerySelect, QueryTrait, Set, sea_query::OnConflict,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait,
+    QueryFilter, QuerySelect, QueryTrait, Set, sea_query::OnConflict,
 };
 use serde::Serialize;
 
 use crate::{
     accounts::Caller,
-    domain::item::{AttachmentRef, sha256_hex},
+    domain::{
+        audio,
+        delivery::DeliveryKind,
+        item::{AttachmentRef, ItemState, sha256_hex},
+    },
     error::{Error, Result},
     hub::Hub,
     store::{
         begin_write,
-        entities::{attachment, item, item_attachment},
+        entities::{attachment, delivery, item, item_attachment},
     },
 };
 
@@ -23,6 +30,9 @@ pub struct AttachmentView {
     pub sha256: String,
     pub content_type: String,
     pub size: i64,
+    /// Audio only: its decoded length in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_duration_ms: Option<i64>,
 }
 
 /// Whether the bytes look like what the declared type says. Types without a signature (plain
@@ -38,6 +48,8 @@ fn content_matches(content_type: &str, data: &[u8]) -> bool {
             data.starts_with(b"ID3") || (data.len() > 1 && data[0] == 0xFF && data[1] & 0xE0 == 0xE0)
         }
         "audio/wav" => data.len() >= 12 && &data[..4] == b"RIFF" && &data[8..12] == b"WAVE",
+        // ADTS: a 12-bit frame sync, layer 0.
+        "audio/aac" => data.len() > 1 && data[0] == 0xFF && data[1] & 0xF6 == 0xF0,
         "application/msword" | "application/vnd.ms-excel" => ole,
         "application/ofd"
         | "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -87,6 +99,10 @@ pub async fn upload(hub: &Hub, caller: &Caller, declared_type: &str, data: &[u8]
             format!("the file's content is not {content_type}"),
         ));
     }
+    let audio_duration_ms = match audio::codec_of(&content_type) {
+        Some(_) => Some(decoded_length(&content_type, data).await?),
+        None => None,
+    };
     let sha256 = sha256_hex(data);
     let size = i64::try_from(data.len()).map_err(anyhow::Error::new)?;
     let txn = begin_write(&hub.db).await?;
@@ -98,6 +114,7 @@ pub async fn upload(hub: &Hub, caller: &Caller, declared_type: &str, data: &[u8]
             data: Set(data.to_vec()),
             created_by: Set(caller.id.clone()),
             created_at: Set(hub.clock.now()),
+            audio_duration_ms: Set(audio_duration_ms),
         }
         .insert(&txn)
         .await?;
@@ -107,7 +124,79 @@ pub async fn upload(hub: &Hub, caller: &Caller, declared_type: &str, data: &[u8]
         sha256,
         content_type,
         size,
+        audio_duration_ms,
     })
+}
+
+/// Decodes an audio upload whole (on a blocking thread: a long MP3 takes seconds of CPU) and
+/// returns its length in milliseconds; a file a loudspeaker could not play is refused.
+async fn decoded_length(content_type: &str, data: &[u8]) -> Result<i64> {
+    let (content_type, data) = (content_type.to_owned(), data.to_vec());
+    let facts = tokio::task::spawn_blocking(move || audio::inspect(&content_type, &data))
+        .await
+        .map_err(anyhow::Error::new)?
+        .map_err(|e| Error::validation("body", e.to_string()))?;
+    Ok(i64::try_from(facts.duration_ms).map_err(anyhow::Error::new)?)
+}
+
+/// What channels are told of the attachments `sha256s` (never their bytes): type, size and,
+/// for audio, decoded length; by SHA-256.
+pub async fn facts(
+    db: &impl ConnectionTrait,
+    sha256s: &[&str],
+) -> Result<HashMap<String, (String, i64, Option<i64>)>> {
+    if sha256s.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(String, String, i64, Option<i64>)> = attachment::Entity::find()
+        .select_only()
+        .column(attachment::Column::Sha256)
+        .column(attachment::Column::ContentType)
+        .column(attachment::Column::Size)
+        .column(attachment::Column::AudioDurationMs)
+        .filter(attachment::Column::Sha256.is_in(sha256s.iter().copied()))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(sha256, content_type, size, duration)| (sha256, (content_type, size, duration)))
+        .collect())
+}
+
+/// An audio file as village loudspeakers download it, without signing in (a device holds no
+/// account; the command that names the file is signed and pins its hash and size): only while
+/// an item naming it is published and was sent to loudspeakers. A withdrawn or expired item's
+/// recording cannot be fetched any more.
+pub async fn for_loudspeakers(hub: &Hub, sha256: &str) -> Result<Option<attachment::Model>> {
+    let naming: Vec<String> = item_attachment::Entity::find()
+        .select_only()
+        .column(item_attachment::Column::ItemId)
+        .filter(item_attachment::Column::Sha256.eq(sha256))
+        .into_tuple()
+        .all(&hub.db)
+        .await?;
+    let published: Vec<String> = item::Entity::find()
+        .select_only()
+        .column(item::Column::Id)
+        .filter(item::Column::Id.is_in(naming))
+        .filter(item::Column::State.eq(ItemState::Published))
+        .into_tuple()
+        .all(&hub.db)
+        .await?;
+    let sent = delivery::Entity::find()
+        .filter(delivery::Column::ItemId.is_in(published))
+        .filter(delivery::Column::Channel.eq(ChannelKind::Loudspeaker))
+        .filter(delivery::Column::Kind.eq(DeliveryKind::Publish))
+        .count(&hub.db)
+        .await?;
+    if sent == 0 {
+        return Ok(None);
+    }
+    Ok(attachment::Entity::find_by_id(sha256)
+        .filter(attachment::Column::AudioDurationMs.is_not_null())
+        .one(&hub.db)
+        .await?)
 }
 
 /// An attachment the caller may read: one named by an item they may see (any version of it),

@@ -103,6 +103,13 @@ enum Command {
         /// fanout --device-processes`).
         #[arg(long)]
         print_arrivals: bool,
+        /// Loudspeakers: audio codecs they play (comma-separated: mp3, aac, opus, wav); they
+        /// download each file, check its size and SHA-256 and decode it. None: text only.
+        #[arg(long, value_delimiter = ',')]
+        codecs: Vec<String>,
+        /// Loudspeakers: they do not speak text (TTS).
+        #[arg(long)]
+        no_tts: bool,
     },
     /// Load and check the configuration and the files it names, then print it.
     CheckConfig,
@@ -338,6 +345,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             run_seconds,
             seconds,
             print_arrivals,
+            codecs,
+            no_tts,
         } => {
             let behaviour = crate::simulate::Behaviour {
                 latency: std::time::Duration::from_millis(latency_ms),
@@ -347,6 +356,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             simulate(
                 settings,
                 (devices, channel, area),
+                (codecs, !no_tts),
                 behaviour,
                 (seconds, print_arrivals),
             )
@@ -644,11 +654,13 @@ async fn serve(mut settings: Settings) -> anyhow::Result<ExitCode> {
 async fn simulate(
     settings: Settings,
     (count, channel, area): (usize, String, String),
+    (codec_names, tts): (Vec<String>, bool),
     behaviour: crate::simulate::Behaviour,
     (seconds, print_arrivals): (u64, bool),
 ) -> anyhow::Result<ExitCode> {
     use crate::simulate::{Tally, drain_arrivals, run_device};
     use herald_channels::ChannelKind;
+    use herald_firmware_protocol::command::AudioCodec;
     let refuse = |message: String| {
         eprintln!("herald simulate: {message}");
         Ok(ExitCode::from(2))
@@ -663,6 +675,13 @@ async fn simulate(
     }
     if count == 0 {
         return refuse("--devices must be at least 1".into());
+    }
+    let mut codecs = Vec::with_capacity(codec_names.len());
+    for name in &codec_names {
+        match serde_json::from_value::<AudioCodec>(serde_json::Value::from(name.trim())) {
+            Ok(codec) => codecs.push(codec),
+            Err(_) => return refuse(format!("--codecs: `{name}` is none of mp3, aac, opus, wav")),
+        }
     }
     let broker = match crate::device_link::broker_address(&settings.mqtt.url) {
         Ok(broker) => broker,
@@ -683,6 +702,13 @@ async fn simulate(
             return Ok(ExitCode::from(2));
         }
     };
+    let fleet = fleet.into_iter().map(|mut device| {
+        if kind == ChannelKind::Loudspeaker {
+            (device.codecs, device.tts) = (codecs.clone(), tts);
+        }
+        device
+    });
+    let fleet: Vec<_> = fleet.collect();
     let first = fleet.first().map(|d| d.device_id.clone()).unwrap_or_default();
     let trusted = crate::simulate::trusted(&link);
     let tally = Arc::new(Tally::default());

@@ -236,6 +236,7 @@ impl Default for ContentSettings {
                 "image/png",
                 "audio/mpeg",
                 "audio/wav",
+                "audio/aac",
                 "text/plain",
             ]
             .map(String::from)

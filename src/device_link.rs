@@ -4,17 +4,25 @@
 //! session's event loop is polled by `delivery::gateway`, which hears the devices.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use herald_channels::devices::{DeviceLink, IssueError, IssuedCommand};
+use herald_channels::devices::{DeviceLink, IssueError, IssuedCommand, Voices};
 use herald_firmware_protocol::{Audience, Command, CommandBody, Issuer};
 use rumqttc::{AsyncClient, EventLoop, MqttOptions, QoS};
-use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, Set};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Set};
 
 use crate::{
-    clock::Clock, config::MqttSettings, error::Result, secrets::SecretsKey, store::entities::device_command,
+    clock::Clock,
+    config::MqttSettings,
+    error::Result,
+    secrets::SecretsKey,
+    store::{
+        among,
+        entities::{device, device_command},
+    },
 };
 
 /// Requests the client may queue before a publish waits: a device batch of 10,000.
@@ -28,6 +36,9 @@ pub struct MqttLink {
     issuer: Issuer,
     clock: Clock,
     db: DatabaseConnection,
+    /// Whether the broker has confirmed the hub's subscription to device reports in the
+    /// current connection: until it has, a device's birth goes unheard.
+    listening: std::sync::atomic::AtomicBool,
 }
 
 /// The event loop of the hub's MQTT session, until [`run_until_stopped`] takes it.
@@ -94,11 +105,24 @@ pub fn connect(
         issuer,
         clock,
         db,
+        listening: std::sync::atomic::AtomicBool::new(false),
     };
     Ok((Arc::new(link), DeviceEvents(Mutex::new(Some(events)))))
 }
 
 impl MqttLink {
+    /// Whether the hub hears device reports now (see `listening`).
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The gateway's word on it: true when the broker confirmed the subscription, false when
+    /// the connection is lost.
+    pub fn set_listening(&self, listening: bool) {
+        self.listening
+            .store(listening, std::sync::atomic::Ordering::Release);
+    }
+
     /// The session's client: the gateway subscribes and acknowledges through it.
     pub fn client(&self) -> &AsyncClient {
         &self.client
@@ -190,6 +214,33 @@ impl DeviceLink for MqttLink {
             .await
             .map_err(|e| e.to_string())?;
         Ok(kept.is_none_or(|c| c.not_after <= self.clock.now()))
+    }
+
+    async fn voices(&self, device_ids: &[&str]) -> std::result::Result<HashMap<String, Voices>, String> {
+        let backend = self.db.get_database_backend();
+        let births: Vec<(String, Option<String>)> = device::Entity::find()
+            .select_only()
+            .column(device::Column::DeviceId)
+            .column(device::Column::Capabilities)
+            .filter(among(
+                backend,
+                device::Column::DeviceId,
+                device_ids.iter().copied(),
+            ))
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut heard = HashMap::with_capacity(births.len());
+        for (device_id, birth) in births {
+            if let Some(birth) = birth {
+                // Kept from a birth the gateway decoded: one that does not read is a bug.
+                let voices = serde_json::from_str(&birth)
+                    .map_err(|e| format!("device {device_id}: stored capabilities unreadable: {e}"))?;
+                heard.insert(device_id, voices);
+            }
+        }
+        Ok(heard)
     }
 
     async fn publish(&self, topic: String, frame: Vec<u8>) -> std::result::Result<(), String> {

@@ -16,10 +16,11 @@ use std::{
 use herald_channels::ChannelKind;
 use herald_firmware_protocol::command::KeyRole;
 use herald_firmware_protocol::{
-    DeviceSession, KeyPair, Output,
-    device::{Capabilities, DeviceIdentity, DeviceState, TrustedKey},
+    CommandBody, DeviceSession, KeyPair, Output,
+    command::{AudioCodec, AudioRef, PlaySource},
+    device::{Accepted, Capabilities, DeviceIdentity, DeviceState, TrustedKey},
     player::{Happening, Player},
-    report::{ReportBody, Screen},
+    report::{AckStage, RejectReason, ReportBody, Screen},
 };
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 
@@ -38,8 +39,12 @@ pub struct VirtualDevice {
     pub key_id: u32,
     /// Its Ed25519 seed (the public key registered for it derives from it).
     pub seed: [u8; 32],
-    /// A notice board (a screen); otherwise a loudspeaker that speaks TTS.
+    /// A notice board (a screen); otherwise a loudspeaker.
     pub screen: bool,
+    /// A loudspeaker's: the audio codecs it plays (it downloads the file, checks its size and
+    /// SHA-256, decodes it to know how long it plays) and whether it speaks text.
+    pub codecs: Vec<AudioCodec>,
+    pub tts: bool,
     /// The broker login Herald issued it (`herald device add`); none on an open broker.
     pub credential: Option<String>,
 }
@@ -72,6 +77,8 @@ pub async fn register(
             key_id: 0,
             seed,
             screen: kind == ChannelKind::NoticeBoard,
+            codecs: Vec::new(),
+            tts: kind == ChannelKind::Loudspeaker,
             credential: None,
         };
         rows.push((
@@ -214,8 +221,8 @@ pub async fn run_device(
     };
     let capabilities = Capabilities {
         firmware: "sim-1.0".into(),
-        codecs: Vec::new(),
-        tts: !device.screen,
+        codecs: device.codecs.clone(),
+        tts: device.tts,
         screen: device.screen.then_some(Screen {
             width: 256,
             height: 128,
@@ -262,6 +269,7 @@ pub async fn run_device(
         device.seed[7] | 1,
     ]));
     let mut player = Player::new();
+    let mut media = Media::default();
     loop {
         // Wake for the player's next change, on the device's clock of whole seconds.
         let at = now();
@@ -313,7 +321,15 @@ pub async fn run_device(
                     match output {
                         Output::Publish(publish) => sends.push(publish),
                         Output::Execute(accepted) => {
-                            happenings.extend(player.execute(now(), accepted, behaviour.run_seconds));
+                            match media.length(&accepted, behaviour.run_seconds).await {
+                                Ok(length) => happenings.extend(player.execute(now(), accepted, length)),
+                                Err(_) => sends.push(session.progress(
+                                    Some(now()),
+                                    &accepted,
+                                    AckStage::Rejected,
+                                    Some(RejectReason::BadMedia),
+                                )?),
+                            }
                         }
                         Output::Persist | Output::SetClock(_) => {}
                     }
@@ -337,6 +353,53 @@ pub async fn run_device(
                 .publish(publish.topic, QoS::AtLeastOnce, publish.retain, publish.payload)
                 .await?;
         }
+    }
+}
+
+/// A device's audio files, downloaded once each and kept by hash (PROTOCOL.md §5.2).
+#[derive(Default)]
+struct Media {
+    client: Option<reqwest::Client>,
+    /// Seconds each file plays, by SHA-256.
+    kept: std::collections::HashMap<String, u64>,
+}
+
+impl Media {
+    /// Seconds one run of `accepted` takes: for audio, the file's decoded length times its
+    /// repeats, once the file is downloaded and matches its size and hash (`bad_media` when it
+    /// cannot be had or does not match); for anything else, `otherwise`.
+    async fn length(&mut self, accepted: &Accepted, otherwise: u64) -> anyhow::Result<u64> {
+        let CommandBody::Play(play) = &accepted.command.cmd else {
+            return Ok(otherwise);
+        };
+        let PlaySource::Audio(audio) = &play.source else {
+            return Ok(otherwise);
+        };
+        let seconds = match self.kept.get(&audio.sha256) {
+            Some(seconds) => *seconds,
+            None => {
+                let seconds = self.fetch(audio).await?;
+                self.kept.insert(audio.sha256.clone(), seconds);
+                seconds
+            }
+        };
+        Ok(seconds.saturating_mul(u64::from(play.repeat.max(1))))
+    }
+
+    async fn fetch(&mut self, audio: &AudioRef) -> anyhow::Result<u64> {
+        let client = self.client.get_or_insert_with(reqwest::Client::new);
+        let response = client.get(&audio.url).send().await?.error_for_status()?;
+        let bytes = response.bytes().await?;
+        anyhow::ensure!(
+            bytes.len() as u64 == audio.size,
+            "size {} is not {}",
+            bytes.len(),
+            audio.size
+        );
+        let sha256 = crate::domain::item::sha256_hex(&bytes);
+        anyhow::ensure!(sha256 == audio.sha256, "SHA-256 {sha256} is not {}", audio.sha256);
+        let facts = crate::domain::audio::inspect(audio.codec.media_type(), &bytes)?;
+        Ok(facts.duration_ms.div_ceil(1000))
     }
 }
 

@@ -1,16 +1,21 @@
 //! Village devices: loudspeaker controllers (大喇叭) and notice-board displays (村务公开屏).
 //!
 //! An item becomes one signed command per group of devices (`herald-firmware-protocol`): text
-//! to speak for a loudspeaker, pages of text and a link for a notice board. The hub signs (it
+//! to speak for a loudspeaker, or the item's audio recording for loudspeakers that play its
+//! codec, pages of text and a link for a notice board. The hub signs (it
 //! owns the issuer key, the sequence and the clock) and the broker carries the frame to each
 //! device's command topic; the delivery is `accepted` once the frame is handed to the broker,
 //! and the device's acks and proofs come back as receipts (played, displayed, rejected…).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use herald_firmware_protocol::{
     Audience, CommandBody,
-    command::{Cancel, Display, Play, PlaySource, TtsText},
+    command::{AudioCodec, AudioRef, Cancel, Display, Play, PlaySource, TtsText},
     topic,
 };
 use serde::{Deserialize, Serialize};
@@ -60,7 +65,23 @@ pub trait DeviceLink: Send + Sync {
     /// Whether the command's validity has ended (by the hub's clock); an unknown command
     /// counts as ended.
     async fn command_expired(&self, command_id: &str) -> Result<bool, String>;
+
+    /// What each of `device_ids` said it plays in its last birth; a device not yet heard from
+    /// is absent.
+    async fn voices(&self, device_ids: &[&str]) -> Result<HashMap<String, Voices>, String>;
 }
+
+/// What a loudspeaker plays, as its birth message says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Voices {
+    #[serde(default)]
+    pub codecs: Vec<AudioCodec>,
+    #[serde(default)]
+    pub tts: bool,
+}
+
+/// Where devices download an item's recording: the hub's address, this, the file's SHA-256.
+pub const MEDIA_PATH: &str = "/media/";
 
 /// Devices named in one command. A command lists its audience inside the signature, so a
 /// group is a few hundred ids: one signature per group, a frame of a few kilobytes each.
@@ -82,9 +103,12 @@ const ROUTINE_PRIORITY: u8 = 5;
 pub struct Announcement {
     pub item_id: String,
     pub emergency: bool,
-    /// Loudspeakers: the text spoken.
+    /// Loudspeakers: the text spoken, by devices that cannot play the recording.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speech: Option<String>,
+    /// Loudspeakers: the item's audio attachment, for devices that play its codec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<Recording>,
     /// Notice boards: the pages shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pages: Vec<String>,
@@ -95,6 +119,37 @@ pub struct Announcement {
     /// board shows it until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<u64>,
+}
+
+/// An item's audio attachment, as a loudspeaker downloads and checks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recording {
+    pub url: String,
+    pub sha256: String,
+    pub size: u64,
+    pub codec: AudioCodec,
+    /// As decoded at upload: for the preview and the schedule, not for the device.
+    pub duration_ms: u64,
+}
+
+/// What a loudspeaker is sent of an announcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Voice {
+    Recording,
+    Speech,
+}
+
+/// The recording for a device that plays its codec, or has not said what it plays (it is
+/// what the publisher meant to be heard; a device that cannot play it says so in its ack);
+/// the text for one that speaks TTS; nothing for one that does neither.
+fn voice_for(announcement: &Announcement, heard: Option<&Voices>) -> Option<Voice> {
+    match (&announcement.recording, heard) {
+        (None, _) => Some(Voice::Speech),
+        (Some(_), None) => Some(Voice::Recording),
+        (Some(recording), Some(voices)) if voices.codecs.contains(&recording.codec) => Some(Voice::Recording),
+        (Some(_), Some(voices)) if voices.tts => Some(Voice::Speech),
+        (Some(_), Some(_)) => None,
+    }
 }
 
 /// The loudspeaker or notice-board adapter.
@@ -123,7 +178,7 @@ impl DeviceChannel {
         }
     }
 
-    fn body(&self, announcement: &Announcement) -> CommandBody {
+    fn body(&self, announcement: &Announcement, voice: Voice) -> CommandBody {
         let priority = if announcement.emergency {
             EMERGENCY_PRIORITY
         } else {
@@ -140,16 +195,93 @@ impl DeviceChannel {
             }),
             _ => CommandBody::Play(Play {
                 priority,
-                source: PlaySource::Tts(TtsText {
-                    text: announcement.speech.clone().unwrap_or_default(),
-                    lang: "zh-CN".into(),
-                }),
+                source: match (&announcement.recording, voice) {
+                    (Some(recording), Voice::Recording) => PlaySource::Audio(AudioRef {
+                        url: recording.url.clone(),
+                        sha256: recording.sha256.clone(),
+                        size: recording.size,
+                        codec: recording.codec,
+                    }),
+                    _ => PlaySource::Tts(TtsText {
+                        text: announcement.speech.clone().unwrap_or_default(),
+                        lang: "zh-CN".into(),
+                    }),
+                },
                 // An emergency is said twice, as broadcast practice has it.
                 repeat: if announcement.emergency { 2 } else { 1 },
                 start_at: None,
                 override_quiet_hours: announcement.emergency,
             }),
         }
+    }
+
+    /// The item's first audio attachment that decoded at upload, at the hub's public address
+    /// (without one, devices could not fetch it, and the item is spoken instead).
+    fn recording(&self, item: &PublishedItem) -> Option<Recording> {
+        if self.portal_base.is_empty() {
+            return None;
+        }
+        item.attachments.iter().find_map(|attachment| {
+            Some(Recording {
+                duration_ms: attachment.audio_duration_ms?,
+                codec: AudioCodec::from_media_type(&attachment.content_type)?,
+                url: format!("{}{MEDIA_PATH}{}", self.portal_base, attachment.sha256),
+                sha256: attachment.sha256.clone(),
+                size: attachment.size,
+            })
+        })
+    }
+
+    /// Which devices get which body: one group for a notice board's display; for loudspeakers,
+    /// the recording to those that play it and the text to those that speak, with the devices
+    /// that do neither failed.
+    async fn voiced<'a>(
+        &self,
+        announcement: &Announcement,
+        addressed: Vec<(usize, &'a str)>,
+        outcomes: &mut [Option<DeliveryOutcome>],
+    ) -> BTreeMap<Voice, Vec<(usize, &'a str)>> {
+        let mut by_voice: BTreeMap<Voice, Vec<(usize, &'a str)>> = BTreeMap::new();
+        let Some(recording) = announcement
+            .recording
+            .as_ref()
+            .filter(|_| self.kind == ChannelKind::Loudspeaker)
+        else {
+            by_voice.insert(Voice::Speech, addressed);
+            return by_voice;
+        };
+        let ids: Vec<&str> = addressed.iter().map(|(_, device)| *device).collect();
+        let heard = match self.link.voices(&ids).await {
+            Ok(heard) => heard,
+            Err(e) => {
+                for (i, _) in addressed {
+                    outcomes[i] = Some(DeliveryOutcome::Failed {
+                        permanence: Permanence::Transient,
+                        code: "device_registry".into(),
+                        message: e.clone(),
+                        checkpoint: None,
+                    });
+                }
+                return by_voice;
+            }
+        };
+        for (i, device) in addressed {
+            match voice_for(announcement, heard.get(device)) {
+                Some(voice) => by_voice.entry(voice).or_default().push((i, device)),
+                None => {
+                    outcomes[i] = Some(DeliveryOutcome::Failed {
+                        permanence: Permanence::Permanent,
+                        code: "unsupported_media".into(),
+                        message: format!(
+                            "the device plays no {} audio and does not speak text",
+                            recording.codec.media_type()
+                        ),
+                        checkpoint: None,
+                    });
+                }
+            }
+        }
+        by_voice
     }
 }
 
@@ -200,6 +332,7 @@ impl Channel for DeviceChannel {
             item_id: item.item_id.clone(),
             emergency: item.emergency,
             speech: None,
+            recording: None,
             pages: Vec::new(),
             link: None,
             until: match &item.expires_at {
@@ -227,6 +360,7 @@ impl Channel for DeviceChannel {
                 .take(MAX_TTS_CHARS)
                 .collect();
             announcement.speech = Some(speech);
+            announcement.recording = self.recording(item);
         }
         let payload =
             serde_json::to_value(&announcement).map_err(|e| RenderError::Unrenderable(e.to_string()))?;
@@ -265,7 +399,6 @@ impl Channel for DeviceChannel {
                 );
             }
         };
-        let body = self.body(&announcement);
         // A notice board shows an item until it expires (an alert until its `expires`), and a
         // board that was offline shows it on its return while it is valid; anything spoken is
         // worth saying only within the command lifetime of its publication.
@@ -288,11 +421,18 @@ impl Channel for DeviceChannel {
                 }
             }
         }
-        for group in addressed.chunks(DEVICES_PER_COMMAND) {
+        let voiced = self.voiced(&announcement, addressed, &mut outcomes).await;
+        let mut groups = Vec::new();
+        for (voice, devices) in &voiced {
+            for group in devices.chunks(DEVICES_PER_COMMAND) {
+                groups.push((self.body(&announcement, *voice), group));
+            }
+        }
+        for (body, group) in groups {
             let audience = Audience::Devices(group.iter().map(|(_, d)| (*d).to_owned()).collect());
             let issued = match self
                 .link
-                .issue(audience, body.clone(), lifetime, announcement.until)
+                .issue(audience, body, lifetime, announcement.until)
                 .await
             {
                 Ok(issued) => issued,
@@ -414,5 +554,56 @@ mod tests {
         assert_eq!(paged.len(), MAX_PAGES);
         assert!(paged.iter().all(|p| p.chars().count() == PAGE_CHARS));
         assert_eq!(pages("  "), Vec::<String>::new());
+    }
+
+    fn announcement(recording: Option<AudioCodec>) -> Announcement {
+        Announcement {
+            item_id: "item".into(),
+            emergency: false,
+            speech: Some("通知".into()),
+            recording: recording.map(|codec| Recording {
+                url: "https://hub.example/media/ab".into(),
+                sha256: "ab".into(),
+                size: 10,
+                codec,
+                duration_ms: 1000,
+            }),
+            pages: Vec::new(),
+            link: None,
+            until: None,
+        }
+    }
+
+    #[test]
+    fn a_loudspeaker_gets_the_recording_it_plays_else_the_text_it_speaks() {
+        let plays = |codecs: &[AudioCodec], tts| Voices {
+            codecs: codecs.to_vec(),
+            tts,
+        };
+        let with_mp3 = announcement(Some(AudioCodec::Mp3));
+        assert_eq!(
+            voice_for(&with_mp3, Some(&plays(&[AudioCodec::Mp3], false))),
+            Some(Voice::Recording)
+        );
+        assert_eq!(
+            voice_for(&with_mp3, Some(&plays(&[AudioCodec::Mp3], true))),
+            Some(Voice::Recording)
+        );
+        assert_eq!(
+            voice_for(&with_mp3, Some(&plays(&[AudioCodec::Wav], true))),
+            Some(Voice::Speech)
+        );
+        assert_eq!(
+            voice_for(&with_mp3, Some(&plays(&[AudioCodec::Wav], false))),
+            None
+        );
+        // Not heard from yet: what the publisher meant to be heard.
+        assert_eq!(voice_for(&with_mp3, None), Some(Voice::Recording));
+        let text_only = announcement(None);
+        assert_eq!(
+            voice_for(&text_only, Some(&plays(&[AudioCodec::Mp3], false))),
+            Some(Voice::Speech)
+        );
+        assert_eq!(voice_for(&text_only, None), Some(Voice::Speech));
     }
 }

@@ -140,6 +140,15 @@ pub struct PublishedItem {
 pub struct Attachment {
     pub sha256: String,
     pub filename: String,
+    #[serde(default)]
+    pub content_type: String,
+    /// Bytes.
+    #[serde(default)]
+    pub size: u64,
+    /// Audio that decoded when it was uploaded: its length. None for anything else, and for
+    /// audio the hub never decoded, which no loudspeaker is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_duration_ms: Option<u64>,
 }
 
 /// What one channel makes of an item; stored, so that a retry sends exactly what a preview showed.

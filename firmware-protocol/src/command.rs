@@ -146,6 +146,30 @@ pub enum AudioCodec {
     Wav,
 }
 
+impl AudioCodec {
+    /// The media type a file of this codec is served with (and uploaded to the hub as).
+    pub fn media_type(self) -> &'static str {
+        match self {
+            AudioCodec::Mp3 => "audio/mpeg",
+            AudioCodec::Aac => "audio/aac",
+            AudioCodec::Opus => "audio/ogg",
+            AudioCodec::Wav => "audio/wav",
+        }
+    }
+
+    /// The codec served as `media_type`, if any.
+    pub fn from_media_type(media_type: &str) -> Option<Self> {
+        [
+            AudioCodec::Mp3,
+            AudioCodec::Aac,
+            AudioCodec::Opus,
+            AudioCodec::Wav,
+        ]
+        .into_iter()
+        .find(|codec| codec.media_type() == media_type)
+    }
+}
+
 /// Text to speak.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TtsText {

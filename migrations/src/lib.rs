@@ -15,6 +15,7 @@ mod m20261129_000007_devices;
 mod m20261206_000008_delivery_queue;
 mod m20261206_000009_device_link;
 mod m20261206_000010_cap_alerts;
+mod m20261206_000011_audio_attachments;
 
 /// A named index over `cols` of `table`.
 fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000008_delivery_queue::Migration),
             Box::new(m20261206_000009_device_link::Migration),
             Box::new(m20261206_000010_cap_alerts::Migration),
+            Box::new(m20261206_000011_audio_attachments::Migration),
         ]
     }
 }

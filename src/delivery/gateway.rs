@@ -426,8 +426,10 @@ pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
                     Err(e) => tracing::error!(error.cause_chain = ?e, "hearing a device report failed"),
                 }
             }
+            Some(Ok(Event::Incoming(Packet::SubAck(_)))) => link.set_listening(true),
             Some(Ok(_)) | None => {}
             Some(Err(e)) => {
+                link.set_listening(false);
                 tracing::warn!(error = %e, "the device link lost the broker; reconnecting");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

@@ -24,15 +24,15 @@ use crate::{
     store::entities::{delivery, rendition, target},
 };
 
-/// What channels receive of a stored version: the redacted body for 此件删减后公开.
-pub fn published_item(
+/// What channels receive of a stored version: the redacted body for 此件删减后公开. `valid` is
+/// when it is (or would be) published and when it expires; `db` the connection (a publishing
+/// transaction, for one) its attachments' facts are read on.
+pub async fn published_item(
     hub: &Hub,
+    db: &impl ConnectionTrait,
     item_id: &str,
-    version: i32,
-    hash: &str,
-    content: &ItemContent,
-    at: DateTime<Utc>,
-    expires_at: Option<DateTime<Utc>>,
+    (version, hash, content): (i32, &str, &ItemContent),
+    (at, expires_at): (DateTime<Utc>, Option<DateTime<Utc>>),
 ) -> Result<PublishedItem> {
     // Names come from reference data, which may have retired an entry since the item was
     // written: the code still identifies it, so the item goes out with an empty name rather
@@ -45,6 +45,21 @@ pub fn published_item(
     let area = AreaCode::parse(&content.area_code).map_err(anyhow::Error::new)?;
     let area_name = hub.areas.get(&area).map(|a| a.name.clone()).unwrap_or_default();
     let validity = content.validity.map(|v| v.label_zh().to_owned());
+    let named: Vec<&str> = content.attachments.iter().map(|a| a.sha256.as_str()).collect();
+    let facts = crate::attachments::facts(db, &named).await?;
+    let mut attachments = Vec::with_capacity(content.attachments.len());
+    for attachment in &content.attachments {
+        let (content_type, size, audio_duration_ms) = facts
+            .get(&attachment.sha256)
+            .ok_or_else(|| anyhow::anyhow!("attachment {} is not stored", attachment.sha256))?;
+        attachments.push(herald_channels::Attachment {
+            sha256: attachment.sha256.clone(),
+            filename: attachment.filename.clone(),
+            content_type: content_type.clone(),
+            size: u64::try_from(*size).map_err(anyhow::Error::new)?,
+            audio_duration_ms: audio_duration_ms.and_then(|ms| u64::try_from(ms).ok()),
+        });
+    }
     Ok(PublishedItem {
         item_id: item_id.to_owned(),
         version,
@@ -69,14 +84,7 @@ pub fn published_item(
         catalog_name,
         area_code: content.area_code.clone(),
         area_name,
-        attachments: content
-            .attachments
-            .iter()
-            .map(|a| herald_channels::Attachment {
-                sha256: a.sha256.clone(),
-                filename: a.filename.clone(),
-            })
-            .collect(),
+        attachments,
         emergency: content.emergency,
         published_at: at.to_rfc3339(),
         expires_at: expires_at.map(|e| e.to_rfc3339()),

@@ -1,6 +1,7 @@
 //! Domain types, parsed at the edge: once a value of these types exists, it is valid.
 
 pub mod area;
+pub mod audio;
 pub mod calendar;
 pub mod cap;
 pub mod catalog;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use askama::Template;
-use herald_channels::portal::PortalPage;
+use herald_channels::{devices::MEDIA_PATH, portal::PortalPage};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Query};
 use serde::Deserialize;
 
@@ -34,6 +34,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/xxgk/areas/{code}", web::get().to(by_area))
         .route("/xxgk/items/{id}", web::get().to(item_page))
         .route("/xxgk/attachments/{sha256}", web::get().to(attachment_file))
+        .route(
+            &format!("{MEDIA_PATH}{{sha256}}"),
+            web::get().to(loudspeaker_audio),
+        )
         .route("/xxgk/cleanup", web::get().to(cleanup))
         .route("/search", web::get().to(search))
         .route("/feed.xml", web::get().to(feed))
@@ -335,6 +339,23 @@ async fn attachment_file(req: HttpRequest, sha256: web::Path<String>) -> Page {
     };
     match file {
         Some(file) => Ok(HttpResponse::Ok().content_type(file.content_type).body(file.data)),
+        None => not_found(&hub),
+    }
+}
+
+/// A recording for village loudspeakers (`attachments::for_loudspeakers` says which). The
+/// command pins its hash, so the file never changes under this address.
+async fn loudspeaker_audio(req: HttpRequest, sha256: web::Path<String>) -> Page {
+    let hub = hub(&req)?;
+    if !is_sha256_hex(&sha256) {
+        return not_found(&hub);
+    }
+    match crate::attachments::for_loudspeakers(&hub, &sha256).await? {
+        Some(file) => Ok(HttpResponse::Ok()
+            .content_type(file.content_type)
+            .insert_header((actix_web::http::header::ETAG, format!("\"{}\"", file.sha256)))
+            .insert_header((actix_web::http::header::CACHE_CONTROL, "public, max-age=86400"))
+            .body(file.data)),
         None => not_found(&hub),
     }
 }

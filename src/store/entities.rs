@@ -124,6 +124,8 @@ pub mod attachment {
         pub data: Vec<u8>,
         pub created_by: String,
         pub created_at: DateTimeUtc,
+        /// Audio only: its decoded length, measured at upload; none for other files.
+        pub audio_duration_ms: Option<i64>,
     }
     no_relations!();
 }

@@ -163,13 +163,12 @@ pub async fn preview_rendition(
     let at = row.published_at.unwrap_or_else(|| hub.clock.now());
     let item = delivery::published_item(
         hub,
+        &hub.db,
         id,
-        version.version,
-        &version.content_hash,
-        &content,
-        at,
-        row.expires_at,
-    )?;
+        (version.version, &version.content_hash, &content),
+        (at, row.expires_at),
+    )
+    .await?;
     adapter.render(&item).map_err(|e| Error::Refused {
         code: "unrenderable",
         field: None,
@@ -280,13 +279,12 @@ pub async fn publish(
     active.update(&txn).await?;
     let published = delivery::published_item(
         hub,
+        &txn,
         id,
-        approved_version,
-        &approved_hash,
-        &content,
-        goes_out,
-        expires_at,
-    )?;
+        (approved_version, &approved_hash, &content),
+        (goes_out, expires_at),
+    )
+    .await?;
     let per_channel =
         delivery::enqueue_publication(hub, &txn, &publication_id, &published, (&reach, schedule), now)
             .await?;

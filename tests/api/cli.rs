@@ -524,6 +524,15 @@ fn devices_are_registered_listed_imported_and_revoked_from_the_command_line() {
     );
     let unknown = run(&["device", "revoke", "ls-nobody"]);
     assert!(!unknown.status.success());
+
+    // The simulator's loudspeakers play only codecs the protocol names.
+    let flac = run(&["simulate", "--area", "530426101001", "--codecs", "mp3,flac"]);
+    assert_eq!(flac.status.code(), Some(2));
+    assert!(
+        text(&flac.stderr).contains("--codecs: `flac`"),
+        "{}",
+        text(&flac.stderr)
+    );
 }
 
 /// `herald bench fanout` runs end to end on the test broker (a few devices: its figures are

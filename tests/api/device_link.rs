@@ -15,7 +15,11 @@ use herald::{
 };
 use herald_channels::ChannelKind;
 use herald_firmware_protocol::{
-    CommandBody, KeyPair, Report, ReportBody, frame::Direction, report::AckStage, topic,
+    Command, CommandBody, KeyPair, Report, ReportBody,
+    command::{AudioCodec, PlaySource},
+    frame::{Direction, Frame},
+    report::AckStage,
+    topic,
 };
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use sea_orm::{ConnectionTrait, EntityTrait};
@@ -49,6 +53,9 @@ struct SimulatedDevice {
     seed: u16,
     /// Its broker login (the machine's Mosquitto lets anyone in; the in-process broker checks).
     credential: String,
+    /// A loudspeaker's audio codecs and whether it speaks text (as its birth says).
+    codecs: Vec<AudioCodec>,
+    tts: bool,
 }
 
 /// Runs one device (`herald::simulate`) until the test ends, trusting the hub's issuer key
@@ -84,6 +91,8 @@ async fn run_behaving(
         key_id,
         seed: seed_bytes(device.seed),
         screen: device.channel == ChannelKind::NoticeBoard,
+        codecs: device.codecs,
+        tts: device.tts,
         credential: Some(device.credential),
     };
     let now = simulate::hub_time(&hub.clock);
@@ -180,20 +189,61 @@ async fn linked_app(backend: crate::helpers::Backend) -> Option<(TestApp, (Strin
         s.mqtt.url = url;
     })
     .await;
-    tokio::spawn(gateway::run_until_stopped(app.hub.clone()));
+    start_gateway(&app.hub).await;
     Some((app, address, run))
+}
+
+/// Runs the hub's gateway and waits until the broker confirmed its subscription: a device
+/// born before that would go unheard.
+async fn start_gateway(hub: &Arc<Hub>) {
+    tokio::spawn(gateway::run_until_stopped(hub.clone()));
+    let link = hub.device_link.clone().expect("a device link");
+    for _ in 0..200 {
+        if link.is_listening() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the hub did not subscribe to device reports within 10 s");
 }
 
 /// A hub whose devices connect to an in-process broker, as `herald serve` runs it when no
 /// external broker is configured; its gateway running.
 async fn embedded_app(backend: crate::helpers::Backend) -> (TestApp, (String, u16), String, EmbeddedBroker) {
+    embedded_app_configured(backend, |_| {}).await
+}
+
+/// As `embedded_app`, the hub's public address set to where it listens, so devices can fetch
+/// what it links to.
+async fn embedded_app_at_public_url(
+    backend: crate::helpers::Backend,
+) -> (TestApp, (String, u16), String, EmbeddedBroker) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    embedded_app_configured(backend, |s| {
+        s.server.listen = format!("127.0.0.1:{port}");
+        s.server.public_url = format!("http://127.0.0.1:{port}");
+    })
+    .await
+}
+
+async fn embedded_app_configured(
+    backend: crate::helpers::Backend,
+    configure: impl FnOnce(&mut herald::config::Settings),
+) -> (TestApp, (String, u16), String, EmbeddedBroker) {
     let mut mqtt = herald::config::MqttSettings::default();
     let (broker, gate) = EmbeddedBroker::start_for_hub("127.0.0.1:0", &mut mqtt)
         .await
         .expect("the broker starts");
-    let app = spawn_app_configured(backend, Vec::new(), |s| s.mqtt = mqtt).await;
+    let app = spawn_app_configured(backend, Vec::new(), |s| {
+        s.mqtt = mqtt;
+        configure(s);
+    })
+    .await;
     gate.attach(app.hub.clone());
-    tokio::spawn(gateway::run_until_stopped(app.hub.clone()));
+    start_gateway(&app.hub).await;
     let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let address = ("127.0.0.1".to_owned(), broker.local_addr().port());
     (app, address, run, broker)
@@ -246,6 +296,8 @@ async fn register_in(
                 channel: *channel,
                 seed: *seed,
                 credential: issued.credential.clone(),
+                codecs: Vec::new(),
+                tts: *channel == ChannelKind::Loudspeaker,
             };
             (device, u32::try_from(key_id).expect("u32"))
         })
@@ -358,6 +410,89 @@ async fn played_and_shown(app: TestApp, address: (String, u16), run: String) {
             .text();
         assert!(csv.lines().any(|l| l.contains(",played,")), "{csv}");
     }
+}
+
+/// What the hub told a device to play for `delivery`: the command its external id names.
+async fn play_source(app: &TestApp, delivery: &serde_json::Value) -> PlaySource {
+    let command_id = delivery["external_id"].as_str().expect("a command id");
+    let kept = herald::store::entities::device_command::Entity::find_by_id(command_id)
+        .one(&app.hub.db)
+        .await
+        .expect("read")
+        .expect("the command is kept");
+    let frame = Frame::parse(&kept.frame).expect("a frame");
+    match Command::decode(frame.payload).expect("a command").cmd {
+        CommandBody::Play(play) => play.source,
+        other => panic!("not a play: {other:?}"),
+    }
+}
+
+on_both_backends! {
+    a_loudspeaker_plays_the_items_recording_if_it_plays_the_codec_else_speaks_the_text => |backend| async move {
+        let (app, address, run, broker) = embedded_app_at_public_url(backend).await;
+        let wav = herald::domain::audio::tone_wav(1000, 8000);
+        let uploaded = app.upload("publisher", "audio/wav", wav.clone()).await;
+        assert_eq!((uploaded.status, uploaded.json["audio_duration_ms"].clone()), (201, json!(1000)), "{}", uploaded.json);
+        let sha256 = uploaded.json["sha256"].as_str().expect("sha256").to_owned();
+        let media = format!("{}/media/{sha256}", app.address);
+        let fetch = |url: String| async move { reqwest::get(url).await.expect("the hub answers") };
+        assert_eq!(fetch(media.clone()).await.status(), 404, "nothing published names it yet");
+
+        let fleet = register(&app, &run, &[(ChannelKind::Loudspeaker, 60), (ChannelKind::Loudspeaker, 61), (ChannelKind::Loudspeaker, 62)]).await;
+        let voices = [(vec![AudioCodec::Wav], false), (Vec::new(), true), (vec![AudioCodec::Mp3], false)];
+        let mut targets = Vec::new();
+        for ((mut device, key_id), (codecs, tts)) in fleet.into_iter().zip(voices) {
+            (device.codecs, device.tts) = (codecs, tts);
+            targets.push(target_of(&app, &device.device_id).await);
+            tokio::spawn(run_device(app.hub.clone(), device, key_id, address.clone()));
+        }
+        until_born(&app, &run, 3).await;
+
+        let mut body = item_body(VILLAGE);
+        body["attachments"] = json!([{"sha256": sha256, "filename": "防火通知.wav"}]);
+        let item = app.publish_new(&body, &json!({"channels": ["loudspeaker"]})).await;
+        assert_eq!(app.deliver_due().await, 3);
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            apply_all(&app).await;
+            seen = states(&app, &item, "loudspeaker").await;
+            seen.sort();
+            if seen == ["failed", "played", "played"] { break; }
+            // The recording plays for its second of device time (the hub's test clock).
+            app.hub.clock.set(app.hub.clock.now() + chrono::Duration::milliseconds(200));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen, ["failed", "played", "played"]);
+
+        // The WAV player was sent the file, pinned by hash and size, and fetched it; the TTS
+        // loudspeaker was sent the text; the one that does neither was sent nothing.
+        let recorded = app.publish_delivery(&item, "target_id", &targets[0]).await;
+        match play_source(&app, &recorded).await {
+            PlaySource::Audio(audio) => assert_eq!((audio.url, audio.sha256, audio.size, audio.codec), (media.clone(), sha256.clone(), wav.len() as u64, AudioCodec::Wav)),
+            other => panic!("not the recording: {other:?}"),
+        }
+        let spoken = app.publish_delivery(&item, "target_id", &targets[1]).await;
+        assert!(matches!(play_source(&app, &spoken).await, PlaySource::Tts(tts) if tts.text.starts_with("关于做好2026年秋冬季森林防火工作的通知")));
+        let unsupported = app.publish_delivery(&item, "target_id", &targets[2]).await;
+        assert!(unsupported["last_error"].as_str().is_some_and(|e| e.starts_with("unsupported_media") && e.contains("audio/wav")), "{unsupported}");
+        let played = app.get("publisher", &format!("/api/v1/items/{item}/receipts.csv")).await.text();
+        let played_by: std::collections::BTreeSet<&str> = played
+            .lines()
+            .filter(|l| l.contains(",loudspeaker,played,"))
+            .filter_map(|l| l.split(',').nth(4))
+            .collect();
+        assert_eq!(played_by, ["模拟设备0", "模拟设备1"].into(), "{played}");
+
+        let served = fetch(media.clone()).await;
+        assert_eq!(served.status(), 200);
+        assert_eq!(served.headers()["content-type"], "audio/wav");
+        assert_eq!(served.bytes().await.expect("body").to_vec(), wav);
+        // Withdrawn, the recording is no longer fetchable.
+        let withdrawn = app.post("publisher", &format!("/api/v1/items/{item}/withdraw"), &json!({"reason": "通知已撤回"})).await;
+        assert_eq!(withdrawn.status, 200, "{}", withdrawn.json);
+        assert_eq!(fetch(media).await.status(), 404);
+        broker.shutdown().await;
+    };
 }
 
 on_both_backends! {
@@ -509,7 +644,7 @@ on_both_backends! {
         let Some((app, address, run)) = linked_app(backend).await else { return };
         // Its own MQTT session: an instance without a configured client id makes one up.
         let second = Arc::new(herald::startup::open_hub(app.hub.settings.clone(), app.hub.clock.clone()).await.expect("second hub opens"));
-        tokio::spawn(gateway::run_until_stopped(second.clone()));
+        start_gateway(&second).await;
 
         let fleet: Vec<(ChannelKind, u16)> = (20..40).map(|seed| (ChannelKind::Loudspeaker, seed)).collect();
         let tally = Arc::new(Tally::default());

@@ -41,7 +41,17 @@ on_both_databases! {
         let disguised = app.upload("publisher", "application/pdf", b"MZ\x90\x00 not a pdf".to_vec()).await;
         assert_eq!(disguised.status, 422);
         assert_eq!(disguised.field(), Some("content_type"));
-        for refused_bytes in [&b"MZ\x90\x00"[..], &b"MZ\x90\x00 not a pdf"[..]] {
+        // Audio is decoded whole at upload: a file that only starts like MP3, or a WAV header
+        // with no samples, would be silence or noise on a village loudspeaker.
+        let mut fake_mp3 = b"ID3\x04\x00\x00\x00\x00\x00\x00".to_vec();
+        fake_mp3.extend([0x55; 2048]);
+        let header_only = herald::domain::audio::tone_wav(1000, 8000)[..44].to_vec();
+        for (content_type, bytes) in [("audio/mpeg", &fake_mp3), ("audio/wav", &header_only)] {
+            let unplayable = app.upload("publisher", content_type, bytes.clone()).await;
+            assert_eq!((unplayable.status, unplayable.field()), (422, Some("body")), "{}", unplayable.json);
+            assert!(unplayable.json["error"]["message"].as_str().is_some_and(|m| m.contains("audio")), "{}", unplayable.json);
+        }
+        for refused_bytes in [&b"MZ\x90\x00"[..], &b"MZ\x90\x00 not a pdf"[..], &fake_mp3[..], &header_only[..]] {
             let sha = herald::domain::item::sha256_hex(refused_bytes);
             let missing = app.get("publisher", &format!("/api/v1/attachments/{sha}")).await;
             assert_eq!(missing.status, 404, "a refused upload is not stored");
