@@ -628,13 +628,18 @@ async fn serve(mut settings: Settings) -> anyhow::Result<ExitCode> {
     ensure_first_admin(&hub).await?;
     let application = Application::build(hub.clone())?;
     println!("Herald listening on http://{}", application.local_addr());
+    // Each background worker is a task of its own, so the delivery worker and the device
+    // gateway run on different cores instead of taking turns in one task.
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(workers::run_expiry_until_stopped(hub.clone()));
+    background.spawn(workers::run_housekeeping_until_stopped(hub.clone()));
+    background.spawn(delivery::worker::run_until_stopped(hub.clone(), worker_id()));
+    background.spawn(run_device_link(hub.clone()));
     // Stopping mid-delivery is safe: an unfinished delivery's lease runs out and another
     // attempt follows with the same idempotency key.
     tokio::select! {
         result = application.run_until_stopped() => result.context("HTTP server stopped")?,
-        result = workers::run_expiry_until_stopped(hub.clone()) => result?,
-        result = delivery::worker::run_until_stopped(hub.clone(), worker_id()) => result?,
-        result = run_device_link(hub.clone()) => result?,
+        Some(ended) = background.join_next() => ended.context("a background worker panicked")??,
         result = async {
             match &embedded {
                 Some((broker, _)) => broker.run_revocations_until_stopped(hub.clone()).await,

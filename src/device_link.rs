@@ -12,7 +12,7 @@ use std::{
 use herald_channels::devices::{DeviceLink, IssueError, IssuedCommand, Voices};
 use herald_firmware_protocol::{Audience, Command, CommandBody, Issuer};
 use rumqttc::{AsyncClient, EventLoop, MqttOptions, QoS};
-use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Set};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Set};
 
 use crate::{
     clock::Clock,
@@ -39,6 +39,22 @@ pub struct MqttLink {
     /// Whether the broker has confirmed the hub's subscription to device reports in the
     /// current connection: until it has, a device's birth goes unheard.
     listening: std::sync::atomic::AtomicBool,
+}
+
+/// How long a signed command is kept after its validity ended: past `not_after` no device acts
+/// on it and the hub never sends it again, but the frame is the record of exactly what was
+/// signed and sent (asked about after a false alarm), so it stays for a month.
+pub const COMMANDS_KEPT_AFTER_END: chrono::Duration = chrono::Duration::days(30);
+
+/// Deletes the commands whose validity ended more than [`COMMANDS_KEPT_AFTER_END`] before
+/// `now`; returns how many.
+pub async fn prune_commands(db: &DatabaseConnection, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+    let ended_before = now - COMMANDS_KEPT_AFTER_END;
+    let pruned = device_command::Entity::delete_many()
+        .filter(device_command::Column::NotAfter.lt(ended_before))
+        .exec(db)
+        .await?;
+    Ok(pruned.rows_affected)
 }
 
 /// The event loop of the hub's MQTT session, until [`run_until_stopped`] takes it.

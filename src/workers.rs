@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{hub::Hub, workflow};
+use crate::{device_link, hub::Hub, workflow};
 
 /// How often published items are checked against their expiry date; expiry is by the day, so
 /// a minute's lag is harmless.
@@ -17,5 +17,21 @@ pub async fn run_expiry_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
             Err(e) => tracing::error!(error.cause_chain = ?e, "expiry sweep failed; retrying next interval"),
         }
         tokio::time::sleep(EXPIRY_SWEEP_INTERVAL).await;
+    }
+}
+
+/// How often old records are pruned: they only pile up, nothing waits on them.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Prunes what the hub keeps only for a while: signed device commands a month past their end
+/// (`device_link::prune_commands`).
+pub async fn run_housekeeping_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
+    loop {
+        match device_link::prune_commands(&hub.db, hub.clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned device commands past their keeping"),
+            Err(e) => tracing::error!(error.cause_chain = ?e, "housekeeping failed; retrying next interval"),
+        }
+        tokio::time::sleep(HOUSEKEEPING_INTERVAL).await;
     }
 }

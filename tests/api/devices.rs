@@ -437,3 +437,35 @@ on_both_backends! {
     credentials_are_shown_once_kept_hashed_and_revocable => credentials_are_shown_once_kept_hashed_and_revocable;
     an_import_registers_all_rows_or_none_and_names_each_wrong_one => an_import_registers_all_rows_or_none_and_names_each_wrong_one;
 }
+
+on_both_backends! {
+    signed_commands_are_kept_a_month_past_their_end_then_pruned => |backend| async move {
+        use herald::store::entities::device_command;
+        use sea_orm::{ActiveValue::Set, EntityTrait};
+        let app = spawn_app(backend).await;
+        let now = app.hub.clock.now();
+        let kept_after_end = herald::device_link::COMMANDS_KEPT_AFTER_END;
+        let ends = [
+            ("long-over", now - kept_after_end - chrono::Duration::hours(1)),
+            ("recently-over", now - kept_after_end + chrono::Duration::hours(1)),
+            ("still-valid", now + chrono::Duration::hours(1)),
+        ];
+        for (id, not_after) in ends {
+            device_command::Entity::insert(device_command::ActiveModel {
+                id: Set(id.into()),
+                frame: Set(vec![1, 2, 3]),
+                not_after: Set(not_after),
+                created_at: Set(not_after - chrono::Duration::hours(1)),
+            })
+            .exec(&app.hub.db)
+            .await
+            .expect("insert");
+        }
+        let pruned = herald::device_link::prune_commands(&app.hub.db, now).await.expect("prune");
+        assert_eq!(pruned, 1);
+        let mut left: Vec<String> = device_command::Entity::find().all(&app.hub.db).await.expect("read").into_iter().map(|c| c.id).collect();
+        left.sort();
+        assert_eq!(left, ["recently-over", "still-valid"]);
+        assert_eq!(herald::device_link::prune_commands(&app.hub.db, now).await.expect("prune"), 0);
+    };
+}
