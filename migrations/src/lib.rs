@@ -16,6 +16,7 @@ mod m20261206_000008_delivery_queue;
 mod m20261206_000009_device_link;
 mod m20261206_000010_cap_alerts;
 mod m20261206_000011_audio_attachments;
+mod m20261206_000012_cap_superseded;
 
 /// A named index over `cols` of `table`.
 fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000009_device_link::Migration),
             Box::new(m20261206_000010_cap_alerts::Migration),
             Box::new(m20261206_000011_audio_attachments::Migration),
+            Box::new(m20261206_000012_cap_superseded::Migration),
         ]
     }
 }

@@ -450,6 +450,8 @@ pub mod cap_alert {
         pub item_id: Option<String>,
         pub posted_by: String,
         pub received_at: DateTimeUtc,
+        /// The identifier of the Update or Cancel that took its place; it never goes out after.
+        pub superseded_by: Option<String>,
     }
     no_relations!();
 }

@@ -9,12 +9,15 @@
 //! account, an administrator's, checks (保密审查), approves and publishes it. So an alert keeps
 //! the four-eyes rule: the account that writes an item never approves it.
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, sea_query::Expr};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set,
+    sea_query::Expr,
+};
 use serde::Serialize;
 
 use super::{
-    ApproveInput, ConfidentialityCheckInput, PublishInput, WithdrawInput, approve, confidentiality_check,
-    create_item, preview_targets, publish, require, submit, withdraw,
+    ApproveInput, ConfidentialityCheckInput, PublishInput, WithdrawInput, approve, authoring::create_item_in,
+    confidentiality_check, preview_targets, publish, require, submit, withdraw,
 };
 use crate::{
     accounts::Caller,
@@ -65,6 +68,9 @@ pub async fn receive_cap(hub: &Hub, caller: &Caller, xml: &[u8]) -> Result<Alert
     )?;
     let alert = CapAlert::parse(xml).map_err(|e| Error::validation(e.element, e.message))?;
     let seen = find_message(hub, &alert.sender, &alert.identifier).await?;
+    if let Some(by) = seen.as_ref().and_then(|seen| seen.superseded_by.as_deref()) {
+        return Err(superseded(by));
+    }
     if let Some(seen) = &seen
         && is_done(hub, seen).await?
     {
@@ -106,6 +112,23 @@ pub async fn receive_cap(hub: &Hub, caller: &Caller, xml: &[u8]) -> Result<Alert
     })
 }
 
+/// The answer to an alert that an Update or Cancel has taken the place of: it never goes out.
+fn superseded(by: &str) -> Error {
+    Error::conflict(
+        "alert_superseded",
+        format!("this alert was replaced or cancelled by message {by}; it is not broadcast"),
+    )
+}
+
+/// The Update or Cancel that took the recorded message's place, read again (it may have
+/// come in while this request was under way).
+async fn superseded_by(hub: &Hub, message_id: &str) -> Result<Option<String>> {
+    Ok(cap_alert::Entity::find_by_id(message_id)
+        .one(&hub.db)
+        .await?
+        .and_then(|message| message.superseded_by))
+}
+
 /// Whether everything a recorded message asks for is done: its item went out (and may have
 /// come down since). A Cancel is never "done" here: taking down again what is down already
 /// does nothing, so it simply runs again.
@@ -133,6 +156,7 @@ async fn record_message(hub: &Hub, caller: &Caller, alert: &CapAlert) -> Result<
         item_id: Set(None),
         posted_by: Set(caller.id.clone()),
         received_at: Set(hub.clock.now()),
+        superseded_by: Set(None),
     }
     .insert(&txn)
     .await;
@@ -194,6 +218,16 @@ async fn take_down_referenced(hub: &Hub, caller: &Caller, alert: &CapAlert) -> R
             continue;
         };
         known += 1;
+        // Marked before its item is looked at: an attempt at the earlier alert still under
+        // way checks the mark after it publishes, and takes its item down itself.
+        cap_alert::Entity::update_many()
+            .col_expr(
+                cap_alert::Column::SupersededBy,
+                Expr::value(alert.identifier.clone()),
+            )
+            .filter(cap_alert::Column::Id.eq(&earlier.id))
+            .exec(&hub.db)
+            .await?;
         let Some(item_id) = earlier.item_id else { continue };
         if item_state(hub, &item_id).await? != Some(ItemState::Published) {
             continue;
@@ -232,15 +266,10 @@ async fn broadcast(
 ) -> Result<String> {
     let home = common_area(areas).unwrap_or_else(|| caller.area.clone());
     let author = intake_author(hub).await?;
+    let message_id = message.id.clone();
     let id = match message.item_id {
         Some(id) => id,
-        None => {
-            let created = create_item(hub, &author, alert_item(hub, alert, &home).await?).await?;
-            let mut noted: cap_alert::ActiveModel = message.into();
-            noted.item_id = Set(Some(created.id.clone()));
-            noted.update(&hub.db).await?;
-            created.id
-        }
+        None => create_noted_item(hub, &author, alert, &home, &message_id).await?,
     };
     let mut state = item_state(hub, &id)
         .await?
@@ -287,16 +316,65 @@ async fn broadcast(
             }
         }
     }
+    if let Some(by) = superseded_by(hub, &message_id).await? {
+        return Err(superseded(&by));
+    }
     let key = IdempotencyKey::parse(&format!("cap:{id}"))?;
     let outcome = publish(hub, caller, &id, &key, input).await?;
     if outcome.status >= 300 {
         return Err(anyhow::anyhow!("alert item {id}: publish answered {}", outcome.status).into());
     }
+    // An Update or Cancel that came in while this was publishing found nothing published to
+    // take down: this attempt takes its own item down.
+    if let Some(by) = superseded_by(hub, &message_id).await? {
+        if item_state(hub, &id).await? == Some(ItemState::Published) {
+            let reason = format!("预警已被 {by} 取代");
+            withdraw(hub, caller, &id, WithdrawInput { reason }).await?;
+        }
+        return Err(superseded(&by));
+    }
     Ok(id)
 }
 
+/// Creates the alert's item and notes it on its message in one transaction, so a crash never
+/// leaves an item the message does not name. Only one request notes an item: a resend racing
+/// this one that noted first wins, this one's item is never written, and theirs is used.
+async fn create_noted_item(
+    hub: &Hub,
+    author: &Caller,
+    alert: &CapAlert,
+    home: &AreaCode,
+    message_id: &str,
+) -> Result<String> {
+    let txn = begin_write(&hub.db).await?;
+    // The message row, locked (on SQLite the write transaction is already alone): a racing
+    // request waits here, then finds the item this one noted.
+    let message = cap_alert::Entity::find_by_id(message_id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("CAP message {message_id} vanished"))?;
+    if let Some(theirs) = message.item_id {
+        txn.rollback().await?;
+        return Ok(theirs);
+    }
+    // Numbered inside the transaction, so two racing alerts never take the same 索引号.
+    let input = alert_item(&txn, hub, alert, home).await?;
+    let created = create_item_in(&txn, hub, author, input).await?;
+    let mut noted: cap_alert::ActiveModel = message.into();
+    noted.item_id = Set(Some(created.clone()));
+    noted.update(&txn).await?;
+    txn.commit().await?;
+    Ok(created)
+}
+
 /// The item an Alert or Update is published as.
-async fn alert_item(hub: &Hub, alert: &CapAlert, home: &AreaCode) -> Result<ItemInput> {
+async fn alert_item(
+    db: &impl ConnectionTrait,
+    hub: &Hub,
+    alert: &CapAlert,
+    home: &AreaCode,
+) -> Result<ItemInput> {
     let info = alert
         .info()
         .ok_or_else(|| Error::validation("alert.info", "an Alert or Update needs at least one info"))?;
@@ -315,7 +393,7 @@ async fn alert_item(hub: &Hub, alert: &CapAlert, home: &AreaCode) -> Result<Item
         disclosure: Disclosure::Public,
         redacted_body: None,
         legal_reason: None,
-        index_no: next_index_no(hub, alert).await?,
+        index_no: next_index_no(db, hub, alert).await?,
         issuers: vec![info.sender_name.clone().unwrap_or_else(|| alert.sender.clone())],
         doc_no: None,
         written_date: china_date(alert.sent),
@@ -387,12 +465,12 @@ fn common_area(areas: &[AreaCode]) -> Option<AreaCode> {
 
 /// The next 索引号 for an alert: the configured organisation code, the year, and a serial in
 /// the 900000s that hand-numbered items never use.
-async fn next_index_no(hub: &Hub, alert: &CapAlert) -> Result<String> {
+async fn next_index_no(db: &impl ConnectionTrait, hub: &Hub, alert: &CapAlert) -> Result<String> {
     let year = china_date(alert.sent).format("%Y").to_string();
     let prefix = format!("{}/{year}-9", hub.settings.content.organisation_code);
     let taken = item::Entity::find()
         .filter(item::Column::IndexNo.starts_with(&prefix))
-        .all(&hub.db)
+        .all(db)
         .await?;
     let serial = taken
         .iter()

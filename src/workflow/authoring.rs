@@ -123,9 +123,23 @@ async fn insert_version(
 }
 
 pub async fn create_item(hub: &Hub, caller: &Caller, input: ItemInput) -> Result<ItemView> {
-    require(caller.role.may_author(), "your role may not create items")?;
     let txn = begin_write(&hub.db).await?;
-    let content = parse_content(hub, &txn, caller, input, None).await?;
+    let id = create_item_in(&txn, hub, caller, input).await?;
+    txn.commit().await?;
+    get_item(hub, caller, &id).await
+}
+
+/// Creates the item inside `txn`, for a caller that writes something else with it in the same
+/// transaction (a CAP alert notes its item, so a crash never leaves a draft nobody knows of);
+/// returns its id.
+pub async fn create_item_in(
+    txn: &DatabaseTransaction,
+    hub: &Hub,
+    caller: &Caller,
+    input: ItemInput,
+) -> Result<String> {
+    require(caller.role.may_author(), "your role may not create items")?;
+    let content = parse_content(hub, txn, caller, input, None).await?;
     let now = hub.clock.now();
     let id = hub.clock.new_id().to_string();
     item::ActiveModel {
@@ -149,11 +163,11 @@ pub async fn create_item(hub: &Hub, caller: &Caller, input: ItemInput) -> Result
         created_at: Set(now),
         updated_at: Set(now),
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
-    let hash = insert_version(&txn, &id, 1, &content, caller, now).await?;
+    let hash = insert_version(txn, &id, 1, &content, caller, now).await?;
     audit_item(
-        &txn,
+        txn,
         hub,
         caller,
         &id,
@@ -165,8 +179,7 @@ pub async fn create_item(hub: &Hub, caller: &Caller, input: ItemInput) -> Result
         },
     )
     .await?;
-    txn.commit().await?;
-    get_item(hub, caller, &id).await
+    Ok(id)
 }
 
 /// Every edit is a new immutable version; an edit to a submitted or approved item sends it
