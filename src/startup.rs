@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use herald_channels::{ChannelKind, ChannelRegistry, devices::DeviceChannel, portal::Portal};
+use herald_channels::{
+    ChannelKind, ChannelRegistry, devices::DeviceChannel, media_center::MediaCenter, portal::Portal,
+};
 
 use crate::{
     clock::Clock,
@@ -23,7 +25,7 @@ pub async fn open_hub(settings: Settings, clock: Clock) -> anyhow::Result<Hub> {
     let secrets_key = settings.storage.open_secrets_key()?;
     let db = store::connect(&settings.storage).await?;
     store::migrate(&db).await?;
-    let mut channels = channel_registry(&db, &clock);
+    let mut channels = channel_registry(&db, &clock, &settings);
     let (device_link, device_events) = match (&settings.mqtt.url, &secrets_key) {
         (url, _) if url.is_empty() => (None, DeviceEvents::default()),
         (_, None) => {
@@ -69,12 +71,18 @@ fn register_device_channels(channels: &mut ChannelRegistry, link: &Arc<MqttLink>
 }
 
 /// Adding a channel is one `register` line here (plus its module in `channels/`).
-fn channel_registry(db: &sea_orm::DatabaseConnection, clock: &Clock) -> ChannelRegistry {
+fn channel_registry(db: &sea_orm::DatabaseConnection, clock: &Clock, settings: &Settings) -> ChannelRegistry {
     let mut channels = ChannelRegistry::default();
     let portal_store = DbPortalStore {
         db: db.clone(),
         clock: clock.clone(),
     };
     channels.register(Arc::new(Portal::new(Arc::new(portal_store))));
+    let media_clock = clock.clone();
+    channels.register(Arc::new(MediaCenter::new(
+        reqwest::Client::new(),
+        &settings.server.public_url,
+        Arc::new(move || media_clock.now()),
+    )));
     channels
 }

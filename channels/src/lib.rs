@@ -6,6 +6,7 @@
 
 pub mod callbacks;
 pub mod devices;
+pub mod media_center;
 pub mod portal;
 #[cfg(feature = "sea-orm")]
 mod stored;
@@ -314,6 +315,30 @@ pub trait Channel: Send + Sync {
     /// The verification of this channel's inbound callbacks, if it takes any.
     fn callbacks(&self) -> Option<&dyn Callbacks> {
         None
+    }
+
+    /// Checks a target's settings and the names of its secrets when it is registered, so a
+    /// target that could never be delivered to is refused then, naming the field.
+    fn check_target(&self, _config: &serde_json::Value, _secret_names: &[&str]) -> Result<(), TargetError> {
+        Ok(())
+    }
+}
+
+/// Why a channel refuses a target's settings: the field (`config.endpoint`,
+/// `secrets.signing_key`) and what it must be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct TargetError {
+    pub field: String,
+    pub message: String,
+}
+
+impl TargetError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 

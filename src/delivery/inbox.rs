@@ -349,6 +349,8 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
     let mut states: HashMap<String, (DeliveryState, DeliveryState)> = HashMap::new();
     let mut marks: Vec<Mark<'_>> = Vec::with_capacity(rows.len());
     let mut recheck = Vec::new();
+    // Why a receipt failed a delivery (a media center's rejection reason), for its record.
+    let mut failed_because: HashMap<String, String> = HashMap::new();
     for row in &rows {
         let key = (
             row.channel.as_str().to_owned(),
@@ -389,6 +391,9 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
         let moved = transition(entry.1, d.kind, &status);
         if let Some(to) = moved {
             entry.1 = to;
+            if let ReceiptStatus::Failed { code, message, .. } = &status {
+                failed_because.insert(d.id.clone(), format!("{code}: {message}"));
+            }
         }
         let outcome = if moved.is_some() {
             Outcome::Applied
@@ -471,6 +476,20 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
         }
     }
 
+    // Failures are few (a rejection, a device's refusal): one UPDATE each, for those the batch
+    // leaves failed.
+    for (id, error) in failed_because {
+        if states
+            .get(&id)
+            .is_some_and(|(_, to)| *to == DeliveryState::Failed)
+        {
+            delivery::Entity::update_many()
+                .col_expr(delivery::Column::LastError, Expr::value(error))
+                .filter(delivery::Column::Id.eq(id))
+                .exec(&txn)
+                .await?;
+        }
+    }
     // The applied (and unchanged) rows become part of their deliveries' record: one UPDATE
     // per chunk marks each with its outcome and delivery.
     for chunk in marks.chunks(VALUES_ROWS) {

@@ -193,6 +193,9 @@ fn spreadsheet_safe(value: String) -> String {
     }
 }
 
+/// Longest channel payload the record repeats in full (the rest stay in the inbox row).
+const MAX_PAYLOAD_SHOWN: usize = 1024;
+
 /// One line of a delivery's record: a receipt the worker wrote, or one the channel pushed.
 struct RecordLine {
     source: String,
@@ -220,10 +223,16 @@ impl From<receipt::Model> for RecordLine {
 
 impl From<receipt_inbox::Model> for RecordLine {
     fn from(r: receipt_inbox::Model) -> Self {
-        // The status as reported (JSON, as `intake` wrote it), what applying it did, and
-        // where the payload itself is kept.
+        // The status as reported (JSON, as `intake` wrote it), what applying it did, where
+        // the payload is kept, and the payload itself when it is short (a media center's
+        // `published` names the article's URL): the record says where the item went.
+        let payload = if r.raw.len() <= MAX_PAYLOAD_SHOWN {
+            r.raw.as_str()
+        } else {
+            "null"
+        };
         let detail = format!(
-            r#"{{"status":{},"outcome":{},"moved_to":{},"inbox":{}}}"#,
+            r#"{{"status":{},"outcome":{},"moved_to":{},"inbox":{},"payload":{payload}}}"#,
             r.detail,
             serde_json::json!(r.outcome),
             serde_json::json!(r.moved_to),

@@ -183,6 +183,12 @@ pub async fn create_target(hub: &Hub, actor: &Caller, new: NewTarget) -> Result<
         ));
     }
     check_secrets(&new.secrets)?;
+    if let Some(adapter) = hub.channels.get(new.channel) {
+        let secret_names: Vec<&str> = new.secrets.keys().map(String::as_str).collect();
+        adapter
+            .check_target(&config, &secret_names)
+            .map_err(|e| Error::validation(e.field, e.message))?;
+    }
     let key = match (&hub.secrets_key, new.secrets.is_empty()) {
         (_, true) => None,
         (Some(key), false) => Some(key),

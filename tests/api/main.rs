@@ -1,6 +1,7 @@
 //! Black-box tests: Herald over HTTP and its command line, on SQLite and PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 
+mod fake_media_center;
 mod helpers;
 pub mod openapi_check;
 mod scripted;
@@ -22,6 +23,7 @@ mod inbox;
 mod interpretations;
 mod login_abuse;
 mod matrix;
+mod media_center;
 mod portal;
 mod scheduling;
 mod scoping;
