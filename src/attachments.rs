@@ -21,7 +21,7 @@ use crate::{
     hub::Hub,
     store::{
         begin_write,
-        entities::{attachment, delivery, item, item_attachment},
+        entities::{attachment, delivery, item, item_attachment, rendition},
     },
 };
 
@@ -106,7 +106,15 @@ pub async fn upload(hub: &Hub, caller: &Caller, declared_type: &str, data: &[u8]
     let sha256 = sha256_hex(data);
     let size = i64::try_from(data.len()).map_err(anyhow::Error::new)?;
     let txn = begin_write(&hub.db).await?;
-    if attachment::Entity::find_by_id(&sha256).one(&txn).await?.is_none() {
+    let stored = attachment::Entity::find_by_id(&sha256).one(&txn).await?;
+    if let Some(stored) = stored {
+        // The same bytes, uploaded before audio was decoded at upload: its length is known now.
+        if stored.audio_duration_ms.is_none() && audio_duration_ms.is_some() {
+            let mut known: attachment::ActiveModel = stored.into();
+            known.audio_duration_ms = Set(audio_duration_ms);
+            known.update(&txn).await?;
+        }
+    } else {
         attachment::ActiveModel {
             sha256: Set(sha256.clone()),
             content_type: Set(content_type.clone()),
@@ -139,12 +147,16 @@ async fn decoded_length(content_type: &str, data: &[u8]) -> Result<i64> {
     Ok(i64::try_from(facts.duration_ms).map_err(anyhow::Error::new)?)
 }
 
-/// What channels are told of the attachments `sha256s` (never their bytes): type, size and,
-/// for audio, decoded length; by SHA-256.
-pub async fn facts(
-    db: &impl ConnectionTrait,
-    sha256s: &[&str],
-) -> Result<HashMap<String, (String, i64, Option<i64>)>> {
+/// What channels are told of an attachment (never its bytes).
+pub struct AttachmentFacts {
+    pub content_type: String,
+    pub size: i64,
+    /// Audio decoded at upload: its length.
+    pub audio_duration_ms: Option<i64>,
+}
+
+/// The facts of the attachments `sha256s`, by SHA-256.
+pub async fn facts(db: &impl ConnectionTrait, sha256s: &[&str]) -> Result<HashMap<String, AttachmentFacts>> {
     if sha256s.is_empty() {
         return Ok(HashMap::new());
     }
@@ -160,14 +172,22 @@ pub async fn facts(
         .await?;
     Ok(rows
         .into_iter()
-        .map(|(sha256, content_type, size, duration)| (sha256, (content_type, size, duration)))
+        .map(|(sha256, content_type, size, audio_duration_ms)| {
+            let facts = AttachmentFacts {
+                content_type,
+                size,
+                audio_duration_ms,
+            };
+            (sha256, facts)
+        })
         .collect())
 }
 
 /// An audio file as village loudspeakers download it, without signing in (a device holds no
 /// account; the command that names the file is signed and pins its hash and size): only while
-/// an item naming it is published and was sent to loudspeakers. A withdrawn or expired item's
-/// recording cannot be fetched any more.
+/// the published version of an item was sent to loudspeakers as this recording. A withdrawn or
+/// expired item's recording, a file only a draft named, or a second audio attachment that was
+/// never sent cannot be fetched.
 pub async fn for_loudspeakers(hub: &Hub, sha256: &str) -> Result<Option<attachment::Model>> {
     let naming: Vec<String> = item_attachment::Entity::find()
         .select_only()
@@ -176,27 +196,40 @@ pub async fn for_loudspeakers(hub: &Hub, sha256: &str) -> Result<Option<attachme
         .into_tuple()
         .all(&hub.db)
         .await?;
-    let published: Vec<String> = item::Entity::find()
+    let published: Vec<(String, Option<i32>)> = item::Entity::find()
         .select_only()
         .column(item::Column::Id)
+        .column(item::Column::PublishedVersion)
         .filter(item::Column::Id.is_in(naming))
         .filter(item::Column::State.eq(ItemState::Published))
         .into_tuple()
         .all(&hub.db)
         .await?;
-    let sent = delivery::Entity::find()
-        .filter(delivery::Column::ItemId.is_in(published))
-        .filter(delivery::Column::Channel.eq(ChannelKind::Loudspeaker))
-        .filter(delivery::Column::Kind.eq(DeliveryKind::Publish))
-        .count(&hub.db)
-        .await?;
-    if sent == 0 {
-        return Ok(None);
+    // The rendition names the recording by hash (`Announcement::recording`).
+    let pinned = format!("\"sha256\":\"{sha256}\"");
+    for (item_id, version) in published {
+        let Some(version) = version else { continue };
+        let sent_as: Vec<String> = delivery::Entity::find()
+            .select_only()
+            .column(delivery::Column::RenditionId)
+            .distinct()
+            .filter(delivery::Column::ItemId.eq(item_id.as_str()))
+            .filter(delivery::Column::Version.eq(version))
+            .filter(delivery::Column::Channel.eq(ChannelKind::Loudspeaker))
+            .filter(delivery::Column::Kind.eq(DeliveryKind::Publish))
+            .into_tuple()
+            .all(&hub.db)
+            .await?;
+        let sent = rendition::Entity::find()
+            .filter(rendition::Column::Id.is_in(sent_as))
+            .filter(rendition::Column::Payload.contains(&pinned))
+            .count(&hub.db)
+            .await?;
+        if sent > 0 {
+            return Ok(attachment::Entity::find_by_id(sha256).one(&hub.db).await?);
+        }
     }
-    Ok(attachment::Entity::find_by_id(sha256)
-        .filter(attachment::Column::AudioDurationMs.is_not_null())
-        .one(&hub.db)
-        .await?)
+    Ok(None)
 }
 
 /// An attachment the caller may read: one named by an item they may see (any version of it),

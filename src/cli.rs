@@ -648,6 +648,8 @@ async fn serve(mut settings: Settings) -> anyhow::Result<ExitCode> {
         } => result?,
         () = shutdown_signal() => println!("Herald stopping"),
     }
+    // The workers first: a delivery in flight must not meet a broker already going down.
+    background.shutdown().await;
     if let Some((broker, _)) = embedded {
         broker.shutdown().await;
     }

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use herald_channels::devices::{DeviceLink, IssueError, IssuedCommand, Voices};
+use herald_channels::devices::{Abilities, DeviceLink, IssueError, IssuedCommand};
 use herald_firmware_protocol::{Audience, Command, CommandBody, Issuer};
 use rumqttc::{AsyncClient, EventLoop, MqttOptions, QoS};
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Set};
@@ -232,7 +232,10 @@ impl DeviceLink for MqttLink {
         Ok(kept.is_none_or(|c| c.not_after <= self.clock.now()))
     }
 
-    async fn voices(&self, device_ids: &[&str]) -> std::result::Result<HashMap<String, Voices>, String> {
+    async fn abilities(
+        &self,
+        device_ids: &[&str],
+    ) -> std::result::Result<HashMap<String, Abilities>, String> {
         let backend = self.db.get_database_backend();
         let births: Vec<(String, Option<String>)> = device::Entity::find()
             .select_only()
@@ -251,9 +254,9 @@ impl DeviceLink for MqttLink {
         for (device_id, birth) in births {
             if let Some(birth) = birth {
                 // Kept from a birth the gateway decoded: one that does not read is a bug.
-                let voices = serde_json::from_str(&birth)
+                let abilities = serde_json::from_str(&birth)
                     .map_err(|e| format!("device {device_id}: stored capabilities unreadable: {e}"))?;
-                heard.insert(device_id, voices);
+                heard.insert(device_id, abilities);
             }
         }
         Ok(heard)

@@ -68,12 +68,12 @@ pub trait DeviceLink: Send + Sync {
 
     /// What each of `device_ids` said it plays in its last birth; a device not yet heard from
     /// is absent.
-    async fn voices(&self, device_ids: &[&str]) -> Result<HashMap<String, Voices>, String>;
+    async fn abilities(&self, device_ids: &[&str]) -> Result<HashMap<String, Abilities>, String>;
 }
 
 /// What a loudspeaker plays, as its birth message says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct Voices {
+pub struct Abilities {
     #[serde(default)]
     pub codecs: Vec<AudioCodec>,
     #[serde(default)]
@@ -139,15 +139,17 @@ enum Voice {
     Speech,
 }
 
-/// The recording for a device that plays its codec, or has not said what it plays (it is
-/// what the publisher meant to be heard; a device that cannot play it says so in its ack);
-/// the text for one that speaks TTS; nothing for one that does neither.
-fn voice_for(announcement: &Announcement, heard: Option<&Voices>) -> Option<Voice> {
+/// The recording for a device whose birth lists its codec (PROTOCOL.md §5.2: only codecs a
+/// device listed are offered); the text for one that speaks TTS or has not said what it plays
+/// (the text is what every loudspeaker was sent before recordings); nothing for one that does
+/// neither.
+fn voice_for(announcement: &Announcement, heard: Option<&Abilities>) -> Option<Voice> {
     match (&announcement.recording, heard) {
-        (None, _) => Some(Voice::Speech),
-        (Some(_), None) => Some(Voice::Recording),
-        (Some(recording), Some(voices)) if voices.codecs.contains(&recording.codec) => Some(Voice::Recording),
-        (Some(_), Some(voices)) if voices.tts => Some(Voice::Speech),
+        (None, _) | (Some(_), None) => Some(Voice::Speech),
+        (Some(recording), Some(abilities)) if abilities.codecs.contains(&recording.codec) => {
+            Some(Voice::Recording)
+        }
+        (Some(_), Some(abilities)) if abilities.tts => Some(Voice::Speech),
         (Some(_), Some(_)) => None,
     }
 }
@@ -251,7 +253,7 @@ impl DeviceChannel {
             return by_voice;
         };
         let ids: Vec<&str> = addressed.iter().map(|(_, device)| *device).collect();
-        let heard = match self.link.voices(&ids).await {
+        let heard = match self.link.abilities(&ids).await {
             Ok(heard) => heard,
             Err(e) => {
                 for (i, _) in addressed {
@@ -576,7 +578,7 @@ mod tests {
 
     #[test]
     fn a_loudspeaker_gets_the_recording_it_plays_else_the_text_it_speaks() {
-        let plays = |codecs: &[AudioCodec], tts| Voices {
+        let plays = |codecs: &[AudioCodec], tts| Abilities {
             codecs: codecs.to_vec(),
             tts,
         };
@@ -597,8 +599,8 @@ mod tests {
             voice_for(&with_mp3, Some(&plays(&[AudioCodec::Wav], false))),
             None
         );
-        // Not heard from yet: what the publisher meant to be heard.
-        assert_eq!(voice_for(&with_mp3, None), Some(Voice::Recording));
+        // Not heard from yet: the text, as before recordings.
+        assert_eq!(voice_for(&with_mp3, None), Some(Voice::Speech));
         let text_only = announcement(None);
         assert_eq!(
             voice_for(&text_only, Some(&plays(&[AudioCodec::Mp3], false))),

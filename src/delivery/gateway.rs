@@ -426,7 +426,16 @@ pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
                     Err(e) => tracing::error!(error.cause_chain = ?e, "hearing a device report failed"),
                 }
             }
-            Some(Ok(Event::Incoming(Packet::SubAck(_)))) => link.set_listening(true),
+            Some(Ok(Event::Incoming(Packet::SubAck(suback)))) => {
+                let granted = suback
+                    .return_codes
+                    .iter()
+                    .all(|code| matches!(code, rumqttc::SubscribeReasonCode::Success(_)));
+                if !granted {
+                    tracing::error!("the broker refused the hub's subscription to device reports");
+                }
+                link.set_listening(granted);
+            }
             Some(Ok(_)) | None => {}
             Some(Err(e)) => {
                 link.set_listening(false);

@@ -24,9 +24,10 @@ use crate::{
     store::entities::{delivery, rendition, target},
 };
 
-/// What channels receive of a stored version: the redacted body for 此件删减后公开. `valid` is
-/// when it is (or would be) published and when it expires; `db` the connection (a publishing
-/// transaction, for one) its attachments' facts are read on.
+/// What channels receive of a stored version (number, content hash, content): the redacted
+/// body for 此件删减后公开. The second pair is when it is (or would be) published and when it
+/// expires; `db` the connection (a publishing transaction, for one) its attachments' facts are
+/// read on.
 pub async fn published_item(
     hub: &Hub,
     db: &impl ConnectionTrait,
@@ -49,15 +50,19 @@ pub async fn published_item(
     let facts = crate::attachments::facts(db, &named).await?;
     let mut attachments = Vec::with_capacity(content.attachments.len());
     for attachment in &content.attachments {
-        let (content_type, size, audio_duration_ms) = facts
+        let stored = facts
             .get(&attachment.sha256)
             .ok_or_else(|| anyhow::anyhow!("attachment {} is not stored", attachment.sha256))?;
         attachments.push(herald_channels::Attachment {
             sha256: attachment.sha256.clone(),
             filename: attachment.filename.clone(),
-            content_type: content_type.clone(),
-            size: u64::try_from(*size).map_err(anyhow::Error::new)?,
-            audio_duration_ms: audio_duration_ms.and_then(|ms| u64::try_from(ms).ok()),
+            content_type: stored.content_type.clone(),
+            size: u64::try_from(stored.size).map_err(anyhow::Error::new)?,
+            audio_duration_ms: stored
+                .audio_duration_ms
+                .map(u64::try_from)
+                .transpose()
+                .map_err(anyhow::Error::new)?,
         });
     }
     Ok(PublishedItem {

@@ -51,8 +51,8 @@ fn codec_name(codec: AudioCodec) -> &'static str {
 const MAX_BAD_PACKET_SHARE: f64 = 0.02;
 
 /// Decodes the whole of `data`, declared as `content_type`, and says what it holds. CPU-bound
-/// (MP3 decodes at roughly 190× real time on one core here): callers on a runtime run it on a
-/// blocking thread.
+/// (MP3 decodes at roughly 190× real time on one core here): the hub's upload runs it on a
+/// blocking thread; the simulator, one short file per virtual device, inline as a device would.
 pub fn inspect(content_type: &str, data: &[u8]) -> Result<AudioFacts, AudioError> {
     let codec = codec_of(content_type).ok_or_else(|| AudioError::NotAudio(content_type.to_owned()))?;
     let name = codec_name(codec);
@@ -128,8 +128,8 @@ pub fn inspect(content_type: &str, data: &[u8]) -> Result<AudioFacts, AudioError
     })
 }
 
-/// A mono 16-bit PCM WAV file of `millis` of a 440 Hz tone: for tests and the simulator's own
-/// checks, so no binary fixture has to be kept.
+/// A mono 16-bit PCM WAV file of `millis` of a 440 Hz tone: for tests and benchmarks, so no
+/// binary fixture has to be kept.
 pub fn tone_wav(millis: u32, sample_rate: u32) -> Vec<u8> {
     let samples = u64::from(millis) * u64::from(sample_rate) / 1000;
     let data_len = u32::try_from(samples * 2).unwrap_or(u32::MAX);

@@ -344,7 +344,8 @@ async fn attachment_file(req: HttpRequest, sha256: web::Path<String>) -> Page {
 }
 
 /// A recording for village loudspeakers (`attachments::for_loudspeakers` says which). The
-/// command pins its hash, so the file never changes under this address.
+/// command pins its hash, so the file never changes under this address; but it must stop being
+/// served the moment its item is withdrawn, so no cache may keep it without asking.
 async fn loudspeaker_audio(req: HttpRequest, sha256: web::Path<String>) -> Page {
     let hub = hub(&req)?;
     if !is_sha256_hex(&sha256) {
@@ -354,7 +355,7 @@ async fn loudspeaker_audio(req: HttpRequest, sha256: web::Path<String>) -> Page 
         Some(file) => Ok(HttpResponse::Ok()
             .content_type(file.content_type)
             .insert_header((actix_web::http::header::ETAG, format!("\"{}\"", file.sha256)))
-            .insert_header((actix_web::http::header::CACHE_CONTROL, "public, max-age=86400"))
+            .insert_header((actix_web::http::header::CACHE_CONTROL, "no-cache"))
             .body(file.data)),
         None => not_found(&hub),
     }

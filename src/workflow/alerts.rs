@@ -41,6 +41,10 @@ use crate::{
 /// The catalog entry alerts are filed under: 突发公共事件的应急预案、预警信息及应对情况.
 const ALERT_CATALOG: &str = "art20-12";
 
+/// The PostgreSQL advisory lock that numbers alerts one at a time (any constant no other
+/// lock uses; "ALRT" in ASCII).
+const ALERT_NUMBERING_LOCK: i64 = 0x414C_5254;
+
 /// What a CAP message did.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AlertOutcome {
@@ -68,7 +72,14 @@ pub async fn receive_cap(hub: &Hub, caller: &Caller, xml: &[u8]) -> Result<Alert
     )?;
     let alert = CapAlert::parse(xml).map_err(|e| Error::validation(e.element, e.message))?;
     let seen = find_message(hub, &alert.sender, &alert.identifier).await?;
-    if let Some(by) = seen.as_ref().and_then(|seen| seen.superseded_by.as_deref()) {
+    if let Some(seen) = &seen
+        && let Some(by) = &seen.superseded_by
+    {
+        // An attempt that published as the Cancel came, and stopped before it could take
+        // its own item down, left it out: it comes down now.
+        if let Some(item_id) = &seen.item_id {
+            withdraw_if_published(hub, caller, item_id, superseded_reason(by)).await?;
+        }
         return Err(superseded(by));
     }
     if let Some(seen) = &seen
@@ -218,6 +229,10 @@ async fn take_down_referenced(hub: &Hub, caller: &Caller, alert: &CapAlert) -> R
             continue;
         };
         known += 1;
+        // Only a poster who may take the earlier alert's item down may retire it.
+        if let Some(item_id) = &earlier.item_id {
+            crate::items::load_visible(&hub.db, caller, item_id, false).await?;
+        }
         // Marked before its item is looked at: an attempt at the earlier alert still under
         // way checks the mark after it publishes, and takes its item down itself.
         cap_alert::Entity::update_many()
@@ -229,9 +244,6 @@ async fn take_down_referenced(hub: &Hub, caller: &Caller, alert: &CapAlert) -> R
             .exec(&hub.db)
             .await?;
         let Some(item_id) = earlier.item_id else { continue };
-        if item_state(hub, &item_id).await? != Some(ItemState::Published) {
-            continue;
-        }
         let reason = format!(
             "预警{}：{}（{}）",
             if alert.msg_type == MsgType::Cancel {
@@ -242,8 +254,9 @@ async fn take_down_referenced(hub: &Hub, caller: &Caller, alert: &CapAlert) -> R
             alert.identifier,
             alert.sender
         );
-        withdraw(hub, caller, &item_id, WithdrawInput { reason }).await?;
-        withdrawn.push(item_id);
+        if withdraw_if_published(hub, caller, &item_id, reason).await? {
+            withdrawn.push(item_id);
+        }
     }
     if alert.msg_type != MsgType::Alert && known == 0 {
         return Err(Error::validation(
@@ -327,13 +340,27 @@ async fn broadcast(
     // An Update or Cancel that came in while this was publishing found nothing published to
     // take down: this attempt takes its own item down.
     if let Some(by) = superseded_by(hub, &message_id).await? {
-        if item_state(hub, &id).await? == Some(ItemState::Published) {
-            let reason = format!("预警已被 {by} 取代");
-            withdraw(hub, caller, &id, WithdrawInput { reason }).await?;
-        }
+        withdraw_if_published(hub, caller, &id, superseded_reason(&by)).await?;
         return Err(superseded(&by));
     }
     Ok(id)
+}
+
+fn superseded_reason(by: &str) -> String {
+    format!("预警已被 {by} 取代")
+}
+
+/// Takes the item down if it is out; says whether this call did. A racing request (the
+/// Cancel, or the alert's own attempt) that took it down first leaves nothing to do.
+async fn withdraw_if_published(hub: &Hub, caller: &Caller, item_id: &str, reason: String) -> Result<bool> {
+    if item_state(hub, item_id).await? != Some(ItemState::Published) {
+        return Ok(false);
+    }
+    match withdraw(hub, caller, item_id, WithdrawInput { reason }).await {
+        Ok(_) => Ok(true),
+        Err(_) if item_state(hub, item_id).await? == Some(ItemState::Withdrawn) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Creates the alert's item and notes it on its message in one transaction, so a crash never
@@ -347,8 +374,14 @@ async fn create_noted_item(
     message_id: &str,
 ) -> Result<String> {
     let txn = begin_write(&hub.db).await?;
-    // The message row, locked (on SQLite the write transaction is already alone): a racing
-    // request waits here, then finds the item this one noted.
+    // Alerts are numbered one at a time (two different alerts lock different message rows
+    // below); on SQLite the write transaction is already alone.
+    if crate::store::is_postgres(&txn) {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({ALERT_NUMBERING_LOCK})"))
+            .await?;
+    }
+    // The message row, locked: a racing resend of the same message waits here, then finds
+    // the item this one noted.
     let message = cap_alert::Entity::find_by_id(message_id)
         .lock_exclusive()
         .one(&txn)
@@ -358,7 +391,8 @@ async fn create_noted_item(
         txn.rollback().await?;
         return Ok(theirs);
     }
-    // Numbered inside the transaction, so two racing alerts never take the same 索引号.
+    // Numbered inside the transaction, under the numbering lock: two alerts at once never take
+    // the same 索引号.
     let input = alert_item(&txn, hub, alert, home).await?;
     let created = create_item_in(&txn, hub, author, input).await?;
     let mut noted: cap_alert::ActiveModel = message.into();

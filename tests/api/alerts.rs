@@ -104,3 +104,23 @@ on_both_backends! {
         assert_eq!((again.status, again.json["item_id"].clone()), (200, json!(item)));
     };
 }
+
+on_both_backends! {
+    an_alert_left_out_by_an_attempt_that_stopped_as_its_cancel_came_comes_down_on_the_resend => |backend| async move {
+        let app = crate::helpers::spawn_app(backend).await;
+        let expires = app.hub.clock.now() + chrono::Duration::hours(3);
+        let message = cap_message("EW-LATE", "Alert", None, "530426101", expires);
+        let posted = app.post_cap("admin", "application/cap+xml", message.clone()).await;
+        assert_eq!(posted.status, 201, "{}", posted.text());
+        let item = posted.json["item_id"].as_str().expect("an item").to_owned();
+        // What a Cancel that came while the alert was publishing leaves, when the alert's own
+        // attempt stopped before it could take its item down: the mark, and the item still out.
+        let mark = "UPDATE cap_alerts SET superseded_by = 'EW-LATE-X' WHERE identifier = 'EW-LATE'";
+        app.hub.db.execute_raw(Statement::from_string(app.hub.db.get_database_backend(), mark)).await.expect("mark");
+        assert_eq!(app.get("admin", &format!("/api/v1/items/{item}")).await.json["state"], "published");
+
+        let resent = app.post_cap("admin", "application/cap+xml", message).await;
+        assert_eq!((resent.status, resent.json["error"]["code"].clone()), (409, json!("alert_superseded")), "{}", resent.text());
+        assert_eq!(app.get("admin", &format!("/api/v1/items/{item}")).await.json["state"], "withdrawn");
+    };
+}

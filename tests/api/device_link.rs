@@ -437,6 +437,13 @@ on_both_backends! {
         let media = format!("{}/media/{sha256}", app.address);
         let fetch = |url: String| async move { reqwest::get(url).await.expect("the hub answers") };
         assert_eq!(fetch(media.clone()).await.status(), 404, "nothing published names it yet");
+        // A recording only a draft names is never served.
+        let draft_only = app.upload("publisher", "audio/wav", herald::domain::audio::tone_wav(700, 8000)).await;
+        let draft_sha = draft_only.json["sha256"].as_str().expect("sha256").to_owned();
+        let mut draft = item_body(VILLAGE);
+        draft["attachments"] = json!([{"sha256": draft_sha, "filename": "草稿.wav"}]);
+        app.create_item("publisher", &draft).await;
+        let draft_media = format!("{}/media/{draft_sha}", app.address);
 
         let fleet = register(&app, &run, &[(ChannelKind::Loudspeaker, 60), (ChannelKind::Loudspeaker, 61), (ChannelKind::Loudspeaker, 62)]).await;
         let voices = [(vec![AudioCodec::Wav], false), (Vec::new(), true), (vec![AudioCodec::Mp3], false)];
@@ -483,8 +490,10 @@ on_both_backends! {
             .collect();
         assert_eq!(played_by, ["模拟设备0", "模拟设备1"].into(), "{played}");
 
+        assert_eq!(fetch(draft_media).await.status(), 404, "a draft's recording stays in the store");
         let served = fetch(media.clone()).await;
         assert_eq!(served.status(), 200);
+        assert_eq!(served.headers()["cache-control"], "no-cache");
         assert_eq!(served.headers()["content-type"], "audio/wav");
         assert_eq!(served.bytes().await.expect("body").to_vec(), wav);
         // Withdrawn, the recording is no longer fetchable.
