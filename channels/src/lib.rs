@@ -10,6 +10,7 @@ pub mod media_center;
 pub mod portal;
 #[cfg(feature = "sea-orm")]
 mod stored;
+pub mod wechat;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
