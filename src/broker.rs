@@ -84,7 +84,8 @@ impl HubLogin {
 }
 
 /// Who may connect: the hub's login, and devices checked against the registry once the hub
-/// is attached (until then, while the hub starts, devices are turned away and retry).
+/// is attached and hears device reports (until then, while the hub starts, devices are turned
+/// away and retry).
 pub struct BrokerGate {
     hub_login: HubLogin,
     hub: OnceLock<Arc<Hub>>,
@@ -127,6 +128,12 @@ impl BrokerGate {
         let (Some(hub), Ok(credential)) = (self.hub.get(), std::str::from_utf8(password)) else {
             return Verdict::Refused(AuthResult::NotAuthorized);
         };
+        // Not before the hub hears reports: a device that came in earlier (devices reconnect
+        // quickly after a restart) would announce itself unheard, and what it missed while
+        // away would not be sent again until its next reconnection. Turned away, it retries.
+        if hub.device_link.as_ref().is_some_and(|link| !link.is_listening()) {
+            return Verdict::Refused(AuthResult::NotAuthorized);
+        }
         match devices::authenticate(hub, username, credential).await {
             Ok(Some(_)) => Verdict::Device,
             Ok(None) => Verdict::Refused(AuthResult::BadUsernameOrPassword),

@@ -412,6 +412,30 @@ async fn played_and_shown(app: TestApp, address: (String, u16), run: String) {
     }
 }
 
+on_both_backends! {
+    the_in_process_broker_lets_devices_in_only_once_the_hub_hears_their_reports => |backend| async move {
+        let mut mqtt = herald::config::MqttSettings::default();
+        let (broker, gate) = EmbeddedBroker::start_for_hub("127.0.0.1:0", &mut mqtt).await.expect("the broker starts");
+        let app = spawn_app_configured(backend, Vec::new(), |s| s.mqtt = mqtt).await;
+        gate.attach(app.hub.clone());
+        let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let (device, _) = register(&app, &run, &[(ChannelKind::Loudspeaker, 70)]).await.into_iter().next().expect("a device");
+        let connect = || {
+            let mut options = MqttOptions::new(device.device_id.clone(), "127.0.0.1", broker.local_addr().port());
+            options.set_credentials(device.device_id.clone(), device.credential.clone());
+            let (_client, mut events) = AsyncClient::new(options, 16);
+            async move { tokio::time::timeout(Duration::from_secs(5), events.poll()).await.expect("an answer") }
+        };
+        // The hub's session is not listening yet: a device born now would go unheard.
+        let early = connect().await;
+        assert!(matches!(early, Err(rumqttc::ConnectionError::ConnectionRefused(_))), "{early:?}");
+        start_gateway(&app.hub).await;
+        let later = connect().await;
+        assert!(matches!(later, Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))), "{later:?}");
+        broker.shutdown().await;
+    };
+}
+
 /// What the hub told a device to play for `delivery`: the command its external id names.
 async fn play_source(app: &TestApp, delivery: &serde_json::Value) -> PlaySource {
     let command_id = delivery["external_id"].as_str().expect("a command id");
