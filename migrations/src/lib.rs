@@ -17,6 +17,7 @@ mod m20261206_000009_device_link;
 mod m20261206_000010_cap_alerts;
 mod m20261206_000011_audio_attachments;
 mod m20261206_000012_cap_superseded;
+mod m20261206_000013_wechat_tokens;
 
 /// A named index over `cols` of `table`.
 fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000010_cap_alerts::Migration),
             Box::new(m20261206_000011_audio_attachments::Migration),
             Box::new(m20261206_000012_cap_superseded::Migration),
+            Box::new(m20261206_000013_wechat_tokens::Migration),
         ]
     }
 }

@@ -16,6 +16,7 @@ mod report;
 mod state;
 pub mod targets;
 pub mod transition;
+pub mod wechat_tokens;
 pub mod worker;
 
 pub use operator::{cancel, retry};

@@ -435,6 +435,22 @@ pub mod device_command {
     no_relations!();
 }
 
+pub mod wechat_token {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "wechat_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub app_id: String,
+        pub nonce: Vec<u8>,
+        pub ciphertext: Vec<u8>,
+        pub expires_at: DateTimeUtc,
+        pub renewed_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
 pub mod cap_alert {
     use sea_orm::entity::prelude::*;
 

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 
 mod fake_media_center;
+mod fake_wechat;
 mod helpers;
 pub mod openapi_check;
 mod scripted;
@@ -32,4 +33,5 @@ mod sweep;
 mod system;
 mod two_serves;
 mod validation;
+mod wechat_tokens;
 mod workflow;

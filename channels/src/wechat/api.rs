@@ -1,0 +1,138 @@
+//! Calls to the official-account API (wechat-api.md §A.1–A.2, §A.9): JSON over HTTPS, errors
+//! as `errcode` in a 200 answer, and what each error asks of the caller.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// An official account as the hub reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub app_id: String,
+    /// `https://api.weixin.qq.com` unless a county must go through a proxy (or a test fake).
+    pub api_base: String,
+}
+
+/// WeChat's default API address.
+pub const API_BASE: &str = "https://api.weixin.qq.com";
+
+/// Why a call did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// No connection was made: nothing reached WeChat.
+    #[error("WeChat could not be reached: {0}")]
+    NotSent(String),
+    /// Sent, with no (readable) answer: it may have taken effect.
+    #[error("no answer from WeChat: {0}")]
+    NoAnswer(String),
+    /// WeChat answered with an error code.
+    #[error("WeChat error {code}: {message}")]
+    WeChat { code: i64, message: String },
+}
+
+/// What an error asks of the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remedy {
+    /// The access token is invalid or expired: renew it once and try once more.
+    RenewToken,
+    /// The daily quota is used up: try again after it resets.
+    WaitForQuota,
+    /// A passing fault (WeChat's -1, a lost connection): try again with a backoff.
+    Retry,
+    /// Trying again cannot help; the message says, in Chinese, what an administrator can do.
+    GiveUp(String),
+}
+
+impl ApiError {
+    pub fn remedy(&self) -> Remedy {
+        match self {
+            ApiError::NotSent(_) => Remedy::Retry,
+            // Not retried blindly: the caller decides whether the call may have taken effect.
+            ApiError::NoAnswer(message) => Remedy::GiveUp(format!("微信接口无应答，结果未知：{message}")),
+            ApiError::WeChat { code, message } => match code {
+                40001 | 42001 | 40014 => Remedy::RenewToken,
+                45009 | 45011 => Remedy::WaitForQuota,
+                -1 => Remedy::Retry,
+                40164 => Remedy::GiveUp(
+                    "本服务器的出口IP不在公众号的IP白名单中：请在微信公众平台“设置与开发—基本配置”中加入后重试".into(),
+                ),
+                48001 => Remedy::GiveUp("公众号没有该接口的权限（发布接口需微信认证），请确认账号认证状态".into()),
+                40013 | 40125 => Remedy::GiveUp("公众号的AppID或AppSecret不正确，请核对目标设置".into()),
+                _ => Remedy::GiveUp(format!("微信返回错误 {code}：{message}")),
+            },
+        }
+    }
+}
+
+/// How long one call may take before it counts as unanswered.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// POSTs `body` to `path` (with the access token, when given) and returns the answer, or the
+/// error code WeChat answered with.
+pub async fn call(
+    client: &reqwest::Client,
+    account: &Account,
+    access_token: Option<&str>,
+    path: &str,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let mut request = client
+        .post(format!("{}{path}", account.api_base.trim_end_matches('/')))
+        .timeout(CALL_TIMEOUT)
+        .json(body);
+    if let Some(token) = access_token {
+        request = request.query(&[("access_token", token)]);
+    }
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(e) if e.is_connect() => return Err(ApiError::NotSent(e.to_string())),
+        Err(e) => return Err(ApiError::NoAnswer(e.to_string())),
+    };
+    let status = response.status();
+    let answer: Value = response
+        .json()
+        .await
+        .map_err(|e| ApiError::NoAnswer(format!("HTTP {status}, unreadable answer: {e}")))?;
+    match answer["errcode"].as_i64() {
+        None | Some(0) => Ok(answer),
+        Some(code) => Err(ApiError::WeChat {
+            code,
+            message: answer["errmsg"].as_str().unwrap_or_default().to_owned(),
+        }),
+    }
+}
+
+/// A token fresh from WeChat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreshToken {
+    pub token: String,
+    pub expires_in: Duration,
+}
+
+/// `POST /cgi-bin/stable_token`: the account's stable access token (§A.2.2); `force` asks for
+/// a new one even if the current one is still valid (after WeChat refused it).
+pub async fn stable_token(
+    client: &reqwest::Client,
+    account: &Account,
+    app_secret: &str,
+    force: bool,
+) -> Result<FreshToken, ApiError> {
+    let body = json!({
+        "grant_type": "client_credential",
+        "appid": account.app_id,
+        "secret": app_secret,
+        "force_refresh": force,
+    });
+    let answer = call(client, account, None, "/cgi-bin/stable_token", &body).await?;
+    let token = answer["access_token"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::NoAnswer("stable_token answered without access_token".into()))?;
+    let expires_in = answer["expires_in"]
+        .as_u64()
+        .ok_or_else(|| ApiError::NoAnswer("stable_token answered without expires_in".into()))?;
+    Ok(FreshToken {
+        token: token.to_owned(),
+        expires_in: Duration::from_secs(expires_in),
+    })
+}
