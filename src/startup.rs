@@ -4,13 +4,17 @@
 use std::sync::Arc;
 
 use herald_channels::{
-    ChannelKind, ChannelRegistry, devices::DeviceChannel, media_center::MediaCenter, portal::Portal,
+    ChannelKind, ChannelRegistry,
+    devices::DeviceChannel,
+    media_center::MediaCenter,
+    portal::Portal,
+    wechat::{adapter::WeChat, tokens::AccessTokens},
 };
 
 use crate::{
     clock::Clock,
     config::Settings,
-    delivery::targets,
+    delivery::{targets, wechat_tokens::StoredTokens},
     device_link::{self, DeviceEvents, MqttLink},
     hub::{Hub, ReferenceData},
     portal::store::DbPortalStore,
@@ -25,7 +29,7 @@ pub async fn open_hub(settings: Settings, clock: Clock) -> anyhow::Result<Hub> {
     let secrets_key = settings.storage.open_secrets_key()?;
     let db = store::connect(&settings.storage).await?;
     store::migrate(&db).await?;
-    let mut channels = channel_registry(&db, &clock, &settings);
+    let mut channels = channel_registry(&db, &clock, &settings, &secrets_key);
     let (device_link, device_events) = match (&settings.mqtt.url, &secrets_key) {
         (url, _) if url.is_empty() => (None, DeviceEvents::default()),
         (_, None) => {
@@ -71,18 +75,30 @@ fn register_device_channels(channels: &mut ChannelRegistry, link: &Arc<MqttLink>
 }
 
 /// Adding a channel is one `register` line here (plus its module in `channels/`).
-fn channel_registry(db: &sea_orm::DatabaseConnection, clock: &Clock, settings: &Settings) -> ChannelRegistry {
+fn channel_registry(
+    db: &sea_orm::DatabaseConnection,
+    clock: &Clock,
+    settings: &Settings,
+    secrets_key: &Option<crate::secrets::SecretsKey>,
+) -> ChannelRegistry {
     let mut channels = ChannelRegistry::default();
     let portal_store = DbPortalStore {
         db: db.clone(),
         clock: clock.clone(),
     };
     channels.register(Arc::new(Portal::new(Arc::new(portal_store))));
-    let media_clock = clock.clone();
+    let client = reqwest::Client::new();
+    let now = {
+        let clock = clock.clone();
+        Arc::new(move || clock.now())
+    };
     channels.register(Arc::new(MediaCenter::new(
-        reqwest::Client::new(),
+        client.clone(),
         &settings.server.public_url,
-        Arc::new(move || media_clock.now()),
+        now.clone(),
     )));
+    let token_store = StoredTokens::new(db.clone(), secrets_key.clone(), clock.clone());
+    let tokens = AccessTokens::new(client.clone(), Arc::new(token_store), now);
+    channels.register(Arc::new(WeChat::new(client, tokens, &settings.server.public_url)));
     channels
 }

@@ -33,5 +33,6 @@ mod sweep;
 mod system;
 mod two_serves;
 mod validation;
+mod wechat;
 mod wechat_tokens;
 mod workflow;

@@ -1,0 +1,675 @@
+//! The WeChat official-account adapter: an item becomes one article, published with
+//! `draft/add` → `freepublish/submit` (wechat-api.md §A.4–A.5). The delivery is `accepted` with
+//! the `publish_id`; the outcome comes from the `PUBLISHJOBFINISH` event on the callback, or from
+//! `freepublish/get` when none arrives in time. A draft once made is kept in the checkpoint, so a
+//! retry never makes a second one, and a submit whose answer was lost is never repeated.
+//! Withdrawal deletes the published article.
+
+use std::{collections::HashMap, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{
+    api::{self, API_BASE, Account, ApiError, Remedy},
+    crypto::{self, AesKey},
+    events::{self, PublishFinished},
+    tokens::{AccessTokens, TokenError},
+};
+use crate::{
+    CallbackError, CallbackReply, CallbackRequest, Callbacks, Channel, ChannelKind, ChannelReceipt,
+    Correlation, DeliveryOutcome, Dispatch, Permanence, PublishedItem, ReceiptStatus, RenderError, Rendition,
+    TargetError, TargetRef, Verified, WithdrawOutcome,
+};
+
+/// The article limits (§A.4, §A.8), in characters.
+pub const MAX_TITLE: usize = 32;
+pub const MAX_AUTHOR: usize = 16;
+pub const MAX_DIGEST: usize = 128;
+pub const MAX_CONTENT_CHARS: usize = 20_000;
+pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
+/// The publish outcome normally comes within minutes; past this the hub asks `freepublish/get`.
+pub const CONFIRM_WITHIN: Duration = Duration::from_secs(30 * 60);
+/// A callback timestamp further than this from the hub's time is refused (WeChat signs no
+/// time, so this is the hub's own replay defence, §A.7.5).
+pub const REPLAY_WINDOW_SECONDS: i64 = 300;
+
+/// Secret names on a WeChat target.
+pub const APP_SECRET: &str = "app_secret";
+pub const CALLBACK_TOKEN: &str = "token";
+pub const ENCODING_AES_KEY: &str = "encoding_aes_key";
+
+/// What the preview shows and the delivery sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Article {
+    pub title: String,
+    pub author: String,
+    pub digest: String,
+    pub content: String,
+    pub content_source_url: String,
+    /// What breaks WeChat's limits, by field: shown in the preview; such an item is not sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+/// What a retry resumes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Checkpoint {
+    media_id: Option<String>,
+    /// The submit was sent and its answer lost: it may have taken effect, so it is never sent
+    /// again blindly.
+    #[serde(default)]
+    submitted: bool,
+}
+
+/// A target's settings.
+struct Settings {
+    account: Account,
+    thumb_media_id: String,
+    author: String,
+}
+
+fn settings(config: &Value) -> Result<Settings, TargetError> {
+    let app_id = config["app_id"]
+        .as_str()
+        .filter(|id| id.starts_with("wx") && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .ok_or_else(|| TargetError::new("config.app_id", "the account's AppID (wx…) is required"))?;
+    let api_base = match config.get("api_base").and_then(Value::as_str) {
+        None => API_BASE.to_owned(),
+        Some(base) if base.starts_with("https://") || base.starts_with("http://") => base.to_owned(),
+        Some(_) => return Err(TargetError::new("config.api_base", "must be an http(s) URL")),
+    };
+    let thumb_media_id = config["thumb_media_id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| {
+            TargetError::new(
+                "config.thumb_media_id",
+                "the permanent cover image (media_id of an image uploaded to the account's material library) is required",
+            )
+        })?;
+    let author = config["author"].as_str().unwrap_or_default().to_owned();
+    if author.chars().count() > MAX_AUTHOR {
+        return Err(TargetError::new(
+            "config.author",
+            format!("at most {MAX_AUTHOR} characters"),
+        ));
+    }
+    Ok(Settings {
+        account: Account {
+            app_id: app_id.to_owned(),
+            api_base,
+        },
+        thumb_media_id: thumb_media_id.to_owned(),
+        author,
+    })
+}
+
+/// `<img>` elements: WeChat keeps only images uploaded through `media/uploadimg`, which the
+/// adapter does not do yet, so they are taken out (and counted in the preview).
+fn without_images(html: &str) -> (String, usize) {
+    let mut out = String::with_capacity(html.len());
+    let mut removed = 0;
+    let mut rest = html;
+    while let Some(start) = rest.find("<img") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find('>') {
+            Some(end) => rest = &rest[start + end + 1..],
+            None => rest = "",
+        }
+        removed += 1;
+    }
+    out.push_str(rest);
+    (out, removed)
+}
+
+pub struct WeChat {
+    client: reqwest::Client,
+    tokens: AccessTokens,
+    portal_base: String,
+}
+
+impl WeChat {
+    pub fn new(client: reqwest::Client, tokens: AccessTokens, portal_base: &str) -> Self {
+        Self {
+            client,
+            tokens,
+            portal_base: portal_base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// Calls `path` with the account's token; a refused token is renewed once and the call
+    /// made once more.
+    async fn call(
+        &self,
+        settings: &Settings,
+        secret: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, Failure> {
+        let token = self.tokens.token(&settings.account, secret).await?;
+        match api::call(&self.client, &settings.account, Some(&token), path, body).await {
+            Err(e) if e.remedy() == Remedy::RenewToken => {
+                let renewed = self
+                    .tokens
+                    .renew_refused(&settings.account, secret, &token)
+                    .await?;
+                Ok(api::call(&self.client, &settings.account, Some(&renewed), path, body).await?)
+            }
+            answer => Ok(answer?),
+        }
+    }
+}
+
+/// Why a step failed.
+enum Failure {
+    Api(ApiError),
+    Store(String),
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Api(e)
+    }
+}
+
+impl From<TokenError> for Failure {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Api(e) => Failure::Api(e),
+            TokenError::Store(e) => Failure::Store(e),
+        }
+    }
+}
+
+impl Failure {
+    /// The delivery outcome of a step that did not succeed, keeping `checkpoint`.
+    fn outcome(self, checkpoint: &Checkpoint) -> DeliveryOutcome {
+        let kept = serde_json::to_value(checkpoint).ok();
+        let (permanence, code, message) = match self {
+            Failure::Store(message) => (Permanence::Transient, "token_store".to_owned(), message),
+            Failure::Api(e) => match e.remedy() {
+                Remedy::Retry | Remedy::RenewToken => (Permanence::Transient, code_of(&e), e.to_string()),
+                Remedy::WaitForQuota => (
+                    Permanence::Transient,
+                    code_of(&e),
+                    "今日接口调用次数已用完，额度恢复后重试".to_owned(),
+                ),
+                Remedy::GiveUp(message) => (Permanence::Permanent, code_of(&e), message),
+            },
+        };
+        DeliveryOutcome::Failed {
+            permanence,
+            code,
+            message,
+            checkpoint: kept,
+        }
+    }
+}
+
+fn code_of(e: &ApiError) -> String {
+    match e {
+        ApiError::NotSent(_) => "unreachable".into(),
+        ApiError::NoAnswer(_) => "no_answer".into(),
+        ApiError::WeChat { code, .. } => format!("wechat_{code}"),
+    }
+}
+
+#[async_trait::async_trait]
+impl Channel for WeChat {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Wechat
+    }
+
+    fn check_target(&self, config: &Value, secret_names: &[&str]) -> Result<(), TargetError> {
+        settings(config)?;
+        for name in [APP_SECRET, CALLBACK_TOKEN, ENCODING_AES_KEY] {
+            if !secret_names.contains(&name) {
+                return Err(TargetError::new(
+                    format!("secrets.{name}"),
+                    "required: from the account's 基本配置 page (AppSecret, Token, EncodingAESKey)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn render(&self, item: &PublishedItem) -> Result<Rendition, RenderError> {
+        let mut body = item.body_html.clone();
+        if !item.annotation.is_empty() {
+            body.push_str(&format!("<p>{}</p>", item.annotation));
+        }
+        let (content, images) = without_images(&body);
+        let digest = if item.summary.trim().is_empty() {
+            crate::portal::plain_text(&item.body_html)
+                .chars()
+                .take(54)
+                .collect()
+        } else {
+            item.summary.clone()
+        };
+        let mut problems = Vec::new();
+        let mut limit = |field: &str, value: &str, max: usize| {
+            let n = value.chars().count();
+            if n > max {
+                problems.push(Problem {
+                    field: field.into(),
+                    message: format!("微信限 {max} 字，当前 {n} 字"),
+                });
+            }
+        };
+        limit("title", &item.title, MAX_TITLE);
+        limit("digest", &digest, MAX_DIGEST);
+        limit("content", &content, MAX_CONTENT_CHARS);
+        if content.len() >= MAX_CONTENT_BYTES {
+            problems.push(Problem {
+                field: "content".into(),
+                message: "正文超过 1 MB".into(),
+            });
+        }
+        if images > 0 {
+            problems.push(Problem {
+                field: "content".into(),
+                message: format!("正文中的 {images} 张图片需经微信上传后方可显示，本次发布将不含图片"),
+            });
+        }
+        let link = if self.portal_base.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{}{}",
+                self.portal_base,
+                crate::portal::Portal::page_path(&item.item_id)
+            )
+        };
+        let article = Article {
+            title: item.title.clone(),
+            author: String::new(),
+            digest,
+            content,
+            content_source_url: link,
+            problems,
+        };
+        Ok(Rendition {
+            channel: ChannelKind::Wechat,
+            payload: serde_json::to_value(article).map_err(|e| RenderError::Unrenderable(e.to_string()))?,
+        })
+    }
+
+    async fn deliver(&self, rendition: &Rendition, dispatch: &Dispatch<'_>) -> DeliveryOutcome {
+        let permanent = |code: &str, message: String| DeliveryOutcome::Failed {
+            permanence: Permanence::Permanent,
+            code: code.into(),
+            message,
+            checkpoint: None,
+        };
+        let settings = match settings(&dispatch.target.config) {
+            Ok(settings) => settings,
+            Err(e) => return permanent("misconfigured", e.to_string()),
+        };
+        let Some(secret) = dispatch.target.secrets.get(APP_SECRET) else {
+            return permanent("misconfigured", format!("the target has no secrets.{APP_SECRET}"));
+        };
+        let article: Article = match serde_json::from_value(rendition.payload.clone()) {
+            Ok(article) => article,
+            Err(e) => return permanent("unreadable_rendition", e.to_string()),
+        };
+        // Images are left out with a note; anything else over the limits is not sent.
+        let blocking: Vec<&Problem> = article
+            .problems
+            .iter()
+            .filter(|p| !p.message.contains("图片"))
+            .collect();
+        if !blocking.is_empty() {
+            let listed: Vec<String> = blocking
+                .iter()
+                .map(|p| format!("{}：{}", p.field, p.message))
+                .collect();
+            return permanent("exceeds_wechat_limits", listed.join("；"));
+        }
+        let mut checkpoint: Checkpoint = dispatch
+            .checkpoint
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+            .unwrap_or_default();
+        if checkpoint.submitted {
+            return DeliveryOutcome::Unknown {
+                message: "上次提交发布后未收到应答，可能已发布：请在公众平台“发表记录”中核对，勿重复发布"
+                    .into(),
+                checkpoint: serde_json::to_value(&checkpoint).ok(),
+            };
+        }
+        let secret = secret.expose();
+        let media_id = match &checkpoint.media_id {
+            Some(media_id) => media_id.clone(),
+            None => {
+                let author = if settings.author.is_empty() {
+                    article.author.clone()
+                } else {
+                    settings.author.clone()
+                };
+                let body = json!({"articles": [{
+                    "title": article.title,
+                    "author": author,
+                    "digest": article.digest,
+                    "content": article.content,
+                    "content_source_url": article.content_source_url,
+                    "thumb_media_id": settings.thumb_media_id,
+                    "need_open_comment": 0,
+                    "only_fans_can_comment": 0,
+                }]});
+                match self.call(&settings, secret, "/cgi-bin/draft/add", &body).await {
+                    Ok(answer) => match answer["media_id"].as_str() {
+                        Some(media_id) => media_id.to_owned(),
+                        None => {
+                            return permanent("no_media_id", "draft/add answered without media_id".into());
+                        }
+                    },
+                    Err(failure) => return failure.outcome(&checkpoint),
+                }
+            }
+        };
+        checkpoint.media_id = Some(media_id.clone());
+        match self
+            .call(
+                &settings,
+                secret,
+                "/cgi-bin/freepublish/submit",
+                &json!({"media_id": media_id}),
+            )
+            .await
+        {
+            Ok(answer) => {
+                let publish_id = match &answer["publish_id"] {
+                    Value::String(id) => id.clone(),
+                    Value::Number(id) => id.to_string(),
+                    _ => String::new(),
+                };
+                if publish_id.is_empty() {
+                    checkpoint.submitted = true;
+                    return DeliveryOutcome::Unknown {
+                        message: "freepublish/submit answered without publish_id".into(),
+                        checkpoint: serde_json::to_value(&checkpoint).ok(),
+                    };
+                }
+                DeliveryOutcome::Accepted {
+                    external_id: publish_id,
+                    confirm_within: Some(CONFIRM_WITHIN),
+                    checkpoint: serde_json::to_value(&checkpoint).ok(),
+                }
+            }
+            Err(Failure::Api(ApiError::NoAnswer(e))) => {
+                checkpoint.submitted = true;
+                DeliveryOutcome::Unknown {
+                    message: format!("提交发布后未收到应答（{e}），可能已发布"),
+                    checkpoint: serde_json::to_value(&checkpoint).ok(),
+                }
+            }
+            Err(failure) => failure.outcome(&checkpoint),
+        }
+    }
+
+    async fn reconcile(&self, dispatch: &Dispatch<'_>, publish_id: &str) -> Option<ReceiptStatus> {
+        let settings = settings(&dispatch.target.config).ok()?;
+        let secret = dispatch.target.secrets.get(APP_SECRET)?;
+        let answer = self
+            .call(
+                &settings,
+                secret.expose(),
+                "/cgi-bin/freepublish/get",
+                &json!({"publish_id": publish_id}),
+            )
+            .await
+            .ok()?;
+        let fail_idx: Vec<u32> = answer["fail_idx"]
+            .as_array()
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|i| i.as_u64().and_then(|i| u32::try_from(i).ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        events::publish_outcome(answer["publish_status"].as_i64()?, &fail_idx)
+    }
+
+    async fn withdraw(
+        &self,
+        _item_id: &str,
+        target: &TargetRef,
+        external_id: Option<&str>,
+        _reason: &str,
+        _idempotency_key: &str,
+    ) -> WithdrawOutcome {
+        let Some(publish_id) = external_id else {
+            return WithdrawOutcome::Withdrawn;
+        };
+        let failed = |permanence, code: String, message: String| WithdrawOutcome::Failed {
+            permanence,
+            code,
+            message,
+        };
+        let (settings, secret) = match (settings(&target.config), target.secrets.get(APP_SECRET)) {
+            (Ok(settings), Some(secret)) => (settings, secret.expose()),
+            _ => {
+                return failed(
+                    Permanence::Permanent,
+                    "misconfigured".into(),
+                    "the target's settings or app_secret are missing".into(),
+                );
+            }
+        };
+        let published = match self
+            .call(
+                &settings,
+                secret,
+                "/cgi-bin/freepublish/get",
+                &json!({"publish_id": publish_id}),
+            )
+            .await
+        {
+            Ok(answer) => answer,
+            Err(failure) => {
+                return match failure.outcome(&Checkpoint::default()) {
+                    DeliveryOutcome::Failed {
+                        permanence,
+                        code,
+                        message,
+                        ..
+                    } => failed(permanence, code, message),
+                    _ => failed(
+                        Permanence::Transient,
+                        "unknown".into(),
+                        "freepublish/get failed".into(),
+                    ),
+                };
+            }
+        };
+        // Only a published article can be deleted; anything else never went out.
+        let Some(article_id) = published["article_id"]
+            .as_str()
+            .filter(|_| published["publish_status"] == 0)
+        else {
+            return WithdrawOutcome::Withdrawn;
+        };
+        match self
+            .call(
+                &settings,
+                secret,
+                "/cgi-bin/freepublish/delete",
+                &json!({"article_id": article_id, "index": 0}),
+            )
+            .await
+        {
+            Ok(_) => WithdrawOutcome::Withdrawn,
+            Err(Failure::Api(ApiError::NoAnswer(message))) => WithdrawOutcome::Unknown { message },
+            Err(failure) => match failure.outcome(&Checkpoint::default()) {
+                DeliveryOutcome::Failed {
+                    permanence,
+                    code,
+                    message,
+                    ..
+                } => failed(permanence, code, message),
+                _ => failed(
+                    Permanence::Transient,
+                    "unknown".into(),
+                    "freepublish/delete failed".into(),
+                ),
+            },
+        }
+    }
+
+    fn callbacks(&self) -> Option<&dyn Callbacks> {
+        Some(self)
+    }
+}
+
+fn unauthenticated(field: &str, message: &str) -> CallbackError {
+    CallbackError::Unauthenticated {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn malformed(field: &str, message: impl Into<String>) -> CallbackError {
+    CallbackError::Malformed {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The `<Encrypt>` of a safe-mode push.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "Encrypt")]
+    encrypt: String,
+}
+
+impl Callbacks for WeChat {
+    fn verify(
+        &self,
+        target: &TargetRef,
+        request: &CallbackRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Verified, CallbackError> {
+        let query: HashMap<String, String> = form_urlencoded_pairs(request.query);
+        let param = |name: &str| {
+            query
+                .get(name)
+                .map(String::as_str)
+                .ok_or_else(|| unauthenticated(name, "missing"))
+        };
+        let token = target
+            .secrets
+            .get(CALLBACK_TOKEN)
+            .ok_or_else(|| {
+                unauthenticated(
+                    &format!("secrets.{CALLBACK_TOKEN}"),
+                    "the target has no callback token",
+                )
+            })?
+            .expose();
+        let (timestamp, nonce) = (param("timestamp")?, param("nonce")?);
+        if !crypto::same(
+            param("signature")?,
+            &crypto::signature(&[token, timestamp, nonce]),
+        ) {
+            return Err(unauthenticated("signature", "the signature does not match"));
+        }
+        // WeChat checks the URL with a GET and wants its echostr back.
+        if request.method == "GET" {
+            return Ok(Verified {
+                receipts: Vec::new(),
+                reply: CallbackReply::Text(param("echostr")?.to_owned()),
+            });
+        }
+        if request.method != "POST" {
+            return Err(CallbackError::Method("WeChat pushes with POST".into()));
+        }
+        let signed_at: i64 = timestamp
+            .parse()
+            .map_err(|_| unauthenticated("timestamp", "not a Unix time"))?;
+        if (now.timestamp() - signed_at).abs() > REPLAY_WINDOW_SECONDS {
+            return Err(CallbackError::Stale {
+                field: "timestamp".into(),
+                message: format!("more than {REPLAY_WINDOW_SECONDS} s from the hub's time"),
+            });
+        }
+        if query.get("encrypt_type").map(String::as_str) != Some("aes") {
+            return Err(unauthenticated(
+                "encrypt_type",
+                "only safe mode (aes) is accepted",
+            ));
+        }
+        let body = std::str::from_utf8(request.body).map_err(|_| malformed("body", "not UTF-8"))?;
+        let envelope: Envelope =
+            quick_xml::de::from_str(body).map_err(|_| malformed("body", "no <Encrypt> element"))?;
+        let msg_signature = param("msg_signature")?;
+        if !crypto::same(
+            msg_signature,
+            &crypto::signature(&[token, timestamp, nonce, &envelope.encrypt]),
+        ) {
+            return Err(unauthenticated("msg_signature", "the signature does not match"));
+        }
+        // A request seen before is not refused: WeChat retries a push with the very same
+        // request when the answer was slow, and refusing it would lose the event if the first
+        // was never stored. Replayed or retried, it carries the same receipt, which the inbox
+        // stores once (its dedup key is the publish and its status); past the window above it
+        // is refused.
+        let app_id = settings(&target.config)
+            .map(|s| s.account.app_id)
+            .map_err(|e| unauthenticated(&e.field, &e.message))?;
+        let key = AesKey::from_encoding_aes_key(
+            target
+                .secrets
+                .get(ENCODING_AES_KEY)
+                .ok_or_else(|| unauthenticated(&format!("secrets.{ENCODING_AES_KEY}"), "missing"))?
+                .expose(),
+        )
+        .map_err(|e| unauthenticated(&format!("secrets.{ENCODING_AES_KEY}"), &e.to_string()))?;
+        let message = crypto::decrypt(&key, &envelope.encrypt, &app_id)
+            .map_err(|e| unauthenticated("Encrypt", &e.to_string()))?;
+        let receipts = match events::publish_finished(&message).map_err(|e| malformed("Encrypt", e))? {
+            Some(event) => vec![receipt_of(&event)],
+            // A follower's message or another event: acknowledged, nothing to record.
+            None => Vec::new(),
+        };
+        Ok(Verified {
+            receipts,
+            reply: CallbackReply::Text("success".into()),
+        })
+    }
+}
+
+fn receipt_of(event: &PublishFinished) -> ChannelReceipt {
+    ChannelReceipt {
+        correlation: Correlation::ExternalId(event.publish_id.clone()),
+        status: events::publish_outcome(event.status, &event.fail_idx).unwrap_or(ReceiptStatus::Accepted),
+        source_time: DateTime::from_timestamp(event.created, 0),
+        // WeChat sends an event up to three times: one receipt per publish and status.
+        dedup: format!("publish:{}:{}", event.publish_id, event.status),
+        raw: json!({
+            "publish_id": event.publish_id,
+            "publish_status": event.status,
+            "article_id": event.article_id,
+            "article_urls": event.article_urls,
+            "fail_idx": event.fail_idx,
+        }),
+    }
+}
+
+/// The query string as name → value (the first of each name).
+fn form_urlencoded_pairs(query: &str) -> HashMap<String, String> {
+    let mut pairs = HashMap::new();
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        pairs
+            .entry(name.into_owned())
+            .or_insert_with(|| value.into_owned());
+    }
+    pairs
+}

@@ -1,0 +1,302 @@
+//! The WeChat adapter against the fake official-account API: draft → submit → the
+//! PUBLISHJOBFINISH event in safe mode → delivered, one draft and one submit; the error-code
+//! branches; a lost event settled by asking `freepublish/get`; withdrawal deleting the article;
+//! the callback refusing what is not WeChat's.
+
+use herald::delivery::inbox::{self, APPLY_BATCH};
+use serde_json::json;
+
+use crate::fake_wechat::{EventFault, FakeWechat, SUBMIT};
+use crate::helpers::{Backend, TestApp, item_body, spawn_app_configured};
+use crate::on_both_backends;
+
+const APP_ID: &str = "wx49f0ab532d5d035a";
+const APP_SECRET: &str = "app-secret-峨山";
+const TOKEN: &str = "callback-token-峨山";
+const ENCODING_AES_KEY: &str = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
+
+struct Account {
+    app: TestApp,
+    fake: FakeWechat,
+    target: String,
+}
+
+async fn account(backend: Backend) -> Account {
+    let fake = FakeWechat::start(APP_ID, APP_SECRET).await;
+    let app = spawn_app_configured(backend, Vec::new(), |s| {
+        s.server.public_url = "https://www.eshan.gov.cn".into()
+    })
+    .await;
+    fake.set_now(app.hub.clock.now());
+    let reply = app
+        .post(
+            "admin",
+            "/api/v1/targets",
+            &json!({
+                "channel": "wechat", "name": "峨山发布", "area_code": "530426",
+                "config": {"app_id": APP_ID, "api_base": fake.base_url, "thumb_media_id": "thumb-cover-1"},
+                "secrets": {"app_secret": APP_SECRET, "token": TOKEN, "encoding_aes_key": ENCODING_AES_KEY},
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.json);
+    let target = reply.json["id"].as_str().expect("id").to_owned();
+    fake.set_callback(
+        format!("{}/callbacks/wechat/{target}", app.address),
+        TOKEN.into(),
+        ENCODING_AES_KEY.into(),
+        APP_ID.into(),
+        "gh_eshan".into(),
+    );
+    Account { app, fake, target }
+}
+
+async fn apply_all(app: &TestApp) {
+    while inbox::try_apply_receipts(&app.hub, APPLY_BATCH)
+        .await
+        .expect("apply")
+        > 0
+    {}
+}
+
+async fn publish(account: &Account) -> String {
+    account
+        .app
+        .publish_new(&item_body("530426"), &json!({"channels": ["wechat"]}))
+        .await
+}
+
+on_both_backends! {
+    an_item_is_drafted_submitted_once_reported_by_its_event_and_deleted_when_withdrawn => |backend| async move {
+        let wx = account(backend).await;
+        // Jobs wait until the test finishes them, so the worker's record comes first.
+        wx.fake.set_hold_publishes(true);
+        wx.fake.set_duplicate_events(2);
+        let item = publish(&wx).await;
+        assert_eq!(wx.app.deliver_due().await, 1);
+        let delivery = wx.app.publish_delivery(&item, "target_id", &wx.target).await;
+        assert_eq!(delivery["state"], "accepted", "{delivery}");
+        let publish_id = delivery["external_id"].as_str().expect("publish_id").to_owned();
+        assert_eq!((wx.fake.drafts(), wx.fake.submits()), (1, 1));
+        let draft = wx.fake.draft_log().pop().expect("a draft");
+        assert_eq!(draft.articles[0].title, "关于做好2026年秋冬季森林防火工作的通知");
+        assert_eq!(draft.articles[0].content_source_url, Some(format!("https://www.eshan.gov.cn/xxgk/items/{item}")));
+        assert_eq!(draft.articles[0].thumb_media_id.as_deref(), Some("thumb-cover-1"));
+
+        // The event comes three times (WeChat's retries): answered `success` each time, stored once.
+        wx.fake.finish_publish(&publish_id).await;
+        let replies = wx.fake.wait_for_event_replies(3).await;
+        assert!(replies.iter().all(|r| r.status == 200 && r.body == "success"), "{replies:?}");
+        apply_all(&wx.app).await;
+        assert_eq!(wx.app.publish_delivery(&item, "target_id", &wx.target).await["state"], "delivered");
+        let csv = wx.app.get("admin", &format!("/api/v1/items/{item}/receipts.csv")).await.text();
+        let job = wx.fake.publish(&publish_id).expect("the job");
+        let article_id = job.article_id.clone().expect("an article");
+        assert_eq!(csv.lines().filter(|l| l.contains(&article_id)).count(), 1, "{csv}");
+
+        let withdrawn = wx.app.post("publisher", &format!("/api/v1/items/{item}/withdraw"), &json!({"reason": "内容有误"})).await;
+        assert_eq!(withdrawn.status, 200, "{}", withdrawn.json);
+        wx.app.deliver_due().await;
+        assert_eq!(wx.fake.deleted(), [article_id]);
+    };
+}
+
+#[tokio::test]
+async fn each_error_branch_ends_in_the_right_state() {
+    let wx = account(Backend::Sqlite).await;
+    // A token WeChat no longer takes: renewed once, and the call made again.
+    wx.fake.set_hold_publishes(true);
+    // (This first one will be refused by the platform's review.)
+    wx.fake.set_final_status(4);
+    let first = publish(&wx).await;
+    assert_eq!(wx.app.deliver_due().await, 1);
+    wx.fake.set_final_status(0);
+    wx.fake.expire_tokens();
+    let second = publish(&wx).await;
+    assert_eq!(wx.app.deliver_due().await, 1);
+    assert_eq!(
+        wx.app.publish_delivery(&second, "target_id", &wx.target).await["state"],
+        "accepted"
+    );
+    assert_eq!(wx.fake.tokens_issued(), 2);
+
+    // No permission (an unverified account): failed for good, with what to do, and the draft
+    // kept for a retry.
+    wx.fake.fail_next(SUBMIT, 48001);
+    let refused = publish(&wx).await;
+    wx.app.deliver_due().await;
+    let delivery = wx.app.publish_delivery(&refused, "target_id", &wx.target).await;
+    assert_eq!(delivery["state"], "failed", "{delivery}");
+    assert!(
+        delivery["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("wechat_48001") && e.contains("认证")),
+        "{delivery}"
+    );
+    // Quota used up: tried again later.
+    wx.fake.fail_next(SUBMIT, 45009);
+    let throttled = publish(&wx).await;
+    wx.app.deliver_due().await;
+    assert_eq!(
+        wx.app.publish_delivery(&throttled, "target_id", &wx.target).await["state"],
+        "retrying"
+    );
+    let drafts_before = wx.fake.drafts();
+    wx.app
+        .hub
+        .clock
+        .set(wx.app.hub.clock.now() + chrono::Duration::minutes(10));
+    wx.fake.set_now(wx.app.hub.clock.now());
+    wx.app.deliver_due().await;
+    assert_eq!(
+        wx.app.publish_delivery(&throttled, "target_id", &wx.target).await["state"],
+        "accepted"
+    );
+    assert_eq!(wx.fake.drafts(), drafts_before, "the retry reused its draft");
+
+    // Refused by the platform's review: failed, naming the article.
+    let first_id = wx.app.publish_delivery(&first, "target_id", &wx.target).await["external_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wx.fake.finish_publish(&first_id).await;
+    wx.fake.wait_for_event_replies(1).await;
+    apply_all(&wx.app).await;
+    let rejected = wx.app.publish_delivery(&first, "target_id", &wx.target).await;
+    assert_eq!(rejected["state"], "failed");
+    assert!(
+        rejected["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("平台审核不通过")),
+        "{rejected}"
+    );
+
+    // An event that never comes: after the confirm-by time WeChat is asked, and it settles.
+    wx.fake.set_lose_events(true);
+    let second_id = wx.app.publish_delivery(&second, "target_id", &wx.target).await["external_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wx.fake.finish_publish(&second_id).await;
+    wx.app
+        .hub
+        .clock
+        .set(wx.app.hub.clock.now() + chrono::Duration::minutes(31));
+    wx.fake.set_now(wx.app.hub.clock.now());
+    assert!(inbox::try_reconcile(&wx.app.hub, 100).await.expect("reconcile") >= 1);
+    apply_all(&wx.app).await;
+    assert_eq!(
+        wx.app.publish_delivery(&second, "target_id", &wx.target).await["state"],
+        "delivered"
+    );
+}
+
+#[tokio::test]
+async fn the_callback_takes_only_what_wechat_signed_for_this_account() {
+    let wx = account(Backend::Sqlite).await;
+    wx.fake.set_hold_publishes(true);
+    let mut pushed = 0;
+    for fault in [
+        EventFault::BadSignature,
+        EventFault::WrongAppId,
+        EventFault::StaleTimestamp(400),
+    ] {
+        let item = publish(&wx).await;
+        wx.app.deliver_due().await;
+        let publish_id = wx.app.publish_delivery(&item, "target_id", &wx.target).await["external_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        wx.fake.set_event_fault(Some(fault));
+        wx.fake.finish_publish(&publish_id).await;
+        pushed += 1;
+        let replies = wx.fake.wait_for_event_replies(pushed).await;
+        assert_eq!(replies[pushed - 1].status, 401, "{fault:?}: {replies:?}");
+        apply_all(&wx.app).await;
+        assert_eq!(
+            wx.app.publish_delivery(&item, "target_id", &wx.target).await["state"],
+            "accepted",
+            "{fault:?} moved nothing"
+        );
+    }
+
+    // WeChat checking the URL: the echostr comes back when the signature holds.
+    let timestamp = wx.app.hub.clock.now().timestamp().to_string();
+    let signature = herald_channels::wechat::crypto::signature(&[TOKEN, &timestamp, "42"]);
+    let check = reqwest::get(format!(
+        "{}/callbacks/wechat/{}?signature={signature}&timestamp={timestamp}&nonce=42&echostr=echo-123",
+        wx.app.address, wx.target
+    ))
+    .await
+    .expect("answers");
+    assert_eq!(check.status(), 200);
+    assert_eq!(check.text().await.expect("body"), "echo-123");
+    let forged = reqwest::get(format!(
+        "{}/callbacks/wechat/{}?signature=00&timestamp={timestamp}&nonce=42&echostr=echo-123",
+        wx.app.address, wx.target
+    ))
+    .await
+    .expect("answers");
+    assert_eq!(forged.status(), 401);
+}
+
+on_both_backends! {
+    a_wechat_target_without_what_it_needs_is_refused_naming_the_field => |backend| async move {
+        let app = spawn_app_configured(backend, Vec::new(), |_| {}).await;
+        let secrets = json!({"app_secret": APP_SECRET, "token": TOKEN, "encoding_aes_key": ENCODING_AES_KEY});
+        for (config, secrets, field) in [
+            (json!({"thumb_media_id": "t"}), secrets.clone(), "config.app_id"),
+            (json!({"app_id": APP_ID}), secrets.clone(), "config.thumb_media_id"),
+            (json!({"app_id": APP_ID, "thumb_media_id": "t", "api_base": "ftp://x"}), secrets.clone(), "config.api_base"),
+            (json!({"app_id": APP_ID, "thumb_media_id": "t"}), json!({"app_secret": APP_SECRET, "token": TOKEN}), "secrets.encoding_aes_key"),
+        ] {
+            let reply = app.post("admin", "/api/v1/targets", &json!({"channel": "wechat", "name": "公众号", "area_code": "530426", "config": config, "secrets": secrets})).await;
+            assert_eq!((reply.status, reply.field()), (422, Some(field)), "{}", reply.json);
+        }
+    };
+}
+
+#[tokio::test]
+async fn the_preview_names_each_field_that_breaks_wechats_limits_and_such_an_item_is_not_sent() {
+    let wx = account(Backend::Sqlite).await;
+    let mut body = item_body("530426");
+    body["title"] = json!("关于进一步做好2026年秋冬季森林草原防灭火工作和冬春季节安全生产工作的通知");
+    body["body"] =
+        json!("<p>现将有关事项通知如下。</p><p><img src=\"https://www.eshan.gov.cn/a.png\" alt=\"图\"></p>");
+    let item = wx.app.publish_new(&body, &json!({"channels": ["wechat"]})).await;
+    let preview = wx
+        .app
+        .get("publisher", &format!("/api/v1/items/{item}/preview/wechat"))
+        .await;
+    assert_eq!(preview.status, 200, "{}", preview.json);
+    let problems = preview.json["payload"]["problems"]
+        .as_array()
+        .expect("problems")
+        .clone();
+    let fields: Vec<&str> = problems
+        .iter()
+        .map(|p| p["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(fields, ["title", "content"], "{problems:?}");
+    assert!(
+        problems[0]["message"].as_str().is_some_and(|m| m.contains("32")),
+        "{problems:?}"
+    );
+    assert!(
+        !preview.json["payload"]["content"]
+            .as_str()
+            .expect("content")
+            .contains("<img")
+    );
+
+    wx.app.deliver_due().await;
+    let delivery = wx.app.publish_delivery(&item, "target_id", &wx.target).await;
+    assert_eq!(delivery["state"], "failed");
+    assert!(
+        delivery["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("exceeds_wechat_limits") && e.contains("title")),
+        "{delivery}"
+    );
+    assert_eq!(wx.fake.drafts(), 0, "nothing reached WeChat");
+}
