@@ -355,7 +355,8 @@ fn default_channel_limits() -> BTreeMap<ChannelKind, ChannelLimits> {
         (ChannelKind::Portal, limits(64, 16, 10)),
         (ChannelKind::Loudspeaker, limits(10_000, 10_000, 10)),
         (ChannelKind::NoticeBoard, limits(10_000, 10_000, 10)),
-        (ChannelKind::Wechat, limits(8, 4, 30)),
+        // An attempt is up to seven calls of 5 s (`wechat::api::CALL_TIMEOUT`).
+        (ChannelKind::Wechat, limits(8, 4, 55)),
         (ChannelKind::MediaCenter, limits(16, 8, 30)),
     ])
 }
@@ -513,7 +514,7 @@ mod tests {
         );
         let limits = delivery.limits_for(ChannelKind::Wechat);
         assert_eq!((limits.batch_size, limits.in_flight), (4, 4));
-        // The defaults already fit: three 30 s waves of 4 hold the 8 asked for.
+        // The defaults already fit: two 55 s waves of 4 hold the 8 asked for.
         let defaults = DeliverySettings::default();
         assert_eq!(defaults.limits_for(ChannelKind::Wechat).batch_size, 8);
         assert_eq!(defaults.limits_for(ChannelKind::Loudspeaker).batch_size, 10_000);

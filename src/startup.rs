@@ -29,7 +29,7 @@ pub async fn open_hub(settings: Settings, clock: Clock) -> anyhow::Result<Hub> {
     let secrets_key = settings.storage.open_secrets_key()?;
     let db = store::connect(&settings.storage).await?;
     store::migrate(&db).await?;
-    let mut channels = channel_registry(&db, &clock, &settings, &secrets_key);
+    let mut channels = channel_registry(&db, &clock, &settings, &secrets_key)?;
     let (device_link, device_events) = match (&settings.mqtt.url, &secrets_key) {
         (url, _) if url.is_empty() => (None, DeviceEvents::default()),
         (_, None) => {
@@ -80,14 +80,16 @@ fn channel_registry(
     clock: &Clock,
     settings: &Settings,
     secrets_key: &Option<crate::secrets::SecretsKey>,
-) -> ChannelRegistry {
+) -> anyhow::Result<ChannelRegistry> {
     let mut channels = ChannelRegistry::default();
     let portal_store = DbPortalStore {
         db: db.clone(),
         clock: clock.clone(),
     };
     channels.register(Arc::new(Portal::new(Arc::new(portal_store))));
-    let client = reqwest::Client::new();
+    // Asked for by name, so a build without TLS fails here rather than at a county's first
+    // https:// call.
+    let client = reqwest::Client::builder().use_rustls_tls().build()?;
     let now = {
         let clock = clock.clone();
         Arc::new(move || clock.now())
@@ -100,5 +102,5 @@ fn channel_registry(
     let token_store = StoredTokens::new(db.clone(), secrets_key.clone(), clock.clone());
     let tokens = AccessTokens::new(client.clone(), Arc::new(token_store), now);
     channels.register(Arc::new(WeChat::new(client, tokens, &settings.server.public_url)));
-    channels
+    Ok(channels)
 }

@@ -1,6 +1,5 @@
 //! A fake county media center, built from the contract in
-//! `channels/src/media_center/README.md`: it checks each push's HMAC-SHA256 signature and
-//! timestamp, keeps one manuscript per idempotency key, answers `202 {"id"}`, reports a
+//! `channels/src/media_center/README.md`: it checks each push's HMAC-SHA256 signature, keeps one manuscript per idempotency key, answers `202 {"id"}`, reports a
 //! manuscript's status on `GET /ingest/{id}`, and can be told to refuse the next pushes.
 //! The test drives its status callbacks itself (`callback`), signed as a center signs them.
 

@@ -120,8 +120,7 @@ async fn each_error_branch_ends_in_the_right_state() {
     );
     assert_eq!(wx.fake.tokens_issued(), 2);
 
-    // No permission (an unverified account): failed for good, with what to do, and the draft
-    // kept for a retry.
+    // No permission (an unverified account): failed for good, with what to do.
     wx.fake.fail_next(SUBMIT, 48001);
     let refused = publish(&wx).await;
     wx.app.deliver_due().await;
@@ -220,11 +219,42 @@ async fn the_callback_takes_only_what_wechat_signed_for_this_account() {
         );
     }
 
-    // WeChat checking the URL: the echostr comes back when the signature holds.
+    // A valid query signature, but a body whose Encrypt is not the one msg_signature covers.
+    use herald_channels::wechat::crypto::{AesKey, encrypt, signature};
+    let key = AesKey::from_encoding_aes_key(ENCODING_AES_KEY).expect("key");
     let timestamp = wx.app.hub.clock.now().timestamp().to_string();
-    let signature = herald_channels::wechat::crypto::signature(&[TOKEN, &timestamp, "42"]);
+    let signed_event = encrypt(
+        &key,
+        b"0123456789abcdef",
+        b"<xml><MsgType>event</MsgType></xml>",
+        APP_ID,
+    );
+    let swapped_event = encrypt(
+        &key,
+        b"fedcba9876543210",
+        b"<xml><MsgType>event</MsgType></xml>",
+        APP_ID,
+    );
+    let url = format!(
+        "{}/callbacks/wechat/{}?signature={}&timestamp={timestamp}&nonce=7&encrypt_type=aes&msg_signature={}",
+        wx.app.address,
+        wx.target,
+        signature(&[TOKEN, &timestamp, "7"]),
+        signature(&[TOKEN, &timestamp, "7", &signed_event]),
+    );
+    let swapped = reqwest::Client::new()
+        .post(url)
+        .body(format!("<xml><ToUserName><![CDATA[gh_eshan]]></ToUserName><Encrypt><![CDATA[{swapped_event}]]></Encrypt></xml>"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(swapped.status(), 401);
+    assert!(swapped.text().await.expect("body").contains("msg_signature"));
+
+    // WeChat checking the URL: the echostr comes back when the signature holds.
+    let url_signature = signature(&[TOKEN, &timestamp, "42"]);
     let check = reqwest::get(format!(
-        "{}/callbacks/wechat/{}?signature={signature}&timestamp={timestamp}&nonce=42&echostr=echo-123",
+        "{}/callbacks/wechat/{}?signature={url_signature}&timestamp={timestamp}&nonce=42&echostr=echo-123",
         wx.app.address, wx.target
     ))
     .await

@@ -254,14 +254,12 @@ impl Channel for MediaCenter {
         &self,
         item_id: &str,
         target: &TargetRef,
-        external_id: Option<&str>,
+        _external_id: Option<&str>,
         reason: &str,
         idempotency_key: &str,
     ) -> WithdrawOutcome {
-        // Never taken by the center: there is nothing there to take down.
-        if external_id.is_none() {
-            return WithdrawOutcome::Withdrawn;
-        }
+        // Sent even when the push's answer was lost (no manuscript id): the cancellation names
+        // the item by its `uri`, and a center that never took it has nothing to take down.
         let (center, key) = match (center(&target.config), target.secrets.get(SIGNING_KEY)) {
             (Ok(center), Some(key)) => (center, key),
             (Err(e), _) => {

@@ -40,11 +40,10 @@ pub const APP_SECRET: &str = "app_secret";
 pub const CALLBACK_TOKEN: &str = "token";
 pub const ENCODING_AES_KEY: &str = "encoding_aes_key";
 
-/// What the preview shows and the delivery sends.
+/// What the preview shows and the delivery sends (with the target's own author and cover).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Article {
     pub title: String,
-    pub author: String,
     pub digest: String,
     pub content: String,
     pub content_source_url: String,
@@ -57,12 +56,17 @@ pub struct Article {
 pub struct Problem {
     pub field: String,
     pub message: String,
+    /// True when WeChat would refuse the article; false for what is only left out.
+    pub blocking: bool,
 }
 
 /// What a retry resumes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Checkpoint {
     media_id: Option<String>,
+    /// The submit WeChat accepted: a retry asks about it before submitting anything.
+    #[serde(default)]
+    publish_id: Option<String>,
     /// The submit was sent and its answer lost: it may have taken effect, so it is never sent
     /// again blindly.
     #[serde(default)]
@@ -145,6 +149,46 @@ impl WeChat {
         }
     }
 
+    /// What became of a publish accepted by an earlier attempt: delivered, still under way,
+    /// or taken down since; `None` when it failed on WeChat's side (the draft may go again).
+    async fn earlier_publish(
+        &self,
+        settings: &Settings,
+        secret: &str,
+        publish_id: &str,
+        checkpoint: &Checkpoint,
+    ) -> Option<DeliveryOutcome> {
+        let asked = self
+            .call(
+                settings,
+                secret,
+                "/cgi-bin/freepublish/get",
+                &json!({"publish_id": publish_id}),
+            )
+            .await;
+        let answer = match asked {
+            Ok(answer) => answer,
+            Err(failure) => return Some(failure.outcome(checkpoint)),
+        };
+        match answer["publish_status"].as_i64() {
+            Some(0) => Some(DeliveryOutcome::Delivered {
+                external_id: Some(publish_id.to_owned()),
+            }),
+            Some(1) => Some(DeliveryOutcome::Accepted {
+                external_id: publish_id.to_owned(),
+                confirm_within: Some(CONFIRM_WITHIN),
+                checkpoint: serde_json::to_value(checkpoint).ok(),
+            }),
+            Some(5 | 6) => Some(DeliveryOutcome::Failed {
+                permanence: Permanence::Permanent,
+                code: "wechat_taken_down".into(),
+                message: "文章发布后已在公众平台被删除或封禁".into(),
+                checkpoint: serde_json::to_value(checkpoint).ok(),
+            }),
+            _ => None,
+        }
+    }
+
     /// Calls `path` with the account's token; a refused token is renewed once and the call
     /// made once more.
     async fn call(
@@ -192,24 +236,37 @@ impl From<TokenError> for Failure {
 impl Failure {
     /// The delivery outcome of a step that did not succeed, keeping `checkpoint`.
     fn outcome(self, checkpoint: &Checkpoint) -> DeliveryOutcome {
-        let kept = serde_json::to_value(checkpoint).ok();
-        let (permanence, code, message) = match self {
+        let (permanence, code, message) = self.classified();
+        DeliveryOutcome::Failed {
+            permanence,
+            code,
+            message,
+            checkpoint: serde_json::to_value(checkpoint).ok(),
+        }
+    }
+
+    fn withdraw_outcome(self) -> WithdrawOutcome {
+        let (permanence, code, message) = self.classified();
+        WithdrawOutcome::Failed {
+            permanence,
+            code,
+            message,
+        }
+    }
+
+    fn classified(self) -> (Permanence, String, String) {
+        match self {
             Failure::Store(message) => (Permanence::Transient, "token_store".to_owned(), message),
             Failure::Api(e) => match e.remedy() {
                 Remedy::Retry | Remedy::RenewToken => (Permanence::Transient, code_of(&e), e.to_string()),
                 Remedy::WaitForQuota => (
                     Permanence::Transient,
                     code_of(&e),
-                    "今日接口调用次数已用完，额度恢复后重试".to_owned(),
+                    "今日接口调用次数已用完：稍后按退避重试，额度次日恢复；重试次数用尽时请次日手动重试"
+                        .to_owned(),
                 ),
                 Remedy::GiveUp(message) => (Permanence::Permanent, code_of(&e), message),
             },
-        };
-        DeliveryOutcome::Failed {
-            permanence,
-            code,
-            message,
-            checkpoint: kept,
         }
     }
 }
@@ -262,22 +319,26 @@ impl Channel for WeChat {
                 problems.push(Problem {
                     field: field.into(),
                     message: format!("微信限 {max} 字，当前 {n} 字"),
+                    blocking: true,
                 });
             }
         };
         limit("title", &item.title, MAX_TITLE);
         limit("digest", &digest, MAX_DIGEST);
-        limit("content", &content, MAX_CONTENT_CHARS);
+        // Fewer than 20,000 characters and less than 1 MB.
+        limit("content", &content, MAX_CONTENT_CHARS - 1);
         if content.len() >= MAX_CONTENT_BYTES {
             problems.push(Problem {
                 field: "content".into(),
-                message: "正文超过 1 MB".into(),
+                message: "正文须小于 1 MB".into(),
+                blocking: true,
             });
         }
         if images > 0 {
             problems.push(Problem {
                 field: "content".into(),
                 message: format!("正文中的 {images} 张图片需经微信上传后方可显示，本次发布将不含图片"),
+                blocking: false,
             });
         }
         let link = if self.portal_base.is_empty() {
@@ -291,7 +352,6 @@ impl Channel for WeChat {
         };
         let article = Article {
             title: item.title.clone(),
-            author: String::new(),
             digest,
             content,
             content_source_url: link,
@@ -321,12 +381,8 @@ impl Channel for WeChat {
             Ok(article) => article,
             Err(e) => return permanent("unreadable_rendition", e.to_string()),
         };
-        // Images are left out with a note; anything else over the limits is not sent.
-        let blocking: Vec<&Problem> = article
-            .problems
-            .iter()
-            .filter(|p| !p.message.contains("图片"))
-            .collect();
+        // Images are left out with a note; anything over the limits is not sent.
+        let blocking: Vec<&Problem> = article.problems.iter().filter(|p| p.blocking).collect();
         if !blocking.is_empty() {
             let listed: Vec<String> = blocking
                 .iter()
@@ -346,17 +402,24 @@ impl Channel for WeChat {
             };
         }
         let secret = secret.expose();
+        // Accepted before (the delivery was then retried by an operator): what became of that
+        // publish decides, so it is never submitted twice.
+        if let Some(publish_id) = checkpoint.publish_id.clone() {
+            match self
+                .earlier_publish(&settings, secret, &publish_id, &checkpoint)
+                .await
+            {
+                Some(outcome) => return outcome,
+                // It failed on WeChat's side: the draft is submitted again.
+                None => checkpoint.publish_id = None,
+            }
+        }
         let media_id = match &checkpoint.media_id {
             Some(media_id) => media_id.clone(),
             None => {
-                let author = if settings.author.is_empty() {
-                    article.author.clone()
-                } else {
-                    settings.author.clone()
-                };
                 let body = json!({"articles": [{
                     "title": article.title,
-                    "author": author,
+                    "author": settings.author,
                     "digest": article.digest,
                     "content": article.content,
                     "content_source_url": article.content_source_url,
@@ -398,6 +461,7 @@ impl Channel for WeChat {
                         checkpoint: serde_json::to_value(&checkpoint).ok(),
                     };
                 }
+                checkpoint.publish_id = Some(publish_id.clone());
                 DeliveryOutcome::Accepted {
                     external_id: publish_id,
                     confirm_within: Some(CONFIRM_WITHIN),
@@ -446,81 +510,60 @@ impl Channel for WeChat {
         _reason: &str,
         _idempotency_key: &str,
     ) -> WithdrawOutcome {
+        // No publish_id: the submit's answer was lost, so it may be out; only someone looking
+        // at the platform can tell.
         let Some(publish_id) = external_id else {
-            return WithdrawOutcome::Withdrawn;
-        };
-        let failed = |permanence, code: String, message: String| WithdrawOutcome::Failed {
-            permanence,
-            code,
-            message,
+            return WithdrawOutcome::Unknown {
+                message: "发布结果未确认，无法自动删除：请在公众平台“发表记录”中核对并删除".into(),
+            };
         };
         let (settings, secret) = match (settings(&target.config), target.secrets.get(APP_SECRET)) {
             (Ok(settings), Some(secret)) => (settings, secret.expose()),
             _ => {
-                return failed(
-                    Permanence::Permanent,
-                    "misconfigured".into(),
-                    "the target's settings or app_secret are missing".into(),
-                );
+                return WithdrawOutcome::Failed {
+                    permanence: Permanence::Permanent,
+                    code: "misconfigured".into(),
+                    message: "the target's settings or app_secret are missing".into(),
+                };
             }
         };
-        let published = match self
+        let asked = self
             .call(
                 &settings,
                 secret,
                 "/cgi-bin/freepublish/get",
                 &json!({"publish_id": publish_id}),
             )
-            .await
-        {
+            .await;
+        let published = match asked {
             Ok(answer) => answer,
-            Err(failure) => {
-                return match failure.outcome(&Checkpoint::default()) {
-                    DeliveryOutcome::Failed {
-                        permanence,
-                        code,
-                        message,
-                        ..
-                    } => failed(permanence, code, message),
-                    _ => failed(
-                        Permanence::Transient,
-                        "unknown".into(),
-                        "freepublish/get failed".into(),
-                    ),
+            Err(failure) => return failure.withdraw_outcome(),
+        };
+        let article_id = match published["publish_status"].as_i64() {
+            Some(0) => published["article_id"].as_str().unwrap_or_default().to_owned(),
+            // Still publishing: it will be out in a moment, and must then come down.
+            Some(1) => {
+                return WithdrawOutcome::Failed {
+                    permanence: Permanence::Transient,
+                    code: "wechat_still_publishing".into(),
+                    message: "文章仍在发布中，稍后再删除".into(),
                 };
             }
+            // Failed on WeChat's side, or taken down there already: nothing is out.
+            _ => return WithdrawOutcome::Withdrawn,
         };
-        // Only a published article can be deleted; anything else never went out.
-        let Some(article_id) = published["article_id"]
-            .as_str()
-            .filter(|_| published["publish_status"] == 0)
-        else {
-            return WithdrawOutcome::Withdrawn;
-        };
-        match self
+        let deleted = self
             .call(
                 &settings,
                 secret,
                 "/cgi-bin/freepublish/delete",
                 &json!({"article_id": article_id, "index": 0}),
             )
-            .await
-        {
+            .await;
+        match deleted {
             Ok(_) => WithdrawOutcome::Withdrawn,
             Err(Failure::Api(ApiError::NoAnswer(message))) => WithdrawOutcome::Unknown { message },
-            Err(failure) => match failure.outcome(&Checkpoint::default()) {
-                DeliveryOutcome::Failed {
-                    permanence,
-                    code,
-                    message,
-                    ..
-                } => failed(permanence, code, message),
-                _ => failed(
-                    Permanence::Transient,
-                    "unknown".into(),
-                    "freepublish/delete failed".into(),
-                ),
-            },
+            Err(failure) => failure.withdraw_outcome(),
         }
     }
 

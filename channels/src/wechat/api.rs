@@ -46,9 +46,9 @@ pub enum Remedy {
 impl ApiError {
     pub fn remedy(&self) -> Remedy {
         match self {
-            ApiError::NotSent(_) => Remedy::Retry,
-            // Not retried blindly: the caller decides whether the call may have taken effect.
-            ApiError::NoAnswer(message) => Remedy::GiveUp(format!("微信接口无应答，结果未知：{message}")),
+            // A call that may have taken effect (a submit, a delete) is caught by its caller
+            // before this; any other is safe to make again.
+            ApiError::NotSent(_) | ApiError::NoAnswer(_) => Remedy::Retry,
             ApiError::WeChat { code, message } => match code {
                 40001 | 42001 | 40014 => Remedy::RenewToken,
                 45009 | 45011 => Remedy::WaitForQuota,
@@ -64,8 +64,10 @@ impl ApiError {
     }
 }
 
-/// How long one call may take before it counts as unanswered.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one call may take before it counts as unanswered. An attempt makes at most seven
+/// (token, draft, renewal, draft again, submit, renewal, submit again): 35 s, within WeChat's
+/// default attempt deadline (55 s), so the hub never cuts an attempt off mid-submit.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// POSTs `body` to `path` (with the access token, when given) and returns the answer, or the
 /// error code WeChat answered with.
@@ -85,14 +87,15 @@ pub async fn call(
     }
     let response = match request.send().await {
         Ok(response) => response,
-        Err(e) if e.is_connect() => return Err(ApiError::NotSent(e.to_string())),
-        Err(e) => return Err(ApiError::NoAnswer(e.to_string())),
+        // Without the URL: it carries the access token.
+        Err(e) if e.is_connect() => return Err(ApiError::NotSent(e.without_url().to_string())),
+        Err(e) => return Err(ApiError::NoAnswer(e.without_url().to_string())),
     };
     let status = response.status();
     let answer: Value = response
         .json()
         .await
-        .map_err(|e| ApiError::NoAnswer(format!("HTTP {status}, unreadable answer: {e}")))?;
+        .map_err(|e| ApiError::NoAnswer(format!("HTTP {status}, unreadable answer: {}", e.without_url())))?;
     match answer["errcode"].as_i64() {
         None | Some(0) => Ok(answer),
         Some(code) => Err(ApiError::WeChat {
@@ -103,10 +106,19 @@ pub async fn call(
 }
 
 /// A token fresh from WeChat.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct FreshToken {
     pub token: String,
     pub expires_in: Duration,
+}
+
+impl std::fmt::Debug for FreshToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FreshToken")
+            .field("token", &"[redacted]")
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
 }
 
 /// `POST /cgi-bin/stable_token`: the account's stable access token (§A.2.2); `force` asks for
