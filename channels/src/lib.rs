@@ -245,6 +245,11 @@ pub enum DeliveryOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WithdrawOutcome {
     Withdrawn,
+    /// Taken down, and the channel says what it removed (the WeChat article deleted): kept as
+    /// the withdrawal's external id, so the record names it.
+    Removed {
+        what: String,
+    },
     /// The channel has no way to take content down; said so in the record.
     Unsupported {
         reason: String,

@@ -326,6 +326,10 @@ fn settle_failure(hub: &Hub, attempts: i32, permanence: Permanence, code: &str, 
 
 fn settle_withdrawal(hub: &Hub, attempts: i32, outcome: WithdrawOutcome) -> Settled {
     match outcome {
+        WithdrawOutcome::Removed { what } => Settled {
+            external_id: Some(what),
+            ..settle_withdrawal(hub, attempts, WithdrawOutcome::Withdrawn)
+        },
         WithdrawOutcome::Withdrawn => Settled {
             state: DeliveryState::Withdrawn,
             receipt_kind: "withdrawn",

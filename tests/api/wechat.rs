@@ -97,7 +97,11 @@ on_both_backends! {
         let withdrawn = wx.app.post("publisher", &format!("/api/v1/items/{item}/withdraw"), &json!({"reason": "内容有误"})).await;
         assert_eq!(withdrawn.status, 200, "{}", withdrawn.json);
         wx.app.deliver_due().await;
-        assert_eq!(wx.fake.deleted(), [article_id]);
+        assert_eq!(wx.fake.deleted(), std::slice::from_ref(&article_id));
+        // The record names the article it deleted.
+        let view = wx.app.get("admin", &format!("/api/v1/items/{item}/deliveries")).await.json;
+        let withdrawal = view["deliveries"].as_array().expect("rows").iter().find(|d| d["kind"] == "withdraw").cloned().expect("a withdrawal");
+        assert_eq!((withdrawal["state"].clone(), withdrawal["external_id"].clone()), (json!("withdrawn"), json!(article_id)), "{withdrawal}");
     };
 }
 

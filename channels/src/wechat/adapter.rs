@@ -561,7 +561,7 @@ impl Channel for WeChat {
             )
             .await;
         match deleted {
-            Ok(_) => WithdrawOutcome::Withdrawn,
+            Ok(_) => WithdrawOutcome::Removed { what: article_id },
             Err(Failure::Api(ApiError::NoAnswer(message))) => WithdrawOutcome::Unknown { message },
             Err(failure) => failure.withdraw_outcome(),
         }
