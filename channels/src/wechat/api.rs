@@ -148,3 +148,36 @@ pub async fn stable_token(
         expires_in: Duration::from_secs(expires_in),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_code_of_the_issue_has_its_remedy() {
+        let wechat = |code| ApiError::WeChat {
+            code,
+            message: "errmsg".into(),
+        };
+        for code in [40001, 42001, 40014] {
+            assert_eq!(wechat(code).remedy(), Remedy::RenewToken, "{code}");
+        }
+        for code in [45009, 45011] {
+            assert_eq!(wechat(code).remedy(), Remedy::WaitForQuota, "{code}");
+        }
+        assert_eq!(wechat(-1).remedy(), Remedy::Retry);
+        assert_eq!(ApiError::NotSent("refused".into()).remedy(), Remedy::Retry);
+        assert_eq!(ApiError::NoAnswer("timed out".into()).remedy(), Remedy::Retry);
+        for (code, says) in [
+            (40164, "白名单"),
+            (48001, "认证"),
+            (40125, "AppSecret"),
+            (53503, "53503"),
+        ] {
+            match wechat(code).remedy() {
+                Remedy::GiveUp(message) => assert!(message.contains(says), "{code}: {message}"),
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+    }
+}
