@@ -35,6 +35,9 @@ pub const DRAFT_DELETE: &str = "/cgi-bin/draft/delete";
 pub const SUBMIT: &str = "/cgi-bin/freepublish/submit";
 pub const PUBLISH_GET: &str = "/cgi-bin/freepublish/get";
 pub const PUBLISH_DELETE: &str = "/cgi-bin/freepublish/delete";
+pub const MASS_SENDALL: &str = "/cgi-bin/message/mass/sendall";
+pub const MASS_GET: &str = "/cgi-bin/message/mass/get";
+pub const MASS_DELETE: &str = "/cgi-bin/message/mass/delete";
 
 pub const DEFAULT_TOKEN_TTL_SECONDS: i64 = 7200;
 /// The brief's cap; the current documentation says 32 (`set_title_limit`).
@@ -202,6 +205,13 @@ pub struct WechatState {
     /// `publish_id` as a JSON number instead of the documented string.
     pub numeric_publish_id: bool,
     pub callback: Option<Callback>,
+    /// Mass sends by clientmsgid (§A.6): msg_id, the draft sent, the filter, and its status
+    /// as `mass/get` reports it.
+    pub mass_sends: BTreeMap<String, MassSend>,
+    /// How a mass send ends: `send success`, `send fail` or `err(N)`.
+    pub mass_outcome: String,
+    /// `mass/delete` calls: msg_id and article_idx.
+    pub mass_deleted: Vec<(String, u32)>,
     /// The plaintext of every event pushed (once per event, not per duplicate).
     pub events: Vec<String>,
     /// The callback's answer to every push, duplicates included.
@@ -238,6 +248,9 @@ impl WechatState {
             lose_events: false,
             duplicate_events: 0,
             event_fault: None,
+            mass_sends: BTreeMap::new(),
+            mass_outcome: "send success".into(),
+            mass_deleted: Vec::new(),
             numeric_publish_id: false,
             callback: None,
             events: Vec::new(),
@@ -379,9 +392,24 @@ fn escapes_non_ascii(body: &[u8]) -> bool {
     false
 }
 
+/// One mass send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MassSend {
+    pub msg_id: String,
+    pub media_id: String,
+    pub filter: Value,
+    /// SEND_SUCCESS, SEND_FAIL or DELETE once finished.
+    pub status: String,
+}
+
 /// What a call is answered with; a submit also starts its job once answered.
 enum Answer {
     Now(HttpResponse),
+    /// A mass send accepted: its MASSSENDJOBFINISH goes out once answered.
+    MassSent {
+        response: HttpResponse,
+        msg_id: String,
+    },
     Submitted {
         response: HttpResponse,
         publish_id: String,
@@ -400,6 +428,16 @@ async fn api(request: HttpRequest, body: web::Bytes, state: web::Data<Shared>) -
     match answer {
         Answer::Now(response) => {
             tokio::time::sleep(token_delay).await;
+            response
+        }
+        Answer::MassSent { response, msg_id } => {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let event = mass_finish(&mut lock(&state), &msg_id);
+                if let Some(message) = event {
+                    deliver(&state, message).await;
+                }
+            });
             response
         }
         Answer::Submitted {
@@ -442,6 +480,9 @@ fn answer(request: &HttpRequest, body: &[u8], state: &mut WechatState) -> Answer
         SUBMIT,
         PUBLISH_GET,
         PUBLISH_DELETE,
+        MASS_SENDALL,
+        MASS_GET,
+        MASS_DELETE,
     ];
     if !known.contains(&path.as_str()) {
         return Answer::Now(HttpResponse::NotFound().finish());
@@ -482,8 +523,103 @@ fn answer(request: &HttpRequest, body: &[u8], state: &mut WechatState) -> Answer
         DRAFT_DELETE => Answer::Now(draft_delete(state, &json)),
         SUBMIT => submit(state, &json),
         PUBLISH_GET => Answer::Now(publish_get(state, &json)),
+        MASS_SENDALL => mass_sendall(state, &json),
+        MASS_GET => Answer::Now(mass_get(state, &json)),
+        MASS_DELETE => Answer::Now(mass_delete(state, &json)),
         _ => Answer::Now(publish_delete(state, &json)),
     }
+}
+
+/// `message/mass/sendall` (§A.6): a draft to every follower or a tag, once per clientmsgid.
+fn mass_sendall(state: &mut WechatState, body: &Value) -> Answer {
+    let media_id = body["mpnews"]["media_id"].as_str().unwrap_or_default().to_owned();
+    let client_msg_id = body["clientmsgid"].as_str().unwrap_or_default().to_owned();
+    if client_msg_id.len() > 64 {
+        return Answer::Now(state.error(45067));
+    }
+    if let Some(earlier) = state.mass_sends.get(&client_msg_id) {
+        // Documented: the existing record's msg_id comes with the error.
+        let msg_id = earlier.msg_id.clone();
+        return Answer::Now(HttpResponse::Ok().json(json!({
+            "errcode": 45065, "errmsg": "clientmsgid exist", "msg_id": msg_id.parse::<u64>().unwrap_or(0),
+        })));
+    }
+    if !state.draft_box.contains_key(&media_id) {
+        return Answer::Now(state.error(40007));
+    }
+    let msg_id = (1000 + state.next()).to_string();
+    state.mass_sends.insert(
+        client_msg_id,
+        MassSend {
+            msg_id: msg_id.clone(),
+            media_id,
+            filter: body["filter"].clone(),
+            status: "SENDING".into(),
+        },
+    );
+    Answer::MassSent {
+        response: HttpResponse::Ok().json(json!({
+            "errcode": 0, "errmsg": "send job submission success",
+            "msg_id": msg_id.parse::<u64>().unwrap_or(0), "msg_data_id": 206_227_730,
+        })),
+        msg_id,
+    }
+}
+
+fn mass_by_id<'a>(state: &'a mut WechatState, body: &Value) -> Option<&'a mut MassSend> {
+    let msg_id = match &body["msg_id"] {
+        Value::String(id) => id.clone(),
+        Value::Number(id) => id.to_string(),
+        _ => return None,
+    };
+    state.mass_sends.values_mut().find(|m| m.msg_id == msg_id)
+}
+
+fn mass_get(state: &mut WechatState, body: &Value) -> HttpResponse {
+    match mass_by_id(state, body).map(|m| (m.msg_id.clone(), m.status.clone())) {
+        Some((msg_id, status)) => HttpResponse::Ok()
+            .json(json!({"msg_id": msg_id.parse::<u64>().unwrap_or(0), "msg_status": status})),
+        None => state.error(40002),
+    }
+}
+
+fn mass_delete(state: &mut WechatState, body: &Value) -> HttpResponse {
+    let index = u32::try_from(body["article_idx"].as_u64().unwrap_or(0)).unwrap_or(0);
+    let Some(send) = mass_by_id(state, body) else {
+        return state.error(40002);
+    };
+    send.status = "DELETE".into();
+    let msg_id = send.msg_id.clone();
+    state.mass_deleted.push((msg_id, index));
+    ok()
+}
+
+/// Ends a mass send as `mass_outcome` says; the event to push, unless events are lost.
+fn mass_finish(state: &mut WechatState, msg_id: &str) -> Option<String> {
+    let outcome = state.mass_outcome.clone();
+    let send = state.mass_sends.values_mut().find(|m| m.msg_id == msg_id)?;
+    send.status = if outcome == "send success" {
+        "SEND_SUCCESS"
+    } else {
+        "SEND_FAIL"
+    }
+    .into();
+    if outcome == "send success" {
+        // A draft once mass-sent leaves the draft box (§A.4).
+        let media_id = send.media_id.clone();
+        state.draft_box.remove(&media_id);
+    }
+    if state.lose_events {
+        return None;
+    }
+    let gh_id = state.callback.as_ref()?.gh_id.clone();
+    let created = event_time(state);
+    Some(format!(
+        "<xml><ToUserName><![CDATA[{gh_id}]]></ToUserName><FromUserName><![CDATA[{PUBLISH_EVENT_SENDER}]]></FromUserName>\
+         <CreateTime>{created}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[MASSSENDJOBFINISH]]></Event>\
+         <MsgID>{msg_id}</MsgID><Status><![CDATA[{outcome}]]></Status><TotalCount>100</TotalCount><FilterCount>80</FilterCount>\
+         <SentCount>75</SentCount><ErrorCount>5</ErrorCount></xml>"
+    ))
 }
 
 fn stable_token(state: &mut WechatState, body: Option<&Value>) -> HttpResponse {
@@ -1041,6 +1177,19 @@ impl FakeWechat {
             .entry(path.to_owned())
             .or_default()
             .push_back(errcode);
+    }
+
+    /// How the next mass sends end: `send success`, `send fail` or `err(N)`.
+    pub fn set_mass_outcome(&self, outcome: &str) {
+        self.lock().mass_outcome = outcome.to_owned();
+    }
+
+    pub fn mass_sends(&self) -> Vec<MassSend> {
+        self.lock().mass_sends.values().cloned().collect()
+    }
+
+    pub fn mass_deleted(&self) -> Vec<(String, u32)> {
+        self.lock().mass_deleted.clone()
     }
 
     pub fn set_submit_delay(&self, delay: Duration) {

@@ -22,6 +22,11 @@ struct Account {
 }
 
 async fn account(backend: Backend) -> Account {
+    account_sending(backend, json!(null)).await
+}
+
+/// An account whose items are mass-sent with `mass_send` (null: published).
+async fn account_sending(backend: Backend, mass_send: serde_json::Value) -> Account {
     let fake = FakeWechat::start(APP_ID, APP_SECRET).await;
     let app = spawn_app_configured(backend, Vec::new(), |s| {
         s.server.public_url = "https://www.eshan.gov.cn".into()
@@ -34,7 +39,7 @@ async fn account(backend: Backend) -> Account {
             "/api/v1/targets",
             &json!({
                 "channel": "wechat", "name": "峨山发布", "area_code": "530426",
-                "config": {"app_id": APP_ID, "api_base": fake.base_url, "thumb_media_id": "thumb-cover-1"},
+                "config": {"app_id": APP_ID, "api_base": fake.base_url, "thumb_media_id": "thumb-cover-1", "mass_send": mass_send},
                 "secrets": {"app_secret": APP_SECRET, "token": TOKEN, "encoding_aes_key": ENCODING_AES_KEY},
             }),
         )
@@ -333,4 +338,67 @@ async fn the_preview_names_each_field_that_breaks_wechats_limits_and_such_an_ite
         "{delivery}"
     );
     assert_eq!(wx.fake.drafts(), 0, "nothing reached WeChat");
+}
+
+on_both_backends! {
+    an_account_set_to_mass_send_reaches_a_tag_once_and_records_the_counts => |backend| async move {
+        let wx = account_sending(backend, json!({"tag_id": 2})).await;
+        let item = publish(&wx).await;
+        assert_eq!(wx.app.deliver_due().await, 1);
+        let delivery = wx.app.publish_delivery(&item, "target_id", &wx.target).await;
+        assert_eq!(delivery["state"], "accepted", "{delivery}");
+        let external = delivery["external_id"].as_str().expect("an id").to_owned();
+        let sends = wx.fake.mass_sends();
+        assert_eq!(sends.len(), 1);
+        assert_eq!(external, format!("mass:{}", sends[0].msg_id));
+        assert_eq!(sends[0].filter, json!({"is_to_all": false, "tag_id": 2}));
+        assert_eq!(wx.fake.submits(), 0, "mass-sent, not published");
+
+        wx.fake.wait_for_event_replies(1).await;
+        apply_all(&wx.app).await;
+        assert_eq!(wx.app.publish_delivery(&item, "target_id", &wx.target).await["state"], "delivered");
+        let csv = wx.app.get("admin", &format!("/api/v1/items/{item}/receipts.csv")).await.text();
+        assert!(csv.contains(r#"""sent_count"":75"#) && csv.contains(r#"""error_count"":5"#), "{csv}");
+
+        let withdrawn = wx.app.post("publisher", &format!("/api/v1/items/{item}/withdraw"), &json!({"reason": "内容有误"})).await;
+        assert_eq!(withdrawn.status, 200, "{}", withdrawn.json);
+        wx.app.deliver_due().await;
+        assert_eq!(wx.fake.mass_deleted(), [(sends[0].msg_id.clone(), 0)]);
+    };
+}
+
+#[tokio::test]
+async fn a_mass_send_refused_by_review_fails_with_the_reason() {
+    let wx = account_sending(Backend::Sqlite, json!({"to_all": true})).await;
+    wx.fake.set_mass_outcome("err(20001)");
+    let item = publish(&wx).await;
+    wx.app.deliver_due().await;
+    wx.fake.wait_for_event_replies(1).await;
+    apply_all(&wx.app).await;
+    let delivery = wx.app.publish_delivery(&item, "target_id", &wx.target).await;
+    assert_eq!(delivery["state"], "failed");
+    assert!(
+        delivery["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("群发未通过审核") && e.contains("政治")),
+        "{delivery}"
+    );
+    let refused = wx
+        .app
+        .post(
+            "admin",
+            "/api/v1/targets",
+            &json!({
+                "channel": "wechat", "name": "另一个号", "area_code": "530426",
+                "config": {"app_id": APP_ID, "thumb_media_id": "t", "mass_send": {"tag_id": "二组"}},
+                "secrets": {"app_secret": APP_SECRET, "token": TOKEN, "encoding_aes_key": ENCODING_AES_KEY},
+            }),
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.field()),
+        (422, Some("config.mass_send")),
+        "{}",
+        refused.json
+    );
 }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{
     api::{self, API_BASE, Account, ApiError, Remedy},
     crypto::{self, AesKey},
-    events::{self, PublishFinished},
+    events::{self, Finished, MassSendFinished, PublishFinished},
     tokens::{AccessTokens, TokenError},
 };
 use crate::{
@@ -78,6 +78,31 @@ struct Settings {
     account: Account,
     thumb_media_id: String,
     author: String,
+    /// Set: the article is mass-sent to followers (all, or one tag) instead of published.
+    mass_send: Option<Value>,
+}
+
+/// External ids of mass sends (`msg_id`) are told apart from publishes (`publish_id`) by this.
+pub const MASS_SEND_PREFIX: &str = "mass:";
+
+/// The clientmsgid a delivery's mass send carries on every attempt (WeChat keeps one send per
+/// clientmsgid, at most 64 characters): derived from its idempotency key.
+fn client_msg_id(idempotency_key: &str) -> String {
+    use sha1::{Digest, Sha1};
+    format!("herald-{}", hex::encode(Sha1::digest(idempotency_key.as_bytes())))
+}
+
+/// `config.mass_send`: `{"to_all": true}` or `{"tag_id": N}`, as WeChat's filter.
+fn mass_send_filter(config: &Value) -> Result<Option<Value>, TargetError> {
+    let Some(raw) = config.get("mass_send").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let wrong = || TargetError::new("config.mass_send", "{\"to_all\": true} or {\"tag_id\": N}");
+    match (raw["to_all"].as_bool(), raw["tag_id"].as_u64()) {
+        (Some(true), None) => Ok(Some(json!({"is_to_all": true}))),
+        (None | Some(false), Some(tag)) => Ok(Some(json!({"is_to_all": false, "tag_id": tag}))),
+        _ => Err(wrong()),
+    }
 }
 
 fn settings(config: &Value) -> Result<Settings, TargetError> {
@@ -113,6 +138,7 @@ fn settings(config: &Value) -> Result<Settings, TargetError> {
         },
         thumb_media_id: thumb_media_id.to_owned(),
         author,
+        mass_send: mass_send_filter(config)?,
     })
 }
 
@@ -146,6 +172,51 @@ impl WeChat {
             client,
             tokens,
             portal_base: portal_base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// Sends the draft to followers (`message/mass/sendall`), under a clientmsgid of its own:
+    /// a retry of a send whose answer was lost is answered with the same msg_id, not sent again.
+    async fn mass_send(
+        &self,
+        settings: &Settings,
+        secret: &str,
+        filter: &Value,
+        dispatch: &Dispatch<'_>,
+        checkpoint: &Checkpoint,
+    ) -> DeliveryOutcome {
+        let body = json!({
+            "filter": filter,
+            "mpnews": {"media_id": checkpoint.media_id},
+            "msgtype": "mpnews",
+            "send_ignore_reprint": 0,
+            "clientmsgid": client_msg_id(dispatch.idempotency_key),
+        });
+        match self
+            .call(settings, secret, "/cgi-bin/message/mass/sendall", &body)
+            .await
+        {
+            Ok(answer) => {
+                let msg_id = match &answer["msg_id"] {
+                    Value::Number(id) => id.to_string(),
+                    Value::String(id) if !id.is_empty() => id.clone(),
+                    _ => {
+                        return DeliveryOutcome::Failed {
+                            permanence: Permanence::Transient,
+                            code: "no_msg_id".into(),
+                            message: "mass/sendall answered without msg_id".into(),
+                            checkpoint: serde_json::to_value(checkpoint).ok(),
+                        };
+                    }
+                };
+                DeliveryOutcome::Accepted {
+                    external_id: format!("{MASS_SEND_PREFIX}{msg_id}"),
+                    confirm_within: Some(CONFIRM_WITHIN),
+                    checkpoint: serde_json::to_value(checkpoint).ok(),
+                }
+            }
+            // Lost or refused, the clientmsgid makes trying again safe.
+            Err(failure) => failure.outcome(checkpoint),
         }
     }
 
@@ -439,6 +510,11 @@ impl Channel for WeChat {
             }
         };
         checkpoint.media_id = Some(media_id.clone());
+        if let Some(filter) = &settings.mass_send {
+            return self
+                .mass_send(&settings, secret, filter, dispatch, &checkpoint)
+                .await;
+        }
         match self
             .call(
                 &settings,
@@ -482,6 +558,18 @@ impl Channel for WeChat {
     async fn reconcile(&self, dispatch: &Dispatch<'_>, publish_id: &str) -> Option<ReceiptStatus> {
         let settings = settings(&dispatch.target.config).ok()?;
         let secret = dispatch.target.secrets.get(APP_SECRET)?;
+        if let Some(msg_id) = publish_id.strip_prefix(MASS_SEND_PREFIX) {
+            let answer = self
+                .call(
+                    &settings,
+                    secret.expose(),
+                    "/cgi-bin/message/mass/get",
+                    &json!({"msg_id": msg_id}),
+                )
+                .await
+                .ok()?;
+            return events::mass_send_outcome(answer["msg_status"].as_str()?);
+        }
         let answer = self
             .call(
                 &settings,
@@ -527,6 +615,23 @@ impl Channel for WeChat {
                 };
             }
         };
+        if let Some(msg_id) = publish_id.strip_prefix(MASS_SEND_PREFIX) {
+            let deleted = self
+                .call(
+                    &settings,
+                    secret,
+                    "/cgi-bin/message/mass/delete",
+                    &json!({"msg_id": msg_id, "article_idx": 0}),
+                )
+                .await;
+            return match deleted {
+                Ok(_) => WithdrawOutcome::Removed {
+                    what: publish_id.to_owned(),
+                },
+                Err(Failure::Api(ApiError::NoAnswer(message))) => WithdrawOutcome::Unknown { message },
+                Err(failure) => failure.withdraw_outcome(),
+            };
+        }
         let asked = self
             .call(
                 &settings,
@@ -677,8 +782,9 @@ impl Callbacks for WeChat {
         .map_err(|e| unauthenticated(&format!("secrets.{ENCODING_AES_KEY}"), &e.to_string()))?;
         let message = crypto::decrypt(&key, &envelope.encrypt, &app_id)
             .map_err(|e| unauthenticated("Encrypt", &e.to_string()))?;
-        let receipts = match events::publish_finished(&message).map_err(|e| malformed("Encrypt", e))? {
-            Some(event) => vec![receipt_of(&event)],
+        let receipts = match events::finished(&message).map_err(|e| malformed("Encrypt", e))? {
+            Some(Finished::Publish(event)) => vec![receipt_of(&event)],
+            Some(Finished::MassSend(event)) => vec![mass_receipt_of(&event)],
             // A follower's message or another event: acknowledged, nothing to record.
             None => Vec::new(),
         };
@@ -702,6 +808,24 @@ fn receipt_of(event: &PublishFinished) -> ChannelReceipt {
             "article_id": event.article_id,
             "article_urls": event.article_urls,
             "fail_idx": event.fail_idx,
+        }),
+    }
+}
+
+fn mass_receipt_of(event: &MassSendFinished) -> ChannelReceipt {
+    ChannelReceipt {
+        correlation: Correlation::ExternalId(format!("{MASS_SEND_PREFIX}{}", event.msg_id)),
+        status: events::mass_send_outcome(&event.status).unwrap_or(ReceiptStatus::Accepted),
+        source_time: None,
+        dedup: format!("mass:{}:{}", event.msg_id, event.status),
+        // The counts are the channel's receipt: followers targeted, after filtering, reached, not.
+        raw: json!({
+            "msg_id": event.msg_id,
+            "status": event.status,
+            "total_count": event.total,
+            "filter_count": event.filtered,
+            "sent_count": event.sent,
+            "error_count": event.failed,
         }),
     }
 }

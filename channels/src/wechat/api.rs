@@ -98,6 +98,9 @@ pub async fn call(
         .map_err(|e| ApiError::NoAnswer(format!("HTTP {status}, unreadable answer: {}", e.without_url())))?;
     match answer["errcode"].as_i64() {
         None | Some(0) => Ok(answer),
+        // A mass send already made under this clientmsgid: the answer names its msg_id, and
+        // the send is as good as this one (§A.6), so a retry is idempotent.
+        Some(45065) if !answer["msg_id"].is_null() => Ok(answer),
         Some(code) => Err(ApiError::WeChat {
             code,
             message: answer["errmsg"].as_str().unwrap_or_default().to_owned(),

@@ -27,6 +27,25 @@ fn text_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, 
     Ok(raw.trim().to_owned())
 }
 
+/// A `MASSSENDJOBFINISH` event (§A.6.1): how a mass send to followers ended, with its counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MassSendFinished {
+    pub msg_id: String,
+    /// `send success`, `send fail` or `err(N)`.
+    pub status: String,
+    pub total: u64,
+    pub filtered: u64,
+    pub sent: u64,
+    pub failed: u64,
+}
+
+/// A push about a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finished {
+    Publish(PublishFinished),
+    MassSend(MassSendFinished),
+}
+
 #[derive(Deserialize)]
 struct Push {
     #[serde(rename = "ToUserName")]
@@ -39,6 +58,19 @@ struct Push {
     event: Option<String>,
     #[serde(rename = "PublishEventInfo", default)]
     publish: Option<PublishEventInfo>,
+    /// Spelled `MsgID` in this event; some senders write `MsgId`.
+    #[serde(rename = "MsgID", alias = "MsgId", default)]
+    msg_id: Option<String>,
+    #[serde(rename = "Status", default)]
+    status: Option<String>,
+    #[serde(rename = "TotalCount", default)]
+    total: Option<u64>,
+    #[serde(rename = "FilterCount", default)]
+    filtered: Option<u64>,
+    #[serde(rename = "SentCount", default)]
+    sent: Option<u64>,
+    #[serde(rename = "ErrorCount", default)]
+    failed: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -65,18 +97,48 @@ struct ArticleItem {
     article_url: String,
 }
 
-/// The `PUBLISHJOBFINISH` event in `xml`; `Ok(None)` for any other push (a follower's
-/// message, a menu click), which the hub acknowledges and ignores.
+/// The `PUBLISHJOBFINISH` event in `xml`; `Ok(None)` for any other push.
 pub fn publish_finished(xml: &[u8]) -> Result<Option<PublishFinished>, String> {
+    match finished(xml)? {
+        Some(Finished::Publish(event)) => Ok(Some(event)),
+        _ => Ok(None),
+    }
+}
+
+/// The `PUBLISHJOBFINISH` or `MASSSENDJOBFINISH` event in `xml`; `Ok(None)` for any other
+/// push (a follower's message, a menu click), which the hub acknowledges and ignores.
+pub fn finished(xml: &[u8]) -> Result<Option<Finished>, String> {
     let text = std::str::from_utf8(xml).map_err(|_| "the message is not UTF-8".to_owned())?;
     let push: Push = quick_xml::de::from_str(text).map_err(|e| format!("unreadable message XML: {e}"))?;
-    if push.msg_type != "event" || push.event.as_deref() != Some("PUBLISHJOBFINISH") {
+    if push.msg_type != "event" {
         return Ok(None);
     }
+    match push.event.as_deref() {
+        Some("PUBLISHJOBFINISH") => publish_event(push).map(|e| Some(Finished::Publish(e))),
+        Some("MASSSENDJOBFINISH") => {
+            let msg_id = push
+                .msg_id
+                .map(|id| id.trim().to_owned())
+                .filter(|id| !id.is_empty())
+                .ok_or_else(|| "MASSSENDJOBFINISH without MsgID".to_owned())?;
+            Ok(Some(Finished::MassSend(MassSendFinished {
+                msg_id,
+                status: push.status.unwrap_or_default(),
+                total: push.total.unwrap_or_default(),
+                filtered: push.filtered.unwrap_or_default(),
+                sent: push.sent.unwrap_or_default(),
+                failed: push.failed.unwrap_or_default(),
+            })))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn publish_event(push: Push) -> Result<PublishFinished, String> {
     let info = push
         .publish
         .ok_or_else(|| "PUBLISHJOBFINISH without PublishEventInfo".to_owned())?;
-    Ok(Some(PublishFinished {
+    Ok(PublishFinished {
         account: push.to,
         created: push.created,
         publish_id: info.publish_id,
@@ -87,7 +149,44 @@ pub fn publish_finished(xml: &[u8]) -> Result<Option<PublishFinished>, String> {
             .map(|detail| detail.item.into_iter().map(|i| i.article_url).collect())
             .unwrap_or_default(),
         fail_idx: info.fail_idx,
-    }))
+    })
+}
+
+/// What a mass send's end says of its delivery (`Status`, or `mass/get`'s `msg_status`).
+pub fn mass_send_outcome(status: &str) -> Option<ReceiptStatus> {
+    let failed = |code: &str, message: String| ReceiptStatus::Failed {
+        permanence: Permanence::Permanent,
+        code: code.into(),
+        message,
+    };
+    match status {
+        "send success" | "SEND_SUCCESS" => Some(ReceiptStatus::Delivered),
+        "SENDING" => None,
+        "DELETE" => Some(ReceiptStatus::Withdrawn),
+        "send fail" | "SEND_FAIL" => Some(failed("wechat_mass_send_failed", "群发失败".into())),
+        other => {
+            let code = other
+                .strip_prefix("err(")
+                .and_then(|rest| rest.strip_suffix(')'))
+                .unwrap_or(other);
+            let reason = match code {
+                "10001" => "涉嫌广告",
+                "20001" => "涉嫌政治",
+                "20002" => "涉嫌色情",
+                "20004" => "涉嫌社会问题",
+                "20006" => "涉嫌违法犯罪",
+                "20008" => "涉嫌欺诈",
+                "20013" => "涉嫌版权问题",
+                "22000" => "涉嫌互推",
+                "30001" | "30002" | "30003" => "原创校验未通过",
+                _ => "其他原因",
+            };
+            Some(failed(
+                "wechat_mass_send_rejected",
+                format!("群发未通过审核：{reason}（{other}）"),
+            ))
+        }
+    }
 }
 
 /// What a publish status (the event's, or `freepublish/get`'s) says of the delivery: `None`
@@ -179,6 +278,30 @@ mod tests {
         }
         assert_eq!(publish_outcome(1, &[]), None, "still publishing");
         assert_eq!(publish_outcome(5, &[]), Some(ReceiptStatus::Withdrawn));
+    }
+
+    #[test]
+    fn a_mass_send_event_gives_its_counts_and_its_outcome() {
+        let xml = "<xml><ToUserName><![CDATA[gh_a96a4a619366]]></ToUserName><FromUserName><![CDATA[oR5G]]></FromUserName><CreateTime>1394524295</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[MASSSENDJOBFINISH]]></Event><MsgID>1988</MsgID><Status><![CDATA[send success]]></Status><TotalCount>100</TotalCount><FilterCount>80</FilterCount><SentCount>75</SentCount><ErrorCount>5</ErrorCount></xml>";
+        let Some(Finished::MassSend(event)) = finished(xml.as_bytes()).expect("reads") else {
+            panic!("not a mass send");
+        };
+        assert_eq!(
+            (
+                event.msg_id.as_str(),
+                event.total,
+                event.filtered,
+                event.sent,
+                event.failed
+            ),
+            ("1988", 100, 80, 75, 5)
+        );
+        assert_eq!(mass_send_outcome(&event.status), Some(ReceiptStatus::Delivered));
+        assert_eq!(mass_send_outcome("SENDING"), None);
+        match mass_send_outcome("err(20001)") {
+            Some(ReceiptStatus::Failed { message, .. }) => assert!(message.contains("政治"), "{message}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
