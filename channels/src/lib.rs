@@ -346,6 +346,18 @@ impl TargetError {
             message: message.into(),
         }
     }
+
+    /// The first of `required` missing from `secret_names`, named `secrets.<name>`, with
+    /// `where_from` saying where an administrator finds it.
+    pub fn missing_secret(secret_names: &[&str], required: &[&str], where_from: &str) -> Result<(), Self> {
+        match required.iter().find(|name| !secret_names.contains(name)) {
+            Some(name) => Err(Self::new(
+                format!("secrets.{name}"),
+                format!("required: {where_from}"),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The adapters a hub delivers through, one per channel kind.

@@ -168,15 +168,11 @@ impl Channel for MediaCenter {
 
     fn check_target(&self, config: &Value, secret_names: &[&str]) -> Result<(), TargetError> {
         center(config)?;
-        for name in [SIGNING_KEY, CALLBACK_KEY] {
-            if !secret_names.contains(&name) {
-                return Err(TargetError::new(
-                    format!("secrets.{name}"),
-                    "required: the key shared with the center (pushes are signed with signing_key, its callbacks checked with callback_key)",
-                ));
-            }
-        }
-        Ok(())
+        TargetError::missing_secret(
+            secret_names,
+            &[SIGNING_KEY, CALLBACK_KEY],
+            "the keys shared with the center (pushes are signed with signing_key, its callbacks checked with callback_key)",
+        )
     }
 
     /// Both ninjs forms, so what goes to each center is exactly what the preview shows.

@@ -358,15 +358,11 @@ impl Channel for WeChat {
 
     fn check_target(&self, config: &Value, secret_names: &[&str]) -> Result<(), TargetError> {
         settings(config)?;
-        for name in [APP_SECRET, CALLBACK_TOKEN, ENCODING_AES_KEY] {
-            if !secret_names.contains(&name) {
-                return Err(TargetError::new(
-                    format!("secrets.{name}"),
-                    "required: from the account's 基本配置 page (AppSecret, Token, EncodingAESKey)",
-                ));
-            }
-        }
-        Ok(())
+        TargetError::missing_secret(
+            secret_names,
+            &[APP_SECRET, CALLBACK_TOKEN, ENCODING_AES_KEY],
+            "from the account's 基本配置 page (AppSecret, Token, EncodingAESKey)",
+        )
     }
 
     fn render(&self, item: &PublishedItem) -> Result<Rendition, RenderError> {
