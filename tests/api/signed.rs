@@ -15,15 +15,10 @@ use herald_channels::{
     Correlation, DeliveryOutcome, Dispatch, Permanence, PublishedItem, ReceiptStatus, RenderError, Rendition,
     TargetRef, Verified, WithdrawOutcome,
 };
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2_next::Sha256;
 use tokio::sync::Semaphore;
 
-pub const SIGNATURE_HEADER: &str = "x-herald-signature";
-pub const TIMESTAMP_HEADER: &str = "x-herald-timestamp";
-/// Signed more than this far from the hub's now: refused as a possible replay.
-pub const REPLAY_WINDOW_SECONDS: i64 = 300;
+pub use herald_channels::media_center::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 pub const CONFIRM_WITHIN: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -101,18 +96,7 @@ impl Signed {
 
 /// The signature a media centre puts on a callback.
 pub fn sign(key: &str, timestamp: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-fn unauthenticated(field: &str, message: &str) -> CallbackError {
-    CallbackError::Unauthenticated {
-        field: field.into(),
-        message: message.into(),
-    }
+    herald_channels::media_center::signature(key.as_bytes(), timestamp, body)
 }
 
 fn malformed(field: String, message: &str) -> CallbackError {
@@ -177,34 +161,8 @@ impl Callbacks for Signed {
         if request.method != "POST" {
             return Err(CallbackError::Method("status callbacks are POSTed".into()));
         }
-        let key = target
-            .secrets
-            .get("callback_key")
-            .ok_or_else(|| unauthenticated("secrets.callback_key", "the target has no callback key"))?;
-        let timestamp = request
-            .header(TIMESTAMP_HEADER)
-            .ok_or_else(|| unauthenticated(TIMESTAMP_HEADER, "missing"))?;
-        let signed_at: i64 = timestamp
-            .parse()
-            .map_err(|_| unauthenticated(TIMESTAMP_HEADER, "not a Unix time"))?;
-        let signature = request
-            .header(SIGNATURE_HEADER)
-            .and_then(|hex_text| hex::decode(hex_text).ok())
-            .ok_or_else(|| unauthenticated(SIGNATURE_HEADER, "missing or not hex"))?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes())
-            .map_err(|_| unauthenticated("secrets.callback_key", "unusable key"))?;
-        mac.update(timestamp.as_bytes());
-        mac.update(b".");
-        mac.update(request.body);
-        mac.verify_slice(&signature)
-            .map_err(|_| unauthenticated(SIGNATURE_HEADER, "the signature does not match"))?;
-        // Checked after the signature, so the time itself is known to be the sender's.
-        if (now.timestamp() - signed_at).abs() > REPLAY_WINDOW_SECONDS {
-            return Err(CallbackError::Stale {
-                field: TIMESTAMP_HEADER.into(),
-                message: format!("signed more than {REPLAY_WINDOW_SECONDS} s from now"),
-            });
-        }
+        // Signed as a media centre signs, and checked the same way.
+        herald_channels::media_center::check_signed(target, request, now)?;
         let body: Value =
             serde_json::from_slice(request.body).map_err(|_| malformed("body".into(), "not JSON"))?;
         let events = body["events"]

@@ -358,6 +358,47 @@ fn malformed(field: String, message: impl Into<String>) -> CallbackError {
     }
 }
 
+/// Checks a signed request's `X-Herald-Signature` (HMAC-SHA256 of `timestamp.body` under the
+/// target's `callback_key`, compared in constant time) and that `X-Herald-Timestamp` is within
+/// [`REPLAY_WINDOW_SECONDS`] of `now`.
+pub fn check_signed(
+    target: &TargetRef,
+    request: &CallbackRequest<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), CallbackError> {
+    let key = target.secrets.get(CALLBACK_KEY).ok_or_else(|| {
+        unauthenticated(
+            &format!("secrets.{CALLBACK_KEY}"),
+            "the target has no callback key",
+        )
+    })?;
+    let timestamp = request
+        .header(TIMESTAMP_HEADER)
+        .ok_or_else(|| unauthenticated(TIMESTAMP_HEADER, "missing"))?;
+    let signed_at: i64 = timestamp
+        .parse()
+        .map_err(|_| unauthenticated(TIMESTAMP_HEADER, "not a Unix time"))?;
+    let given = request
+        .header(SIGNATURE_HEADER)
+        .and_then(|text| hex::decode(text).ok())
+        .ok_or_else(|| unauthenticated(SIGNATURE_HEADER, "missing or not hex"))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes())
+        .map_err(|_| unauthenticated(&format!("secrets.{CALLBACK_KEY}"), "unusable key"))?;
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(request.body);
+    mac.verify_slice(&given)
+        .map_err(|_| unauthenticated(SIGNATURE_HEADER, "the signature does not match"))?;
+    // Checked after the signature, so the time is known to be the sender's own.
+    if (now.timestamp() - signed_at).abs() > REPLAY_WINDOW_SECONDS {
+        return Err(CallbackError::Stale {
+            field: TIMESTAMP_HEADER.into(),
+            message: format!("signed more than {REPLAY_WINDOW_SECONDS} s from the hub's time"),
+        });
+    }
+    Ok(())
+}
+
 /// Most events one callback may carry.
 const MAX_EVENTS: usize = 1000;
 
@@ -371,37 +412,7 @@ impl Callbacks for MediaCenter {
         if request.method != "POST" {
             return Err(CallbackError::Method("status callbacks are POSTed".into()));
         }
-        let key = target.secrets.get(CALLBACK_KEY).ok_or_else(|| {
-            unauthenticated(
-                &format!("secrets.{CALLBACK_KEY}"),
-                "the target has no callback key",
-            )
-        })?;
-        let timestamp = request
-            .header(TIMESTAMP_HEADER)
-            .ok_or_else(|| unauthenticated(TIMESTAMP_HEADER, "missing"))?;
-        let signed_at: i64 = timestamp
-            .parse()
-            .map_err(|_| unauthenticated(TIMESTAMP_HEADER, "not a Unix time"))?;
-        let given = request
-            .header(SIGNATURE_HEADER)
-            .and_then(|text| hex::decode(text).ok())
-            .ok_or_else(|| unauthenticated(SIGNATURE_HEADER, "missing or not hex"))?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes())
-            .map_err(|_| unauthenticated(&format!("secrets.{CALLBACK_KEY}"), "unusable key"))?;
-        mac.update(timestamp.as_bytes());
-        mac.update(b".");
-        mac.update(request.body);
-        // Constant time.
-        mac.verify_slice(&given)
-            .map_err(|_| unauthenticated(SIGNATURE_HEADER, "the signature does not match"))?;
-        // Checked after the signature, so the time is known to be the center's own.
-        if (now.timestamp() - signed_at).abs() > REPLAY_WINDOW_SECONDS {
-            return Err(CallbackError::Stale {
-                field: TIMESTAMP_HEADER.into(),
-                message: format!("signed more than {REPLAY_WINDOW_SECONDS} s from the hub's time"),
-            });
-        }
+        check_signed(target, request, now)?;
         let body: Value =
             serde_json::from_slice(request.body).map_err(|_| malformed("body".into(), "not JSON"))?;
         let events = body["events"]
