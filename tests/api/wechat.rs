@@ -402,3 +402,47 @@ async fn a_mass_send_refused_by_review_fails_with_the_reason() {
         refused.json
     );
 }
+
+/// WeChat answers the submit after the adapter stopped waiting (5 s): the delivery ends
+/// unconfirmed, and an operator's retry asks for a look at the platform instead of submitting
+/// again.
+#[tokio::test]
+async fn a_submit_whose_answer_is_lost_is_never_sent_again() {
+    let wx = account(Backend::Sqlite).await;
+    wx.fake.set_hold_publishes(true);
+    wx.fake
+        .set_submit_delay(herald_channels::wechat::api::CALL_TIMEOUT + std::time::Duration::from_secs(1));
+    let item = publish(&wx).await;
+    wx.app.deliver_due().await;
+    let delivery = wx.app.publish_delivery(&item, "target_id", &wx.target).await;
+    assert_eq!(delivery["state"], "unconfirmed", "{delivery}");
+    assert!(
+        delivery["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("可能已发布")),
+        "{delivery}"
+    );
+    assert_eq!((wx.fake.drafts(), wx.fake.submits()), (1, 1));
+
+    wx.fake.set_submit_delay(std::time::Duration::ZERO);
+    let id = delivery["id"].as_str().expect("an id");
+    let retried = wx
+        .app
+        .post("admin", &format!("/api/v1/deliveries/{id}/retry"), &json!({}))
+        .await;
+    assert!(retried.status < 300, "{}", retried.json);
+    wx.app.deliver_due().await;
+    let again = wx.app.publish_delivery(&item, "target_id", &wx.target).await;
+    assert_eq!(again["state"], "unconfirmed", "{again}");
+    assert!(
+        again["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("勿重复发布")),
+        "{again}"
+    );
+    assert_eq!(
+        (wx.fake.drafts(), wx.fake.submits()),
+        (1, 1),
+        "no second draft, no second submit"
+    );
+}
