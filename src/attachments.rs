@@ -232,6 +232,22 @@ pub async fn for_loudspeakers(hub: &Hub, sha256: &str) -> Result<Option<attachme
     Ok(None)
 }
 
+/// The WeChat adapter's body images, read from the store.
+pub struct StoredImages {
+    pub db: sea_orm::DatabaseConnection,
+}
+
+#[async_trait::async_trait]
+impl herald_channels::wechat::adapter::BodyImages for StoredImages {
+    async fn image(&self, sha256: &str) -> std::result::Result<Option<(String, Vec<u8>)>, String> {
+        let stored = attachment::Entity::find_by_id(sha256)
+            .one(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(stored.map(|file| (file.content_type, file.data)))
+    }
+}
+
 /// An attachment the caller may read: one named by an item they may see (any version of it),
 /// or one they uploaded that no item names yet. Anything else answers as if it did not exist.
 pub async fn download(hub: &Hub, caller: &Caller, sha256: &str) -> Result<attachment::Model> {

@@ -101,6 +101,12 @@ fn channel_registry(
     )));
     let token_store = StoredTokens::new(db.clone(), secrets_key.clone(), clock.clone());
     let tokens = AccessTokens::new(client.clone(), Arc::new(token_store), now);
-    channels.register(Arc::new(WeChat::new(client, tokens, &settings.server.public_url)));
+    let images = Arc::new(crate::attachments::StoredImages { db: db.clone() });
+    channels.register(Arc::new(WeChat::new(
+        client,
+        tokens,
+        images,
+        &settings.server.public_url,
+    )));
     Ok(channels)
 }

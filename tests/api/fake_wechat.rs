@@ -36,6 +36,7 @@ pub const SUBMIT: &str = "/cgi-bin/freepublish/submit";
 pub const PUBLISH_GET: &str = "/cgi-bin/freepublish/get";
 pub const PUBLISH_DELETE: &str = "/cgi-bin/freepublish/delete";
 pub const MASS_SENDALL: &str = "/cgi-bin/message/mass/sendall";
+pub const UPLOAD_IMG: &str = "/cgi-bin/media/uploadimg";
 pub const MASS_GET: &str = "/cgi-bin/message/mass/get";
 pub const MASS_DELETE: &str = "/cgi-bin/message/mass/delete";
 
@@ -212,6 +213,8 @@ pub struct WechatState {
     pub mass_outcome: String,
     /// `mass/delete` calls: msg_id and article_idx.
     pub mass_deleted: Vec<(String, u32)>,
+    /// The size of every `media/uploadimg` request body.
+    pub uploaded_images: Vec<usize>,
     /// The plaintext of every event pushed (once per event, not per duplicate).
     pub events: Vec<String>,
     /// The callback's answer to every push, duplicates included.
@@ -251,6 +254,7 @@ impl WechatState {
             mass_sends: BTreeMap::new(),
             mass_outcome: "send success".into(),
             mass_deleted: Vec::new(),
+            uploaded_images: Vec::new(),
             numeric_publish_id: false,
             callback: None,
             events: Vec::new(),
@@ -483,6 +487,7 @@ fn answer(request: &HttpRequest, body: &[u8], state: &mut WechatState) -> Answer
         MASS_SENDALL,
         MASS_GET,
         MASS_DELETE,
+        UPLOAD_IMG,
     ];
     if !known.contains(&path.as_str()) {
         return Answer::Now(HttpResponse::NotFound().finish());
@@ -509,6 +514,24 @@ fn answer(request: &HttpRequest, body: &[u8], state: &mut WechatState) -> Answer
     };
     if let Err(errcode) = state.token_state(token) {
         return Answer::Now(state.error(errcode));
+    }
+    if path == UPLOAD_IMG {
+        // A multipart form with the image as `media` (§A.3.1): answered with the URL the
+        // article's HTML may use.
+        let multipart = request
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("multipart/form-data"));
+        let media_part: &[u8] = b"name=\"media\"";
+        if !multipart || !body.windows(media_part.len()).any(|w| w == media_part) {
+            return Answer::Now(state.error(41005));
+        }
+        let n = state.next();
+        state.uploaded_images.push(body.len());
+        return Answer::Now(
+            HttpResponse::Ok().json(json!({"url": format!("http://mmbiz.qpic.cn/fake/{n}/0")})),
+        );
     }
     if escapes_non_ascii(body) {
         return Answer::Now(state.error(40033));
@@ -1190,6 +1213,10 @@ impl FakeWechat {
 
     pub fn mass_deleted(&self) -> Vec<(String, u32)> {
         self.lock().mass_deleted.clone()
+    }
+
+    pub fn uploaded_images(&self) -> usize {
+        self.lock().uploaded_images.len()
     }
 
     pub fn set_submit_delay(&self, delay: Duration) {

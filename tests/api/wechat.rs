@@ -298,10 +298,19 @@ on_both_backends! {
 #[tokio::test]
 async fn the_preview_names_each_field_that_breaks_wechats_limits_and_such_an_item_is_not_sent() {
     let wx = account(Backend::Sqlite).await;
+    // An image WeChat will not take: 1 MB or more.
+    let mut large = b"\x89PNG\r\n\x1a\n".to_vec();
+    large.resize(1024 * 1024 + 10, 0);
+    let sha = wx.app.upload("publisher", "image/png", large).await.json["sha256"]
+        .as_str()
+        .expect("sha")
+        .to_owned();
     let mut body = item_body("530426");
     body["title"] = json!("关于进一步做好2026年秋冬季森林草原防灭火工作和冬春季节安全生产工作的通知");
-    body["body"] =
-        json!("<p>现将有关事项通知如下。</p><p><img src=\"https://www.eshan.gov.cn/a.png\" alt=\"图\"></p>");
+    body["body"] = json!(format!(
+        "<p>现将有关事项通知如下。</p><p><img src=\"/xxgk/attachments/{sha}\" alt=\"图\"></p>"
+    ));
+    body["attachments"] = json!([{"sha256": sha, "filename": "现场图.png"}]);
     let item = wx.app.publish_new(&body, &json!({"channels": ["wechat"]})).await;
     let preview = wx
         .app
@@ -322,10 +331,10 @@ async fn the_preview_names_each_field_that_breaks_wechats_limits_and_such_an_ite
         "{problems:?}"
     );
     assert!(
-        !preview.json["payload"]["content"]
+        problems[1]["message"]
             .as_str()
-            .expect("content")
-            .contains("<img")
+            .is_some_and(|m| m.contains("现场图.png") && m.contains("1 MB")),
+        "{problems:?}"
     );
 
     wx.app.deliver_due().await;
@@ -445,4 +454,58 @@ async fn a_submit_whose_answer_is_lost_is_never_sent_again() {
         (1, 1),
         "no second draft, no second submit"
     );
+}
+
+#[tokio::test]
+async fn body_images_are_uploaded_to_wechat_and_pointed_at_there() {
+    let wx = account(Backend::Sqlite).await;
+    wx.fake.set_hold_publishes(true);
+    let mut shas = Vec::new();
+    for n in 0..3u8 {
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend([n; 64]);
+        shas.push(
+            wx.app.upload("publisher", "image/png", png).await.json["sha256"]
+                .as_str()
+                .expect("sha")
+                .to_owned(),
+        );
+    }
+    let images: String = shas
+        .iter()
+        .map(|sha| format!("<p><img src=\"/xxgk/attachments/{sha}\"></p>"))
+        .collect();
+    let mut body = item_body("530426");
+    body["body"] = json!(format!("<p>现场照片如下。</p>{images}"));
+    body["attachments"] = json!(
+        shas.iter()
+            .enumerate()
+            .map(|(n, sha)| json!({"sha256": sha, "filename": format!("图{n}.png")}))
+            .collect::<Vec<_>>()
+    );
+    let item = wx.app.publish_new(&body, &json!({"channels": ["wechat"]})).await;
+    // Two images per attempt: the first attempt uploads two and waits, the retry the third.
+    wx.app.deliver_due().await;
+    let first = wx.app.publish_delivery(&item, "target_id", &wx.target).await;
+    assert_eq!(first["state"], "retrying", "{first}");
+    assert_eq!(wx.fake.uploaded_images(), 2);
+    wx.app
+        .hub
+        .clock
+        .set(wx.app.hub.clock.now() + chrono::Duration::minutes(10));
+    wx.fake.set_now(wx.app.hub.clock.now());
+    wx.app.deliver_due().await;
+    assert_eq!(
+        wx.app.publish_delivery(&item, "target_id", &wx.target).await["state"],
+        "accepted"
+    );
+    assert_eq!(wx.fake.uploaded_images(), 3, "each image uploaded once");
+    let draft = wx.fake.draft_log().pop().expect("a draft");
+    let content = &draft.articles[0].content;
+    assert_eq!(
+        content.matches("http://mmbiz.qpic.cn/fake/").count(),
+        3,
+        "{content}"
+    );
+    assert!(!content.contains("/xxgk/attachments/"), "{content}");
 }

@@ -5,7 +5,10 @@
 //! retry never makes a second one, and a submit whose answer was lost is never repeated.
 //! Withdrawal deletes the published article.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -29,6 +32,7 @@ pub const MAX_AUTHOR: usize = 16;
 pub const MAX_DIGEST: usize = 128;
 pub const MAX_CONTENT_CHARS: usize = 20_000;
 pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
+pub const MAX_IMAGE_BYTES: u64 = 1024 * 1024;
 /// The publish outcome normally comes within minutes; past this the hub asks `freepublish/get`.
 pub const CONFIRM_WITHIN: Duration = Duration::from_secs(30 * 60);
 /// A callback timestamp further than this from the hub's time is refused (WeChat signs no
@@ -67,6 +71,9 @@ struct Checkpoint {
     /// The submit WeChat accepted: a retry asks about it before submitting anything.
     #[serde(default)]
     publish_id: Option<String>,
+    /// Body images uploaded already: SHA-256 → WeChat URL.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    images: BTreeMap<String, String>,
     /// The submit was sent and its answer lost: it may have taken effect, so it is never sent
     /// again blindly.
     #[serde(default)]
@@ -142,35 +149,24 @@ fn settings(config: &Value) -> Result<Settings, TargetError> {
     })
 }
 
-/// `<img>` elements: WeChat keeps only images uploaded through `media/uploadimg`, which the
-/// adapter does not do yet, so they are taken out (and counted in the preview).
-fn without_images(html: &str) -> (String, usize) {
-    let mut out = String::with_capacity(html.len());
-    let mut removed = 0;
-    let mut rest = html;
-    while let Some(start) = rest.find("<img") {
-        out.push_str(&rest[..start]);
-        match rest[start..].find('>') {
-            Some(end) => rest = &rest[start + end + 1..],
-            None => rest = "",
-        }
-        removed += 1;
-    }
-    out.push_str(rest);
-    (out, removed)
-}
-
 pub struct WeChat {
     client: reqwest::Client,
     tokens: AccessTokens,
+    images: std::sync::Arc<dyn BodyImages>,
     portal_base: String,
 }
 
 impl WeChat {
-    pub fn new(client: reqwest::Client, tokens: AccessTokens, portal_base: &str) -> Self {
+    pub fn new(
+        client: reqwest::Client,
+        tokens: AccessTokens,
+        images: std::sync::Arc<dyn BodyImages>,
+        portal_base: &str,
+    ) -> Self {
         Self {
             client,
             tokens,
+            images,
             portal_base: portal_base.trim_end_matches('/').to_owned(),
         }
     }
@@ -269,18 +265,122 @@ impl WeChat {
         path: &str,
         body: &Value,
     ) -> Result<Value, Failure> {
+        self.send(settings, secret, path, api::Payload::Json(body)).await
+    }
+
+    /// As `call`, with any payload.
+    async fn send(
+        &self,
+        settings: &Settings,
+        secret: &str,
+        path: &str,
+        payload: api::Payload<'_>,
+    ) -> Result<Value, Failure> {
         let token = self.tokens.token(&settings.account, secret).await?;
-        match api::call(&self.client, &settings.account, Some(&token), path, body).await {
+        match api::send(&self.client, &settings.account, Some(&token), path, payload).await {
             Err(e) if e.remedy() == Remedy::RenewToken => {
                 let renewed = self
                     .tokens
                     .renew_refused(&settings.account, secret, &token)
                     .await?;
-                Ok(api::call(&self.client, &settings.account, Some(&renewed), path, body).await?)
+                Ok(api::send(&self.client, &settings.account, Some(&renewed), path, payload).await?)
             }
             answer => Ok(answer?),
         }
     }
+
+    /// The content with each body image (`/xxgk/attachments/<sha256>`) uploaded to WeChat
+    /// (`media/uploadimg`) and pointed at there. Images uploaded by an earlier attempt are
+    /// kept in the checkpoint and not uploaded again; at most [`IMAGES_PER_ATTEMPT`] new ones
+    /// per attempt, so an attempt stays inside its deadline (a retry goes on with the rest).
+    async fn with_uploaded_images(
+        &self,
+        settings: &Settings,
+        secret: &str,
+        content: &str,
+        checkpoint: &mut Checkpoint,
+    ) -> Result<String, ImagesNotReady> {
+        let mut uploaded_now = 0;
+        for sha256 in body_images(content) {
+            if checkpoint.images.contains_key(&sha256) {
+                continue;
+            }
+            if uploaded_now == IMAGES_PER_ATTEMPT {
+                return Err(ImagesNotReady::More);
+            }
+            let (content_type, bytes) = match self.images.image(&sha256).await {
+                Ok(Some(image)) => image,
+                Ok(None) => return Err(ImagesNotReady::Missing(sha256)),
+                Err(e) => return Err(ImagesNotReady::Failed(Failure::Store(e))),
+            };
+            let filename = format!(
+                "{sha256}.{}",
+                if content_type == "image/png" { "png" } else { "jpg" }
+            );
+            let payload = api::Payload::Image {
+                filename: &filename,
+                content_type: &content_type,
+                bytes: &bytes,
+            };
+            let answer = self
+                .send(settings, secret, "/cgi-bin/media/uploadimg", payload)
+                .await
+                .map_err(ImagesNotReady::Failed)?;
+            let url = answer["url"].as_str().unwrap_or_default().to_owned();
+            if url.is_empty() {
+                return Err(ImagesNotReady::Failed(Failure::Api(ApiError::NoAnswer(
+                    "uploadimg answered without url".into(),
+                ))));
+            }
+            checkpoint.images.insert(sha256, url);
+            uploaded_now += 1;
+        }
+        let mut rewritten = content.to_owned();
+        for (sha256, url) in &checkpoint.images {
+            rewritten = rewritten.replace(
+                &format!("src=\"{BODY_IMAGE_PATH}{sha256}\""),
+                &format!("src=\"{url}\""),
+            );
+        }
+        Ok(rewritten)
+    }
+}
+
+/// Where the hub's body images are (the portal's attachment route), as a body names them.
+pub const BODY_IMAGE_PATH: &str = "/xxgk/attachments/";
+/// New images uploaded per attempt: with the other calls, within the attempt deadline.
+pub const IMAGES_PER_ATTEMPT: usize = 2;
+
+/// The stored images the body refers to, by SHA-256, in order, once each.
+fn body_images(content: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let pattern = format!("src=\"{BODY_IMAGE_PATH}");
+    let mut rest = content;
+    while let Some(at) = rest.find(&pattern) {
+        let after = &rest[at + pattern.len()..];
+        let sha256: String = after.chars().take_while(char::is_ascii_hexdigit).collect();
+        if sha256.len() == 64 && !found.contains(&sha256) {
+            found.push(sha256);
+        }
+        rest = after;
+    }
+    found
+}
+
+/// Why the content is not ready to go.
+enum ImagesNotReady {
+    /// More images wait for the next attempt.
+    More,
+    /// An image the body names is not stored.
+    Missing(String),
+    Failed(Failure),
+}
+
+/// Where the adapter reads body images from: the hub's attachment store.
+#[async_trait::async_trait]
+pub trait BodyImages: Send + Sync {
+    /// The stored file `sha256`: its media type and bytes; `None` if there is none.
+    async fn image(&self, sha256: &str) -> Result<Option<(String, Vec<u8>)>, String>;
 }
 
 /// Why a step failed.
@@ -370,7 +470,8 @@ impl Channel for WeChat {
         if !item.annotation.is_empty() {
             body.push_str(&format!("<p>{}</p>", item.annotation));
         }
-        let (content, images) = without_images(&body);
+        // Body images stay: they are uploaded to WeChat when the article is sent.
+        let content = body;
         let digest = if item.summary.trim().is_empty() {
             crate::portal::plain_text(&item.body_html)
                 .chars()
@@ -401,12 +502,20 @@ impl Channel for WeChat {
                 blocking: true,
             });
         }
-        if images > 0 {
-            problems.push(Problem {
-                field: "content".into(),
-                message: format!("正文中的 {images} 张图片需经微信上传后方可显示，本次发布将不含图片"),
-                blocking: false,
-            });
+        // WeChat takes body images as JPG or PNG under 1 MB (§A.8); those that are attachments
+        // of the item are checked here, by what was stored.
+        for sha256 in body_images(&content) {
+            let Some(image) = item.attachments.iter().find(|a| a.sha256 == sha256) else {
+                continue;
+            };
+            let usable_type = matches!(image.content_type.as_str(), "image/jpeg" | "image/png");
+            if !usable_type || image.size >= MAX_IMAGE_BYTES {
+                problems.push(Problem {
+                    field: "content".into(),
+                    message: format!("正文图片“{}”须为 JPG 或 PNG 且小于 1 MB", image.filename),
+                    blocking: true,
+                });
+            }
         }
         let link = if self.portal_base.is_empty() {
             String::new()
@@ -484,11 +593,29 @@ impl Channel for WeChat {
         let media_id = match &checkpoint.media_id {
             Some(media_id) => media_id.clone(),
             None => {
+                let content = match self
+                    .with_uploaded_images(&settings, secret, &article.content, &mut checkpoint)
+                    .await
+                {
+                    Ok(content) => content,
+                    Err(ImagesNotReady::More) => {
+                        return DeliveryOutcome::Failed {
+                            permanence: Permanence::Transient,
+                            code: "wechat_images_uploading".into(),
+                            message: "正文图片分批上传中，稍后继续".into(),
+                            checkpoint: serde_json::to_value(&checkpoint).ok(),
+                        };
+                    }
+                    Err(ImagesNotReady::Missing(sha256)) => {
+                        return permanent("image_missing", format!("正文图片 {sha256} 不在附件库中"));
+                    }
+                    Err(ImagesNotReady::Failed(failure)) => return failure.outcome(&checkpoint),
+                };
                 let body = json!({"articles": [{
                     "title": article.title,
                     "author": settings.author,
                     "digest": article.digest,
-                    "content": article.content,
+                    "content": content,
                     "content_source_url": article.content_source_url,
                     "thumb_media_id": settings.thumb_media_id,
                     "need_open_comment": 0,

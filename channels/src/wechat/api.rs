@@ -69,6 +69,18 @@ impl ApiError {
 /// default attempt deadline (55 s), so the hub never cuts an attempt off mid-submit.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What a call sends.
+#[derive(Clone, Copy)]
+pub enum Payload<'a> {
+    Json(&'a Value),
+    /// `media/uploadimg`'s multipart form: the image as the `media` part.
+    Image {
+        filename: &'a str,
+        content_type: &'a str,
+        bytes: &'a [u8],
+    },
+}
+
 /// POSTs `body` to `path` (with the access token, when given) and returns the answer, or the
 /// error code WeChat answered with.
 pub async fn call(
@@ -78,10 +90,34 @@ pub async fn call(
     path: &str,
     body: &Value,
 ) -> Result<Value, ApiError> {
-    let mut request = client
+    send(client, account, access_token, path, Payload::Json(body)).await
+}
+
+/// As [`call`], with any payload.
+pub async fn send(
+    client: &reqwest::Client,
+    account: &Account,
+    access_token: Option<&str>,
+    path: &str,
+    payload: Payload<'_>,
+) -> Result<Value, ApiError> {
+    let request = client
         .post(format!("{}{path}", account.api_base.trim_end_matches('/')))
-        .timeout(CALL_TIMEOUT)
-        .json(body);
+        .timeout(CALL_TIMEOUT);
+    let mut request = match payload {
+        Payload::Json(body) => request.json(body),
+        Payload::Image {
+            filename,
+            content_type,
+            bytes,
+        } => {
+            let part = reqwest::multipart::Part::bytes(bytes.to_vec())
+                .file_name(filename.to_owned())
+                .mime_str(content_type)
+                .map_err(|e| ApiError::NotSent(format!("unusable media type {content_type}: {e}")))?;
+            request.multipart(reqwest::multipart::Form::new().part("media", part))
+        }
+    };
     if let Some(token) = access_token {
         request = request.query(&[("access_token", token)]);
     }
