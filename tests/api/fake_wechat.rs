@@ -37,6 +37,7 @@ pub const PUBLISH_GET: &str = "/cgi-bin/freepublish/get";
 pub const PUBLISH_DELETE: &str = "/cgi-bin/freepublish/delete";
 pub const MASS_SENDALL: &str = "/cgi-bin/message/mass/sendall";
 pub const UPLOAD_IMG: &str = "/cgi-bin/media/uploadimg";
+pub const ADD_MATERIAL: &str = "/cgi-bin/material/add_material";
 pub const MASS_GET: &str = "/cgi-bin/message/mass/get";
 pub const MASS_DELETE: &str = "/cgi-bin/message/mass/delete";
 
@@ -215,6 +216,8 @@ pub struct WechatState {
     pub mass_deleted: Vec<(String, u32)>,
     /// The size of every `media/uploadimg` request body.
     pub uploaded_images: Vec<usize>,
+    /// The media_id of every image `material/add_material` took.
+    pub materials: Vec<String>,
     /// The plaintext of every event pushed (once per event, not per duplicate).
     pub events: Vec<String>,
     /// The callback's answer to every push, duplicates included.
@@ -255,6 +258,7 @@ impl WechatState {
             mass_outcome: "send success".into(),
             mass_deleted: Vec::new(),
             uploaded_images: Vec::new(),
+            materials: Vec::new(),
             numeric_publish_id: false,
             callback: None,
             events: Vec::new(),
@@ -488,6 +492,7 @@ fn answer(request: &HttpRequest, body: &[u8], state: &mut WechatState) -> Answer
         MASS_GET,
         MASS_DELETE,
         UPLOAD_IMG,
+        ADD_MATERIAL,
     ];
     if !known.contains(&path.as_str()) {
         return Answer::Now(HttpResponse::NotFound().finish());
@@ -515,7 +520,7 @@ fn answer(request: &HttpRequest, body: &[u8], state: &mut WechatState) -> Answer
     if let Err(errcode) = state.token_state(token) {
         return Answer::Now(state.error(errcode));
     }
-    if path == UPLOAD_IMG {
+    if path == UPLOAD_IMG || path == ADD_MATERIAL {
         // A multipart form with the image as `media` (§A.3.1): answered with the URL the
         // article's HTML may use.
         let multipart = request
@@ -528,10 +533,18 @@ fn answer(request: &HttpRequest, body: &[u8], state: &mut WechatState) -> Answer
             return Answer::Now(state.error(41005));
         }
         let n = state.next();
+        let url = format!("http://mmbiz.qpic.cn/fake/{n}/0");
+        if path == ADD_MATERIAL {
+            // Permanent material (§A.3.2): `type=image`, answered with its media_id too.
+            if query.get("type").map(String::as_str) != Some("image") {
+                return Answer::Now(state.error(40004));
+            }
+            let media_id = format!("mat-{n}");
+            state.materials.push(media_id.clone());
+            return Answer::Now(HttpResponse::Ok().json(json!({"media_id": media_id, "url": url})));
+        }
         state.uploaded_images.push(body.len());
-        return Answer::Now(
-            HttpResponse::Ok().json(json!({"url": format!("http://mmbiz.qpic.cn/fake/{n}/0")})),
-        );
+        return Answer::Now(HttpResponse::Ok().json(json!({"url": url})));
     }
     if escapes_non_ascii(body) {
         return Answer::Now(state.error(40033));
@@ -1217,6 +1230,10 @@ impl FakeWechat {
 
     pub fn uploaded_images(&self) -> usize {
         self.lock().uploaded_images.len()
+    }
+
+    pub fn materials(&self) -> Vec<String> {
+        self.lock().materials.clone()
     }
 
     pub fn set_submit_delay(&self, delay: Duration) {

@@ -508,4 +508,8 @@ async fn body_images_are_uploaded_to_wechat_and_pointed_at_there() {
         "{content}"
     );
     assert!(!content.contains("/xxgk/attachments/"), "{content}");
+    // The item's first image is its cover, uploaded once as permanent material.
+    let materials = wx.fake.materials();
+    assert_eq!(materials.len(), 1, "{materials:?}");
+    assert_eq!(draft.articles[0].thumb_media_id.as_ref(), Some(&materials[0]));
 }

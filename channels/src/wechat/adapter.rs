@@ -51,6 +51,10 @@ pub struct Article {
     pub digest: String,
     pub content: String,
     pub content_source_url: String,
+    /// The item's first image (an image attachment, else a body image), by SHA-256: uploaded
+    /// as the article's cover. None: the target's default cover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cover: Option<String>,
     /// What breaks WeChat's limits, by field: shown in the preview; such an item is not sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<Problem>,
@@ -71,6 +75,9 @@ struct Checkpoint {
     /// The submit WeChat accepted: a retry asks about it before submitting anything.
     #[serde(default)]
     publish_id: Option<String>,
+    /// The item's cover, uploaded as permanent material: its media_id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cover: Option<String>,
     /// Body images uploaded already: SHA-256 → WeChat URL.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     images: BTreeMap<String, String>,
@@ -346,6 +353,47 @@ impl WeChat {
     }
 }
 
+impl WeChat {
+    /// Uploads the stored image `sha256` as permanent material (`material/add_material`,
+    /// type image) for the article's cover; its media_id.
+    async fn upload_cover(
+        &self,
+        settings: &Settings,
+        secret: &str,
+        sha256: &str,
+    ) -> Result<String, ImagesNotReady> {
+        let (content_type, bytes) = match self.images.image(sha256).await {
+            Ok(Some(image)) => image,
+            Ok(None) => return Err(ImagesNotReady::Missing(sha256.to_owned())),
+            Err(e) => return Err(ImagesNotReady::Failed(Failure::Store(e))),
+        };
+        let filename = format!(
+            "{sha256}.{}",
+            if content_type == "image/png" { "png" } else { "jpg" }
+        );
+        let payload = api::Payload::Image {
+            filename: &filename,
+            content_type: &content_type,
+            bytes: &bytes,
+        };
+        let answer = self
+            .send(
+                settings,
+                secret,
+                "/cgi-bin/material/add_material?type=image",
+                payload,
+            )
+            .await
+            .map_err(ImagesNotReady::Failed)?;
+        match answer["media_id"].as_str().filter(|id| !id.is_empty()) {
+            Some(media_id) => Ok(media_id.to_owned()),
+            None => Err(ImagesNotReady::Failed(Failure::Api(ApiError::NoAnswer(
+                "add_material answered without media_id".into(),
+            )))),
+        }
+    }
+}
+
 /// Where the hub's body images are (the portal's attachment route), as a body names them.
 pub const BODY_IMAGE_PATH: &str = "/xxgk/attachments/";
 /// New images uploaded per attempt: with the other calls, within the attempt deadline.
@@ -526,11 +574,20 @@ impl Channel for WeChat {
                 crate::portal::Portal::page_path(&item.item_id)
             )
         };
+        let cover = item
+            .attachments
+            .iter()
+            .find(|a| {
+                matches!(a.content_type.as_str(), "image/jpeg" | "image/png") && a.size < MAX_IMAGE_BYTES
+            })
+            .map(|a| a.sha256.clone())
+            .or_else(|| body_images(&content).into_iter().next());
         let article = Article {
             title: item.title.clone(),
             digest,
             content,
             content_source_url: link,
+            cover,
             problems,
         };
         Ok(Rendition {
@@ -611,13 +668,26 @@ impl Channel for WeChat {
                     }
                     Err(ImagesNotReady::Failed(failure)) => return failure.outcome(&checkpoint),
                 };
+                let thumb_media_id = match (&checkpoint.cover, &article.cover) {
+                    (Some(uploaded), _) => uploaded.clone(),
+                    (None, Some(sha256)) => match self.upload_cover(&settings, secret, sha256).await {
+                        Ok(media_id) => {
+                            checkpoint.cover = Some(media_id.clone());
+                            media_id
+                        }
+                        Err(ImagesNotReady::Failed(failure)) => return failure.outcome(&checkpoint),
+                        // The image is gone from the store: the target's default cover serves.
+                        Err(_) => settings.thumb_media_id.clone(),
+                    },
+                    (None, None) => settings.thumb_media_id.clone(),
+                };
                 let body = json!({"articles": [{
                     "title": article.title,
                     "author": settings.author,
                     "digest": article.digest,
                     "content": content,
                     "content_source_url": article.content_source_url,
-                    "thumb_media_id": settings.thumb_media_id,
+                    "thumb_media_id": thumb_media_id,
                     "need_open_comment": 0,
                     "only_fans_can_comment": 0,
                 }]});
