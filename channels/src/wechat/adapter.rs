@@ -232,14 +232,7 @@ impl WeChat {
         publish_id: &str,
         checkpoint: &Checkpoint,
     ) -> Option<DeliveryOutcome> {
-        let asked = self
-            .call(
-                settings,
-                secret,
-                "/cgi-bin/freepublish/get",
-                &json!({"publish_id": publish_id}),
-            )
-            .await;
+        let asked = self.publish_status(settings, secret, publish_id).await;
         let answer = match asked {
             Ok(answer) => answer,
             Err(failure) => return Some(failure.outcome(checkpoint)),
@@ -275,6 +268,22 @@ impl WeChat {
         self.send(settings, secret, path, api::Payload::Json(body)).await
     }
 
+    /// `freepublish/get`: what WeChat says of a publish.
+    async fn publish_status(
+        &self,
+        settings: &Settings,
+        secret: &str,
+        publish_id: &str,
+    ) -> Result<Value, Failure> {
+        self.call(
+            settings,
+            secret,
+            "/cgi-bin/freepublish/get",
+            &json!({"publish_id": publish_id}),
+        )
+        .await
+    }
+
     /// As `call`, with any payload.
     async fn send(
         &self,
@@ -293,6 +302,43 @@ impl WeChat {
                 Ok(api::send(&self.client, &settings.account, Some(&renewed), path, payload).await?)
             }
             answer => Ok(answer?),
+        }
+    }
+
+    /// Uploads the stored image `sha256` to `path` (`media/uploadimg` for a body image,
+    /// `material/add_material?type=image` for a cover) and returns the answer's `field` (the
+    /// URL, or the media_id).
+    async fn upload_stored_image(
+        &self,
+        settings: &Settings,
+        secret: &str,
+        sha256: &str,
+        path: &str,
+        field: &str,
+    ) -> Result<String, ImagesNotReady> {
+        let (content_type, bytes) = match self.images.image(sha256).await {
+            Ok(Some(image)) => image,
+            Ok(None) => return Err(ImagesNotReady::Missing(sha256.to_owned())),
+            Err(e) => return Err(ImagesNotReady::Failed(Failure::Store(e))),
+        };
+        let filename = format!(
+            "{sha256}.{}",
+            if content_type == "image/png" { "png" } else { "jpg" }
+        );
+        let payload = api::Payload::Image {
+            filename: &filename,
+            content_type: &content_type,
+            bytes: &bytes,
+        };
+        let answer = self
+            .send(settings, secret, path, payload)
+            .await
+            .map_err(ImagesNotReady::Failed)?;
+        match answer[field].as_str().filter(|value| !value.is_empty()) {
+            Some(value) => Ok(value.to_owned()),
+            None => Err(ImagesNotReady::Failed(Failure::Api(ApiError::NoAnswer(format!(
+                "{path} answered without {field}"
+            ))))),
         }
     }
 
@@ -315,30 +361,9 @@ impl WeChat {
             if uploaded_now == IMAGES_PER_ATTEMPT {
                 return Err(ImagesNotReady::More);
             }
-            let (content_type, bytes) = match self.images.image(&sha256).await {
-                Ok(Some(image)) => image,
-                Ok(None) => return Err(ImagesNotReady::Missing(sha256)),
-                Err(e) => return Err(ImagesNotReady::Failed(Failure::Store(e))),
-            };
-            let filename = format!(
-                "{sha256}.{}",
-                if content_type == "image/png" { "png" } else { "jpg" }
-            );
-            let payload = api::Payload::Image {
-                filename: &filename,
-                content_type: &content_type,
-                bytes: &bytes,
-            };
-            let answer = self
-                .send(settings, secret, "/cgi-bin/media/uploadimg", payload)
-                .await
-                .map_err(ImagesNotReady::Failed)?;
-            let url = answer["url"].as_str().unwrap_or_default().to_owned();
-            if url.is_empty() {
-                return Err(ImagesNotReady::Failed(Failure::Api(ApiError::NoAnswer(
-                    "uploadimg answered without url".into(),
-                ))));
-            }
+            let url = self
+                .upload_stored_image(settings, secret, &sha256, "/cgi-bin/media/uploadimg", "url")
+                .await?;
             checkpoint.images.insert(sha256, url);
             uploaded_now += 1;
         }
@@ -350,47 +375,6 @@ impl WeChat {
             );
         }
         Ok(rewritten)
-    }
-}
-
-impl WeChat {
-    /// Uploads the stored image `sha256` as permanent material (`material/add_material`,
-    /// type image) for the article's cover; its media_id.
-    async fn upload_cover(
-        &self,
-        settings: &Settings,
-        secret: &str,
-        sha256: &str,
-    ) -> Result<String, ImagesNotReady> {
-        let (content_type, bytes) = match self.images.image(sha256).await {
-            Ok(Some(image)) => image,
-            Ok(None) => return Err(ImagesNotReady::Missing(sha256.to_owned())),
-            Err(e) => return Err(ImagesNotReady::Failed(Failure::Store(e))),
-        };
-        let filename = format!(
-            "{sha256}.{}",
-            if content_type == "image/png" { "png" } else { "jpg" }
-        );
-        let payload = api::Payload::Image {
-            filename: &filename,
-            content_type: &content_type,
-            bytes: &bytes,
-        };
-        let answer = self
-            .send(
-                settings,
-                secret,
-                "/cgi-bin/material/add_material?type=image",
-                payload,
-            )
-            .await
-            .map_err(ImagesNotReady::Failed)?;
-        match answer["media_id"].as_str().filter(|id| !id.is_empty()) {
-            Some(media_id) => Ok(media_id.to_owned()),
-            None => Err(ImagesNotReady::Failed(Failure::Api(ApiError::NoAnswer(
-                "add_material answered without media_id".into(),
-            )))),
-        }
     }
 }
 
@@ -670,7 +654,16 @@ impl Channel for WeChat {
                 };
                 let thumb_media_id = match (&checkpoint.cover, &article.cover) {
                     (Some(uploaded), _) => uploaded.clone(),
-                    (None, Some(sha256)) => match self.upload_cover(&settings, secret, sha256).await {
+                    (None, Some(sha256)) => match self
+                        .upload_stored_image(
+                            &settings,
+                            secret,
+                            sha256,
+                            "/cgi-bin/material/add_material?type=image",
+                            "media_id",
+                        )
+                        .await
+                    {
                         Ok(media_id) => {
                             checkpoint.cover = Some(media_id.clone());
                             media_id
@@ -764,12 +757,7 @@ impl Channel for WeChat {
             return events::mass_send_outcome(answer["msg_status"].as_str()?);
         }
         let answer = self
-            .call(
-                &settings,
-                secret.expose(),
-                "/cgi-bin/freepublish/get",
-                &json!({"publish_id": publish_id}),
-            )
+            .publish_status(&settings, secret.expose(), publish_id)
             .await
             .ok()?;
         let fail_idx: Vec<u32> = answer["fail_idx"]
@@ -825,14 +813,7 @@ impl Channel for WeChat {
                 Err(failure) => failure.withdraw_outcome(),
             };
         }
-        let asked = self
-            .call(
-                &settings,
-                secret,
-                "/cgi-bin/freepublish/get",
-                &json!({"publish_id": publish_id}),
-            )
-            .await;
+        let asked = self.publish_status(&settings, secret, publish_id).await;
         let published = match asked {
             Ok(answer) => answer,
             Err(failure) => return failure.withdraw_outcome(),
