@@ -56,6 +56,10 @@ impl Portal {
     }
 }
 
+/// Where the portal serves an item's attachments (and a body's images): this, then the
+/// file's SHA-256.
+pub const ATTACHMENT_PATH: &str = "/xxgk/attachments/";
+
 /// 2017-05-15 → 2017年5月15日 (GB/T 9704-2012 style); anything else unchanged.
 pub fn chinese_date(iso: &str) -> String {
     let date = iso.get(..10).unwrap_or(iso);

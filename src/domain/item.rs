@@ -223,7 +223,7 @@ fn plain_list(field: &str, raw: &[String], required: bool) -> Result<Vec<String>
 
 /// Where an item body's images may come from: the hub's own attachments, never another site
 /// (which would learn who reads what, and could change the picture after review).
-pub const BODY_IMAGE_PREFIX: &str = "/xxgk/attachments/";
+pub const BODY_IMAGE_PREFIX: &str = herald_channels::portal::ATTACHMENT_PATH;
 
 /// Rich text reduced to an allow-list of tags and attributes: no script, no event handler,
 /// no `javascript:` URL, no image from another site survives, whatever channel renders it.

@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use askama::Template;
-use herald_channels::{devices::MEDIA_PATH, portal::PortalPage};
+use herald_channels::{
+    devices::MEDIA_PATH,
+    portal::{ATTACHMENT_PATH, PortalPage},
+};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Query};
 use serde::Deserialize;
 
@@ -33,7 +36,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/xxgk/organs/{name}", web::get().to(by_organ))
         .route("/xxgk/areas/{code}", web::get().to(by_area))
         .route("/xxgk/items/{id}", web::get().to(item_page))
-        .route("/xxgk/attachments/{sha256}", web::get().to(attachment_file))
+        .route(
+            &format!("{ATTACHMENT_PATH}{{sha256}}"),
+            web::get().to(attachment_file),
+        )
         .route(
             &format!("{MEDIA_PATH}{{sha256}}"),
             web::get().to(loudspeaker_audio),

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::PublishedItem;
+use crate::{PublishedItem, portal::ATTACHMENT_PATH};
 
 /// The ninjs line a media center reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +174,7 @@ pub fn document(item: &PublishedItem, version: NinjsVersion, links: &Links<'_>) 
             if !links.portal_base.is_empty() {
                 association["renditions"] = json!([{
                     "name": "original",
-                    "href": format!("{}/xxgk/attachments/{}", links.portal_base, attachment.sha256),
+                    "href": format!("{}{ATTACHMENT_PATH}{}", links.portal_base, attachment.sha256),
                     k("contenttype"): attachment.content_type,
                     k("sizeinbytes"): attachment.size,
                     "title": attachment.filename,

@@ -23,7 +23,7 @@ use super::{
 use crate::{
     CallbackError, CallbackReply, CallbackRequest, Callbacks, Channel, ChannelKind, ChannelReceipt,
     Correlation, DeliveryOutcome, Dispatch, Permanence, PublishedItem, ReceiptStatus, RenderError, Rendition,
-    TargetError, TargetRef, Verified, WithdrawOutcome,
+    TargetError, TargetRef, Verified, WithdrawOutcome, portal::ATTACHMENT_PATH,
 };
 
 /// The article limits (§A.4, §A.8), in characters.
@@ -370,7 +370,7 @@ impl WeChat {
         let mut rewritten = content.to_owned();
         for (sha256, url) in &checkpoint.images {
             rewritten = rewritten.replace(
-                &format!("src=\"{BODY_IMAGE_PATH}{sha256}\""),
+                &format!("src=\"{ATTACHMENT_PATH}{sha256}\""),
                 &format!("src=\"{url}\""),
             );
         }
@@ -378,15 +378,13 @@ impl WeChat {
     }
 }
 
-/// Where the hub's body images are (the portal's attachment route), as a body names them.
-pub const BODY_IMAGE_PATH: &str = "/xxgk/attachments/";
 /// New images uploaded per attempt: with the other calls, within the attempt deadline.
 pub const IMAGES_PER_ATTEMPT: usize = 2;
 
 /// The stored images the body refers to, by SHA-256, in order, once each.
 fn body_images(content: &str) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
-    let pattern = format!("src=\"{BODY_IMAGE_PATH}");
+    let pattern = format!("src=\"{ATTACHMENT_PATH}");
     let mut rest = content;
     while let Some(at) = rest.find(&pattern) {
         let after = &rest[at + pattern.len()..];
