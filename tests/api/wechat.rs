@@ -56,6 +56,15 @@ async fn account_sending(backend: Backend, mass_send: serde_json::Value) -> Acco
     Account { app, fake, target }
 }
 
+impl Account {
+    /// Moves the hub's clock on, and the fake WeChat's with it (its events carry its time,
+    /// which the callback checks against the hub's).
+    fn advance(&self, by: chrono::Duration) {
+        self.app.hub.clock.set(self.app.hub.clock.now() + by);
+        self.fake.set_now(self.app.hub.clock.now());
+    }
+}
+
 async fn apply_all(app: &TestApp) {
     while inbox::try_apply_receipts(&app.hub, APPLY_BATCH)
         .await
@@ -150,11 +159,7 @@ async fn each_error_branch_ends_in_the_right_state() {
         "retrying"
     );
     let drafts_before = wx.fake.drafts();
-    wx.app
-        .hub
-        .clock
-        .set(wx.app.hub.clock.now() + chrono::Duration::minutes(10));
-    wx.fake.set_now(wx.app.hub.clock.now());
+    wx.advance(chrono::Duration::minutes(10));
     wx.app.deliver_due().await;
     assert_eq!(
         wx.app.publish_delivery(&throttled, "target_id", &wx.target).await["state"],
@@ -186,11 +191,7 @@ async fn each_error_branch_ends_in_the_right_state() {
         .expect("id")
         .to_owned();
     wx.fake.finish_publish(&second_id).await;
-    wx.app
-        .hub
-        .clock
-        .set(wx.app.hub.clock.now() + chrono::Duration::minutes(31));
-    wx.fake.set_now(wx.app.hub.clock.now());
+    wx.advance(chrono::Duration::minutes(31));
     assert!(inbox::try_reconcile(&wx.app.hub, 100).await.expect("reconcile") >= 1);
     apply_all(&wx.app).await;
     assert_eq!(
@@ -489,11 +490,7 @@ async fn body_images_are_uploaded_to_wechat_and_pointed_at_there() {
     let first = wx.app.publish_delivery(&item, "target_id", &wx.target).await;
     assert_eq!(first["state"], "retrying", "{first}");
     assert_eq!(wx.fake.uploaded_images(), 2);
-    wx.app
-        .hub
-        .clock
-        .set(wx.app.hub.clock.now() + chrono::Duration::minutes(10));
-    wx.fake.set_now(wx.app.hub.clock.now());
+    wx.advance(chrono::Duration::minutes(10));
     wx.app.deliver_due().await;
     assert_eq!(
         wx.app.publish_delivery(&item, "target_id", &wx.target).await["state"],
