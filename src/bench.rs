@@ -116,6 +116,7 @@ fn item(area: &str) -> ItemInput {
         emergency: false,
         expires_on: None,
         interprets: None,
+        correction_note: None,
     }
 }
 

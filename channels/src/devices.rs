@@ -21,8 +21,8 @@ use herald_firmware_protocol::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Channel, ChannelKind, DeliveryOutcome, Dispatch, Permanence, PublishedItem, RenderError, Rendition,
-    TargetRef, WithdrawOutcome, portal::plain_text,
+    Channel, ChannelKind, CorrectionStyle, DeliveryOutcome, Dispatch, Permanence, PublishedItem, RenderError,
+    Rendition, TargetRef, WithdrawOutcome, portal::plain_text,
 };
 
 /// A command signed by the hub, ready for the broker.
@@ -328,8 +328,16 @@ impl Channel for DeviceChannel {
         self.kind
     }
 
+    fn correction_style(&self) -> CorrectionStyle {
+        CorrectionStyle::RemoveOldAndResend
+    }
+
     fn render(&self, item: &PublishedItem) -> Result<Rendition, RenderError> {
-        let body = plain_text(&item.body_html);
+        // A correction says so before the text, on the board and over the loudspeaker.
+        let body = match &item.correction {
+            Some(correction) => format!("{}\n{}", correction.notice_zh(), plain_text(&item.body_html)),
+            None => plain_text(&item.body_html),
+        };
         let mut announcement = Announcement {
             item_id: item.item_id.clone(),
             emergency: item.emergency,

@@ -136,6 +136,60 @@ pub struct PublishedItem {
     /// that show it until a time stop it here.
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// Set when this version corrects (更正) one published before: every channel shows the note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<Correction>,
+}
+
+/// What a correction (更正) says of itself, wherever the corrected item is shown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Correction {
+    /// What was corrected, in the words the public reads.
+    pub note: String,
+    /// The version this one replaces.
+    pub corrects_version: i32,
+    /// RFC 3339.
+    pub corrected_at: String,
+}
+
+impl Correction {
+    /// The note as one line of text: 更正说明 and the date.
+    pub fn notice_zh(&self) -> String {
+        format!(
+            "更正说明（{}）：{}",
+            portal::chinese_date(&self.corrected_at),
+            self.note
+        )
+    }
+}
+
+/// Text made safe to place inside HTML.
+pub fn escape_html(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// How a channel takes a correction (更正) in place of what it holds of the earlier version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CorrectionStyle {
+    /// The new version replaces the old where it stands (a portal page, a media center's story
+    /// under the same uri): only the new version is sent.
+    InPlace,
+    /// The new version is a new publication (a WeChat article); the old one is removed once
+    /// the new one is out, so the public never finds neither.
+    PublishThenRemoveOld,
+    /// The old is cancelled and the new sent at once (a device's command, cancelled by its id).
+    RemoveOldAndResend,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -321,6 +375,11 @@ pub trait Channel: Send + Sync {
     /// The verification of this channel's inbound callbacks, if it takes any.
     fn callbacks(&self) -> Option<&dyn Callbacks> {
         None
+    }
+
+    /// How a correction of an item reaches what this channel already holds of it.
+    fn correction_style(&self) -> CorrectionStyle {
+        CorrectionStyle::InPlace
     }
 
     /// Checks a target's settings and the names of its secrets when it is registered, so a

@@ -32,6 +32,9 @@ pub struct PortalPage {
     pub published_at: String,
     /// Title, summary and body as plain text, for phrase search.
     pub search_text: String,
+    /// A correction's note, shown above the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<crate::Correction>,
 }
 
 /// Where portal pages live; the hub implements it over its database.
@@ -125,6 +128,7 @@ pub fn render_page(item: &PublishedItem) -> PortalPage {
         emergency: item.emergency,
         published_at: item.published_at.clone(),
         search_text,
+        correction: item.correction.clone(),
     }
 }
 

@@ -18,6 +18,7 @@ mod m20261206_000010_cap_alerts;
 mod m20261206_000011_audio_attachments;
 mod m20261206_000012_cap_superseded;
 mod m20261206_000013_wechat_tokens;
+mod m20261206_000014_corrections;
 
 /// A named index over `cols` of `table`.
 fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000011_audio_attachments::Migration),
             Box::new(m20261206_000012_cap_superseded::Migration),
             Box::new(m20261206_000013_wechat_tokens::Migration),
+            Box::new(m20261206_000014_corrections::Migration),
         ]
     }
 }

@@ -728,16 +728,20 @@ async fn give_up(hub: &Hub, row: &delivery::Model, asks: i32) -> Result<()> {
     Ok(())
 }
 
-/// Applies receipts and reconciles overdue deliveries until the process ends.
+/// Applies receipts, reconciles overdue deliveries and takes down what corrections replaced,
+/// until the process ends.
 pub async fn run_until_stopped(hub: &Hub, worker_id: &str) {
-    // Two loops: asking a slow channel about its overdue deliveries never holds up applying
-    // the receipts every other channel sends.
-    futures::future::join(
+    // Apart: asking a slow channel about its overdue deliveries never holds up applying the
+    // receipts every other channel sends.
+    futures::future::join3(
         run_step_until_stopped(hub, worker_id, "applying receipts", || {
             try_apply_receipts(hub, APPLY_BATCH)
         }),
         run_step_until_stopped(hub, worker_id, "reconciling accepted deliveries", || {
             try_reconcile(hub, RECONCILE_BATCH)
+        }),
+        run_step_until_stopped(hub, worker_id, "removing corrected versions", || {
+            super::try_remove_superseded(hub, RECONCILE_BATCH)
         }),
     )
     .await;

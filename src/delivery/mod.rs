@@ -3,6 +3,7 @@
 //! receipts from which each delivery's state follows.
 
 mod backoff;
+mod correction;
 pub mod counts;
 pub mod coverage;
 pub mod devices;
@@ -19,6 +20,7 @@ pub mod transition;
 pub mod wechat_tokens;
 pub mod worker;
 
+pub use correction::{enqueue_correction, try_remove_superseded};
 pub use operator::{cancel, retry};
 pub use outbox::{Schedule, enqueue_publication, enqueue_withdrawal, published_item};
 pub use report::{

@@ -1,10 +1,10 @@
 //! The transactional outbox: what a publication or a withdrawal writes, inside the
 //! transaction that publishes or withdraws the item, for the worker to send.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use herald_channels::{ChannelKind, PublishedItem};
+use herald_channels::{ChannelKind, CorrectionStyle, PublishedItem};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
     QuerySelect, Set,
@@ -93,11 +93,12 @@ pub async fn published_item(
         emergency: content.emergency,
         published_at: at.to_rfc3339(),
         expires_at: expires_at.map(|e| e.to_rfc3339()),
+        correction: None,
     })
 }
 
-/// The columns both delivery writers fill, in the order their SELECTs produce them.
-const DELIVERY_COLUMNS: [delivery::Column; 19] = {
+/// The columns every delivery writer fills, in the order their SELECTs produce them.
+const DELIVERY_COLUMNS: [delivery::Column; 20] = {
     use delivery::Column as C;
     [
         C::NotBefore,
@@ -119,12 +120,13 @@ const DELIVERY_COLUMNS: [delivery::Column; 19] = {
         C::WithdrawsId,
         C::CreatedAt,
         C::UpdatedAt,
+        C::SupersedesId,
     ]
 };
 
 /// Writes the deliveries `select` produces (one row per delivery, in `DELIVERY_COLUMNS`
 /// order) without shipping them through the client.
-async fn insert_selected(txn: &DatabaseTransaction, select: SelectStatement) -> Result<()> {
+pub(super) async fn insert_selected(txn: &DatabaseTransaction, select: SelectStatement) -> Result<()> {
     let mut insert = Query::insert();
     insert
         .into_table(delivery::Entity)
@@ -137,7 +139,7 @@ async fn insert_selected(txn: &DatabaseTransaction, select: SelectStatement) -> 
 
 /// `prefix || column`, in SQL both databases speak. A delivery is (batch, target): its id and
 /// its idempotency key are the batch's prefix and the target id.
-fn prefixed(prefix: String, column: impl IntoColumnRef) -> Expr {
+pub(super) fn prefixed(prefix: String, column: impl IntoColumnRef) -> Expr {
     Expr::val(prefix).binary(BinOper::Custom("||"), Expr::col(column))
 }
 
@@ -149,27 +151,35 @@ pub struct Schedule {
     pub not_after: Option<DateTime<Utc>>,
 }
 
-/// Renders the item once per channel and writes one delivery per reached target: called
-/// inside the publishing transaction, so the publication and every delivery commit together
-/// or not at all. The rows are written by one INSERT … SELECT over the targets, so a publish
-/// to 100,000 targets never ships 100,000 rows through the client.
-pub async fn enqueue_publication(
+/// A publication's renditions, one per channel, and what choosing among them takes.
+pub(super) struct Renditions {
+    /// Picks each delivery row's rendition by its channel.
+    pub pick: CaseStatement,
+    pub ids: Vec<String>,
+    /// `n` pending publish deliveries per channel, for the counts.
+    pub counts: CountChanges,
+    pub written: BTreeMap<ChannelKind, usize>,
+}
+
+/// Renders `item` once per channel of `per_channel` (with how many deliveries each gets) and
+/// stores the renditions under `publication_id`; `channel_column` is the column the rows being
+/// written read their channel from.
+pub(super) async fn store_renditions(
     hub: &Hub,
     txn: &DatabaseTransaction,
     publication_id: &str,
     item: &PublishedItem,
-    (reach, schedule): (&targets::Reach, Schedule),
+    per_channel: &[(ChannelKind, i64)],
+    channel_column: impl IntoColumnRef + Clone,
     now: DateTime<Utc>,
-) -> Result<BTreeMap<ChannelKind, usize>> {
-    let per_channel = reach.count_by_channel(txn).await?;
-    if per_channel.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let mut rendition_of_channel = CaseStatement::new();
-    let mut counts = CountChanges::default();
-    let mut written = BTreeMap::new();
-    let mut renditions = Vec::with_capacity(per_channel.len());
-    for (kind, n) in &per_channel {
+) -> Result<Renditions> {
+    let mut renditions = Renditions {
+        pick: CaseStatement::new(),
+        ids: Vec::with_capacity(per_channel.len()),
+        counts: CountChanges::default(),
+        written: BTreeMap::new(),
+    };
+    for (kind, n) in per_channel {
         let channel = hub
             .channels
             .get(*kind)
@@ -189,17 +199,53 @@ pub async fn enqueue_publication(
         }
         .insert(txn)
         .await?;
-        rendition_of_channel =
-            rendition_of_channel.case(target::Column::Channel.eq(kind.as_str()), Expr::val(id.as_str()));
-        renditions.push(id);
+        renditions.pick = renditions.pick.case(
+            Expr::col(channel_column.clone()).eq(kind.as_str()),
+            Expr::val(id.as_str()),
+        );
+        renditions.ids.push(id);
         let counted = CountedDeliveries {
             item_id: item.item_id.as_str().into(),
             channel: *kind,
             kind: DeliveryKind::Publish,
         };
-        counts.add(&counted, DeliveryState::Pending, *n);
-        written.insert(*kind, usize::try_from(*n).unwrap_or(0));
+        renditions.counts.add(&counted, DeliveryState::Pending, *n);
+        renditions.written.insert(*kind, usize::try_from(*n).unwrap_or(0));
     }
+    Ok(renditions)
+}
+
+/// Renders the item once per channel and writes one delivery per reached target: called
+/// inside the publishing transaction, so the publication and every delivery commit together
+/// or not at all. The rows are written by one INSERT … SELECT over the targets, so a publish
+/// to 100,000 targets never ships 100,000 rows through the client.
+pub async fn enqueue_publication(
+    hub: &Hub,
+    txn: &DatabaseTransaction,
+    publication_id: &str,
+    item: &PublishedItem,
+    (reach, schedule): (&targets::Reach, Schedule),
+    now: DateTime<Utc>,
+) -> Result<BTreeMap<ChannelKind, usize>> {
+    let per_channel = reach.count_by_channel(txn).await?;
+    if per_channel.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let Renditions {
+        pick: rendition_of_channel,
+        ids: renditions,
+        counts,
+        written,
+    } = store_renditions(
+        hub,
+        txn,
+        publication_id,
+        item,
+        &per_channel,
+        (target::Entity, target::Column::Channel),
+        now,
+    )
+    .await?;
     let target_id = (target::Entity, target::Column::Id);
     let first_attempt = schedule.not_before.map_or(now, |at| std::cmp::max(at, now));
     let mut select = Query::select();
@@ -224,6 +270,7 @@ pub async fn enqueue_publication(
         .expr(Expr::val(Option::<String>::None))
         .expr(Expr::val(now))
         .expr(Expr::val(now))
+        .expr(Expr::val(Option::<String>::None))
         .cond_where(reach.condition());
     insert_selected(txn, select).await?;
     let renditions: Vec<&str> = renditions.iter().map(String::as_str).collect();
@@ -241,13 +288,65 @@ pub async fn enqueue_withdrawal(
     reason: &str,
     emergency: bool,
 ) -> Result<usize> {
-    let now = hub.clock.now();
-    let publishes = delivery::Entity::find()
+    let publishes = locked_publishes(txn, item_id).await?;
+    let taken_down = withdrawn_ids(txn, item_id).await?;
+    // After a correction, what stands on a target is the newest delivery that got there; an
+    // older one it replaced in place needs no withdrawal of its own.
+    let replaced_in_place: HashSet<&str> = publishes
+        .iter()
+        .filter(|d| d.state.reached_target() || d.state == DeliveryState::Sending)
+        .filter(|d| correction_style(hub, d.channel) == CorrectionStyle::InPlace)
+        .filter_map(|d| d.supersedes_id.as_deref())
+        .collect();
+    let standing: Vec<delivery::Model> = publishes
+        .iter()
+        .filter(|d| !taken_down.contains(d.id.as_str()) && !replaced_in_place.contains(d.id.as_str()))
+        .cloned()
+        .collect();
+    let reached = cancel_unsent(hub, txn, standing).await?;
+    insert_withdrawals(hub, txn, item_id, reason, priority_of(emergency), &reached).await
+}
+
+/// The item's publish deliveries, locked against a concurrent record or withdrawal.
+pub(super) async fn locked_publishes(
+    txn: &DatabaseTransaction,
+    item_id: &str,
+) -> Result<Vec<delivery::Model>> {
+    Ok(delivery::Entity::find()
         .filter(delivery::Column::ItemId.eq(item_id))
         .filter(delivery::Column::Kind.eq(DeliveryKind::Publish))
         .lock_exclusive()
         .all(txn)
+        .await?)
+}
+
+/// The item's deliveries a withdrawal already follows.
+async fn withdrawn_ids(txn: &DatabaseTransaction, item_id: &str) -> Result<HashSet<String>> {
+    let rows: Vec<Option<String>> = delivery::Entity::find()
+        .select_only()
+        .column(delivery::Column::WithdrawsId)
+        .filter(delivery::Column::ItemId.eq(item_id))
+        .filter(delivery::Column::Kind.eq(DeliveryKind::Withdraw))
+        .into_tuple()
+        .all(txn)
         .await?;
+    Ok(rows.into_iter().flatten().collect())
+}
+
+pub(super) fn correction_style(hub: &Hub, channel: ChannelKind) -> CorrectionStyle {
+    hub.channels
+        .get(channel)
+        .map_or(CorrectionStyle::InPlace, |adapter| adapter.correction_style())
+}
+
+/// Cancels those of `publishes` not yet sent; returns those that reached their target or may
+/// have (to be followed by a withdrawal).
+pub(super) async fn cancel_unsent(
+    hub: &Hub,
+    txn: &DatabaseTransaction,
+    publishes: Vec<delivery::Model>,
+) -> Result<Vec<delivery::Model>> {
+    let now = hub.clock.now();
     let mut reached = Vec::new();
     let mut cancelled = CountChanges::default();
     let mut unqueued = Vec::new();
@@ -279,9 +378,23 @@ pub async fn enqueue_withdrawal(
     cancelled.apply(txn).await?;
     let unqueued: Vec<&str> = unqueued.iter().map(|id| id.as_str()).collect();
     queue::dequeue(txn, &unqueued).await?;
+    Ok(reached)
+}
+
+/// Writes one withdrawal, for `reason`, following each of `reached` (publish deliveries of
+/// `item_id`, locked by the caller); returns how many.
+pub(super) async fn insert_withdrawals(
+    hub: &Hub,
+    txn: &DatabaseTransaction,
+    item_id: &str,
+    reason: &str,
+    priority: i32,
+    reached: &[delivery::Model],
+) -> Result<usize> {
     if reached.is_empty() {
         return Ok(0);
     }
+    let now = hub.clock.now();
     let rendition_id = hub.clock.new_id().to_string();
     rendition::ActiveModel {
         id: Set(rendition_id.as_str().into()),
@@ -292,15 +405,15 @@ pub async fn enqueue_withdrawal(
     }
     .insert(txn)
     .await?;
-    // The publish rows are locked above, so this selects exactly `reached`.
     use delivery::Column as C;
-    let target_id = (delivery::Entity, C::TargetId);
     let mut select = Query::select();
     select
         .from(delivery::Entity)
         .expr(Expr::val(Option::<DateTime<Utc>>::None))
         .expr(Expr::val(Option::<DateTime<Utc>>::None))
-        .expr(prefixed(format!("{rendition_id}:"), target_id))
+        // A target may be followed by several withdrawals over time (a corrected WeChat
+        // article, then the item): the followed delivery's id keeps their ids and keys apart.
+        .expr(prefixed(format!("{rendition_id}:"), (delivery::Entity, C::Id)))
         .columns([
             C::PublicationId,
             C::ItemId,
@@ -311,14 +424,18 @@ pub async fn enqueue_withdrawal(
         ])
         .expr(Expr::val(DeliveryKind::Withdraw))
         .expr(Expr::val(DeliveryState::Pending))
-        .expr(Expr::val(priority_of(emergency)))
+        .expr(Expr::val(priority))
         .expr(Expr::val(0i32))
         .expr(Expr::val(now))
         .expr(Expr::val(rendition_id.as_str()))
-        .expr(prefixed(format!("herald-{rendition_id}:"), target_id))
+        .expr(prefixed(
+            format!("herald-{rendition_id}:"),
+            (delivery::Entity, C::Id),
+        ))
         .column(C::Id)
         .expr(Expr::val(now))
         .expr(Expr::val(now))
+        .expr(Expr::val(Option::<String>::None))
         .and_where(C::ItemId.eq(item_id))
         .and_where(C::Kind.eq(DeliveryKind::Publish))
         // By id: a retrying one was just cancelled, and its state no longer says it was reached.
@@ -330,7 +447,7 @@ pub async fn enqueue_withdrawal(
     insert_selected(txn, select).await?;
     queue::enqueue_written(txn, item_id, &[rendition_id.as_str()]).await?;
     let mut counts = CountChanges::default();
-    for delivery in &reached {
+    for delivery in reached {
         let counted = CountedDeliveries {
             kind: DeliveryKind::Withdraw,
             ..CountedDeliveries::of(delivery)

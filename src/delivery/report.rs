@@ -43,6 +43,10 @@ pub struct DeliveryView {
     pub external_id: Option<String>,
     pub last_error: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// A correction's (更正) delivery: the delivery of the earlier version it updates.
+    pub supersedes_id: Option<String>,
+    /// A withdrawal: the delivery it takes down.
+    pub withdraws_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -119,6 +123,8 @@ pub(super) async fn with_target_names(hub: &Hub, rows: Vec<delivery::Model>) -> 
             external_id: d.external_id,
             last_error: d.last_error,
             updated_at: d.updated_at,
+            supersedes_id: d.supersedes_id.map(Into::into),
+            withdraws_id: d.withdraws_id.map(Into::into),
         })
         .collect())
 }
@@ -299,6 +305,7 @@ pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<S
         "target_id",
         "target_name",
         "state",
+        "version",
         "receipt_source",
         "receipt_kind",
         "source_time",
@@ -318,11 +325,17 @@ pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<S
         for r in receipt_rows {
             let fields = [
                 d.id.clone(),
-                d.kind.to_string(),
+                // A correction's delivery is an update of what the target holds (更正).
+                if d.supersedes_id.is_some() {
+                    "update".to_owned()
+                } else {
+                    d.kind.to_string()
+                },
                 d.channel.to_string(),
                 d.target_id.clone(),
                 d.target_name.clone(),
                 d.state.to_string(),
+                d.version.to_string(),
                 r.map(|r| r.source.to_owned()).unwrap_or_default(),
                 r.map(|r| r.kind.clone()).unwrap_or_default(),
                 r.and_then(|r| r.source_time)

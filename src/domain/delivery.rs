@@ -41,16 +41,19 @@ pub enum DeliveryState {
 herald_channels::wire_names!(DeliveryState);
 
 impl DeliveryState {
+    /// The states in which the item reached the target (or may have): a withdrawal must
+    /// follow it there.
+    pub const REACHED: [DeliveryState; 5] = [
+        DeliveryState::Accepted,
+        DeliveryState::Delivered,
+        DeliveryState::Displayed,
+        DeliveryState::Played,
+        DeliveryState::Unconfirmed,
+    ];
+
     /// The item reached the target: a withdrawal must follow it there.
     pub fn reached_target(self) -> bool {
-        matches!(
-            self,
-            DeliveryState::Accepted
-                | DeliveryState::Delivered
-                | DeliveryState::Displayed
-                | DeliveryState::Played
-                | DeliveryState::Unconfirmed
-        )
+        Self::REACHED.contains(&self)
     }
 
     /// Not yet sent: a withdrawal simply cancels it.

@@ -156,6 +156,10 @@ pub struct ItemInput {
     /// For a policy interpretation (解读): the id of the policy item it explains.
     #[serde(default)]
     pub interprets: Option<String>,
+    /// Required to edit a published item, and refused otherwise: the edit is then a correction
+    /// (更正), and this note, shown with it on every channel, says what was corrected.
+    #[serde(default)]
+    pub correction_note: Option<String>,
 }
 
 /// A validated item version's content. Its canonical JSON is what the content hash covers.
@@ -437,6 +441,33 @@ pub enum ItemState {
 
 herald_channels::wire_names!(ItemState);
 
+/// Where a correction (更正) of a published item stands. It is reviewed as a first version is;
+/// approval publishes it, so there is no state between approved and published.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+    strum::Display,
+    sea_orm::DeriveValueType,
+)]
+#[sea_orm(value_type = "String")]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Correcting {
+    Draft,
+    InReview,
+}
+
+herald_channels::wire_names!(Correcting);
+
 impl ItemState {
     /// Withdrawn and expired items never go out again.
     pub fn is_terminal(self) -> bool {
@@ -453,6 +484,7 @@ mod tests {
     fn wire_names_match_serde() {
         assert_wire_names_agree(ItemState::ALL, ItemState::as_str, ItemState::parse);
         assert_eq!(ItemState::ALL.len(), 6);
+        assert_wire_names_agree(Correcting::ALL, Correcting::as_str, Correcting::parse);
         assert_wire_names_agree(Disclosure::ALL, Disclosure::as_str, Disclosure::parse);
         assert_eq!(Disclosure::ALL.len(), 4);
         assert_eq!(ItemState::parse("InReview"), None);

@@ -25,7 +25,7 @@ use crate::{
     error::Error,
     http::{PublicSite, error::ApiError, extract::hub},
     hub::Hub,
-    portal::{Entry, entries, live, takedown},
+    portal::{Entry, ShownVersion, entries, live, shown_page, shown_versions, takedown},
     store::entities::{attachment, item, portal_page},
 };
 
@@ -36,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/xxgk/organs/{name}", web::get().to(by_organ))
         .route("/xxgk/areas/{code}", web::get().to(by_area))
         .route("/xxgk/items/{id}", web::get().to(item_page))
+        .route("/xxgk/items/{id}/versions/{version}", web::get().to(past_version))
         .route(
             &format!("{ATTACHMENT_PATH}{{sha256}}"),
             web::get().to(attachment_file),
@@ -273,6 +274,10 @@ struct ItemPage {
     site_name: String,
     page: PortalPage,
     body: String,
+    /// 版本记录: every version shown, once the item has been corrected.
+    versions: Vec<ShownVersion>,
+    /// Set when this is an earlier version: the current one's number.
+    superseded_by: Option<i32>,
 }
 
 #[derive(Template)]
@@ -284,44 +289,83 @@ struct GonePage {
     reason: String,
 }
 
-async fn item_page(req: HttpRequest, id: web::Path<String>) -> Page {
-    let hub = hub(&req)?;
-    let Some(row) = portal_page::Entity::find_by_id(id.as_str())
+/// An item's current page, as long as it is up: what it says when it came down otherwise, or
+/// not found.
+async fn live_page(hub: &Hub, id: &str) -> std::result::Result<PortalPage, Page> {
+    let Some(row) = portal_page::Entity::find_by_id(id)
         .one(&hub.db)
         .await
-        .map_err(Error::from)?
+        .map_err(|e| Err(Error::from(e).into()))?
     else {
-        return not_found(&hub);
+        return Err(not_found(hub));
     };
-    let Some(item) = item::Entity::find_by_id(id.as_str())
+    let Some(item) = item::Entity::find_by_id(id)
         .one(&hub.db)
         .await
-        .map_err(Error::from)?
+        .map_err(|e| Err(Error::from(e).into()))?
     else {
-        return not_found(&hub);
+        return Err(not_found(hub));
     };
     if let Some((date, reason)) = takedown(&row, &item, hub.clock.now()) {
-        return html(
+        return Err(html(
             StatusCode::GONE,
             &GonePage {
-                site_name: site_name(&hub),
+                site_name: site_name(hub),
                 title: row.title,
                 date,
                 reason,
             },
-        );
+        ));
     }
-    let page: PortalPage =
-        serde_json::from_str(&row.payload).map_err(|e| Error::from(anyhow::Error::new(e)))?;
+    serde_json::from_str(&row.payload).map_err(|e| Err(Error::from(anyhow::Error::new(e)).into()))
+}
+
+/// The page of a version; the history is listed only once there is more than one version.
+async fn show(hub: &Hub, page: PortalPage, superseded_by: Option<i32>) -> Page {
+    let mut versions = shown_versions(hub, &page.item_id).await?;
+    if versions.len() < 2 {
+        versions.clear();
+    }
     let body = sanitise_html(&page.body_html);
     html(
         StatusCode::OK,
         &ItemPage {
-            site_name: site_name(&hub),
+            site_name: site_name(hub),
             page,
             body,
+            versions,
+            superseded_by,
         },
     )
+}
+
+async fn item_page(req: HttpRequest, id: web::Path<String>) -> Page {
+    let hub = hub(&req)?;
+    match live_page(&hub, &id).await {
+        Ok(page) => show(&hub, page, None).await,
+        Err(answer) => answer,
+    }
+}
+
+/// An earlier version of a corrected item, while the item is up: a correction keeps what it
+/// corrected open to read (版本记录), marked as replaced.
+async fn past_version(req: HttpRequest, path: web::Path<(String, String)>) -> Page {
+    let hub = hub(&req)?;
+    let (id, version) = path.into_inner();
+    let current = match live_page(&hub, &id).await {
+        Ok(page) => page,
+        Err(answer) => return answer,
+    };
+    let Ok(version) = version.parse::<i32>() else {
+        return not_found(&hub);
+    };
+    if version == current.version {
+        return show(&hub, current, None).await;
+    }
+    match shown_page(&hub, &id, version).await? {
+        Some(page) => show(&hub, page, Some(current.version)).await,
+        None => not_found(&hub),
+    }
 }
 
 async fn attachment_file(req: HttpRequest, sha256: web::Path<String>) -> Page {

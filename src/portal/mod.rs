@@ -6,12 +6,15 @@ pub mod store;
 
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Query};
 
+use herald_channels::{ChannelKind, portal::PortalPage};
+
 use crate::{
     clock::china_offset,
-    domain::item::ItemState,
+    delivery::{DeliveryKind, DeliveryState},
+    domain::{delivery::RenditionFor, item::ItemState},
     error::Error,
     hub::Hub,
-    store::entities::{item, portal_page},
+    store::entities::{delivery, item, portal_page, publication, rendition},
 };
 
 /// A page's publication day as the portal shows it (Beijing time).
@@ -96,4 +99,69 @@ pub fn takedown(
             .clone()
             .unwrap_or_else(|| fallback.to_owned()),
     ))
+}
+
+/// One version of an item as the portal showed it (版本记录).
+pub struct ShownVersion {
+    pub version: i32,
+    /// The day it went up.
+    pub date: String,
+    /// For a correction (更正): what it corrected.
+    pub correction_note: Option<String>,
+}
+
+/// The publications of `item_id` whose portal delivery got there: the first publication, then
+/// each correction, oldest first.
+async fn shown_publications(hub: &Hub, item_id: &str) -> Result<Vec<publication::Model>, Error> {
+    Ok(publication::Entity::find()
+        .filter(publication::Column::ItemId.eq(item_id))
+        .filter(
+            publication::Column::Id.in_subquery(
+                Query::select()
+                    .column(delivery::Column::PublicationId)
+                    .from(delivery::Entity)
+                    .and_where(delivery::Column::ItemId.eq(item_id))
+                    .and_where(delivery::Column::Channel.eq(ChannelKind::Portal))
+                    .and_where(delivery::Column::Kind.eq(DeliveryKind::Publish))
+                    .and_where(delivery::Column::State.is_in(DeliveryState::REACHED))
+                    .to_owned(),
+            ),
+        )
+        .order_by_asc(publication::Column::Version)
+        .all(&hub.db)
+        .await?)
+}
+
+/// The versions of an item the portal has shown, oldest first; one entry means it was never
+/// corrected.
+pub async fn shown_versions(hub: &Hub, item_id: &str) -> Result<Vec<ShownVersion>, Error> {
+    Ok(shown_publications(hub, item_id)
+        .await?
+        .into_iter()
+        .map(|p| ShownVersion {
+            version: p.version,
+            date: date(p.published_at),
+            correction_note: p.correction_note,
+        })
+        .collect())
+}
+
+/// Version `version` of an item's page, exactly as the portal showed it, if it showed it.
+pub async fn shown_page(hub: &Hub, item_id: &str, version: i32) -> Result<Option<PortalPage>, Error> {
+    let Some(shown) = shown_publications(hub, item_id)
+        .await?
+        .into_iter()
+        .find(|p| p.version == version)
+    else {
+        return Ok(None);
+    };
+    let renditions = rendition::Entity::find()
+        .filter(rendition::Column::PublicationId.eq(shown.id))
+        .all(&hub.db)
+        .await?;
+    renditions
+        .into_iter()
+        .find(|r| r.channel == RenditionFor::Channel(ChannelKind::Portal))
+        .map(|r| serde_json::from_str(&r.payload).map_err(|e| Error::from(anyhow::Error::new(e))))
+        .transpose()
 }

@@ -133,7 +133,7 @@ pub mod attachment {
 pub mod item {
     use sea_orm::entity::prelude::*;
 
-    use crate::domain::item::{Disclosure, ItemState};
+    use crate::domain::item::{Correcting, Disclosure, ItemState};
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "items")]
@@ -159,6 +159,9 @@ pub mod item {
         pub review_comment: Option<String>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// A correction (更正) of the published item on its way through review: the item
+        /// stays published, with its published version live, until the correction is approved.
+        pub correcting: Option<Correcting>,
     }
     no_relations!();
 }
@@ -177,6 +180,8 @@ pub mod item_version {
         pub content_hash: String,
         pub created_by: String,
         pub created_at: DateTimeUtc,
+        /// For a version that corrects a published one: what was corrected, as the public reads.
+        pub correction_note: Option<String>,
     }
     no_relations!();
 }
@@ -218,6 +223,9 @@ pub mod publication {
         pub published_by: String,
         pub published_at: DateTimeUtc,
         pub channels: String,
+        /// A correction (更正): the version it replaces and what was corrected.
+        pub corrects_version: Option<i32>,
+        pub correction_note: Option<String>,
     }
     no_relations!();
 }
@@ -375,6 +383,8 @@ pub mod delivery {
         pub updated_at: DateTimeUtc,
         /// JSON a multi-step send kept for its next attempt.
         pub checkpoint: Option<String>,
+        /// A correction's delivery: the delivery of the earlier version it replaces on its target.
+        pub supersedes_id: Option<DeliveryId>,
     }
     no_relations!();
 }

@@ -442,6 +442,7 @@ async fn alert_item(
         emergency: true,
         expires_on: alert.expires().map(china_date),
         interprets: None,
+        correction_note: None,
     })
 }
 

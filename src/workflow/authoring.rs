@@ -14,7 +14,8 @@ use crate::{
     clock::end_of_china_day,
     domain::{
         area::AreaCode,
-        item::{ContentRules, ItemContent, ItemInput, ItemState},
+        item::{ContentRules, Correcting, ItemContent, ItemInput, ItemState},
+        text::{MAX_REASON_CHARS, multi_line},
     },
     error::{Error, Result},
     hub::Hub,
@@ -102,7 +103,7 @@ async fn parse_content(
 async fn insert_version(
     txn: &DatabaseTransaction,
     item_id: &str,
-    version: i32,
+    (version, correction_note): (i32, Option<String>),
     content: &ItemContent,
     caller: &Caller,
     at: DateTime<Utc>,
@@ -115,6 +116,7 @@ async fn insert_version(
         content_hash: Set(hash.clone()),
         created_by: Set(caller.id.clone()),
         created_at: Set(at),
+        correction_note: Set(correction_note),
     }
     .insert(txn)
     .await?;
@@ -139,6 +141,12 @@ pub async fn create_item_in(
     input: ItemInput,
 ) -> Result<String> {
     require(caller.role.may_author(), "your role may not create items")?;
+    if input.correction_note.is_some() {
+        return Err(Error::validation(
+            "correction_note",
+            "only an edit of a published item is a correction (更正)",
+        ));
+    }
     let content = parse_content(hub, txn, caller, input, None).await?;
     let now = hub.clock.now();
     let id = hub.clock.new_id().to_string();
@@ -162,10 +170,11 @@ pub async fn create_item_in(
         review_comment: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
+        correcting: Set(None),
     }
     .insert(txn)
     .await?;
-    let hash = insert_version(txn, &id, 1, &content, caller, now).await?;
+    let hash = insert_version(txn, &id, (1, None), &content, caller, now).await?;
     audit_item(
         txn,
         hub,
@@ -183,46 +192,94 @@ pub async fn create_item_in(
 }
 
 /// Every edit is a new immutable version; an edit to a submitted or approved item sends it
-/// back to draft, so nothing unreviewed can be published.
-pub async fn edit_item(hub: &Hub, caller: &Caller, id: &str, input: ItemInput) -> Result<ItemView> {
+/// back to draft, so nothing unreviewed can be published. An edit of a published item is a
+/// correction (更正): its note says what it corrects, the published version stays live, and
+/// the correction is reviewed again before it replaces it.
+pub async fn edit_item(hub: &Hub, caller: &Caller, id: &str, mut input: ItemInput) -> Result<ItemView> {
     require(caller.role.may_author(), "your role may not edit items")?;
     let txn = begin_write(&hub.db).await?;
     let row = load_visible(&txn, caller, id, true).await?;
     let state = require_state(
         &row,
-        &[ItemState::Draft, ItemState::InReview, ItemState::Approved],
+        &[
+            ItemState::Draft,
+            ItemState::InReview,
+            ItemState::Approved,
+            ItemState::Published,
+        ],
         "edit",
     )?;
+    let correcting = state == ItemState::Published;
+    let correction_note = match (correcting, input.correction_note.take()) {
+        (true, Some(note)) => Some(multi_line("correction_note", &note, MAX_REASON_CHARS, true)?),
+        (true, None) => {
+            return Err(Error::validation(
+                "correction_note",
+                "the item is published: an edit is a correction (更正), and must say what it corrects",
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(Error::validation(
+                "correction_note",
+                "only an edit of a published item is a correction (更正)",
+            ));
+        }
+        (false, None) => None,
+    };
     let content = parse_content(hub, &txn, caller, input, Some(id)).await?;
+    if correcting && !content.disclosure.may_leave_the_store() {
+        return Err(Error::validation(
+            "disclosure",
+            "a correction keeps the item public; to take it out of public view, withdraw it",
+        ));
+    }
     let previous = load_version(&txn, id, row.current_version).await?;
     if previous.content_hash == content.content_hash() {
         return Err(Error::conflict("unchanged", "the edit changes nothing"));
     }
     let now = hub.clock.now();
     let version = row.current_version + 1;
-    let hash = insert_version(&txn, id, version, &content, caller, now).await?;
+    let hash = insert_version(
+        &txn,
+        id,
+        (version, correction_note.clone()),
+        &content,
+        caller,
+        now,
+    )
+    .await?;
     let mut active: item::ActiveModel = row.into();
-    active.state = Set(ItemState::Draft);
-    active.title = Set(content.title.clone());
-    active.area_code = Set(content.area_code.clone());
-    active.index_no = Set(content.index_no.clone());
-    active.disclosure = Set(content.disclosure);
-    active.emergency = Set(content.emergency);
-    active.interprets_id = Set(content.interprets.clone());
+    if correcting {
+        // The published version stays live, with everything the item row says of it (its
+        // title in lists, its 有效期), until the correction is approved.
+        active.correcting = Set(Some(Correcting::Draft));
+    } else {
+        active.state = Set(ItemState::Draft);
+        active.title = Set(content.title.clone());
+        active.area_code = Set(content.area_code.clone());
+        active.index_no = Set(content.index_no.clone());
+        active.disclosure = Set(content.disclosure);
+        active.emergency = Set(content.emergency);
+        active.interprets_id = Set(content.interprets.clone());
+        active.approved_version = Set(None);
+        active.approved_hash = Set(None);
+        active.expires_at = Set(content.expires_on.map(end_of_china_day));
+    }
     active.current_version = Set(version);
-    active.approved_version = Set(None);
-    active.approved_hash = Set(None);
-    active.expires_at = Set(content.expires_on.map(end_of_china_day));
     active.updated_at = Set(now);
     active.update(&txn).await?;
-    let detail = serde_json::json!({"version": version, "from_state": state.as_str()});
+    let detail = serde_json::json!({"version": version, "from_state": state.as_str(), "correction_note": correction_note});
     audit_item(
         &txn,
         hub,
         caller,
         id,
         Audited {
-            action: "item.edit",
+            action: if correcting {
+                "item.correction_draft"
+            } else {
+                "item.edit"
+            },
             before_hash: Some(&previous.content_hash),
             after_hash: Some(&hash),
             detail,
@@ -240,13 +297,24 @@ pub async fn submit(hub: &Hub, caller: &Caller, id: &str) -> Result<ItemView> {
     )?;
     let txn = begin_write(&hub.db).await?;
     let row = load_visible(&txn, caller, id, true).await?;
-    require_state(&row, &[ItemState::Draft], "submit")?;
+    let state = require_state(&row, &[ItemState::Draft, ItemState::Published], "submit")?;
+    let correction = state == ItemState::Published;
+    if correction && row.correcting != Some(Correcting::Draft) {
+        return Err(Error::conflict(
+            "invalid_state",
+            "the item is published and has no correction (更正) to submit",
+        ));
+    }
     let version = load_version(&txn, id, row.current_version).await?;
     let mut active: item::ActiveModel = row.into();
-    active.state = Set(ItemState::InReview);
+    if correction {
+        active.correcting = Set(Some(Correcting::InReview));
+    } else {
+        active.state = Set(ItemState::InReview);
+    }
     active.updated_at = Set(hub.clock.now());
     active.update(&txn).await?;
-    let detail = serde_json::json!({"version": version.version});
+    let detail = serde_json::json!({"version": version.version, "correction": correction});
     audit_item(
         &txn,
         hub,

@@ -4,6 +4,7 @@
 
 mod alerts;
 mod authoring;
+mod correct;
 mod interpretations;
 mod publish;
 mod retire;
@@ -29,7 +30,7 @@ use crate::{
     accounts::Caller,
     audit::{self, AuditEvent},
     domain::{
-        item::{Disclosure, ItemContent, ItemState},
+        item::{Correcting, Disclosure, ItemContent, ItemState},
         page::Page,
     },
     error::{Error, Result},
@@ -54,6 +55,8 @@ pub struct ItemView {
     pub published_at: Option<DateTime<Utc>>,
     pub withdrawn_at: Option<DateTime<Utc>>,
     pub review_comment: Option<String>,
+    /// A correction (更正) of the published item on its way through review.
+    pub correcting: Option<Correcting>,
     /// For an interpretation whose policy is published: the day it is due.
     pub interpretation_deadline: Option<NaiveDate>,
     pub created_at: DateTime<Utc>,
@@ -81,6 +84,8 @@ pub struct VersionView {
     pub content_hash: String,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
+    /// For a correction (更正): what it corrects.
+    pub correction_note: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<ItemContent>,
 }
@@ -161,6 +166,7 @@ pub async fn get_item(hub: &Hub, caller: &Caller, id: &str) -> Result<ItemView> 
         published_at: row.published_at,
         withdrawn_at: row.withdrawn_at,
         review_comment: row.review_comment,
+        correcting: row.correcting,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -253,6 +259,7 @@ pub async fn list_versions(hub: &Hub, caller: &Caller, id: &str) -> Result<Vec<V
             content_hash: v.content_hash,
             created_by: v.created_by,
             created_at: v.created_at,
+            correction_note: v.correction_note,
             content: None,
         })
         .collect())
@@ -267,5 +274,6 @@ pub async fn get_version(hub: &Hub, caller: &Caller, id: &str, version: i32) -> 
         content_hash: v.content_hash,
         created_by: v.created_by,
         created_at: v.created_at,
+        correction_note: v.correction_note,
     })
 }

@@ -160,8 +160,9 @@ pub async fn preview_rendition(
             format!("channel {} is not available", channel.as_str()),
         )
     })?;
-    let at = row.published_at.unwrap_or_else(|| hub.clock.now());
-    let item = delivery::published_item(
+    let now = hub.clock.now();
+    let at = row.published_at.unwrap_or(now);
+    let mut item = delivery::published_item(
         hub,
         &hub.db,
         id,
@@ -169,6 +170,16 @@ pub async fn preview_rendition(
         (at, row.expires_at),
     )
     .await?;
+    // A correction under way is shown as it would go out: with its note.
+    if let (Some(_), Some(note), Some(corrects_version)) =
+        (row.correcting, version.correction_note, row.published_version)
+    {
+        item.correction = Some(herald_channels::Correction {
+            note,
+            corrects_version,
+            corrected_at: now.to_rfc3339(),
+        });
+    }
     adapter.render(&item).map_err(|e| Error::Refused {
         code: "unrenderable",
         field: None,
@@ -268,6 +279,8 @@ pub async fn publish(
         published_by: Set(caller.id.clone()),
         published_at: Set(goes_out),
         channels: Set(channels),
+        corrects_version: Set(None),
+        correction_note: Set(None),
     }
     .insert(&txn)
     .await?;

@@ -40,6 +40,8 @@ pub async fn withdraw(hub: &Hub, caller: &Caller, id: &str, input: WithdrawInput
     let now = hub.clock.now();
     let mut active: item::ActiveModel = row.into();
     active.state = Set(ItemState::Withdrawn);
+    // A correction under way has nothing left to correct.
+    active.correcting = Set(None);
     active.withdrawn_at = Set(Some(now));
     active.updated_at = Set(now);
     active.update(&txn).await?;
@@ -94,6 +96,7 @@ pub async fn expire_due(hub: &Hub) -> Result<u64> {
         let withdrawals = delivery::enqueue_withdrawal(hub, &txn, &id, EXPIRY_REASON, row.emergency).await?;
         let mut active: item::ActiveModel = row.into();
         active.state = Set(ItemState::Expired);
+        active.correcting = Set(None);
         active.updated_at = Set(now);
         active.update(&txn).await?;
         audit::append(

@@ -10,7 +10,7 @@ use super::{Audited, ItemView, audit_item, get_item, require, require_state};
 use crate::{
     accounts::Caller,
     domain::{
-        item::ItemState,
+        item::{Correcting, ItemState},
         review::ReviewKind,
         text::{MAX_COMMENT_CHARS, multi_line},
     },
@@ -45,7 +45,14 @@ async fn load_for_review(
             "a reviewer may not review an item they wrote any version of",
         ));
     }
-    require_state(&row, &[ItemState::InReview], "review")?;
+    // A published item under review is its correction (更正).
+    let state = require_state(&row, &[ItemState::InReview, ItemState::Published], "review")?;
+    if state == ItemState::Published && row.correcting != Some(Correcting::InReview) {
+        return Err(Error::conflict(
+            "invalid_state",
+            "the item is published and has no correction (更正) in review",
+        ));
+    }
     if seen_version != row.current_version {
         return Err(Error::Refused {
             code: "stale_version",
@@ -163,6 +170,12 @@ pub async fn approve(hub: &Hub, caller: &Caller, id: &str, input: ApproveInput) 
         ));
     }
     record_review(&txn, hub, caller, &version, ReviewKind::Approve, &comment).await?;
+    if row.state == ItemState::Published {
+        // An approved correction goes out at once, in place of the version it corrects.
+        super::correct::publish_correction(&txn, hub, caller, row, &version, &comment).await?;
+        txn.commit().await?;
+        return get_item(hub, caller, id).await;
+    }
     let mut active: item::ActiveModel = row.into();
     active.state = Set(ItemState::Approved);
     active.approved_version = Set(Some(version.version));
@@ -191,8 +204,14 @@ pub async fn reject(hub: &Hub, caller: &Caller, id: &str, input: RejectInput) ->
     let txn = begin_write(&hub.db).await?;
     let (row, version) = load_for_review(&txn, caller, id, input.version).await?;
     record_review(&txn, hub, caller, &version, ReviewKind::Reject, comment).await?;
+    let correction = row.state == ItemState::Published;
     let mut active: item::ActiveModel = row.into();
-    active.state = Set(ItemState::Draft);
+    if correction {
+        // The published version stays live; the correction goes back to its author.
+        active.correcting = Set(Some(Correcting::Draft));
+    } else {
+        active.state = Set(ItemState::Draft);
+    }
     active.review_comment = Set(Some(comment.to_owned()));
     active.updated_at = Set(hub.clock.now());
     active.update(&txn).await?;

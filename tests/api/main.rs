@@ -15,6 +15,7 @@ mod audit;
 mod broker;
 mod cli;
 mod conformance;
+mod corrections;
 mod deadlines;
 mod delivery;
 mod device_link;

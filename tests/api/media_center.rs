@@ -11,8 +11,8 @@ use crate::fake_media_center::FakeCenter;
 use crate::helpers::{Backend, Reply, TestApp, item_body, spawn_app_configured};
 use crate::on_both_backends;
 
-const PUSH_KEY: &str = "push-key-峨山";
-const CALLBACK_KEY: &str = "callback-key-峨山";
+pub(crate) const PUSH_KEY: &str = "push-key-峨山";
+pub(crate) const CALLBACK_KEY: &str = "callback-key-峨山";
 
 /// The GeoJSON schema ninjs refers to for `places[].geojson` is on the web, which tests never
 /// reach; Herald never writes `geojson`, so an empty schema stands in for it.
@@ -45,7 +45,7 @@ fn ninjs_validator(version: &str) -> jsonschema::Validator {
         .expect("the schema compiles")
 }
 
-fn assert_valid_ninjs(document: &Value) {
+pub(crate) fn assert_valid_ninjs(document: &Value) {
     let version = document["standard"]["version"]
         .as_str()
         .expect("a standard version");
@@ -64,7 +64,7 @@ async fn served_app(backend: Backend) -> TestApp {
     .await
 }
 
-async fn add_center(app: &TestApp, center: &FakeCenter, name: &str, version: &str) -> String {
+pub(crate) async fn add_center(app: &TestApp, center: &FakeCenter, name: &str, version: &str) -> String {
     let reply = app
         .post(
             "admin",
@@ -80,7 +80,7 @@ async fn add_center(app: &TestApp, center: &FakeCenter, name: &str, version: &st
     reply.json["id"].as_str().expect("id").to_owned()
 }
 
-async fn callback(
+pub(crate) async fn callback(
     app: &TestApp,
     target: &str,
     events: Value,

@@ -15,13 +15,13 @@ const APP_SECRET: &str = "app-secret-峨山";
 const TOKEN: &str = "callback-token-峨山";
 const ENCODING_AES_KEY: &str = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
 
-struct Account {
-    app: TestApp,
-    fake: FakeWechat,
-    target: String,
+pub(crate) struct Account {
+    pub(crate) app: TestApp,
+    pub(crate) fake: FakeWechat,
+    pub(crate) target: String,
 }
 
-async fn account(backend: Backend) -> Account {
+pub(crate) async fn account(backend: Backend) -> Account {
     account_sending(backend, json!(null)).await
 }
 
@@ -65,7 +65,7 @@ impl Account {
     }
 }
 
-async fn apply_all(app: &TestApp) {
+pub(crate) async fn apply_all(app: &TestApp) {
     while inbox::try_apply_receipts(&app.hub, APPLY_BATCH)
         .await
         .expect("apply")

@@ -95,17 +95,26 @@ pub fn document(item: &PublishedItem, version: NinjsVersion, links: &Links<'_>) 
     doc.insert("uri".into(), json!(uri(&item.item_id)));
     doc.insert("type".into(), json!("text"));
     doc.insert("version".into(), json!(item.version.to_string()));
-    doc.insert(k("versioncreated").into(), json!(item.published_at));
+    // A correction is a new version of the same story: created when it was corrected.
+    let created = item
+        .correction
+        .as_ref()
+        .map_or(&item.published_at, |c| &c.corrected_at);
+    doc.insert(k("versioncreated").into(), json!(created));
     doc.insert(k("pubstatus").into(), json!("usable"));
     // 1 is the most urgent: an emergency goes first on the center's desk too.
     doc.insert("urgency".into(), json!(if item.emergency { 1 } else { 5 }));
     doc.insert("language".into(), json!("zh-CN"));
     doc.insert("headlines".into(), json!([{"role": "main", "value": item.title}]));
+    let mut descriptions = Vec::new();
     if !item.summary.trim().is_empty() {
-        doc.insert(
-            "descriptions".into(),
-            json!([{"role": "summary", "value": item.summary}]),
-        );
+        descriptions.push(json!({"role": "summary", "value": item.summary}));
+    }
+    if let Some(correction) = &item.correction {
+        descriptions.push(json!({"role": "correction", "value": correction.notice_zh()}));
+    }
+    if !descriptions.is_empty() {
+        doc.insert("descriptions".into(), Value::Array(descriptions));
     }
     // The disclosure annotation closes the body, as on the portal and in a printed 公文.
     let mut body = item.body_html.clone();

@@ -22,8 +22,8 @@ use super::{
 };
 use crate::{
     CallbackError, CallbackReply, CallbackRequest, Callbacks, Channel, ChannelKind, ChannelReceipt,
-    Correlation, DeliveryOutcome, Dispatch, Permanence, PublishedItem, ReceiptStatus, RenderError, Rendition,
-    TargetError, TargetRef, Verified, WithdrawOutcome, portal::ATTACHMENT_PATH,
+    CorrectionStyle, Correlation, DeliveryOutcome, Dispatch, Permanence, PublishedItem, ReceiptStatus,
+    RenderError, Rendition, TargetError, TargetRef, Verified, WithdrawOutcome, portal::ATTACHMENT_PATH,
 };
 
 /// The article limits (§A.4, §A.8), in characters.
@@ -495,8 +495,20 @@ impl Channel for WeChat {
         )
     }
 
+    fn correction_style(&self) -> CorrectionStyle {
+        CorrectionStyle::PublishThenRemoveOld
+    }
+
     fn render(&self, item: &PublishedItem) -> Result<Rendition, RenderError> {
-        let mut body = item.body_html.clone();
+        // A correction is a new article, and says so first.
+        let mut body = match &item.correction {
+            Some(correction) => format!(
+                "<p><strong>{}</strong></p>{}",
+                crate::escape_html(&correction.notice_zh()),
+                item.body_html
+            ),
+            None => item.body_html.clone(),
+        };
         if !item.annotation.is_empty() {
             body.push_str(&format!("<p>{}</p>", item.annotation));
         }
