@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{device_link, hub::Hub, workflow};
+use crate::{delivery::inbox, device_link, hub::Hub, workflow};
 
 /// How often published items are checked against their expiry date; expiry is by the day, so
 /// a minute's lag is harmless.
@@ -24,12 +24,22 @@ pub async fn run_expiry_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Prunes what the hub keeps only for a while: signed device commands a month past their end
-/// (`device_link::prune_commands`).
+/// (`device_link::prune_commands`) and callback replay keys past their keeping
+/// (`inbox::prune_replay_keys`); returns how many of each.
+pub async fn try_housekeeping(hub: &Hub) -> crate::error::Result<(u64, u64)> {
+    let now = hub.clock.now();
+    let commands = device_link::prune_commands(&hub.db, now).await?;
+    let replay_keys = inbox::prune_replay_keys(&hub.db, now).await?;
+    Ok((commands, replay_keys))
+}
+
 pub async fn run_housekeeping_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
     loop {
-        match device_link::prune_commands(&hub.db, hub.clock.now()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(pruned = n, "pruned device commands past their keeping"),
+        match try_housekeeping(&hub).await {
+            Ok((0, 0)) => {}
+            Ok((commands, replay_keys)) => {
+                tracing::info!(commands, replay_keys, "pruned records past their keeping")
+            }
             Err(e) => tracing::error!(error.cause_chain = ?e, "housekeeping failed; retrying next interval"),
         }
         tokio::time::sleep(HOUSEKEEPING_INTERVAL).await;

@@ -113,6 +113,11 @@ pub enum CallbackReply {
 pub struct Verified {
     pub receipts: Vec<ChannelReceipt>,
     pub reply: CallbackReply,
+    /// What makes this request unique among those signed within the channel's time window
+    /// (WeChat: its timestamp and nonce): the hub stores it with the receipts, in one
+    /// transaction, and refuses the same request again. `None`: repeats are harmless (a URL
+    /// check, or a channel whose callbacks are idempotent by their event ids).
+    pub replay_key: Option<String>,
 }
 
 /// Why a callback was turned away. Nothing of a rejected callback is stored.

@@ -39,7 +39,7 @@ use crate::{
     hub::Hub,
     store::{
         Binds, begin_write,
-        entities::{delivery, delivery_confirmation, receipt_inbox, target},
+        entities::{callback_replay, delivery, delivery_confirmation, receipt_inbox, target},
         is_postgres,
     },
 };
@@ -97,7 +97,48 @@ pub async fn intake(
         .iter()
         .map(|r| inbox_row(channel, target_id, r, received_at))
         .collect::<Result<Vec<_>>>()?;
-    store_rows(db, rows).await
+    Ok(store_rows(db, rows, None).await?.unwrap_or(0))
+}
+
+/// Keeps a replay key this long: well past any channel's signature window (WeChat's 300 s),
+/// after which the request is refused as stale anyway.
+pub const REPLAY_KEYS_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// Stores a verified callback's receipts as `intake` does, together with its replay key (in
+/// one transaction, so a request is refused again only once what it carried is stored).
+/// `None`: the same request was taken before, and nothing is written.
+pub async fn intake_callback(
+    db: &DatabaseConnection,
+    channel: ChannelKind,
+    target_id: &str,
+    verified: &herald_channels::Verified,
+    received_at: DateTime<Utc>,
+) -> Result<Option<u64>> {
+    let rows = verified
+        .receipts
+        .iter()
+        .map(|r| inbox_row(channel, target_id, r, received_at))
+        .collect::<Result<Vec<_>>>()?;
+    let replay = verified
+        .replay_key
+        .as_ref()
+        .map(|key| callback_replay::ActiveModel {
+            channel: Set(channel),
+            target_id: Set(target_id.to_owned()),
+            replay_key: Set(key.clone()),
+            seen_at: Set(received_at),
+        });
+    store_rows(db, rows, replay).await
+}
+
+/// Forgets replay keys older than `REPLAY_KEYS_KEPT`; returns how many.
+pub async fn prune_replay_keys(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<u64> {
+    let cutoff = now - chrono::Duration::from_std(REPLAY_KEYS_KEPT).map_err(anyhow::Error::new)?;
+    let pruned = callback_replay::Entity::delete_many()
+        .filter(callback_replay::Column::SeenAt.lt(cutoff))
+        .exec(db)
+        .await?;
+    Ok(pruned.rows_affected)
 }
 
 /// A receipt and whom it is from: what a device link hears, many devices at a time.
@@ -118,7 +159,7 @@ pub async fn intake_batch(
         .iter()
         .map(|r| inbox_row(r.channel, &r.target_id, &r.receipt, received_at))
         .collect::<Result<Vec<_>>>()?;
-    store_rows(db, rows).await
+    Ok(store_rows(db, rows, None).await?.unwrap_or(0))
 }
 
 fn inbox_row(
@@ -149,12 +190,36 @@ fn inbox_row(
     })
 }
 
-/// Inserts inbox rows in one transaction, skipping any already stored; returns how many were new.
-async fn store_rows(db: &DatabaseConnection, rows: Vec<receipt_inbox::ActiveModel>) -> Result<u64> {
-    if rows.is_empty() {
-        return Ok(0);
+/// Inserts inbox rows in one transaction, skipping any already stored; returns how many were
+/// new. With a `replay` key, that key is stored too, and `None` returned (nothing written)
+/// when it was stored before.
+async fn store_rows(
+    db: &DatabaseConnection,
+    rows: Vec<receipt_inbox::ActiveModel>,
+    replay: Option<callback_replay::ActiveModel>,
+) -> Result<Option<u64>> {
+    if rows.is_empty() && replay.is_none() {
+        return Ok(Some(0));
     }
     let txn = begin_write(db).await?;
+    if let Some(replay) = replay {
+        let taken = callback_replay::Entity::insert(replay)
+            .on_conflict(
+                OnConflict::columns([
+                    callback_replay::Column::Channel,
+                    callback_replay::Column::TargetId,
+                    callback_replay::Column::ReplayKey,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        if taken == 0 {
+            txn.rollback().await?;
+            return Ok(None);
+        }
+    }
     let mut inserted = 0;
     for chunk in rows.chunks(CHUNK / 4) {
         inserted += receipt_inbox::Entity::insert_many(chunk.to_vec())
@@ -171,7 +236,7 @@ async fn store_rows(db: &DatabaseConnection, rows: Vec<receipt_inbox::ActiveMode
             .await?;
     }
     txn.commit().await?;
-    Ok(inserted)
+    Ok(Some(inserted))
 }
 
 /// (channel, target, correlation kind, correlation value): what a receipt names.

@@ -1,7 +1,8 @@
 //! `GET|POST /callbacks/{channel}/{target}`: where channels report outcomes (WeChat events, a
 //! media centre's signed status callbacks). No login: a callback's authentication is its
 //! channel's own verification (`Callbacks::verify`) of method, query, headers, raw body and
-//! time, with the target's secrets. A verified callback is stored (`inbox::intake`) and
+//! time, with the target's secrets. A verified callback is stored (`inbox::intake_callback`),
+//! once: the same signed request again is refused (401 `replayed`). It is
 //! answered at once with the channel's reply; applying it comes later. A rejected one writes
 //! nothing and gets a 4xx JSON error naming what failed.
 //!
@@ -138,7 +139,17 @@ async fn callback(req: HttpRequest, path: web::Path<(String, String)>, payload: 
         .ok_or_else(|| not_found("channel", format!("{} takes no callbacks", kind.as_str())))?;
     let verified = verifier.verify(&target, &request, now).map_err(rejected)?;
     // Stored (and committed) before the channel is told it arrived.
-    inbox::intake(&hub.db, kind, &target.id, &verified.receipts, now).await?;
+    if inbox::intake_callback(&hub.db, kind, &target.id, &verified, now)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "replayed",
+            "this signed request was received before",
+            Some("nonce".into()),
+        ));
+    }
     Ok(match verified.reply {
         CallbackReply::Text(text) => HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")

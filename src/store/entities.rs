@@ -503,6 +503,25 @@ pub mod receipt {
     no_relations!();
 }
 
+pub mod callback_replay {
+    use herald_channels::ChannelKind;
+    use sea_orm::entity::prelude::*;
+
+    /// A signed callback request already taken, refused if it comes again.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "callback_replays")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub channel: ChannelKind,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub target_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub replay_key: String,
+        pub seen_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
 pub mod portal_page {
     use sea_orm::entity::prelude::*;
 

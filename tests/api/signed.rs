@@ -176,6 +176,7 @@ impl Callbacks for Signed {
         Ok(Verified {
             receipts,
             reply: CallbackReply::Text("success".into()),
+            replay_key: None,
         })
     }
 }

@@ -97,10 +97,13 @@ on_both_backends! {
         assert_eq!(draft.articles[0].content_source_url, Some(format!("https://www.eshan.gov.cn/xxgk/items/{item}")));
         assert_eq!(draft.articles[0].thumb_media_id.as_deref(), Some("thumb-cover-1"));
 
-        // The event comes three times (WeChat's retries): answered `success` each time, stored once.
+        // The event comes three times, byte for byte (a replay, or WeChat's retries of a push
+        // answered late): taken once with `success`, then refused as replayed, stored once.
         wx.fake.finish_publish(&publish_id).await;
         let replies = wx.fake.wait_for_event_replies(3).await;
-        assert!(replies.iter().all(|r| r.status == 200 && r.body == "success"), "{replies:?}");
+        assert_eq!((replies[0].status, replies[0].body.as_str()), (200, "success"), "{replies:?}");
+        assert!(replies[1..].iter().all(|r| r.status == 401 && r.body.contains("replayed")), "{replies:?}");
+        assert_eq!(wx.app.count("SELECT COUNT(*) FROM receipt_inbox").await, 1);
         apply_all(&wx.app).await;
         assert_eq!(wx.app.publish_delivery(&item, "target_id", &wx.target).await["state"], "delivered");
         let csv = wx.app.get("admin", &format!("/api/v1/items/{item}/receipts.csv")).await.text();
@@ -260,6 +263,39 @@ async fn the_callback_takes_only_what_wechat_signed_for_this_account() {
         .expect("answers");
     assert_eq!(swapped.status(), 401);
     assert!(swapped.text().await.expect("body").contains("msg_signature"));
+
+    // A replay: the same signed request again is refused however valid, on any instance (the
+    // key is in the store), until it is stale anyway; then the key is forgotten.
+    let item = publish(&wx).await;
+    wx.app.deliver_due().await;
+    let publish_id = wx.app.publish_delivery(&item, "target_id", &wx.target).await["external_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wx.fake.set_event_fault(None);
+    wx.fake.set_duplicate_events(1);
+    wx.fake.finish_publish(&publish_id).await;
+    let replies = wx.fake.wait_for_event_replies(pushed + 2).await;
+    assert_eq!(
+        (replies[pushed].status, replies[pushed + 1].status),
+        (200, 401),
+        "{replies:?}"
+    );
+    assert!(
+        replies[pushed + 1].body.contains(r#""field":"nonce""#),
+        "{replies:?}"
+    );
+    apply_all(&wx.app).await;
+    assert_eq!(
+        wx.app.publish_delivery(&item, "target_id", &wx.target).await["state"],
+        "delivered"
+    );
+    assert_eq!(wx.app.count("SELECT COUNT(*) FROM callback_replays").await, 1);
+    wx.advance(chrono::Duration::hours(25));
+    let (_, forgotten) = herald::workers::try_housekeeping(&wx.app.hub)
+        .await
+        .expect("housekeeping");
+    assert_eq!(forgotten, 1);
 
     // WeChat checking the URL: the echostr comes back when the signature holds.
     let url_signature = signature(&[TOKEN, &timestamp, "42"]);

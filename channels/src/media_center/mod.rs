@@ -456,6 +456,8 @@ impl Callbacks for MediaCenter {
         Ok(Verified {
             receipts,
             reply: CallbackReply::Json(serde_json::json!({ "received": received })),
+            // A center resends until it hears 200; its events are stored once by their ids.
+            replay_key: None,
         })
     }
 }

@@ -918,6 +918,7 @@ impl Callbacks for WeChat {
             return Ok(Verified {
                 receipts: Vec::new(),
                 reply: CallbackReply::Text(param("echostr")?.to_owned()),
+                replay_key: None,
             });
         }
         if request.method != "POST" {
@@ -972,9 +973,13 @@ impl Callbacks for WeChat {
             // A follower's message or another event: acknowledged, nothing to record.
             None => Vec::new(),
         };
+        // A push WeChat retried because the first answer was late carries the same timestamp
+        // and nonce: refusing it loses nothing, since the first is stored by the time it is
+        // refused (the key commits with the receipts), and one the hub never stored is taken.
         Ok(Verified {
             receipts,
             reply: CallbackReply::Text("success".into()),
+            replay_key: Some(format!("{timestamp}:{nonce}")),
         })
     }
 }
