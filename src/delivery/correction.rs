@@ -16,7 +16,7 @@ use sea_orm::{
 use super::{
     outbox::{
         Renditions, cancel_unsent, correction_style, insert_selected, insert_withdrawals, locked_publishes,
-        prefixed, store_renditions,
+        prefixed, store_renditions, withdrawn_ids,
     },
     queue,
     state::{DeliveryKind, DeliveryState, priority_of},
@@ -84,18 +84,22 @@ pub async fn enqueue_correction(
     .await?;
     use delivery::Column as C;
     let target_id = (delivery::Entity, C::TargetId);
-    // A replaced delivery not sent yet is cancelled below and never stood anywhere: the new one
-    // supersedes what that one would have.
+    // A replaced delivery never sent is cancelled below and stood nowhere: the new one
+    // supersedes what that one would have. (A retrying one may have landed: it is followed
+    // by a withdrawal below, unless the new one replaces it in place.)
     let supersedes = Expr::case(
-        Expr::col(C::State).is_in([DeliveryState::Pending, DeliveryState::Retrying]),
+        Expr::col(C::State).eq(DeliveryState::Pending),
         Expr::col(C::SupersedesId),
     )
     .finally(Expr::col(C::Id));
+    // A publication still waiting for its time (定时发布) keeps its schedule: the correction
+    // goes out no sooner, and no later than it would have.
+    let first_attempt =
+        Expr::case(Expr::col(C::NotBefore).gt(now), Expr::col(C::NotBefore)).finally(Expr::val(now));
     let mut select = Query::select();
     select
         .from(delivery::Entity)
-        .expr(Expr::val(Option::<DateTime<Utc>>::None))
-        .expr(Expr::val(Option::<DateTime<Utc>>::None))
+        .columns([C::NotBefore, C::NotAfter])
         .expr(prefixed(format!("{publication_id}:"), target_id))
         .expr(Expr::val(publication_id))
         .column(C::ItemId)
@@ -105,7 +109,7 @@ pub async fn enqueue_correction(
         .expr(Expr::val(DeliveryState::Pending))
         .expr(Expr::val(priority_of(item.emergency)))
         .expr(Expr::val(0i32))
-        .expr(Expr::val(now))
+        .expr(first_attempt)
         .expr(pick)
         .expr(prefixed(format!("herald-{publication_id}:"), target_id))
         .expr(Expr::val(Option::<String>::None))
@@ -121,17 +125,18 @@ pub async fn enqueue_correction(
     let renditions: Vec<&str> = renditions.iter().map(String::as_str).collect();
     queue::enqueue_written(txn, &item.item_id, &renditions).await?;
     counts.apply(txn).await?;
+    let taken_down = withdrawn_ids(txn, &item.item_id).await?;
     let (devices, others): (Vec<_>, Vec<_>) = replaced
         .into_iter()
         .partition(|d| correction_style(hub, d.channel) == CorrectionStyle::RemoveOldAndResend);
-    // What was not sent yet is simply cancelled; the new version goes in its place.
-    cancel_unsent(
-        hub,
-        txn,
-        others.into_iter().filter(|d| d.state.not_yet_sent()).collect(),
-    )
-    .await?;
-    let reached = cancel_unsent(hub, txn, devices).await?;
+    // What was not sent yet is cancelled, the new version going in its place; a retrying one
+    // may have landed, and comes down unless the new one replaces it in place.
+    let unsent: Vec<delivery::Model> = others.into_iter().filter(|d| d.state.not_yet_sent()).collect();
+    let mut reached = cancel_unsent(hub, txn, unsent).await?;
+    reached.retain(|d| correction_style(hub, d.channel) != CorrectionStyle::InPlace);
+    reached.extend(cancel_unsent(hub, txn, devices).await?);
+    // A device command an earlier correction cancelled is not cancelled twice.
+    reached.retain(|d| !taken_down.contains(d.id.as_str()));
     insert_withdrawals(
         hub,
         txn,
@@ -172,7 +177,8 @@ pub async fn try_remove_superseded(hub: &Hub, limit: u64) -> Result<usize> {
     followed
         .column(C::WithdrawsId)
         .from(delivery::Entity)
-        .and_where(C::WithdrawsId.is_not_null());
+        .and_where(C::WithdrawsId.is_not_null())
+        .and_where(C::State.is_not_in(DeliveryState::TAKEDOWN_ENDED));
     let due: Vec<delivery::Model> = delivery::Entity::find()
         .filter(C::Id.in_subquery(corrections_out))
         .filter(C::Id.not_in_subquery(followed))
@@ -188,6 +194,7 @@ pub async fn try_remove_superseded(hub: &Hub, limit: u64) -> Result<usize> {
         let publishes = locked_publishes(&txn, &old.item_id).await?;
         let followed = delivery::Entity::find()
             .filter(C::WithdrawsId.eq(old.id.as_str()))
+            .filter(C::State.is_not_in(DeliveryState::TAKEDOWN_ENDED))
             .count(&txn)
             .await?;
         let Some(current) = publishes.iter().find(|d| d.id == old.id) else {

@@ -102,6 +102,16 @@ pub async fn retry(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<Deli
             "the item is no longer published",
         ));
     }
+    // A version a correction (更正) replaced never goes out again.
+    if row.kind == DeliveryKind::Publish && item.published_version != Some(row.version) {
+        return Err(Error::conflict(
+            "superseded",
+            format!(
+                "version {} of the item was corrected; its current version goes out instead",
+                row.version
+            ),
+        ));
+    }
     let now = hub.clock.now();
     let row = move_by_operator(
         &txn,

@@ -320,13 +320,15 @@ pub(super) async fn locked_publishes(
         .await?)
 }
 
-/// The item's deliveries a withdrawal already follows.
-async fn withdrawn_ids(txn: &DatabaseTransaction, item_id: &str) -> Result<HashSet<String>> {
+/// The item's deliveries a withdrawal already follows (or took down); one that failed, was
+/// cancelled or ran out of time leaves its delivery to the next withdrawal.
+pub(super) async fn withdrawn_ids(txn: &DatabaseTransaction, item_id: &str) -> Result<HashSet<String>> {
     let rows: Vec<Option<String>> = delivery::Entity::find()
         .select_only()
         .column(delivery::Column::WithdrawsId)
         .filter(delivery::Column::ItemId.eq(item_id))
         .filter(delivery::Column::Kind.eq(DeliveryKind::Withdraw))
+        .filter(delivery::Column::State.is_not_in(DeliveryState::TAKEDOWN_ENDED))
         .into_tuple()
         .all(txn)
         .await?;

@@ -51,6 +51,13 @@ impl DeliveryState {
         DeliveryState::Unconfirmed,
     ];
 
+    /// The states in which a withdrawal ended without taking anything down.
+    pub const TAKEDOWN_ENDED: [DeliveryState; 3] = [
+        DeliveryState::Failed,
+        DeliveryState::Cancelled,
+        DeliveryState::Expired,
+    ];
+
     /// The item reached the target: a withdrawal must follow it there.
     pub fn reached_target(self) -> bool {
         Self::REACHED.contains(&self)

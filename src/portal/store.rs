@@ -6,7 +6,7 @@ use herald_channels::{
 };
 use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
-    sea_query::{Expr, OnConflict},
+    sea_query::{Expr, ExprTrait, OnConflict},
 };
 
 use crate::{clock::Clock, store::entities::portal_page};
@@ -57,6 +57,11 @@ impl PortalStore for DbPortalStore {
                         C::WithdrawnAt,
                         C::WithdrawReason,
                     ])
+                    // An earlier version landing late (sent before a correction) never
+                    // replaces the correction.
+                    .action_and_where(
+                        Expr::col((portal_page::Entity, C::Version)).lte(Expr::cust("excluded.version")),
+                    )
                     .to_owned(),
             )
             .exec_without_returning(&self.db)

@@ -9,7 +9,7 @@ use crate::{
     accounts::Caller,
     clock::end_of_china_day,
     delivery,
-    error::Result,
+    error::{Error, Result},
     hub::Hub,
     items::content_of,
     store::entities::{item, item_version, publication},
@@ -36,6 +36,17 @@ pub(super) async fn publish_correction(
         .published_version
         .ok_or_else(|| anyhow::anyhow!("item {id} is published without a published version"))?;
     let now = hub.clock.now();
+    if content
+        .expires_on
+        .map(end_of_china_day)
+        .is_some_and(|end| end <= now)
+    {
+        return Err(Error::Refused {
+            code: "expired",
+            field: Some("expires_on".into()),
+            message: "the correction's 有效期 has ended; an expired item is never published".into(),
+        });
+    }
     // The item keeps the date it was first published (发布日期); the correction has its own.
     let first_out = row.published_at.unwrap_or(now);
     let publication_id = hub.clock.new_id().to_string();

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use herald_channels::ChannelKind;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
@@ -170,14 +170,22 @@ pub async fn preview_rendition(
         (at, row.expires_at),
     )
     .await?;
-    // A correction under way is shown as it would go out: with its note.
-    if let (Some(_), Some(note), Some(corrects_version)) =
-        (row.correcting, version.correction_note, row.published_version)
-    {
+    // A correction is shown with its note: as it went out, or as it would go out now.
+    if let Some(note) = version.correction_note {
+        let went_out = publication::Entity::find()
+            .filter(publication::Column::ItemId.eq(id))
+            .filter(publication::Column::Version.eq(version.version))
+            .one(&hub.db)
+            .await?;
+        let corrects_version = went_out
+            .as_ref()
+            .and_then(|p| p.corrects_version)
+            .or(row.published_version)
+            .unwrap_or(version.version - 1);
         item.correction = Some(herald_channels::Correction {
             note,
             corrects_version,
-            corrected_at: now.to_rfc3339(),
+            corrected_at: went_out.map_or(now, |p| p.published_at).to_rfc3339(),
         });
     }
     adapter.render(&item).map_err(|e| Error::Refused {

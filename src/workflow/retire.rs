@@ -87,7 +87,8 @@ pub async fn expire_due(hub: &Hub) -> Result<u64> {
         else {
             continue;
         };
-        if row.state != ItemState::Published {
+        // A correction may meanwhile have moved its 有效期 on.
+        if row.state != ItemState::Published || row.expires_at.is_none_or(|at| at > now) {
             continue;
         }
         let hash = row.approved_hash.clone();

@@ -179,3 +179,34 @@ async fn only_a_published_item_takes_a_correction_note_and_a_correction_stays_pu
         .await;
     assert_eq!(nothing.status, 409, "{}", nothing.json);
 }
+
+#[tokio::test]
+async fn a_scheduled_item_corrected_before_its_time_goes_out_corrected_at_that_time() {
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await;
+    let at = app.hub.clock.now() + chrono::Duration::hours(2);
+    let item = app
+        .publish_new(&item_body("530426"), &json!({"not_before": at}))
+        .await;
+    let approved = app
+        .correct(&item, &corrected(item_body("530426"), Some(NOTE)))
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.json);
+    assert_eq!(
+        app.deliver_due().await,
+        0,
+        "the correction keeps the publication's time"
+    );
+    app.hub.clock.set(at + chrono::Duration::minutes(1));
+    assert_eq!(app.deliver_due().await, 1);
+    let rows = deliveries(&app, &item).await;
+    let states: Vec<(Value, Value)> = rows
+        .iter()
+        .map(|d| (d["version"].clone(), d["state"].clone()))
+        .collect();
+    assert!(
+        states.contains(&(json!(1), json!("cancelled"))) && states.contains(&(json!(2), json!("delivered"))),
+        "{states:?}"
+    );
+    let page = app.public_get(&format!("/xxgk/items/{item}")).await.text();
+    assert!(page.contains("（更正）</h1>"), "{page}");
+}

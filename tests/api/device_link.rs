@@ -842,6 +842,50 @@ async fn until_running(
 }
 
 on_both_backends! {
+    a_correction_cancels_each_devices_old_command_and_sends_the_corrected_one => |backend| async move {
+        let (app, address, run, broker) = embedded_app(backend).await;
+        let tally = Arc::new(Tally::default());
+        // Each item plays and shows for an hour of the held clock: the old one would still run.
+        let behaviour = Behaviour { run_seconds: 3600, ..Behaviour::default() };
+        let mut fleet = Vec::new();
+        for (device, key_id) in register(&app, &run, &[(ChannelKind::Loudspeaker, 601), (ChannelKind::NoticeBoard, 602)]).await {
+            fleet.push(device.device_id.clone());
+            tokio::spawn(run_behaving(app.hub.clone(), device, key_id, address.clone(), tally.clone(), behaviour));
+        }
+        until_born(&app, &run, 2).await;
+        let body = item_body(VILLAGE);
+        let item = app.publish_new(&body, &json!({"channels": ["loudspeaker", "notice_board"]})).await;
+        app.deliver_due().await;
+        let first = commands_of(&app, &item).await;
+        assert!(until_running(&tally, &fleet, &first).await.iter().all(|r| r.len() == 1));
+
+        let mut corrected = body.clone();
+        corrected["body"] = json!("<p>自十月一日起进入森林防火期。</p>");
+        corrected["correction_note"] = json!("防火期起始日期有误");
+        let approved = app.correct(&item, &corrected).await;
+        assert_eq!(approved.status, 200, "{}", approved.json);
+        assert_eq!(app.deliver_due().await, 4, "two cancels, two corrected commands");
+        let listed = app.get("admin", &format!("/api/v1/items/{item}/deliveries")).await.json;
+        let rows = listed["deliveries"].as_array().expect("rows");
+        let corrected_commands: std::collections::HashSet<String> = rows
+            .iter()
+            .filter(|d| d["version"] == 2 && d["kind"] == "publish")
+            .filter_map(|d| d["external_id"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(corrected_commands.len(), 2, "{listed}");
+        assert_eq!(rows.iter().filter(|d| d["kind"] == "withdraw" && d["version"] == 1).count(), 2, "{listed}");
+        // Each device runs the corrected command alone: the old one was cancelled.
+        let running = until_running(&tally, &fleet, &corrected_commands).await;
+        assert!(running.iter().all(|r| r.len() == 1 && corrected_commands.contains(&r[0])), "{running:?}");
+        let board = rows.iter().find(|d| d["version"] == 2 && d["channel"] == "notice_board").expect("the board's update");
+        let preview = app.get("publisher", &format!("/api/v1/items/{item}/preview/notice_board")).await;
+        assert!(preview.text().contains("更正说明"), "{board}: {}", preview.text());
+        app.assert_queue_agrees().await;
+        broker.shutdown().await;
+    };
+}
+
+on_both_backends! {
     a_cap_alert_preempts_routine_audio_takes_over_notice_boards_is_replaced_by_its_update_and_stopped_by_its_cancel => |backend| async move {
         let Some((app, address, run)) = linked_app(backend).await else { return };
         let tally = Arc::new(Tally::default());

@@ -401,6 +401,16 @@ impl TestApp {
         .await
     }
 
+    /// Corrects published `item` (更正) to `body`, which carries its `correction_note`: edited
+    /// by the publisher, checked and approved by the reviewer, which sends it out.
+    pub async fn correct(&self, item: &str, body: &Value) -> Reply {
+        let edited = self
+            .put("publisher", &format!("/api/v1/items/{item}"), body)
+            .await;
+        assert_eq!(edited.status, 200, "{}", edited.json);
+        self.approve("publisher", "reviewer", item).await
+    }
+
     /// An unauthenticated GET, as a citizen's browser makes it.
     pub async fn public_get(&self, path: &str) -> Reply {
         self.send(self.client.get(format!("{}{path}", self.address)))
