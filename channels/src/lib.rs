@@ -372,6 +372,14 @@ pub trait Channel: Send + Sync {
         None
     }
 
+    /// Looks for what became of an `unconfirmed` delivery whose attempt may have taken effect
+    /// but named nothing to ask about (a WeChat submit whose answer, and publish_id, were lost),
+    /// from what the attempt kept (`Dispatch::checkpoint`). `None`: it cannot tell (yet); the
+    /// hub asks again later, a bounded number of times, then leaves it to an operator.
+    async fn find_lost(&self, _dispatch: &Dispatch<'_>) -> Option<Found> {
+        None
+    }
+
     /// The verification of this channel's inbound callbacks, if it takes any.
     fn callbacks(&self) -> Option<&dyn Callbacks> {
         None
@@ -387,6 +395,14 @@ pub trait Channel: Send + Sync {
     fn check_target(&self, _config: &serde_json::Value, _secret_names: &[&str]) -> Result<(), TargetError> {
         Ok(())
     }
+}
+
+/// What a channel found of a send whose answer was lost ([`Channel::find_lost`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub status: ReceiptStatus,
+    /// The channel's own id for what it found: kept as the delivery's, so a withdrawal names it.
+    pub external_id: String,
 }
 
 /// Why a channel refuses a target's settings: the field (`config.endpoint`,

@@ -534,7 +534,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
                 // Accepted by a receipt (a device's acknowledgement that overtook the worker's
                 // record): it gets a confirm-by time too, or nothing would ever ask about it.
                 super::queue::await_report(&txn, &ids, later(now, DEFAULT_CONFIRM_WITHIN)).await?;
-            } else if from == DeliveryState::Accepted {
+            } else if matches!(from, DeliveryState::Accepted | DeliveryState::Unconfirmed) {
                 // Settled: nothing left to confirm.
                 super::queue::report_settled(&txn, &ids).await?;
             }
@@ -650,7 +650,7 @@ pub async fn try_reconcile(hub: &Hub, limit: u64) -> Result<usize> {
     for watch in watched {
         let Some(row) = deliveries
             .remove(watch.delivery_id.as_str())
-            .filter(|d| d.state == DeliveryState::Accepted)
+            .filter(|d| matches!(d.state, DeliveryState::Accepted | DeliveryState::Unconfirmed))
         else {
             moved_on.push(watch.delivery_id);
             continue;
@@ -716,8 +716,8 @@ async fn reconcile_one(
     let target = targets.target_ref(row.target_id.as_str()).inspect_err(|e| {
         tracing::error!(delivery = %row.id, error.cause_chain = ?e, "the delivery's target cannot be read");
     });
-    let answer = match (channel, target, row.external_id.as_deref()) {
-        (Some((kind, channel)), Ok(target), Some(external_id)) => {
+    let answer = match (channel, target) {
+        (Some((kind, channel)), Ok(target)) => {
             match super::state::decode_checkpoint(row.checkpoint.as_deref()) {
                 Ok(checkpoint) => {
                     let dispatch = Dispatch {
@@ -726,7 +726,20 @@ async fn reconcile_one(
                         checkpoint: checkpoint.as_ref(),
                     };
                     let deadline = hub.settings.delivery.limits_for(kind).attempt_deadline;
-                    tokio::time::timeout(deadline, channel.reconcile(&dispatch, external_id))
+                    let asked = async {
+                        match row.external_id.as_deref() {
+                            Some(external_id) => channel.reconcile(&dispatch, external_id).await,
+                            // Unconfirmed with nothing to ask by: the channel looks for it.
+                            None => match channel.find_lost(&dispatch).await {
+                                Some(found) => {
+                                    name_found(hub, row, &found.external_id).await.ok()?;
+                                    Some(found.status)
+                                }
+                                None => None,
+                            },
+                        }
+                    };
+                    tokio::time::timeout(deadline, asked)
                         .await
                         .ok()
                         .flatten()
@@ -743,7 +756,10 @@ async fn reconcile_one(
         _ => None,
     };
     match answer {
-        Some((kind, status)) if status != ReceiptStatus::Accepted => {
+        // An unconfirmed delivery found still under way waits for its report, as accepted.
+        Some((kind, status))
+            if status != ReceiptStatus::Accepted || row.state == DeliveryState::Unconfirmed =>
+        {
             let receipt = ChannelReceipt {
                 correlation: Correlation::Key(row.idempotency_key.clone()),
                 raw: serde_json::json!({"reconciled": true, "ask": asks, "external_id": row.external_id}),
@@ -762,6 +778,18 @@ async fn reconcile_one(
 
 /// After `MAX_CONFIRM_ASKS` unanswered asks an `accepted` delivery becomes `unconfirmed`: an
 /// operator looks, and may retry (which resumes from its checkpoint).
+/// Keeps the id under which a channel found a lost send as its delivery's (where it has none),
+/// so the receipt that follows, a withdrawal and the record all name it.
+async fn name_found(hub: &Hub, row: &delivery::Model, external_id: &str) -> Result<()> {
+    delivery::Entity::update_many()
+        .col_expr(delivery::Column::ExternalId, Expr::value(external_id))
+        .filter(delivery::Column::Id.eq(row.id.as_str()))
+        .filter(delivery::Column::ExternalId.is_null())
+        .exec(&hub.db)
+        .await?;
+    Ok(())
+}
+
 async fn give_up(hub: &Hub, row: &delivery::Model, asks: i32) -> Result<()> {
     let txn = begin_write(&hub.db).await?;
     let changed = delivery::Entity::update_many()

@@ -10,7 +10,9 @@
 //! drops it when it comes due).
 //!
 //! `delivery_confirmations` is the same for `accepted` deliveries waiting for a report: a row
-//! while a delivery is `accepted`, due when the channel is to be asked (`inbox::try_reconcile`).
+//! while a delivery is `accepted`, due when the channel is to be asked (`inbox::try_reconcile`);
+//! and for an `unconfirmed` one whose attempt kept a checkpoint, until the channel has been
+//! asked whether it can find it (`Channel::find_lost`) as often as the hub asks.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{

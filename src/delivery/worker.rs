@@ -273,8 +273,9 @@ fn settle_delivery(hub: &Hub, attempts: i32, outcome: DeliveryOutcome) -> Settle
             external_id: None,
             error: Some(message),
             retry_at: None,
+            // What a multi-step send kept may let the channel find out later (`find_lost`).
+            confirm_by: checkpoint.as_ref().map(|_| super::inbox::confirm_by(hub, None)),
             checkpoint,
-            confirm_by: None,
         },
         DeliveryOutcome::Failed {
             permanence,

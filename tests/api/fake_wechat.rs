@@ -35,6 +35,7 @@ pub const DRAFT_DELETE: &str = "/cgi-bin/draft/delete";
 pub const SUBMIT: &str = "/cgi-bin/freepublish/submit";
 pub const PUBLISH_GET: &str = "/cgi-bin/freepublish/get";
 pub const PUBLISH_DELETE: &str = "/cgi-bin/freepublish/delete";
+pub const PUBLISH_BATCHGET: &str = "/cgi-bin/freepublish/batchget";
 pub const MASS_SENDALL: &str = "/cgi-bin/message/mass/sendall";
 pub const UPLOAD_IMG: &str = "/cgi-bin/media/uploadimg";
 pub const ADD_MATERIAL: &str = "/cgi-bin/material/add_material";
@@ -488,6 +489,7 @@ fn answer(request: &HttpRequest, body: &[u8], state: &mut WechatState) -> Answer
         SUBMIT,
         PUBLISH_GET,
         PUBLISH_DELETE,
+        PUBLISH_BATCHGET,
         MASS_SENDALL,
         MASS_GET,
         MASS_DELETE,
@@ -559,6 +561,7 @@ fn answer(request: &HttpRequest, body: &[u8], state: &mut WechatState) -> Answer
         DRAFT_DELETE => Answer::Now(draft_delete(state, &json)),
         SUBMIT => submit(state, &json),
         PUBLISH_GET => Answer::Now(publish_get(state, &json)),
+        PUBLISH_BATCHGET => Answer::Now(publish_batchget(state, &json)),
         MASS_SENDALL => mass_sendall(state, &json),
         MASS_GET => Answer::Now(mass_get(state, &json)),
         MASS_DELETE => Answer::Now(mass_delete(state, &json)),
@@ -848,6 +851,51 @@ fn publish_get(state: &mut WechatState, body: &Value) -> HttpResponse {
         });
     }
     HttpResponse::Ok().json(answer)
+}
+
+/// `freepublish/batchget` (§A.5): the published articles not deleted, newest first, 1 to 20
+/// a page; with `no_content` 1 the articles' `content` is left empty.
+fn publish_batchget(state: &mut WechatState, body: &Value) -> HttpResponse {
+    let (Some(offset), Some(count)) = (body["offset"].as_u64(), body["count"].as_u64()) else {
+        return state.error(40097);
+    };
+    if !(1..=20).contains(&count) {
+        return state.error(40097);
+    }
+    let no_content = body["no_content"].as_u64() == Some(1);
+    let mut published: Vec<&PublishJob> = state
+        .publishes
+        .values()
+        .filter(|job| job.status == 0 && job.article_id.is_some())
+        .collect();
+    published.sort_by_key(|job| std::cmp::Reverse(job.publish_id.parse::<u64>().unwrap_or(0)));
+    let items: Vec<Value> = published
+        .iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(count).unwrap_or(0))
+        .map(|job| {
+            let news: Vec<Value> = job
+                .articles
+                .iter()
+                .zip(&job.article_urls)
+                .map(|(article, url)| {
+                    let mut item = serde_json::to_value(article).unwrap_or_default();
+                    item["url"] = json!(url);
+                    item["is_deleted"] = json!(false);
+                    if no_content {
+                        item["content"] = json!("");
+                    }
+                    item
+                })
+                .collect();
+            json!({"article_id": job.article_id, "content": {"news_item": news}, "update_time": job.msg_data_id})
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "total_count": published.len(),
+        "item_count": items.len(),
+        "item": items,
+    }))
 }
 
 fn publish_delete(state: &mut WechatState, body: &Value) -> HttpResponse {

@@ -453,7 +453,7 @@ async fn a_mass_send_refused_by_review_fails_with_the_reason() {
 /// unconfirmed, and an operator's retry asks for a look at the platform instead of submitting
 /// again.
 #[tokio::test]
-async fn a_submit_whose_answer_is_lost_is_never_sent_again() {
+async fn a_submit_whose_answer_is_lost_is_never_sent_again_and_is_found_once_published() {
     let wx = account(Backend::Sqlite).await;
     wx.fake.set_hold_publishes(true);
     wx.fake
@@ -491,6 +491,42 @@ async fn a_submit_whose_answer_is_lost_is_never_sent_again() {
         (1, 1),
         "no second draft, no second submit"
     );
+
+    // WeChat publishes it after all (its event names a publish_id no delivery knows). Asked
+    // later, the hub finds the article among those published, by its link and title.
+    let job = wx.fake.publishes().pop().expect("the submitted job");
+    wx.fake.finish_publish(&job.publish_id).await;
+    wx.fake.wait_for_event_replies(1).await;
+    wx.advance(chrono::Duration::minutes(31));
+    assert_eq!(
+        inbox::try_reconcile(&wx.app.hub, 100).await.expect("reconcile"),
+        1
+    );
+    apply_all(&wx.app).await;
+    let article_id = wx
+        .fake
+        .publish(&job.publish_id)
+        .and_then(|job| job.article_id)
+        .expect("an article");
+    let found = wx.app.publish_delivery(&item, "target_id", &wx.target).await;
+    assert_eq!(
+        (found["state"].clone(), found["external_id"].clone()),
+        (json!("delivered"), json!(format!("article:{article_id}"))),
+        "{found}"
+    );
+    assert_eq!((wx.fake.drafts(), wx.fake.submits()), (1, 1), "still one submit");
+    // Withdrawn, the article found is the one deleted.
+    let withdrawn = wx
+        .app
+        .post(
+            "publisher",
+            &format!("/api/v1/items/{item}/withdraw"),
+            &json!({"reason": "内容有误"}),
+        )
+        .await;
+    assert_eq!(withdrawn.status, 200, "{}", withdrawn.json);
+    wx.app.deliver_due().await;
+    assert_eq!(wx.fake.deleted(), vec![article_id]);
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     CallbackError, CallbackReply, CallbackRequest, Callbacks, Channel, ChannelKind, ChannelReceipt,
-    CorrectionStyle, Correlation, DeliveryOutcome, Dispatch, Permanence, PublishedItem, ReceiptStatus,
+    CorrectionStyle, Correlation, DeliveryOutcome, Dispatch, Found, Permanence, PublishedItem, ReceiptStatus,
     RenderError, Rendition, TargetError, TargetRef, Verified, WithdrawOutcome, portal::ATTACHMENT_PATH,
 };
 
@@ -85,6 +85,12 @@ struct Checkpoint {
     /// again blindly.
     #[serde(default)]
     submitted: bool,
+    /// What the article is found by among those published, should the submit's answer be
+    /// lost: its 阅读原文 link and title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    title: Option<String>,
 }
 
 /// A target's settings.
@@ -98,6 +104,14 @@ struct Settings {
 
 /// External ids of mass sends (`msg_id`) are told apart from publishes (`publish_id`) by this.
 pub const MASS_SEND_PREFIX: &str = "mass:";
+
+/// An article found published after its submit's answer (and publish_id) was lost is known
+/// by its article_id, told apart by this.
+pub const ARTICLE_PREFIX: &str = "article:";
+
+/// How many pages of `freepublish/batchget` (20 articles each, newest first) are looked
+/// through for an article whose submit's answer was lost.
+const LOST_SUBMIT_PAGES: u64 = 5;
 
 /// The clientmsgid a delivery's mass send carries on every attempt (WeChat keeps one send per
 /// clientmsgid, at most 64 characters): derived from its idempotency key.
@@ -282,6 +296,80 @@ impl WeChat {
             &json!({"publish_id": publish_id}),
         )
         .await
+    }
+
+    /// `freepublish/delete` of the whole article; the outcome names it.
+    async fn delete_article(&self, settings: &Settings, secret: &str, article_id: &str) -> WithdrawOutcome {
+        let deleted = self
+            .call(
+                settings,
+                secret,
+                "/cgi-bin/freepublish/delete",
+                &json!({"article_id": article_id, "index": 0}),
+            )
+            .await;
+        match deleted {
+            Ok(_) => WithdrawOutcome::Removed {
+                what: article_id.to_owned(),
+            },
+            Err(Failure::Api(ApiError::NoAnswer(message))) => WithdrawOutcome::Unknown { message },
+            Err(failure) => failure.withdraw_outcome(),
+        }
+    }
+
+    /// Where a submit whose answer was lost stands: `Some(article_id)` once it is found among
+    /// the published articles; `None` while its draft is still in the draft box (not published
+    /// yet, or never taken) or it is not among the newest.
+    async fn lost_submit(
+        &self,
+        settings: &Settings,
+        secret: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<Option<String>, Failure> {
+        let (Some(media_id), Some(source_url), Some(title)) =
+            (&checkpoint.media_id, &checkpoint.source_url, &checkpoint.title)
+        else {
+            return Ok(None);
+        };
+        match self
+            .call(
+                settings,
+                secret,
+                "/cgi-bin/draft/get",
+                &json!({"media_id": media_id}),
+            )
+            .await
+        {
+            Ok(_) => return Ok(None),
+            Err(Failure::Api(ApiError::WeChat { code: 40007, .. })) => {}
+            Err(failure) => return Err(failure),
+        }
+        for page in 0..LOST_SUBMIT_PAGES {
+            let answer = self
+                .call(
+                    settings,
+                    secret,
+                    "/cgi-bin/freepublish/batchget",
+                    &json!({"offset": page * 20, "count": 20, "no_content": 1}),
+                )
+                .await?;
+            let items = answer["item"].as_array().cloned().unwrap_or_default();
+            let found = items.iter().find(|item| {
+                item["content"]["news_item"].as_array().is_some_and(|articles| {
+                    articles.iter().any(|a| {
+                        a["content_source_url"].as_str() == Some(source_url.as_str())
+                            && a["title"].as_str() == Some(title.as_str())
+                    })
+                })
+            });
+            if let Some(article_id) = found.and_then(|item| item["article_id"].as_str()) {
+                return Ok(Some(article_id.to_owned()));
+            }
+            if items.len() < 20 {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// As `call`, with any payload.
@@ -621,14 +709,20 @@ impl Channel for WeChat {
             .checkpoint
             .and_then(|c| serde_json::from_value(c.clone()).ok())
             .unwrap_or_default();
+        let secret = secret.expose();
         if checkpoint.submitted {
+            // Published after all (an operator's retry of a send whose answer was lost): found.
+            if let Ok(Some(article_id)) = self.lost_submit(&settings, secret, &checkpoint).await {
+                return DeliveryOutcome::Delivered {
+                    external_id: Some(format!("{ARTICLE_PREFIX}{article_id}")),
+                };
+            }
             return DeliveryOutcome::Unknown {
                 message: "上次提交发布后未收到应答，可能已发布：请在公众平台“发表记录”中核对，勿重复发布"
                     .into(),
                 checkpoint: serde_json::to_value(&checkpoint).ok(),
             };
         }
-        let secret = secret.expose();
         // Accepted before (the delivery was then retried by an operator): what became of that
         // publish decides, so it is never submitted twice.
         if let Some(publish_id) = checkpoint.publish_id.clone() {
@@ -706,6 +800,8 @@ impl Channel for WeChat {
             }
         };
         checkpoint.media_id = Some(media_id.clone());
+        checkpoint.source_url = Some(article.content_source_url.clone());
+        checkpoint.title = Some(article.title.clone());
         if let Some(filter) = &settings.mass_send {
             return self
                 .mass_send(&settings, secret, filter, dispatch, &checkpoint)
@@ -781,6 +877,26 @@ impl Channel for WeChat {
         events::publish_outcome(answer["publish_status"].as_i64()?, &fail_idx)
     }
 
+    /// A submit whose answer was lost: once WeChat has taken the draft out of the draft box
+    /// (it does so when the article is published), the article is looked for among those
+    /// published, by its link and title.
+    async fn find_lost(&self, dispatch: &Dispatch<'_>) -> Option<Found> {
+        let settings = settings(&dispatch.target.config).ok()?;
+        let secret = dispatch.target.secrets.get(APP_SECRET)?;
+        let checkpoint: Checkpoint = serde_json::from_value(dispatch.checkpoint?.clone()).ok()?;
+        if !checkpoint.submitted || checkpoint.publish_id.is_some() {
+            return None;
+        }
+        let article_id = self
+            .lost_submit(&settings, secret.expose(), &checkpoint)
+            .await
+            .ok()??;
+        Some(Found {
+            status: ReceiptStatus::Delivered,
+            external_id: format!("{ARTICLE_PREFIX}{article_id}"),
+        })
+    }
+
     async fn withdraw(
         &self,
         _item_id: &str,
@@ -806,6 +922,9 @@ impl Channel for WeChat {
                 };
             }
         };
+        if let Some(article_id) = publish_id.strip_prefix(ARTICLE_PREFIX) {
+            return self.delete_article(&settings, secret, article_id).await;
+        }
         if let Some(msg_id) = publish_id.strip_prefix(MASS_SEND_PREFIX) {
             let deleted = self
                 .call(
@@ -841,19 +960,7 @@ impl Channel for WeChat {
             // Failed on WeChat's side, or taken down there already: nothing is out.
             _ => return WithdrawOutcome::Withdrawn,
         };
-        let deleted = self
-            .call(
-                &settings,
-                secret,
-                "/cgi-bin/freepublish/delete",
-                &json!({"article_id": article_id, "index": 0}),
-            )
-            .await;
-        match deleted {
-            Ok(_) => WithdrawOutcome::Removed { what: article_id },
-            Err(Failure::Api(ApiError::NoAnswer(message))) => WithdrawOutcome::Unknown { message },
-            Err(failure) => failure.withdraw_outcome(),
-        }
+        self.delete_article(&settings, secret, &article_id).await
     }
 
     fn callbacks(&self) -> Option<&dyn Callbacks> {
