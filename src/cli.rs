@@ -633,6 +633,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<ExitCode> {
     let mut background = tokio::task::JoinSet::new();
     background.spawn(workers::run_expiry_until_stopped(hub.clone()));
     background.spawn(workers::run_housekeeping_until_stopped(hub.clone()));
+    background.spawn(workers::run_upkeep_until_stopped(hub.clone()));
     background.spawn(delivery::worker::run_until_stopped(hub.clone(), worker_id()));
     background.spawn(run_device_link(hub.clone()));
     // Stopping mid-delivery is safe: an unfinished delivery's lease runs out and another

@@ -3,7 +3,15 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{delivery::inbox, device_link, hub::Hub, workflow};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+
+use crate::{
+    delivery::{inbox, targets::TargetRefs},
+    device_link,
+    hub::Hub,
+    store::entities::target,
+    workflow,
+};
 
 /// How often published items are checked against their expiry date; expiry is by the day, so
 /// a minute's lag is harmless.
@@ -43,5 +51,56 @@ pub async fn run_housekeeping_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()>
             Err(e) => tracing::error!(error.cause_chain = ?e, "housekeeping failed; retrying next interval"),
         }
         tokio::time::sleep(HOUSEKEEPING_INTERVAL).await;
+    }
+}
+
+/// How often channels' upkeep runs: a WeChat token is renewed in the last five minutes of its
+/// two hours, so each minute gives the task several chances.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Runs each channel's upkeep (`Channel::upkeep`) for each of its enabled targets; returns how
+/// many were kept. A target whose upkeep fails is logged and left to its workers (and the next
+/// round); the others go on.
+pub async fn try_channel_upkeep(hub: &Hub) -> crate::error::Result<usize> {
+    let mut kept = 0;
+    for kind in hub.channels.kinds() {
+        let Some(upkeep) = hub.channels.get(kind).and_then(|adapter| adapter.upkeep()) else {
+            continue;
+        };
+        let ids: Vec<String> = target::Entity::find()
+            .select_only()
+            .column(target::Column::Id)
+            .filter(target::Column::Channel.eq(kind))
+            .filter(target::Column::Enabled.eq(true))
+            .into_tuple()
+            .all(&hub.db)
+            .await?;
+        let named: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let targets = TargetRefs::load(hub, &named).await?;
+        for id in &named {
+            let kept_one = match targets.target_ref(id) {
+                Ok(target) => upkeep.upkeep(&target).await,
+                Err(e) => Err(e.to_string()),
+            };
+            match kept_one {
+                Ok(()) => kept += 1,
+                Err(e) => tracing::warn!(
+                    target = id,
+                    channel = kind.as_str(),
+                    error = e,
+                    "channel upkeep failed"
+                ),
+            }
+        }
+    }
+    Ok(kept)
+}
+
+pub async fn run_upkeep_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
+    loop {
+        if let Err(e) = try_channel_upkeep(&hub).await {
+            tracing::error!(error.cause_chain = ?e, "channel upkeep failed; retrying next interval");
+        }
+        tokio::time::sleep(UPKEEP_INTERVAL).await;
     }
 }

@@ -380,6 +380,12 @@ pub trait Channel: Send + Sync {
         None
     }
 
+    /// What this channel keeps fresh for its targets ahead of use, if anything (a WeChat
+    /// account's access token).
+    fn upkeep(&self) -> Option<&dyn Upkeep> {
+        None
+    }
+
     /// The verification of this channel's inbound callbacks, if it takes any.
     fn callbacks(&self) -> Option<&dyn Callbacks> {
         None
@@ -395,6 +401,14 @@ pub trait Channel: Send + Sync {
     fn check_target(&self, _config: &serde_json::Value, _secret_names: &[&str]) -> Result<(), TargetError> {
         Ok(())
     }
+}
+
+/// Upkeep a channel needs for each target, done by one hub task now and then rather than by
+/// the workers when they find it wanting.
+#[async_trait::async_trait]
+pub trait Upkeep: Send + Sync {
+    /// Keeps what `target` needs fresh; the error says what failed, for the log.
+    async fn upkeep(&self, target: &TargetRef) -> Result<(), String>;
 }
 
 /// What a channel found of a send whose answer was lost ([`Channel::find_lost`]).

@@ -59,7 +59,7 @@ async fn account_sending(backend: Backend, mass_send: serde_json::Value) -> Acco
 impl Account {
     /// Moves the hub's clock on, and the fake WeChat's with it (its events carry its time,
     /// which the callback checks against the hub's).
-    fn advance(&self, by: chrono::Duration) {
+    pub(crate) fn advance(&self, by: chrono::Duration) {
         self.app.hub.clock.set(self.app.hub.clock.now() + by);
         self.fake.set_now(self.app.hub.clock.now());
     }

@@ -100,3 +100,35 @@ async fn a_wrong_secret_is_an_error_an_administrator_can_act_on() {
     }
     assert_eq!(fake.tokens_issued(), 0);
 }
+
+on_both_backends! {
+    the_upkeep_renews_each_accounts_token_before_it_ends_once_across_instances => |backend| async move {
+        let wx = crate::wechat::account(backend).await;
+        let second_hub = if matches!(backend, Backend::Postgres) {
+            Some(herald::startup::open_hub(wx.app.hub.settings.clone(), wx.app.hub.clock.clone()).await.expect("a second instance"))
+        } else {
+            None
+        };
+        let hubs = [wx.app.hub.clone(), second_hub.map_or_else(|| wx.app.hub.clone(), Arc::new)];
+        let upkeep = || futures::future::join_all(hubs.iter().map(|hub| async move {
+            herald::workers::try_channel_upkeep(hub).await.expect("upkeep")
+        }));
+        // The first round fetches the account's token: one request, whichever instance won.
+        assert_eq!(upkeep().await, [1, 1], "the one WeChat target kept on each instance");
+        assert_eq!(wx.fake.token_requests(), 1);
+        let two_hours = chrono::Duration::seconds(crate::fake_wechat::DEFAULT_TOKEN_TTL_SECONDS);
+        // Until its last five minutes, the stored token serves.
+        wx.advance(two_hours - chrono::Duration::minutes(6));
+        upkeep().await;
+        assert_eq!(wx.fake.token_requests(), 1);
+        // In them, WeChat hands out the next one: renewed once, by the upkeep.
+        wx.advance(chrono::Duration::minutes(2));
+        upkeep().await;
+        assert_eq!((wx.fake.token_requests(), wx.fake.tokens_issued()), (2, 2));
+        // The workers find it fresh and ask for none.
+        wx.app.publish_new(&crate::helpers::item_body("530426"), &serde_json::json!({"channels": ["wechat"]})).await;
+        wx.app.deliver_due().await;
+        assert_eq!(wx.fake.token_requests(), 2);
+        assert_eq!(wx.fake.drafts(), 1);
+    };
+}

@@ -23,7 +23,8 @@ use super::{
 use crate::{
     CallbackError, CallbackReply, CallbackRequest, Callbacks, Channel, ChannelKind, ChannelReceipt,
     CorrectionStyle, Correlation, DeliveryOutcome, Dispatch, Found, Permanence, PublishedItem, ReceiptStatus,
-    RenderError, Rendition, TargetError, TargetRef, Verified, WithdrawOutcome, portal::ATTACHMENT_PATH,
+    RenderError, Rendition, TargetError, TargetRef, Upkeep, Verified, WithdrawOutcome,
+    portal::ATTACHMENT_PATH,
 };
 
 /// The article limits (§A.4, §A.8), in characters.
@@ -568,6 +569,23 @@ fn code_of(e: &ApiError) -> String {
     }
 }
 
+/// The account's access token, renewed by the hub's upkeep task before it ends.
+#[async_trait::async_trait]
+impl Upkeep for WeChat {
+    async fn upkeep(&self, target: &TargetRef) -> Result<(), String> {
+        let settings = settings(&target.config).map_err(|e| e.to_string())?;
+        let secret = target
+            .secrets
+            .get(APP_SECRET)
+            .ok_or_else(|| format!("the target has no secrets.{APP_SECRET}"))?;
+        self.tokens
+            .refresh(&settings.account, secret.expose())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[async_trait::async_trait]
 impl Channel for WeChat {
     fn kind(&self) -> ChannelKind {
@@ -961,6 +979,10 @@ impl Channel for WeChat {
             _ => return WithdrawOutcome::Withdrawn,
         };
         self.delete_article(&settings, secret, &article_id).await
+    }
+
+    fn upkeep(&self) -> Option<&dyn Upkeep> {
+        Some(self)
     }
 
     fn callbacks(&self) -> Option<&dyn Callbacks> {

@@ -10,8 +10,13 @@ use futures::future::BoxFuture;
 
 use super::api::{self, Account, ApiError, FreshToken};
 
-/// A token this close to its end is renewed before use: a call made with it must not outlive it.
-pub const RENEW_BEFORE_END: Duration = Duration::from_secs(300);
+/// A token this close to its end is renewed before use: an attempt made with it (at most a
+/// minute of calls) must not outlive it. Normally the upkeep renews it well before.
+pub const RENEW_BEFORE_END: Duration = Duration::from_secs(120);
+
+/// The upkeep renews a token this close to its end: WeChat's platform hands out the next
+/// stable token from five minutes before the current one ends (wechat-api.md §A.2.2).
+pub const REFRESH_BEFORE_END: Duration = Duration::from_secs(300);
 
 /// Fetches a fresh token from WeChat (for the store to call while it holds the account).
 pub type Fetch<'a> = &'a (dyn Fn() -> BoxFuture<'static, Result<FreshToken, ApiError>> + Send + Sync);
@@ -60,7 +65,11 @@ impl AccessTokens {
     }
 
     fn valid_at(&self) -> DateTime<Utc> {
-        (self.now)() + chrono::Duration::from_std(RENEW_BEFORE_END).unwrap_or(chrono::Duration::minutes(5))
+        self.ahead(RENEW_BEFORE_END)
+    }
+
+    fn ahead(&self, by: Duration) -> DateTime<Utc> {
+        (self.now)() + chrono::Duration::from_std(by).unwrap_or(chrono::Duration::minutes(5))
     }
 
     fn fetcher(
@@ -90,6 +99,24 @@ impl AccessTokens {
         }
         let fetch = self.fetcher(account, app_secret, false);
         self.store.renew(&account.app_id, None, valid_at, &fetch).await
+    }
+
+    /// Renews `account`'s token ahead of need, once it is within [`REFRESH_BEFORE_END`] of its
+    /// end (one task does this, so workers find a fresh token); true when it was renewed.
+    pub async fn refresh(&self, account: &Account, app_secret: &str) -> Result<bool, TokenError> {
+        let valid_at = self.ahead(REFRESH_BEFORE_END);
+        if self
+            .store
+            .current(&account.app_id, valid_at)
+            .await
+            .map_err(TokenError::Store)?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let fetch = self.fetcher(account, app_secret, false);
+        self.store.renew(&account.app_id, None, valid_at, &fetch).await?;
+        Ok(true)
     }
 
     /// After WeChat refused `refused` (40001, 42001, 40014): a new token, forced, fetched once
