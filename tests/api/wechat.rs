@@ -263,6 +263,21 @@ async fn the_callback_takes_only_what_wechat_signed_for_this_account() {
         .expect("answers");
     assert_eq!(swapped.status(), 401);
     assert!(swapped.text().await.expect("body").contains("msg_signature"));
+    // Signed, but no envelope: malformed, named, nothing stored.
+    let garbled = reqwest::Client::new()
+        .post(format!(
+            "{}/callbacks/wechat/{}?signature={}&timestamp={timestamp}&nonce=8&encrypt_type=aes&msg_signature=00",
+            wx.app.address,
+            wx.target,
+            signature(&[TOKEN, &timestamp, "8"]),
+        ))
+        .body("not xml at all")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(garbled.status(), 400);
+    assert!(garbled.text().await.expect("body").contains(r#""field":"body""#));
+    assert_eq!(wx.app.count("SELECT COUNT(*) FROM receipt_inbox").await, 0);
 
     // A replay: the same signed request again is refused however valid, on any instance (the
     // key is in the store), until it is stale anyway; then the key is forgotten.

@@ -619,7 +619,7 @@ impl Channel for WeChat {
             body.push_str(&format!("<p>{}</p>", item.annotation));
         }
         // Body images stay: they are uploaded to WeChat when the article is sent.
-        let content = body;
+        let content = super::html::wechat_safe(&body);
         let digest = if item.summary.trim().is_empty() {
             crate::portal::plain_text(&item.body_html)
                 .chars()

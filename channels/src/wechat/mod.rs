@@ -6,4 +6,5 @@ pub mod adapter;
 pub mod api;
 pub mod crypto;
 pub mod events;
+pub mod html;
 pub mod tokens;
