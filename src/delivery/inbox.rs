@@ -20,8 +20,8 @@ use std::{
 use chrono::{DateTime, Utc};
 use herald_channels::{ChannelKind, ChannelReceipt, Correlation, Dispatch, ReceiptStatus};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
     sea_query::{Expr, LockBehavior, LockType, OnConflict, Query},
 };
 use serde::{Deserialize, Serialize};
@@ -727,10 +727,14 @@ async fn reconcile_one(
                     };
                     let deadline = hub.settings.delivery.limits_for(kind).attempt_deadline;
                     let asked = async {
-                        match row.external_id.as_deref() {
-                            Some(external_id) => channel.reconcile(&dispatch, external_id).await,
-                            // Unconfirmed with nothing to ask by: the channel looks for it.
-                            None => match channel.find_lost(&dispatch).await {
+                        match (row.state, row.external_id.as_deref()) {
+                            (DeliveryState::Accepted, Some(external_id)) => {
+                                channel.reconcile(&dispatch, external_id).await
+                            }
+                            (DeliveryState::Accepted, None) => None,
+                            // Unconfirmed: the last attempt named nothing to ask by (an id it
+                            // carries is an earlier attempt's), so the channel looks for it.
+                            _ => match channel.find_lost(&dispatch).await {
                                 Some(found) => {
                                     name_found(hub, row, &found.external_id).await.ok()?;
                                     Some(found.status)
@@ -763,7 +767,12 @@ async fn reconcile_one(
             let receipt = ChannelReceipt {
                 correlation: Correlation::Key(row.idempotency_key.clone()),
                 raw: serde_json::json!({"reconciled": true, "ask": asks, "external_id": row.external_id}),
-                dedup: format!("reconcile:{}:{asks}", row.id),
+                // Asks count afresh after a retry: the row's last change tells the rounds apart.
+                dedup: format!(
+                    "reconcile:{}:{}:{asks}",
+                    row.id,
+                    row.updated_at.timestamp_micros()
+                ),
                 source_time: None,
                 status,
             };
@@ -776,19 +785,31 @@ async fn reconcile_one(
     Ok(())
 }
 
-/// After `MAX_CONFIRM_ASKS` unanswered asks an `accepted` delivery becomes `unconfirmed`: an
-/// operator looks, and may retry (which resumes from its checkpoint).
-/// Keeps the id under which a channel found a lost send as its delivery's (where it has none),
-/// so the receipt that follows, a withdrawal and the record all name it.
+/// Keeps the id under which a channel found a lost send as its delivery's (replacing an
+/// earlier attempt's), so the receipt that follows, a withdrawal and the record all name it.
+/// Refused (an error) when another delivery to the same target already goes by that id: it
+/// found something else's.
 async fn name_found(hub: &Hub, row: &delivery::Model, external_id: &str) -> Result<()> {
+    let taken = delivery::Entity::find()
+        .filter(delivery::Column::TargetId.eq(row.target_id.as_str()))
+        .filter(delivery::Column::ExternalId.eq(external_id))
+        .filter(delivery::Column::Id.ne(row.id.as_str()))
+        .count(&hub.db)
+        .await?;
+    if taken > 0 {
+        return Err(anyhow::anyhow!("{external_id} is already another delivery's to this target").into());
+    }
     delivery::Entity::update_many()
         .col_expr(delivery::Column::ExternalId, Expr::value(external_id))
         .filter(delivery::Column::Id.eq(row.id.as_str()))
-        .filter(delivery::Column::ExternalId.is_null())
+        .filter(delivery::Column::State.eq(DeliveryState::Unconfirmed))
         .exec(&hub.db)
         .await?;
     Ok(())
 }
+
+/// After `MAX_CONFIRM_ASKS` unanswered asks an `accepted` delivery becomes `unconfirmed`: an
+/// operator looks, and may retry (which resumes from its checkpoint).
 
 async fn give_up(hub: &Hub, row: &delivery::Model, asks: i32) -> Result<()> {
     let txn = begin_write(&hub.db).await?;

@@ -31,7 +31,7 @@ use crate::{
     hub::Hub,
     store::{
         Binds, among, begin_write,
-        entities::{delivery, rendition},
+        entities::{delivery, delivery_confirmation, rendition},
         is_postgres,
     },
 };
@@ -715,6 +715,25 @@ async fn withdraw_one(
         Some(id) => delivery::Entity::find_by_id(id.as_str()).one(&hub.db).await?,
         None => None,
     };
+    // What it follows is still on its way, or the hub is still finding out what became of it
+    // (`find_lost`): taken down now, nothing would be named, and what lands later would stay.
+    // The withdrawal waits for that outcome.
+    if let Some(followed) = &original
+        && followed.external_id.is_none()
+        && (followed.state == DeliveryState::Sending
+            || (followed.state == DeliveryState::Unconfirmed
+                && delivery_confirmation::Entity::find_by_id(followed.id.as_str())
+                    .one(&hub.db)
+                    .await?
+                    .is_some()))
+    {
+        let waiting = WithdrawOutcome::Failed {
+            permanence: Permanence::Transient,
+            code: "awaiting_outcome".into(),
+            message: "所撤回的发布结果尚未确认，确认后再撤回".into(),
+        };
+        return Ok(settle_withdrawal(hub, row.attempts, waiting));
+    }
     let external_id = original.and_then(|d| d.external_id);
     let channel_slots = InFlight::permit_source(&in_flight.channels, row.channel.as_str(), limits.in_flight);
     let target_slots = InFlight::permit_source(

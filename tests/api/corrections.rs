@@ -102,6 +102,8 @@ on_both_backends! {
         assert_eq!((wx.fake.drafts(), wx.fake.submits()), (2, 2));
         let article = wx.fake.draft_log().pop().expect("a draft").articles[0].clone();
         assert!(article.content.starts_with("<p><strong>更正说明（"), "{}", article.content);
+        // Its 阅读原文 is its own version's page: each version's article has a link of its own.
+        assert!(article.content_source_url.as_deref().is_some_and(|url| url.ends_with(&format!("/xxgk/items/{item}/versions/2"))), "{:?}", article.content_source_url);
         assert_eq!(herald::delivery::try_remove_superseded(&app.hub, 100).await.expect("sweep"), 0, "not before the new article is out");
         let update = deliveries(app, &item).await.into_iter().find(|d| d["channel"] == "wechat" && d["version"] == 2).expect("the WeChat update");
         let second_publish = update["external_id"].as_str().expect("a publish_id").to_owned();

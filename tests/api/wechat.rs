@@ -507,6 +507,38 @@ async fn a_submit_whose_answer_is_lost_is_never_sent_again_and_is_found_once_pub
         "no second draft, no second submit"
     );
 
+    // Withdrawn while nobody knows whether it is out: the withdrawal waits for the outcome.
+    let withdrawn = wx
+        .app
+        .post(
+            "publisher",
+            &format!("/api/v1/items/{item}/withdraw"),
+            &json!({"reason": "内容有误"}),
+        )
+        .await;
+    assert_eq!(withdrawn.status, 200, "{}", withdrawn.json);
+    wx.app.deliver_due().await;
+    let view = wx
+        .app
+        .get("admin", &format!("/api/v1/items/{item}/deliveries"))
+        .await
+        .json;
+    let withdrawal = view["deliveries"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|d| d["kind"] == "withdraw")
+        .cloned()
+        .expect("a withdrawal");
+    assert_eq!(withdrawal["state"], "retrying", "{withdrawal}");
+    assert!(
+        withdrawal["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("awaiting_outcome")),
+        "{withdrawal}"
+    );
+    assert!(wx.fake.deleted().is_empty());
+
     // WeChat publishes it after all (its event names a publish_id no delivery knows). Asked
     // later, the hub finds the article among those published, by its link and title.
     let job = wx.fake.publishes().pop().expect("the submitted job");
@@ -530,16 +562,8 @@ async fn a_submit_whose_answer_is_lost_is_never_sent_again_and_is_found_once_pub
         "{found}"
     );
     assert_eq!((wx.fake.drafts(), wx.fake.submits()), (1, 1), "still one submit");
-    // Withdrawn, the article found is the one deleted.
-    let withdrawn = wx
-        .app
-        .post(
-            "publisher",
-            &format!("/api/v1/items/{item}/withdraw"),
-            &json!({"reason": "内容有误"}),
-        )
-        .await;
-    assert_eq!(withdrawn.status, 200, "{}", withdrawn.json);
+    // The withdrawal, due again, deletes the article found.
+    wx.advance(chrono::Duration::hours(2));
     wx.app.deliver_due().await;
     assert_eq!(wx.fake.deleted(), vec![article_id]);
 }

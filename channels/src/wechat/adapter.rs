@@ -360,6 +360,7 @@ impl WeChat {
                     articles.iter().any(|a| {
                         a["content_source_url"].as_str() == Some(source_url.as_str())
                             && a["title"].as_str() == Some(title.as_str())
+                            && a["is_deleted"].as_bool() != Some(true)
                     })
                 })
             });
@@ -665,14 +666,21 @@ impl Channel for WeChat {
                 });
             }
         }
-        let link = if self.portal_base.is_empty() {
-            String::new()
-        } else {
-            format!(
+        // A correction's 阅读原文 leads to its own version's page: each version's article has a
+        // link of its own, by which it is found should its submit's answer be lost.
+        let link = match (&item.correction, self.portal_base.is_empty()) {
+            (_, true) => String::new(),
+            (None, false) => format!(
                 "{}{}",
                 self.portal_base,
                 crate::portal::Portal::page_path(&item.item_id)
-            )
+            ),
+            (Some(_), false) => format!(
+                "{}{}/versions/{}",
+                self.portal_base,
+                crate::portal::Portal::page_path(&item.item_id),
+                item.version
+            ),
         };
         let cover = item
             .attachments
@@ -1078,11 +1086,6 @@ impl Callbacks for WeChat {
         ) {
             return Err(unauthenticated("msg_signature", "the signature does not match"));
         }
-        // A request seen before is not refused: WeChat retries a push with the very same
-        // request when the answer was slow, and refusing it would lose the event if the first
-        // was never stored. Replayed or retried, it carries the same receipt, which the inbox
-        // stores once (its dedup key is the publish and its status); past the window above it
-        // is refused.
         let app_id = settings(&target.config)
             .map(|s| s.account.app_id)
             .map_err(|e| unauthenticated(&e.field, &e.message))?;
