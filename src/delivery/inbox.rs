@@ -810,7 +810,6 @@ async fn name_found(hub: &Hub, row: &delivery::Model, external_id: &str) -> Resu
 
 /// After `MAX_CONFIRM_ASKS` unanswered asks an `accepted` delivery becomes `unconfirmed`: an
 /// operator looks, and may retry (which resumes from its checkpoint).
-
 async fn give_up(hub: &Hub, row: &delivery::Model, asks: i32) -> Result<()> {
     let txn = begin_write(&hub.db).await?;
     let changed = delivery::Entity::update_many()
