@@ -31,6 +31,9 @@ pub struct Caller {
     pub username: String,
     pub role: Role,
     pub area: AreaCode,
+    /// Signed in with a password Herald generated, not yet replaced: allowed only to change it
+    /// (an API token never is).
+    pub must_change_password: bool,
 }
 
 impl Caller {
@@ -55,7 +58,8 @@ impl Caller {
     }
 }
 
-fn caller_from(model: user::Model) -> Result<Caller> {
+/// Who a user acts as.
+pub fn caller_from(model: user::Model) -> Result<Caller> {
     let role = model.role;
     let area = AreaCode::parse(&model.area_code).map_err(anyhow::Error::new)?;
     Ok(Caller {
@@ -63,6 +67,7 @@ fn caller_from(model: user::Model) -> Result<Caller> {
         username: model.username,
         role,
         area,
+        must_change_password: model.must_change_password,
     })
 }
 
@@ -189,6 +194,7 @@ pub async fn create_user(
         area_code: Set(area.to_string()),
         disabled: Set(false),
         created_at: Set(now),
+        must_change_password: Set(generated.is_some()),
     }
     .insert(&txn)
     .await?;
@@ -650,13 +656,13 @@ pub enum Credential<'a> {
 }
 
 pub async fn authenticate(hub: &Hub, credential: Credential<'_>) -> Result<Caller> {
-    let user_id = match credential {
+    let (user_id, by_token) = match credential {
         Credential::Session(secret) => {
             let found = session::Entity::find_by_id(sha256_hex(secret.as_bytes()))
                 .one(&hub.db)
                 .await?;
             match found {
-                Some(s) if s.expires_at > hub.clock.now() => s.user_id,
+                Some(s) if s.expires_at > hub.clock.now() => (s.user_id, false),
                 _ => return Err(Error::Unauthenticated),
             }
         }
@@ -666,7 +672,7 @@ pub async fn authenticate(hub: &Hub, credential: Credential<'_>) -> Result<Calle
                 .filter(api_token::Column::RevokedAt.is_null())
                 .one(&hub.db)
                 .await?;
-            found.ok_or(Error::Unauthenticated)?.user_id
+            (found.ok_or(Error::Unauthenticated)?.user_id, true)
         }
     };
     let model = user::Entity::find_by_id(user_id)
@@ -676,5 +682,147 @@ pub async fn authenticate(hub: &Hub, credential: Credential<'_>) -> Result<Calle
     if model.disabled {
         return Err(Error::Unauthenticated);
     }
-    caller_from(model)
+    // A token is issued by someone already signed in with a password of their own.
+    let mut caller = caller_from(model)?;
+    caller.must_change_password &= !by_token;
+    Ok(caller)
+}
+
+/// A password change: the current one, and the one chosen.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    #[schema(format = Password)]
+    pub current_password: String,
+    /// At least 10 characters, mixing two of letters, digits and other characters.
+    #[schema(format = Password)]
+    pub new_password: String,
+}
+
+/// The caller chooses a new password, proving the current one: a generated one stops being
+/// required to change, and every other session of theirs ends.
+pub async fn change_password(
+    hub: &Hub,
+    caller: &Caller,
+    change: &PasswordChange,
+    keep_session: Option<&str>,
+) -> Result<UserView> {
+    check_password_length(&change.current_password).map_err(|m| Error::validation("current_password", m))?;
+    check_password_strength(&change.new_password).map_err(|m| Error::validation("new_password", m))?;
+    if change.new_password == change.current_password {
+        return Err(Error::validation(
+            "new_password",
+            "must differ from the current password",
+        ));
+    }
+    let hash = hash_password(&change.new_password)?;
+    let now = hub.clock.now();
+    let txn = begin_write(&hub.db).await?;
+    let model = user::Entity::find_by_id(&caller.id)
+        .one(&txn)
+        .await?
+        .ok_or(Error::Unauthenticated)?;
+    if !password_matches(&change.current_password, &model.password_hash) {
+        return Err(Error::validation(
+            "current_password",
+            "is not your current password",
+        ));
+    }
+    let mut sessions = session::Entity::delete_many().filter(session::Column::UserId.eq(&model.id));
+    if let Some(kept) = keep_session {
+        sessions = sessions.filter(session::Column::TokenHash.ne(sha256_hex(kept.as_bytes())));
+    }
+    sessions.exec(&txn).await?;
+    let mut active: user::ActiveModel = model.into();
+    active.password_hash = Set(hash);
+    active.must_change_password = Set(false);
+    let model = active.update(&txn).await?;
+    audit::append_change(
+        &txn,
+        now,
+        &caller.id,
+        "user.password_change",
+        ("user", &model.id),
+        Some(&model.area_code),
+        serde_json::json!({"username": model.username}),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(UserView::from(model))
+}
+
+/// Moves a user to `area_code` of the configured area tree (the first administrator, after
+/// the demo county was replaced by the real one); their sessions end, since what they may see
+/// changed.
+pub async fn rescope_user(hub: &Hub, actor: &str, user_id: &str, area_code: &str) -> Result<UserView> {
+    let area = hub
+        .areas
+        .resolve(area_code)
+        .map_err(|m| Error::validation("area_code", m))?;
+    let now = hub.clock.now();
+    let txn = begin_write(&hub.db).await?;
+    let model = load_user_in_scope(&txn, None, user_id).await?;
+    model
+        .role
+        .check_scope(&area)
+        .map_err(|m| Error::validation("area_code", m))?;
+    let from = model.area_code.clone();
+    session::Entity::delete_many()
+        .filter(session::Column::UserId.eq(&model.id))
+        .exec(&txn)
+        .await?;
+    let mut active: user::ActiveModel = model.into();
+    active.area_code = Set(area.to_string());
+    let model = active.update(&txn).await?;
+    audit::append_change(
+        &txn,
+        now,
+        actor,
+        "user.rescope",
+        ("user", &model.id),
+        Some(&model.area_code),
+        serde_json::json!({"username": model.username, "from": from, "to": model.area_code}),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(UserView::from(model))
+}
+
+/// An administrator resets a user's password: a generated one-time password (returned once),
+/// to be changed at the next sign-in; the user's sessions end and login delays are lifted.
+pub async fn reset_password(
+    hub: &Hub,
+    actor: &str,
+    actor_scope: Option<&AreaCode>,
+    user_id: &str,
+) -> Result<(UserView, String)> {
+    let password = random_secret(9)?;
+    let hash = hash_password(&password)?;
+    let now = hub.clock.now();
+    let txn = begin_write(&hub.db).await?;
+    let model = load_user_in_scope(&txn, actor_scope, user_id).await?;
+    session::Entity::delete_many()
+        .filter(session::Column::UserId.eq(&model.id))
+        .exec(&txn)
+        .await?;
+    login_throttle::Entity::delete_many()
+        .filter(login_throttle::Column::Username.eq(&model.username))
+        .exec(&txn)
+        .await?;
+    let mut active: user::ActiveModel = model.into();
+    active.password_hash = Set(hash);
+    active.must_change_password = Set(true);
+    let model = active.update(&txn).await?;
+    audit::append_change(
+        &txn,
+        now,
+        actor,
+        "user.password_reset",
+        ("user", &model.id),
+        Some(&model.area_code),
+        serde_json::json!({"username": model.username}),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok((UserView::from(model), password))
 }

@@ -167,6 +167,7 @@ async fn approved(hub: &Hub, emergency: bool) -> anyhow::Result<(crate::accounts
             username: user.username,
             role,
             area: hub.areas.root().code.clone(),
+            must_change_password: false,
         });
     }
     let reviewer = callers.pop().context("reviewer")?;

@@ -194,6 +194,20 @@ enum UserCommand {
     Disable { username: String },
     /// Lift the login delays failed logins put on a user, from every address.
     Unlock { username: String },
+    /// Reset a user's password to a generated one-time password (printed once), to be
+    /// changed at their next sign-in; their sessions end.
+    ResetPassword { username: String },
+    /// Change a user's own password: the current one, then the new one, each on a line of
+    /// standard input. Every session of theirs ends.
+    Passwd { username: String },
+    /// Move a user to another area of the configured area tree (after replacing the demo
+    /// county with a real one, say).
+    Rescope {
+        username: String,
+        /// Administrative division code within the configured tree (6, 9 or 12 digits).
+        #[arg(long)]
+        area: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -329,11 +343,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::User(command) => {
-            let hub = open_hub(settings, Clock::System).await?;
+            let hub = open_existing_hub(settings).await?;
             user_command(&hub, command).await
         }
         Command::Device(command) => {
-            let hub = open_hub(settings, Clock::System).await?;
+            let hub = open_existing_hub(settings).await?;
             device_command(&hub, command).await
         }
         Command::Simulate {
@@ -363,11 +377,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Mqtt(MqttCommand::Acl { out_dir, hub_user }) => {
-            let hub = open_hub(settings, Clock::System).await?;
+            let hub = open_existing_hub(settings).await?;
             write_broker_files(&hub, &out_dir, &hub_user).await
         }
         Command::Token(TokenCommand::Create { user, name }) => {
-            let hub = open_hub(settings, Clock::System).await?;
+            let hub = open_existing_hub(settings).await?;
             let owner = accounts::find_user_by_name(&hub, &user)
                 .await
                 .map_err(|e| anyhow::anyhow!("{user}: {e}"))?;
@@ -512,8 +526,63 @@ async fn user_command(hub: &Hub, command: UserCommand) -> anyhow::Result<ExitCod
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("unlocked {username}");
         }
+        UserCommand::ResetPassword { username } => {
+            let user = user_named(hub, &username).await?;
+            let (_, password) = accounts::reset_password(hub, CLI_ACTOR, None, &user.id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("one-time password: {password}");
+            println!("{username} must choose their own at the next sign-in.");
+        }
+        UserCommand::Passwd { username } => {
+            let user = user_named(hub, &username).await?;
+            let mut input = String::new();
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .context("cannot read the passwords from standard input")?;
+            let mut lines = input.lines();
+            let (Some(current), Some(new)) = (lines.next(), lines.next()) else {
+                anyhow::bail!(
+                    "standard input must hold the current password, then the new one, each on a line"
+                );
+            };
+            let change = accounts::PasswordChange {
+                current_password: current.to_owned(),
+                new_password: new.to_owned(),
+            };
+            let caller = accounts::caller_from(user).map_err(|e| anyhow::anyhow!("{e}"))?;
+            accounts::change_password(hub, &caller, &change, None)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("changed the password of {username}");
+        }
+        UserCommand::Rescope { username, area } => {
+            let user = user_named(hub, &username).await?;
+            let moved = accounts::rescope_user(hub, CLI_ACTOR, &user.id, &area)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{username} now works within {}", moved.area_code);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the hub for a command about what an existing database holds. On the embedded default
+/// a data directory without one means the command ran elsewhere than the hub (the data
+/// directory is relative to where it runs): an error naming where it looked, never a second,
+/// empty database. Only `serve` and `migrate` create one.
+async fn open_existing_hub(settings: Settings) -> anyhow::Result<Hub> {
+    if settings.storage.database_url.is_empty() {
+        let path = settings.storage.data_dir.join(crate::config::SQLITE_FILE);
+        if !path.exists() {
+            let shown = std::path::absolute(&path).unwrap_or(path);
+            anyhow::bail!(
+                "no Herald database at {}: run this where `herald serve` runs, or give its data directory with --data-dir (storage.data_dir); `herald migrate` creates a new one",
+                shown.display()
+            );
+        }
+    }
+    open_hub(settings, Clock::System).await
 }
 
 async fn user_named(hub: &Hub, username: &str) -> anyhow::Result<crate::store::entities::user::Model> {
@@ -620,6 +689,11 @@ async fn serve(mut settings: Settings) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    if settings.storage.database_url.is_empty() {
+        let data_dir = &settings.storage.data_dir;
+        let shown = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.clone());
+        println!("data directory: {}", shown.display());
+    }
     let hub = Arc::new(open_hub(settings, Clock::System).await?);
     if let Some((broker, gate)) = &embedded {
         gate.attach(hub.clone());

@@ -173,6 +173,9 @@ impl std::fmt::Debug for StorageSettings {
     }
 }
 
+/// The embedded default's database file, in `storage.data_dir`.
+pub const SQLITE_FILE: &str = "herald.db";
+
 impl StorageSettings {
     /// The key target secrets are sealed with: `secrets_key`, or on the embedded default the
     /// key file `herald serve` generated. `None`: no secrets can be stored or read.
@@ -183,7 +186,7 @@ impl StorageSettings {
 
     pub fn effective_database_url(&self) -> String {
         if self.database_url.is_empty() {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("herald.db").display())
+            format!("sqlite://{}?mode=rwc", self.data_dir.join(SQLITE_FILE).display())
         } else {
             self.database_url.clone()
         }
@@ -470,6 +473,77 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "storage.max_connections must be at least 1".into(),
             ));
+        }
+        // A setting that passes but makes the hub unusable (a session that ends as it starts,
+        // a login window of nothing) is refused here, not discovered in use.
+        let auth = &self.auth;
+        let ranges: [(&str, u64, u64, u64); 9] = [
+            ("auth.session_hours", u64::from(auth.session_hours), 1, 24 * 30),
+            (
+                "auth.login_max_failures",
+                u64::from(auth.login_max_failures),
+                1,
+                1000,
+            ),
+            (
+                "auth.login_account_max_failures",
+                u64::from(auth.login_account_max_failures),
+                1,
+                100_000,
+            ),
+            (
+                "auth.login_window_minutes",
+                u64::from(auth.login_window_minutes),
+                1,
+                24 * 60,
+            ),
+            (
+                "auth.login_max_delay_minutes",
+                u64::from(auth.login_max_delay_minutes),
+                1,
+                24 * 60,
+            ),
+            (
+                "auth.known_client_days",
+                u64::from(auth.known_client_days),
+                1,
+                3650,
+            ),
+            (
+                "content.max_body_bytes",
+                self.content.max_body_bytes as u64,
+                1024,
+                64 << 20,
+            ),
+            (
+                "delivery.poll_interval_ms",
+                self.delivery.poll_interval_ms,
+                10,
+                60_000,
+            ),
+            (
+                "workflow.due_soon_working_days",
+                u64::from(self.workflow.due_soon_working_days),
+                0,
+                60,
+            ),
+        ];
+        for (key, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} is {value}; it must be between {min} and {max}"
+                )));
+            }
+        }
+        if !self.server.public_url.trim().is_empty() {
+            let unbound = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            self.server.public_base(unbound).map_err(ConfigError::Invalid)?;
+        }
+        if !self.server.listen.is_empty() && self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "server.listen `{}` must be HOST:PORT with an IP address, e.g. 127.0.0.1:8080",
+                self.server.listen
+            )));
         }
         let delivery = &self.delivery;
         let positive = [

@@ -20,6 +20,7 @@ mod m20261206_000012_cap_superseded;
 mod m20261206_000013_wechat_tokens;
 mod m20261206_000014_corrections;
 mod m20261206_000015_callback_replays;
+mod m20261206_000016_password_change;
 
 /// A named index over `cols` of `table`.
 fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
@@ -51,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000013_wechat_tokens::Migration),
             Box::new(m20261206_000014_corrections::Migration),
             Box::new(m20261206_000015_callback_replays::Migration),
+            Box::new(m20261206_000016_password_change::Migration),
         ]
     }
 }

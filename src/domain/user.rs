@@ -108,8 +108,33 @@ pub fn check_password_strength(password: &str) -> Result<(), String> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"));
     }
+    // Two kinds of character at least (letters, digits, others), and not one repeated or
+    // counted up: what a guesser tries first.
+    let kinds = [
+        password.chars().any(char::is_alphabetic),
+        password.chars().any(|c| c.is_ascii_digit()),
+        password.chars().any(|c| !c.is_alphanumeric()),
+    ];
+    if kinds.iter().filter(|k| **k).count() < 2 {
+        return Err("must mix at least two of letters, digits and other characters".into());
+    }
+    let lower = password.to_lowercase();
+    let distinct: std::collections::HashSet<char> = lower.chars().collect();
+    if distinct.len() < 4 || COMMON_PASSWORDS.iter().any(|common| lower.contains(common)) {
+        return Err("is too easy to guess".into());
+    }
     Ok(())
 }
+
+/// Fragments of passwords guessers try first.
+const COMMON_PASSWORDS: [&str; 6] = [
+    "password1",
+    "12345678",
+    "qwerty123",
+    "admin123",
+    "abc12345",
+    "87654321",
+];
 
 #[cfg(test)]
 mod wire_name_tests {

@@ -34,6 +34,9 @@ pub struct MeView {
     pub username: String,
     pub role: Role,
     pub area_code: String,
+    /// Signed in with a one-time password: choose your own (`POST /api/v1/me/password`)
+    /// before anything else.
+    pub must_change_password: bool,
 }
 
 impl MeView {
@@ -43,6 +46,7 @@ impl MeView {
             username: caller.username.clone(),
             role: caller.role,
             area_code: caller.area.as_str().to_owned(),
+            must_change_password: caller.must_change_password,
         }
     }
 }
@@ -210,6 +214,59 @@ pub async fn disable_user(req: HttpRequest, caller: Caller, id: web::Path<String
     require_admin(&caller)?;
     Ok(HttpResponse::Ok()
         .json(accounts::disable_user(&*hub(&req)?, &caller.id, Some(&caller.area), &id).await?))
+}
+
+/// Choose a new password, proving the current one
+///
+/// A one-time password (the first administrator's, or one an administrator reset) must be
+/// changed this way before anything else is allowed. Every other session of yours ends.
+#[utoipa::path(
+    post, path = "/api/v1/me/password", tag = "accounts",
+    request_body = accounts::PasswordChange,
+    responses(
+        (status = 200, description = "Changed", body = UserView),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 422, description = "The current password is wrong, or the new one too weak; `field` names it", body = ErrorBody),
+    )
+)]
+pub async fn change_password(
+    req: HttpRequest,
+    caller: Caller,
+    input: ApiJson<accounts::PasswordChange>,
+) -> Reply {
+    let session = req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned());
+    Ok(HttpResponse::Ok()
+        .json(accounts::change_password(&*hub(&req)?, &caller, &input.0, session.as_deref()).await?))
+}
+
+/// The one-time password an administrator set for a user, shown once
+#[derive(Serialize, ToSchema)]
+pub struct PasswordResetView {
+    pub user: UserView,
+    /// To be handed to the user, who must change it at their next sign-in.
+    pub one_time_password: String,
+}
+
+/// Reset a user's password to a one-time password
+///
+/// The user's sessions end and their login delays are lifted; the password is returned once.
+#[utoipa::path(
+    post, path = "/api/v1/users/{id}/password-reset", tag = "accounts",
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "Reset", body = PasswordResetView),
+        (status = 403, description = "Only administrators reset passwords", body = ErrorBody),
+        (status = 404, description = "No such user in your area", body = ErrorBody),
+    )
+)]
+pub async fn reset_password(req: HttpRequest, caller: Caller, id: web::Path<String>) -> Reply {
+    require_admin(&caller)?;
+    let (user, one_time_password) =
+        accounts::reset_password(&*hub(&req)?, &caller.id, Some(&caller.area), &id).await?;
+    Ok(HttpResponse::Ok().json(PasswordResetView {
+        user,
+        one_time_password,
+    }))
 }
 
 /// Lift the login delays failed logins put on an account, from every address

@@ -197,6 +197,9 @@ fn bearer(req: &HttpRequest) -> Option<String> {
         .map(|token| token.trim().to_owned())
 }
 
+/// What a user signed in with a one-time password may do: see who they are, choose their own.
+const ALLOWED_BEFORE_PASSWORD_CHANGE: [&str; 2] = ["/api/v1/me", "/api/v1/me/password"];
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
@@ -205,6 +208,7 @@ impl FromRequest for Caller {
         let hub = hub(req);
         let token = bearer(req);
         let session = req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned());
+        let path = req.path().to_owned();
         Box::pin(async move {
             let hub = hub?;
             let credential = match (&token, &session) {
@@ -212,7 +216,16 @@ impl FromRequest for Caller {
                 (None, Some(session)) => Credential::Session(session),
                 (None, None) => return Err(crate::error::Error::Unauthenticated.into()),
             };
-            Ok(accounts::authenticate(&hub, credential).await?)
+            let caller = accounts::authenticate(&hub, credential).await?;
+            if caller.must_change_password && !ALLOWED_BEFORE_PASSWORD_CHANGE.contains(&path.as_str()) {
+                return Err(ApiError::new(
+                    actix_web::http::StatusCode::FORBIDDEN,
+                    "password_change_required",
+                    "you signed in with a one-time password: choose your own first (POST /api/v1/me/password)",
+                    Some("password".into()),
+                ));
+            }
+            Ok(caller)
         })
     }
 }

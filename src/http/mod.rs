@@ -55,6 +55,11 @@ pub fn api_routes() -> Vec<ApiRoute> {
         op(M::POST, "/api/v1/session", web::post().to(accounts::login)),
         op(M::DELETE, "/api/v1/session", web::delete().to(accounts::logout)),
         op(M::GET, "/api/v1/me", web::get().to(accounts::me)),
+        op(
+            M::POST,
+            "/api/v1/me/password",
+            web::post().to(accounts::change_password),
+        ),
         op(M::GET, "/api/v1/users", web::get().to(accounts::list_users)),
         op(M::POST, "/api/v1/users", web::post().to(accounts::create_user)),
         op(
@@ -66,6 +71,11 @@ pub fn api_routes() -> Vec<ApiRoute> {
             M::POST,
             "/api/v1/users/{id}/unlock",
             web::post().to(accounts::unlock_user),
+        ),
+        op(
+            M::POST,
+            "/api/v1/users/{id}/password-reset",
+            web::post().to(accounts::reset_password),
         ),
         op(M::GET, "/api/v1/tokens", web::get().to(accounts::list_tokens)),
         op(M::POST, "/api/v1/tokens", web::post().to(accounts::create_token)),

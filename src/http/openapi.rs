@@ -40,6 +40,8 @@ type Reply = Result<HttpResponse, ApiError>;
         accounts::login,
         accounts::logout,
         accounts::me,
+        accounts::change_password,
+        accounts::reset_password,
         accounts::list_users,
         accounts::create_user,
         accounts::disable_user,

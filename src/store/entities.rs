@@ -26,6 +26,9 @@ pub mod user {
         pub area_code: String,
         pub disabled: bool,
         pub created_at: DateTimeUtc,
+        /// Signed in with a password Herald generated: nothing else is allowed until the user
+        /// chooses their own.
+        pub must_change_password: bool,
     }
     no_relations!();
 }

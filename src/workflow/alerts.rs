@@ -452,14 +452,7 @@ pub const INTAKE_USERNAME: &str = "cap-intake";
 /// The system account alerts are written under, made on first use: county-wide, a publisher,
 /// disabled, with no password that could ever match.
 async fn intake_author(hub: &Hub) -> Result<Caller> {
-    let as_caller = |row: user::Model| -> Result<Caller> {
-        Ok(Caller {
-            id: row.id,
-            username: row.username,
-            role: row.role,
-            area: AreaCode::parse(&row.area_code).map_err(anyhow::Error::new)?,
-        })
-    };
+    let as_caller = crate::accounts::caller_from;
     let find = || {
         user::Entity::find()
             .filter(user::Column::Username.eq(INTAKE_USERNAME))
@@ -478,6 +471,7 @@ async fn intake_author(hub: &Hub) -> Result<Caller> {
         area_code: Set(hub.areas.root().code.to_string()),
         disabled: Set(true),
         created_at: Set(hub.clock.now()),
+        must_change_password: Set(false),
     }
     .insert(&hub.db)
     .await;

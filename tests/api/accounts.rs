@@ -67,6 +67,52 @@ on_both_databases! {
         assert_eq!(login(&app, "li.si", &password).await.status(), 401);
     }
 
+    async fn a_one_time_password_must_be_changed_before_anything_else(app: TestApp) {
+        let created = app.post("admin", "/api/v1/users", &json!({"username": "wang.wu", "role": "publisher", "area_code": "530426"})).await;
+        assert_eq!(created.status, 201, "{}", created.json);
+        let one_time = created.json["generated_password"].as_str().expect("generated password").to_owned();
+        let user_id = created.json["user"]["id"].as_str().expect("id").to_owned();
+        let signed_in = login(&app, "wang.wu", &one_time).await;
+        assert_eq!(signed_in.status(), 200);
+        let cookie = format!("herald_session={}", signed_in.cookies().find(|c| c.name() == "herald_session").expect("cookie").value());
+        let me: serde_json::Value = signed_in.json().await.expect("json");
+        assert_eq!(me["must_change_password"], true);
+        let call = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+            app.client.request(method, format!("{}{path}", app.address)).header("cookie", cookie.clone()).json(&body).send()
+        };
+        // Nothing but choosing a password of their own.
+        let items = call(reqwest::Method::GET, "/api/v1/items", json!(null)).await.expect("items");
+        assert_eq!(items.status(), 403);
+        let refused: serde_json::Value = items.json().await.expect("json");
+        assert_eq!(refused["error"]["code"], "password_change_required", "{refused}");
+        for (body, field) in [
+            (json!({"current_password": "not-it-at-all-1", "new_password": "森林防火-2026-峨山"}), "current_password"),
+            (json!({"current_password": one_time, "new_password": "abcdefghijkl"}), "new_password"),
+            (json!({"current_password": one_time, "new_password": "1111111111"}), "new_password"),
+            (json!({"current_password": one_time, "new_password": one_time}), "new_password"),
+        ] {
+            let bad = call(reqwest::Method::POST, "/api/v1/me/password", body).await.expect("change");
+            assert_eq!(bad.status(), 422);
+            let bad: serde_json::Value = bad.json().await.expect("json");
+            assert_eq!(bad["error"]["field"], field, "{bad}");
+        }
+        let changed = call(reqwest::Method::POST, "/api/v1/me/password", json!({"current_password": one_time, "new_password": "森林防火-2026-峨山"})).await.expect("change");
+        assert_eq!(changed.status(), 200);
+        assert_eq!(call(reqwest::Method::GET, "/api/v1/items", json!(null)).await.expect("items").status(), 200);
+        assert_eq!(login(&app, "wang.wu", &one_time).await.status(), 401, "the one-time password is spent");
+
+        // An administrator resets it: a new one-time password, the sessions end.
+        let reset = app.post("admin", &format!("/api/v1/users/{user_id}/password-reset"), &json!({})).await;
+        assert_eq!(reset.status, 200, "{}", reset.json);
+        let again = reset.json["one_time_password"].as_str().expect("password").to_owned();
+        assert_eq!(call(reqwest::Method::GET, "/api/v1/me", json!(null)).await.expect("me").status(), 401);
+        let signed_in: serde_json::Value = login(&app, "wang.wu", &again).await.json().await.expect("json");
+        assert_eq!(signed_in["must_change_password"], true);
+        let not_admin = app.post("publisher", &format!("/api/v1/users/{user_id}/password-reset"), &json!({})).await;
+        assert_eq!(not_admin.status, 403);
+        assert!(app.audit_actions(&user_id).await.iter().any(|a| a == "user.password_reset"));
+    }
+
     async fn a_revoked_token_no_longer_authenticates(app: TestApp) {
         let created = app.post("publisher", "/api/v1/tokens", &json!({"name": "脚本"})).await;
         assert_eq!(created.status, 201);

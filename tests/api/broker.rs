@@ -137,6 +137,7 @@ fn each_device_reaches_only_its_own_topics_on_a_mosquitto_set_up_by_herald() {
         );
         out
     };
+    run(&["migrate"]);
     let add = |id: &str| {
         credential_of(
             &run(&[

@@ -1,7 +1,7 @@
 //! The `herald` binary as an operator uses it.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write},
     process::{Child, Command, Stdio},
 };
 
@@ -49,8 +49,12 @@ fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_heal
     let mut address = None;
     let mut key_announced = false;
     let mut broker = None;
+    let mut data_dir = None;
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("line");
+        if let Some(d) = line.strip_prefix("data directory: ") {
+            data_dir = Some(d.to_owned());
+        }
         key_announced |= line.starts_with("Generated the key that encrypts target secrets");
         if let Some(b) = line.strip_prefix("MQTT broker for devices listening on ") {
             broker = Some(b.to_owned());
@@ -64,6 +68,16 @@ fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_heal
         }
     }
     let address = address.expect("serve printed where it listens");
+    assert_eq!(
+        data_dir,
+        Some(
+            std::path::absolute(dir.path())
+                .expect("absolute")
+                .display()
+                .to_string()
+        ),
+        "serve printed the absolute data directory"
+    );
     // With no external broker configured, serve runs its own; it lets in no one unknown.
     let broker: std::net::SocketAddr = broker
         .expect("serve printed where its MQTT broker listens")
@@ -103,6 +117,17 @@ fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_heal
             .expect("login");
         assert_eq!(login.status(), 200);
         let admin = session_of(&login);
+        // The printed password is one-time: nothing else until the administrator chooses one.
+        let locked = client.get(format!("{address}/api/v1/items")).header("cookie", &admin).send().await.expect("items");
+        assert_eq!(locked.status(), 403);
+        let chosen = client
+            .post(format!("{address}/api/v1/me/password"))
+            .header("cookie", &admin)
+            .json(&serde_json::json!({"current_password": password, "new_password": "峨山-admin-2026"}))
+            .send()
+            .await
+            .expect("change");
+        assert_eq!(chosen.status(), 200);
 
         // The whole pipeline through the running server, its worker included.
         let reviewer = client
@@ -215,6 +240,19 @@ fn users_and_tokens_are_managed_from_the_command_line() {
             .expect("runs")
     };
 
+    // No database here yet: a command other than serve or migrate says where it looked, and
+    // makes none.
+    let elsewhere = run(&["user", "list"]);
+    assert!(!elsewhere.status.success());
+    let looked = String::from_utf8_lossy(&elsewhere.stderr);
+    let absolute = std::path::absolute(dir.path().join("herald.db")).expect("absolute");
+    assert!(
+        looked.contains(&format!("no Herald database at {}", absolute.display())),
+        "{looked}"
+    );
+    assert!(!dir.path().join("herald.db").exists());
+    assert!(run(&["migrate"]).status.success());
+
     let added = run(&[
         "user",
         "add",
@@ -264,14 +302,65 @@ fn users_and_tokens_are_managed_from_the_command_line() {
     );
     assert!(String::from_utf8_lossy(&token.stdout).contains("hrld_"));
 
+    // A reset gives a one-time password; the user changes it from the command line too.
+    let reset = run(&["user", "reset-password", "wang.wu"]);
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    let reset = String::from_utf8_lossy(&reset.stdout).into_owned();
+    let one_time = reset
+        .lines()
+        .find_map(|l| l.strip_prefix("one-time password: "))
+        .expect("printed")
+        .to_owned();
+    let passwd = |input: String| {
+        let mut child = herald()
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["user", "passwd", "wang.wu"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("written");
+        child.wait_with_output().expect("ends")
+    };
+    let weak = passwd(format!("{one_time}\nshort\n"));
+    assert!(!weak.status.success());
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("new_password"));
+    let changed = passwd(format!("{one_time}\n森林防火-2026-峨山\n"));
+    assert!(
+        changed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&changed.stderr)
+    );
+
+    // Moved to another area of the tree (the first administrator, after the demo county is
+    // replaced by the real one); an area outside it is refused.
+    let moved = run(&["user", "rescope", "wang.wu", "--area", "530426"]);
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    assert!(String::from_utf8_lossy(&moved.stdout).contains("now works within 530426"));
+    let outside = run(&["user", "rescope", "wang.wu", "--area", "999999"]);
+    assert!(!outside.status.success());
+    assert!(String::from_utf8_lossy(&outside.stderr).contains("area_code"));
+
     let disabled = run(&["user", "disable", "wang.wu"]);
     assert!(disabled.status.success());
     let listed = run(&["user", "list"]);
     let listed = String::from_utf8_lossy(&listed.stdout);
-    assert!(
-        listed.contains("wang.wu\treviewer\t530426101\tdisabled"),
-        "{listed}"
-    );
+    assert!(listed.contains("wang.wu\treviewer\t530426\tdisabled"), "{listed}");
 
     let unknown = run(&["user", "disable", "nobody"]);
     assert!(!unknown.status.success());
@@ -333,6 +422,28 @@ fn configuration_is_layered_file_then_environment_then_flags() {
 
     let bad_env = check(&[("HERALD_AUTH__SESSION_HOURS", "many")], &[]);
     assert_eq!(bad_env.status.code(), Some(2));
+
+    // Values that parse but would make the hub unusable are refused, naming the setting.
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:7001\"\n").expect("write");
+    for (key, value) in [
+        ("HERALD_AUTH__SESSION_HOURS", "0"),
+        ("HERALD_AUTH__LOGIN_WINDOW_MINUTES", "0"),
+        ("HERALD_SERVER__PUBLIC_URL", "www.eshan.gov.cn"),
+        ("HERALD_SERVER__LISTEN", "localhost"),
+        ("HERALD_CONTENT__MAX_BODY_BYTES", "10"),
+    ] {
+        let refused = check(&[(key, value)], &[]);
+        assert_eq!(refused.status.code(), Some(2), "{key}={value}");
+        let named = key
+            .trim_start_matches("HERALD_")
+            .replace("__", ".")
+            .to_lowercase();
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains(&named),
+            "{key}: {}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+    }
 
     let missing = herald()
         .args(["--config", "/nonexistent/herald.toml", "check-config"])
@@ -407,6 +518,7 @@ fn devices_are_registered_listed_imported_and_revoked_from_the_command_line() {
             .expect("runs")
     };
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    assert!(run(&["migrate"]).status.success());
 
     let added = run(&[
         "device",
