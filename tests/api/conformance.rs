@@ -212,6 +212,17 @@ async fn scenario(app: TestApp) {
         403,
     )
     .await;
+    let reset = "/api/v1/users/{id}/password-reset";
+    let reset_path = format!("/api/v1/users/{clerk_id}/password-reset");
+    let one_time = call(&app, &doc, post.clone(), a, (reset, &reset_path), None, 200).await;
+    assert!(one_time.json["one_time_password"].is_string());
+    call(&app, &doc, post.clone(), p, (reset, &reset_path), None, 403).await;
+    let own = "/api/v1/me/password";
+    let weak = json!({"current_password": "publisher-password-1", "new_password": "short"});
+    call(&app, &doc, post.clone(), p, (own, own), Some(&weak), 422).await;
+    let chosen = json!({"current_password": "publisher-password-1", "new_password": "森林防火-2026-峨山"});
+    call(&app, &doc, post.clone(), p, (own, own), Some(&chosen), 200).await;
+    call(&app, &doc, post.clone(), None, (own, own), Some(&chosen), 401).await;
     let admin_id = call(&app, &doc, get.clone(), a, me, None, 200).await.json["id"]
         .as_str()
         .expect("id")
@@ -1028,7 +1039,7 @@ async fn every_operation_answers_as_documented_on_postgres() {
 #[test]
 fn the_checker_rejects_undocumented_fields_statuses_and_nulls() {
     let doc = Conformance::new();
-    let me = json!({"id": "u", "username": "admin", "role": "admin", "area_code": "530426"});
+    let me = json!({"id": "u", "username": "admin", "role": "admin", "area_code": "530426", "must_change_password": false});
     doc.check("GET", "/api/v1/me", 200, Some("application/json"), &me);
     let strict = |body: Value| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

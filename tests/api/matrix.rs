@@ -125,6 +125,10 @@ const MATRIX: &[Row] = &[
     ("POST /api/v1/users/{id}/disable",                Out,           [NA,  NA,  NA,   F,   R,   F,    F,   F,    NA,  NA,  NA,  NA]),
     ("POST /api/v1/users/{id}/unlock",                 In,            [OK,  F,   F,    F,   OK,  F,    F,   F,    U,   U,   U,   U]),
     ("POST /api/v1/users/{id}/unlock",                 Out,           [NA,  NA,  NA,   F,   R,   F,    F,   F,    NA,  NA,  NA,  NA]),
+    ("POST /api/v1/users/{id}/password-reset",         In,            [OK,  F,   F,    F,   OK,  F,    F,   F,    U,   U,   U,   U]),
+    ("POST /api/v1/users/{id}/password-reset",         Out,           [NA,  NA,  NA,   F,   R,   F,    F,   F,    NA,  NA,  NA,  NA]),
+    // Everyone signed in changes their own password, proving the current one (a wrong one here).
+    ("POST /api/v1/me/password",                       Na,            [V,   V,   V,    V,   V,   V,    V,   V,    U,   U,   U,   U]),
     // Tokens: everyone their own; administrators those of their area's users.
     ("GET /api/v1/tokens",                             Na,            [OK,  OK,  OK,   OK,  OK,  OK,   OK,  OK,   U,   U,   U,   U]),
     ("POST /api/v1/tokens",                            Na,            [CR,  CR,  CR,   CR,  CR,  CR,   CR,  CR,   U,   U,   U,   U]),
@@ -217,7 +221,7 @@ const MATRIX: &[Row] = &[
 ];
 
 /// Cells of `MATRIX` that are checked; the table may grow but never silently shrink.
-const EXPECTED_CELLS: usize = 828;
+const EXPECTED_CELLS: usize = 857;
 
 fn home(caller: &str) -> &'static str {
     match caller {
@@ -867,6 +871,13 @@ impl Fx {
                 let id = self.user(app, "publisher", area).await;
                 req(method, format!("/api/v1/users/{id}/unlock")).about(format!("user {id} of {area}"))
             }
+            "POST /api/v1/users/{id}/password-reset" => {
+                let id = self.user(app, "publisher", area).await;
+                req(method, format!("/api/v1/users/{id}/password-reset"))
+                    .about(format!("user {id} of {area}"))
+            }
+            "POST /api/v1/me/password" => req(method, path)
+                .json(json!({"current_password": "not-my-password-1", "new_password": "森林防火-2026-峨山"})),
             "POST /api/v1/tokens" => req(method, path).json(json!({"name": "mine"})),
             "POST /api/v1/tokens#for-another-user" => {
                 let user = self.other_user(area, caller);
