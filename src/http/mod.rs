@@ -219,7 +219,16 @@ fn configure(cfg: &mut web::ServiceConfig) {
     }
 }
 
-async fn no_route() -> Result<actix_web::HttpResponse, error::ApiError> {
+/// Nothing answers here: the API's JSON error for a program, the portal's Chinese page for
+/// a citizen who mistyped an address.
+async fn no_route(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, error::ApiError> {
+    let path = req.path();
+    let for_programs = ["/api/", "/callbacks/", "/healthz", "/metrics", "/media/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix));
+    if !for_programs {
+        return portal::not_found(&*extract::hub(&req)?);
+    }
     Err(error::ApiError::new(
         actix_web::http::StatusCode::NOT_FOUND,
         "no_route",

@@ -259,7 +259,7 @@ struct MessagePage {
     message: String,
 }
 
-fn not_found(hub: &Hub) -> Page {
+pub(super) fn not_found(hub: &Hub) -> Page {
     let page = MessagePage {
         site_name: site_name(hub),
         heading: "页面不存在".into(),
@@ -373,23 +373,85 @@ async fn attachment_file(req: HttpRequest, sha256: web::Path<String>) -> Page {
     if !is_sha256_hex(&sha256) {
         return not_found(&hub);
     }
-    // Only attachments of a live page are public.
+    let named = format!("\"sha256\":\"{}\"", sha256.as_str());
+    // Only attachments of a live page are public; one of a page taken down says so.
     let referenced = portal_page::Entity::find()
-        .filter(live(hub.clock.now()))
-        .filter(portal_page::Column::Payload.contains(format!("\"sha256\":\"{}\"", sha256.as_str())))
-        .one(&hub.db)
+        .filter(portal_page::Column::Payload.contains(&named))
+        .all(&hub.db)
         .await
         .map_err(Error::from)?;
-    let file = match referenced {
-        Some(_) => attachment::Entity::find_by_id(sha256.as_str())
+    let now = hub.clock.now();
+    let mut gone = None;
+    let mut live_page = None;
+    for row in referenced {
+        let item = item::Entity::find_by_id(row.item_id.as_str())
             .one(&hub.db)
             .await
-            .map_err(Error::from)?,
-        None => None,
+            .map_err(Error::from)?;
+        match item.as_ref().and_then(|item| takedown(&row, item, now)) {
+            Some(why) => gone = gone.or(Some((row.title.clone(), why))),
+            None if item.is_some() => live_page = Some(row),
+            None => {}
+        }
+    }
+    let Some(page) = live_page else {
+        return match gone {
+            Some((title, (date, reason))) => html(
+                StatusCode::GONE,
+                &GonePage {
+                    site_name: site_name(&hub),
+                    title,
+                    date,
+                    reason,
+                },
+            ),
+            None => not_found(&hub),
+        };
     };
-    match file {
-        Some(file) => Ok(HttpResponse::Ok().content_type(file.content_type).body(file.data)),
-        None => not_found(&hub),
+    let Some(file) = attachment::Entity::find_by_id(sha256.as_str())
+        .one(&hub.db)
+        .await
+        .map_err(Error::from)?
+    else {
+        return not_found(&hub);
+    };
+    // Saved under its own name (RFC 6266 `filename*`), when the page lists it as an attachment.
+    let listed: Option<PortalPage> = serde_json::from_str(&page.payload).ok();
+    let filename = listed.and_then(|p| {
+        p.attachments
+            .into_iter()
+            .find(|a| a.sha256 == sha256.as_str())
+            .map(|a| a.filename)
+    });
+    let mut answer = HttpResponse::Ok();
+    answer.content_type(file.content_type);
+    if let Some(filename) = filename {
+        answer.insert_header(download_as(&filename));
+    }
+    Ok(answer.body(file.data))
+}
+
+/// `Content-Disposition: attachment` naming `filename`: UTF-8 in `filename*`, and an ASCII
+/// stand-in (its extension kept) for clients that read only `filename`.
+fn download_as(filename: &str) -> actix_web::http::header::ContentDisposition {
+    use actix_web::http::header::{
+        Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue,
+    };
+    let extension = filename
+        .rsplit_once('.')
+        .map(|(_, ext)| ext)
+        .filter(|ext| ext.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or("bin");
+    ContentDisposition {
+        disposition: DispositionType::Attachment,
+        parameters: vec![
+            DispositionParam::Filename(format!("attachment.{extension}")),
+            DispositionParam::FilenameExt(ExtendedValue {
+                charset: Charset::Ext("UTF-8".into()),
+                language_tag: None,
+                value: filename.as_bytes().to_vec(),
+            }),
+        ],
     }
 }
 

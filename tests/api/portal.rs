@@ -64,7 +64,33 @@ on_both_databases! {
         assert!(page.contains("实施方案.pdf") && page.contains(&format!("/xxgk/attachments/{sha}")));
         let file = app.client.get(format!("{}/xxgk/attachments/{sha}", app.address)).send().await.expect("get");
         assert_eq!(file.status(), 200);
+        // Saved under its own name and extension (RFC 6266).
+        let disposition = file.headers()["content-disposition"].to_str().expect("ascii").to_owned();
+        assert!(disposition.starts_with("attachment"), "{disposition}");
+        assert!(disposition.contains("filename=\"attachment.pdf\""), "{disposition}");
+        assert!(disposition.contains("filename*=UTF-8''%E5%AE%9E%E6%96%BD%E6%96%B9%E6%A1%88.pdf"), "{disposition}");
         assert_eq!(file.bytes().await.expect("bytes").to_vec(), pdf);
+
+        // Withdrawn: its attachment says so, as its page does.
+        let withdrawn = app.post("publisher", &format!("/api/v1/items/{id}/withdraw"), &json!({"reason": "政策已废止"})).await;
+        assert_eq!(withdrawn.status, 200, "{}", withdrawn.json);
+        let gone = app.public_get(&format!("/xxgk/attachments/{sha}")).await;
+        assert_eq!(gone.status, 410);
+        assert!(gone.text().contains("已撤回"), "{}", gone.text());
+        // Once the portal's withdrawal has run, with its reason.
+        app.deliver_due().await;
+        let gone = app.public_get(&format!("/xxgk/attachments/{sha}")).await;
+        assert_eq!(gone.status, 410);
+        assert!(gone.text().contains("政策已废止"), "{}", gone.text());
+    }
+
+    async fn a_mistyped_portal_address_gets_a_chinese_page_and_a_mistyped_api_path_json(app: TestApp) {
+        let page = app.public_get("/xxgk/no-such-column").await;
+        assert_eq!(page.status, 404);
+        assert!(page.content_type().is_some_and(|t| t.starts_with("text/html")), "{:?}", page.content_type());
+        assert!(page.text().contains("页面不存在"), "{}", page.text());
+        let api = app.public_get("/api/v1/no-such-endpoint").await;
+        assert_eq!((api.status, api.json["error"]["code"].clone()), (404, json!("no_route")));
     }
 }
 
