@@ -117,6 +117,8 @@ fn item(area: &str) -> ItemInput {
         expires_on: None,
         interprets: None,
         correction_note: None,
+        // Every run publishes the same document again.
+        confirm_duplicate_doc_no: true,
     }
 }
 

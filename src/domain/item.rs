@@ -156,6 +156,10 @@ pub struct ItemInput {
     /// For a policy interpretation (解读): the id of the policy item it explains.
     #[serde(default)]
     pub interprets: Option<String>,
+    /// The 发文字号 is one another item of the same 发文机关 already has, and that is intended
+    /// (a document reissued as is); without it such a duplicate is refused.
+    #[serde(default)]
+    pub confirm_duplicate_doc_no: bool,
     /// Required to edit a published item, and refused otherwise: the edit is then a correction
     /// (更正), and this note, shown with it on every channel, says what was corrected.
     #[serde(default)]
@@ -194,7 +198,15 @@ pub struct ContentRules<'a> {
     pub max_body_bytes: usize,
     pub areas: &'a AreaTree,
     pub catalog: &'a Catalog,
+    /// Today in Beijing: no document is written after it.
+    pub today: NaiveDate,
 }
+
+/// The founding of the People's Republic: no 公文 of a county government is written before it.
+pub const EARLIEST_WRITTEN_DATE: NaiveDate = match NaiveDate::from_ymd_opt(1949, 10, 1) {
+    Some(date) => date,
+    None => NaiveDate::MIN,
+};
 
 const MAX_TITLE_CHARS: usize = 200;
 const MAX_SUMMARY_CHARS: usize = 500;
@@ -327,6 +339,15 @@ impl ItemContent {
             return Err(invalid(
                 "catalog",
                 format!("catalog entry `{catalog}` is not configured"),
+            ));
+        }
+        if input.written_date < EARLIEST_WRITTEN_DATE || input.written_date > rules.today {
+            return Err(invalid(
+                "written_date",
+                format!(
+                    "成文日期 must be a date (YYYY-MM-DD) from {EARLIEST_WRITTEN_DATE} to today ({})",
+                    rules.today
+                ),
             ));
         }
         if let Some(expires_on) = input.expires_on

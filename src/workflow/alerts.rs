@@ -443,6 +443,7 @@ async fn alert_item(
         expires_on: alert.expires().map(china_date),
         interprets: None,
         correction_note: None,
+        confirm_duplicate_doc_no: false,
     })
 }
 

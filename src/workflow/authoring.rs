@@ -11,7 +11,7 @@ use super::{Audited, ItemView, audit_item, get_item, require, require_state};
 use crate::{
     accounts::Caller,
     attachments,
-    clock::end_of_china_day,
+    clock::{china_date, end_of_china_day},
     domain::{
         area::AreaCode,
         item::{ContentRules, Correcting, ItemContent, ItemInput, ItemState},
@@ -19,7 +19,7 @@ use crate::{
     },
     error::{Error, Result},
     hub::Hub,
-    items::{load_version, load_visible},
+    items::{content_of, load_version, load_visible},
     store::{
         begin_write,
         entities::{attachment, item, item_version},
@@ -40,8 +40,13 @@ async fn parse_content(
         max_body_bytes: hub.settings.content.max_body_bytes,
         areas: &hub.areas,
         catalog: &hub.catalog,
+        today: china_date(hub.clock.now()),
     };
+    let duplicate_intended = input.confirm_duplicate_doc_no;
     let content = ItemContent::parse(input, &rules)?;
+    if !duplicate_intended {
+        refuse_duplicate_doc_no(db, &content, item_id).await?;
+    }
     let area = AreaCode::parse(&content.area_code).map_err(anyhow::Error::new)?;
     if !caller.sees(&area) {
         return Err(Error::Refused {
@@ -98,6 +103,48 @@ async fn parse_content(
         ));
     }
     Ok(content)
+}
+
+/// Refuses a 发文字号 that another item sharing one of its 发文机关 already has: the same
+/// number twice is a typing slip until the publisher confirms it (`confirm_duplicate_doc_no`).
+async fn refuse_duplicate_doc_no(
+    db: &impl ConnectionTrait,
+    content: &ItemContent,
+    item_id: Option<&str>,
+) -> Result<()> {
+    let Some(doc_no) = &content.doc_no else {
+        return Ok(());
+    };
+    let stored = serde_json::to_string(doc_no).map_err(anyhow::Error::new)?;
+    let candidates = item_version::Entity::find()
+        .filter(item_version::Column::Content.contains(format!("\"doc_no\":{stored}")))
+        .filter(item_version::Column::ItemId.ne(item_id.unwrap_or_default()))
+        .all(db)
+        .await?;
+    for version in candidates {
+        let Some(other) = item::Entity::find_by_id(&version.item_id).one(db).await? else {
+            continue;
+        };
+        if other.current_version != version.version || other.state.is_terminal() {
+            continue;
+        }
+        let theirs = content_of(&version)?;
+        let shared = theirs
+            .issuers
+            .iter()
+            .find(|issuer| content.issuers.contains(issuer));
+        if let (Some(issuer), Some(_)) = (shared, theirs.doc_no.filter(|d| d == doc_no)) {
+            return Err(Error::Refused {
+                code: "duplicate_doc_no",
+                field: Some("doc_no".into()),
+                message: format!(
+                    "发文字号 {doc_no} of {issuer} is already used by item {} ({}); send confirm_duplicate_doc_no: true if that is intended",
+                    other.id, other.title
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn insert_version(

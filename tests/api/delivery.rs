@@ -47,7 +47,9 @@ async fn wechat_app(backend: Backend, scripted: &Arc<Scripted>) -> (TestApp, Str
 on_both_backends! {
     publishing_makes_the_portal_page_live_and_records_the_receipt => |backend| async move {
         let app = spawn_app(backend).await;
-        let id = app.publish_new(&item_body("530426"), &json!({})).await;
+        let mut body = item_body("530426");
+        body["doc_no"] = json!("峨政办发[2026]12号");
+        let id = app.publish_new(&body, &json!({})).await;
         let pending = deliveries(&app, &id).await;
         assert_eq!(count(&pending, "portal", "publish", "pending"), 1, "the delivery is written with the publish: {pending}");
 

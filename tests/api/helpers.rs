@@ -192,7 +192,8 @@ pub fn item_body(area: &str) -> Value {
         "disclosure": "public",
         "index_no": format!("000014349/2026-{n:05}"),
         "issuers": ["峨山彝族自治县人民政府办公室"],
-        "doc_no": "峨政办发[2026]12号",
+        // Each its own: the same 发文字号 twice for one organ is refused unless confirmed.
+        "doc_no": format!("峨政办发[2026]{n}号"),
         "written_date": "2026-09-28",
         "topic": ["综合政务", "应急管理"],
         "validity": "current",

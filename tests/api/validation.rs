@@ -4,6 +4,36 @@ use crate::helpers::{Backend, TEST_MAX_BODY_BYTES, TestApp, item_body, spawn_app
 use crate::on_both_databases;
 
 on_both_databases! {
+    async fn a_doc_no_twice_for_one_organ_needs_confirming_and_a_written_date_must_be_real(app: TestApp) {
+        let with = |doc_no: &str, issuer: &str| {
+            let mut body = item_body("530426");
+            body["doc_no"] = json!(doc_no);
+            body["issuers"] = json!([issuer]);
+            body
+        };
+        let office = "峨山彝族自治县人民政府办公室";
+        app.create_item("publisher", &with("峨政办发[2026]88号", office)).await;
+        // The same number, its brackets typed otherwise: refused, naming the field.
+        let again = app.post("publisher", "/api/v1/items", &with("峨政办发〔2026〕88号", office)).await;
+        assert_eq!((again.status, again.field(), again.json["error"]["code"].clone()), (422, Some("doc_no"), json!("duplicate_doc_no")), "{}", again.json);
+        let mut intended = with("峨政办发〔2026〕88号", office);
+        intended["confirm_duplicate_doc_no"] = json!(true);
+        assert_eq!(app.post("publisher", "/api/v1/items", &intended).await.status, 201);
+        // Another organ may use the same number.
+        assert_eq!(app.post("publisher", "/api/v1/items", &with("峨政办发〔2026〕88号", "峨山彝族自治县水务局")).await.status, 201);
+
+        let today = herald::clock::china_date(app.hub.clock.now());
+        for date in ["1949-09-30".to_owned(), (today + chrono::Duration::days(1)).to_string()] {
+            let mut body = item_body("530426");
+            body["written_date"] = json!(date);
+            let refused = app.post("publisher", "/api/v1/items", &body).await;
+            assert_eq!((refused.status, refused.field()), (422, Some("written_date")), "{date}: {}", refused.json);
+        }
+        let mut founding = item_body("530426");
+        founding["written_date"] = json!("1949-10-01");
+        assert_eq!(app.post("publisher", "/api/v1/items", &founding).await.status, 201);
+    }
+
     async fn bad_input_names_the_field_and_writes_nothing(app: TestApp) {
         let mut missing_title = item_body("530426");
         missing_title.as_object_mut().expect("object").remove("title");

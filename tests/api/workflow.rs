@@ -5,7 +5,9 @@ use crate::on_both_databases;
 
 on_both_databases! {
     async fn an_item_goes_from_draft_to_published_to_withdrawn(app: TestApp) {
-        let id = app.create_item("publisher", &item_body("530426")).await;
+        let mut body = item_body("530426");
+        body["doc_no"] = json!("峨政办发[2026]12号");
+        let id = app.create_item("publisher", &body).await;
         let created = app.get("publisher", &format!("/api/v1/items/{id}")).await;
         assert_eq!(created.json["state"], "draft");
         assert_eq!(created.json["content"]["doc_no"], "峨政办发〔2026〕12号", "doc_no normalised");
