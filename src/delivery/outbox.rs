@@ -72,7 +72,7 @@ pub async fn published_item(
         title: content.title.clone(),
         summary: content.summary.clone(),
         body_html: content.public_body().to_owned(),
-        annotation: content.disclosure.annotation().to_owned(),
+        annotation: annotation_unless_typed(content).to_owned(),
         index_no: content.index_no.clone(),
         topic: content.topic.clone(),
         issuers: content.issuers.clone(),
@@ -95,6 +95,16 @@ pub async fn published_item(
         expires_at: expires_at.map(|e| e.to_rfc3339()),
         correction: None,
     })
+}
+
+/// The 附注 the item closes with (（此件公开发布）…), unless the editor already typed it at the
+/// end of the body: then it would be printed twice.
+fn annotation_unless_typed(content: &ItemContent) -> &'static str {
+    let annotation = content.disclosure.annotation();
+    let core = annotation.trim_matches(['（', '）']);
+    let text = herald_channels::portal::plain_text(content.public_body());
+    let ending = text.trim_end_matches(|c: char| c.is_whitespace() || "()（）。.".contains(c));
+    if ending.ends_with(core) { "" } else { annotation }
 }
 
 /// The columns every delivery writer fills, in the order their SELECTs produce them.

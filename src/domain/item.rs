@@ -246,12 +246,50 @@ pub const BODY_IMAGE_PREFIX: &str = herald_channels::portal::ATTACHMENT_PATH;
 pub fn sanitise_html(raw: &str) -> String {
     ammonia::Builder::default()
         .link_rel(Some("noopener noreferrer"))
+        // A 公文's 落款 and date stand right-aligned (GB/T 9704): alignment is kept, nothing
+        // else of a style.
+        .add_generic_attributes(["style"])
         .attribute_filter(|element, attribute, value| match (element, attribute) {
             ("img", "src") if !value.starts_with(BODY_IMAGE_PREFIX) || value.contains("..") => None,
+            (_, "style") => alignment_only(value).map(Into::into),
             _ => Some(value.into()),
         })
         .clean(raw)
         .to_string()
+}
+
+/// Of a `style`, only `text-align` (left, right, center, justify) and `text-indent` (in em);
+/// `None` when nothing is left.
+fn alignment_only(style: &str) -> Option<String> {
+    let kept: Vec<String> = style
+        .split(';')
+        .filter_map(|declaration| {
+            let (name, value) = declaration.split_once(':')?;
+            let (name, value) = (
+                name.trim().to_ascii_lowercase(),
+                value.trim().to_ascii_lowercase(),
+            );
+            let allowed = match name.as_str() {
+                "text-align" => ["left", "right", "center", "justify"].contains(&value.as_str()),
+                "text-indent" => value.strip_suffix("em").is_some_and(|n| {
+                    !n.is_empty() && n.len() <= 4 && n.chars().all(|c| c.is_ascii_digit() || c == '.')
+                }),
+                _ => false,
+            };
+            allowed.then(|| format!("{name}:{value}"))
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(";"))
+}
+
+/// Text pasted without markup, as HTML that keeps its paragraphs: one `<p>` a line.
+fn paragraphs_of(plain: &str) -> String {
+    plain
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| format!("<p>{}</p>", herald_channels::escape_html(line)))
+        .collect()
 }
 
 fn rich_text(field: &str, raw: &str, max_bytes: usize) -> Result<String, Error> {
@@ -261,7 +299,16 @@ fn rich_text(field: &str, raw: &str, max_bytes: usize) -> Result<String, Error> 
             format!("is {} bytes; the limit is {max_bytes}", raw.len()),
         ));
     }
-    let clean = sanitise_html(raw);
+    // Markup is a tag's start (`<p`, `</`, `<!`); a `<` in running text is not.
+    let is_markup = raw
+        .as_bytes()
+        .windows(2)
+        .any(|pair| pair[0] == b'<' && (pair[1].is_ascii_alphabetic() || b"/!".contains(&pair[1])));
+    let clean = if is_markup {
+        sanitise_html(raw)
+    } else {
+        sanitise_html(&paragraphs_of(raw))
+    };
     if clean.trim().is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
@@ -510,6 +557,36 @@ mod tests {
         assert_eq!(Disclosure::ALL.len(), 4);
         assert_eq!(ItemState::parse("InReview"), None);
         assert_eq!(Disclosure::parse(""), None);
+    }
+
+    #[test]
+    fn alignment_survives_sanitising_and_nothing_else_of_a_style() {
+        let clean = sanitise_html(
+            r#"<p style="text-align: right">峨山彝族自治县人民政府</p><p style="text-indent:2em;background:url(x.png)">正文</p><p style="color:red">红字</p>"#,
+        );
+        assert!(
+            clean.contains(r#"<p style="text-align:right">峨山彝族自治县人民政府</p>"#),
+            "{clean}"
+        );
+        assert!(
+            clean.contains(r#"<p style="text-indent:2em">正文</p>"#),
+            "{clean}"
+        );
+        assert!(clean.contains("<p>红字</p>"), "{clean}");
+    }
+
+    #[test]
+    fn pasted_plain_text_keeps_its_paragraphs() {
+        let body = rich_text(
+            "body",
+            "各乡镇人民政府：\n\n  现将有关事项通知如下。\r\n一、提高认识 <不要> & 落实",
+            10_000,
+        )
+        .expect("accepted");
+        assert_eq!(
+            body,
+            "<p>各乡镇人民政府：</p><p>现将有关事项通知如下。</p><p>一、提高认识 &lt;不要&gt; &amp; 落实</p>"
+        );
     }
 
     #[test]

@@ -84,6 +84,16 @@ on_both_databases! {
         assert!(gone.text().contains("政策已废止"), "{}", gone.text());
     }
 
+    async fn an_annotation_typed_at_the_end_of_the_body_is_printed_once(app: TestApp) {
+        let mut body = item_body("530426");
+        body["body"] = json!("<p>特此通知。</p><p style=\"text-align:right\">峨山彝族自治县人民政府办公室</p><p>（此件公开发布）</p>");
+        let id = app.publish_new(&body, &json!({})).await;
+        app.deliver_due().await;
+        let page = app.public_get(&format!("/xxgk/items/{id}")).await.text();
+        assert_eq!(page.matches("此件公开发布").count(), 1, "{page}");
+        assert!(page.contains(r#"<p style="text-align:right">峨山彝族自治县人民政府办公室</p>"#), "{page}");
+    }
+
     async fn a_mistyped_portal_address_gets_a_chinese_page_and_a_mistyped_api_path_json(app: TestApp) {
         let page = app.public_get("/xxgk/no-such-column").await;
         assert_eq!(page.status, 404);
