@@ -25,13 +25,17 @@ use crate::{
     error::Error,
     http::{PublicSite, error::ApiError, extract::hub},
     hub::Hub,
-    portal::{Entry, ShownVersion, entries, live, shown_page, shown_versions, takedown},
+    portal::{
+        Entry, PageLink, ShownVersion, entries, interpretations, live, related, shown_page, shown_versions,
+        takedown,
+    },
     store::entities::{attachment, item, portal_page},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(home))
         .route("/xxgk", web::get().to(column))
+        .route("/xxgk/zcjd", web::get().to(interpretation_column))
         .route("/xxgk/catalog/{code}", web::get().to(by_catalog))
         .route("/xxgk/organs/{name}", web::get().to(by_organ))
         .route("/xxgk/areas/{code}", web::get().to(by_area))
@@ -97,6 +101,11 @@ async fn list(req: &HttpRequest, heading: String, condition: Condition) -> Page 
 
 async fn home(req: HttpRequest) -> Page {
     list(&req, "最新信息".into(), Condition::all()).await
+}
+
+/// 政策解读: every interpretation whose page is live.
+async fn interpretation_column(req: HttpRequest) -> Page {
+    list(&req, "政策解读".into(), interpretations()).await
 }
 
 struct CatalogLink {
@@ -278,6 +287,9 @@ struct ItemPage {
     versions: Vec<ShownVersion>,
     /// Set when this is an earlier version: the current one's number.
     superseded_by: Option<i32>,
+    /// The policy this page interprets (解读), and the interpretations of this policy.
+    policy: Option<PageLink>,
+    interpretations: Vec<PageLink>,
 }
 
 #[derive(Template)]
@@ -326,6 +338,7 @@ async fn show(hub: &Hub, page: PortalPage, superseded_by: Option<i32>) -> Page {
     if versions.len() < 2 {
         versions.clear();
     }
+    let (policy, interpretations) = related(hub, &page.item_id).await?;
     let body = sanitise_html(&page.body_html);
     html(
         StatusCode::OK,
@@ -335,6 +348,8 @@ async fn show(hub: &Hub, page: PortalPage, superseded_by: Option<i32>) -> Page {
             body,
             versions,
             superseded_by,
+            policy,
+            interpretations,
         },
     )
 }
@@ -416,13 +431,13 @@ async fn attachment_file(req: HttpRequest, sha256: web::Path<String>) -> Page {
         return not_found(&hub);
     };
     // Saved under its own name (RFC 6266 `filename*`), when the page lists it as an attachment.
-    let listed: Option<PortalPage> = serde_json::from_str(&page.payload).ok();
-    let filename = listed.and_then(|p| {
-        p.attachments
-            .into_iter()
-            .find(|a| a.sha256 == sha256.as_str())
-            .map(|a| a.filename)
-    });
+    let listed: PortalPage =
+        serde_json::from_str(&page.payload).map_err(|e| Error::from(anyhow::Error::new(e)))?;
+    let filename = listed
+        .attachments
+        .into_iter()
+        .find(|a| a.sha256 == sha256.as_str())
+        .map(|a| a.filename);
     let mut answer = HttpResponse::Ok();
     answer.content_type(file.content_type);
     if let Some(filename) = filename {

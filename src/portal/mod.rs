@@ -165,3 +165,62 @@ pub async fn shown_page(hub: &Hub, item_id: &str, version: i32) -> Result<Option
         .map(|r| serde_json::from_str(&r.payload).map_err(|e| Error::from(anyhow::Error::new(e))))
         .transpose()
 }
+
+/// A live page, linked from another.
+pub struct PageLink {
+    pub item_id: String,
+    pub title: String,
+}
+
+impl From<portal_page::Model> for PageLink {
+    fn from(page: portal_page::Model) -> Self {
+        Self {
+            item_id: page.item_id,
+            title: page.title,
+        }
+    }
+}
+
+/// The items that interpret a policy (解读), as a condition on pages.
+fn interpreting(policy_id: Option<&str>) -> sea_orm::sea_query::SelectStatement {
+    let mut select = Query::select();
+    select.column(item::Column::Id).from(item::Entity);
+    match policy_id {
+        Some(id) => select.and_where(item::Column::InterpretsId.eq(id)),
+        None => select.and_where(item::Column::InterpretsId.is_not_null()),
+    };
+    select
+}
+
+/// The 政策解读 column: pages of interpretations.
+pub fn interpretations() -> Condition {
+    Condition::all().add(portal_page::Column::ItemId.in_subquery(interpreting(None)))
+}
+
+/// What a page links to beside itself, each while its page is live: the policy it interprets,
+/// and the interpretations of it, oldest first.
+pub async fn related(hub: &Hub, item_id: &str) -> Result<(Option<PageLink>, Vec<PageLink>), Error> {
+    let now = hub.clock.now();
+    let interprets = item::Entity::find_by_id(item_id)
+        .one(&hub.db)
+        .await?
+        .and_then(|item| item.interprets_id);
+    let policy = match interprets {
+        Some(policy_id) => portal_page::Entity::find_by_id(policy_id)
+            .filter(live(now))
+            .one(&hub.db)
+            .await?
+            .map(PageLink::from),
+        None => None,
+    };
+    let interpretations = portal_page::Entity::find()
+        .filter(live(now))
+        .filter(portal_page::Column::ItemId.in_subquery(interpreting(Some(item_id))))
+        .order_by_asc(portal_page::Column::PublishedAt)
+        .all(&hub.db)
+        .await?
+        .into_iter()
+        .map(PageLink::from)
+        .collect();
+    Ok((policy, interpretations))
+}

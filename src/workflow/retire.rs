@@ -1,6 +1,8 @@
 //! Taking an item down: withdrawal by a person, and expiry when its 有效期 ends.
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, Set,
+};
 use serde::Deserialize;
 
 use super::{Audited, ItemView, audit_item, get_item, require, require_state};
@@ -35,6 +37,40 @@ pub async fn withdraw(hub: &Hub, caller: &Caller, id: &str, input: WithdrawInput
     let txn = begin_write(&hub.db).await?;
     let row = load_visible(&txn, caller, id, true).await?;
     require_state(&row, &[ItemState::Published], "withdraw")?;
+    // A policy's interpretations (解读) explain what is no longer in force: they come down
+    // with it, in the same transaction, each recorded as withdrawn with the policy.
+    let interpretations = item::Entity::find()
+        .filter(item::Column::InterpretsId.eq(id))
+        .filter(item::Column::State.eq(ItemState::Published))
+        .lock_exclusive()
+        .all(&txn)
+        .await?;
+    let interpretation_ids: Vec<String> = interpretations.iter().map(|i| i.id.clone()).collect();
+    let mut detail = serde_json::json!({"reason": reason});
+    if !interpretation_ids.is_empty() {
+        detail["interpretations_withdrawn"] = serde_json::json!(interpretation_ids);
+    }
+    take_down(&txn, hub, caller, row, reason, detail).await?;
+    let with_policy = format!("所解读的政策已撤回：{reason}");
+    for interpretation in interpretations {
+        let detail = serde_json::json!({"reason": with_policy, "with_policy": id});
+        take_down(&txn, hub, caller, interpretation, &with_policy, detail).await?;
+    }
+    txn.commit().await?;
+    get_item(hub, caller, id).await
+}
+
+/// Withdraws published item `row` for `reason` inside `txn`: its state, the withdrawal of
+/// everything it reached, and its audit entry with `detail`.
+async fn take_down(
+    txn: &DatabaseTransaction,
+    hub: &Hub,
+    caller: &Caller,
+    row: item::Model,
+    reason: &str,
+    mut detail: serde_json::Value,
+) -> Result<()> {
+    let id = row.id.clone();
     let hash = row.approved_hash.clone();
     let emergency = row.emergency;
     let now = hub.clock.now();
@@ -44,14 +80,15 @@ pub async fn withdraw(hub: &Hub, caller: &Caller, id: &str, input: WithdrawInput
     active.correcting = Set(None);
     active.withdrawn_at = Set(Some(now));
     active.updated_at = Set(now);
-    active.update(&txn).await?;
-    let withdrawals = delivery::enqueue_withdrawal(hub, &txn, id, reason, emergency).await?;
-    let detail = serde_json::json!({"reason": reason, "withdrawal_deliveries": withdrawals});
+    active.update(txn).await?;
+    detail["withdrawal_deliveries"] = delivery::enqueue_withdrawal(hub, txn, &id, reason, emergency)
+        .await?
+        .into();
     audit_item(
-        &txn,
+        txn,
         hub,
         caller,
-        id,
+        &id,
         Audited {
             action: "item.withdraw",
             before_hash: hash.as_deref(),
@@ -59,9 +96,7 @@ pub async fn withdraw(hub: &Hub, caller: &Caller, id: &str, input: WithdrawInput
             detail,
         },
     )
-    .await?;
-    txn.commit().await?;
-    get_item(hub, caller, id).await
+    .await
 }
 
 /// Why expired items come down, as the cleanup record (清理结果) says.

@@ -13,6 +13,35 @@ fn status_of(due: &serde_json::Value, id: &str) -> String {
 }
 
 on_both_databases! {
+    async fn a_policy_and_its_interpretation_link_each_other_and_come_down_together(app: TestApp) {
+        let policy = app.publish_new(&item_body("530426"), &json!({})).await;
+        let mut body = item_body("530426");
+        body["title"] = json!("《关于做好2026年秋冬季森林防火工作的通知》政策解读");
+        body["genre"] = json!("interpretation");
+        body["interprets"] = json!(policy);
+        let interpretation = app.publish_new(&body, &json!({})).await;
+        app.deliver_due().await;
+
+        let policy_page = app.public_get(&format!("/xxgk/items/{policy}")).await.text();
+        assert!(policy_page.contains("<h2>政策解读</h2>") && policy_page.contains(&format!("/xxgk/items/{interpretation}")), "{policy_page}");
+        let interpretation_page = app.public_get(&format!("/xxgk/items/{interpretation}")).await.text();
+        assert!(interpretation_page.contains("本文解读的政策") && interpretation_page.contains(&format!("/xxgk/items/{policy}")), "{interpretation_page}");
+        let column = app.public_get("/xxgk/zcjd").await.text();
+        assert!(column.contains(&format!("/xxgk/items/{interpretation}")) && !column.contains(&format!("/xxgk/items/{policy}\"")), "{column}");
+        assert!(app.public_get("/xxgk").await.text().contains("/xxgk/zcjd"));
+
+        // Withdrawing the policy withdraws its interpretation with it, and says why.
+        let withdrawn = app.post("publisher", &format!("/api/v1/items/{policy}/withdraw"), &json!({"reason": "政策已废止"})).await;
+        assert_eq!(withdrawn.status, 200, "{}", withdrawn.json);
+        let explained = app.get("publisher", &format!("/api/v1/items/{interpretation}")).await;
+        assert_eq!(explained.json["state"], "withdrawn");
+        assert!(app.audit_actions(&interpretation).await.iter().any(|a| a == "item.withdraw"));
+        app.deliver_due().await;
+        let gone = app.public_get(&format!("/xxgk/items/{interpretation}")).await;
+        assert_eq!(gone.status, 410);
+        assert!(gone.text().contains("所解读的政策已撤回：政策已废止"), "{}", gone.text());
+    }
+
     async fn an_interpretation_is_due_three_working_days_after_its_policy(app: TestApp) {
         // The clock stands at 10:00 on Wednesday 30 September 2026.
         let policy = app.create_item("publisher", &item_body("530426")).await;
