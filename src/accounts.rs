@@ -274,15 +274,7 @@ pub async fn disable_user(
         .filter(session::Column::UserId.eq(&model.id))
         .exec(&txn)
         .await?;
-    api_token::Entity::update_many()
-        .col_expr(
-            api_token::Column::RevokedAt,
-            sea_orm::sea_query::Expr::value(Some(now)),
-        )
-        .filter(api_token::Column::UserId.eq(&model.id))
-        .filter(api_token::Column::RevokedAt.is_null())
-        .exec(&txn)
-        .await?;
+    revoke_tokens_of(&txn, &model.id, now).await?;
     audit::append_change(
         &txn,
         now,
@@ -715,6 +707,18 @@ pub async fn change_password(
             "must differ from the current password",
         ));
     }
+    // Checked before the write transaction: hashing is slow, and a guess must not hold the
+    // database's write lock while it runs.
+    let checked = user::Entity::find_by_id(&caller.id)
+        .one(&hub.db)
+        .await?
+        .ok_or(Error::Unauthenticated)?;
+    if !password_matches(&change.current_password, &checked.password_hash) {
+        return Err(Error::validation(
+            "current_password",
+            "is not your current password",
+        ));
+    }
     let hash = hash_password(&change.new_password)?;
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
@@ -722,10 +726,10 @@ pub async fn change_password(
         .one(&txn)
         .await?
         .ok_or(Error::Unauthenticated)?;
-    if !password_matches(&change.current_password, &model.password_hash) {
-        return Err(Error::validation(
-            "current_password",
-            "is not your current password",
+    if model.password_hash != checked.password_hash {
+        return Err(Error::conflict(
+            "password_changed",
+            "the password was changed meanwhile; sign in again",
         ));
     }
     let mut sessions = session::Entity::delete_many().filter(session::Column::UserId.eq(&model.id));
@@ -788,6 +792,25 @@ pub async fn rescope_user(hub: &Hub, actor: &str, user_id: &str, area_code: &str
     Ok(UserView::from(model))
 }
 
+/// Revokes every API token of `user_id`: one left over would act for the user whatever
+/// became of their password or account.
+async fn revoke_tokens_of(
+    txn: &sea_orm::DatabaseTransaction,
+    user_id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    api_token::Entity::update_many()
+        .col_expr(
+            api_token::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(Some(now)),
+        )
+        .filter(api_token::Column::UserId.eq(user_id))
+        .filter(api_token::Column::RevokedAt.is_null())
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
 /// An administrator resets a user's password: a generated one-time password (returned once),
 /// to be changed at the next sign-in; the user's sessions end and login delays are lifted.
 pub async fn reset_password(
@@ -801,10 +824,20 @@ pub async fn reset_password(
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
     let model = load_user_in_scope(&txn, actor_scope, user_id).await?;
+    // Over the API an administrator's password is reset only by themselves (by changing it);
+    // another's only from the server's command line, so one administrator cannot become
+    // another.
+    if actor_scope.is_some() && model.role == Role::Admin && model.id != actor {
+        return Err(Error::forbidden(
+            "an administrator's password is reset from the command line (herald user reset-password)",
+        ));
+    }
     session::Entity::delete_many()
         .filter(session::Column::UserId.eq(&model.id))
         .exec(&txn)
         .await?;
+    // A reset is how a taken-over account is recovered: its tokens go too.
+    revoke_tokens_of(&txn, &model.id, now).await?;
     login_throttle::Entity::delete_many()
         .filter(login_throttle::Column::Username.eq(&model.username))
         .exec(&txn)

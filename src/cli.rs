@@ -439,7 +439,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Verify) => {
-            let hub = open_hub(settings, Clock::System).await?;
+            let hub = open_existing_hub(settings).await?;
             let verification = audit::verify(&hub.db).await?;
             match verification.first_bad {
                 None => {
@@ -772,7 +772,7 @@ async fn simulate(
     if !ensure_secrets_key(&settings)? {
         return Ok(ExitCode::from(2));
     }
-    let hub = Arc::new(open_hub(settings, Clock::System).await?);
+    let hub = Arc::new(open_existing_hub(settings).await?);
     let link = hub.device_link.clone().context("the hub opened no device link")?;
     // Each logs in with the broker credential it was issued, as a real device is installed.
     let fleet = match crate::simulate::register(&hub, CLI_ACTOR, (kind, &area), count, "sim").await? {

@@ -103,8 +103,14 @@ fn annotation_unless_typed(content: &ItemContent) -> &'static str {
     let annotation = content.disclosure.annotation();
     let core = annotation.trim_matches(['（', '）']);
     let text = herald_channels::portal::plain_text(content.public_body());
-    let ending = text.trim_end_matches(|c: char| c.is_whitespace() || "()（）。.".contains(c));
-    if ending.ends_with(core) { "" } else { annotation }
+    // Only the annotation itself, in brackets either way, closing the body: not a sentence
+    // that happens to end with its words (…同意此件公开发布。).
+    let typed = text
+        .trim_end()
+        .strip_suffix(['）', ')'])
+        .and_then(|inner| inner.trim_end().strip_suffix(core))
+        .is_some_and(|before| before.trim_end().ends_with(['（', '(']));
+    if typed { "" } else { annotation }
 }
 
 /// The columns every delivery writer fills, in the order their SELECTs produce them.

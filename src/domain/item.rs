@@ -271,15 +271,47 @@ fn alignment_only(style: &str) -> Option<String> {
             );
             let allowed = match name.as_str() {
                 "text-align" => ["left", "right", "center", "justify"].contains(&value.as_str()),
-                "text-indent" => value.strip_suffix("em").is_some_and(|n| {
-                    !n.is_empty() && n.len() <= 4 && n.chars().all(|c| c.is_ascii_digit() || c == '.')
-                }),
+                "text-indent" => INDENTS.contains(&value.as_str()),
                 _ => false,
             };
             allowed.then(|| format!("{name}:{value}"))
         })
         .collect();
     (!kept.is_empty()).then(|| kept.join(";"))
+}
+
+/// The first-line indents kept: a 公文 indents its paragraphs by two characters.
+const INDENTS: [&str; 3] = ["1em", "2em", "4em"];
+
+/// A kept style as the portal's stylesheet classes: the portal's Content-Security-Policy
+/// (`style-src 'self'`) refuses inline styles, so `style="text-align:right"` is shown as
+/// `class="align-right"`. Every value `alignment_only` keeps has its class.
+pub fn styles_as_classes(html: &str) -> String {
+    const ATTRIBUTE: &str = " style=\"";
+    let mut shown = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(at) = rest.find(ATTRIBUTE) {
+        shown.push_str(&rest[..at]);
+        let value_and_after = &rest[at + ATTRIBUTE.len()..];
+        let Some(end) = value_and_after.find('"') else {
+            rest = &rest[at..];
+            break;
+        };
+        let classes: Vec<String> = value_and_after[..end]
+            .split(';')
+            .filter_map(|declaration| match declaration.split_once(':')? {
+                ("text-align", value) => Some(format!("align-{value}")),
+                ("text-indent", value) => Some(format!("indent-{value}")),
+                _ => None,
+            })
+            .collect();
+        if !classes.is_empty() {
+            shown.push_str(&format!(" class=\"{}\"", classes.join(" ")));
+        }
+        rest = &value_and_after[end + 1..];
+    }
+    shown.push_str(rest);
+    shown
 }
 
 /// Text pasted without markup, as HTML that keeps its paragraphs: one `<p>` a line.
@@ -573,6 +605,15 @@ mod tests {
             "{clean}"
         );
         assert!(clean.contains("<p>红字</p>"), "{clean}");
+    }
+
+    #[test]
+    fn kept_styles_show_as_the_portals_classes() {
+        let clean = sanitise_html(r#"<p style="text-align:right;text-indent:2em">落款</p><p>正文</p>"#);
+        assert_eq!(
+            styles_as_classes(&clean),
+            r#"<p class="align-right indent-2em">落款</p><p>正文</p>"#
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::{
     domain::{
         area::AreaLevel,
         catalog::CatalogGroup,
-        item::{ItemState, is_sha256_hex, sanitise_html},
+        item::{ItemState, is_sha256_hex, sanitise_html, styles_as_classes},
     },
     error::Error,
     http::{PublicSite, error::ApiError, extract::hub},
@@ -339,7 +339,7 @@ async fn show(hub: &Hub, page: PortalPage, superseded_by: Option<i32>) -> Page {
         versions.clear();
     }
     let (policy, interpretations) = related(hub, &page.item_id).await?;
-    let body = sanitise_html(&page.body_html);
+    let body = styles_as_classes(&sanitise_html(&page.body_html));
     html(
         StatusCode::OK,
         &ItemPage {

@@ -430,7 +430,8 @@ async fn alert_item(
         index_no: next_index_no(db, hub, alert).await?,
         issuers: vec![info.sender_name.clone().unwrap_or_else(|| alert.sender.clone())],
         doc_no: None,
-        written_date: china_date(alert.sent),
+        // A sender's clock a little ahead around midnight must not date it tomorrow.
+        written_date: china_date(alert.sent.min(hub.clock.now())),
         topic: vec!["应急管理".into()],
         validity: None,
         genre: Genre::PublicNotice,

@@ -44,9 +44,6 @@ async fn parse_content(
     };
     let duplicate_intended = input.confirm_duplicate_doc_no;
     let content = ItemContent::parse(input, &rules)?;
-    if !duplicate_intended {
-        refuse_duplicate_doc_no(db, &content, item_id).await?;
-    }
     let area = AreaCode::parse(&content.area_code).map_err(anyhow::Error::new)?;
     if !caller.sees(&area) {
         return Err(Error::Refused {
@@ -54,6 +51,9 @@ async fn parse_content(
             field: Some("area_code".into()),
             message: format!("area {area} is outside your area {}", caller.area),
         });
+    }
+    if !duplicate_intended {
+        refuse_duplicate_doc_no(db, caller, &content, item_id).await?;
     }
     for (i, attachment) in content.attachments.iter().enumerate() {
         if attachment::Entity::find_by_id(&attachment.sha256)
@@ -109,6 +109,7 @@ async fn parse_content(
 /// number twice is a typing slip until the publisher confirms it (`confirm_duplicate_doc_no`).
 async fn refuse_duplicate_doc_no(
     db: &impl ConnectionTrait,
+    caller: &Caller,
     content: &ItemContent,
     item_id: Option<&str>,
 ) -> Result<()> {
@@ -134,12 +135,18 @@ async fn refuse_duplicate_doc_no(
             .iter()
             .find(|issuer| content.issuers.contains(issuer));
         if let (Some(issuer), Some(_)) = (shared, theirs.doc_no.filter(|d| d == doc_no)) {
+            // Named only to someone who may see it: a number says nothing of another area's drafts.
+            let visible = AreaCode::parse(&other.area_code).is_ok_and(|area| caller.sees(&area));
+            let which = if visible {
+                format!("item {} ({})", other.id, other.title)
+            } else {
+                "another item".to_owned()
+            };
             return Err(Error::Refused {
                 code: "duplicate_doc_no",
                 field: Some("doc_no".into()),
                 message: format!(
-                    "发文字号 {doc_no} of {issuer} is already used by item {} ({}); send confirm_duplicate_doc_no: true if that is intended",
-                    other.id, other.title
+                    "发文字号 {doc_no} of {issuer} is already used by {which}; send confirm_duplicate_doc_no: true if that is intended"
                 ),
             });
         }

@@ -265,7 +265,9 @@ pub async fn publish(
     let goes_out = schedule.not_before.unwrap_or(now);
     if let Some(policy_id) = &row.interprets_id {
         let policy = item::Entity::find_by_id(policy_id).one(&txn).await?;
+        // A withdrawn or expired policy keeps its publication date, but nothing explains it now.
         if policy
+            .filter(|p| p.state == ItemState::Published)
             .and_then(|p| p.published_at)
             .is_none_or(|policy_out| policy_out > goes_out)
         {

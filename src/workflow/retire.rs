@@ -11,6 +11,7 @@ use crate::{
     audit::{self, AuditEvent},
     delivery,
     domain::{
+        area::AreaCode,
         item::ItemState,
         text::{MAX_REASON_CHARS, multi_line},
     },
@@ -45,7 +46,12 @@ pub async fn withdraw(hub: &Hub, caller: &Caller, id: &str, input: WithdrawInput
         .lock_exclusive()
         .all(&txn)
         .await?;
-    let interpretation_ids: Vec<String> = interpretations.iter().map(|i| i.id.clone()).collect();
+    // The caller is told only of those in their area.
+    let interpretation_ids: Vec<String> = interpretations
+        .iter()
+        .filter(|i| AreaCode::parse(&i.area_code).is_ok_and(|area| caller.sees(&area)))
+        .map(|i| i.id.clone())
+        .collect();
     let mut detail = serde_json::json!({"reason": reason});
     if !interpretation_ids.is_empty() {
         detail["interpretations_withdrawn"] = serde_json::json!(interpretation_ids);
@@ -56,6 +62,7 @@ pub async fn withdraw(hub: &Hub, caller: &Caller, id: &str, input: WithdrawInput
         let detail = serde_json::json!({"reason": with_policy, "with_policy": id});
         take_down(&txn, hub, caller, interpretation, &with_policy, detail).await?;
     }
+
     txn.commit().await?;
     get_item(hub, caller, id).await
 }
@@ -73,6 +80,7 @@ async fn take_down(
     let id = row.id.clone();
     let hash = row.approved_hash.clone();
     let emergency = row.emergency;
+    let area_code = row.area_code.clone();
     let now = hub.clock.now();
     let mut active: item::ActiveModel = row.into();
     active.state = Set(ItemState::Withdrawn);
@@ -84,19 +92,32 @@ async fn take_down(
     detail["withdrawal_deliveries"] = delivery::enqueue_withdrawal(hub, txn, &id, reason, emergency)
         .await?
         .into();
-    audit_item(
+    let entry = Audited {
+        action: "item.withdraw",
+        before_hash: hash.as_deref(),
+        after_hash: hash.as_deref(),
+        detail,
+    };
+    let area = AreaCode::parse(&area_code).map_err(anyhow::Error::new)?;
+    if caller.sees(&area) {
+        return audit_item(txn, hub, caller, &id, entry).await;
+    }
+    audit::append(
         txn,
-        hub,
-        caller,
-        &id,
-        Audited {
-            action: "item.withdraw",
-            before_hash: hash.as_deref(),
-            after_hash: hash.as_deref(),
-            detail,
+        now,
+        AuditEvent {
+            actor: "system",
+            action: entry.action,
+            target_type: "item",
+            target_id: &id,
+            before_hash: entry.before_hash,
+            after_hash: entry.after_hash,
+            detail: entry.detail,
+            area: Some(&area_code),
         },
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// Why expired items come down, as the cleanup record (清理结果) says.

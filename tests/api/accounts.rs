@@ -101,15 +101,25 @@ on_both_databases! {
         assert_eq!(call(reqwest::Method::GET, "/api/v1/items", json!(null)).await.expect("items").status(), 200);
         assert_eq!(login(&app, "wang.wu", &one_time).await.status(), 401, "the one-time password is spent");
 
-        // An administrator resets it: a new one-time password, the sessions end.
+        // An administrator resets it: a new one-time password; the sessions and tokens end.
+        let token = call(reqwest::Method::POST, "/api/v1/tokens", json!({"name": "办公电脑"})).await.expect("token");
+        assert_eq!(token.status(), 201);
+        let token: serde_json::Value = token.json().await.expect("json");
+        let secret = token["secret"].as_str().expect("secret").to_owned();
         let reset = app.post("admin", &format!("/api/v1/users/{user_id}/password-reset"), &json!({})).await;
         assert_eq!(reset.status, 200, "{}", reset.json);
         let again = reset.json["one_time_password"].as_str().expect("password").to_owned();
         assert_eq!(call(reqwest::Method::GET, "/api/v1/me", json!(null)).await.expect("me").status(), 401);
+        let by_token = app.client.get(format!("{}/api/v1/me", app.address)).bearer_auth(&secret).send().await.expect("me");
+        assert_eq!(by_token.status(), 401, "a reset revokes the user's tokens");
         let signed_in: serde_json::Value = login(&app, "wang.wu", &again).await.json().await.expect("json");
         assert_eq!(signed_in["must_change_password"], true);
         let not_admin = app.post("publisher", &format!("/api/v1/users/{user_id}/password-reset"), &json!({})).await;
         assert_eq!(not_admin.status, 403);
+        // One administrator cannot take over another by resetting their password.
+        let other_admin = app.post("admin", "/api/v1/users", &json!({"username": "zhao.liu", "role": "admin", "area_code": "530426"})).await;
+        let other_admin = other_admin.json["user"]["id"].as_str().expect("id").to_owned();
+        assert_eq!(app.post("admin", &format!("/api/v1/users/{other_admin}/password-reset"), &json!({})).await.status, 403);
         assert!(app.audit_actions(&user_id).await.iter().any(|a| a == "user.password_reset"));
     }
 

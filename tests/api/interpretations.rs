@@ -30,6 +30,13 @@ on_both_databases! {
         assert!(column.contains(&format!("/xxgk/items/{interpretation}")) && !column.contains(&format!("/xxgk/items/{policy}\"")), "{column}");
         assert!(app.public_get("/xxgk").await.text().contains("/xxgk/zcjd"));
 
+        // Another interpretation, approved but not yet out when the policy goes.
+        let mut later = body.clone();
+        later["index_no"] = item_body("530426")["index_no"].clone();
+        later["doc_no"] = item_body("530426")["doc_no"].clone();
+        let later = app.create_item("publisher", &later).await;
+        app.approve("publisher", "reviewer", &later).await;
+
         // Withdrawing the policy withdraws its interpretation with it, and says why.
         let withdrawn = app.post("publisher", &format!("/api/v1/items/{policy}/withdraw"), &json!({"reason": "政策已废止"})).await;
         assert_eq!(withdrawn.status, 200, "{}", withdrawn.json);
@@ -40,6 +47,9 @@ on_both_databases! {
         let gone = app.public_get(&format!("/xxgk/items/{interpretation}")).await;
         assert_eq!(gone.status, 410);
         assert!(gone.text().contains("所解读的政策已撤回：政策已废止"), "{}", gone.text());
+        // Nothing explains a policy no longer in force.
+        let too_late = app.publish("publisher", &later, "later").await;
+        assert_eq!((too_late.status, too_late.json["error"]["code"].clone()), (409, json!("policy_not_published")), "{}", too_late.json);
     }
 
     async fn an_interpretation_is_due_three_working_days_after_its_policy(app: TestApp) {

@@ -91,7 +91,14 @@ on_both_databases! {
         app.deliver_due().await;
         let page = app.public_get(&format!("/xxgk/items/{id}")).await.text();
         assert_eq!(page.matches("此件公开发布").count(), 1, "{page}");
-        assert!(page.contains(r#"<p style="text-align:right">峨山彝族自治县人民政府办公室</p>"#), "{page}");
+        assert!(page.contains(r#"<p class="align-right">峨山彝族自治县人民政府办公室</p>"#), "{page}");
+        // A sentence that merely ends with its words keeps the annotation.
+        let mut sentence = item_body("530426");
+        sentence["body"] = json!("<p>经研究，同意此件公开发布。</p>");
+        let id = app.publish_new(&sentence, &json!({})).await;
+        app.deliver_due().await;
+        let page = app.public_get(&format!("/xxgk/items/{id}")).await.text();
+        assert!(page.contains("（此件公开发布）"), "{page}");
     }
 
     async fn a_mistyped_portal_address_gets_a_chinese_page_and_a_mistyped_api_path_json(app: TestApp) {
