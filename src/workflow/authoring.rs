@@ -136,7 +136,7 @@ async fn refuse_duplicate_doc_no(
             .find(|issuer| content.issuers.contains(issuer));
         if let (Some(issuer), Some(_)) = (shared, theirs.doc_no.filter(|d| d == doc_no)) {
             // Named only to someone who may see it: a number says nothing of another area's drafts.
-            let visible = AreaCode::parse(&other.area_code).is_ok_and(|area| caller.sees(&area));
+            let visible = caller.sees(&AreaCode::parse(&other.area_code).map_err(anyhow::Error::new)?);
             let which = if visible {
                 format!("item {} ({})", other.id, other.title)
             } else {

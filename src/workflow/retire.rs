@@ -47,11 +47,12 @@ pub async fn withdraw(hub: &Hub, caller: &Caller, id: &str, input: WithdrawInput
         .all(&txn)
         .await?;
     // The caller is told only of those in their area.
-    let interpretation_ids: Vec<String> = interpretations
-        .iter()
-        .filter(|i| AreaCode::parse(&i.area_code).is_ok_and(|area| caller.sees(&area)))
-        .map(|i| i.id.clone())
-        .collect();
+    let mut interpretation_ids = Vec::new();
+    for interpretation in &interpretations {
+        if caller.sees(&AreaCode::parse(&interpretation.area_code).map_err(anyhow::Error::new)?) {
+            interpretation_ids.push(interpretation.id.clone());
+        }
+    }
     let mut detail = serde_json::json!({"reason": reason});
     if !interpretation_ids.is_empty() {
         detail["interpretations_withdrawn"] = serde_json::json!(interpretation_ids);
