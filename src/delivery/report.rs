@@ -15,7 +15,7 @@ use crate::{
     hub::Hub,
     store::{
         ID_CHUNK,
-        entities::{delivery, delivery_count, receipt, receipt_inbox, target},
+        entities::{delivery, delivery_count, item, receipt, receipt_inbox, target},
     },
 };
 
@@ -297,21 +297,34 @@ pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<S
     for lines in receipts.values_mut() {
         lines.sort_by_key(|line| line.received_at);
     }
+    // The item's title and 发文字号 head every row, so a row pasted elsewhere still says
+    // what it is about.
+    let item_row = item::Entity::find_by_id(item_id)
+        .one(&hub.db)
+        .await?
+        .ok_or(crate::error::Error::NotFound("item"))?;
+    let shown_version = item_row.published_version.unwrap_or(item_row.current_version);
+    let doc_no =
+        crate::items::content_of(&crate::items::load_version(&hub.db, item_id, shown_version).await?)?
+            .doc_no
+            .unwrap_or_default();
     let mut csv = csv::Writer::from_writer(Vec::new());
     csv.write_record([
-        "delivery_id",
-        "kind",
-        "channel",
-        "target_id",
-        "target_name",
-        "state",
-        "version",
-        "receipt_source",
-        "receipt_kind",
-        "source_time",
-        "received_at",
-        "digest",
-        "detail",
+        "信息标题",
+        "发文字号",
+        "投递编号",
+        "投递类型",
+        "渠道",
+        "目标编号",
+        "目标名称",
+        "投递状态",
+        "版本",
+        "回执来源",
+        "回执类型",
+        "渠道时间",
+        "接收时间",
+        "回执编号",
+        "回执详情",
     ])
     .map_err(anyhow::Error::new)?;
     for d in &views {
@@ -324,31 +337,89 @@ pub async fn receipts_csv(hub: &Hub, caller: &Caller, item_id: &str) -> Result<S
         };
         for r in receipt_rows {
             let fields = [
+                item_row.title.clone(),
+                doc_no.clone(),
                 d.id.clone(),
                 // A correction's delivery is an update of what the target holds (更正).
-                if d.supersedes_id.is_some() {
-                    "update".to_owned()
-                } else {
-                    d.kind.to_string()
-                },
-                d.channel.to_string(),
+                match (d.kind, d.supersedes_id.is_some()) {
+                    (DeliveryKind::Withdraw, _) => "撤回",
+                    (DeliveryKind::Publish, true) => "更正",
+                    (DeliveryKind::Publish, false) => "发布",
+                }
+                .to_owned(),
+                d.channel.label_zh().to_owned(),
                 d.target_id.clone(),
                 d.target_name.clone(),
-                d.state.to_string(),
+                d.state.label_zh().to_owned(),
                 d.version.to_string(),
                 r.map(|r| r.source.to_owned()).unwrap_or_default(),
                 r.map(|r| r.kind.clone()).unwrap_or_default(),
                 r.and_then(|r| r.source_time)
-                    .map(|t| t.to_rfc3339())
+                    .map(beijing_time)
                     .unwrap_or_default(),
-                r.map(|r| r.received_at.to_rfc3339()).unwrap_or_default(),
+                r.map(|r| beijing_time(r.received_at)).unwrap_or_default(),
                 r.map(|r| r.digest.clone()).unwrap_or_default(),
-                r.map(|r| r.detail.clone()).unwrap_or_default(),
+                r.map(|r| readable(&r.detail)).unwrap_or_default(),
             ];
             csv.write_record(fields.map(spreadsheet_safe))
                 .map_err(anyhow::Error::new)?;
         }
     }
     let bytes = csv.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
-    String::from_utf8(bytes).map_err(|e| anyhow::Error::new(e).into())
+    // Excel on Chinese Windows reads a CSV as GBK unless it opens with the UTF-8 BOM.
+    let text = String::from_utf8(bytes).map_err(anyhow::Error::new)?;
+    Ok(format!("\u{feff}{text}"))
+}
+
+/// A time as staff read it: Beijing time, to the second.
+fn beijing_time(at: DateTime<Utc>) -> String {
+    at.with_timezone(&crate::clock::china_offset())
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// A receipt's detail as a line to read, not JSON: `key: value` pairs (nested keys joined by
+/// dots, lists by 、) separated by semicolons, empty values left out. Text that is not JSON is
+/// shown as it is.
+fn readable(detail: &str) -> String {
+    fn pairs(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value;
+        match value {
+            Value::Null => {}
+            Value::Object(fields) => {
+                for (key, field) in fields {
+                    let name = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    pairs(&name, field, out);
+                }
+            }
+            Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
+                let listed: Vec<String> = items.iter().map(scalar).collect();
+                out.push(format!("{prefix}: {}", listed.join("、")));
+            }
+            Value::Array(items) => {
+                for (at, item) in items.iter().enumerate() {
+                    pairs(&format!("{prefix}[{at}]"), item, out);
+                }
+            }
+            other => out.push(format!("{prefix}: {}", scalar(other))),
+        }
+    }
+    fn scalar(value: &serde_json::Value) -> String {
+        match value {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(detail) {
+        Ok(value @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
+            let mut out = Vec::new();
+            pairs("", &value, &mut out);
+            out.join("; ")
+        }
+        _ => detail.to_owned(),
+    }
 }

@@ -41,6 +41,24 @@ pub enum DeliveryState {
 herald_channels::wire_names!(DeliveryState);
 
 impl DeliveryState {
+    /// The name staff read (the receipts record, the console).
+    pub fn label_zh(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "待发送",
+            DeliveryState::Sending => "发送中",
+            DeliveryState::Retrying => "待重试",
+            DeliveryState::Accepted => "已受理",
+            DeliveryState::Delivered => "已送达",
+            DeliveryState::Displayed => "已显示",
+            DeliveryState::Played => "已播放",
+            DeliveryState::Failed => "失败",
+            DeliveryState::Unconfirmed => "待核实",
+            DeliveryState::Expired => "已过期",
+            DeliveryState::Withdrawn => "已撤回",
+            DeliveryState::Cancelled => "已取消",
+        }
+    }
+
     /// The states in which the item reached the target (or may have): a withdrawal must
     /// follow it there.
     pub const REACHED: [DeliveryState; 5] = [

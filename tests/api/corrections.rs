@@ -118,7 +118,7 @@ on_both_backends! {
         // Every update is in the record, marked as one.
         let csv = app.get("admin", &format!("/api/v1/items/{item}/receipts.csv")).await.text();
         for target in [&wx.target, &center_target] {
-            assert!(csv.lines().any(|l| l.contains(",update,") && l.contains(target.as_str())), "{target}: {csv}");
+            assert!(csv.lines().any(|l| l.contains(",更正,") && l.contains(target.as_str())), "{target}: {csv}");
         }
 
         // The portal: the corrected version with its note, and both versions to read.

@@ -68,7 +68,14 @@ on_both_backends! {
             assert!(html.contains(expected), "page lacks {expected}");
         }
         let csv = app.get("publisher", &format!("/api/v1/items/{id}/receipts.csv")).await.text();
-        assert!(csv.lines().any(|l| l.contains(",publish,portal,") && l.contains(",delivered,")), "{csv}");
+        assert!(csv.lines().any(|l| l.contains(",发布,政府门户网站,") && l.contains(",已送达,")), "{csv}");
+        // Ready for Excel on Chinese Windows: the BOM, Chinese headers, the item named on every
+        // row, Beijing time, a detail to read rather than JSON.
+        assert!(csv.starts_with("\u{feff}信息标题,发文字号,投递编号,投递类型,渠道,"), "{csv}");
+        let row = csv.lines().nth(1).expect("a row");
+        assert!(row.starts_with("关于做好2026年秋冬季森林防火工作的通知,峨政办发〔2026〕12号,"), "{row}");
+        assert!(row.contains(",2026-09-30 10:00:00,"), "{row}");
+        assert!(row.contains("attempt: 1") && !row.contains('{'), "{row}");
     };
 
     a_worker_that_dies_holding_a_lease_is_replaced_with_the_same_key => |backend| async move {
@@ -184,7 +191,7 @@ on_both_backends! {
         // Both attempts are in the record, though the retry's attempts count from 1 again.
         let bad_id = by_target(&bad)["id"].as_str().expect("id").to_owned();
         let csv = app.get("publisher", &format!("/api/v1/items/{id}/receipts.csv")).await.text();
-        let failures = csv.lines().filter(|l| l.starts_with(bad_id.as_str()) && l.contains(",failed,")).count();
+        let failures = csv.lines().filter(|l| l.contains(bad_id.as_str()) && l.contains(",失败,")).count();
         assert_eq!(failures, 2, "{csv}");
     };
 
@@ -256,7 +263,7 @@ on_both_backends! {
         assert!(wechat_withdrawal["last_error"].as_str().is_some_and(|e| e.contains("cannot withdraw")), "{wechat_withdrawal}");
 
         let csv = app.get("publisher", &format!("/api/v1/items/{id}/receipts.csv")).await.text();
-        assert!(csv.lines().any(|l| l.contains(",withdraw,portal,") && l.contains(",withdrawn,")), "{csv}");
+        assert!(csv.lines().any(|l| l.contains(",撤回,政府门户网站,") && l.contains(",已撤回,")), "{csv}");
         assert!(csv.contains("withdraw_unsupported"), "{csv}");
         let gone = app.public_get(&format!("/xxgk/items/{id}")).await;
         assert_eq!(gone.status, 410);

@@ -510,7 +510,7 @@ on_both_backends! {
         let played_by: std::collections::BTreeSet<&str> = played
             .lines()
             .filter(|l| l.contains(",loudspeaker,played,"))
-            .filter_map(|l| l.split(',').nth(4))
+            .filter_map(|l| l.split(',').nth(6))
             .collect();
         assert_eq!(played_by, ["模拟设备0", "模拟设备1"].into(), "{played}");
 

@@ -214,9 +214,10 @@ async fn duplicated_reordered_and_unknown_receipts(backend: Backend) {
         assert!(csv.contains(kind), "{kind} missing from\n{csv}");
     }
     // Each says what it did to the delivery (CSV doubles the JSON's quotes).
-    assert!(csv.contains(r#"""moved_to"":""played"""#), "{csv}");
+    assert!(csv.contains("moved_to: played"), "{csv}");
     assert!(
-        csv.contains(r#"""outcome"":""unchanged"",""moved_to"":null"#),
+        csv.lines()
+            .any(|l| l.contains("outcome: unchanged") && !l.contains("moved_to")),
         "{csv}"
     );
 

@@ -419,7 +419,7 @@ on_both_backends! {
         apply_all(&wx.app).await;
         assert_eq!(wx.app.publish_delivery(&item, "target_id", &wx.target).await["state"], "delivered");
         let csv = wx.app.get("admin", &format!("/api/v1/items/{item}/receipts.csv")).await.text();
-        assert!(csv.contains(r#"""sent_count"":75"#) && csv.contains(r#"""error_count"":5"#), "{csv}");
+        assert!(csv.contains("sent_count: 75") && csv.contains("error_count: 5"), "{csv}");
 
         let withdrawn = wx.app.post("publisher", &format!("/api/v1/items/{item}/withdraw"), &json!({"reason": "内容有误"})).await;
         assert_eq!(withdrawn.status, 200, "{}", withdrawn.json);
