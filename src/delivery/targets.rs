@@ -183,12 +183,22 @@ pub async fn create_target(hub: &Hub, actor: &Caller, new: NewTarget) -> Result<
         ));
     }
     check_secrets(&new.secrets)?;
-    if let Some(adapter) = hub.channels.get(new.channel) {
-        let secret_names: Vec<&str> = new.secrets.keys().map(String::as_str).collect();
-        adapter
-            .check_target(&config, &secret_names)
-            .map_err(|e| Error::validation(e.field, e.message))?;
-    }
+    // A target no adapter serves would be skipped at every publish without a word.
+    let Some(adapter) = hub.channels.get(new.channel) else {
+        let how = if new.channel.is_device() {
+            "this hub runs no device link (mqtt settings); devices are registered with POST /api/v1/devices"
+        } else {
+            "this hub runs no adapter for it"
+        };
+        return Err(Error::validation(
+            "channel",
+            format!("{} ({}): {how}", new.channel.label_zh(), new.channel.as_str()),
+        ));
+    };
+    let secret_names: Vec<&str> = new.secrets.keys().map(String::as_str).collect();
+    adapter
+        .check_target(&config, &secret_names)
+        .map_err(|e| Error::validation(e.field, e.message))?;
     let key = match (&hub.secrets_key, new.secrets.is_empty()) {
         (_, true) => None,
         (Some(key), false) => Some(key),

@@ -334,6 +334,10 @@ async fn the_callback_takes_only_what_wechat_signed_for_this_account() {
 on_both_backends! {
     a_wechat_target_without_what_it_needs_is_refused_naming_the_field => |backend| async move {
         let app = spawn_app_configured(backend, Vec::new(), |_| {}).await;
+        // A channel no adapter serves in this hub (no device link here) is refused at once,
+        // not skipped at every publish.
+        let unserved = app.post("admin", "/api/v1/targets", &json!({"channel": "loudspeaker", "name": "大村喇叭", "area_code": "530426101001", "config": {}})).await;
+        assert_eq!((unserved.status, unserved.field()), (422, Some("channel")), "{}", unserved.json);
         let secrets = json!({"app_secret": APP_SECRET, "token": TOKEN, "encoding_aes_key": ENCODING_AES_KEY});
         for (config, secrets, field) in [
             (json!({"thumb_media_id": "t"}), secrets.clone(), "config.app_id"),
