@@ -106,7 +106,7 @@ fn annotation_unless_typed(content: &ItemContent) -> &'static str {
     // Only the annotation itself, in brackets either way, closing the body: not a sentence
     // that happens to end with its words (…同意此件公开发布。).
     let typed = text
-        .trim_end()
+        .trim_end_matches(|c: char| c.is_whitespace() || c == '。' || c == '.')
         .strip_suffix(['）', ')'])
         .and_then(|inner| inner.trim_end().strip_suffix(core))
         .is_some_and(|before| before.trim_end().ends_with(['（', '(']));

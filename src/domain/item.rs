@@ -291,27 +291,43 @@ pub fn styles_as_classes(html: &str) -> String {
     let mut shown = String::with_capacity(html.len());
     let mut rest = html;
     while let Some(at) = rest.find(ATTRIBUTE) {
-        shown.push_str(&rest[..at]);
         let value_and_after = &rest[at + ATTRIBUTE.len()..];
-        let Some(end) = value_and_after.find('"') else {
-            rest = &rest[at..];
-            break;
-        };
-        let classes: Vec<String> = value_and_after[..end]
-            .split(';')
-            .filter_map(|declaration| match declaration.split_once(':')? {
-                ("text-align", value) => Some(format!("align-{value}")),
-                ("text-indent", value) => Some(format!("indent-{value}")),
-                _ => None,
-            })
-            .collect();
-        if !classes.is_empty() {
-            shown.push_str(&format!(" class=\"{}\"", classes.join(" ")));
+        // Rewritten only when the value is exactly what `alignment_only` keeps: text that
+        // merely looks like an attribute (a body may say ` style="`) is copied as it stands,
+        // so no markup can be assembled from it.
+        let classes = value_and_after
+            .find('"')
+            .and_then(|end| Some((end, kept_style_classes(&value_and_after[..end])?)));
+        match classes {
+            Some((end, classes)) => {
+                shown.push_str(&rest[..at]);
+                shown.push_str(&format!(" class=\"{classes}\""));
+                rest = &value_and_after[end + 1..];
+            }
+            None => {
+                shown.push_str(&rest[..at + ATTRIBUTE.len()]);
+                rest = value_and_after;
+            }
         }
-        rest = &value_and_after[end + 1..];
     }
     shown.push_str(rest);
     shown
+}
+
+/// The classes for a style value `alignment_only` produced; `None` for anything else.
+fn kept_style_classes(style: &str) -> Option<String> {
+    let mut classes = Vec::new();
+    for declaration in style.split(';') {
+        let class = match declaration.split_once(':')? {
+            ("text-align", value) if ["left", "right", "center", "justify"].contains(&value) => {
+                format!("align-{value}")
+            }
+            ("text-indent", value) if INDENTS.contains(&value) => format!("indent-{value}"),
+            _ => return None,
+        };
+        classes.push(class);
+    }
+    Some(classes.join(" "))
 }
 
 /// Text pasted without markup, as HTML that keeps its paragraphs: one `<p>` a line.
@@ -614,6 +630,12 @@ mod tests {
             styles_as_classes(&clean),
             r#"<p class="align-right indent-2em">落款</p><p>正文</p>"#
         );
+        // Text that only looks like the attribute stays text: no markup is assembled from it.
+        let tricky =
+            sanitise_html(r#"<p>a style="</p><p title="<img src=//evil.example/x onerror=alert(1)>">b</p>"#);
+        let shown = styles_as_classes(&tricky);
+        assert_eq!(shown, tricky);
+        assert!(!shown.contains("<img"), "{shown}");
     }
 
     #[test]

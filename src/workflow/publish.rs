@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use herald_channels::ChannelKind;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
@@ -264,7 +264,11 @@ pub async fn publish(
     // A scheduled publication counts as published from the time it goes out.
     let goes_out = schedule.not_before.unwrap_or(now);
     if let Some(policy_id) = &row.interprets_id {
-        let policy = item::Entity::find_by_id(policy_id).one(&txn).await?;
+        // Locked as a withdrawal locks it: one of the two waits for the other.
+        let policy = item::Entity::find_by_id(policy_id)
+            .lock_exclusive()
+            .one(&txn)
+            .await?;
         // A withdrawn or expired policy keeps its publication date, but nothing explains it now.
         if policy
             .filter(|p| p.state == ItemState::Published)

@@ -191,7 +191,11 @@ on_both_backends! {
         // Both attempts are in the record, though the retry's attempts count from 1 again.
         let bad_id = by_target(&bad)["id"].as_str().expect("id").to_owned();
         let csv = app.get("publisher", &format!("/api/v1/items/{id}/receipts.csv")).await.text();
-        let failures = csv.lines().filter(|l| l.contains(bad_id.as_str()) && l.contains(",失败,")).count();
+        let failures = csv::Reader::from_reader(csv.as_bytes())
+            .records()
+            .map(|r| r.expect("CSV parses"))
+            .filter(|r| r.get(2) == Some(bad_id.as_str()) && r.get(10).is_some_and(|kind| kind.starts_with("failed")))
+            .count();
         assert_eq!(failures, 2, "{csv}");
     };
 
