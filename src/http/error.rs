@@ -1,4 +1,5 @@
-//! The HTTP face of errors: `{"error":{"code","message","field"}}` with a fitting status.
+//! The HTTP face of errors: `{"error":{"code","message","message_zh","field","field_label"}}`
+//! with a fitting status.
 
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 use serde::Serialize;
@@ -15,7 +16,7 @@ pub struct ApiError {
     pub retry_after_seconds: Option<u64>,
 }
 
-/// Every error answer: `{"error":{"code","message","field"}}`.
+/// Every error answer: `{"error":{"code","message","message_zh","field","field_label"}}`.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody<'a> {
     pub error: ErrorDetail<'a>,
@@ -25,11 +26,17 @@ pub struct ErrorBody<'a> {
 pub struct ErrorDetail<'a> {
     /// A stable machine-readable code, e.g. `invalid`, `not_found`, `invalid_state`.
     pub code: &'a str,
-    /// What went wrong, for people.
+    /// What went wrong, for people (English, with the details).
     pub message: &'a str,
+    /// What went wrong in Chinese, for the staff who read it: the field as the form labels it
+    /// and, where it has one, the form it must take.
+    pub message_zh: &'a str,
     /// The offending input field, when there is one.
     #[schema(required = true)]
     pub field: Option<&'a str>,
+    /// The field as the form labels it (成文日期 for `written_date`), when it has a label.
+    #[schema(required = true)]
+    pub field_label: Option<&'a str>,
 }
 
 impl ApiError {
@@ -70,11 +77,17 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after_seconds {
             response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
         }
+        // A parser's position in the request says nothing to the person who sent it.
+        let message = super::error_zh::without_parser_position(&self.message);
+        let message_zh = super::error_zh::message_zh(self.code, self.field.as_deref());
+        let field_label = self.field.as_deref().and_then(super::error_zh::field_label);
         response.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code,
-                message: &self.message,
+                message: &message,
+                message_zh: &message_zh,
                 field: self.field.as_deref(),
+                field_label: field_label.as_deref(),
             },
         })
     }

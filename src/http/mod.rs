@@ -11,6 +11,7 @@ mod callbacks;
 mod deliveries;
 mod devices;
 pub mod error;
+mod error_zh;
 pub(crate) mod extract;
 mod items;
 mod openapi;

@@ -1066,7 +1066,7 @@ fn the_checker_rejects_undocumented_fields_statuses_and_nulls() {
     );
     doc.check_schema(
         "ErrorDetail",
-        &json!({"code": "x", "message": "y", "field": null}),
+        &json!({"code": "x", "message": "y", "message_zh": "z", "field": null, "field_label": null}),
     );
     let token = json!({"id": "t", "user_id": "u", "name": "n", "created_at": "2026-09-30T02:00:00Z", "revoked_at": null});
     doc.check_schema("TokenView", &token);

@@ -34,6 +34,30 @@ on_both_databases! {
         assert_eq!(app.post("publisher", "/api/v1/items", &founding).await.status, 201);
     }
 
+    async fn errors_speak_chinese_name_the_field_as_the_form_does_and_hide_parser_internals(app: TestApp) {
+        let mut body = item_body("530426");
+        body["written_date"] = json!("1949-09-30");
+        let refused = app.post("publisher", "/api/v1/items", &body).await;
+        assert_eq!(refused.status, 422);
+        let error = &refused.json["error"];
+        assert_eq!((error["field"].clone(), error["field_label"].clone()), (json!("written_date"), json!("成文日期")), "{error}");
+        let said = error["message_zh"].as_str().expect("message_zh");
+        assert!(said.starts_with("成文日期：") && said.contains("2026-09-28"), "{said}");
+        // A body that is not JSON: said so, without the parser's line and column.
+        let request = app
+            .client
+            .post(format!("{}/api/v1/items", app.address))
+            .header("content-type", "application/json")
+            .body("{\"title\": \"一\",\n \"body\": }");
+        let garbled = app.send(app.auth("publisher", request)).await;
+        assert_eq!(garbled.status, 400);
+        let message = garbled.json["error"]["message"].as_str().expect("message");
+        assert!(!message.contains("line") && !message.contains("column"), "{message}");
+        assert!(garbled.json["error"]["message_zh"].as_str().is_some_and(|m| m.contains("请求格式有误")), "{}", garbled.json);
+        let forbidden = app.post("reviewer", "/api/v1/items", &item_body("530426")).await;
+        assert_eq!(forbidden.json["error"]["message_zh"], "您没有执行此操作的权限。", "{}", forbidden.json);
+    }
+
     async fn bad_input_names_the_field_and_writes_nothing(app: TestApp) {
         let mut missing_title = item_body("530426");
         missing_title.as_object_mut().expect("object").remove("title");
