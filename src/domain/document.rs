@@ -14,9 +14,9 @@ impl IndexNumber {
         if pattern.is_match(raw) {
             Ok(Self(raw.to_owned()))
         } else {
+            // Said in words (the default form's): a clerk does not read regular expressions.
             Err(format!(
-                "索引号 `{raw}` does not match the configured pattern {}",
-                pattern.as_str()
+                "索引号 `{raw}` is not in the county's form: the organ's code (9 characters, or its 18-character unified social credit code), a slash, the year, a hyphen and a 5- or 6-digit serial number, e.g. 000014349/2026-00001"
             ))
         }
     }
