@@ -116,6 +116,13 @@ enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write a consistent copy of the embedded database (items, attachments, receipts, the
+    /// audit chain) and its secrets key into an empty directory, while the hub runs. To
+    /// restore, make that directory the data directory of a stopped hub.
+    Backup {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Benchmarks on a scratch database; they print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -438,6 +445,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backup { out } => backup(settings, &out).await,
         Command::Audit(AuditCommand::Verify) => {
             let hub = open_existing_hub(settings).await?;
             let verification = audit::verify(&hub.db).await?;
@@ -564,6 +572,44 @@ async fn user_command(hub: &Hub, command: UserCommand) -> anyhow::Result<ExitCod
             println!("{username} now works within {}", moved.area_code);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herald backup`: SQLite's `VACUUM INTO` writes a transactionally consistent copy however
+/// the running hub writes meanwhile; attachments live in the database, so the copy holds
+/// them. The secrets key goes beside it (without it the copy's target secrets are unreadable).
+async fn backup(settings: Settings, out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if !settings.storage.database_url.is_empty() {
+        eprintln!(
+            "herald: backup copies the embedded SQLite database; on PostgreSQL use pg_dump, and keep storage.secrets_key apart from it"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let copy = out.join(crate::config::SQLITE_FILE);
+    if copy.exists() {
+        anyhow::bail!(
+            "{} exists already: back up into an empty directory",
+            copy.display()
+        );
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let key_file = settings.storage.data_dir.join(crate::secrets::KEY_FILE);
+    let hub = open_existing_hub(settings).await?;
+    let target = copy.display().to_string().replace('\'', "''");
+    sea_orm::ConnectionTrait::execute_unprepared(&hub.db, &format!("VACUUM INTO '{target}'"))
+        .await
+        .context("copying the database")?;
+    if key_file.exists() {
+        let key_copy = out.join(crate::secrets::KEY_FILE);
+        std::fs::copy(&key_file, &key_copy).context("copying the secrets key")?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_copy, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    let shown = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+    println!("backed up to {}", shown.display());
     Ok(ExitCode::SUCCESS)
 }
 
