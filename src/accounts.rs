@@ -198,13 +198,12 @@ pub async fn create_user(
     }
     .insert(&txn)
     .await?;
-    audit::append_change(
+    audit_user(
         &txn,
         now,
         actor,
         "user.create",
-        ("user", &model.id),
-        Some(&model.area_code),
+        &model,
         serde_json::json!({"username": model.username, "role": model.role, "area_code": model.area_code}),
     )
     .await?;
@@ -270,18 +269,14 @@ pub async fn disable_user(
     let mut active: user::ActiveModel = model.into();
     active.disabled = Set(true);
     let model = active.update(&txn).await?;
-    session::Entity::delete_many()
-        .filter(session::Column::UserId.eq(&model.id))
-        .exec(&txn)
-        .await?;
+    end_sessions_of(&txn, &model.id, None).await?;
     revoke_tokens_of(&txn, &model.id, now).await?;
-    audit::append_change(
+    audit_user(
         &txn,
         now,
         actor,
         "user.disable",
-        ("user", &model.id),
-        Some(&model.area_code),
+        &model,
         serde_json::json!({"username": model.username}),
     )
     .await?;
@@ -616,18 +611,13 @@ pub async fn unlock_user(
     let now = hub.clock.now();
     let txn = begin_write(&hub.db).await?;
     let model = load_user_in_scope(&txn, actor_scope, user_id).await?;
-    let lifted = login_throttle::Entity::delete_many()
-        .filter(login_throttle::Column::Username.eq(&model.username))
-        .exec(&txn)
-        .await?
-        .rows_affected;
-    audit::append_change(
+    let lifted = lift_login_delays(&txn, &model.username).await?;
+    audit_user(
         &txn,
         now,
         actor,
         "user.unlock",
-        ("user", &model.id),
-        Some(&model.area_code),
+        &model,
         serde_json::json!({"username": model.username, "buckets_cleared": lifted}),
     )
     .await?;
@@ -732,22 +722,17 @@ pub async fn change_password(
             "the password was changed meanwhile; sign in again",
         ));
     }
-    let mut sessions = session::Entity::delete_many().filter(session::Column::UserId.eq(&model.id));
-    if let Some(kept) = keep_session {
-        sessions = sessions.filter(session::Column::TokenHash.ne(sha256_hex(kept.as_bytes())));
-    }
-    sessions.exec(&txn).await?;
+    end_sessions_of(&txn, &model.id, keep_session).await?;
     let mut active: user::ActiveModel = model.into();
     active.password_hash = Set(hash);
     active.must_change_password = Set(false);
     let model = active.update(&txn).await?;
-    audit::append_change(
+    audit_user(
         &txn,
         now,
         &caller.id,
         "user.password_change",
-        ("user", &model.id),
-        Some(&model.area_code),
+        &model,
         serde_json::json!({"username": model.username}),
     )
     .await?;
@@ -771,25 +756,66 @@ pub async fn rescope_user(hub: &Hub, actor: &str, user_id: &str, area_code: &str
         .check_scope(&area)
         .map_err(|m| Error::validation("area_code", m))?;
     let from = model.area_code.clone();
-    session::Entity::delete_many()
-        .filter(session::Column::UserId.eq(&model.id))
-        .exec(&txn)
-        .await?;
+    end_sessions_of(&txn, &model.id, None).await?;
     let mut active: user::ActiveModel = model.into();
     active.area_code = Set(area.to_string());
     let model = active.update(&txn).await?;
-    audit::append_change(
+    audit_user(
         &txn,
         now,
         actor,
         "user.rescope",
-        ("user", &model.id),
-        Some(&model.area_code),
+        &model,
         serde_json::json!({"username": model.username, "from": from, "to": model.area_code}),
     )
     .await?;
     txn.commit().await?;
     Ok(UserView::from(model))
+}
+
+/// Ends `user_id`'s sessions, but for `keep` (the session secret of the request that does it).
+async fn end_sessions_of(
+    txn: &sea_orm::DatabaseTransaction,
+    user_id: &str,
+    keep: Option<&str>,
+) -> Result<()> {
+    let mut sessions = session::Entity::delete_many().filter(session::Column::UserId.eq(user_id));
+    if let Some(kept) = keep {
+        sessions = sessions.filter(session::Column::TokenHash.ne(sha256_hex(kept.as_bytes())));
+    }
+    sessions.exec(txn).await?;
+    Ok(())
+}
+
+/// Lifts every login delay on `username`, from every address; returns how many were lifted.
+async fn lift_login_delays(txn: &sea_orm::DatabaseTransaction, username: &str) -> Result<u64> {
+    Ok(login_throttle::Entity::delete_many()
+        .filter(login_throttle::Column::Username.eq(username))
+        .exec(txn)
+        .await?
+        .rows_affected)
+}
+
+/// Audits `action` on user `model`, in its area.
+async fn audit_user(
+    txn: &sea_orm::DatabaseTransaction,
+    now: chrono::DateTime<chrono::Utc>,
+    actor: &str,
+    action: &str,
+    model: &user::Model,
+    detail: serde_json::Value,
+) -> Result<()> {
+    audit::append_change(
+        txn,
+        now,
+        actor,
+        action,
+        ("user", &model.id),
+        Some(&model.area_code),
+        detail,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Revokes every API token of `user_id`: one left over would act for the user whatever
@@ -832,27 +858,20 @@ pub async fn reset_password(
             "an administrator's password is reset from the command line (herald user reset-password)",
         ));
     }
-    session::Entity::delete_many()
-        .filter(session::Column::UserId.eq(&model.id))
-        .exec(&txn)
-        .await?;
+    end_sessions_of(&txn, &model.id, None).await?;
     // A reset is how a taken-over account is recovered: its tokens go too.
     revoke_tokens_of(&txn, &model.id, now).await?;
-    login_throttle::Entity::delete_many()
-        .filter(login_throttle::Column::Username.eq(&model.username))
-        .exec(&txn)
-        .await?;
+    lift_login_delays(&txn, &model.username).await?;
     let mut active: user::ActiveModel = model.into();
     active.password_hash = Set(hash);
     active.must_change_password = Set(true);
     let model = active.update(&txn).await?;
-    audit::append_change(
+    audit_user(
         &txn,
         now,
         actor,
         "user.password_reset",
-        ("user", &model.id),
-        Some(&model.area_code),
+        &model,
         serde_json::json!({"username": model.username}),
     )
     .await?;

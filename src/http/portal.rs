@@ -301,6 +301,19 @@ struct GonePage {
     reason: String,
 }
 
+/// 410 for a page taken down: its title, and when and why (`takedown`).
+fn gone(hub: &Hub, title: String, (date, reason): (String, String)) -> Page {
+    html(
+        StatusCode::GONE,
+        &GonePage {
+            site_name: site_name(hub),
+            title,
+            date,
+            reason,
+        },
+    )
+}
+
 /// An item's current page, as long as it is up: what it says when it came down otherwise, or
 /// not found.
 async fn live_page(hub: &Hub, id: &str) -> std::result::Result<PortalPage, Page> {
@@ -318,16 +331,8 @@ async fn live_page(hub: &Hub, id: &str) -> std::result::Result<PortalPage, Page>
     else {
         return Err(not_found(hub));
     };
-    if let Some((date, reason)) = takedown(&row, &item, hub.clock.now()) {
-        return Err(html(
-            StatusCode::GONE,
-            &GonePage {
-                site_name: site_name(hub),
-                title: row.title,
-                date,
-                reason,
-            },
-        ));
+    if let Some(why) = takedown(&row, &item, hub.clock.now()) {
+        return Err(gone(hub, row.title, why));
     }
     serde_json::from_str(&row.payload).map_err(|e| Err(Error::from(anyhow::Error::new(e)).into()))
 }
@@ -396,7 +401,7 @@ async fn attachment_file(req: HttpRequest, sha256: web::Path<String>) -> Page {
         .await
         .map_err(Error::from)?;
     let now = hub.clock.now();
-    let mut gone = None;
+    let mut taken_down = None;
     let mut live_page = None;
     for row in referenced {
         let item = item::Entity::find_by_id(row.item_id.as_str())
@@ -404,22 +409,14 @@ async fn attachment_file(req: HttpRequest, sha256: web::Path<String>) -> Page {
             .await
             .map_err(Error::from)?;
         match item.as_ref().and_then(|item| takedown(&row, item, now)) {
-            Some(why) => gone = gone.or(Some((row.title.clone(), why))),
+            Some(why) => taken_down = taken_down.or(Some((row.title.clone(), why))),
             None if item.is_some() => live_page = Some(row),
             None => {}
         }
     }
     let Some(page) = live_page else {
-        return match gone {
-            Some((title, (date, reason))) => html(
-                StatusCode::GONE,
-                &GonePage {
-                    site_name: site_name(&hub),
-                    title,
-                    date,
-                    reason,
-                },
-            ),
+        return match taken_down {
+            Some((title, why)) => gone(&hub, title, why),
             None => not_found(&hub),
         };
     };

@@ -11,7 +11,7 @@ use crate::fake_media_center::FakeCenter;
 use crate::helpers::{Backend, TestApp, item_body};
 use crate::media_center::{PUSH_KEY, add_center, assert_valid_ninjs};
 use crate::on_both_backends;
-use crate::wechat::{account, apply_all};
+use crate::wechat::account;
 
 const NOTE: &str = "原文第二段“十一月一日”应为“十月一日”";
 
@@ -48,7 +48,7 @@ on_both_backends! {
         let first_publish = first["external_id"].as_str().expect("a publish_id").to_owned();
         wx.fake.finish_publish(&first_publish).await;
         wx.fake.wait_for_event_replies(1).await;
-        apply_all(app).await;
+        app.apply_receipts().await;
         let first_article = wx.fake.publish(&first_publish).and_then(|job| job.article_id).expect("an article");
 
         // An edit of a published item must say what it corrects; only then is it a correction.
@@ -109,7 +109,7 @@ on_both_backends! {
         let second_publish = update["external_id"].as_str().expect("a publish_id").to_owned();
         wx.fake.finish_publish(&second_publish).await;
         wx.fake.wait_for_event_replies(2).await;
-        apply_all(app).await;
+        app.apply_receipts().await;
         assert_eq!(herald::delivery::try_remove_superseded(&app.hub, 100).await.expect("sweep"), 1);
         assert_eq!(herald::delivery::try_remove_superseded(&app.hub, 100).await.expect("sweep"), 0, "once");
         app.deliver_due().await;

@@ -111,14 +111,6 @@ async fn target_of(app: &TestApp, device_id: &str) -> String {
         .unwrap_or_else(|| panic!("{device_id} is not among {ids:?}"))
 }
 
-async fn apply_all(app: &TestApp) {
-    while inbox::try_apply_receipts(&app.hub, inbox::APPLY_BATCH)
-        .await
-        .expect("apply")
-        > 0
-    {}
-}
-
 /// States of the item's deliveries on `channel`.
 async fn states(app: &TestApp, item: &str, channel: &str) -> Vec<String> {
     let listed = app
@@ -331,7 +323,7 @@ async fn until_all(app: &TestApp, item: &str, channel: &str, want: &str) -> Vec<
     let mut seen = Vec::new();
     // Up to 30 s: 250 devices on SQLite beside the rest of the suite take a while.
     for _ in 0..300 {
-        apply_all(app).await;
+        app.apply_receipts().await;
         seen = states(app, item, channel).await;
         if !seen.is_empty() && seen.iter().all(|s| s == want) {
             break;
@@ -485,7 +477,7 @@ on_both_backends! {
         assert_eq!(app.deliver_due().await, 3);
         let mut seen = Vec::new();
         for _ in 0..100 {
-            apply_all(&app).await;
+            app.apply_receipts().await;
             seen = states(&app, &item, "loudspeaker").await;
             seen.sort();
             if seen == ["failed", "played", "played"] { break; }
@@ -542,7 +534,7 @@ on_both_backends! {
         assert_eq!(app.deliver_due().await, 2);
         let mut seen = Vec::new();
         for _ in 0..50 {
-            apply_all(&app).await;
+            app.apply_receipts().await;
             seen = states(&app, &item, "loudspeaker").await;
             if seen.iter().any(|s| s == "played") { break; }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -568,13 +560,13 @@ on_both_backends! {
         let lifetime = app.hub.settings.mqtt.command_lifetime_seconds;
         app.hub.clock.set(app.hub.clock.now() + chrono::Duration::seconds(i64::try_from(lifetime).expect("secs") + 1));
         inbox::try_reconcile(&app.hub, 100).await.expect("reconcile");
-        apply_all(&app).await;
+        app.apply_receipts().await;
         let late_delivery = app.publish_delivery(&second, "target_id", &late_target).await;
         assert_eq!(late_delivery["state"], "expired", "{late_delivery}");
         tokio::spawn(run_device(app.hub.clone(), late, late_key, address.clone()));
         until_born(&app, &run, 3).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        apply_all(&app).await;
+        app.apply_receipts().await;
         let late_delivery = app.publish_delivery(&second, "target_id", &late_target).await;
         assert_eq!(late_delivery["state"], "expired", "nothing was sent again: {late_delivery}");
     };
@@ -596,7 +588,7 @@ on_both_backends! {
         assert_eq!(app.deliver_due().await, 2);
         let mut played = json!(null);
         for _ in 0..50 {
-            apply_all(&app).await;
+            app.apply_receipts().await;
             played = app.publish_delivery(&item, "target_id", &heard_target).await;
             if played["state"] == "played" { break; }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -660,13 +652,13 @@ on_both_backends! {
         };
         let mut seen = (0, 0, 0);
         for _ in 0..50 {
-            apply_all(&app).await;
+            app.apply_receipts().await;
             seen = (refusals("bad_signature").await, refusals("replay").await, refusals("unknown_key").await);
             if seen == (1, 1, 1) { break; }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(seen, (1, 1, 1), "a refusal each of the tampered, the replayed and the stranger's command");
-        apply_all(&app).await;
+        app.apply_receipts().await;
         assert_eq!(app.publish_delivery(&item, "target_id", &heard_target).await["state"], "played", "refusals of copies change nothing");
         assert_eq!(app.publish_delivery(&item, "target_id", &quiet_target).await["state"], "accepted", "the forged report moved nothing");
     };
@@ -961,7 +953,7 @@ on_both_backends! {
         app.deliver_due().await;
         let running = until_running(&tally, &reached, &Default::default()).await;
         assert!(running.iter().all(Vec::is_empty), "{running:?}");
-        apply_all(&app).await;
+        app.apply_receipts().await;
         app.assert_queue_agrees().await;
 
         // An alert left to run ends at its `expires`: the sweep takes it down everywhere.

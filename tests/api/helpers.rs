@@ -418,6 +418,15 @@ impl TestApp {
             .await
     }
 
+    /// Applies every stored receipt (the inbox worker's apply step) until none is left.
+    pub async fn apply_receipts(&self) {
+        while herald::delivery::inbox::try_apply_receipts(&self.hub, herald::delivery::inbox::APPLY_BATCH)
+            .await
+            .expect("apply")
+            > 0
+        {}
+    }
+
     /// Runs the delivery worker until nothing is due at the current clock.
     pub async fn deliver_due(&self) -> usize {
         let in_flight = herald::delivery::worker::InFlight::default();

@@ -3,7 +3,7 @@
 //! rejected with the reason), reconcile by asking the center, withdrawal by `canceled`, and
 //! targets that could never work refused when they are registered.
 
-use herald::delivery::inbox::{self, APPLY_BATCH};
+use herald::delivery::inbox;
 use herald_channels::media_center::{SIGNATURE_HEADER, TIMESTAMP_HEADER, signature};
 use serde_json::{Value, json};
 
@@ -100,14 +100,6 @@ pub(crate) async fn callback(
         )
         .body(body);
     app.send(request).await
-}
-
-async fn apply_all(app: &TestApp) {
-    while inbox::try_apply_receipts(&app.hub, APPLY_BATCH)
-        .await
-        .expect("apply")
-        > 0
-    {}
 }
 
 #[tokio::test]
@@ -227,7 +219,7 @@ on_both_backends! {
         assert_eq!(rejected.status, 200, "{}", rejected.text());
         // Sent again (a center retries until it hears 200): the same receipts, stored once.
         assert_eq!(callback(&app, &older, published, CALLBACK_KEY, now).await.status, 200);
-        apply_all(&app).await;
+        app.apply_receipts().await;
         assert_eq!(app.publish_delivery(&item, "target_id", &older).await["state"], "delivered");
         let refused = app.publish_delivery(&item, "target_id", &newer).await;
         assert_eq!(refused["state"], "failed");
@@ -243,14 +235,14 @@ on_both_backends! {
         assert_eq!((stale.status, stale.json["error"]["field"].clone()), (401, json!(TIMESTAMP_HEADER)), "{}", stale.text());
         let empty = callback(&app, &silent, json!([]), CALLBACK_KEY, now).await;
         assert_eq!((empty.status, empty.json["error"]["field"].clone()), (400, json!("events")), "{}", empty.text());
-        apply_all(&app).await;
+        app.apply_receipts().await;
         assert_eq!(app.publish_delivery(&item, "target_id", &silent).await["state"], "accepted");
 
         // No callback from the third center: after a day the hub asks it, once, and settles.
         center.set_status(&silent_id, json!({"status": "published", "url": "https://rmt.lin.gov.cn/x.html"}));
         app.hub.clock.set(now + chrono::Duration::hours(25));
         assert_eq!(inbox::try_reconcile(&app.hub, 100).await.expect("reconcile"), 1);
-        apply_all(&app).await;
+        app.apply_receipts().await;
         assert_eq!(app.publish_delivery(&item, "target_id", &silent).await["state"], "delivered");
 
         // Withdrawn: each center that has it is told `canceled`, in its own version.

@@ -3,7 +3,7 @@
 //! branches; a lost event settled by asking `freepublish/get`; withdrawal deleting the article;
 //! the callback refusing what is not WeChat's.
 
-use herald::delivery::inbox::{self, APPLY_BATCH};
+use herald::delivery::inbox;
 use serde_json::json;
 
 use crate::fake_wechat::{EventFault, FakeWechat, SUBMIT};
@@ -65,14 +65,6 @@ impl Account {
     }
 }
 
-pub(crate) async fn apply_all(app: &TestApp) {
-    while inbox::try_apply_receipts(&app.hub, APPLY_BATCH)
-        .await
-        .expect("apply")
-        > 0
-    {}
-}
-
 async fn publish(account: &Account) -> String {
     account
         .app
@@ -104,7 +96,7 @@ on_both_backends! {
         assert_eq!((replies[0].status, replies[0].body.as_str()), (200, "success"), "{replies:?}");
         assert!(replies[1..].iter().all(|r| r.status == 401 && r.body.contains("replayed")), "{replies:?}");
         assert_eq!(wx.app.count("SELECT COUNT(*) FROM receipt_inbox").await, 1);
-        apply_all(&wx.app).await;
+        wx.app.apply_receipts().await;
         assert_eq!(wx.app.publish_delivery(&item, "target_id", &wx.target).await["state"], "delivered");
         let csv = wx.app.get("admin", &format!("/api/v1/items/{item}/receipts.csv")).await.text();
         let job = wx.fake.publish(&publish_id).expect("the job");
@@ -177,7 +169,7 @@ async fn each_error_branch_ends_in_the_right_state() {
         .to_owned();
     wx.fake.finish_publish(&first_id).await;
     wx.fake.wait_for_event_replies(1).await;
-    apply_all(&wx.app).await;
+    wx.app.apply_receipts().await;
     let rejected = wx.app.publish_delivery(&first, "target_id", &wx.target).await;
     assert_eq!(rejected["state"], "failed");
     assert!(
@@ -196,7 +188,7 @@ async fn each_error_branch_ends_in_the_right_state() {
     wx.fake.finish_publish(&second_id).await;
     wx.advance(chrono::Duration::minutes(31));
     assert!(inbox::try_reconcile(&wx.app.hub, 100).await.expect("reconcile") >= 1);
-    apply_all(&wx.app).await;
+    wx.app.apply_receipts().await;
     assert_eq!(
         wx.app.publish_delivery(&second, "target_id", &wx.target).await["state"],
         "delivered"
@@ -224,7 +216,7 @@ async fn the_callback_takes_only_what_wechat_signed_for_this_account() {
         pushed += 1;
         let replies = wx.fake.wait_for_event_replies(pushed).await;
         assert_eq!(replies[pushed - 1].status, 401, "{fault:?}: {replies:?}");
-        apply_all(&wx.app).await;
+        wx.app.apply_receipts().await;
         assert_eq!(
             wx.app.publish_delivery(&item, "target_id", &wx.target).await["state"],
             "accepted",
@@ -300,7 +292,7 @@ async fn the_callback_takes_only_what_wechat_signed_for_this_account() {
         replies[pushed + 1].body.contains(r#""field":"nonce""#),
         "{replies:?}"
     );
-    apply_all(&wx.app).await;
+    wx.app.apply_receipts().await;
     assert_eq!(
         wx.app.publish_delivery(&item, "target_id", &wx.target).await["state"],
         "delivered"
@@ -420,7 +412,7 @@ on_both_backends! {
         assert_eq!(wx.fake.submits(), 0, "mass-sent, not published");
 
         wx.fake.wait_for_event_replies(1).await;
-        apply_all(&wx.app).await;
+        wx.app.apply_receipts().await;
         assert_eq!(wx.app.publish_delivery(&item, "target_id", &wx.target).await["state"], "delivered");
         let csv = wx.app.get("admin", &format!("/api/v1/items/{item}/receipts.csv")).await.text();
         assert!(csv.contains("sent_count: 75") && csv.contains("error_count: 5"), "{csv}");
@@ -439,7 +431,7 @@ async fn a_mass_send_refused_by_review_fails_with_the_reason() {
     let item = publish(&wx).await;
     wx.app.deliver_due().await;
     wx.fake.wait_for_event_replies(1).await;
-    apply_all(&wx.app).await;
+    wx.app.apply_receipts().await;
     let delivery = wx.app.publish_delivery(&item, "target_id", &wx.target).await;
     assert_eq!(delivery["state"], "failed");
     assert!(
@@ -553,7 +545,7 @@ async fn a_submit_whose_answer_is_lost_is_never_sent_again_and_is_found_once_pub
         inbox::try_reconcile(&wx.app.hub, 100).await.expect("reconcile"),
         1
     );
-    apply_all(&wx.app).await;
+    wx.app.apply_receipts().await;
     let article_id = wx
         .fake
         .publish(&job.publish_id)
