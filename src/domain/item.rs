@@ -270,7 +270,7 @@ fn alignment_only(style: &str) -> Option<String> {
                 value.trim().to_ascii_lowercase(),
             );
             let allowed = match name.as_str() {
-                "text-align" => ["left", "right", "center", "justify"].contains(&value.as_str()),
+                "text-align" => ALIGNMENTS.contains(&value.as_str()),
                 "text-indent" => INDENTS.contains(&value.as_str()),
                 _ => false,
             };
@@ -279,6 +279,9 @@ fn alignment_only(style: &str) -> Option<String> {
         .collect();
     (!kept.is_empty()).then(|| kept.join(";"))
 }
+
+/// The alignments kept (the portal's stylesheet has a class for each).
+const ALIGNMENTS: [&str; 4] = ["left", "right", "center", "justify"];
 
 /// The first-line indents kept: a 公文 indents its paragraphs by two characters.
 const INDENTS: [&str; 3] = ["1em", "2em", "4em"];
@@ -319,7 +322,7 @@ fn kept_style_classes(style: &str) -> Option<String> {
     let mut classes = Vec::new();
     for declaration in style.split(';') {
         let class = match declaration.split_once(':')? {
-            ("text-align", value) if ["left", "right", "center", "justify"].contains(&value) => {
+            ("text-align", value) if ALIGNMENTS.contains(&value) => {
                 format!("align-{value}")
             }
             ("text-indent", value) if INDENTS.contains(&value) => format!("indent-{value}"),
