@@ -4,7 +4,7 @@
 //! of `herald serve`. One scenario runs against both.
 
 use std::{
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -16,14 +16,7 @@ use rumqttc::{
 };
 
 use crate::cli::{Killed, herald};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port()
-}
+use crate::helpers::free_port;
 
 /// A private `mosquitto` on a free port, with `settings` (configuration lines) after its
 /// listener; it stops when the handle drops.

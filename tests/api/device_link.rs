@@ -210,10 +210,7 @@ async fn embedded_app(backend: crate::helpers::Backend) -> (TestApp, (String, u1
 async fn embedded_app_at_public_url(
     backend: crate::helpers::Backend,
 ) -> (TestApp, (String, u16), String, EmbeddedBroker) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
+    let port = crate::helpers::free_port();
     embedded_app_configured(backend, |s| {
         s.server.listen = format!("127.0.0.1:{port}");
         s.server.public_url = format!("http://127.0.0.1:{port}");

@@ -61,6 +61,18 @@ pub const TEST_CALENDAR: &str = "holidays = [\"2026-10-01\", \"2026-10-02\", \"2
 pub const TEST_MAX_BODY_BYTES: usize = 8 * 1024;
 
 /// 10:00 Beijing time on Wednesday 30 September 2026, the eve of the National Day holiday.
+/// A port that was free a moment ago, for a server that must know its port before it binds
+/// (a broker's configuration, a hub whose public URL names it). Taken below the system's
+/// ephemeral range (32768 and up here), so no test binding port 0 meanwhile is handed it.
+pub fn free_port() -> u16 {
+    loop {
+        let candidate = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            return candidate;
+        }
+    }
+}
+
 pub fn test_start_time() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 9, 30, 2, 0, 0)
         .single()
