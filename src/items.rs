@@ -1,7 +1,7 @@
 //! Item access below both the workflow and the delivery records: loading an item the caller
 //! may see, its versions, and reading the stored columns back into domain types.
 
-use sea_orm::{ConnectionTrait, EntityTrait, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::Expr};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -72,4 +72,36 @@ pub(crate) async fn load_version(
         .one(db)
         .await?
         .ok_or(Error::NotFound("item version"))
+}
+
+/// Rows a batch of the search-key fill reads at once.
+const FILL_BATCH: u64 = 500;
+
+/// Gives every item written before search keys its key, from the version its row shows (the
+/// published one while a correction is under way). Run on start; repeating it changes nothing.
+pub async fn fill_search_keys(db: &impl ConnectionTrait) -> Result<u64> {
+    let mut filled = 0;
+    loop {
+        let rows = item::Entity::find()
+            .filter(item::Column::SearchKey.is_null())
+            .limit(FILL_BATCH)
+            .all(db)
+            .await?;
+        if rows.is_empty() {
+            return Ok(filled);
+        }
+        for row in rows {
+            let shown = match row.correcting {
+                Some(_) => row.published_version.unwrap_or(row.current_version),
+                None => row.current_version,
+            };
+            let content = content_of(&load_version(db, &row.id, shown).await?)?;
+            item::Entity::update_many()
+                .col_expr(item::Column::SearchKey, Expr::value(content.search_key()))
+                .filter(item::Column::Id.eq(row.id.as_str()))
+                .exec(db)
+                .await?;
+            filled += 1;
+        }
+    }
 }

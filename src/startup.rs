@@ -29,6 +29,8 @@ pub async fn open_hub(settings: Settings, clock: Clock) -> anyhow::Result<Hub> {
     let secrets_key = settings.storage.open_secrets_key()?;
     let db = store::connect(&settings.storage).await?;
     store::migrate(&db).await?;
+    crate::items::fill_search_keys(&db).await?;
+    crate::portal::store::fill_search_keys(&db).await?;
     let mut channels = channel_registry(&db, &clock, &settings, &secrets_key)?;
     let (device_link, device_events) = match (&settings.mqtt.url, &secrets_key) {
         (url, _) if url.is_empty() => (None, DeviceEvents::default()),

@@ -374,6 +374,14 @@ pub fn is_sha256_hex(raw: &str) -> bool {
 }
 
 impl ItemContent {
+    /// What staff find the item by in their lists: title, 索引号, 发文字号 and 发文机关.
+    pub fn search_key(&self) -> String {
+        let mut parts = vec![self.title.as_str(), self.index_no.as_str()];
+        parts.extend(self.doc_no.as_deref());
+        parts.extend(self.issuers.iter().map(String::as_str));
+        crate::domain::search::fold(&parts.join(" "))
+    }
+
     pub fn parse(input: ItemInput, rules: &ContentRules<'_>) -> Result<Self, Error> {
         let title = single_line("title", &input.title, MAX_TITLE_CHARS, true)?;
         let body = rich_text("body", &input.body, rules.max_body_bytes)?;

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod item;
 pub mod page;
 pub mod review;
+pub mod search;
 pub mod text;
 pub mod user;
 

@@ -21,13 +21,14 @@ use crate::{
         area::AreaLevel,
         catalog::CatalogGroup,
         item::{ItemState, is_sha256_hex, sanitise_html, styles_as_classes},
+        search::{MAX_CHARS, MAX_WORDS, SearchTerms},
     },
     error::Error,
     http::{PublicSite, error::ApiError, extract::hub},
     hub::Hub,
     portal::{
-        Entry, PageLink, ShownVersion, entries, interpretations, live, related, shown_page, shown_versions,
-        takedown,
+        Entry, LIST_LIMIT, PageLink, ShownVersion, entries, interpretations, live, related,
+        search as portal_search, shown_page, shown_versions, takedown,
     },
     store::entities::{attachment, item, portal_page},
 };
@@ -558,28 +559,34 @@ struct SearchQuery {
 struct SearchPage {
     site_name: String,
     query: String,
+    /// Why the search was not run, in words for the reader.
+    problem: Option<String>,
     entries: Vec<Entry>,
+    shown_at_most: usize,
 }
 
-/// Phrase search by substring, so Chinese needs no word segmentation.
+/// Search by words, 发文字号 or 索引号 (`domain::search`): every word must occur.
 async fn search(req: HttpRequest, query: web::Query<SearchQuery>) -> Page {
     let hub = hub(&req)?;
-    let phrase: String = query.q.trim().chars().take(100).collect();
-    let entries = if phrase.is_empty() {
-        Vec::new()
-    } else {
-        entries(
-            &hub,
-            Condition::all().add(portal_page::Column::SearchText.contains(&phrase)),
-        )
-        .await?
+    let (status, problem, entries) = match SearchTerms::parse(&query.q) {
+        Ok(Some(terms)) => (StatusCode::OK, None, portal_search(&hub, &terms).await?),
+        Ok(None) => (StatusCode::OK, None, Vec::new()),
+        Err(_) => (
+            StatusCode::BAD_REQUEST,
+            Some(format!(
+                "搜索词过长：最多 {MAX_WORDS} 个词、{MAX_CHARS} 个字，请缩短后重试。"
+            )),
+            Vec::new(),
+        ),
     };
     html(
-        StatusCode::OK,
+        status,
         &SearchPage {
             site_name: site_name(&hub),
-            query: phrase,
+            query: query.q.trim().chars().take(MAX_CHARS).collect(),
+            problem,
             entries,
+            shown_at_most: LIST_LIMIT,
         },
     )
 }

@@ -4,14 +4,17 @@
 
 pub mod store;
 
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Query};
+use sea_orm::{
+    ColumnTrait, Condition, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    sea_query::{Expr, LikeExpr, Query},
+};
 
 use herald_channels::{ChannelKind, portal::PortalPage};
 
 use crate::{
     clock::china_offset,
     delivery::{DeliveryKind, DeliveryState},
-    domain::{delivery::RenditionFor, item::ItemState},
+    domain::{delivery::RenditionFor, item::ItemState, search::SearchTerms},
     error::Error,
     hub::Hub,
     store::entities::{delivery, item, portal_page, publication, rendition},
@@ -50,26 +53,97 @@ pub fn live(now: chrono::DateTime<chrono::Utc>) -> Condition {
         )
 }
 
-const LIST_LIMIT: u64 = 200;
+/// Entries a listing shows at most.
+pub const LIST_LIMIT: usize = 200;
+
+/// A listing's columns: id, title, publication time, emergency, search key.
+type Listed = (
+    String,
+    String,
+    chrono::DateTime<chrono::Utc>,
+    bool,
+    Option<String>,
+);
+
+/// Live pages' listing columns, emergencies first, then newest first.
+fn listing(now: chrono::DateTime<chrono::Utc>) -> Select<portal_page::Entity> {
+    use portal_page::Column as C;
+    portal_page::Entity::find()
+        .select_only()
+        .columns([C::ItemId, C::Title, C::PublishedAt, C::Emergency, C::SearchKey])
+        .filter(live(now))
+        .order_by_desc(C::Emergency)
+        .order_by_desc(C::PublishedAt)
+}
+
+fn entry((item_id, title, published_at, emergency, _): Listed) -> Entry {
+    Entry {
+        item_id,
+        title,
+        date: date(published_at),
+        emergency,
+    }
+}
 
 pub async fn entries(hub: &Hub, condition: Condition) -> Result<Vec<Entry>, Error> {
-    let rows = portal_page::Entity::find()
-        .filter(live(hub.clock.now()))
+    let rows = listing(hub.clock.now())
         .filter(condition)
-        .order_by_desc(portal_page::Column::Emergency)
-        .order_by_desc(portal_page::Column::PublishedAt)
-        .limit(LIST_LIMIT)
+        .limit(LIST_LIMIT as u64)
+        .into_tuple::<Listed>()
         .all(&hub.db)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|p| Entry {
-            item_id: p.item_id,
-            title: p.title,
-            date: date(p.published_at),
-            emergency: p.emergency,
-        })
-        .collect())
+    Ok(rows.into_iter().map(entry).collect())
+}
+
+/// Candidates a PostgreSQL search checks at a time, newest first: enough that a window
+/// usually holds a whole listing of matches, few enough that a word on most pages does not
+/// read them all.
+const SEARCH_WINDOW: u64 = 1000;
+
+/// Live pages holding every word of `terms`, listed as `entries` lists them.
+///
+/// On PostgreSQL the grams index (migration 000017) finds the candidates, window by window,
+/// and each is checked for the words whole; on SQLite, which has no such index, one scan with
+/// a `LIKE` per word.
+pub async fn search(hub: &Hub, terms: &SearchTerms) -> Result<Vec<Entry>, Error> {
+    let now = hub.clock.now();
+    if hub.db.get_database_backend() != DbBackend::Postgres {
+        let mut query = listing(now);
+        for pattern in terms.like_patterns() {
+            query = query.filter(portal_page::Column::SearchKey.like(LikeExpr::new(pattern).escape('\\')));
+        }
+        let rows = query
+            .limit(LIST_LIMIT as u64)
+            .into_tuple::<Listed>()
+            .all(&hub.db)
+            .await?;
+        return Ok(rows.into_iter().map(entry).collect());
+    }
+    let grams = terms.grams_query();
+    let mut found = Vec::new();
+    for window in 0.. {
+        let candidates = listing(now)
+            .filter(Expr::cust_with_values(
+                "search_grams @@ $1::tsquery",
+                [grams.clone()],
+            ))
+            .offset(window * SEARCH_WINDOW)
+            .limit(SEARCH_WINDOW)
+            .into_tuple::<Listed>()
+            .all(&hub.db)
+            .await?;
+        let last_window = (candidates.len() as u64) < SEARCH_WINDOW;
+        found.extend(
+            candidates
+                .into_iter()
+                .filter(|row| row.4.as_deref().is_some_and(|key| terms.all_in(key))),
+        );
+        if found.len() >= LIST_LIMIT || last_window {
+            break;
+        }
+    }
+    found.truncate(LIST_LIMIT);
+    Ok(found.into_iter().map(entry).collect())
 }
 
 /// Why and when a page came down, for withdrawn and expired items.

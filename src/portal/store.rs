@@ -5,11 +5,22 @@ use herald_channels::{
     portal::{PortalPage, PortalStore},
 };
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Set,
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 
-use crate::{clock::Clock, store::entities::portal_page};
+use crate::{clock::Clock, domain::search::fold, store::entities::portal_page};
+
+/// What a page is found by: its text and every value of its 文件信息 block (索引号, 发文字号,
+/// 发文机关, …), folded as searches are.
+pub fn search_key(page: &PortalPage) -> String {
+    let mut text = page.search_text.clone();
+    for (_, value) in &page.metadata {
+        text.push(' ');
+        text.push_str(value);
+    }
+    fold(&text)
+}
 
 pub struct DbPortalStore {
     pub db: DatabaseConnection,
@@ -38,6 +49,7 @@ impl PortalStore for DbPortalStore {
             published_at: Set(crate::store::store_time(published_at)),
             withdrawn_at: Set(None),
             withdraw_reason: Set(None),
+            search_key: Set(Some(search_key(page))),
         };
         use portal_page::Column as C;
         portal_page::Entity::insert(row)
@@ -56,6 +68,7 @@ impl PortalStore for DbPortalStore {
                         C::PublishedAt,
                         C::WithdrawnAt,
                         C::WithdrawReason,
+                        C::SearchKey,
                     ])
                     // An earlier version landing late (sent before a correction) never
                     // replaces the correction.
@@ -86,5 +99,32 @@ impl PortalStore for DbPortalStore {
             .await
             .map_err(|e| e.to_string())?;
         Ok(result.rows_affected > 0)
+    }
+}
+
+/// Gives every page written before search keys its key, from its stored page. Run on start;
+/// repeating it changes nothing.
+pub async fn fill_search_keys(db: &DatabaseConnection) -> Result<u64, sea_orm::DbErr> {
+    let mut filled = 0;
+    loop {
+        let rows = portal_page::Entity::find()
+            .filter(portal_page::Column::SearchKey.is_null())
+            .limit(500)
+            .all(db)
+            .await?;
+        if rows.is_empty() {
+            return Ok(filled);
+        }
+        for row in rows {
+            let page: PortalPage = serde_json::from_str(&row.payload).map_err(|e| {
+                sea_orm::DbErr::Custom(format!("portal page {} is unreadable: {e}", row.item_id))
+            })?;
+            portal_page::Entity::update_many()
+                .col_expr(portal_page::Column::SearchKey, Expr::value(search_key(&page)))
+                .filter(portal_page::Column::ItemId.eq(row.item_id.as_str()))
+                .exec(db)
+                .await?;
+            filled += 1;
+        }
     }
 }

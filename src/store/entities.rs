@@ -165,6 +165,9 @@ pub mod item {
         /// A correction (更正) of the published item on its way through review: the item
         /// stays published, with its published version live, until the correction is approved.
         pub correcting: Option<Correcting>,
+        /// What staff find the item by: title, 索引号, 发文字号 and 发文机关, folded
+        /// (`ItemContent::search_key`).
+        pub search_key: Option<String>,
     }
     no_relations!();
 }
@@ -545,6 +548,9 @@ pub mod portal_page {
         pub published_at: DateTimeUtc,
         pub withdrawn_at: Option<DateTimeUtc>,
         pub withdraw_reason: Option<String>,
+        /// What the page is found by, folded (`domain::search::fold`); none on a page written
+        /// before search keys, until the hub fills it in on start.
+        pub search_key: Option<String>,
     }
     no_relations!();
 }

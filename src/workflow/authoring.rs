@@ -185,6 +185,19 @@ pub async fn create_item(hub: &Hub, caller: &Caller, input: ItemInput) -> Result
     get_item(hub, caller, &id).await
 }
 
+/// The item row's copy of what its shown version says: what lists, scoping, expiry and staff
+/// search read without opening the version.
+pub(super) fn show_content(row: &mut item::ActiveModel, content: &ItemContent) {
+    row.title = Set(content.title.clone());
+    row.area_code = Set(content.area_code.clone());
+    row.index_no = Set(content.index_no.clone());
+    row.disclosure = Set(content.disclosure);
+    row.emergency = Set(content.emergency);
+    row.interprets_id = Set(content.interprets.clone());
+    row.expires_at = Set(content.expires_on.map(end_of_china_day));
+    row.search_key = Set(Some(content.search_key()));
+}
+
 /// Creates the item inside `txn`, for a caller that writes something else with it in the same
 /// transaction (a CAP alert notes its item, so a crash never leaves a draft nobody knows of);
 /// returns its id.
@@ -204,15 +217,9 @@ pub async fn create_item_in(
     let content = parse_content(hub, txn, caller, input, None).await?;
     let now = hub.clock.now();
     let id = hub.clock.new_id().to_string();
-    item::ActiveModel {
+    let mut row = item::ActiveModel {
         id: Set(id.clone()),
         state: Set(ItemState::Draft),
-        title: Set(content.title.clone()),
-        area_code: Set(content.area_code.clone()),
-        index_no: Set(content.index_no.clone()),
-        disclosure: Set(content.disclosure),
-        emergency: Set(content.emergency),
-        interprets_id: Set(content.interprets.clone()),
         author_id: Set(caller.id.clone()),
         current_version: Set(1),
         approved_version: Set(None),
@@ -220,14 +227,14 @@ pub async fn create_item_in(
         published_version: Set(None),
         published_at: Set(None),
         withdrawn_at: Set(None),
-        expires_at: Set(content.expires_on.map(end_of_china_day)),
         review_comment: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
         correcting: Set(None),
-    }
-    .insert(txn)
-    .await?;
+        ..Default::default()
+    };
+    show_content(&mut row, &content);
+    row.insert(txn).await?;
     let hash = insert_version(txn, &id, (1, None), &content, caller, now).await?;
     audit_item(
         txn,
@@ -309,15 +316,9 @@ pub async fn edit_item(hub: &Hub, caller: &Caller, id: &str, mut input: ItemInpu
         active.correcting = Set(Some(Correcting::Draft));
     } else {
         active.state = Set(ItemState::Draft);
-        active.title = Set(content.title.clone());
-        active.area_code = Set(content.area_code.clone());
-        active.index_no = Set(content.index_no.clone());
-        active.disclosure = Set(content.disclosure);
-        active.emergency = Set(content.emergency);
-        active.interprets_id = Set(content.interprets.clone());
+        show_content(&mut active, &content);
         active.approved_version = Set(None);
         active.approved_hash = Set(None);
-        active.expires_at = Set(content.expires_on.map(end_of_china_day));
     }
     active.current_version = Set(version);
     active.updated_at = Set(now);

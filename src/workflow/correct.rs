@@ -4,7 +4,7 @@
 use herald_channels::Correction;
 use sea_orm::{ActiveModelTrait, DatabaseTransaction, Set};
 
-use super::{Audited, audit_item};
+use super::{Audited, audit_item, authoring::show_content};
 use crate::{
     accounts::Caller,
     clock::end_of_china_day,
@@ -36,11 +36,8 @@ pub(super) async fn publish_correction(
         .published_version
         .ok_or_else(|| anyhow::anyhow!("item {id} is published without a published version"))?;
     let now = hub.clock.now();
-    if content
-        .expires_on
-        .map(end_of_china_day)
-        .is_some_and(|end| end <= now)
-    {
+    let expires_at = content.expires_on.map(end_of_china_day);
+    if expires_at.is_some_and(|end| end <= now) {
         return Err(Error::Refused {
             code: "expired",
             field: Some("expires_on".into()),
@@ -63,15 +60,8 @@ pub(super) async fn publish_correction(
     }
     .insert(txn)
     .await?;
-    let expires_at = content.expires_on.map(end_of_china_day);
     let mut active: item::ActiveModel = row.into();
-    active.title = Set(content.title.clone());
-    active.area_code = Set(content.area_code.clone());
-    active.index_no = Set(content.index_no.clone());
-    active.disclosure = Set(content.disclosure);
-    active.emergency = Set(content.emergency);
-    active.interprets_id = Set(content.interprets.clone());
-    active.expires_at = Set(expires_at);
+    show_content(&mut active, &content);
     active.approved_version = Set(Some(version.version));
     active.approved_hash = Set(Some(version.content_hash.clone()));
     active.published_version = Set(Some(version.version));

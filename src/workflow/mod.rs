@@ -22,7 +22,7 @@ pub use review::{
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
     ColumnTrait, Condition, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, sea_query::LikeExpr,
 };
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,7 @@ use crate::{
     domain::{
         item::{Correcting, Disclosure, ItemContent, ItemState},
         page::Page,
+        search::SearchTerms,
     },
     error::{Error, Result},
     hub::Hub,
@@ -181,7 +182,8 @@ pub struct ItemFilter {
     pub disclosure: Option<Disclosure>,
     pub kind: Option<ItemKind>,
     pub emergency: Option<bool>,
-    /// Part of the title.
+    /// Words that must all occur in the title, 索引号, 发文字号 or 发文机关 (bracket forms of a
+    /// 发文字号 are alike; `%` and `_` are plain characters).
     pub q: Option<String>,
     pub limit: Option<u64>,
     pub offset: Option<u64>,
@@ -212,8 +214,10 @@ pub async fn list_items(hub: &Hub, caller: &Caller, filter: ItemFilter) -> Resul
     if let Some(emergency) = filter.emergency {
         condition = condition.add(item::Column::Emergency.eq(emergency));
     }
-    if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        condition = condition.add(item::Column::Title.contains(q));
+    let terms =
+        SearchTerms::parse(filter.q.as_deref().unwrap_or_default()).map_err(|e| Error::validation("q", e))?;
+    for pattern in terms.iter().flat_map(SearchTerms::like_patterns) {
+        condition = condition.add(item::Column::SearchKey.like(LikeExpr::new(pattern).escape('\\')));
     }
     let page = Page::parse(filter.limit, filter.offset, 50, MAX_PAGE)?;
     let query = item::Entity::find().filter(condition);

@@ -195,6 +195,11 @@ pub async fn spawn_app_configured(
 static NEXT_INDEX_NO: AtomicU32 = AtomicU32::new(1);
 
 /// A valid item in `area` with a fresh 索引号.
+/// `text` as a query-string value.
+pub fn urlencode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
 pub fn item_body(area: &str) -> Value {
     let n = NEXT_INDEX_NO.fetch_add(1, Ordering::Relaxed);
     json!({

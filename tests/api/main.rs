@@ -29,6 +29,7 @@ mod media_center;
 mod portal;
 mod scheduling;
 mod scoping;
+mod search;
 mod secrets;
 mod sweep;
 mod system;

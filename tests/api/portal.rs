@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp, item_body, spawn_app};
+use crate::helpers::{Backend, TestApp, item_body, spawn_app, urlencode};
 use crate::on_both_databases;
 
 on_both_databases! {
@@ -109,8 +109,4 @@ on_both_databases! {
         let api = app.public_get("/api/v1/no-such-endpoint").await;
         assert_eq!((api.status, api.json["error"]["code"].clone()), (404, json!("no_route")));
     }
-}
-
-fn urlencode(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
