@@ -3,9 +3,11 @@
 
 mod fanout;
 mod receipts;
+mod search;
 
 pub use fanout::{FanoutOptions, fanout};
 pub use receipts::receipts;
+pub use search::{SearchOptions, search};
 
 use std::{path::PathBuf, time::Instant};
 
@@ -131,6 +133,12 @@ pub async fn publish(options: BenchOptions) -> anyhow::Result<()> {
     let result = run_publish(&scratch.settings, &options).await;
     drop_scratch(scratch).await?;
     result
+}
+
+/// The value at fraction `p` of `sorted` (nearest rank).
+fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(at).copied().unwrap_or_default()
 }
 
 fn backend_name(hub: &Hub) -> &'static str {

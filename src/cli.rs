@@ -159,6 +159,18 @@ enum BenchCommand {
         #[arg(long)]
         postgres: Option<String>,
     },
+    /// Search the portal and the staff list over many published items; time each kind of
+    /// search (p50, p95, max) and check every portal search against a scan.
+    Search {
+        #[arg(long, default_value_t = 100_000)]
+        items: usize,
+        /// Searches of each kind (发文字号, 索引号, one word, two, three, a phrase, no match).
+        #[arg(long, default_value_t = 30)]
+        queries: usize,
+        /// As for `bench publish`.
+        #[arg(long)]
+        postgres: Option<String>,
+    },
     /// Publish an emergency to many virtual loudspeakers over a real broker; time how soon
     /// they have it and their acks are stored, beside a plain MQTT client's fan-out.
     Fanout {
@@ -425,6 +437,19 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             crate::bench::receipts(crate::bench::BenchOptions {
                 targets: deliveries,
                 summary_runs: 0,
+                postgres_url: postgres,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Search {
+            items,
+            queries,
+            postgres,
+        }) => {
+            crate::bench::search(crate::bench::SearchOptions {
+                items,
+                queries,
                 postgres_url: postgres,
             })
             .await?;

@@ -188,11 +188,17 @@ pub fn drain_arrivals(tally: &Tally, seen: &mut usize, clock: &Clock) -> Vec<(Ar
         .collect()
 }
 
-/// A small, seeded generator for the loss knob: the same device loses the same commands.
-struct Dice(u64);
+/// A small, seeded generator for the loss knob: the same device loses the same commands. (The
+/// benchmarks draw their data from it too: the same seed, the same data.) The seed must not be 0.
+pub struct Dice(pub u64);
 
 impl Dice {
-    fn roll(&mut self) -> f64 {
+    /// A number below `n` (0 for `n` = 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.roll() * n as f64) as usize).min(n.saturating_sub(1))
+    }
+
+    pub fn roll(&mut self) -> f64 {
         // xorshift64*
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;

@@ -9,22 +9,28 @@
 //! of its key, generated from the key and indexed with GIN, so a search first narrows to pages
 //! holding every piece of every word (a two-character Chinese word is one lookup; pg_trgm
 //! cannot look up words shorter than three characters) and then checks the words whole.
+//!
+//! Listings and searches read pages emergencies first, then newest first: an index in that
+//! order lets them stop after the first window instead of sorting every live page.
 
 use sea_orm_migration::{prelude::*, sea_orm::DatabaseBackend};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
+/// Each character and each pair of neighbours, without spaces. The pairs come from `lead()`
+/// over the characters once: a `substr` per position re-reads the string from its start (UTF-8),
+/// which made a 2,000-character page cost 23 ms instead of 2.5 ms.
 const GRAMS_FUNCTION: &str = r"
 CREATE OR REPLACE FUNCTION herald_search_grams(search_key text) RETURNS tsvector
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
   SELECT array_to_tsvector(coalesce(array_agg(DISTINCT piece), '{}'::text[]))
   FROM (
-    SELECT substr(search_key, i, 1) AS piece FROM generate_series(1, char_length(search_key)) AS i
-    UNION ALL
-    SELECT substr(search_key, i, 2) FROM generate_series(1, char_length(search_key) - 1) AS i
-  ) AS pieces
-  WHERE position(' ' in piece) = 0
+    SELECT ch, lead(ch) OVER (ORDER BY n) AS next
+    FROM unnest(string_to_array(search_key, NULL)) WITH ORDINALITY AS chars(ch, n)
+  ) AS pairs,
+  LATERAL (VALUES (ch), (ch || next)) AS pieces(piece)
+  WHERE piece IS NOT NULL AND position(' ' in piece) = 0
 $$";
 
 #[async_trait::async_trait]
@@ -56,8 +62,9 @@ impl MigrationTrait for Migration {
         manager
             .create_index(
                 Index::create()
-                    .name("portal_pages_by_published_at")
+                    .name("portal_pages_newest_first")
                     .table("portal_pages")
+                    .col("emergency")
                     .col("published_at")
                     .to_owned(),
             )
@@ -68,7 +75,7 @@ impl MigrationTrait for Migration {
         manager
             .drop_index(
                 Index::drop()
-                    .name("portal_pages_by_published_at")
+                    .name("portal_pages_newest_first")
                     .table("portal_pages")
                     .to_owned(),
             )

@@ -15,7 +15,9 @@ use herald_firmware_protocol::topic;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use sea_orm::{ConnectionTrait, EntityTrait, Statement};
 
-use super::{BenchOptions, approved, backend_name, drain_loudspeakers, drop_scratch, err, scratch};
+use super::{
+    BenchOptions, approved, backend_name, drain_loudspeakers, drop_scratch, err, percentile, scratch,
+};
 use crate::{
     broker::{BrokerGate, EmbeddedBroker},
     clock::Clock,
@@ -141,11 +143,6 @@ async fn device_processes(
         children.push(child);
     }
     Ok(children)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(at).copied().unwrap_or_default()
 }
 
 /// Waits until `n` devices have had a command since `since` (or `limit` passes); returns when

@@ -192,6 +192,14 @@ pub struct ItemContent {
     pub interprets: Option<String>,
 }
 
+/// What staff find an item by in their lists, folded as searches are.
+pub fn item_search_key(title: &str, index_no: &str, doc_no: Option<&str>, issuers: &[String]) -> String {
+    let mut parts = vec![title, index_no];
+    parts.extend(doc_no);
+    parts.extend(issuers.iter().map(String::as_str));
+    crate::domain::search::fold(&parts.join(" "))
+}
+
 /// What the content is checked against; all of it comes from configuration.
 pub struct ContentRules<'a> {
     pub index_no_pattern: &'a Regex,
@@ -376,10 +384,7 @@ pub fn is_sha256_hex(raw: &str) -> bool {
 impl ItemContent {
     /// What staff find the item by in their lists: title, 索引号, 发文字号 and 发文机关.
     pub fn search_key(&self) -> String {
-        let mut parts = vec![self.title.as_str(), self.index_no.as_str()];
-        parts.extend(self.doc_no.as_deref());
-        parts.extend(self.issuers.iter().map(String::as_str));
-        crate::domain::search::fold(&parts.join(" "))
+        item_search_key(&self.title, &self.index_no, self.doc_no.as_deref(), &self.issuers)
     }
 
     pub fn parse(input: ItemInput, rules: &ContentRules<'_>) -> Result<Self, Error> {

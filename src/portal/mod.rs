@@ -5,7 +5,8 @@
 pub mod store;
 
 use sea_orm::{
-    ColumnTrait, Condition, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    Select,
     sea_query::{Expr, LikeExpr, Query},
 };
 
@@ -56,27 +57,30 @@ pub fn live(now: chrono::DateTime<chrono::Utc>) -> Condition {
 /// Entries a listing shows at most.
 pub const LIST_LIMIT: usize = 200;
 
-/// A listing's columns: id, title, publication time, emergency, search key.
-type Listed = (
-    String,
-    String,
-    chrono::DateTime<chrono::Utc>,
-    bool,
-    Option<String>,
-);
+/// A listing's columns: id, title, publication time, emergency.
+type Listed = (String, String, chrono::DateTime<chrono::Utc>, bool);
 
-/// Live pages' listing columns, emergencies first, then newest first.
+const LISTED: [portal_page::Column; 4] = [
+    portal_page::Column::ItemId,
+    portal_page::Column::Title,
+    portal_page::Column::PublishedAt,
+    portal_page::Column::Emergency,
+];
+
+/// Live pages' listing columns, emergencies first, then newest first (then by id, so that
+/// windows of a search never overlap).
 fn listing(now: chrono::DateTime<chrono::Utc>) -> Select<portal_page::Entity> {
     use portal_page::Column as C;
     portal_page::Entity::find()
         .select_only()
-        .columns([C::ItemId, C::Title, C::PublishedAt, C::Emergency, C::SearchKey])
+        .columns(LISTED)
         .filter(live(now))
         .order_by_desc(C::Emergency)
         .order_by_desc(C::PublishedAt)
+        .order_by_asc(C::ItemId)
 }
 
-fn entry((item_id, title, published_at, emergency, _): Listed) -> Entry {
+fn entry((item_id, title, published_at, emergency): Listed) -> Entry {
     Entry {
         item_id,
         title,
@@ -96,51 +100,94 @@ pub async fn entries(hub: &Hub, condition: Condition) -> Result<Vec<Entry>, Erro
 }
 
 /// Candidates a PostgreSQL search checks at a time, newest first: enough that a window
-/// usually holds a whole listing of matches, few enough that a word on most pages does not
-/// read them all.
+/// usually holds a whole listing of matches, few enough that checking one stays cheap.
 const SEARCH_WINDOW: u64 = 1000;
+
+/// A listing's row, and whether it holds every word searched for (NULL, for a page with no
+/// search key yet, is no).
+type Checked = (String, String, chrono::DateTime<chrono::Utc>, bool, Option<bool>);
+
+/// Window `window` of the pages `candidates` selects, in listing order, each with whether it
+/// holds every word. The window's ids are a subquery of their own, so the words are checked on
+/// its pages only, not on every candidate before the sort picks the window.
+async fn check_window(
+    db: &impl sea_orm::ConnectionTrait,
+    candidates: Select<portal_page::Entity>,
+    window: u64,
+    holds_every_word: &Condition,
+) -> Result<Vec<Checked>, Error> {
+    let mut ids = candidates.into_query();
+    ids.clear_selects()
+        .column(portal_page::Column::ItemId)
+        .offset(window * SEARCH_WINDOW)
+        .limit(SEARCH_WINDOW);
+    Ok(portal_page::Entity::find()
+        .select_only()
+        .columns(LISTED)
+        .expr(holds_every_word.clone())
+        .filter(portal_page::Column::ItemId.in_subquery(ids))
+        .order_by_desc(portal_page::Column::Emergency)
+        .order_by_desc(portal_page::Column::PublishedAt)
+        .order_by_asc(portal_page::Column::ItemId)
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+/// Keeps the rows that hold every word; true when `rows` was a whole window (more may follow).
+fn keep_matches(found: &mut Vec<Listed>, rows: Vec<Checked>) -> bool {
+    let whole = rows.len() as u64 == SEARCH_WINDOW;
+    found.extend(
+        rows.into_iter()
+            .filter(|row| row.4 == Some(true))
+            .map(|(id, title, at, emergency, _)| (id, title, at, emergency)),
+    );
+    whole
+}
 
 /// Live pages holding every word of `terms`, listed as `entries` lists them.
 ///
-/// On PostgreSQL the grams index (migration 000017) finds the candidates, window by window,
-/// and each is checked for the words whole; on SQLite, which has no such index, one scan with
-/// a `LIKE` per word.
+/// SQLite, which has no index for this, scans with a `LIKE` per word. PostgreSQL first checks
+/// the newest pages (a common word is on enough of them to fill the listing), then finds the
+/// rest through the grams index (migration 000017), a window at a time. The grams condition
+/// goes to the index even where the planner would rather scan: it cannot tell a word on most
+/// pages from a rare one, and a scan reads every page's whole set of grams.
 pub async fn search(hub: &Hub, terms: &SearchTerms) -> Result<Vec<Entry>, Error> {
     let now = hub.clock.now();
-    if hub.db.get_database_backend() != DbBackend::Postgres {
-        let mut query = listing(now);
-        for pattern in terms.like_patterns() {
-            query = query.filter(portal_page::Column::SearchKey.like(LikeExpr::new(pattern).escape('\\')));
-        }
-        let rows = query
+    let holds_every_word = terms
+        .like_patterns()
+        .map(|pattern| portal_page::Column::SearchKey.like(LikeExpr::new(pattern).escape('\\')))
+        .fold(Condition::all(), Condition::add);
+    if !crate::store::is_postgres(&hub.db) {
+        let rows = listing(now)
+            .filter(holds_every_word)
             .limit(LIST_LIMIT as u64)
             .into_tuple::<Listed>()
             .all(&hub.db)
             .await?;
         return Ok(rows.into_iter().map(entry).collect());
     }
-    let grams = terms.grams_query();
     let mut found = Vec::new();
-    for window in 0.. {
-        let candidates = listing(now)
-            .filter(Expr::cust_with_values(
-                "search_grams @@ $1::tsquery",
-                [grams.clone()],
-            ))
-            .offset(window * SEARCH_WINDOW)
-            .limit(SEARCH_WINDOW)
-            .into_tuple::<Listed>()
-            .all(&hub.db)
-            .await?;
-        let last_window = (candidates.len() as u64) < SEARCH_WINDOW;
-        found.extend(
-            candidates
-                .into_iter()
-                .filter(|row| row.4.as_deref().is_some_and(|key| terms.all_in(key))),
-        );
-        if found.len() >= LIST_LIMIT || last_window {
-            break;
+    let more = keep_matches(
+        &mut found,
+        check_window(&hub.db, listing(now), 0, &holds_every_word).await?,
+    );
+    if more && found.len() < LIST_LIMIT {
+        found.clear();
+        let holds_every_piece = Expr::cust_with_values("search_grams @@ $1::tsquery", [terms.grams_query()]);
+        let txn = crate::store::begin_read(&hub.db).await?;
+        txn.execute_unprepared("SET LOCAL enable_seqscan = off").await?;
+        for window in 0.. {
+            let candidates = listing(now).filter(holds_every_piece.clone());
+            let more = keep_matches(
+                &mut found,
+                check_window(&txn, candidates, window, &holds_every_word).await?,
+            );
+            if !more || found.len() >= LIST_LIMIT {
+                break;
+            }
         }
+        txn.commit().await?;
     }
     found.truncate(LIST_LIMIT);
     Ok(found.into_iter().map(entry).collect())

@@ -22,6 +22,31 @@ pub fn search_key(page: &PortalPage) -> String {
     fold(&text)
 }
 
+/// The row that stores `page` for portal target `target_id`.
+pub fn page_row(target_id: &str, page: &PortalPage) -> Result<portal_page::ActiveModel, String> {
+    let published_at = chrono::DateTime::parse_from_rfc3339(&page.published_at)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("published_at: {e}"))?;
+    let payload = serde_json::to_string(page).map_err(|e| e.to_string())?;
+    let issuers = serde_json::Value::from(page.issuers.clone()).to_string();
+    Ok(portal_page::ActiveModel {
+        item_id: Set(page.item_id.clone()),
+        target_id: Set(target_id.to_owned()),
+        version: Set(page.version),
+        title: Set(page.title.clone()),
+        payload: Set(payload),
+        search_text: Set(page.search_text.clone()),
+        catalog: Set(page.catalog_code.clone()),
+        area_code: Set(page.area_code.clone()),
+        issuers: Set(issuers),
+        emergency: Set(page.emergency),
+        published_at: Set(crate::store::store_time(published_at)),
+        withdrawn_at: Set(None),
+        withdraw_reason: Set(None),
+        search_key: Set(Some(search_key(page))),
+    })
+}
+
 pub struct DbPortalStore {
     pub db: DatabaseConnection,
     pub clock: Clock,
@@ -30,27 +55,7 @@ pub struct DbPortalStore {
 #[async_trait::async_trait]
 impl PortalStore for DbPortalStore {
     async fn put_page(&self, target: &TargetRef, page: &PortalPage) -> Result<(), String> {
-        let published_at = chrono::DateTime::parse_from_rfc3339(&page.published_at)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .map_err(|e| format!("published_at: {e}"))?;
-        let payload = serde_json::to_string(page).map_err(|e| e.to_string())?;
-        let issuers = serde_json::Value::from(page.issuers.clone()).to_string();
-        let row = portal_page::ActiveModel {
-            item_id: Set(page.item_id.clone()),
-            target_id: Set(target.id.clone()),
-            version: Set(page.version),
-            title: Set(page.title.clone()),
-            payload: Set(payload),
-            search_text: Set(page.search_text.clone()),
-            catalog: Set(page.catalog_code.clone()),
-            area_code: Set(page.area_code.clone()),
-            issuers: Set(issuers),
-            emergency: Set(page.emergency),
-            published_at: Set(crate::store::store_time(published_at)),
-            withdrawn_at: Set(None),
-            withdraw_reason: Set(None),
-            search_key: Set(Some(search_key(page))),
-        };
+        let row = page_row(&target.id, page)?;
         use portal_page::Column as C;
         portal_page::Entity::insert(row)
             .on_conflict(

@@ -61,6 +61,16 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
     .await
 }
 
+/// A transaction that only reads: a read that must see one snapshot, or that sets a planner
+/// option for its own statements (`SET LOCAL`).
+pub async fn begin_read(db: &DatabaseConnection) -> Result<DatabaseTransaction, sea_orm::DbErr> {
+    db.begin_with_options(TransactionOptions {
+        access_mode: Some(sea_orm::AccessMode::ReadOnly),
+        ..Default::default()
+    })
+    .await
+}
+
 pub fn is_postgres(db: &impl ConnectionTrait) -> bool {
     db.get_database_backend() == DbBackend::Postgres
 }

@@ -475,6 +475,38 @@ fn the_publish_benchmark_runs_on_sqlite_and_postgres() {
     }
 }
 
+/// `herald bench search` over more pages than one window of a PostgreSQL search, so its later
+/// windows run too; the benchmark checks every portal search against a scan and fails on a
+/// difference.
+#[test]
+fn the_search_benchmark_checks_its_searches_on_sqlite_and_postgres() {
+    let run = |extra: &[&str]| {
+        let output = herald()
+            .args(["bench", "search", "--items", "2500", "--queries", "4"])
+            .args(extra)
+            .output()
+            .expect("runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(stdout.contains("2500 published items"), "{stdout}");
+        assert!(
+            stdout.contains("28 searches, each checked against a scan"),
+            "{stdout}"
+        );
+        for figure in ["portal search", "staff list search", "发文字号", "no match"] {
+            assert!(stdout.contains(figure), "{figure}: {stdout}");
+        }
+    };
+    run(&[]);
+    if let Ok(url) = std::env::var("HERALD_TEST_DATABASE_URL") {
+        run(&["--postgres", &url]);
+    }
+}
+
 fn session_of(response: &reqwest::Response) -> String {
     let cookie = response
         .cookies()
