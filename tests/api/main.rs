@@ -18,6 +18,7 @@ mod conformance;
 mod corrections;
 mod deadlines;
 mod delivery;
+mod deployment;
 mod device_link;
 mod devices;
 mod hardening;
