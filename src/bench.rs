@@ -2,10 +2,12 @@
 //! delivery summary, on a scratch database. Prints figures; judges nothing.
 
 mod fanout;
+mod portal;
 mod receipts;
 mod search;
 
 pub use fanout::{FanoutOptions, fanout};
+pub use portal::{PortalOptions, portal};
 pub use receipts::receipts;
 pub use search::{SearchOptions, search};
 

@@ -159,6 +159,17 @@ enum BenchCommand {
         #[arg(long)]
         postgres: Option<String>,
     },
+    /// Load an item page of the portal, then nginx serving the same bytes from a file, with wrk;
+    /// print requests per second and p99 of each.
+    Portal {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// As for `bench publish`.
+        #[arg(long)]
+        postgres: Option<String>,
+    },
     /// Search the portal and the staff list over many published items; time each kind of
     /// search (p50, p95, max) and check every portal search against a scan.
     Search {
@@ -437,6 +448,19 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             crate::bench::receipts(crate::bench::BenchOptions {
                 targets: deliveries,
                 summary_runs: 0,
+                postgres_url: postgres,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Portal {
+            seconds,
+            connections,
+            postgres,
+        }) => {
+            crate::bench::portal(crate::bench::PortalOptions {
+                seconds,
+                connections,
                 postgres_url: postgres,
             })
             .await?;

@@ -96,6 +96,11 @@ pub struct ServerSettings {
     /// Header a reverse proxy sets to the client's address (e.g. `X-Real-IP`). Empty: the
     /// TCP peer's address. Only set it when every request passes through that proxy.
     pub client_address_header: String,
+    /// How long (milliseconds) this instance serves the portal pages it keeps before asking
+    /// the store whether anything they show changed. A change made through this instance drops
+    /// them at once; one made through another instance shows here within this time. 0: ask
+    /// before every page.
+    pub portal_recheck_ms: u64,
 }
 
 impl ServerSettings {
@@ -128,6 +133,7 @@ impl Default for ServerSettings {
             public_url: String::new(),
             metrics_token: String::new(),
             client_address_header: String::new(),
+            portal_recheck_ms: 100,
         }
     }
 }
@@ -477,8 +483,15 @@ impl Settings {
         // A setting that passes but makes the hub unusable (a session that ends as it starts,
         // a login window of nothing) is refused here, not discovered in use.
         let auth = &self.auth;
-        let ranges: [(&str, u64, u64, u64); 9] = [
+        let ranges: [(&str, u64, u64, u64); 10] = [
             ("auth.session_hours", u64::from(auth.session_hours), 1, 24 * 30),
+            // Longer, and a withdrawal would stay up on other instances for minutes.
+            (
+                "server.portal_recheck_ms",
+                self.server.portal_recheck_ms,
+                0,
+                60_000,
+            ),
             (
                 "auth.login_max_failures",
                 u64::from(auth.login_max_failures),

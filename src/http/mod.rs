@@ -16,6 +16,7 @@ pub(crate) mod extract;
 mod items;
 mod openapi;
 mod portal;
+mod portal_cache;
 mod request_log;
 pub mod system;
 
@@ -308,12 +309,17 @@ impl Application {
             .max_attachment_bytes
             .max(hub.settings.content.max_json_bytes())
             + (1 << 20);
+        let kept_pages = web::Data::new(portal_cache::PortalCache::new(
+            hub.settings.server.portal_recheck_ms,
+        ));
         let server = HttpServer::new(move || {
             let counted = hub.clone();
             App::new()
                 .app_data(hub_data.clone())
                 .app_data(site.clone())
+                .app_data(kept_pages.clone())
                 .app_data(web::PayloadConfig::new(payload_limit))
+                .wrap(actix_web::middleware::from_fn(portal_cache::serve_kept))
                 .wrap(actix_web::middleware::from_fn(reject_control_characters))
                 .wrap(security_headers())
                 .wrap(request_logger())

@@ -7,7 +7,7 @@ pub mod store;
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
     Select,
-    sea_query::{Expr, LikeExpr, Query},
+    sea_query::{Expr, Func, LikeExpr, Query},
 };
 
 use herald_channels::{ChannelKind, portal::PortalPage};
@@ -18,8 +18,37 @@ use crate::{
     domain::{delivery::RenditionFor, item::ItemState, search::SearchTerms},
     error::Error,
     hub::Hub,
-    store::entities::{delivery, item, portal_page, publication, rendition},
+    store::entities::{delivery, item, portal_generation, portal_page, publication, rendition},
 };
+
+/// Where what the portal shows stands: rendered pages stay right until `generation` moves
+/// or `next_expiry` (an item's 有效期 ending) passes.
+pub struct ShownState {
+    pub generation: i64,
+    pub next_expiry: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub async fn shown_state(hub: &Hub) -> Result<ShownState, Error> {
+    let now = hub.clock.now();
+    let generation = portal_generation::Entity::find_by_id(1)
+        .one(&hub.db)
+        .await?
+        .map(|row| row.generation)
+        .ok_or_else(|| anyhow::anyhow!("the portal_generation row is missing"))?;
+    let next_expiry = item::Entity::find()
+        .select_only()
+        .expr_as(Func::min(Expr::col(item::Column::ExpiresAt)), "next_expiry")
+        .filter(item::Column::State.eq(ItemState::Published))
+        .filter(item::Column::ExpiresAt.gt(now))
+        .into_tuple::<Option<chrono::DateTime<chrono::Utc>>>()
+        .one(&hub.db)
+        .await?
+        .flatten();
+    Ok(ShownState {
+        generation,
+        next_expiry,
+    })
+}
 
 /// A page's publication day as the portal shows it (Beijing time).
 fn date(t: chrono::DateTime<chrono::Utc>) -> String {

@@ -528,6 +528,20 @@ pub mod callback_replay {
     no_relations!();
 }
 
+pub mod portal_generation {
+    use sea_orm::entity::prelude::*;
+
+    /// One row: how many times what the portal shows has changed (migration 000019's triggers).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "portal_generation")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub generation: i64,
+    }
+    no_relations!();
+}
+
 pub mod portal_page {
     use sea_orm::entity::prelude::*;
 

@@ -139,6 +139,9 @@ pub async fn spawn_app_configured(
     settings.content.max_body_bytes = TEST_MAX_BODY_BYTES;
     settings.content.calendar_file = calendar_path.display().to_string();
     settings.server.metrics_token = TEST_METRICS_TOKEN.into();
+    // Tests change the store through the hub directly, as another instance would, and read
+    // the portal at once: it asks the store before every page.
+    settings.server.portal_recheck_ms = 0;
     settings.storage.secrets_key = TEST_SECRETS_KEY.into();
     configure(&mut settings);
     match (backend, std::env::var("HERALD_TEST_DATABASE_URL")) {

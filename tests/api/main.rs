@@ -28,6 +28,7 @@ mod login_abuse;
 mod matrix;
 mod media_center;
 mod portal;
+mod portal_cache;
 mod scheduling;
 mod scoping;
 mod search;
