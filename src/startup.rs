@@ -47,6 +47,7 @@ pub async fn open_hub(settings: Settings, clock: Clock) -> anyhow::Result<Hub> {
         areas: reference.areas,
         catalog: reference.catalog,
         calendar: reference.calendar,
+        topics: reference.topics,
         index_no_pattern: reference.index_no_pattern,
         clock,
         channels,
