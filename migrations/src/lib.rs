@@ -21,6 +21,7 @@ mod m20261206_000013_wechat_tokens;
 mod m20261206_000014_corrections;
 mod m20261206_000015_callback_replays;
 mod m20261206_000016_password_change;
+mod m20261207_000018_organs;
 
 /// A named index over `cols` of `table`.
 fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
@@ -53,6 +54,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000014_corrections::Migration),
             Box::new(m20261206_000015_callback_replays::Migration),
             Box::new(m20261206_000016_password_change::Migration),
+            Box::new(m20261207_000018_organs::Migration),
         ]
     }
 }
