@@ -26,6 +26,7 @@ mod interpretations;
 mod login_abuse;
 mod matrix;
 mod media_center;
+mod organs;
 mod portal;
 mod scheduling;
 mod scoping;
