@@ -217,6 +217,10 @@ pub struct ContentSettings {
     pub catalog_file: String,
     /// Public holidays and make-up workdays; empty selects the built-in calendar.
     pub calendar_file: String,
+    /// 发文机关名录 seeding the organ list on start; empty selects the built-in demo county's.
+    pub organs_file: String,
+    /// 主题分类 vocabulary; empty selects the built-in national one.
+    pub topics_file: String,
 }
 
 impl ContentSettings {
@@ -253,6 +257,8 @@ impl Default for ContentSettings {
             areas_file: String::new(),
             catalog_file: String::new(),
             calendar_file: String::new(),
+            organs_file: String::new(),
+            topics_file: String::new(),
         }
     }
 }

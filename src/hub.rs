@@ -14,6 +14,8 @@ use crate::{
         area::{AreaTree, DEMO_AREAS},
         calendar::{DEFAULT_CALENDAR, WorkCalendar},
         catalog::{Catalog, DEFAULT_CATALOG},
+        organ::{DEFAULT_ORGANS, OrganList, organs_from_toml},
+        topic::{DEFAULT_TOPICS, TopicVocabulary},
     },
     secrets::SecretsKey,
     telemetry::Metrics,
@@ -25,6 +27,8 @@ pub struct Hub {
     pub areas: AreaTree,
     pub catalog: Catalog,
     pub calendar: WorkCalendar,
+    /// 主题分类: the vocabulary an item's topic is taken from.
+    pub topics: TopicVocabulary,
     pub index_no_pattern: Regex,
     pub clock: Clock,
     /// Channel adapters; tests may register their own before the hub is shared.
@@ -53,6 +57,10 @@ pub struct ReferenceData {
     pub areas: AreaTree,
     pub catalog: Catalog,
     pub calendar: WorkCalendar,
+    /// The organ list the file seeds (the list itself lives in the database, where
+    /// administrators edit it: the `organs` module).
+    pub organs: OrganList,
+    pub topics: TopicVocabulary,
     pub index_no_pattern: Regex,
 }
 
@@ -65,11 +73,17 @@ impl ReferenceData {
             .context("content.catalog_file")?;
         let calendar = WorkCalendar::from_toml(&read_or_builtin(&content.calendar_file, DEFAULT_CALENDAR)?)
             .context("content.calendar_file")?;
+        let organs = organs_from_toml(&read_or_builtin(&content.organs_file, DEFAULT_ORGANS)?, &areas)
+            .context("content.organs_file")?;
+        let topics = TopicVocabulary::from_toml(&read_or_builtin(&content.topics_file, DEFAULT_TOPICS)?)
+            .context("content.topics_file")?;
         let index_no_pattern = Regex::new(&content.index_no_pattern).context("content.index_no_pattern")?;
         Ok(Self {
             areas,
             catalog,
             calendar,
+            organs,
+            topics,
             index_no_pattern,
         })
     }

@@ -16,6 +16,7 @@ pub mod http;
 pub mod hub;
 pub mod idempotency;
 pub mod items;
+pub mod organs;
 pub mod portal;
 pub mod secrets;
 pub mod simulate;

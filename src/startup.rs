@@ -17,13 +17,14 @@ use crate::{
     delivery::{targets, wechat_tokens::StoredTokens},
     device_link::{self, DeviceEvents, MqttLink},
     hub::{Hub, ReferenceData},
+    organs,
     portal::store::DbPortalStore,
     store,
     telemetry::Metrics,
 };
 
 /// Connects, brings the schema up to date, registers the channel adapters and makes sure the
-/// portal has its target row.
+/// portal has its target row and the organ list the organs of `content.organs_file`.
 pub async fn open_hub(settings: Settings, clock: Clock) -> anyhow::Result<Hub> {
     let reference = ReferenceData::load(&settings)?;
     let secrets_key = settings.storage.open_secrets_key()?;
@@ -49,6 +50,7 @@ pub async fn open_hub(settings: Settings, clock: Clock) -> anyhow::Result<Hub> {
         areas: reference.areas,
         catalog: reference.catalog,
         calendar: reference.calendar,
+        topics: reference.topics,
         index_no_pattern: reference.index_no_pattern,
         clock,
         channels,
@@ -60,6 +62,9 @@ pub async fn open_hub(settings: Settings, clock: Clock) -> anyhow::Result<Hub> {
     targets::ensure_portal_target(&hub)
         .await
         .map_err(|e| anyhow::anyhow!("registering the portal target: {e}"))?;
+    organs::seed(&hub, &reference.organs)
+        .await
+        .map_err(|e| anyhow::anyhow!("seeding the organ list from content.organs_file: {e}"))?;
     Ok(hub)
 }
 

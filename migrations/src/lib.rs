@@ -22,6 +22,7 @@ mod m20261206_000014_corrections;
 mod m20261206_000015_callback_replays;
 mod m20261206_000016_password_change;
 mod m20261207_000017_search;
+mod m20261207_000018_organs;
 mod m20261207_000019_portal_generation;
 
 /// A named index over `cols` of `table`.
@@ -56,6 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000015_callback_replays::Migration),
             Box::new(m20261206_000016_password_change::Migration),
             Box::new(m20261207_000017_search::Migration),
+            Box::new(m20261207_000018_organs::Migration),
             Box::new(m20261207_000019_portal_generation::Migration),
         ]
     }

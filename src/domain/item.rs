@@ -10,7 +10,9 @@ use super::{
     area::AreaTree,
     catalog::Catalog,
     document::{DocNumber, IndexNumber},
+    organ::OrganList,
     text::{MAX_ID_CHARS, MAX_NAME_CHARS, single_line},
+    topic::TopicVocabulary,
 };
 use crate::error::Error;
 
@@ -132,10 +134,15 @@ pub struct ItemInput {
     #[serde(default)]
     pub legal_reason: Option<String>,
     pub index_no: String,
+    /// 发文机关: organs of the organ list (`GET /api/v1/organs`), by full name or alias; each
+    /// is stored under its full name.
     pub issuers: Vec<String>,
     #[serde(default)]
     pub doc_no: Option<String>,
     pub written_date: NaiveDate,
+    /// 主题分类 from the vocabulary (`GET /api/v1/topics`): a class (`["综合政务"]`), or a
+    /// class and one of its entries (`["综合政务", "应急管理"]` or `["综合政务\\应急管理"]`);
+    /// an entry alone is filed under its class when only one class has it.
     #[serde(default)]
     pub topic: Vec<String>,
     #[serde(default)]
@@ -176,9 +183,11 @@ pub struct ItemContent {
     pub redacted_body: Option<String>,
     pub legal_reason: Option<String>,
     pub index_no: String,
+    /// Full names of organs of the organ list (versions written before it hold what was typed).
     pub issuers: Vec<String>,
     pub doc_no: Option<String>,
     pub written_date: NaiveDate,
+    /// `[class]` or `[class, entry]` of the 主题分类 vocabulary, shown as `一级\二级`.
     pub topic: Vec<String>,
     pub validity: Option<Validity>,
     pub genre: Genre,
@@ -206,6 +215,13 @@ pub struct ContentRules<'a> {
     pub max_body_bytes: usize,
     pub areas: &'a AreaTree,
     pub catalog: &'a Catalog,
+    /// 发文机关名录: every issuer must be one of its organs, named or aliased.
+    pub organs: &'a OrganList,
+    /// The issuers the item's current version names (empty for a new item): a retired organ
+    /// among them stays accepted, so a correction keeps who issued the document.
+    pub kept_issuers: &'a [String],
+    /// 主题分类: the topic must be one of its classes, or a class and one of its entries.
+    pub topics: &'a TopicVocabulary,
     /// Today in Beijing: no document is written after it.
     pub today: NaiveDate,
 }
@@ -502,10 +518,12 @@ impl ItemContent {
             redacted_body,
             legal_reason,
             index_no: index_no.into_string(),
-            issuers: plain_list("issuers", &input.issuers, true)?,
+            issuers: rules
+                .organs
+                .resolve_issuers(&plain_list("issuers", &input.issuers, true)?, rules.kept_issuers)?,
             doc_no,
             written_date: input.written_date,
-            topic: plain_list("topic", &input.topic, false)?,
+            topic: rules.topics.resolve(&plain_list("topic", &input.topic, false)?)?,
             validity: input.validity,
             genre: input.genre,
             keywords: plain_list("keywords", &input.keywords, false)?,

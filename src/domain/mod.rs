@@ -9,10 +9,12 @@ pub mod delivery;
 pub mod document;
 pub mod ids;
 pub mod item;
+pub mod organ;
 pub mod page;
 pub mod review;
 pub mod search;
 pub mod text;
+pub mod topic;
 pub mod user;
 
 /// For tests of the stored enums: serde, `Display` (what the store writes), `as_str` and

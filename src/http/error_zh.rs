@@ -65,7 +65,7 @@ pub fn without_parser_position(message: &str) -> String {
     }
 }
 
-const LABELS: [(&str, &str); 52] = [
+const LABELS: [(&str, &str); 54] = [
     ("title", "标题"),
     ("body", "正文"),
     ("summary", "摘要"),
@@ -118,6 +118,8 @@ const LABELS: [(&str, &str); 52] = [
     ("device_id", "设备编号"),
     ("public_key", "设备公钥"),
     ("group", "设备分组"),
+    ("aliases", "别名"),
+    ("retired", "停用"),
 ];
 
 const FORMS: [(&str, &str); 7] = [
@@ -133,7 +135,7 @@ const FORMS: [(&str, &str); 7] = [
     ("new_password", "至少 10 个字符，含字母、数字、符号中的两类"),
 ];
 
-const CODES: [(&str, &str); 26] = [
+const CODES: [(&str, &str); 30] = [
     ("invalid", "填写不符合要求"),
     ("malformed_request", "请求格式有误，无法读取"),
     ("unsupported_media_type", "请以 JSON 格式提交"),
@@ -163,6 +165,19 @@ const CODES: [(&str, &str); 26] = [
     ("stale", "请求时间与服务器时间相差过大"),
     ("alert_superseded", "该预警已被更新或解除"),
     ("unrenderable", "该信息无法转换为此渠道的格式"),
+    (
+        "unknown_organ",
+        "不在发文机关名录中；请从名录中选择，或请管理员将该机关或这一写法（作为别名）加入名录",
+    ),
+    ("retired_organ", "该机关已停用（撤并），不能作为新信息的发文机关"),
+    (
+        "organ_name_taken",
+        "该名称已是名录中另一机关的名称或别名，同一写法只能指向一个机关",
+    ),
+    (
+        "unknown_topic",
+        "不在主题分类表中；请选择一级分类，或“一级分类\\二级分类”，如 综合政务\\应急管理",
+    ),
 ];
 
 #[cfg(test)]

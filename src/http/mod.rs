@@ -15,6 +15,7 @@ mod error_zh;
 pub(crate) mod extract;
 mod items;
 mod openapi;
+mod organs;
 mod portal;
 mod portal_cache;
 mod request_log;
@@ -202,6 +203,14 @@ pub fn api_routes() -> Vec<ApiRoute> {
         op(M::GET, "/api/v1/audit", web::get().to(system::audit_log)),
         op(M::GET, "/api/v1/areas", web::get().to(system::areas)),
         op(M::GET, "/api/v1/catalog", web::get().to(system::catalog)),
+        op(M::GET, "/api/v1/topics", web::get().to(system::topics)),
+        op(M::GET, "/api/v1/organs", web::get().to(organs::list_organs)),
+        op(M::POST, "/api/v1/organs", web::post().to(organs::create_organ)),
+        op(
+            M::PATCH,
+            "/api/v1/organs/{id}",
+            web::patch().to(organs::update_organ),
+        ),
     ]
 }
 

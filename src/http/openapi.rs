@@ -20,7 +20,7 @@ use actix_web::HttpResponse;
 use super::{
     accounts, alerts, callbacks, deliveries, devices,
     error::{ApiError, ErrorBody},
-    items, system,
+    items, organs, system,
 };
 use crate::error::Error;
 
@@ -81,6 +81,10 @@ type Reply = Result<HttpResponse, ApiError>;
         system::audit_log,
         system::areas,
         system::catalog,
+        system::topics,
+        organs::list_organs,
+        organs::create_organ,
+        organs::update_organ,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes, &SharedResponses),

@@ -7,7 +7,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::{StatusCode, header::LOCATION},
+    web,
+};
 use askama::Template;
 use herald_channels::{
     devices::MEDIA_PATH,
@@ -26,6 +30,7 @@ use crate::{
     error::Error,
     http::{PublicSite, error::ApiError, extract::hub},
     hub::Hub,
+    organs,
     portal::{
         Entry, LIST_LIMIT, PageLink, ShownVersion, entries, interpretations, live, related,
         search as portal_search, shown_page, shown_versions, takedown,
@@ -159,6 +164,9 @@ async fn column(req: HttpRequest) -> Page {
         .all(&hub.db)
         .await
         .map_err(Error::from)?;
+    // One link an organ, however its pages spell it: a page written under an alias, or before
+    // the organ list, is the organ's.
+    let organ_list = organs::load(&hub.db).await?;
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut organs = BTreeSet::new();
     for row in &rows {
@@ -166,7 +174,11 @@ async fn column(req: HttpRequest) -> Page {
         let issuers: Vec<String> = serde_json::from_str(&row.issuers)
             .map_err(|e| anyhow::anyhow!("portal page {} has unreadable issuers: {e}", row.item_id))
             .map_err(Error::from)?;
-        organs.extend(issuers);
+        organs.extend(
+            issuers
+                .iter()
+                .map(|issuer| organ_list.canonical(issuer).to_owned()),
+        );
     }
     let mut sections = vec![
         Section {
@@ -236,15 +248,33 @@ async fn by_catalog(req: HttpRequest, code: web::Path<String>) -> Page {
     .await
 }
 
-async fn by_organ(req: HttpRequest, name: web::Path<String>) -> Page {
-    // Issuers are stored as a JSON array of strings: match the quoted name.
-    let quoted = serde_json::Value::from(name.as_str()).to_string();
-    list(
-        &req,
-        name.clone(),
-        Condition::all().add(portal_page::Column::Issuers.contains(&quoted)),
+fn organ_path(name: &str) -> String {
+    format!(
+        "/xxgk/organs/{}",
+        form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
     )
-    .await
+}
+
+/// An organ's page: every live page whose issuers name it, by its name or an alias (pages
+/// written before the organ list may carry one). An alias's address moves to the name's.
+async fn by_organ(req: HttpRequest, name: web::Path<String>) -> Page {
+    let hub = hub(&req)?;
+    let organ_list = organs::load(&hub.db).await?;
+    let (heading, spellings): (String, Vec<String>) = match organ_list.find(&name) {
+        Some(organ) if organ.name != *name => {
+            return Ok(HttpResponse::MovedPermanently()
+                .insert_header((LOCATION, organ_path(&organ.name)))
+                .finish());
+        }
+        Some(organ) => (organ.name.clone(), organ.spellings().map(str::to_owned).collect()),
+        None => (name.clone(), vec![name.clone()]),
+    };
+    // Issuers are stored as a JSON array of strings: match each quoted spelling.
+    let condition = spellings.iter().fold(Condition::any(), |any, spelling| {
+        let quoted = serde_json::Value::from(spelling.as_str()).to_string();
+        any.add(portal_page::Column::Issuers.contains(&quoted))
+    });
+    list(&req, heading, Condition::all().add(condition)).await
 }
 
 async fn by_area(req: HttpRequest, code: web::Path<String>) -> Page {

@@ -13,7 +13,9 @@ use super::{
 use crate::{
     accounts::Caller,
     audit,
-    domain::{area::AreaLevel, catalog::CatalogEntry, item::ItemState, page::Page, user::Role},
+    domain::{
+        area::AreaLevel, catalog::CatalogEntry, item::ItemState, page::Page, topic::TopicClass, user::Role,
+    },
     error::Error,
     store::{self, entities::item},
 };
@@ -217,4 +219,14 @@ pub async fn areas(req: HttpRequest, _caller: Caller) -> Reply {
 pub async fn catalog(req: HttpRequest, _caller: Caller) -> Reply {
     let hub = hub(&req)?;
     Ok(HttpResponse::Ok().json(hub.catalog.iter().collect::<Vec<_>>()))
+}
+
+/// The 主题分类 vocabulary an item's topic is taken from: each class with its entries
+#[utoipa::path(
+    get, path = "/api/v1/topics", tag = "system",
+    responses((status = 200, description = "Classes, in the vocabulary's order", body = Vec<TopicClass>)),
+)]
+pub async fn topics(req: HttpRequest, _caller: Caller) -> Reply {
+    let hub = hub(&req)?;
+    Ok(HttpResponse::Ok().json(hub.topics.classes()))
 }

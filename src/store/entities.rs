@@ -655,3 +655,38 @@ pub mod device {
     }
     no_relations!();
 }
+
+pub mod organ {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "organs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        #[sea_orm(unique)]
+        pub name: String,
+        pub area_code: Option<String>,
+        /// Set when the organ was retired (机构改革): new items cannot name it.
+        pub retired_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+/// Every name and alias of the organ list, each once: the primary key keeps a spelling to one
+/// organ.
+pub mod organ_spelling {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "organ_spellings")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub spelling: String,
+        pub organ_id: String,
+        pub is_alias: bool,
+    }
+    no_relations!();
+}

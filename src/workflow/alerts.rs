@@ -394,12 +394,39 @@ async fn create_noted_item(
     // Numbered inside the transaction, under the numbering lock: two alerts at once never take
     // the same 索引号.
     let input = alert_item(&txn, hub, alert, home).await?;
-    let created = create_item_in(&txn, hub, author, input).await?;
+    let created = create_item_in(&txn, hub, author, input)
+        .await
+        .map_err(|e| sender_refused(e, alert))?;
     let mut noted: cap_alert::ActiveModel = message.into();
     noted.item_id = Set(Some(created.clone()));
     noted.update(&txn).await?;
     txn.commit().await?;
     Ok(created)
+}
+
+/// An alert's item refused for its issuer (a sender the organ list does not know, or a retired
+/// organ) names the CAP element the issuer came from: an administrator adds the organ or the
+/// spelling as an alias, and the sender's resend goes out.
+fn sender_refused(error: Error, alert: &CapAlert) -> Error {
+    match error {
+        Error::Refused {
+            code,
+            field: Some(field),
+            message,
+        } if field.starts_with("issuers") => {
+            let element = if alert.info().and_then(|info| info.sender_name.as_ref()).is_some() {
+                "alert.info.senderName"
+            } else {
+                "alert.sender"
+            };
+            Error::Refused {
+                code,
+                field: Some(element.into()),
+                message,
+            }
+        }
+        other => other,
+    }
 }
 
 /// The item an Alert or Update is published as.
@@ -432,7 +459,7 @@ async fn alert_item(
         doc_no: None,
         // A sender's clock a little ahead around midnight must not date it tomorrow.
         written_date: china_date(alert.sent.min(hub.clock.now())),
-        topic: vec!["应急管理".into()],
+        topic: vec!["综合政务".into(), "应急管理".into()],
         validity: None,
         genre: Genre::PublicNotice,
         keywords: vec![info.event.clone()],

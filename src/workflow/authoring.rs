@@ -15,11 +15,13 @@ use crate::{
     domain::{
         area::AreaCode,
         item::{ContentRules, Correcting, ItemContent, ItemInput, ItemState},
+        organ::OrganList,
         text::{MAX_REASON_CHARS, multi_line},
     },
     error::{Error, Result},
     hub::Hub,
     items::{content_of, load_version, load_visible},
+    organs,
     store::{
         begin_write,
         entities::{attachment, item, item_version},
@@ -35,11 +37,19 @@ async fn parse_content(
     input: ItemInput,
     item_id: Option<&str>,
 ) -> Result<ItemContent> {
+    let organs = organs::load(db).await?;
+    let kept_issuers = match item_id {
+        Some(id) => current_issuers(db, id).await?,
+        None => Vec::new(),
+    };
     let rules = ContentRules {
         index_no_pattern: &hub.index_no_pattern,
         max_body_bytes: hub.settings.content.max_body_bytes,
         areas: &hub.areas,
         catalog: &hub.catalog,
+        organs: &organs,
+        kept_issuers: &kept_issuers,
+        topics: &hub.topics,
         today: china_date(hub.clock.now()),
     };
     let duplicate_intended = input.confirm_duplicate_doc_no;
@@ -53,7 +63,7 @@ async fn parse_content(
         });
     }
     if !duplicate_intended {
-        refuse_duplicate_doc_no(db, caller, &content, item_id).await?;
+        refuse_duplicate_doc_no(db, caller, &content, item_id, &organs).await?;
     }
     for (i, attachment) in content.attachments.iter().enumerate() {
         if attachment::Entity::find_by_id(&attachment.sha256)
@@ -105,13 +115,24 @@ async fn parse_content(
     Ok(content)
 }
 
+/// The issuers of an item's current version, as it stores them.
+async fn current_issuers(db: &impl ConnectionTrait, item_id: &str) -> Result<Vec<String>> {
+    let Some(row) = item::Entity::find_by_id(item_id).one(db).await? else {
+        return Ok(Vec::new());
+    };
+    Ok(content_of(&load_version(db, item_id, row.current_version).await?)?.issuers)
+}
+
 /// Refuses a 发文字号 that another item sharing one of its 发文机关 already has: the same
 /// number twice is a typing slip until the publisher confirms it (`confirm_duplicate_doc_no`).
+/// Another item's issuers are compared by organ, so one written under an alias, or before the
+/// organ list, still counts.
 async fn refuse_duplicate_doc_no(
     db: &impl ConnectionTrait,
     caller: &Caller,
     content: &ItemContent,
     item_id: Option<&str>,
+    organs: &OrganList,
 ) -> Result<()> {
     let Some(doc_no) = &content.doc_no else {
         return Ok(());
@@ -133,7 +154,8 @@ async fn refuse_duplicate_doc_no(
         let shared = theirs
             .issuers
             .iter()
-            .find(|issuer| content.issuers.contains(issuer));
+            .map(|issuer| organs.canonical(issuer))
+            .find(|issuer| content.issuers.iter().any(|ours| ours == issuer));
         if let (Some(issuer), Some(_)) = (shared, theirs.doc_no.filter(|d| d == doc_no)) {
             // Named only to someone who may see it: a number says nothing of another area's drafts.
             let visible = caller.sees(&AreaCode::parse(&other.area_code).map_err(anyhow::Error::new)?);

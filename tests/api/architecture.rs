@@ -101,7 +101,7 @@ const LAYERS: &[&[&str]] = &[
     &["device_link"],
     &["hub"],
     &["accounts", "idempotency"],
-    &["attachments", "items"],
+    &["attachments", "items", "organs"],
     &["delivery"],
     &["workflow"],
     &["portal", "workers", "simulate", "broker"],

@@ -92,6 +92,80 @@ async fn scenario(app: TestApp) {
     )
     .await;
 
+    // Reference data: the 主题分类 vocabulary and the organ list, which administrators edit.
+    let topics = ("/api/v1/topics", "/api/v1/topics");
+    call(&app, &doc, get.clone(), p, topics, None, 200).await;
+    call(&app, &doc, get.clone(), None, topics, None, 401).await;
+    let organs = ("/api/v1/organs", "/api/v1/organs");
+    call(&app, &doc, get.clone(), r, organs, None, 200).await;
+    let archives = json!({"name": "峨山彝族自治县档案馆", "aliases": ["县档案馆"]});
+    let made = call(&app, &doc, post.clone(), a, organs, Some(&archives), 201).await;
+    call(&app, &doc, post.clone(), a, organs, Some(&archives), 422).await;
+    call(
+        &app,
+        &doc,
+        post.clone(),
+        p,
+        organs,
+        Some(&json!({"name": "峨山彝族自治县方志办"})),
+        403,
+    )
+    .await;
+    call(
+        &app,
+        &doc,
+        post.clone(),
+        a,
+        organs,
+        Some(&json!({"name": 7})),
+        400,
+    )
+    .await;
+    let organ = "/api/v1/organs/{id}";
+    let organ_at = format!("/api/v1/organs/{}", id_of(&made));
+    let patch = Method::PATCH;
+    let retire = json!({"aliases": ["县档案馆", "峨山县档案馆"], "retired": true});
+    call(
+        &app,
+        &doc,
+        patch.clone(),
+        a,
+        (organ, &organ_at),
+        Some(&retire),
+        200,
+    )
+    .await;
+    call(
+        &app,
+        &doc,
+        patch.clone(),
+        a,
+        (organ, &organ_at),
+        Some(&json!({"aliases": ["县水务局"]})),
+        422,
+    )
+    .await;
+    call(
+        &app,
+        &doc,
+        patch.clone(),
+        p,
+        (organ, &organ_at),
+        Some(&json!({"retired": false})),
+        403,
+    )
+    .await;
+    call(
+        &app,
+        &doc,
+        patch,
+        a,
+        (organ, "/api/v1/organs/no-such-organ"),
+        Some(&json!({"retired": false})),
+        404,
+    )
+    .await;
+
     // Sessions: sign in, use the cookie, sign out.
     let session = ("/api/v1/session", "/api/v1/session");
     let wrong = json!({"username": "admin", "password": "not-the-password"});

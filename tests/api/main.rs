@@ -27,6 +27,7 @@ mod interpretations;
 mod login_abuse;
 mod matrix;
 mod media_center;
+mod organs;
 mod portal;
 mod portal_cache;
 mod scheduling;

@@ -115,6 +115,15 @@ const MATRIX: &[Row] = &[
     ("GET /api/v1/me",                                 Na,            [OK,  OK,  OK,   OK,  OK,  OK,   OK,  OK,   U,   U,   U,   U]),
     ("GET /api/v1/areas",                              Na,            [OK,  OK,  OK,   OK,  OK,  OK,   OK,  OK,   U,   U,   U,   U]),
     ("GET /api/v1/catalog",                            Na,            [OK,  OK,  OK,   OK,  OK,  OK,   OK,  OK,   U,   U,   U,   U]),
+    // Reference data every form offers: the 主题分类 vocabulary and the organ list (public
+    // bodies, like the area tree: read by everyone signed in, whatever their area).
+    ("GET /api/v1/topics",                             Na,            [OK,  OK,  OK,   OK,  OK,  OK,   OK,  OK,   U,   U,   U,   U]),
+    ("GET /api/v1/organs",                             Na,            [OK,  OK,  OK,   OK,  OK,  OK,   OK,  OK,   U,   U,   U,   U]),
+    // The organ list is edited by administrators, for organs of their area.
+    ("POST /api/v1/organs",                            In,            [CR,  F,   F,    F,   CR,  F,    F,   F,    U,   U,   U,   U]),
+    ("POST /api/v1/organs",                            Out,           [NA,  NA,  NA,   F,   F,   F,    F,   F,    NA,  NA,  NA,  NA]),
+    ("PATCH /api/v1/organs/{id}",                      In,            [OK,  F,   F,    F,   OK,  F,    F,   F,    U,   U,   U,   U]),
+    ("PATCH /api/v1/organs/{id}",                      Out,           [NA,  NA,  NA,   F,   F,   F,    F,   F,    NA,  NA,  NA,  NA]),
     // The audit log: administrators and reviewers, scoped like items.
     ("GET /api/v1/audit",                              Na,            [OK,  F,   OK,   F,   OK,  OK,   F,   F,    U,   U,   U,   U]),
     // Users: administrators only.
@@ -221,7 +230,7 @@ const MATRIX: &[Row] = &[
 ];
 
 /// Cells of `MATRIX` that are checked; the table may grow but never silently shrink.
-const EXPECTED_CELLS: usize = 857;
+const EXPECTED_CELLS: usize = 915;
 
 fn home(caller: &str) -> &'static str {
     match caller {
@@ -842,6 +851,8 @@ impl Fx {
             | "GET /api/v1/me"
             | "GET /api/v1/areas"
             | "GET /api/v1/catalog"
+            | "GET /api/v1/topics"
+            | "GET /api/v1/organs"
             | "GET /api/v1/users"
             | "GET /api/v1/tokens"
             | "GET /api/v1/items"
@@ -1069,6 +1080,28 @@ impl Fx {
                 let id = issued[0].device.device_id.clone();
                 self.register(&id, Some(&tag), format!("device {id} of {area}"), &[area]);
                 req(method, path.replace("{id}", &id)).about(format!("device {id} of {area}"))
+            }
+            "POST /api/v1/organs" => {
+                let tag = self.tag();
+                req(method, path)
+                    .json(json!({"name": format!("峨山彝族自治县机关{tag}"), "area_code": area}))
+                    .about(format!("new organ {tag} in {area}"))
+            }
+            "PATCH /api/v1/organs/{id}" => {
+                let tag = self.tag();
+                let made = self
+                    .must(
+                        app,
+                        "admin",
+                        req(Method::POST, "/api/v1/organs")
+                            .json(json!({"name": format!("峨山彝族自治县机关{tag}"), "area_code": area})),
+                        201,
+                    )
+                    .await;
+                let id = made["id"].as_str().expect("id").to_owned();
+                req(method, path.replace("{id}", &id))
+                    .json(json!({"aliases": [format!("机关{tag}")]}))
+                    .about(format!("organ {id} ({tag}) of {area}"))
             }
             "POST /api/v1/targets" => {
                 let tag = self.tag();

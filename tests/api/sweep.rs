@@ -230,6 +230,13 @@ fn body_ops() -> Vec<BodyOp> {
             &["channel", "name", "area_code", "catalogs", "tags"],
             "name",
         ),
+        op(
+            Method::POST,
+            "/api/v1/organs",
+            Needs::Nothing,
+            &["name", "aliases", "area_code"],
+            "name",
+        ),
     ]
 }
 
@@ -255,6 +262,9 @@ fn base_body(path: &str) -> Value {
         "/api/v1/items/{id}/withdraw" => json!({"reason": "政策调整"}),
         "/api/v1/targets" => {
             json!({"channel": "portal", "name": "门户", "area_code": COUNTY, "catalogs": [], "tags": []})
+        }
+        "/api/v1/organs" => {
+            json!({"name": format!("峨山彝族自治县机关{}", uuid::Uuid::new_v4().simple()), "aliases": ["县机关"], "area_code": COUNTY})
         }
         _ => json!({}),
     }
