@@ -24,6 +24,48 @@ pub struct Settings {
     pub workflow: WorkflowSettings,
     pub delivery: DeliverySettings,
     pub mqtt: MqttSettings,
+    pub portal: PortalSettings,
+}
+
+/// What the portal says of the site itself: its footer (the identification a government site
+/// must show) and where applications for disclosure (依申请公开) go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalSettings {
+    /// 主办单位. Empty: the root area's 人民政府办公室.
+    pub host: String,
+    /// 网站标识码, issued when the site is registered with the State Council's list.
+    pub site_code: String,
+    /// ICP备案号, e.g. 滇ICP备00000000号.
+    pub icp_record: String,
+    /// 公安备案号, e.g. 滇公网安备 00000000000000号.
+    pub police_record: String,
+    /// 联系方式 in the footer: a telephone number or an address.
+    pub contact: String,
+    /// 依申请公开: the office that receives applications, its address, telephone and hours,
+    /// and the e-mail (or web form address) applications may be sent to.
+    pub application_office: String,
+    pub application_address: String,
+    pub application_phone: String,
+    pub application_hours: String,
+    pub application_email: String,
+}
+
+impl Default for PortalSettings {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            site_code: String::new(),
+            icp_record: String::new(),
+            police_record: String::new(),
+            contact: String::new(),
+            application_office: String::new(),
+            application_address: String::new(),
+            application_phone: String::new(),
+            application_hours: "工作日 上午 9:00–12:00，下午 14:30–17:30".into(),
+            application_email: String::new(),
+        }
+    }
 }
 
 /// The broker village devices connect to.

@@ -42,6 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(home))
         .route("/xxgk", web::get().to(column))
         .route("/xxgk/zcjd", web::get().to(interpretation_column))
+        .route("/xxgk/ysqgk", web::get().to(application))
         .route("/xxgk/catalog/{code}", web::get().to(by_catalog))
         .route("/xxgk/organs/{name}", web::get().to(by_organ))
         .route("/xxgk/areas/{code}", web::get().to(by_area))
@@ -75,6 +76,57 @@ fn site_name(hub: &Hub) -> String {
     format!("{}人民政府", hub.areas.root().name)
 }
 
+struct Crumb {
+    href: String,
+    label: String,
+}
+
+/// What every page shows around its content: the site's name, where the page sits
+/// (当前位置, from 首页 down to the page itself) and the footer a government site must carry.
+struct Frame {
+    site_name: String,
+    crumbs: Vec<Crumb>,
+    footer: Vec<String>,
+}
+
+/// The path to the 政府信息公开 column, the first step of most trails.
+const COLUMN: (&str, &str) = ("/xxgk", "政府信息公开");
+
+/// The frame of a page reached through `trail` (link, label), the last step being the page.
+fn frame(hub: &Hub, trail: &[(&str, &str)]) -> Frame {
+    let portal = &hub.settings.portal;
+    let host = if portal.host.is_empty() {
+        format!("{}人民政府办公室", hub.areas.root().name)
+    } else {
+        portal.host.clone()
+    };
+    let footer = [
+        ("主办单位", host.as_str()),
+        ("网站标识码", portal.site_code.as_str()),
+        ("", portal.icp_record.as_str()),
+        ("", portal.police_record.as_str()),
+        ("联系方式", portal.contact.as_str()),
+    ]
+    .into_iter()
+    .filter(|(_, value)| !value.is_empty())
+    .map(|(label, value)| match label {
+        "" => value.to_owned(),
+        label => format!("{label}：{value}"),
+    })
+    .collect();
+    Frame {
+        site_name: site_name(hub),
+        crumbs: std::iter::once(("/", "首页"))
+            .chain(trail.iter().copied())
+            .map(|(href, label)| Crumb {
+                href: href.to_owned(),
+                label: label.to_owned(),
+            })
+            .collect(),
+        footer,
+    }
+}
+
 fn html(status: StatusCode, template: &impl Template) -> Page {
     let body = template
         .render()
@@ -87,31 +139,42 @@ fn html(status: StatusCode, template: &impl Template) -> Page {
 #[derive(Template)]
 #[template(path = "portal/list.html")]
 struct ListPage {
-    site_name: String,
+    frame: Frame,
     heading: String,
+    /// Standing text above the list, paragraph by paragraph (the 指南 and 制度 sub-columns).
+    intro: Vec<String>,
     entries: Vec<Entry>,
 }
 
-async fn list(req: &HttpRequest, heading: String, condition: Condition) -> Page {
+/// A list of live pages under `heading`, reached from the 政府信息公开 column unless it is
+/// the home page.
+async fn list(req: &HttpRequest, heading: String, condition: Condition, intro: Vec<String>) -> Page {
     let hub = hub(req)?;
     let entries = entries(&hub, condition).await?;
+    let trail: Vec<(&str, &str)> = match heading.as_str() {
+        HOME_HEADING => Vec::new(),
+        heading => vec![COLUMN, ("", heading)],
+    };
     html(
         StatusCode::OK,
         &ListPage {
-            site_name: site_name(&hub),
+            frame: frame(&hub, &trail),
             heading,
+            intro,
             entries,
         },
     )
 }
 
+const HOME_HEADING: &str = "最新信息";
+
 async fn home(req: HttpRequest) -> Page {
-    list(&req, "最新信息".into(), Condition::all()).await
+    list(&req, HOME_HEADING.into(), Condition::all(), Vec::new()).await
 }
 
 /// 政策解读: every interpretation whose page is live.
 async fn interpretation_column(req: HttpRequest) -> Page {
-    list(&req, "政策解读".into(), interpretations()).await
+    list(&req, "政策解读".into(), interpretations(), Vec::new()).await
 }
 
 struct CatalogLink {
@@ -120,9 +183,11 @@ struct CatalogLink {
     count: usize,
 }
 
+/// A first-level column and its catalog entries, grouped as the catalog groups them (the
+/// 法定主动公开内容 by the article of the 条例 or the standard directory that asks for them).
 struct Section {
     name: &'static str,
-    entries: Vec<CatalogLink>,
+    groups: Vec<(Option<&'static str>, Vec<CatalogLink>)>,
 }
 
 struct NamedLink {
@@ -138,7 +203,7 @@ struct AreaLink {
 #[derive(Template)]
 #[template(path = "portal/column.html")]
 struct ColumnPage {
-    site_name: String,
+    frame: Frame,
     sections: Vec<Section>,
     organs: Vec<NamedLink>,
     townships: Vec<AreaLink>,
@@ -154,6 +219,86 @@ fn section_of(group: CatalogGroup) -> usize {
         | CatalogGroup::StatutoryTownship
         | CatalogGroup::StandardDomain => 2,
         CatalogGroup::AnnualReport => 3,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "portal/application.html")]
+struct ApplicationPage {
+    frame: Frame,
+    office: String,
+    address: String,
+    phone: String,
+    hours: String,
+    email: String,
+}
+
+/// The receiving office (`portal.application_office`), or the site's host when none is set.
+fn application_office(hub: &Hub) -> String {
+    match hub.settings.portal.application_office.as_str() {
+        "" => format!("{}人民政府办公室", hub.areas.root().name),
+        office => office.to_owned(),
+    }
+}
+
+/// 依申请公开: how to apply, the form, where, and the time limits the 条例 sets.
+async fn application(req: HttpRequest) -> Page {
+    let hub = hub(&req)?;
+    let portal = &hub.settings.portal;
+    html(
+        StatusCode::OK,
+        &ApplicationPage {
+            frame: frame(&hub, &[COLUMN, ("", "依申请公开")]),
+            office: application_office(&hub),
+            address: portal.application_address.clone(),
+            phone: portal.application_phone.clone(),
+            hours: portal.application_hours.clone(),
+            email: portal.application_email.clone(),
+        },
+    )
+}
+
+/// The 指南's standing text, from the settings: what is published where, how to apply, and
+/// where to complain. Documents published under the 指南 entry are listed below it.
+fn guide_text(hub: &Hub) -> Vec<String> {
+    let site = site_name(hub);
+    vec![
+        format!(
+            "为了更好地提供政府信息公开服务，依据《中华人民共和国政府信息公开条例》，编制本指南。{site}的政府信息，除依法不予公开的以外，均予以公开。"
+        ),
+        format!(
+            "主动公开：本网站“政府信息公开”栏目按法定主动公开内容和基层政务公开标准目录分类发布，同时通过政务新媒体、县融媒体中心和村务公开栏等渠道发布。信息自形成或者变更之日起 20 个工作日内公开；撤回或失效的信息从各渠道下架，并在“清理结果”中列明。"
+        ),
+        format!(
+            "依申请公开：向{}提出，受理方式、申请表和答复时限见“依申请公开”页面。",
+            application_office(hub)
+        ),
+        "监督和救济：认为行政机关在政府信息公开工作中侵犯其合法权益的，可以向上一级行政机关或者政府信息公开工作主管部门投诉、举报，也可以依法申请行政复议或者提起行政诉讼。".to_owned(),
+    ]
+}
+
+/// The 制度's standing text: the rules this site's publishing runs by, as the hub enforces
+/// them. Documents published under the 制度 entry are listed below it.
+fn rules_text(hub: &Hub) -> Vec<String> {
+    let days = hub.settings.workflow.interpretation_working_days;
+    vec![
+        "公开属性认定制度：每份文件在起草时确定公开属性（主动公开、删减后公开、依申请公开、不予公开），只有前两类可以发布。".to_owned(),
+        "保密审查制度：信息发布前须经审核人进行保密审查并批准，起草人不得审核本人起草的信息。".to_owned(),
+        format!("政策解读制度：政策文件发布后 {days} 个工作日内发布其解读，解读与文件相互链接。"),
+        "信息更正与清理制度：已发布信息有误的，经重新审核后发布更正说明；撤回或有效期届满的信息从所有渠道下架，并公布清理结果。".to_owned(),
+        "应急信息优先发布制度：突发事件预警和应急信息优先于其他信息发布。".to_owned(),
+    ]
+}
+
+/// The heading a group of catalog entries stands under inside its column; none where the
+/// column is the group.
+fn group_heading(group: CatalogGroup) -> Option<&'static str> {
+    match group {
+        CatalogGroup::StatutoryArt20 => Some("《政府信息公开条例》第二十条规定的信息"),
+        CatalogGroup::StatutoryArt21 => Some("第二十一条规定的信息（县级人民政府及其部门）"),
+        CatalogGroup::StatutoryTownship => Some("第二十一条规定的信息（乡镇人民政府）"),
+        CatalogGroup::StandardDomain => Some("基层政务公开标准目录"),
+        CatalogGroup::Guide | CatalogGroup::Rules | CatalogGroup::AnnualReport => None,
     }
 }
 
@@ -180,32 +325,31 @@ async fn column(req: HttpRequest) -> Page {
                 .map(|issuer| organ_list.canonical(issuer).to_owned()),
         );
     }
-    let mut sections = vec![
-        Section {
-            name: "政府信息公开指南",
-            entries: Vec::new(),
-        },
-        Section {
-            name: "政府信息公开制度",
-            entries: Vec::new(),
-        },
-        Section {
-            name: "法定主动公开内容",
-            entries: Vec::new(),
-        },
-        Section {
-            name: "政府信息公开年报",
-            entries: Vec::new(),
-        },
-    ];
+    let mut sections: Vec<Section> = [
+        "政府信息公开指南",
+        "政府信息公开制度",
+        "法定主动公开内容",
+        "政府信息公开年报",
+    ]
+    .into_iter()
+    .map(|name| Section {
+        name,
+        groups: Vec::new(),
+    })
+    .collect();
     for entry in hub.catalog.iter() {
         let link = CatalogLink {
             code: entry.code.clone(),
             name: entry.name.clone(),
             count: counts.get(&entry.code).copied().unwrap_or(0),
         };
-        if let Some(section) = sections.get_mut(section_of(entry.group)) {
-            section.entries.push(link);
+        let Some(section) = sections.get_mut(section_of(entry.group)) else {
+            continue;
+        };
+        let heading = group_heading(entry.group);
+        match section.groups.iter_mut().find(|(name, _)| *name == heading) {
+            Some((_, links)) => links.push(link),
+            None => section.groups.push((heading, vec![link])),
         }
     }
     let organs = organs
@@ -227,7 +371,7 @@ async fn column(req: HttpRequest) -> Page {
     html(
         StatusCode::OK,
         &ColumnPage {
-            site_name: site_name(&hub),
+            frame: frame(&hub, &[("", COLUMN.1)]),
             sections,
             organs,
             townships,
@@ -240,10 +384,16 @@ async fn by_catalog(req: HttpRequest, code: web::Path<String>) -> Page {
     let Some(entry) = hub.catalog.get(&code) else {
         return not_found(&hub);
     };
+    let intro = match entry.group {
+        CatalogGroup::Guide => guide_text(&hub),
+        CatalogGroup::Rules => rules_text(&hub),
+        _ => Vec::new(),
+    };
     list(
         &req,
         entry.name.clone(),
         Condition::all().add(portal_page::Column::Catalog.eq(code.as_str())),
+        intro,
     )
     .await
 }
@@ -274,7 +424,7 @@ async fn by_organ(req: HttpRequest, name: web::Path<String>) -> Page {
         let quoted = serde_json::Value::from(spelling.as_str()).to_string();
         any.add(portal_page::Column::Issuers.contains(&quoted))
     });
-    list(&req, heading, Condition::all().add(condition)).await
+    list(&req, heading, Condition::all().add(condition), Vec::new()).await
 }
 
 async fn by_area(req: HttpRequest, code: web::Path<String>) -> Page {
@@ -287,6 +437,7 @@ async fn by_area(req: HttpRequest, code: web::Path<String>) -> Page {
         &req,
         name,
         Condition::all().add(portal_page::Column::AreaCode.starts_with(area.as_str())),
+        Vec::new(),
     )
     .await
 }
@@ -294,14 +445,14 @@ async fn by_area(req: HttpRequest, code: web::Path<String>) -> Page {
 #[derive(Template)]
 #[template(path = "portal/message.html")]
 struct MessagePage {
-    site_name: String,
+    frame: Frame,
     heading: String,
     message: String,
 }
 
 pub(super) fn not_found(hub: &Hub) -> Page {
     let page = MessagePage {
-        site_name: site_name(hub),
+        frame: frame(hub, &[("", "页面不存在")]),
         heading: "页面不存在".into(),
         message: "您访问的信息不存在或尚未发布。".into(),
     };
@@ -311,7 +462,7 @@ pub(super) fn not_found(hub: &Hub) -> Page {
 #[derive(Template)]
 #[template(path = "portal/item.html")]
 struct ItemPage {
-    site_name: String,
+    frame: Frame,
     page: PortalPage,
     body: String,
     /// 版本记录: every version shown, once the item has been corrected.
@@ -326,7 +477,7 @@ struct ItemPage {
 #[derive(Template)]
 #[template(path = "portal/gone.html")]
 struct GonePage {
-    site_name: String,
+    frame: Frame,
     title: String,
     date: String,
     reason: String,
@@ -337,7 +488,7 @@ fn gone(hub: &Hub, title: String, (date, reason): (String, String)) -> Page {
     html(
         StatusCode::GONE,
         &GonePage {
-            site_name: site_name(hub),
+            frame: frame(hub, &[COLUMN, ("", title.as_str())]),
             title,
             date,
             reason,
@@ -379,7 +530,17 @@ async fn show(hub: &Hub, page: PortalPage, superseded_by: Option<i32>) -> Page {
     html(
         StatusCode::OK,
         &ItemPage {
-            site_name: site_name(hub),
+            frame: frame(
+                hub,
+                &[
+                    COLUMN,
+                    (
+                        &format!("/xxgk/catalog/{}", page.catalog_code),
+                        &page.catalog_name,
+                    ),
+                    ("", &page.title),
+                ],
+            ),
             page,
             body,
             versions,
@@ -525,7 +686,7 @@ struct CleanupEntry {
 #[derive(Template)]
 #[template(path = "portal/cleanup.html")]
 struct CleanupPage {
-    site_name: String,
+    frame: Frame,
     entries: Vec<CleanupEntry>,
 }
 
@@ -572,7 +733,7 @@ async fn cleanup(req: HttpRequest) -> Page {
     html(
         StatusCode::OK,
         &CleanupPage {
-            site_name: site_name(&hub),
+            frame: frame(&hub, &[COLUMN, ("", "清理结果")]),
             entries,
         },
     )
@@ -587,7 +748,7 @@ struct SearchQuery {
 #[derive(Template)]
 #[template(path = "portal/search.html")]
 struct SearchPage {
-    site_name: String,
+    frame: Frame,
     query: String,
     /// Why the search was not run, in words for the reader.
     problem: Option<String>,
@@ -612,7 +773,7 @@ async fn search(req: HttpRequest, query: web::Query<SearchQuery>) -> Page {
     html(
         status,
         &SearchPage {
-            site_name: site_name(&hub),
+            frame: frame(&hub, &[("", "站内搜索")]),
             query: query.q.trim().chars().take(MAX_CHARS).collect(),
             problem,
             entries,

@@ -20,6 +20,7 @@ const INSTANT_ALLOWED: &[(&str, &str)] = &[
     ("src/bench.rs", "the benchmark's own stopwatch"),
     ("src/bench/receipts.rs", "the benchmark's own stopwatch"),
     ("src/bench/fanout.rs", "the benchmark's own stopwatch"),
+    ("src/bench/search.rs", "the benchmark's own stopwatch"),
     (
         "src/simulate.rs",
         "when a virtual device's commands arrive, for the fan-out benchmark",

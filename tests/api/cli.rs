@@ -507,6 +507,29 @@ fn the_search_benchmark_checks_its_searches_on_sqlite_and_postgres() {
     }
 }
 
+/// `herald bench portal` runs briefly end to end: the hub's item page and nginx, each under
+/// wrk, each answering without errors (nginx and wrk come from scripts/install-test-deps).
+#[test]
+fn the_portal_benchmark_loads_the_hub_beside_nginx() {
+    let output = herald()
+        .args(["bench", "portal", "--seconds", "1", "--connections", "8"])
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    for figure in [
+        "herald (kept pages",
+        "nginx (the same bytes",
+        "ratio herald / nginx",
+    ] {
+        assert!(stdout.contains(figure), "{figure}: {stdout}");
+    }
+}
+
 fn session_of(response: &reqwest::Response) -> String {
     let cookie = response
         .cookies()

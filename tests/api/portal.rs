@@ -110,3 +110,93 @@ on_both_databases! {
         assert_eq!((api.status, api.json["error"]["code"].clone()), (404, json!("no_route")));
     }
 }
+
+/// The 政府信息公开 column as an inspector checks it: the 依申请公开 entry with its form,
+/// contact and time limits; 指南 and 制度 that are never empty; the catalog in its hierarchy; a
+/// breadcrumb on every page; the footer a government site must carry, from the settings.
+#[tokio::test]
+async fn the_column_has_its_application_entry_guide_rules_hierarchy_breadcrumbs_and_footer() {
+    let app = crate::helpers::spawn_app_configured(Backend::Sqlite, Vec::new(), |settings| {
+        settings.portal.host = "峨山彝族自治县人民政府办公室".into();
+        settings.portal.site_code = "5304260001".into();
+        settings.portal.icp_record = "滇ICP备00000000号".into();
+        settings.portal.police_record = "滇公网安备53042602000001号".into();
+        settings.portal.contact = "0877-4011111".into();
+        settings.portal.application_phone = "0877-4012345".into();
+        settings.portal.application_address = "峨山县双江街道人民路1号".into();
+    })
+    .await;
+    let id = app.publish_new(&item_body("530426"), &json!({})).await;
+    app.deliver_due().await;
+
+    let application = app.public_get("/xxgk/ysqgk").await;
+    assert_eq!(application.status, 200);
+    let text = application.text();
+    for expected in [
+        "申请表",
+        "0877-4012345",
+        "峨山县双江街道人民路1号",
+        "20 个工作日",
+        "第三十三条",
+        "当前位置",
+    ] {
+        assert!(text.contains(expected), "依申请公开 lacks {expected}");
+    }
+    let column = app.public_get("/xxgk").await.text();
+    assert!(
+        column.contains("href=\"/xxgk/ysqgk\""),
+        "the column links 依申请公开"
+    );
+    for group in [
+        "《政府信息公开条例》第二十条规定的信息",
+        "第二十一条规定的信息（乡镇人民政府）",
+        "基层政务公开标准目录",
+    ] {
+        assert!(
+            column.contains(&format!("<h3>{group}</h3>")),
+            "the catalog is grouped: {group}"
+        );
+    }
+    let guide = app.public_get("/xxgk/catalog/guide").await.text();
+    assert!(
+        guide.contains("依申请公开") && !guide.contains("暂无信息"),
+        "the 指南 is not empty"
+    );
+    let rules = app.public_get("/xxgk/catalog/rules").await.text();
+    assert!(
+        rules.contains("保密审查制度") && rules.contains("3 个工作日"),
+        "the 制度 is not empty"
+    );
+
+    for path in [
+        "/",
+        "/xxgk",
+        "/xxgk/ysqgk",
+        "/xxgk/catalog/art20-12",
+        &format!("/xxgk/items/{id}"),
+        "/xxgk/cleanup",
+        "/search?q=防火",
+        "/no-such-page",
+    ] {
+        let page = app.public_get(path).await.text();
+        assert!(
+            page.contains("<nav class=\"crumbs\" aria-label=\"当前位置\">当前位置：<a href=\"/\">首页</a>")
+                || path == "/",
+            "{path} has a breadcrumb"
+        );
+        for line in [
+            "主办单位：峨山彝族自治县人民政府办公室",
+            "网站标识码：5304260001",
+            "滇ICP备00000000号",
+            "滇公网安备53042602000001号",
+            "联系方式：0877-4011111",
+        ] {
+            assert!(page.contains(line), "{path}'s footer lacks {line}");
+        }
+    }
+    let item = app.public_get(&format!("/xxgk/items/{id}")).await.text();
+    assert!(
+        item.contains("<a href=\"/xxgk\">政府信息公开</a> &gt; <a href=\"/xxgk/catalog/art20-12\">"),
+        "an item's trail runs through its catalog entry"
+    );
+}
