@@ -80,6 +80,23 @@ async fn scratch(options: &BenchOptions) -> anyhow::Result<Scratch> {
     })
 }
 
+/// Runs `bench` on a scratch database (PostgreSQL at `postgres_url`, or SQLite), dropped
+/// afterwards whatever `bench` answered.
+async fn on_scratch<F: std::future::Future<Output = anyhow::Result<()>>>(
+    postgres_url: Option<String>,
+    bench: impl FnOnce(Settings) -> F,
+) -> anyhow::Result<()> {
+    let options = BenchOptions {
+        targets: 0,
+        summary_runs: 0,
+        postgres_url,
+    };
+    let scratch = scratch(&options).await?;
+    let result = bench(scratch.settings.clone()).await;
+    drop_scratch(scratch).await?;
+    result
+}
+
 async fn drop_scratch(scratch: Scratch) -> anyhow::Result<()> {
     if let Some((base, name)) = scratch.postgres {
         let admin = Database::connect(base.as_str()).await?;

@@ -6,7 +6,7 @@ use std::{path::Path, process::Command, sync::Arc};
 
 use anyhow::Context;
 
-use super::{BenchOptions, approved_item, drop_scratch, err, scratch};
+use super::{approved_item, err, on_scratch};
 use crate::{
     clock::Clock,
     config::Settings,
@@ -24,15 +24,10 @@ pub struct PortalOptions {
 }
 
 pub async fn portal(options: PortalOptions) -> anyhow::Result<()> {
-    let bench = BenchOptions {
-        targets: 0,
-        summary_runs: 0,
-        postgres_url: options.postgres_url.clone(),
-    };
-    let scratch = scratch(&bench).await?;
-    let result = run(&scratch.settings, &options).await;
-    drop_scratch(scratch).await?;
-    result
+    on_scratch(options.postgres_url.clone(), |settings| async move {
+        run(&settings, &options).await
+    })
+    .await
 }
 
 /// What wrk measured.

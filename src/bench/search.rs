@@ -9,7 +9,7 @@ use anyhow::Context;
 use herald_channels::{ChannelKind, PublishedItem, portal::render_page};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
-use super::{BenchOptions, backend_name, drop_scratch, err, percentile, scratch};
+use super::{backend_name, err, on_scratch, percentile};
 use crate::{
     accounts::{self, Caller, NewUser},
     clock::{Clock, china_offset},
@@ -220,15 +220,10 @@ fn generate(dice: &mut Dice, i: usize) -> Generated {
 }
 
 pub async fn search(options: SearchOptions) -> anyhow::Result<()> {
-    let bench = BenchOptions {
-        targets: 0,
-        summary_runs: 0,
-        postgres_url: options.postgres_url.clone(),
-    };
-    let scratch = scratch(&bench).await?;
-    let result = run(&scratch.settings, &options).await;
-    drop_scratch(scratch).await?;
-    result
+    on_scratch(options.postgres_url.clone(), |settings| async move {
+        run(&settings, &options).await
+    })
+    .await
 }
 
 /// Writes `options.items` published items and their portal pages, through the rows the

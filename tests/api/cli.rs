@@ -452,11 +452,13 @@ fn configuration_is_layered_file_then_environment_then_flags() {
     assert_eq!(missing.status.code(), Some(2));
 }
 
-#[test]
-fn the_publish_benchmark_runs_on_sqlite_and_postgres() {
+/// Runs `herald bench ARGS` on SQLite, then on PostgreSQL when the tests have one, and
+/// checks each run printed every one of `figures`.
+fn bench_prints(args: &[&str], figures: &[&str]) {
     let run = |extra: &[&str]| {
         let output = herald()
-            .args(["bench", "publish", "--targets", "300", "--summary-runs", "3"])
+            .arg("bench")
+            .args(args)
             .args(extra)
             .output()
             .expect("runs");
@@ -466,38 +468,7 @@ fn the_publish_benchmark_runs_on_sqlite_and_postgres() {
             String::from_utf8_lossy(&output.stderr)
         );
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(stdout.contains("deliveries written: 300"), "{stdout}");
-        assert!(stdout.contains("item delivery summary"), "{stdout}");
-    };
-    run(&[]);
-    if let Ok(url) = std::env::var("HERALD_TEST_DATABASE_URL") {
-        run(&["--postgres", &url]);
-    }
-}
-
-/// `herald bench search` over more pages than one window of a PostgreSQL search, so its later
-/// windows run too; the benchmark checks every portal search against a scan and fails on a
-/// difference.
-#[test]
-fn the_search_benchmark_checks_its_searches_on_sqlite_and_postgres() {
-    let run = |extra: &[&str]| {
-        let output = herald()
-            .args(["bench", "search", "--items", "2500", "--queries", "4"])
-            .args(extra)
-            .output()
-            .expect("runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(stdout.contains("2500 published items"), "{stdout}");
-        assert!(
-            stdout.contains("28 searches, each checked against a scan"),
-            "{stdout}"
-        );
-        for figure in ["portal search", "staff list search", "发文字号", "no match"] {
+        for figure in figures {
             assert!(stdout.contains(figure), "{figure}: {stdout}");
         }
     };
@@ -505,6 +476,32 @@ fn the_search_benchmark_checks_its_searches_on_sqlite_and_postgres() {
     if let Ok(url) = std::env::var("HERALD_TEST_DATABASE_URL") {
         run(&["--postgres", &url]);
     }
+}
+
+#[test]
+fn the_publish_benchmark_runs_on_sqlite_and_postgres() {
+    bench_prints(
+        &["publish", "--targets", "300", "--summary-runs", "3"],
+        &["deliveries written: 300", "item delivery summary"],
+    );
+}
+
+/// `herald bench search` over more pages than one window of a PostgreSQL search, so its later
+/// windows run too; the benchmark checks every portal search against a scan and fails on a
+/// difference.
+#[test]
+fn the_search_benchmark_checks_its_searches_on_sqlite_and_postgres() {
+    bench_prints(
+        &["search", "--items", "2500", "--queries", "4"],
+        &[
+            "2500 published items",
+            "28 searches, each checked against a scan",
+            "portal search",
+            "staff list search",
+            "发文字号",
+            "no match",
+        ],
+    );
 }
 
 /// `herald bench portal` runs briefly end to end: the hub's item page and nginx, each under
