@@ -45,18 +45,38 @@ impl RootSpanBuilder for RequestSpan {
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {
-        let (status, arrived) = match outcome {
+        let (status, arrived, public_read) = match outcome {
             Ok(response) => (
                 response.status().as_u16(),
                 response.request().extensions().get::<Arrived>().copied(),
+                is_public_read(response.request()),
             ),
-            Err(error) => (error.as_response_error().status_code().as_u16(), None),
+            Err(error) => (error.as_response_error().status_code().as_u16(), None, false),
         };
         let latency_ms = arrived.map(|Arrived(at)| at.elapsed().as_secs_f64() * 1000.0);
         span.record("status", status);
         if let Some(latency_ms) = latency_ms {
             span.record("latency_ms", latency_ms);
         }
-        span.in_scope(|| tracing::info!(status, latency_ms, "request served"));
+        // A citizen's read of a public page is logged by the reverse proxy in front
+        // (deploy/nginx/herald.conf) and would cost the hub half its pages per second in a
+        // rush (herald bench portal); API calls, callbacks and every error stay at info.
+        if public_read && status < 400 {
+            span.in_scope(|| tracing::debug!(status, latency_ms, "request served"));
+        } else {
+            span.in_scope(|| tracing::info!(status, latency_ms, "request served"));
+        }
     }
+}
+
+/// A GET or HEAD of the public site: the portal's pages, files and feed, not the API.
+fn is_public_read(request: &actix_web::HttpRequest) -> bool {
+    let path = request.path();
+    matches!(
+        *request.method(),
+        actix_web::http::Method::GET | actix_web::http::Method::HEAD
+    ) && !path.starts_with("/api/")
+        && !path.starts_with("/callbacks/")
+        && path != "/metrics"
+        && path != "/healthz"
 }
