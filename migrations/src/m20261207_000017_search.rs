@@ -10,8 +10,9 @@
 //! holding every piece of every word (a two-character Chinese word is one lookup; pg_trgm
 //! cannot look up words shorter than three characters) and then checks the words whole.
 //!
-//! Listings and searches read pages emergencies first, then newest first: an index in that
-//! order lets them stop after the first window instead of sorting every live page.
+//! Listings and searches read pages emergencies first, then newest first (then by id, so a
+//! window never overlaps the next): an index in exactly that order, read backwards, lets them
+//! stop after the first window instead of sorting every live page.
 
 use sea_orm_migration::{prelude::*, sea_orm::DatabaseBackend};
 
@@ -66,6 +67,7 @@ impl MigrationTrait for Migration {
                     .table("portal_pages")
                     .col("emergency")
                     .col("published_at")
+                    .col("item_id")
                     .to_owned(),
             )
             .await

@@ -369,7 +369,7 @@ async fn all_pages(hub: &Hub) -> anyhow::Result<Vec<(String, Option<String>)>> {
         .columns([portal_page::Column::ItemId, portal_page::Column::SearchKey])
         .order_by_desc(portal_page::Column::Emergency)
         .order_by_desc(portal_page::Column::PublishedAt)
-        .order_by_asc(portal_page::Column::ItemId)
+        .order_by_desc(portal_page::Column::ItemId)
         .into_tuple()
         .all(&hub.db)
         .await?)

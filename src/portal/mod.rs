@@ -97,7 +97,8 @@ const LISTED: [portal_page::Column; 4] = [
 ];
 
 /// Live pages' listing columns, emergencies first, then newest first (then by id, so that
-/// windows of a search never overlap).
+/// windows of a search never overlap): the order of the `portal_pages_newest_first` index,
+/// read backwards.
 fn listing(now: chrono::DateTime<chrono::Utc>) -> Select<portal_page::Entity> {
     use portal_page::Column as C;
     portal_page::Entity::find()
@@ -106,7 +107,7 @@ fn listing(now: chrono::DateTime<chrono::Utc>) -> Select<portal_page::Entity> {
         .filter(live(now))
         .order_by_desc(C::Emergency)
         .order_by_desc(C::PublishedAt)
-        .order_by_asc(C::ItemId)
+        .order_by_desc(C::ItemId)
 }
 
 fn entry((item_id, title, published_at, emergency): Listed) -> Entry {
@@ -157,7 +158,7 @@ async fn check_window(
         .filter(portal_page::Column::ItemId.in_subquery(ids))
         .order_by_desc(portal_page::Column::Emergency)
         .order_by_desc(portal_page::Column::PublishedAt)
-        .order_by_asc(portal_page::Column::ItemId)
+        .order_by_desc(portal_page::Column::ItemId)
         .into_tuple()
         .all(db)
         .await?)
