@@ -452,29 +452,25 @@ fn configuration_is_layered_file_then_environment_then_flags() {
     assert_eq!(missing.status.code(), Some(2));
 }
 
-/// Runs `herald bench ARGS` on SQLite, then on PostgreSQL when the tests have one, and
-/// checks each run printed every one of `figures`.
+/// Runs `herald bench ARGS`, checks it succeeded and printed every one of `figures`.
+fn bench_prints_once(args: &[&str], figures: &[&str]) {
+    let output = herald().arg("bench").args(args).output().expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    for figure in figures {
+        assert!(stdout.contains(figure), "{figure}: {stdout}");
+    }
+}
+
+/// `bench_prints_once` on SQLite, then on PostgreSQL when the tests have one.
 fn bench_prints(args: &[&str], figures: &[&str]) {
-    let run = |extra: &[&str]| {
-        let output = herald()
-            .arg("bench")
-            .args(args)
-            .args(extra)
-            .output()
-            .expect("runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        for figure in figures {
-            assert!(stdout.contains(figure), "{figure}: {stdout}");
-        }
-    };
-    run(&[]);
+    bench_prints_once(args, figures);
     if let Ok(url) = std::env::var("HERALD_TEST_DATABASE_URL") {
-        run(&["--postgres", &url]);
+        bench_prints_once(&[args, &["--postgres", &url]].concat(), figures);
     }
 }
 
@@ -508,23 +504,14 @@ fn the_search_benchmark_checks_its_searches_on_sqlite_and_postgres() {
 /// wrk, each answering without errors (nginx and wrk come from scripts/install-test-deps).
 #[test]
 fn the_portal_benchmark_loads_the_hub_beside_nginx() {
-    let output = herald()
-        .args(["bench", "portal", "--seconds", "1", "--connections", "8"])
-        .output()
-        .expect("runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    bench_prints_once(
+        &["portal", "--seconds", "1", "--connections", "8"],
+        &[
+            "herald (kept pages",
+            "nginx (the same bytes",
+            "ratio herald / nginx",
+        ],
     );
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    for figure in [
-        "herald (kept pages",
-        "nginx (the same bytes",
-        "ratio herald / nginx",
-    ] {
-        assert!(stdout.contains(figure), "{figure}: {stdout}");
-    }
 }
 
 fn session_of(response: &reqwest::Response) -> String {
