@@ -24,6 +24,7 @@ mod m20261206_000016_password_change;
 mod m20261207_000017_search;
 mod m20261207_000018_organs;
 mod m20261207_000019_portal_generation;
+mod m20261207_000020_search_key_inline;
 
 /// A named index over `cols` of `table`.
 fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
@@ -59,6 +60,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000017_search::Migration),
             Box::new(m20261207_000018_organs::Migration),
             Box::new(m20261207_000019_portal_generation::Migration),
+            Box::new(m20261207_000020_search_key_inline::Migration),
         ]
     }
 }

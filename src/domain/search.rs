@@ -88,14 +88,6 @@ impl SearchTerms {
             .collect::<Vec<_>>()
             .join(" & ")
     }
-
-    /// The words as `LIKE` patterns, `%`, `_` and the escape character itself escaped.
-    pub fn like_patterns(&self) -> impl Iterator<Item = String> + '_ {
-        self.0.iter().map(|word| {
-            let escaped = word.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-            format!("%{escaped}%")
-        })
-    }
 }
 
 /// The pieces a word is looked up by: its two-character pieces, or the one character of a
@@ -136,12 +128,6 @@ mod tests {
         assert!(!SearchTerms::parse("水务 抗旱").unwrap().unwrap().all_in(&stored));
         assert!(SearchTerms::parse("100%").unwrap().unwrap().all_in(&stored));
         assert!(!SearchTerms::parse("1_0").unwrap().unwrap().all_in(&stored));
-        let patterns: Vec<String> = SearchTerms::parse("50%_a\\b")
-            .unwrap()
-            .unwrap()
-            .like_patterns()
-            .collect();
-        assert_eq!(patterns, ["%50\\%\\_a\\\\b%"]);
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod store;
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
     Select,
-    sea_query::{Expr, Func, LikeExpr, Query},
+    sea_query::{Alias, Expr, Func, Order, Query},
 };
 
 use herald_channels::{ChannelKind, portal::PortalPage};
@@ -129,8 +129,9 @@ pub async fn entries(hub: &Hub, condition: Condition) -> Result<Vec<Entry>, Erro
     Ok(rows.into_iter().map(entry).collect())
 }
 
-/// Candidates a PostgreSQL search checks at a time, newest first: enough that a window
-/// usually holds a whole listing of matches, few enough that checking one stays cheap.
+/// Pages a PostgreSQL search checks newest first before it turns to the grams index, and
+/// candidates it checks at a time after that: enough that a word on a fifth of the pages fills
+/// a listing from the newest ones alone, few enough that checking them all stays cheap.
 const SEARCH_WINDOW: u64 = 1000;
 
 /// A listing's row, and whether it holds every word searched for (NULL, for a page with no
@@ -175,20 +176,56 @@ fn keep_matches(found: &mut Vec<Listed>, rows: Vec<Checked>) -> bool {
     whole
 }
 
+/// Of the newest `SEARCH_WINDOW` live pages, in listing order, the first `LIST_LIMIT` that hold
+/// every word. The check runs page by page down the newest-first index and stops once the
+/// listing is full: a word on most pages costs a few hundred checks, not the whole window.
+async fn newest_matches(
+    db: &impl sea_orm::ConnectionTrait,
+    now: chrono::DateTime<chrono::Utc>,
+    terms: &SearchTerms,
+) -> Result<Vec<Listed>, Error> {
+    use portal_page::Column as C;
+    let newest = Alias::new("newest");
+    let mut window = listing(now).into_query();
+    window.column(C::SearchKey).limit(SEARCH_WINDOW);
+    let mut query = Query::select();
+    query
+        .columns(LISTED.map(|column| (newest.clone(), column)))
+        .from_subquery(window, newest.clone())
+        .cond_where(crate::store::holds_every_word(
+            db.get_database_backend(),
+            (newest.clone(), C::SearchKey),
+            terms,
+        ));
+    for column in [C::Emergency, C::PublishedAt, C::ItemId] {
+        query.order_by((newest.clone(), column), Order::Desc);
+    }
+    query.limit(LIST_LIMIT as u64);
+    let mut found = Vec::new();
+    for row in db.query_all(&query).await? {
+        found.push((
+            row.try_get("", "item_id")?,
+            row.try_get("", "title")?,
+            row.try_get("", "published_at")?,
+            row.try_get("", "emergency")?,
+        ));
+    }
+    Ok(found)
+}
+
 /// Live pages holding every word of `terms`, listed as `entries` lists them.
 ///
-/// SQLite, which has no index for this, scans with a `LIKE` per word. PostgreSQL first checks
-/// the newest pages (a common word is on enough of them to fill the listing), then finds the
-/// rest through the grams index (migration 000017), a window at a time. The grams condition
-/// goes to the index even where the planner would rather scan: it cannot tell a word on most
-/// pages from a rare one, and a scan reads every page's whole set of grams.
+/// SQLite, which has no index for this, checks pages newest first until the listing is full.
+/// PostgreSQL does the same over the newest pages only (a common word is on enough of them to
+/// fill the listing), then finds the rest through the grams index (migration 000017), a
+/// window at a time. The grams condition goes to the index even where the planner would
+/// rather scan: it cannot tell a word on most pages from a rare one, and a scan reads every
+/// page's whole set of grams.
 pub async fn search(hub: &Hub, terms: &SearchTerms) -> Result<Vec<Entry>, Error> {
     let now = hub.clock.now();
-    let holds_every_word = terms
-        .like_patterns()
-        .map(|pattern| portal_page::Column::SearchKey.like(LikeExpr::new(pattern).escape('\\')))
-        .fold(Condition::all(), Condition::add);
-    if !crate::store::is_postgres(&hub.db) {
+    let backend = hub.db.get_database_backend();
+    let holds_every_word = crate::store::holds_every_word(backend, portal_page::Column::SearchKey, terms);
+    if backend != sea_orm::DbBackend::Postgres {
         let rows = listing(now)
             .filter(holds_every_word)
             .limit(LIST_LIMIT as u64)
@@ -197,12 +234,8 @@ pub async fn search(hub: &Hub, terms: &SearchTerms) -> Result<Vec<Entry>, Error>
             .await?;
         return Ok(rows.into_iter().map(entry).collect());
     }
-    let mut found = Vec::new();
-    let more = keep_matches(
-        &mut found,
-        check_window(&hub.db, listing(now), 0, &holds_every_word).await?,
-    );
-    if more && found.len() < LIST_LIMIT {
+    let mut found = newest_matches(&hub.db, now, terms).await?;
+    if found.len() < LIST_LIMIT {
         found.clear();
         let holds_every_piece = Expr::cust_with_values("search_grams @@ $1::tsquery", [terms.grams_query()]);
         let txn = crate::store::begin_read(&hub.db).await?;

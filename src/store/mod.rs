@@ -107,6 +107,29 @@ pub fn among<'a>(
     Expr::col(column).in_subquery(select)
 }
 
+/// `column` holds every word of `terms`, each as plain text (`%` and `_` too): `strpos` on
+/// PostgreSQL, `instr` on SQLite. Both search bytes; `LIKE '%…%'` matched Chinese text
+/// character by character and cost about ten times as much a page (measured on PostgreSQL
+/// over 1,000 pages of 2 kB).
+pub fn holds_every_word(
+    backend: DbBackend,
+    column: impl IntoColumnRef + Clone,
+    terms: &crate::domain::search::SearchTerms,
+) -> sea_orm::Condition {
+    let position = match backend {
+        DbBackend::Postgres => "strpos",
+        _ => "instr",
+    };
+    terms.words().iter().fold(sea_orm::Condition::all(), |all, word| {
+        all.add(
+            Func::cust(position)
+                .arg(Expr::col(column.clone()))
+                .arg(word.as_str())
+                .gt(0),
+        )
+    })
+}
+
 /// Values for a hand-written statement, each placeholder made as its value is added, in the
 /// order they appear in the text: `$n` on PostgreSQL, `?` on SQLite. SQLite takes `$n` for a
 /// named parameter and looks each name up at prepare time, which for a thousand-row `VALUES`

@@ -22,7 +22,7 @@ pub use review::{
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
     ColumnTrait, Condition, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::LikeExpr,
+    QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 
@@ -216,8 +216,13 @@ pub async fn list_items(hub: &Hub, caller: &Caller, filter: ItemFilter) -> Resul
     }
     let terms =
         SearchTerms::parse(filter.q.as_deref().unwrap_or_default()).map_err(|e| Error::validation("q", e))?;
-    for pattern in terms.iter().flat_map(SearchTerms::like_patterns) {
-        condition = condition.add(item::Column::SearchKey.like(LikeExpr::new(pattern).escape('\\')));
+    if let Some(terms) = &terms {
+        let backend = hub.db.get_database_backend();
+        condition = condition.add(crate::store::holds_every_word(
+            backend,
+            item::Column::SearchKey,
+            terms,
+        ));
     }
     let page = Page::parse(filter.limit, filter.offset, 50, MAX_PAGE)?;
     let query = item::Entity::find().filter(condition);
