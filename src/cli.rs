@@ -358,11 +358,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
     match command {
         Command::CheckConfig => {
             ReferenceData::load(&settings)?;
-            let mut shown = settings.clone();
-            if !shown.storage.secrets_key.is_empty() {
-                shown.storage.secrets_key = "[redacted]".into();
-            }
-            println!("{}", toml::to_string_pretty(&shown)?);
+            println!("{}", toml::to_string_pretty(&settings.shown())?);
             println!("# configuration OK");
             Ok(ExitCode::SUCCESS)
         }

@@ -27,6 +27,41 @@ pub struct Settings {
     pub portal: PortalSettings,
 }
 
+/// What stands in for a secret wherever settings are shown.
+const REDACTED: &str = "[redacted]";
+
+impl Settings {
+    /// The settings as `check-config` prints them: every secret replaced (the secrets key,
+    /// passwords, also inside a database or broker URL, the metrics token), so the output can
+    /// be pasted into a ticket.
+    pub fn shown(&self) -> Settings {
+        let mut shown = self.clone();
+        for secret in [
+            &mut shown.storage.secrets_key,
+            &mut shown.mqtt.password,
+            &mut shown.server.metrics_token,
+        ] {
+            if !secret.is_empty() {
+                *secret = REDACTED.into();
+            }
+        }
+        shown.storage.database_url = without_password(&self.storage.database_url);
+        shown.mqtt.url = without_password(&self.mqtt.url);
+        shown
+    }
+}
+
+/// `url` with the password in it, if any, replaced.
+fn without_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => match parsed.set_password(Some(REDACTED)) {
+            Ok(()) => parsed.to_string(),
+            Err(()) => REDACTED.into(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
 /// What the portal says of the site itself: its footer (the identification a government site
 /// must show) and where applications for disclosure (依申请公开) go.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,9 +149,9 @@ impl Default for MqttSettings {
 impl std::fmt::Debug for MqttSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MqttSettings")
-            .field("url", &self.url)
+            .field("url", &without_password(&self.url))
             .field("username", &self.username)
-            .field("password", &"[redacted]")
+            .field("password", &REDACTED)
             .field("client_id", &self.client_id)
             .field("command_lifetime_seconds", &self.command_lifetime_seconds)
             .field("issuer_key_id", &self.issuer_key_id)
@@ -207,14 +242,10 @@ impl Default for StorageSettings {
 /// The key never reaches a log line through `{:?}` of the settings.
 impl std::fmt::Debug for StorageSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let key = if self.secrets_key.is_empty() {
-            ""
-        } else {
-            "[redacted]"
-        };
+        let key = if self.secrets_key.is_empty() { "" } else { REDACTED };
         f.debug_struct("StorageSettings")
             .field("data_dir", &self.data_dir)
-            .field("database_url", &self.database_url)
+            .field("database_url", &without_password(&self.database_url))
             .field("max_connections", &self.max_connections)
             .field("secrets_key", &key)
             .finish()

@@ -445,6 +445,35 @@ fn configuration_is_layered_file_then_environment_then_flags() {
         );
     }
 
+    // What it prints can be pasted into a ticket: no secret is in it, the rest is.
+    let with_secrets = check(
+        &[
+            (
+                "HERALD_STORAGE__DATABASE_URL",
+                "postgres://herald:db-pass-7f3a@db.example:5432/herald",
+            ),
+            ("HERALD_STORAGE__SECRETS_KEY", "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e7a9b1"),
+            ("HERALD_MQTT__URL", "mqtt://hub:url-pass-51c8@broker.example:1883"),
+            ("HERALD_MQTT__PASSWORD", "mqtt-pass-2e6d"),
+            ("HERALD_SERVER__METRICS_TOKEN", "metrics-token-8c1b"),
+        ],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&with_secrets.stdout);
+    for secret in [
+        "db-pass-7f3a",
+        "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e7a9b1",
+        "url-pass-51c8",
+        "mqtt-pass-2e6d",
+        "metrics-token-8c1b",
+    ] {
+        assert!(!text.contains(secret), "{secret} is printed:\n{text}");
+    }
+    assert!(
+        text.contains("db.example:5432/herald") && text.contains("broker.example"),
+        "{text}"
+    );
+
     let missing = herald()
         .args(["--config", "/nonexistent/herald.toml", "check-config"])
         .output()
