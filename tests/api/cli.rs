@@ -452,7 +452,10 @@ fn configuration_is_layered_file_then_environment_then_flags() {
                 "HERALD_STORAGE__DATABASE_URL",
                 "postgres://herald:db-pass-7f3a@db.example:5432/herald",
             ),
-            ("HERALD_STORAGE__SECRETS_KEY", "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e7a9b1"),
+            (
+                "HERALD_STORAGE__SECRETS_KEY",
+                "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e7a9b1",
+            ),
             ("HERALD_MQTT__URL", "mqtt://hub:url-pass-51c8@broker.example:1883"),
             ("HERALD_MQTT__PASSWORD", "mqtt-pass-2e6d"),
             ("HERALD_SERVER__METRICS_TOKEN", "metrics-token-8c1b"),
