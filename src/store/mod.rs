@@ -97,6 +97,14 @@ pub fn among<'a>(
     column: impl IntoColumnRef,
     ids: impl IntoIterator<Item = &'a str>,
 ) -> Expr {
+    Expr::col(column).in_subquery(id_list(backend, ids))
+}
+
+/// `SELECT value FROM` the ids, unpacked by the database from one JSON value (see `among`).
+pub fn id_list<'a>(
+    backend: DbBackend,
+    ids: impl IntoIterator<Item = &'a str>,
+) -> sea_orm::sea_query::SelectStatement {
     let list = serde_json::Value::from(ids.into_iter().collect::<Vec<_>>()).to_string();
     let unpacked = match backend {
         DbBackend::Postgres => Func::cust("json_array_elements_text").arg(Func::cast_as(list, "json")),
@@ -104,7 +112,7 @@ pub fn among<'a>(
     };
     let mut select = Query::select();
     select.column("value").from_function(unpacked, "ids");
-    Expr::col(column).in_subquery(select)
+    select
 }
 
 /// `column` holds every word of `terms`, each as plain text (`%` and `_` too): `strpos` on
