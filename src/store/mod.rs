@@ -47,8 +47,27 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The PostgreSQL advisory lock migrations run under ("MIGR"; any constant no other lock of
+/// Herald's uses).
+const MIGRATION_LOCK: i64 = 0x4D49_4752;
+
+/// Brings the schema up to date. Several instances may start at once on one PostgreSQL: the
+/// migrations run in one transaction under an advisory lock, so one instance migrates while
+/// the others wait and then find nothing left to do, and an upgrade that fails part-way leaves
+/// the schema as it was. Unguarded, two instances created the same table at once and one of
+/// them failed to start.
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
-    Migrator::up(db, None).await.context("database migration failed")
+    if !is_postgres(db) {
+        return Migrator::up(db, None).await.context("database migration failed");
+    }
+    let txn = db.begin().await?;
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+        .await?;
+    Migrator::up(&txn, None)
+        .await
+        .context("database migration failed")?;
+    txn.commit().await?;
+    Ok(())
 }
 
 /// A transaction that will write. On SQLite it takes the write lock at `BEGIN`, so two writers

@@ -322,3 +322,50 @@ fn every_command_and_setting_the_guide_names_exists() {
         );
     }
 }
+
+/// Upgrades with several instances (section 8 of the guide): instances started at once on a
+/// fresh PostgreSQL database all come up, and each migration is applied exactly once.
+#[tokio::test]
+async fn instances_migrating_one_postgresql_at_once_all_succeed_and_apply_each_migration_once() {
+    use sea_orm::{ConnectionTrait, Database};
+    let Ok(base) = std::env::var("HERALD_TEST_DATABASE_URL") else {
+        eprintln!("HERALD_TEST_DATABASE_URL is not set: no PostgreSQL for this test");
+        return;
+    };
+    let url = crate::helpers::fresh_postgres_url(&base).await;
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let instances: Vec<_> = (0..4)
+        .map(|_| {
+            herald()
+                .arg("migrate")
+                .env("HERALD_STORAGE__DATABASE_URL", &url)
+                .env("HERALD_STORAGE__SECRETS_KEY", "7e57".repeat(16))
+                .env("HERALD_STORAGE__DATA_DIR", data_dir.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("herald migrate starts")
+        })
+        .collect();
+    for instance in instances {
+        let output = instance.wait_with_output().expect("herald migrate ends");
+        assert!(
+            output.status.success(),
+            "an instance failed to migrate: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let db = Database::connect(url.as_str()).await.expect("connect");
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT count(*) AS applied, count(DISTINCT version) AS distinct_versions FROM seaql_migrations",
+        ))
+        .await
+        .expect("query")
+        .expect("a row");
+    let applied: i64 = row.try_get("", "applied").expect("applied");
+    let distinct: i64 = row.try_get("", "distinct_versions").expect("distinct");
+    assert_eq!(applied, distinct, "a migration was recorded twice");
+    assert!(applied >= 20, "only {applied} migrations were applied");
+}
