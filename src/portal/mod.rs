@@ -38,7 +38,7 @@ pub async fn shown_state(hub: &Hub) -> Result<ShownState, Error> {
     let next_expiry = item::Entity::find()
         .select_only()
         .expr_as(Func::min(Expr::col(item::Column::ExpiresAt)), "next_expiry")
-        .filter(item::Column::State.eq(ItemState::Published))
+        .filter(item::Column::State.eq(ItemState::Published.as_str()))
         .filter(item::Column::ExpiresAt.gt(now))
         .into_tuple::<Option<chrono::DateTime<chrono::Utc>>>()
         .one(&hub.db)
@@ -64,23 +64,32 @@ pub struct Entry {
 
 /// Pages whose item is still published and not past its expiry at `now`: a withdrawal or an
 /// expiry takes effect here at once, before the expiry step or any delivery runs.
+///
+/// The item is looked up per page (`EXISTS`), not gathered first (`IN`): given the list of
+/// every published item, SQLite read the pages by it and sorted them all, 0.36 s for a
+/// listing of 100,000 pages, where reading the newest-first index and stopping at a listing's
+/// worth takes 2 ms. PostgreSQL plans both alike.
 pub fn live(now: chrono::DateTime<chrono::Utc>) -> Condition {
+    // Scoped: its blanket `eq` would shadow `PartialEq::eq` elsewhere in this file.
+    use sea_orm::sea_query::ExprTrait;
     Condition::all()
         .add(portal_page::Column::WithdrawnAt.is_null())
-        .add(
-            portal_page::Column::ItemId.in_subquery(
-                Query::select()
-                    .column(item::Column::Id)
-                    .from(item::Entity)
-                    .and_where(item::Column::State.eq(ItemState::Published))
-                    .cond_where(
-                        Condition::any()
-                            .add(item::Column::ExpiresAt.is_null())
-                            .add(item::Column::ExpiresAt.gt(now)),
-                    )
-                    .to_owned(),
-            ),
-        )
+        .add(Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(item::Entity)
+                .and_where(
+                    Expr::col((item::Entity, item::Column::Id))
+                        .equals((portal_page::Entity, portal_page::Column::ItemId)),
+                )
+                .and_where(Expr::col((item::Entity, item::Column::State)).eq(ItemState::Published.as_str()))
+                .cond_where(
+                    Condition::any()
+                        .add(Expr::col((item::Entity, item::Column::ExpiresAt)).is_null())
+                        .add(Expr::col((item::Entity, item::Column::ExpiresAt)).gt(now)),
+                )
+                .to_owned(),
+        ))
 }
 
 /// Entries a listing shows at most.
