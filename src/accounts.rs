@@ -105,6 +105,11 @@ pub struct NewUser {
     pub password: Option<String>,
 }
 
+/// Compares secrets without an early exit, so timing does not reveal how much matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
 /// 18 random bytes in URL-safe text: enough entropy for tokens and one-time passwords.
 /// `bytes` of system randomness, hex-encoded: for secrets shown once and stored hashed.
 pub fn random_secret(bytes: usize) -> Result<String> {

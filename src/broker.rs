@@ -114,7 +114,7 @@ impl BrokerGate {
 
     async fn verdict(&self, client_id: &str, username: &str, password: &[u8]) -> Verdict {
         if username == self.hub_login.username {
-            let matches = constant_time_eq(password, self.hub_login.password.as_bytes());
+            let matches = crate::accounts::constant_time_eq(password, self.hub_login.password.as_bytes());
             return if matches {
                 Verdict::Hub
             } else {
@@ -143,10 +143,6 @@ impl BrokerGate {
             }
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 struct AuthHook(Arc<BrokerGate>);

@@ -71,24 +71,40 @@ pub async fn login(req: HttpRequest, input: ApiJson<LoginInput>) -> Reply {
         client: &client,
     };
     let (secret, caller) = accounts::login(&hub, attempt).await?;
-    let secure = req
-        .app_data::<web::Data<PublicSite>>()
-        .is_some_and(|site| site.https);
-    let cookie = Cookie::build(SESSION_COOKIE, secret)
+    let cookie = session_cookie(&req, &hub, secret);
+    Ok(HttpResponse::Ok().cookie(cookie).json(MeView::of(&caller)))
+}
+
+/// The `herald_session` cookie for a new session: HttpOnly, SameSite=Strict, `Secure` when
+/// the public URL is https, living as long as the session.
+pub(crate) fn session_cookie(req: &HttpRequest, hub: &crate::hub::Hub, secret: String) -> Cookie<'static> {
+    Cookie::build(SESSION_COOKIE, secret)
         .path("/")
         .http_only(true)
-        .secure(secure)
+        .secure(is_https(req))
         .same_site(actix_web::cookie::SameSite::Strict)
         .max_age(actix_web::cookie::time::Duration::hours(i64::from(
             hub.settings.auth.session_hours,
         )))
-        .finish();
-    Ok(HttpResponse::Ok().cookie(cookie).json(MeView::of(&caller)))
+        .finish()
+}
+
+/// Whether the hub is reached over https (its public URL), so cookies must be `Secure`.
+pub(crate) fn is_https(req: &HttpRequest) -> bool {
+    req.app_data::<web::Data<PublicSite>>()
+        .is_some_and(|site| site.https)
+}
+
+/// The cookie that clears the session cookie in the browser.
+pub(crate) fn session_removal() -> Cookie<'static> {
+    let mut expired = Cookie::build(SESSION_COOKIE, "").path("/").finish();
+    expired.make_removal();
+    expired
 }
 
 /// The client's address: from the configured proxy header when there is one, else the TCP
 /// peer. What cannot be read as an address counts as the peer, so a forged header gains nothing.
-fn client_address(req: &HttpRequest, header: &str) -> String {
+pub(crate) fn client_address(req: &HttpRequest, header: &str) -> String {
     let peer = req
         .peer_addr()
         .map(|addr| addr.ip().to_string())
@@ -113,9 +129,7 @@ pub async fn logout(req: HttpRequest) -> Reply {
     if let Some(cookie) = req.cookie(SESSION_COOKIE) {
         accounts::logout(&*hub(&req)?, cookie.value()).await?;
     }
-    let mut expired = Cookie::build(SESSION_COOKIE, "").path("/").finish();
-    expired.make_removal();
-    Ok(HttpResponse::NoContent().cookie(expired).finish())
+    Ok(HttpResponse::NoContent().cookie(session_removal()).finish())
 }
 
 /// The signed-in user

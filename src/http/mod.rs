@@ -8,6 +8,7 @@
 mod accounts;
 mod alerts;
 mod callbacks;
+mod console;
 mod deliveries;
 mod devices;
 pub mod error;
@@ -344,6 +345,7 @@ impl Application {
                 .configure(configure)
                 .configure(callbacks::configure)
                 .configure(portal::configure)
+                .configure(console::configure)
                 .default_service(web::to(no_route))
         })
         .listen(listener)?

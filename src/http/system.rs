@@ -77,7 +77,7 @@ pub async fn metrics(req: HttpRequest) -> Reply {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+    if !crate::accounts::constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
         return Err(Error::Unauthenticated.into());
     }
     let mut items = Vec::with_capacity(ItemState::ALL.len());
@@ -94,11 +94,6 @@ pub async fn metrics(req: HttpRequest) -> Reply {
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(text))
-}
-
-/// Compares secrets without an early exit, so timing does not reveal how much matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -15,6 +15,7 @@ mod audit;
 mod broker;
 mod cli;
 mod conformance;
+mod console;
 mod corrections;
 mod deadlines;
 mod delivery;

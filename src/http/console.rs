@@ -1,0 +1,512 @@
+//! The staff console at `/console`: sign in, the 工作台 (the items of the caller's area), password
+//! change, sign out. Server-rendered HTML in Chinese, no script, every asset served by Herald
+//! (county networks are often closed to CDNs).
+//!
+//! Sessions are the API's own (`herald_session`). Every form carries a CSRF token that must
+//! equal the `herald_console_csrf` cookie (double submit): a page on another site can make a
+//! browser post a form here, but it can neither read nor set that cookie.
+//!
+//! **Architecture Invariant:** the console reads and changes through the same functions as the
+//! API (`accounts`, `workflow`), so a user sees and may do exactly what the API lets them.
+
+use actix_web::{
+    HttpRequest, HttpResponse,
+    cookie::Cookie,
+    http::{StatusCode, header::LOCATION},
+    web,
+};
+use askama::Template;
+use serde::Deserialize;
+
+use super::{
+    accounts::{client_address, is_https, session_cookie, session_removal},
+    error::ApiError,
+    error_zh::message_zh,
+    extract::{SESSION_COOKIE, hub},
+};
+use crate::{
+    accounts::{self, Caller, Credential, LoginAttempt, PasswordChange},
+    clock::china_offset,
+    domain::{
+        item::{Disclosure, ItemState},
+        user::Role,
+    },
+    error::Error,
+    hub::Hub,
+    workflow::{self, ItemFilter},
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/console", web::get().to(home))
+        .route("/console/login", web::get().to(login_page))
+        .route("/console/login", web::post().to(login))
+        .route("/console/logout", web::post().to(logout))
+        .route("/console/password", web::get().to(password_page))
+        .route("/console/password", web::post().to(change_password))
+        .route("/console/assets/console.css", web::get().to(stylesheet));
+}
+
+type Page = Result<HttpResponse, ApiError>;
+
+const CSRF_COOKIE: &str = "herald_console_csrf";
+
+async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(include_str!("../../templates/console/console.css"))
+}
+
+/// Who is signed in, as the header shows them.
+struct SignedIn {
+    display: String,
+    role: &'static str,
+}
+
+/// What every console page carries: the site's name, who is signed in, the form token.
+struct Frame {
+    site_name: String,
+    user: Option<SignedIn>,
+    csrf: String,
+}
+
+fn role_label(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "管理员",
+        Role::Reviewer => "审核员",
+        Role::Publisher => "发布员",
+        Role::VillageOperator => "村级操作员",
+    }
+}
+
+fn state_label(state: ItemState) -> &'static str {
+    match state {
+        ItemState::Draft => "草稿",
+        ItemState::InReview => "待审核",
+        ItemState::Approved => "已通过审核",
+        ItemState::Published => "已发布",
+        ItemState::Withdrawn => "已撤回",
+        ItemState::Expired => "已失效",
+    }
+}
+
+fn disclosure_label(disclosure: Disclosure) -> &'static str {
+    match disclosure {
+        Disclosure::Public => "主动公开",
+        Disclosure::PublicRedacted => "删减后公开",
+        Disclosure::OnRequest => "依申请公开",
+        Disclosure::NotPublic => "不予公开",
+    }
+}
+
+/// The form token of this browser: its cookie's, or a new one (then the answer sets it).
+fn csrf_token(req: &HttpRequest) -> Result<(String, Option<Cookie<'static>>), ApiError> {
+    if let Some(cookie) = req.cookie(CSRF_COOKIE)
+        && cookie.value().len() == 32
+    {
+        return Ok((cookie.value().to_owned(), None));
+    }
+    let token = accounts::random_secret(16)?;
+    let cookie = Cookie::build(CSRF_COOKIE, token.clone())
+        .path("/console")
+        .http_only(true)
+        .secure(is_https(req))
+        .same_site(actix_web::cookie::SameSite::Strict)
+        .finish();
+    Ok((token, Some(cookie)))
+}
+
+/// Whether a posted form carries this browser's form token.
+fn csrf_holds(req: &HttpRequest, posted: &str) -> bool {
+    req.cookie(CSRF_COOKIE)
+        .is_some_and(|cookie| accounts::constant_time_eq(cookie.value().as_bytes(), posted.as_bytes()))
+}
+
+/// A form posted without this browser's token: refused, with a page that says what to do.
+fn csrf_refused(hub: &Hub) -> Page {
+    message(
+        hub,
+        StatusCode::FORBIDDEN,
+        "页面已过期",
+        "表单已过期或不是从本平台提交的。请返回重新打开页面后再提交。",
+    )
+}
+
+#[derive(Template)]
+#[template(path = "console/message.html")]
+struct MessagePage {
+    frame: Frame,
+    heading: &'static str,
+    text: &'static str,
+}
+
+fn message(hub: &Hub, status: StatusCode, heading: &'static str, text: &'static str) -> Page {
+    let frame = Frame {
+        site_name: site_name(hub),
+        user: None,
+        csrf: String::new(),
+    };
+    html(status, &MessagePage { frame, heading, text }, None)
+}
+
+fn site_name(hub: &Hub) -> String {
+    format!("{}人民政府", hub.areas.root().name)
+}
+
+fn html(status: StatusCode, page: &impl Template, csrf_cookie: Option<Cookie<'static>>) -> Page {
+    let body = page
+        .render()
+        .map_err(|e| ApiError::from(Error::from(anyhow::Error::new(e))))?;
+    let mut response = HttpResponse::build(status);
+    response
+        .content_type("text/html; charset=utf-8")
+        // A console page shows one user's data: no cache keeps it.
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
+    if let Some(cookie) = csrf_cookie {
+        response.cookie(cookie);
+    }
+    Ok(response.body(body))
+}
+
+fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header((LOCATION, to)).finish()
+}
+
+/// Why a page asks for sign-in instead of showing itself.
+enum NotSignedIn {
+    /// No session cookie: the sign-in page.
+    Never,
+    /// A session cookie the hub no longer knows (expired, ended elsewhere): the sign-in page,
+    /// saying so.
+    Expired,
+}
+
+/// The signed-in caller of a console page.
+async fn signed_in(req: &HttpRequest, hub: &Hub) -> Result<Result<Caller, NotSignedIn>, ApiError> {
+    let Some(cookie) = req.cookie(SESSION_COOKIE) else {
+        return Ok(Err(NotSignedIn::Never));
+    };
+    match accounts::authenticate(hub, Credential::Session(cookie.value())).await {
+        Ok(caller) => Ok(Ok(caller)),
+        Err(Error::Unauthenticated) => Ok(Err(NotSignedIn::Expired)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn to_sign_in(why: NotSignedIn) -> Page {
+    match why {
+        NotSignedIn::Never => Ok(see_other("/console/login")),
+        // The browser drops the dead cookie, so the next visit is an ordinary sign-in.
+        NotSignedIn::Expired => with_cookie(see_other("/console/login?expired=1"), &session_removal()),
+    }
+}
+
+fn with_cookie(mut response: HttpResponse, cookie: &Cookie<'_>) -> Page {
+    response
+        .add_cookie(cookie)
+        .map_err(|e| ApiError::from(Error::from(anyhow::Error::new(e))))?;
+    Ok(response)
+}
+
+fn frame_for(hub: &Hub, caller: &Caller, csrf: String) -> Frame {
+    Frame {
+        site_name: site_name(hub),
+        user: Some(SignedIn {
+            display: caller.username.clone(),
+            role: role_label(caller.role),
+        }),
+        csrf,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/login.html")]
+struct LoginPage {
+    frame: Frame,
+    username: String,
+    notice: Option<&'static str>,
+    problem: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    expired: Option<String>,
+}
+
+async fn login_page(req: HttpRequest, query: web::Query<LoginQuery>) -> Page {
+    let hub = hub(&req)?;
+    if let Ok(caller) = signed_in(&req, &hub).await? {
+        return Ok(see_other(if caller.must_change_password {
+            "/console/password"
+        } else {
+            "/console"
+        }));
+    }
+    let (csrf, cookie) = csrf_token(&req)?;
+    let page = LoginPage {
+        frame: Frame {
+            site_name: site_name(&hub),
+            user: None,
+            csrf,
+        },
+        username: String::new(),
+        notice: query.expired.is_some().then_some("登录已过期，请重新登录。"),
+        problem: None,
+    };
+    html(StatusCode::OK, &page, cookie)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn login(req: HttpRequest, form: web::Form<LoginForm>) -> Page {
+    let hub = hub(&req)?;
+    if !csrf_holds(&req, &form.csrf) {
+        return csrf_refused(&hub);
+    }
+    let client = client_address(&req, &hub.settings.server.client_address_header);
+    let attempt = LoginAttempt {
+        username: form.username.trim(),
+        password: &form.password,
+        client: &client,
+    };
+    match accounts::login(&hub, attempt).await {
+        Ok((secret, caller)) => {
+            let to = if caller.must_change_password {
+                "/console/password"
+            } else {
+                "/console"
+            };
+            with_cookie(see_other(to), &session_cookie(&req, &hub, secret))
+        }
+        Err(e @ (Error::Unauthenticated | Error::RateLimited { .. } | Error::Validation { .. })) => {
+            let refusal = ApiError::from(e);
+            let problem = match refusal.status {
+                StatusCode::UNAUTHORIZED => "用户名或密码错误，或账号已停用。".to_owned(),
+                _ => message_zh(refusal.code, refusal.field.as_deref()),
+            };
+            let (csrf, cookie) = csrf_token(&req)?;
+            let page = LoginPage {
+                frame: Frame {
+                    site_name: site_name(&hub),
+                    user: None,
+                    csrf,
+                },
+                username: form.username.trim().to_owned(),
+                notice: None,
+                problem: Some(problem),
+            };
+            html(refusal.status, &page, cookie)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(req: HttpRequest, form: web::Form<CsrfForm>) -> Page {
+    let hub = hub(&req)?;
+    if !csrf_holds(&req, &form.csrf) {
+        return csrf_refused(&hub);
+    }
+    if let Some(cookie) = req.cookie(SESSION_COOKIE) {
+        accounts::logout(&hub, cookie.value()).await?;
+    }
+    with_cookie(see_other("/console/login"), &session_removal())
+}
+
+#[derive(Template)]
+#[template(path = "console/password.html")]
+struct PasswordPage {
+    frame: Frame,
+    first_sign_in: bool,
+    problem: Option<String>,
+}
+
+async fn password_page(req: HttpRequest) -> Page {
+    let hub = hub(&req)?;
+    let caller = match signed_in(&req, &hub).await? {
+        Ok(caller) => caller,
+        Err(why) => return to_sign_in(why),
+    };
+    let (csrf, cookie) = csrf_token(&req)?;
+    let page = PasswordPage {
+        frame: frame_for(&hub, &caller, csrf),
+        first_sign_in: caller.must_change_password,
+        problem: None,
+    };
+    html(StatusCode::OK, &page, cookie)
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+    #[serde(default)]
+    confirm_password: String,
+}
+
+async fn change_password(req: HttpRequest, form: web::Form<PasswordForm>) -> Page {
+    let hub = hub(&req)?;
+    if !csrf_holds(&req, &form.csrf) {
+        return csrf_refused(&hub);
+    }
+    let caller = match signed_in(&req, &hub).await? {
+        Ok(caller) => caller,
+        Err(why) => return to_sign_in(why),
+    };
+    let refused = |problem: String| -> Page {
+        let (csrf, cookie) = csrf_token(&req)?;
+        let page = PasswordPage {
+            frame: frame_for(&hub, &caller, csrf),
+            first_sign_in: caller.must_change_password,
+            problem: Some(problem),
+        };
+        html(StatusCode::UNPROCESSABLE_ENTITY, &page, cookie)
+    };
+    if form.new_password != form.confirm_password {
+        return refused("两次输入的新密码不一致。".to_owned());
+    }
+    let change = PasswordChange {
+        current_password: form.current_password.clone(),
+        new_password: form.new_password.clone(),
+    };
+    let session = req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned());
+    match accounts::change_password(&hub, &caller, &change, session.as_deref()).await {
+        Ok(_) => Ok(see_other("/console?changed=1")),
+        Err(e @ Error::Validation { .. }) => {
+            let refusal = ApiError::from(e);
+            refused(message_zh(refusal.code, refusal.field.as_deref()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One row of the 工作台's list.
+struct Row {
+    title: String,
+    state: &'static str,
+    disclosure: &'static str,
+    updated: String,
+    emergency: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console/home.html")]
+struct HomePage {
+    frame: Frame,
+    notice: Option<&'static str>,
+    problem: Option<String>,
+    q: String,
+    states: Vec<StateOption>,
+    total: u64,
+    /// Whether more match than the list shows.
+    more: bool,
+    rows: Vec<Row>,
+}
+
+/// A choice of the state filter.
+struct StateOption {
+    value: &'static str,
+    label: &'static str,
+    selected: bool,
+}
+
+#[derive(Deserialize)]
+struct HomeQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    state: String,
+    changed: Option<String>,
+}
+
+/// Items a 工作台 lists at most, most recently changed first.
+const HOME_ROWS: u64 = 50;
+
+async fn home(req: HttpRequest, query: web::Query<HomeQuery>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match signed_in(&req, &hub).await? {
+        Ok(caller) => caller,
+        Err(why) => return to_sign_in(why),
+    };
+    if caller.must_change_password {
+        return Ok(see_other("/console/password"));
+    }
+    let query = query.into_inner();
+    let state = ItemState::parse(&query.state);
+    let states = ItemState::ALL
+        .iter()
+        .map(|option| StateOption {
+            value: option.as_str(),
+            label: state_label(*option),
+            selected: Some(*option) == state,
+        })
+        .collect();
+    let filter = ItemFilter {
+        state,
+        area: None,
+        disclosure: None,
+        kind: None,
+        emergency: None,
+        q: (!query.q.trim().is_empty()).then(|| query.q.clone()),
+        limit: Some(HOME_ROWS),
+        offset: None,
+    };
+    let (total, rows, problem): (u64, Vec<Row>, _) = match workflow::list_items(&hub, &caller, filter).await {
+        Ok(page) => {
+            let rows = page
+                .items
+                .into_iter()
+                .map(|item| Row {
+                    title: item.title,
+                    state: state_label(item.state),
+                    disclosure: disclosure_label(item.disclosure),
+                    updated: item
+                        .updated_at
+                        .with_timezone(&china_offset())
+                        .format("%Y-%m-%d %H:%M")
+                        .to_string(),
+                    emergency: item.emergency,
+                })
+                .collect();
+            (page.total, rows, None)
+        }
+        Err(e @ Error::Validation { .. }) => {
+            let refusal = ApiError::from(e);
+            (
+                0,
+                Vec::new(),
+                Some(message_zh(refusal.code, refusal.field.as_deref())),
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (csrf, cookie) = csrf_token(&req)?;
+    let page = HomePage {
+        frame: frame_for(&hub, &caller, csrf),
+        notice: query.changed.is_some().then_some("密码已修改。"),
+        problem,
+        q: query.q,
+        states,
+        total,
+        more: total > rows.len() as u64,
+        rows,
+    };
+    html(StatusCode::OK, &page, cookie)
+}

@@ -1,0 +1,271 @@
+//! The staff console at `/console`, driven as a browser drives it: form posts with the
+//! browser's cookies, redirects read one at a time.
+
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp, VILLAGE_A, VILLAGE_B, item_body, spawn_app};
+use crate::on_both_databases;
+
+/// One browser: its own cookie jar, redirects not followed so each answer can be checked.
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+}
+
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    body: String,
+}
+
+impl Answer {
+    /// The form token the page carries.
+    fn csrf(&self) -> String {
+        self.body
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no form token on the page:\n{}", self.body))
+            .to_owned()
+    }
+
+    fn redirects_to(&self, path: &str) {
+        assert_eq!(self.status, 303, "{}", self.body);
+        assert_eq!(self.location.as_deref(), Some(path));
+    }
+
+    /// A console page: Chinese, one `h1`, a `<title>` naming it.
+    fn is_page(&self, heading: &str) {
+        assert!(
+            self.body.contains(&format!("<h1>{heading}</h1>")),
+            "not the {heading} page:\n{}",
+            self.body
+        );
+        assert_eq!(self.body.matches("<h1>").count(), 1, "one h1");
+        assert!(self.body.contains("<html lang=\"zh-CN\">"));
+        assert!(
+            self.body.contains(&format!("<title>{heading} - ")),
+            "{}",
+            self.body
+        );
+    }
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            base: app.address.clone(),
+        }
+    }
+
+    async fn answer(response: reqwest::Response) -> Answer {
+        Answer {
+            status: response.status().as_u16(),
+            location: response
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_owned),
+            body: response.text().await.expect("body"),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        Self::answer(
+            self.client
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .expect("GET"),
+        )
+        .await
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Answer {
+        Self::answer(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .form(form)
+                .send()
+                .await
+                .expect("POST"),
+        )
+        .await
+    }
+
+    /// Signs in through the form; returns the answer to the post.
+    async fn sign_in(&self, username: &str, password: &str) -> Answer {
+        let form = self.get("/console/login").await;
+        assert_eq!(form.status, 200, "{}", form.body);
+        let csrf = form.csrf();
+        self.post(
+            "/console/login",
+            &[("csrf", &csrf), ("username", username), ("password", password)],
+        )
+        .await
+    }
+}
+
+async fn village_item(app: &TestApp, user: &str, area: &str, title: &str) {
+    let mut item = item_body(area);
+    item["title"] = json!(title);
+    app.create_item(user, &item).await;
+}
+
+on_both_databases! {
+    async fn staff_sign_in_see_only_their_areas_items_and_sign_out(app: TestApp) {
+        village_item(&app, "village_a", VILLAGE_A, "甲村村务公开：十月份低保名单").await;
+        village_item(&app, "village_b", VILLAGE_B, "乙村村务公开：饮水工程验收").await;
+        let browser = Browser::new(&app);
+
+        browser.get("/console").await.redirects_to("/console/login");
+        let form = browser.get("/console/login").await;
+        form.is_page("登录");
+
+        let wrong = browser.sign_in("village_a", "not-the-password-1").await;
+        assert_eq!(wrong.status, 401);
+        wrong.is_page("登录");
+        assert!(wrong.body.contains("用户名或密码错误"), "{}", wrong.body);
+        assert!(wrong.body.contains("value=\"village_a\""), "the user name stays typed");
+
+        browser
+            .sign_in("village_a", "village_a-password-1")
+            .await
+            .redirects_to("/console");
+        let home = browser.get("/console").await;
+        assert_eq!(home.status, 200, "{}", home.body);
+        home.is_page("工作台");
+        assert!(home.body.contains("甲村村务公开：十月份低保名单"), "{}", home.body);
+        assert!(home.body.contains("草稿"));
+        assert!(!home.body.contains("乙村"), "village A sees village B's item:\n{}", home.body);
+        assert!(home.body.contains("共 1 条"), "{}", home.body);
+
+        let searched = browser.get("/console?q=%E4%BD%8E%E4%BF%9D&state=draft").await;
+        assert!(searched.body.contains("十月份低保名单") && searched.body.contains("共 1 条"));
+        let none = browser.get("/console?q=%E9%A5%AE%E6%B0%B4").await;
+        assert!(none.body.contains("共 0 条") && none.body.contains("没有符合条件的信息"));
+
+        // Signing out takes this browser's form token; without it nothing happens.
+        let forged = browser.post("/console/logout", &[("csrf", "0".repeat(32).as_str())]).await;
+        assert_eq!(forged.status, 403);
+        forged.is_page("页面已过期");
+        assert_eq!(browser.get("/console").await.status, 200, "still signed in");
+        let csrf = home.csrf();
+        browser
+            .post("/console/logout", &[("csrf", &csrf)])
+            .await
+            .redirects_to("/console/login");
+        browser.get("/console").await.redirects_to("/console/login");
+    }
+
+    async fn a_sign_in_posted_from_another_site_is_refused(app: TestApp) {
+        // The other site's page cannot read this browser's token cookie; it can only guess.
+        let browser = Browser::new(&app);
+        let refused = browser
+            .post(
+                "/console/login",
+                &[("csrf", "f".repeat(32).as_str()), ("username", "admin"), ("password", "admin-password-1")],
+            )
+            .await;
+        assert_eq!(refused.status, 403);
+        refused.is_page("页面已过期");
+        browser.get("/console").await.redirects_to("/console/login");
+    }
+
+    async fn an_expired_session_gets_a_page_that_says_so(app: TestApp) {
+        let browser = Browser::new(&app);
+        browser.sign_in("publisher", "publisher-password-1").await.redirects_to("/console");
+        assert_eq!(browser.get("/console").await.status, 200);
+        let later = app.hub.clock.now()
+            + chrono::Duration::hours(i64::from(app.hub.settings.auth.session_hours) + 1);
+        app.hub.clock.set(later);
+        browser.get("/console").await.redirects_to("/console/login?expired=1");
+        let again = browser.get("/console/login?expired=1").await;
+        again.is_page("登录");
+        assert!(again.body.contains("登录已过期，请重新登录"), "{}", again.body);
+        // The dead cookie is gone: the next visit is an ordinary sign-in.
+        browser.get("/console").await.redirects_to("/console/login");
+    }
+
+    async fn a_one_time_password_is_replaced_first(app: TestApp) {
+        let created = app
+            .post("admin", "/api/v1/users", &json!({"username": "li.si", "role": "publisher", "area_code": "530426"}))
+            .await;
+        assert_eq!(created.status, 201, "{}", created.json);
+        let one_time = created.json["generated_password"].as_str().expect("password").to_owned();
+        let browser = Browser::new(&app);
+        browser.sign_in("li.si", &one_time).await.redirects_to("/console/password");
+        browser.get("/console").await.redirects_to("/console/password");
+        let form = browser.get("/console/password").await;
+        form.is_page("修改密码");
+        assert!(form.body.contains("一次性密码"));
+        let csrf = form.csrf();
+        let change = |new: &'static str, confirm: &'static str| {
+            let csrf = csrf.clone();
+            let one_time = one_time.clone();
+            let browser = &browser;
+            async move {
+                browser
+                    .post(
+                        "/console/password",
+                        &[
+                            ("csrf", csrf.as_str()),
+                            ("current_password", one_time.as_str()),
+                            ("new_password", new),
+                            ("confirm_password", confirm),
+                        ],
+                    )
+                    .await
+            }
+        };
+        let mismatch = change("森林防火-2026-峨山", "森林防火-2026-峨").await;
+        assert_eq!(mismatch.status, 422);
+        assert!(mismatch.body.contains("两次输入的新密码不一致"), "{}", mismatch.body);
+        let weak = change("1111111111", "1111111111").await;
+        assert_eq!(weak.status, 422);
+        let problem = weak
+            .body
+            .split("class=\"problem\" role=\"alert\">")
+            .nth(1)
+            .and_then(|rest| rest.split("</p>").next())
+            .unwrap_or_else(|| panic!("no problem shown: {}", weak.body));
+        assert!(problem.contains("新密码"), "the field is named as the form labels it: {problem}");
+        change("森林防火-2026-峨山", "森林防火-2026-峨山")
+            .await
+            .redirects_to("/console?changed=1");
+        let home = browser.get("/console?changed=1").await;
+        home.is_page("工作台");
+        assert!(home.body.contains("密码已修改"));
+    }
+}
+
+/// The console's pages are the hub's own, never kept for another visitor.
+#[tokio::test]
+async fn console_pages_are_never_cached() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let browser = Browser::new(&app);
+    browser
+        .sign_in("admin", "admin-password-1")
+        .await
+        .redirects_to("/console");
+    let response = browser
+        .client
+        .get(format!("{}/console", app.address))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        response
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+    let css = browser.get("/console/assets/console.css").await;
+    assert_eq!(css.status, 200);
+}
