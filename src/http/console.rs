@@ -28,7 +28,7 @@ use crate::{
     accounts::{self, Caller, Credential, LoginAttempt, PasswordChange},
     clock::china_offset,
     domain::{
-        item::{Disclosure, ItemState},
+        item::{Disclosure, ItemState, sanitise_html, styles_as_classes},
         user::Role,
     },
     error::Error,
@@ -43,6 +43,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/console/logout", web::post().to(logout))
         .route("/console/password", web::get().to(password_page))
         .route("/console/password", web::post().to(change_password))
+        .route("/console/items/{id}", web::get().to(item_page))
+        .route("/console/items/{id}/review", web::post().to(review))
         .route("/console/assets/console.css", web::get().to(stylesheet));
 }
 
@@ -90,13 +92,12 @@ fn state_label(state: ItemState) -> &'static str {
     }
 }
 
+/// The disclosure attribute as documents print it (此件公开发布 …), without its brackets.
 fn disclosure_label(disclosure: Disclosure) -> &'static str {
-    match disclosure {
-        Disclosure::Public => "主动公开",
-        Disclosure::PublicRedacted => "删减后公开",
-        Disclosure::OnRequest => "依申请公开",
-        Disclosure::NotPublic => "不予公开",
-    }
+    disclosure
+        .annotation()
+        .trim_start_matches('（')
+        .trim_end_matches('）')
 }
 
 /// The form token of this browser: its cookie's, or a new one (then the answer sets it).
@@ -399,6 +400,7 @@ async fn change_password(req: HttpRequest, form: web::Form<PasswordForm>) -> Pag
 
 /// One row of the 工作台's list.
 struct Row {
+    id: String,
     title: String,
     state: &'static str,
     disclosure: &'static str,
@@ -474,14 +476,11 @@ async fn home(req: HttpRequest, query: web::Query<HomeQuery>) -> Page {
                 .items
                 .into_iter()
                 .map(|item| Row {
+                    id: item.id,
                     title: item.title,
                     state: state_label(item.state),
                     disclosure: disclosure_label(item.disclosure),
-                    updated: item
-                        .updated_at
-                        .with_timezone(&china_offset())
-                        .format("%Y-%m-%d %H:%M")
-                        .to_string(),
+                    updated: shown_time(item.updated_at),
                     emergency: item.emergency,
                 })
                 .collect();
@@ -509,4 +508,198 @@ async fn home(req: HttpRequest, query: web::Query<HomeQuery>) -> Page {
         rows,
     };
     html(StatusCode::OK, &page, cookie)
+}
+
+/// A time as staff read it: Beijing time, to the minute.
+fn shown_time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.with_timezone(&china_offset())
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
+}
+
+#[derive(Template)]
+#[template(path = "console/item.html")]
+struct ItemPage {
+    frame: Frame,
+    id: String,
+    version: i32,
+    title: String,
+    facts: Vec<(&'static str, String)>,
+    review_comment: Option<String>,
+    body: String,
+    may_review: bool,
+    notice: Option<&'static str>,
+    problem: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ItemQuery {
+    done: Option<String>,
+}
+
+/// What a review decision did, as the item page then says it.
+fn done_notice(done: Option<&str>) -> Option<&'static str> {
+    match done? {
+        "approved" => Some("已审核通过。"),
+        "rejected" => Some("已退回修改，审核意见已告知发布员。"),
+        _ => None,
+    }
+}
+
+async fn item_page(req: HttpRequest, id: web::Path<String>, query: web::Query<ItemQuery>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match signed_in(&req, &hub).await? {
+        Ok(caller) => caller,
+        Err(why) => return to_sign_in(why),
+    };
+    if caller.must_change_password {
+        return Ok(see_other("/console/password"));
+    }
+    let notice = done_notice(query.done.as_deref());
+    show_item(&req, &hub, &caller, &id, StatusCode::OK, notice, None).await
+}
+
+/// The item page of `id` as `caller` may see it; an item outside their area is not found.
+async fn show_item(
+    req: &HttpRequest,
+    hub: &Hub,
+    caller: &Caller,
+    id: &str,
+    status: StatusCode,
+    notice: Option<&'static str>,
+    problem: Option<String>,
+) -> Page {
+    let item = match workflow::get_item(hub, caller, id).await {
+        Ok(item) => item,
+        Err(Error::NotFound(_)) => {
+            return message(hub, StatusCode::NOT_FOUND, "信息不存在", "没有找到这条信息。");
+        }
+        // As the API answers: the item exists, but not within the caller's area.
+        Err(Error::Forbidden(_)) => {
+            return message(
+                hub,
+                StatusCode::FORBIDDEN,
+                "无权查看",
+                "这条信息不在您的管辖范围内。",
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let content = &item.content;
+    let mut facts = vec![
+        ("索引号", content.index_no.clone()),
+        ("发文字号", content.doc_no.clone().unwrap_or_default()),
+        ("成文日期", content.written_date.format("%Y-%m-%d").to_string()),
+        ("发文机关", content.issuers.join("、")),
+        ("主题分类", content.topic.join("\\")),
+        ("公开属性", disclosure_label(content.disclosure).to_owned()),
+        ("状态", state_label(item.state).to_owned()),
+        ("版本", format!("第 {} 版", item.current_version)),
+        ("更新时间", shown_time(item.updated_at)),
+    ];
+    if let Some(validity) = content.validity {
+        facts.push(("有效性", validity.label_zh().to_owned()));
+    }
+    if let Some(reason) = &content.legal_reason {
+        facts.push(("不公开理由", reason.clone()));
+    }
+    let in_review = item.state == ItemState::InReview
+        || item.correcting == Some(crate::domain::item::Correcting::InReview);
+    let (csrf, cookie) = csrf_token(req)?;
+    let page = ItemPage {
+        frame: frame_for(hub, caller, csrf),
+        id: item.id.clone(),
+        version: item.current_version,
+        title: content.title.clone(),
+        facts,
+        review_comment: item.review_comment.clone(),
+        body: styles_as_classes(&sanitise_html(&content.body)),
+        may_review: in_review && caller.role.may_review() && item.author_id != caller.id,
+        notice,
+        problem,
+    };
+    html(status, &page, cookie)
+}
+
+#[derive(Deserialize)]
+struct ReviewForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    version: i32,
+    /// "yes" when the 保密审查 box is ticked; browsers send nothing for an unticked box.
+    confidentiality_checked: Option<String>,
+    #[serde(default)]
+    comment: String,
+    #[serde(default)]
+    decision: String,
+}
+
+/// 审核通过 records the 保密审查 and approves the version the reviewer read; 退回修改 sends it
+/// back with the comment. Both through the API's own review steps.
+async fn review(req: HttpRequest, id: web::Path<String>, form: web::Form<ReviewForm>) -> Page {
+    let hub = hub(&req)?;
+    if !csrf_holds(&req, &form.csrf) {
+        return csrf_refused(&hub);
+    }
+    let caller = match signed_in(&req, &hub).await? {
+        Ok(caller) => caller,
+        Err(why) => return to_sign_in(why),
+    };
+    if caller.must_change_password {
+        return Ok(see_other("/console/password"));
+    }
+    let form = form.into_inner();
+    let decided = match form.decision.as_str() {
+        "approve" => approve(&hub, &caller, &id, form).await.map(|()| "approved"),
+        "reject" => workflow::reject(
+            &hub,
+            &caller,
+            &id,
+            workflow::RejectInput {
+                version: form.version,
+                comment: form.comment,
+            },
+        )
+        .await
+        .map(|_| "rejected"),
+        _ => Err(Error::validation("decision", "choose 审核通过 or 退回修改")),
+    };
+    match decided {
+        Ok(done) => Ok(see_other(&format!("/console/items/{}?done={done}", id.as_str()))),
+        Err(Error::NotFound(what)) => Err(Error::NotFound(what).into()),
+        Err(
+            e @ (Error::Validation { .. }
+            | Error::Refused { .. }
+            | Error::Conflict { .. }
+            | Error::Forbidden(_)),
+        ) => {
+            let refusal = ApiError::from(e);
+            let problem = match refusal.code {
+                "invalid" | "forbidden" => message_zh(refusal.code, refusal.field.as_deref()),
+                _ => format!(
+                    "{}（{}）",
+                    message_zh(refusal.code, refusal.field.as_deref()),
+                    refusal.message
+                ),
+            };
+            show_item(&req, &hub, &caller, &id, refusal.status, None, Some(problem)).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn approve(hub: &Hub, caller: &Caller, id: &str, form: ReviewForm) -> Result<(), Error> {
+    let check = workflow::ConfidentialityCheckInput {
+        version: form.version,
+        confirmed: form.confidentiality_checked.as_deref() == Some("yes"),
+        comment: String::new(),
+    };
+    workflow::confidentiality_check(hub, caller, id, check).await?;
+    let approval = workflow::ApproveInput {
+        version: form.version,
+        comment: form.comment,
+    };
+    workflow::approve(hub, caller, id, approval).await?;
+    Ok(())
 }

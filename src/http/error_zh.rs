@@ -65,7 +65,7 @@ pub fn without_parser_position(message: &str) -> String {
     }
 }
 
-const LABELS: [(&str, &str); 54] = [
+const LABELS: [(&str, &str); 55] = [
     ("title", "标题"),
     ("body", "正文"),
     ("summary", "摘要"),
@@ -101,6 +101,7 @@ const LABELS: [(&str, &str); 54] = [
     ("reason", "理由"),
     ("version", "版本"),
     ("confirmed", "保密审查确认"),
+    ("decision", "审核结论"),
     ("channel", "渠道"),
     ("channels", "渠道"),
     ("targets", "发布目标"),

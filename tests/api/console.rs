@@ -29,6 +29,15 @@ impl Answer {
             .to_owned()
     }
 
+    /// The problem the page reports (`class="problem"`).
+    fn problem(&self) -> &str {
+        self.body
+            .split("class=\"problem\" role=\"alert\">")
+            .nth(1)
+            .and_then(|rest| rest.split("</p>").next())
+            .unwrap_or_else(|| panic!("no problem shown:\n{}", self.body))
+    }
+
     fn redirects_to(&self, path: &str) {
         assert_eq!(self.status, 303, "{}", self.body);
         assert_eq!(self.location.as_deref(), Some(path));
@@ -130,7 +139,7 @@ on_both_databases! {
         let wrong = browser.sign_in("village_a", "not-the-password-1").await;
         assert_eq!(wrong.status, 401);
         wrong.is_page("登录");
-        assert!(wrong.body.contains("用户名或密码错误"), "{}", wrong.body);
+        assert!(wrong.problem().contains("用户名或密码错误"));
         assert!(wrong.body.contains("value=\"village_a\""), "the user name stays typed");
 
         browser
@@ -225,15 +234,10 @@ on_both_databases! {
         };
         let mismatch = change("森林防火-2026-峨山", "森林防火-2026-峨").await;
         assert_eq!(mismatch.status, 422);
-        assert!(mismatch.body.contains("两次输入的新密码不一致"), "{}", mismatch.body);
+        assert!(mismatch.problem().contains("两次输入的新密码不一致"));
         let weak = change("1111111111", "1111111111").await;
         assert_eq!(weak.status, 422);
-        let problem = weak
-            .body
-            .split("class=\"problem\" role=\"alert\">")
-            .nth(1)
-            .and_then(|rest| rest.split("</p>").next())
-            .unwrap_or_else(|| panic!("no problem shown: {}", weak.body));
+        let problem = weak.problem();
         assert!(problem.contains("新密码"), "the field is named as the form labels it: {problem}");
         change("森林防火-2026-峨山", "森林防火-2026-峨山")
             .await
@@ -241,6 +245,83 @@ on_both_databases! {
         let home = browser.get("/console?changed=1").await;
         home.is_page("工作台");
         assert!(home.body.contains("密码已修改"));
+    }
+}
+
+on_both_databases! {
+    async fn a_reviewer_approves_with_the_confidentiality_check_or_sends_back_with_a_comment(app: TestApp) {
+        let mut item = item_body("530426");
+        item["title"] = json!("关于做好冬季供水保障工作的通知");
+        let first = app.create_item("publisher", &item).await;
+        let second = app.create_item("publisher", &item_body("530426")).await;
+        for id in [&first, &second] {
+            let submitted = app.post("publisher", &format!("/api/v1/items/{id}/submit"), &json!({})).await;
+            assert_eq!(submitted.status, 200, "{}", submitted.json);
+        }
+        // The author sees the item but no review form: no one reviews what they wrote.
+        let author = Browser::new(&app);
+        author.sign_in("publisher", "publisher-password-1").await.redirects_to("/console");
+        let own = author.get(&format!("/console/items/{first}")).await;
+        own.is_page("关于做好冬季供水保障工作的通知");
+        assert!(own.body.contains("待审核") && !own.body.contains("审核通过</button>"), "{}", own.body);
+
+        let reviewer = Browser::new(&app);
+        reviewer.sign_in("reviewer", "reviewer-password-1").await.redirects_to("/console");
+        let queue = reviewer.get("/console?state=in_review").await;
+        assert!(queue.body.contains(&format!("href=\"/console/items/{first}\"")), "{}", queue.body);
+        let page = reviewer.get(&format!("/console/items/{first}")).await;
+        page.is_page("关于做好冬季供水保障工作的通知");
+        for fact in ["索引号", "成文日期", "发文机关", "此件公开发布", "第 1 版"] {
+            assert!(page.body.contains(fact), "{fact}: {}", page.body);
+        }
+        let csrf = page.csrf();
+        let decide = |id: String, decision: &'static str, checked: bool, comment: &'static str| {
+            let csrf = csrf.clone();
+            let reviewer = &reviewer;
+            async move {
+                let mut form = vec![("csrf", csrf.clone()), ("version", "1".to_owned()), ("decision", decision.to_owned()), ("comment", comment.to_owned())];
+                if checked {
+                    form.push(("confidentiality_checked", "yes".to_owned()));
+                }
+                let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                reviewer.post(&format!("/console/items/{id}/review"), &form).await
+            }
+        };
+
+        let unchecked = decide(first.clone(), "approve", false, "").await;
+        assert_eq!(unchecked.status, 422);
+        assert!(unchecked.problem().contains("保密审查"), "{}", unchecked.problem());
+        assert_eq!(app.get("admin", &format!("/api/v1/items/{first}")).await.json["state"], "in_review");
+
+        decide(first.clone(), "approve", true, "同意发布").await.redirects_to(&format!("/console/items/{first}?done=approved"));
+        let approved = reviewer.get(&format!("/console/items/{first}?done=approved")).await;
+        assert!(approved.body.contains("已审核通过") && approved.body.contains("已通过审核"), "{}", approved.body);
+        assert_eq!(app.get("admin", &format!("/api/v1/items/{first}")).await.json["state"], "approved");
+
+        let no_reason = decide(second.clone(), "reject", false, "").await;
+        assert_eq!(no_reason.status, 422);
+        assert!(no_reason.problem().contains("审核意见"), "{}", no_reason.problem());
+        decide(second.clone(), "reject", false, "请补充发文字号").await.redirects_to(&format!("/console/items/{second}?done=rejected"));
+        let sent_back = author.get(&format!("/console/items/{second}")).await;
+        assert!(sent_back.body.contains("草稿") && sent_back.body.contains("审核意见：请补充发文字号"), "{}", sent_back.body);
+    }
+
+    async fn an_item_outside_ones_area_is_not_shown_in_the_console(app: TestApp) {
+        let mut item = item_body(VILLAGE_B);
+        item["title"] = json!("乙村村务公开：饮水工程验收");
+        let id = app.create_item("village_b", &item).await;
+        let village_a = Browser::new(&app);
+        village_a.sign_in("village_a", "village_a-password-1").await.redirects_to("/console");
+        let hidden = village_a.get(&format!("/console/items/{id}")).await;
+        assert_eq!(hidden.status, 403, "as the API answers");
+        hidden.is_page("无权查看");
+        assert!(!hidden.body.contains("饮水工程"));
+        let village_b = Browser::new(&app);
+        village_b.sign_in("village_b", "village_b-password-1").await.redirects_to("/console");
+        assert_eq!(village_b.get(&format!("/console/items/{id}")).await.status, 200);
+        let missing = village_b.get("/console/items/no-such-item").await;
+        assert_eq!(missing.status, 404);
+        missing.is_page("信息不存在");
     }
 }
 
