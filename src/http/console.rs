@@ -27,13 +27,15 @@ use super::{
 use crate::{
     accounts::{self, Caller, Credential, LoginAttempt, PasswordChange},
     clock::china_offset,
+    delivery::{self, DeliveryKind, DeliveryState},
     domain::{
         item::{Disclosure, ItemState, sanitise_html, styles_as_classes},
         user::Role,
     },
     error::Error,
     hub::Hub,
-    workflow::{self, ItemFilter},
+    idempotency::IdempotencyKey,
+    workflow::{self, ItemFilter, PublishInput},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -45,6 +47,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/console/password", web::post().to(change_password))
         .route("/console/items/{id}", web::get().to(item_page))
         .route("/console/items/{id}/review", web::post().to(review))
+        .route("/console/items/{id}/publish", web::get().to(publish_page))
+        .route("/console/items/{id}/publish", web::post().to(publish))
         .route("/console/assets/console.css", web::get().to(stylesheet));
 }
 
@@ -207,6 +211,31 @@ fn with_cookie(mut response: HttpResponse, cookie: &Cookie<'_>) -> Page {
         .add_cookie(cookie)
         .map_err(|e| ApiError::from(Error::from(anyhow::Error::new(e))))?;
     Ok(response)
+}
+
+/// The caller of a staff page, or the answer that sends the browser elsewhere: to sign in, or
+/// (signed in with a one-time password) to choose their own password first.
+async fn staff(req: &HttpRequest, hub: &Hub) -> Result<Result<Caller, HttpResponse>, ApiError> {
+    let caller = match signed_in(req, hub).await? {
+        Ok(caller) => caller,
+        Err(why) => return to_sign_in(why).map(Err),
+    };
+    if caller.must_change_password {
+        return Ok(Err(see_other("/console/password")));
+    }
+    Ok(Ok(caller))
+}
+
+/// `staff`, for a posted form: it must carry this browser's form token.
+async fn staff_posting(
+    req: &HttpRequest,
+    hub: &Hub,
+    csrf: &str,
+) -> Result<Result<Caller, HttpResponse>, ApiError> {
+    if !csrf_holds(req, csrf) {
+        return csrf_refused(hub).map(Err);
+    }
+    staff(req, hub).await
 }
 
 fn frame_for(hub: &Hub, caller: &Caller, csrf: String) -> Frame {
@@ -443,13 +472,10 @@ const HOME_ROWS: u64 = 50;
 
 async fn home(req: HttpRequest, query: web::Query<HomeQuery>) -> Page {
     let hub = hub(&req)?;
-    let caller = match signed_in(&req, &hub).await? {
+    let caller = match staff(&req, &hub).await? {
         Ok(caller) => caller,
-        Err(why) => return to_sign_in(why),
+        Err(elsewhere) => return Ok(elsewhere),
     };
-    if caller.must_change_password {
-        return Ok(see_other("/console/password"));
-    }
     let query = query.into_inner();
     let state = ItemState::parse(&query.state);
     let states = ItemState::ALL
@@ -528,8 +554,32 @@ struct ItemPage {
     review_comment: Option<String>,
     body: String,
     may_review: bool,
+    may_publish: bool,
+    deliveries: Vec<DeliveryRow>,
+    /// Deliveries still under way: the page reloads itself until they settle.
+    under_way: bool,
     notice: Option<&'static str>,
     problem: Option<String>,
+}
+
+/// One delivery of the status list: a target of a channel, coloured by state.
+struct DeliveryRow {
+    channel: &'static str,
+    target: String,
+    kind: &'static str,
+    state: &'static str,
+    /// The state's wire name, the row's colour class.
+    state_class: &'static str,
+    attempts: i32,
+    error: String,
+}
+
+/// A delivery not yet settled: waiting, being sent, or sent and awaiting the channel's report.
+fn under_way(state: DeliveryState) -> bool {
+    matches!(
+        state,
+        DeliveryState::Pending | DeliveryState::Sending | DeliveryState::Retrying | DeliveryState::Accepted
+    )
 }
 
 #[derive(Deserialize)]
@@ -542,19 +592,17 @@ fn done_notice(done: Option<&str>) -> Option<&'static str> {
     match done? {
         "approved" => Some("已审核通过。"),
         "rejected" => Some("已退回修改，审核意见已告知发布员。"),
+        "published" => Some("已发布，正在向各渠道发送。"),
         _ => None,
     }
 }
 
 async fn item_page(req: HttpRequest, id: web::Path<String>, query: web::Query<ItemQuery>) -> Page {
     let hub = hub(&req)?;
-    let caller = match signed_in(&req, &hub).await? {
+    let caller = match staff(&req, &hub).await? {
         Ok(caller) => caller,
-        Err(why) => return to_sign_in(why),
+        Err(elsewhere) => return Ok(elsewhere),
     };
-    if caller.must_change_password {
-        return Ok(see_other("/console/password"));
-    }
     let notice = done_notice(query.done.as_deref());
     show_item(&req, &hub, &caller, &id, StatusCode::OK, notice, None).await
 }
@@ -603,6 +651,25 @@ async fn show_item(
     if let Some(reason) = &content.legal_reason {
         facts.push(("不公开理由", reason.clone()));
     }
+    let deliveries = delivery::item_deliveries(hub, caller, id, delivery::DeliveryFilter::default())
+        .await?
+        .deliveries;
+    let under_way = deliveries.iter().any(|d| under_way(d.state));
+    let deliveries = deliveries
+        .into_iter()
+        .map(|d| DeliveryRow {
+            channel: d.channel.label_zh(),
+            target: d.target_name,
+            kind: match d.kind {
+                DeliveryKind::Publish => "发布",
+                DeliveryKind::Withdraw => "撤回",
+            },
+            state: d.state.label_zh(),
+            state_class: d.state.as_str(),
+            attempts: d.attempts,
+            error: d.last_error.unwrap_or_default(),
+        })
+        .collect();
     let in_review = item.state == ItemState::InReview
         || item.correcting == Some(crate::domain::item::Correcting::InReview);
     let (csrf, cookie) = csrf_token(req)?;
@@ -615,6 +682,9 @@ async fn show_item(
         review_comment: item.review_comment.clone(),
         body: styles_as_classes(&sanitise_html(&content.body)),
         may_review: in_review && caller.role.may_review() && item.author_id != caller.id,
+        may_publish: item.state == ItemState::Approved && caller.role.may_publish(),
+        deliveries,
+        under_way,
         notice,
         problem,
     };
@@ -639,16 +709,10 @@ struct ReviewForm {
 /// back with the comment. Both through the API's own review steps.
 async fn review(req: HttpRequest, id: web::Path<String>, form: web::Form<ReviewForm>) -> Page {
     let hub = hub(&req)?;
-    if !csrf_holds(&req, &form.csrf) {
-        return csrf_refused(&hub);
-    }
-    let caller = match signed_in(&req, &hub).await? {
+    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
         Ok(caller) => caller,
-        Err(why) => return to_sign_in(why),
+        Err(elsewhere) => return Ok(elsewhere),
     };
-    if caller.must_change_password {
-        return Ok(see_other("/console/password"));
-    }
     let form = form.into_inner();
     let decided = match form.decision.as_str() {
         "approve" => approve(&hub, &caller, &id, form).await.map(|()| "approved"),
@@ -667,25 +731,22 @@ async fn review(req: HttpRequest, id: web::Path<String>, form: web::Form<ReviewF
     };
     match decided {
         Ok(done) => Ok(see_other(&format!("/console/items/{}?done={done}", id.as_str()))),
-        Err(Error::NotFound(what)) => Err(Error::NotFound(what).into()),
-        Err(
-            e @ (Error::Validation { .. }
-            | Error::Refused { .. }
-            | Error::Conflict { .. }
-            | Error::Forbidden(_)),
-        ) => {
+        Err(e) => item_refusal(&req, &hub, &caller, &id, e).await,
+    }
+}
+
+/// A workflow step's refusal, said in Chinese on the item's page; any other error is an error.
+async fn item_refusal(req: &HttpRequest, hub: &Hub, caller: &Caller, id: &str, error: Error) -> Page {
+    match error {
+        e @ (Error::Validation { .. }
+        | Error::Refused { .. }
+        | Error::Conflict { .. }
+        | Error::Forbidden(_)) => {
             let refusal = ApiError::from(e);
-            let problem = match refusal.code {
-                "invalid" | "forbidden" => message_zh(refusal.code, refusal.field.as_deref()),
-                _ => format!(
-                    "{}（{}）",
-                    message_zh(refusal.code, refusal.field.as_deref()),
-                    refusal.message
-                ),
-            };
-            show_item(&req, &hub, &caller, &id, refusal.status, None, Some(problem)).await
+            let problem = message_zh(refusal.code, refusal.field.as_deref());
+            show_item(req, hub, caller, id, refusal.status, None, Some(problem)).await
         }
-        Err(e) => Err(e.into()),
+        e => Err(e.into()),
     }
 }
 
@@ -702,4 +763,79 @@ async fn approve(hub: &Hub, caller: &Caller, id: &str, form: ReviewForm) -> Resu
     };
     workflow::approve(hub, caller, id, approval).await?;
     Ok(())
+}
+
+/// The targets a publication reaches, by channel, as the confirmation names them.
+struct ReachedChannel {
+    channel: &'static str,
+    targets: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/publish.html")]
+struct PublishPage {
+    frame: Frame,
+    id: String,
+    title: String,
+    channels: Vec<ReachedChannel>,
+    /// Names this confirmation: posted twice (a double click, a resent form), it publishes once.
+    request: String,
+}
+
+/// Before publishing, the page names every target it will reach.
+async fn publish_page(req: HttpRequest, id: web::Path<String>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff(&req, &hub).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    let item = match workflow::get_item(&hub, &caller, &id).await {
+        Ok(item) => item,
+        Err(_) => return Ok(see_other(&format!("/console/items/{}", id.as_str()))),
+    };
+    let targets = workflow::preview_targets(&hub, &caller, &id, PublishInput::default()).await?;
+    let mut channels: Vec<ReachedChannel> = Vec::new();
+    for target in targets {
+        let channel = target.channel.label_zh();
+        match channels.iter_mut().find(|c| c.channel == channel) {
+            Some(reached) => reached.targets.push(target.name),
+            None => channels.push(ReachedChannel {
+                channel,
+                targets: vec![target.name],
+            }),
+        }
+    }
+    let (csrf, cookie) = csrf_token(&req)?;
+    let page = PublishPage {
+        frame: frame_for(&hub, &caller, csrf),
+        id: item.id,
+        title: item.content.title,
+        channels,
+        request: accounts::random_secret(16)?,
+    };
+    html(StatusCode::OK, &page, cookie)
+}
+
+#[derive(Deserialize)]
+struct PublishForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    request: String,
+}
+
+async fn publish(req: HttpRequest, id: web::Path<String>, form: web::Form<PublishForm>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    let key = IdempotencyKey::parse(&format!("console-publish-{}", form.request))?;
+    match workflow::publish(&hub, &caller, &id, &key, PublishInput::default()).await {
+        Ok(_) => Ok(see_other(&format!(
+            "/console/items/{}?done=published",
+            id.as_str()
+        ))),
+        Err(e) => item_refusal(&req, &hub, &caller, &id, e).await,
+    }
 }

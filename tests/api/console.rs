@@ -325,6 +325,77 @@ on_both_databases! {
     }
 }
 
+on_both_databases! {
+    async fn a_publisher_confirms_the_targets_publishes_once_and_watches_the_deliveries(app: TestApp) {
+        let mut item = item_body("530426");
+        item["title"] = json!("关于开展冬季森林防火巡查的通告");
+        let id = app.create_item("publisher", &item).await;
+        let approved = app.approve("publisher", "reviewer", &id).await;
+        assert_eq!(approved.status, 200, "{}", approved.json);
+
+        let publisher = Browser::new(&app);
+        publisher.sign_in("publisher", "publisher-password-1").await.redirects_to("/console");
+        let page = publisher.get(&format!("/console/items/{id}")).await;
+        assert!(page.body.contains(&format!("href=\"/console/items/{id}/publish\"")), "{}", page.body);
+        assert!(!page.body.contains("送达情况"), "nothing sent yet");
+
+        let confirm = publisher.get(&format!("/console/items/{id}/publish")).await;
+        confirm.is_page("确认发布");
+        assert!(confirm.body.contains("政府门户网站"), "the targets are named by channel: {}", confirm.body);
+        let csrf = confirm.csrf();
+        let request = confirm
+            .body
+            .split("name=\"request\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the confirmation names its request")
+            .to_owned();
+        // A double click posts the confirmation twice: it publishes once.
+        for _ in 0..2 {
+            publisher
+                .post(&format!("/console/items/{id}/publish"), &[("csrf", &csrf), ("request", &request)])
+                .await
+                .redirects_to(&format!("/console/items/{id}?done=published"));
+        }
+        let deliveries = app.get("admin", &format!("/api/v1/items/{id}/deliveries")).await;
+        let sent = deliveries.json["deliveries"].as_array().expect("deliveries").len();
+        assert!(sent >= 1, "{}", deliveries.json);
+
+        let waiting = publisher.get(&format!("/console/items/{id}?done=published")).await;
+        assert!(waiting.body.contains("已发布，正在向各渠道发送"));
+        assert!(waiting.body.contains("送达情况") && waiting.body.contains("待发送"), "{}", waiting.body);
+        assert!(waiting.body.contains("http-equiv=\"refresh\""), "the page refreshes while deliveries run");
+
+        app.deliver_due().await;
+        let done = publisher.get(&format!("/console/items/{id}")).await;
+        assert!(done.body.contains("已送达") && done.body.contains("state-delivered"), "{}", done.body);
+        assert!(!done.body.contains("http-equiv=\"refresh\""), "settled: no more refreshing");
+        assert_eq!(
+            app.get("admin", &format!("/api/v1/items/{id}/deliveries")).await.json["deliveries"]
+                .as_array()
+                .expect("deliveries")
+                .len(),
+            sent,
+            "the second post published nothing more"
+        );
+
+        // A reviewer may not publish; the page offers them nothing and the post is refused.
+        let other = app.create_item("publisher", &item_body("530426")).await;
+        assert_eq!(app.approve("publisher", "reviewer", &other).await.status, 200);
+        let reviewer = Browser::new(&app);
+        reviewer.sign_in("reviewer", "reviewer-password-1").await.redirects_to("/console");
+        let theirs = reviewer.get(&format!("/console/items/{other}")).await;
+        assert!(!theirs.body.contains("/publish\""), "{}", theirs.body);
+        let csrf = theirs.csrf();
+        let refused = reviewer
+            .post(&format!("/console/items/{other}/publish"), &[("csrf", &csrf), ("request", "r1")])
+            .await;
+        assert_eq!(refused.status, 403);
+        assert!(refused.problem().contains("权限"), "{}", refused.problem());
+        assert_eq!(app.get("admin", &format!("/api/v1/items/{other}")).await.json["state"], "approved");
+    }
+}
+
 /// The console's pages are the hub's own, never kept for another visitor.
 #[tokio::test]
 async fn console_pages_are_never_cached() {
