@@ -79,6 +79,13 @@ pub enum Validity {
 }
 
 impl Validity {
+    pub const ALL: [Validity; 4] = [
+        Validity::Current,
+        Validity::Amended,
+        Validity::Repealed,
+        Validity::Lapsed,
+    ];
+
     pub fn label_zh(self) -> &'static str {
         match self {
             Validity::Current => "现行有效",
@@ -111,6 +118,53 @@ pub enum Genre {
     News,
     Interpretation,
     Other,
+}
+
+impl Genre {
+    /// Every genre, in the order forms offer them: the 公文 kinds as the 条例 lists them first.
+    pub const ALL: [Genre; 18] = [
+        Genre::Resolution,
+        Genre::Decision,
+        Genre::Order,
+        Genre::Communique,
+        Genre::Announcement,
+        Genre::PublicNotice,
+        Genre::Opinion,
+        Genre::Notice,
+        Genre::Bulletin,
+        Genre::Report,
+        Genre::Request,
+        Genre::Reply,
+        Genre::Motion,
+        Genre::Letter,
+        Genre::Minutes,
+        Genre::News,
+        Genre::Interpretation,
+        Genre::Other,
+    ];
+
+    pub fn label_zh(self) -> &'static str {
+        match self {
+            Genre::Resolution => "决议",
+            Genre::Decision => "决定",
+            Genre::Order => "命令（令）",
+            Genre::Communique => "公报",
+            Genre::Announcement => "公告",
+            Genre::PublicNotice => "通告",
+            Genre::Opinion => "意见",
+            Genre::Notice => "通知",
+            Genre::Bulletin => "通报",
+            Genre::Report => "报告",
+            Genre::Request => "请示",
+            Genre::Reply => "批复",
+            Genre::Motion => "议案",
+            Genre::Letter => "函",
+            Genre::Minutes => "纪要",
+            Genre::News => "新闻动态",
+            Genre::Interpretation => "政策解读",
+            Genre::Other => "其他",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -29,7 +29,7 @@ use crate::{
     clock::china_offset,
     delivery::{self, DeliveryKind, DeliveryState},
     domain::{
-        item::{Disclosure, ItemState, sanitise_html, styles_as_classes},
+        item::{Disclosure, Genre, ItemInput, ItemState, Validity, sanitise_html, styles_as_classes},
         user::Role,
     },
     error::Error,
@@ -45,7 +45,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/console/logout", web::post().to(logout))
         .route("/console/password", web::get().to(password_page))
         .route("/console/password", web::post().to(change_password))
+        // Before `{id}`, which would take "new" for an id.
+        .route("/console/items/new", web::get().to(compose_page))
+        .route("/console/items", web::post().to(compose))
         .route("/console/items/{id}", web::get().to(item_page))
+        .route("/console/items/{id}/submit", web::post().to(submit))
         .route("/console/items/{id}/review", web::post().to(review))
         .route("/console/items/{id}/publish", web::get().to(publish_page))
         .route("/console/items/{id}/publish", web::post().to(publish))
@@ -419,11 +423,7 @@ async fn change_password(req: HttpRequest, form: web::Form<PasswordForm>) -> Pag
     let session = req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned());
     match accounts::change_password(&hub, &caller, &change, session.as_deref()).await {
         Ok(_) => Ok(see_other("/console?changed=1")),
-        Err(e @ Error::Validation { .. }) => {
-            let refusal = ApiError::from(e);
-            refused(message_zh(refusal.code, refusal.field.as_deref()))
-        }
-        Err(e) => Err(e.into()),
+        Err(e) => refused(refusal(e)?.1),
     }
 }
 
@@ -443,6 +443,7 @@ struct HomePage {
     frame: Frame,
     notice: Option<&'static str>,
     problem: Option<String>,
+    may_author: bool,
     q: String,
     states: Vec<StateOption>,
     total: u64,
@@ -512,21 +513,14 @@ async fn home(req: HttpRequest, query: web::Query<HomeQuery>) -> Page {
                 .collect();
             (page.total, rows, None)
         }
-        Err(e @ Error::Validation { .. }) => {
-            let refusal = ApiError::from(e);
-            (
-                0,
-                Vec::new(),
-                Some(message_zh(refusal.code, refusal.field.as_deref())),
-            )
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) => (0, Vec::new(), Some(refusal(e)?.1)),
     };
     let (csrf, cookie) = csrf_token(&req)?;
     let page = HomePage {
         frame: frame_for(&hub, &caller, csrf),
         notice: query.changed.is_some().then_some("密码已修改。"),
         problem,
+        may_author: caller.role.may_author(),
         q: query.q,
         states,
         total,
@@ -554,6 +548,7 @@ struct ItemPage {
     review_comment: Option<String>,
     body: String,
     may_review: bool,
+    may_submit: bool,
     may_publish: bool,
     deliveries: Vec<DeliveryRow>,
     /// Deliveries still under way: the page reloads itself until they settle.
@@ -593,6 +588,8 @@ fn done_notice(done: Option<&str>) -> Option<&'static str> {
         "approved" => Some("已审核通过。"),
         "rejected" => Some("已退回修改，审核意见已告知发布员。"),
         "published" => Some("已发布，正在向各渠道发送。"),
+        "created" => Some("草稿已保存。核对无误后请提交审核。"),
+        "submitted" => Some("已提交审核。"),
         _ => None,
     }
 }
@@ -682,6 +679,7 @@ async fn show_item(
         review_comment: item.review_comment.clone(),
         body: styles_as_classes(&sanitise_html(&content.body)),
         may_review: in_review && caller.role.may_review() && item.author_id != caller.id,
+        may_submit: item.state == ItemState::Draft && caller.role.may_author(),
         may_publish: item.state == ItemState::Approved && caller.role.may_publish(),
         deliveries,
         under_way,
@@ -735,19 +733,30 @@ async fn review(req: HttpRequest, id: web::Path<String>, form: web::Form<ReviewF
     }
 }
 
-/// A workflow step's refusal, said in Chinese on the item's page; any other error is an error.
-async fn item_refusal(req: &HttpRequest, hub: &Hub, caller: &Caller, id: &str, error: Error) -> Page {
+/// A refusal a page says in Chinese: its status, the message, and the field it is about (the
+/// form's name for it, without a list position); `Err` for anything that is no refusal.
+fn refusal(error: Error) -> Result<(StatusCode, String, String), Error> {
     match error {
         e @ (Error::Validation { .. }
         | Error::Refused { .. }
         | Error::Conflict { .. }
         | Error::Forbidden(_)) => {
             let refusal = ApiError::from(e);
-            let problem = message_zh(refusal.code, refusal.field.as_deref());
-            show_item(req, hub, caller, id, refusal.status, None, Some(problem)).await
+            let field = refusal.field.as_deref().unwrap_or_default();
+            Ok((
+                refusal.status,
+                message_zh(refusal.code, refusal.field.as_deref()),
+                field.split(['[', '.']).next().unwrap_or(field).to_owned(),
+            ))
         }
-        e => Err(e.into()),
+        e => Err(e),
     }
+}
+
+/// A workflow step's refusal, said on the item's page; any other error is an error.
+async fn item_refusal(req: &HttpRequest, hub: &Hub, caller: &Caller, id: &str, error: Error) -> Page {
+    let (status, problem, _) = refusal(error)?;
+    show_item(req, hub, caller, id, status, None, Some(problem)).await
 }
 
 async fn approve(hub: &Hub, caller: &Caller, id: &str, form: ReviewForm) -> Result<(), Error> {
@@ -837,5 +846,257 @@ async fn publish(req: HttpRequest, id: web::Path<String>, form: web::Form<Publis
             id.as_str()
         ))),
         Err(e) => item_refusal(&req, &hub, &caller, &id, e).await,
+    }
+}
+
+#[derive(Deserialize)]
+struct SubmitForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn submit(req: HttpRequest, id: web::Path<String>, form: web::Form<SubmitForm>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    match workflow::submit(&hub, &caller, &id).await {
+        Ok(_) => Ok(see_other(&format!(
+            "/console/items/{}?done=submitted",
+            id.as_str()
+        ))),
+        Err(e) => item_refusal(&req, &hub, &caller, &id, e).await,
+    }
+}
+
+/// A choice in a select or a radio group.
+struct Choice {
+    value: String,
+    label: String,
+    selected: bool,
+}
+
+fn choices<T>(
+    items: impl IntoIterator<Item = T>,
+    chosen: &str,
+    value_label: impl Fn(&T) -> (String, String),
+) -> Vec<Choice> {
+    items
+        .into_iter()
+        .map(|item| {
+            let (value, label) = value_label(&item);
+            Choice {
+                selected: value == chosen,
+                value,
+                label,
+            }
+        })
+        .collect()
+}
+
+/// What the compose form holds, as typed: shown again as it was when something is refused.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ComposeForm {
+    csrf: String,
+    title: String,
+    summary: String,
+    body: String,
+    index_no: String,
+    doc_no: String,
+    confirm_duplicate_doc_no: Option<String>,
+    written_date: String,
+    issuers: String,
+    genre: String,
+    topic: String,
+    catalog: String,
+    area_code: String,
+    validity: String,
+    expires_on: String,
+    emergency: Option<String>,
+    disclosure: String,
+    legal_reason: String,
+    redacted_body: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/compose.html")]
+struct ComposePage {
+    frame: Frame,
+    form: ComposeForm,
+    problem: Option<String>,
+    /// The field the problem is about, marked in the form.
+    invalid: String,
+    index_no_example: String,
+    genres: Vec<Choice>,
+    topics: Vec<Choice>,
+    catalog: Vec<Choice>,
+    areas: Vec<Choice>,
+    validities: Vec<Choice>,
+    disclosures: Vec<Choice>,
+}
+
+fn compose_page_for(
+    hub: &Hub,
+    caller: &Caller,
+    csrf: String,
+    form: ComposeForm,
+    problem: Option<(String, String)>,
+) -> ComposePage {
+    let topics = hub.topics.classes().iter().flat_map(|class| {
+        std::iter::once(class.name.clone()).chain(
+            class
+                .entries
+                .iter()
+                .map(|entry| format!("{}\\{entry}", class.name)),
+        )
+    });
+    let (problem, invalid) = problem.map_or((None, String::new()), |(text, field)| (Some(text), field));
+    ComposePage {
+        frame: frame_for(hub, caller, csrf),
+        problem,
+        invalid,
+        index_no_example: format!(
+            "{}/{}-00001",
+            hub.settings.content.organisation_code,
+            hub.clock.now().with_timezone(&china_offset()).format("%Y")
+        ),
+        genres: choices(
+            Genre::ALL,
+            if form.genre.is_empty() {
+                "notice"
+            } else {
+                &form.genre
+            },
+            |g| (wire_name(g), g.label_zh().to_owned()),
+        ),
+        topics: choices(topics, &form.topic, |t| (t.clone(), t.clone())),
+        catalog: choices(hub.catalog.iter(), &form.catalog, |entry| {
+            (entry.code.clone(), format!("{}（{}）", entry.name, entry.code))
+        }),
+        areas: choices(
+            hub.areas.iter().filter(|area| area.code.is_within(&caller.area)),
+            if form.area_code.is_empty() {
+                caller.area.as_str()
+            } else {
+                &form.area_code
+            },
+            |area| (area.code.as_str().to_owned(), area.name.clone()),
+        ),
+        validities: choices(Validity::ALL, &form.validity, |v| {
+            (wire_name(v), v.label_zh().to_owned())
+        }),
+        disclosures: choices(
+            Disclosure::ALL.iter().copied(),
+            if form.disclosure.is_empty() {
+                "public"
+            } else {
+                &form.disclosure
+            },
+            |d| (d.as_str().to_owned(), disclosure_label(*d).to_owned()),
+        ),
+        form,
+    }
+}
+
+/// A value's name as the API takes it (serde's), for a form's `value`.
+fn wire_name(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
+    }
+}
+
+/// The form's value for a field the API takes by its serde name.
+fn by_wire_name<T: serde::de::DeserializeOwned>(field: &str, raw: &str) -> Result<T, Error> {
+    serde_json::from_value(serde_json::Value::String(raw.to_owned()))
+        .map_err(|_| Error::validation(field, format!("unknown value {raw:?}")))
+}
+
+fn optional(raw: &str) -> Option<String> {
+    let trimmed = raw.trim();
+    (!trimmed.is_empty()).then(|| trimmed.to_owned())
+}
+
+fn date(field: &str, raw: &str) -> Result<chrono::NaiveDate, Error> {
+    chrono::NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
+        .map_err(|_| Error::validation(field, "must be a date, YYYY-MM-DD"))
+}
+
+/// The form as the API's item input; a field that cannot be read is refused naming it.
+fn item_input(form: &ComposeForm) -> Result<ItemInput, Error> {
+    Ok(ItemInput {
+        title: form.title.trim().to_owned(),
+        body: form.body.clone(),
+        summary: form.summary.trim().to_owned(),
+        disclosure: by_wire_name("disclosure", &form.disclosure)?,
+        redacted_body: optional(&form.redacted_body),
+        legal_reason: optional(&form.legal_reason),
+        index_no: form.index_no.trim().to_owned(),
+        issuers: form
+            .issuers
+            .split(['、', ',', '，', ';', '；', '\n'])
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        doc_no: optional(&form.doc_no),
+        written_date: date("written_date", &form.written_date)?,
+        topic: optional(&form.topic).into_iter().collect(),
+        validity: match optional(&form.validity) {
+            Some(raw) => Some(by_wire_name("validity", &raw)?),
+            None => None,
+        },
+        genre: by_wire_name("genre", &form.genre)?,
+        keywords: Vec::new(),
+        catalog: form.catalog.clone(),
+        area_code: form.area_code.clone(),
+        tags: Vec::new(),
+        attachments: Vec::new(),
+        emergency: form.emergency.is_some(),
+        expires_on: match optional(&form.expires_on) {
+            Some(raw) => Some(date("expires_on", &raw)?),
+            None => None,
+        },
+        interprets: None,
+        confirm_duplicate_doc_no: form.confirm_duplicate_doc_no.is_some(),
+        correction_note: None,
+    })
+}
+
+async fn compose_page(req: HttpRequest) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff(&req, &hub).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    if !caller.role.may_author() {
+        return message(&hub, StatusCode::FORBIDDEN, "无权新建", "您的角色不能新建信息。");
+    }
+    let (csrf, cookie) = csrf_token(&req)?;
+    let page = compose_page_for(&hub, &caller, csrf, ComposeForm::default(), None);
+    html(StatusCode::OK, &page, cookie)
+}
+
+async fn compose(req: HttpRequest, form: web::Form<ComposeForm>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    let form = form.into_inner();
+    let created = match item_input(&form) {
+        Ok(input) => workflow::create_item(&hub, &caller, input).await,
+        Err(e) => Err(e),
+    };
+    match created {
+        Ok(item) => Ok(see_other(&format!("/console/items/{}?done=created", item.id))),
+        Err(e) => {
+            let (status, problem, field) = refusal(e)?;
+            let (csrf, cookie) = csrf_token(&req)?;
+            let page = compose_page_for(&hub, &caller, csrf, form, Some((problem, field)));
+            html(status, &page, cookie)
+        }
     }
 }

@@ -396,6 +396,91 @@ on_both_databases! {
     }
 }
 
+on_both_databases! {
+    async fn a_publisher_composes_an_item_is_told_which_field_is_wrong_and_submits_it(app: TestApp) {
+        let publisher = Browser::new(&app);
+        publisher.sign_in("publisher", "publisher-password-1").await.redirects_to("/console");
+        assert!(publisher.get("/console").await.body.contains("href=\"/console/items/new\""));
+        let form = publisher.get("/console/items/new").await;
+        form.is_page("新建信息");
+        for label in ["标题", "索引号", "发文字号", "成文日期", "发文机关", "主题分类", "此件公开发布", "此件不公开"] {
+            assert!(form.body.contains(label), "{label}");
+        }
+        let csrf = form.csrf();
+        let example = item_body("530426");
+        let index_no = example["index_no"].as_str().expect("index_no").to_owned();
+        let typed = |title: &'static str, written: &'static str| {
+            vec![
+                ("csrf", csrf.clone()),
+                ("title", title.to_owned()),
+                ("summary", "部署冬季供水保障工作".to_owned()),
+                ("body", "各乡镇人民政府：\n\n为做好今冬供水保障，现通知如下。\n\n峨山县水务局\n2026年9月20日".to_owned()),
+                ("index_no", index_no.clone()),
+                ("doc_no", "峨水发〔2026〕31号".to_owned()),
+                ("written_date", written.to_owned()),
+                ("issuers", "县水务局".to_owned()),
+                ("genre", "notice".to_owned()),
+                ("topic", "综合政务".to_owned()),
+                ("catalog", example["catalog"].as_str().expect("catalog").to_owned()),
+                ("area_code", "530426".to_owned()),
+                ("validity", String::new()),
+                ("expires_on", String::new()),
+                ("disclosure", "public".to_owned()),
+                ("legal_reason", String::new()),
+                ("redacted_body", String::new()),
+            ]
+        };
+        let post = |fields: Vec<(&'static str, String)>| {
+            let publisher = &publisher;
+            async move {
+                let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                publisher.post("/console/items", &fields).await
+            }
+        };
+
+        let no_date = post(typed("关于做好今冬供水保障工作的通知", "2026年9月20日")).await;
+        assert_eq!(no_date.status, 422);
+        assert!(no_date.problem().contains("成文日期"), "{}", no_date.problem());
+        assert!(no_date.body.contains("id=\"written_date\" name=\"written_date\" type=\"date\" value=\"2026年9月20日\" required aria-invalid=\"true\""), "the field is marked and keeps what was typed");
+        assert!(no_date.body.contains("value=\"关于做好今冬供水保障工作的通知\""), "the other fields keep what was typed");
+        let no_title = post(typed("", "2026-09-20")).await;
+        assert_eq!(no_title.status, 422);
+        assert!(no_title.problem().contains("标题"), "{}", no_title.problem());
+
+        let created = post(typed("关于做好今冬供水保障工作的通知", "2026-09-20")).await;
+        assert_eq!(created.status, 303, "{}", created.body);
+        let location = created.location.clone().expect("location");
+        let id = location
+            .trim_start_matches("/console/items/")
+            .trim_end_matches("?done=created")
+            .to_owned();
+        let item = app.get("publisher", &format!("/api/v1/items/{id}")).await;
+        assert_eq!(item.status, 200, "{}", item.json);
+        assert_eq!(item.json["state"], "draft");
+        assert_eq!(item.json["content"]["issuers"][0], "峨山彝族自治县水务局", "the alias is stored as the organ's full name");
+        assert_eq!(item.json["content"]["doc_no"], "峨水发〔2026〕31号");
+
+        let page = publisher.get(&location).await;
+        assert!(page.body.contains("草稿已保存"), "{}", page.body);
+        let csrf = page.csrf();
+        publisher
+            .post(&format!("/console/items/{id}/submit"), &[("csrf", &csrf)])
+            .await
+            .redirects_to(&format!("/console/items/{id}?done=submitted"));
+        assert_eq!(app.get("publisher", &format!("/api/v1/items/{id}")).await.json["state"], "in_review");
+
+        // A village operator composes for their own village only.
+        let village = Browser::new(&app);
+        village.sign_in("village_a", "village_a-password-1").await.redirects_to("/console");
+        let theirs = village.get("/console/items/new").await;
+        assert!(theirs.body.contains(&format!("value=\"{VILLAGE_A}\"")), "{}", theirs.body);
+        assert!(!theirs.body.contains(&format!("value=\"{VILLAGE_B}\"")), "village B is not offered");
+        let reviewer = Browser::new(&app);
+        reviewer.sign_in("reviewer", "reviewer-password-1").await.redirects_to("/console");
+        assert_eq!(reviewer.get("/console/items/new").await.status, 403);
+    }
+}
+
 /// The console's pages are the hub's own, never kept for another visitor.
 #[tokio::test]
 async fn console_pages_are_never_cached() {
