@@ -13,6 +13,7 @@ mod alerts;
 mod architecture;
 mod audit;
 mod broker;
+mod browser;
 mod cli;
 mod conformance;
 mod console;

@@ -1,0 +1,324 @@
+//! The console in a real browser: headless Chromium driven through WebDriver (Debian's
+//! `chromium` and `chromium-driver`, installed by scripts/install-test-deps), clicking through
+//! what staff do. Each main screen is saved as a PNG at desktop and phone width under
+//! `target/tmp/console-screenshots/`, with Noto CJK installed so the Chinese is legible.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp, VILLAGE_A, VILLAGE_B, item_body, spawn_app};
+
+/// chromedriver on a free port, stopped when dropped.
+struct Driver {
+    process: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+async fn start_driver() -> Driver {
+    let port = free_port();
+    let process = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver runs (scripts/install-test-deps installs chromium-driver)");
+    let url = format!("http://127.0.0.1:{port}");
+    let driver = Driver { process, url };
+    for _ in 0..100 {
+        if reqwest::get(format!("{}/status", driver.url)).await.is_ok() {
+            return driver;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not answer on port {port}");
+}
+
+/// A headless Chromium session, in Chinese, at desktop size.
+async fn browser(driver: &Driver) -> Client {
+    let binary = ["/usr/bin/chromium", "/usr/lib/chromium/chromium"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+        .expect("chromium is installed (scripts/install-test-deps)");
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": binary,
+            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--lang=zh-CN", "--window-size=1280,900"],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session")
+}
+
+fn screenshot_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot folder");
+    dir
+}
+
+/// Saves the page at desktop and at phone width (360 px), and checks what every console page
+/// must have: a Chinese `<title>` and one `<h1>`.
+async fn screens(client: &Client, name: &str) {
+    let title = client.title().await.expect("title");
+    assert!(
+        title.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)),
+        "{name}: the title {title:?} is not Chinese"
+    );
+    let headings = client.find_all(Locator::Css("h1")).await.expect("h1");
+    assert_eq!(headings.len(), 1, "{name}: one h1");
+    for (width, height, suffix) in [(1280, 900, "desktop"), (360, 780, "phone")] {
+        client.set_window_size(width, height).await.expect("resize");
+        let png = client.screenshot().await.expect("screenshot");
+        assert!(png.starts_with(b"\x89PNG"), "{name}: a PNG");
+        std::fs::write(screenshot_dir().join(format!("{name}-{suffix}.png")), png).expect("save");
+    }
+    client.set_window_size(1280, 900).await.expect("resize");
+}
+
+async fn fill(client: &Client, id: &str, text: &str) {
+    let field = client
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("#{id}: {e}"));
+    field.clear().await.expect("clear");
+    field.send_keys(text).await.expect("type");
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .expect("click");
+}
+
+/// Clicks what leads to another page, and waits until that page has loaded: the click can
+/// return before the browser leaves the page (a form post, then its 303).
+async fn follow(client: &Client, css: &str) {
+    client
+        .execute("window.heraldLeft = false", Vec::new())
+        .await
+        .expect("mark the page");
+    click(client, css).await;
+    for _ in 0..100 {
+        let arrived = client
+            .execute(
+                "return window.heraldLeft === undefined && document.readyState === 'complete'",
+                Vec::new(),
+            )
+            .await
+            .is_ok_and(|arrived| arrived == true);
+        if arrived {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("clicking {css} led to no new page");
+}
+
+/// The page's text, once it has loaded (it may be reloading itself).
+async fn text_of_page(client: &Client) -> String {
+    let mut last_error = None;
+    for _ in 0..50 {
+        let ready = client
+            .execute("return document.readyState", Vec::new())
+            .await
+            .map(|state| state == "complete")
+            .unwrap_or(false);
+        if ready {
+            let text = async { client.find(Locator::Css("body")).await?.text().await };
+            match text.await {
+                Ok(text) => return text,
+                Err(e) => last_error = Some(e),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the page did not settle: {last_error:?}");
+}
+
+/// The path the browser is at once it gets to `path` (it may still be following a redirect).
+async fn arrives_at(client: &Client, path: &str) {
+    for _ in 0..50 {
+        if client.current_url().await.expect("url").path() == path {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the browser did not get to {path}: at {}",
+        client.current_url().await.expect("url")
+    );
+}
+
+async fn sign_in(client: &Client, app: &TestApp, user: &str) {
+    client
+        .goto(&format!("{}/console/login", app.address))
+        .await
+        .expect("goto");
+    fill(client, "username", user).await;
+    fill(client, "password", &format!("{user}-password-1")).await;
+    follow(client, "form.card button[type=submit]").await;
+    arrives_at(client, "/console").await;
+}
+
+async fn sign_out(client: &Client) {
+    follow(client, "header form button[type=submit]").await;
+    arrives_at(client, "/console/login").await;
+}
+
+/// Staff click through an item's life: a publisher composes it and submits it, a reviewer
+/// approves it with the 保密审查, the publisher publishes it after the confirmation and watches
+/// the delivery arrive; a village operator sees their village's items and not another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_take_an_item_from_draft_to_delivered_in_the_browser() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let driver = start_driver().await;
+    let client = browser(&driver).await;
+    // The session is closed whatever happens, so no Chromium outlives a failed test.
+    let outcome =
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(click_through(&app, &client))).await;
+    client.close().await.expect("close the session");
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn click_through(app: &TestApp, client: &Client) {
+    client
+        .goto(&format!("{}/console", app.address))
+        .await
+        .expect("goto");
+    screens(client, "login").await;
+
+    // The publisher composes an item and submits it.
+    sign_in(client, app, "publisher").await;
+    screens(client, "home").await;
+    follow(client, "a[href='/console/items/new']").await;
+    screens(client, "compose").await;
+    let example = item_body("530426");
+    fill(client, "title", "关于做好今冬明春森林防火工作的通知").await;
+    fill(client, "summary", "部署今冬明春森林防火工作").await;
+    fill(
+        client,
+        "body",
+        "各乡镇人民政府：\n\n为做好今冬明春森林防火工作，现通知如下。",
+    )
+    .await;
+    fill(
+        client,
+        "index_no",
+        example["index_no"].as_str().expect("index_no"),
+    )
+    .await;
+    fill(client, "issuers", "县政府办公室").await;
+    // A date input takes typing in the browser's own format: set it as a form value instead.
+    client
+        .execute(
+            "document.getElementById('written_date').value = '2026-09-20'",
+            Vec::new(),
+        )
+        .await
+        .expect("date");
+    client
+        .find(Locator::Id("topic"))
+        .await
+        .expect("topic")
+        .select_by_value("综合政务")
+        .await
+        .expect("select");
+    follow(client, "form.compose > button[type=submit]").await;
+    let page = text_of_page(client).await;
+    assert!(page.contains("草稿已保存"), "{page}");
+    let item_path = client.current_url().await.expect("url").path().to_owned();
+    screens(client, "item-draft").await;
+    follow(client, "form[action$='/submit'] button").await;
+    assert!(text_of_page(client).await.contains("已提交审核"));
+    sign_out(client).await;
+
+    // The reviewer approves it with the confidentiality check.
+    sign_in(client, app, "reviewer").await;
+    client
+        .goto(&format!("{}{item_path}", app.address))
+        .await
+        .expect("goto");
+    screens(client, "review").await;
+    click(client, "input[name=confidentiality_checked]").await;
+    follow(client, "button[value=approve]").await;
+    assert!(text_of_page(client).await.contains("已审核通过"));
+    sign_out(client).await;
+
+    // The publisher publishes it after the confirmation naming its targets.
+    sign_in(client, app, "publisher").await;
+    client
+        .goto(&format!("{}{item_path}", app.address))
+        .await
+        .expect("goto");
+    follow(client, "a.button[href$='/publish']").await;
+    let confirmation = text_of_page(client).await;
+    assert!(confirmation.contains("政府门户网站"), "{confirmation}");
+    screens(client, "publish-confirm").await;
+    follow(client, "form.card button[type=submit]").await;
+    let sending = text_of_page(client).await;
+    assert!(
+        sending.contains("送达情况") && sending.contains("待发送"),
+        "{sending}"
+    );
+    // The page reloads itself while deliveries run; the worker delivers meanwhile.
+    app.deliver_due().await;
+    let mut delivered = false;
+    for _ in 0..40 {
+        if text_of_page(client).await.contains("已送达") {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(delivered, "the status list filled without a click");
+    screens(client, "deliveries").await;
+    sign_out(client).await;
+
+    // A village operator sees their own village's items only.
+    for (user, area, title) in [
+        ("village_a", VILLAGE_A, "甲村村务公开：十月份低保名单"),
+        ("village_b", VILLAGE_B, "乙村村务公开：饮水工程验收"),
+    ] {
+        let mut item = item_body(area);
+        item["title"] = json!(title);
+        app.create_item(user, &item).await;
+    }
+    sign_in(client, app, "village_a").await;
+    let home = text_of_page(client).await;
+    assert!(
+        home.contains("十月份低保名单") && !home.contains("饮水工程验收"),
+        "{home}"
+    );
+    screens(client, "village-home").await;
+}
