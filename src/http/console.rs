@@ -53,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/console/items/{id}/review", web::post().to(review))
         .route("/console/items/{id}/publish", web::get().to(publish_page))
         .route("/console/items/{id}/publish", web::post().to(publish))
+        .route("/console/deliveries/{id}/retry", web::post().to(retry))
         .route("/console/assets/console.css", web::get().to(stylesheet));
 }
 
@@ -559,6 +560,9 @@ struct ItemPage {
 
 /// One delivery of the status list: a target of a channel, coloured by state.
 struct DeliveryRow {
+    id: String,
+    /// Failed or unconfirmed, and the caller may send it again.
+    may_retry: bool,
     channel: &'static str,
     target: String,
     kind: &'static str,
@@ -590,6 +594,7 @@ fn done_notice(done: Option<&str>) -> Option<&'static str> {
         "published" => Some("已发布，正在向各渠道发送。"),
         "created" => Some("草稿已保存。核对无误后请提交审核。"),
         "submitted" => Some("已提交审核。"),
+        "retried" => Some("已重新发送。"),
         _ => None,
     }
 }
@@ -652,9 +657,12 @@ async fn show_item(
         .await?
         .deliveries;
     let under_way = deliveries.iter().any(|d| under_way(d.state));
+    let may_retry = matches!(caller.role, Role::Admin | Role::Publisher);
     let deliveries = deliveries
         .into_iter()
         .map(|d| DeliveryRow {
+            may_retry: may_retry && matches!(d.state, DeliveryState::Failed | DeliveryState::Unconfirmed),
+            id: d.id,
             channel: d.channel.label_zh(),
             target: d.target_name,
             kind: match d.kind {
@@ -1098,5 +1106,30 @@ async fn compose(req: HttpRequest, form: web::Form<ComposeForm>) -> Page {
             let page = compose_page_for(&hub, &caller, csrf, form, Some((problem, field)));
             html(status, &page, cookie)
         }
+    }
+}
+
+#[derive(Deserialize)]
+struct RetryForm {
+    #[serde(default)]
+    csrf: String,
+    /// The item whose page the button is on, to go back to.
+    #[serde(default)]
+    item: String,
+}
+
+/// 重新发送 a failed or unconfirmed delivery, as the API's retry does.
+async fn retry(req: HttpRequest, id: web::Path<String>, form: web::Form<RetryForm>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    match delivery::retry(&hub, &caller, &id).await {
+        Ok(retried) => Ok(see_other(&format!(
+            "/console/items/{}?done=retried",
+            retried.item_id
+        ))),
+        Err(e) => item_refusal(&req, &hub, &caller, &form.item, e).await,
     }
 }

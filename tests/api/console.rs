@@ -481,6 +481,83 @@ on_both_databases! {
     }
 }
 
+/// A delivery that failed is sent again from the item's page, and only that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_is_sent_again_from_the_items_page() {
+    use crate::scripted::{Scripted, Step};
+    use herald_channels::ChannelKind;
+    let scripted = Scripted::new(ChannelKind::Wechat, &[], Step::Deliver);
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, vec![scripted.clone()]).await;
+    app.add_target("wechat", "峨山发布", "530426", json!({})).await;
+    let broken = app
+        .add_target("wechat", "失效账号", "530426", json!({"fail": true}))
+        .await;
+    let id = app
+        .publish_new(&item_body("530426"), &json!({"channels": ["wechat"]}))
+        .await;
+    assert_eq!(app.deliver_due().await, 2);
+
+    let publisher = Browser::new(&app);
+    publisher
+        .sign_in("publisher", "publisher-password-1")
+        .await
+        .redirects_to("/console");
+    let page = publisher.get(&format!("/console/items/{id}")).await;
+    assert!(
+        page.body.contains("state-failed") && page.body.contains("state-delivered"),
+        "{}",
+        page.body
+    );
+    assert_eq!(
+        page.body.matches(">重新发送</button>").count(),
+        1,
+        "only the failed one offers it"
+    );
+    let deliveries = app.get("admin", &format!("/api/v1/items/{id}/deliveries")).await;
+    let failed = deliveries.json["deliveries"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|d| d["target_id"] == broken.as_str())
+        .and_then(|d| d["id"].as_str())
+        .expect("the failed delivery")
+        .to_owned();
+    let csrf = page.csrf();
+    publisher
+        .post(
+            &format!("/console/deliveries/{failed}/retry"),
+            &[("csrf", csrf.as_str()), ("item", id.as_str())],
+        )
+        .await
+        .redirects_to(&format!("/console/items/{id}?done=retried"));
+    let after = publisher.get(&format!("/console/items/{id}?done=retried")).await;
+    assert!(
+        after.body.contains("已重新发送") && after.body.contains("待发送"),
+        "{}",
+        after.body
+    );
+    assert_eq!(app.deliver_due().await, 1, "only the retried delivery is sent");
+    assert_eq!(scripted.calls().len(), 3);
+
+    // The broken account fails again; a reviewer is offered no retry, and their post is refused.
+    let reviewer = Browser::new(&app);
+    reviewer
+        .sign_in("reviewer", "reviewer-password-1")
+        .await
+        .redirects_to("/console");
+    let theirs = reviewer.get(&format!("/console/items/{id}")).await;
+    assert!(theirs.body.contains("state-failed") && !theirs.body.contains(">重新发送</button>"));
+    let refused = reviewer
+        .post(
+            &format!("/console/deliveries/{failed}/retry"),
+            &[("csrf", theirs.csrf().as_str()), ("item", id.as_str())],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.problem().contains("权限"), "{}", refused.problem());
+    assert_eq!(scripted.calls().len(), 3, "nothing was sent");
+}
+
 /// The console's pages are the hub's own, never kept for another visitor.
 #[tokio::test]
 async fn console_pages_are_never_cached() {
