@@ -53,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/console/items/{id}/review", web::post().to(review))
         .route("/console/items/{id}/publish", web::get().to(publish_page))
         .route("/console/items/{id}/publish", web::post().to(publish))
+        .route("/console/items/{id}/withdraw", web::post().to(withdraw))
         .route("/console/deliveries/{id}/retry", web::post().to(retry))
         .route("/console/assets/console.css", web::get().to(stylesheet));
 }
@@ -551,6 +552,7 @@ struct ItemPage {
     may_review: bool,
     may_submit: bool,
     may_publish: bool,
+    may_withdraw: bool,
     deliveries: Vec<DeliveryRow>,
     /// Deliveries still under way: the page reloads itself until they settle.
     under_way: bool,
@@ -595,6 +597,7 @@ fn done_notice(done: Option<&str>) -> Option<&'static str> {
         "created" => Some("草稿已保存。核对无误后请提交审核。"),
         "submitted" => Some("已提交审核。"),
         "retried" => Some("已重新发送。"),
+        "withdrawn" => Some("已撤回，正在从各渠道撤下。"),
         _ => None,
     }
 }
@@ -689,6 +692,7 @@ async fn show_item(
         may_review: in_review && caller.role.may_review() && item.author_id != caller.id,
         may_submit: item.state == ItemState::Draft && caller.role.may_author(),
         may_publish: item.state == ItemState::Approved && caller.role.may_publish(),
+        may_withdraw: item.state == ItemState::Published && caller.role.may_withdraw(),
         deliveries,
         under_way,
         notice,
@@ -1131,5 +1135,32 @@ async fn retry(req: HttpRequest, id: web::Path<String>, form: web::Form<RetryFor
             retried.item_id
         ))),
         Err(e) => item_refusal(&req, &hub, &caller, &form.item, e).await,
+    }
+}
+
+#[derive(Deserialize)]
+struct WithdrawForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// 撤回: the item comes down from every channel it reached, with the reason the 清理结果 shows.
+async fn withdraw(req: HttpRequest, id: web::Path<String>, form: web::Form<WithdrawForm>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    let input = workflow::WithdrawInput {
+        reason: form.into_inner().reason,
+    };
+    match workflow::withdraw(&hub, &caller, &id, input).await {
+        Ok(_) => Ok(see_other(&format!(
+            "/console/items/{}?done=withdrawn",
+            id.as_str()
+        ))),
+        Err(e) => item_refusal(&req, &hub, &caller, &id, e).await,
     }
 }

@@ -370,6 +370,7 @@ on_both_databases! {
         let done = publisher.get(&format!("/console/items/{id}")).await;
         assert!(done.body.contains("已送达") && done.body.contains("state-delivered"), "{}", done.body);
         assert!(!done.body.contains("http-equiv=\"refresh\""), "settled: no more refreshing");
+
         assert_eq!(
             app.get("admin", &format!("/api/v1/items/{id}/deliveries")).await.json["deliveries"]
                 .as_array()
@@ -378,6 +379,20 @@ on_both_databases! {
             sent,
             "the second post published nothing more"
         );
+
+        // Withdrawn with its reason, it comes down from the portal at once.
+        let csrf = done.csrf();
+        let no_reason = publisher.post(&format!("/console/items/{id}/withdraw"), &[("csrf", csrf.as_str()), ("reason", "")]).await;
+        assert_eq!(no_reason.status, 422);
+        assert!(no_reason.problem().contains("理由"), "{}", no_reason.problem());
+        publisher
+            .post(&format!("/console/items/{id}/withdraw"), &[("csrf", csrf.as_str()), ("reason", "内容已过时")])
+            .await
+            .redirects_to(&format!("/console/items/{id}?done=withdrawn"));
+        let withdrawn = publisher.get(&format!("/console/items/{id}?done=withdrawn")).await;
+        assert!(withdrawn.body.contains("已撤回，正在从各渠道撤下") && withdrawn.body.contains("撤回"), "{}", withdrawn.body);
+        assert_eq!(app.public_get(&format!("/xxgk/items/{id}")).await.status, 410);
+
 
         // A reviewer may not publish; the page offers them nothing and the post is refused.
         let other = app.create_item("publisher", &item_body("530426")).await;
