@@ -27,7 +27,7 @@ use super::{
 use crate::{
     accounts::{self, Caller, Credential, LoginAttempt, PasswordChange},
     clock::china_offset,
-    delivery::{self, DeliveryKind, DeliveryState},
+    delivery::{self, DeliveryKind, DeliveryState, coverage::Reach},
     domain::{
         item::{Disclosure, Genre, ItemInput, ItemState, Validity, sanitise_html, styles_as_classes},
         user::Role,
@@ -554,6 +554,8 @@ struct ItemPage {
     may_publish: bool,
     may_withdraw: bool,
     deliveries: Vec<DeliveryRow>,
+    /// Of the villages its loudspeakers and notice boards stand in: how far it got in each.
+    coverage: Vec<VillageReach>,
     /// Deliveries still under way: the page reloads itself until they settle.
     under_way: bool,
     notice: Option<&'static str>,
@@ -573,6 +575,17 @@ struct DeliveryRow {
     state_class: &'static str,
     attempts: i32,
     error: String,
+}
+
+/// How far an item got in one village: its devices, how many played or showed it.
+struct VillageReach {
+    area: String,
+    reach: &'static str,
+    reach_class: &'static str,
+    devices: i64,
+    reached: i64,
+    /// The devices not reached, by name.
+    silent: String,
 }
 
 /// A delivery not yet settled: waiting, being sent, or sent and awaiting the channel's report.
@@ -656,9 +669,33 @@ async fn show_item(
     if let Some(reason) = &content.legal_reason {
         facts.push(("不公开理由", reason.clone()));
     }
-    let deliveries = delivery::item_deliveries(hub, caller, id, delivery::DeliveryFilter::default())
-        .await?
-        .deliveries;
+    let report = delivery::item_deliveries(hub, caller, id, delivery::DeliveryFilter::default()).await?;
+    let coverage = report
+        .coverage
+        .into_iter()
+        .map(|area| VillageReach {
+            reach: match area.reach {
+                Reach::Reached => "全部收到",
+                Reach::Partly => "部分收到",
+                Reach::Silent => "均未收到",
+            },
+            reach_class: match area.reach {
+                Reach::Reached => "reached",
+                Reach::Partly => "partly",
+                Reach::Silent => "silent",
+            },
+            area: area.area_name,
+            devices: area.devices,
+            reached: area.reached,
+            silent: area
+                .silent
+                .into_iter()
+                .map(|device| device.name)
+                .collect::<Vec<_>>()
+                .join("、"),
+        })
+        .collect();
+    let deliveries = report.deliveries;
     let under_way = deliveries.iter().any(|d| under_way(d.state));
     let may_retry = matches!(caller.role, Role::Admin | Role::Publisher);
     let deliveries = deliveries
@@ -694,6 +731,7 @@ async fn show_item(
         may_publish: item.state == ItemState::Approved && caller.role.may_publish(),
         may_withdraw: item.state == ItemState::Published && caller.role.may_withdraw(),
         deliveries,
+        coverage,
         under_way,
         notice,
         problem,

@@ -573,6 +573,53 @@ async fn a_failed_delivery_is_sent_again_from_the_items_page() {
     assert_eq!(scripted.calls().len(), 3, "nothing was sent");
 }
 
+/// The item's page says, village by village, how far it got on the loudspeakers and boards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_items_page_shows_its_reach_by_village() {
+    use crate::scripted::{Scripted, Step};
+    use herald_channels::ChannelKind;
+    // Village A's loudspeaker takes it; village B's is broken.
+    let scripted = Scripted::new(ChannelKind::Loudspeaker, &[], Step::Deliver);
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, vec![scripted.clone()]).await;
+    app.add_target("loudspeaker", "甲村广播一号", VILLAGE_A, json!({}))
+        .await;
+    app.add_target("loudspeaker", "乙村广播一号", VILLAGE_B, json!({"fail": true}))
+        .await;
+    let id = app
+        .publish_new(&item_body("530426"), &json!({"channels": ["loudspeaker"]}))
+        .await;
+    assert_eq!(app.deliver_due().await, 2);
+    let admin = Browser::new(&app);
+    admin
+        .sign_in("admin", "admin-password-1")
+        .await
+        .redirects_to("/console");
+    let page = admin.get(&format!("/console/items/{id}")).await;
+    assert!(page.body.contains("村级覆盖"), "{}", page.body);
+    let village = |class: &str| {
+        page.body
+            .split(&format!("<tr class=\"reach-{class}\">"))
+            .nth(1)
+            .and_then(|row| row.split("</tr>").next())
+            .unwrap_or_else(|| panic!("no {class} village: {}", page.body))
+            .to_owned()
+    };
+    assert!(village("reached").contains("全部收到"));
+    let silent = village("silent");
+    assert!(
+        silent.contains("均未收到") && silent.contains("乙村广播一号"),
+        "the silent device is named: {silent}"
+    );
+    assert!(
+        page.body
+            .contains(&format!("href=\"/api/v1/items/{id}/receipts.csv\""))
+    );
+    // The CSV link works with the console's session.
+    let csv = admin.get(&format!("/api/v1/items/{id}/receipts.csv")).await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.body.starts_with('\u{feff}'), "UTF-8 with BOM for Excel");
+}
+
 /// The console's pages are the hub's own, never kept for another visitor.
 #[tokio::test]
 async fn console_pages_are_never_cached() {
