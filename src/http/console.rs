@@ -35,7 +35,7 @@ use crate::{
     error::Error,
     hub::Hub,
     idempotency::IdempotencyKey,
-    workflow::{self, ItemFilter, PublishInput},
+    workflow::{self, DueStatus, ItemFilter, PublishInput},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -446,12 +446,24 @@ struct HomePage {
     notice: Option<&'static str>,
     problem: Option<String>,
     may_author: bool,
+    /// Interpretations (解读) of published policies still to be published, most urgent first.
+    due: Vec<DueRow>,
     q: String,
     states: Vec<StateOption>,
     total: u64,
     /// Whether more match than the list shows.
     more: bool,
     rows: Vec<Row>,
+}
+
+/// An interpretation on the deadline board.
+struct DueRow {
+    id: String,
+    title: String,
+    policy: String,
+    deadline: String,
+    status: &'static str,
+    status_class: &'static str,
 }
 
 /// A choice of the state filter.
@@ -517,12 +529,32 @@ async fn home(req: HttpRequest, query: web::Query<HomeQuery>) -> Page {
         }
         Err(e) => (0, Vec::new(), Some(refusal(e)?.1)),
     };
+    let due = workflow::interpretations_due(&hub, &caller)
+        .await?
+        .into_iter()
+        .map(|due| {
+            let (status, status_class) = match due.status {
+                DueStatus::Overdue => ("已逾期", "overdue"),
+                DueStatus::DueSoon => ("即将到期", "due-soon"),
+                DueStatus::Pending => ("未到期", "pending"),
+            };
+            DueRow {
+                id: due.interpretation_id,
+                title: due.title,
+                policy: due.policy_title,
+                deadline: due.deadline.format("%Y-%m-%d").to_string(),
+                status,
+                status_class,
+            }
+        })
+        .collect();
     let (csrf, cookie) = csrf_token(&req)?;
     let page = HomePage {
         frame: frame_for(&hub, &caller, csrf),
         notice: query.changed.is_some().then_some("密码已修改。"),
         problem,
         may_author: caller.role.may_author(),
+        due,
         q: query.q,
         states,
         total,

@@ -620,6 +620,51 @@ async fn the_items_page_shows_its_reach_by_village() {
     assert!(csv.body.starts_with('\u{feff}'), "UTF-8 with BOM for Excel");
 }
 
+/// The 工作台 lists interpretations still owed, with their deadline, the overdue marked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_home_page_shows_interpretations_owed_and_their_deadlines() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut policy_body = item_body("530426");
+    policy_body["title"] = json!("关于印发森林防火实施方案的通知");
+    let policy = app.create_item("publisher", &policy_body).await;
+    app.approve("publisher", "reviewer", &policy).await;
+    let mut body = item_body("530426");
+    body["title"] = json!("《森林防火实施方案》政策解读");
+    body["genre"] = json!("interpretation");
+    body["interprets"] = json!(policy);
+    app.create_item("publisher", &body).await;
+    let publisher = Browser::new(&app);
+    publisher
+        .sign_in("publisher", "publisher-password-1")
+        .await
+        .redirects_to("/console");
+    assert!(
+        !publisher.get("/console").await.body.contains("政策解读期限"),
+        "nothing owed before the policy is out"
+    );
+
+    assert_eq!(app.publish("publisher", &policy, "policy").await.status, 201);
+    app.hub.clock.set("2026-10-11T02:00:00Z".parse().expect("time"));
+    publisher
+        .sign_in("publisher", "publisher-password-1")
+        .await
+        .redirects_to("/console");
+    let home = publisher.get("/console").await;
+    let row = home
+        .body
+        .split("<tr class=\"due-overdue\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no overdue row: {}", home.body));
+    assert!(
+        row.contains("《森林防火实施方案》政策解读")
+            && row.contains("关于印发森林防火实施方案的通知")
+            && row.contains("2026-10-10")
+            && row.contains("已逾期"),
+        "{row}"
+    );
+}
+
 /// The console's pages are the hub's own, never kept for another visitor.
 #[tokio::test]
 async fn console_pages_are_never_cached() {
