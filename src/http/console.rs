@@ -55,6 +55,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/console/items/{id}/publish", web::post().to(publish))
         .route("/console/items/{id}/withdraw", web::post().to(withdraw))
         .route("/console/deliveries/{id}/retry", web::post().to(retry))
+        .route("/console/audit", web::get().to(audit_page))
+        .route("/console/audit/verify", web::post().to(verify_audit))
         .route("/console/assets/console.css", web::get().to(stylesheet));
 }
 
@@ -73,6 +75,8 @@ async fn stylesheet() -> HttpResponse {
 struct SignedIn {
     display: String,
     role: &'static str,
+    /// May read the audit log (administrators and reviewers).
+    audit: bool,
 }
 
 /// What every console page carries: the site's name, who is signed in, the form token.
@@ -250,6 +254,7 @@ fn frame_for(hub: &Hub, caller: &Caller, csrf: String) -> Frame {
         user: Some(SignedIn {
             display: caller.username.clone(),
             role: role_label(caller.role),
+            audit: matches!(caller.role, Role::Admin | Role::Reviewer),
         }),
         csrf,
     }
@@ -1233,4 +1238,193 @@ async fn withdraw(req: HttpRequest, id: web::Path<String>, form: web::Form<Withd
         ))),
         Err(e) => item_refusal(&req, &hub, &caller, &id, e).await,
     }
+}
+
+/// What an audit entry's action says, in the words staff use; an action not listed shows its code.
+fn action_label(action: &str) -> &str {
+    const LABELS: &[(&str, &str)] = &[
+        ("item.create", "新建信息"),
+        ("item.edit", "修改信息"),
+        ("item.submit", "提交审核"),
+        ("item.confidentiality_check", "保密审查"),
+        ("item.approve", "审核通过"),
+        ("item.reject", "退回修改"),
+        ("item.publish", "发布"),
+        ("item.withdraw", "撤回"),
+        ("item.expire", "到期失效"),
+        ("item.correction_draft", "起草更正"),
+        ("item.correct", "更正"),
+        ("user.create", "新建用户"),
+        ("user.disable", "停用用户"),
+        ("user.password_change", "修改密码"),
+        ("user.password_reset", "重置密码"),
+        ("user.rescope", "调整用户区域"),
+        ("user.unlock", "解除登录锁定"),
+        ("login.failure", "登录失败"),
+        ("token.create", "创建接口令牌"),
+        ("token.revoke", "吊销接口令牌"),
+        ("target.create", "新建发布目标"),
+        ("delivery.retry", "重新发送"),
+        ("delivery.cancel", "取消发送"),
+        ("device.add", "登记设备"),
+        ("device.credential", "签发设备凭据"),
+        ("device.key", "更换签名密钥"),
+        ("device.revoke", "停用设备"),
+        ("organ.create", "新增发文机关"),
+        ("organ.update", "修改发文机关"),
+        ("organ.retire", "撤销发文机关"),
+        ("organ.reinstate", "恢复发文机关"),
+    ];
+    LABELS
+        .iter()
+        .find(|(code, _)| *code == action)
+        .map_or(action, |(_, label)| label)
+}
+
+/// Audit entries a page shows.
+const AUDIT_ROWS: u64 = 100;
+
+/// One entry of the audit log as the page lists it.
+struct AuditRow {
+    seq: i64,
+    at: String,
+    actor: String,
+    action: String,
+    target: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/audit.html")]
+struct AuditPage {
+    frame: Frame,
+    rows: Vec<AuditRow>,
+    /// The page before this one (older entries), if any.
+    older: Option<i64>,
+    may_verify: bool,
+    /// After 校验: the outcome, and whether the chain held.
+    verdict: Option<(bool, String)>,
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    /// Show the entries after this sequence number; none: the newest.
+    after: Option<i64>,
+}
+
+/// The audit log, for those the API lets read it (administrators and reviewers), within
+/// their area; administrators may verify the whole chain.
+async fn audit_page(req: HttpRequest, query: web::Query<AuditQuery>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff(&req, &hub).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    show_audit(&req, &hub, &caller, query.after, None).await
+}
+
+async fn show_audit(
+    req: &HttpRequest,
+    hub: &Hub,
+    caller: &Caller,
+    after: Option<i64>,
+    verdict: Option<(bool, String)>,
+) -> Page {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    if !matches!(caller.role, Role::Admin | Role::Reviewer) {
+        return message(
+            hub,
+            StatusCode::FORBIDDEN,
+            "无权查看",
+            "只有管理员和审核员可以查看审计日志。",
+        );
+    }
+    // Readers of the whole tree also see entries about no area, as the API shows them.
+    let scope = (caller.area != hub.areas.root().code).then_some(caller.area.as_str());
+    let after = match after {
+        Some(after) => after.max(0),
+        None => {
+            let newest = crate::store::entities::audit_entry::Entity::find()
+                .order_by_desc(crate::store::entities::audit_entry::Column::Seq)
+                .one(&hub.db)
+                .await
+                .map_err(Error::from)?
+                .map_or(0, |entry| entry.seq);
+            (newest - AUDIT_ROWS as i64).max(0)
+        }
+    };
+    let entries = crate::audit::list(&hub.db, scope, after, AUDIT_ROWS)
+        .await
+        .map_err(Error::from)?;
+    // Actors are user ids (or a system account's name): shown by user name where one is known.
+    let names: std::collections::HashMap<String, String> = crate::store::entities::user::Entity::find()
+        .filter(
+            crate::store::entities::user::Column::Id.is_in(entries.iter().map(|entry| entry.actor.clone())),
+        )
+        .all(&hub.db)
+        .await
+        .map_err(Error::from)?
+        .into_iter()
+        .map(|user| (user.id, user.username))
+        .collect();
+    let rows = entries
+        .into_iter()
+        .rev()
+        .map(|entry| AuditRow {
+            seq: entry.seq,
+            at: shown_time(entry.at),
+            actor: names.get(&entry.actor).cloned().unwrap_or(entry.actor),
+            action: action_label(&entry.action).to_owned(),
+            target: format!("{} {}", entry.target_type, entry.target_id),
+        })
+        .collect();
+    let (csrf, cookie) = csrf_token(req)?;
+    let page = AuditPage {
+        frame: frame_for(hub, caller, csrf),
+        rows,
+        older: (after > 0).then(|| (after - AUDIT_ROWS as i64).max(0)),
+        may_verify: caller.role == Role::Admin,
+        verdict,
+    };
+    html(StatusCode::OK, &page, cookie)
+}
+
+#[derive(Deserialize)]
+struct VerifyForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// 校验审计链: re-computes every entry's hash and link, as `herald audit verify` does.
+async fn verify_audit(req: HttpRequest, form: web::Form<VerifyForm>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    if caller.role != Role::Admin {
+        return message(
+            &hub,
+            StatusCode::FORBIDDEN,
+            "无权校验",
+            "只有管理员可以校验审计链。",
+        );
+    }
+    let checked = crate::audit::verify(&hub.db).await.map_err(Error::from)?;
+    let verdict = match checked.first_bad {
+        None => (
+            true,
+            format!(
+                "审计链完整：已校验全部 {} 条记录，未发现改动。",
+                checked.rows_checked
+            ),
+        ),
+        Some(bad) => (
+            false,
+            format!(
+                "审计链在第 {} 条记录处断开：{}。请立即报告系统管理员。",
+                bad.seq, bad.reason
+            ),
+        ),
+    };
+    show_audit(&req, &hub, &caller, None, Some(verdict)).await
 }

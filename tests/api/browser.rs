@@ -273,6 +273,9 @@ async fn click_through(app: &TestApp, client: &Client) {
     click(client, "input[name=confidentiality_checked]").await;
     follow(client, "button[value=approve]").await;
     assert!(text_of_page(client).await.contains("已审核通过"));
+    follow(client, "header a[href='/console/audit']").await;
+    assert!(text_of_page(client).await.contains("审核通过"));
+    screens(client, "audit").await;
     sign_out(client).await;
 
     // The publisher publishes it after the confirmation naming its targets.

@@ -665,6 +665,46 @@ async fn the_home_page_shows_interpretations_owed_and_their_deadlines() {
     );
 }
 
+on_both_databases! {
+    async fn an_administrator_reads_the_audit_log_and_verifies_the_chain(app: TestApp) {
+        use sea_orm::ConnectionTrait;
+        let mut item = item_body("530426");
+        item["title"] = json!("审计日志测试通知");
+        app.create_item("publisher", &item).await;
+        let admin = Browser::new(&app);
+        admin.sign_in("admin", "admin-password-1").await.redirects_to("/console");
+        assert!(admin.get("/console").await.body.contains("href=\"/console/audit\""));
+        let log = admin.get("/console/audit").await;
+        log.is_page("审计日志");
+        let created = log
+            .body
+            .split("<tr>")
+            .find(|row| row.contains("新建信息"))
+            .unwrap_or_else(|| panic!("no 新建信息 entry: {}", log.body));
+        assert!(created.contains("<td>publisher</td>"), "the actor by user name: {created}");
+        let csrf = log.csrf();
+        let intact = admin.post("/console/audit/verify", &[("csrf", csrf.as_str())]).await;
+        assert_eq!(intact.status, 200);
+        assert!(intact.body.contains("审计链完整"), "{}", intact.body);
+
+        app.hub.db.execute_unprepared("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2").await.expect("tamper");
+        let broken = admin.post("/console/audit/verify", &[("csrf", csrf.as_str())]).await;
+        assert!(broken.problem().contains("第 2 条记录处断开"), "{}", broken.body);
+
+        // Reviewers read it but do not verify; publishers do not read it.
+        let reviewer = Browser::new(&app);
+        reviewer.sign_in("reviewer", "reviewer-password-1").await.redirects_to("/console");
+        let theirs = reviewer.get("/console/audit").await;
+        assert_eq!(theirs.status, 200);
+        assert!(!theirs.body.contains("/console/audit/verify"));
+        assert_eq!(reviewer.post("/console/audit/verify", &[("csrf", theirs.csrf().as_str())]).await.status, 403);
+        let publisher = Browser::new(&app);
+        publisher.sign_in("publisher", "publisher-password-1").await.redirects_to("/console");
+        assert!(!publisher.get("/console").await.body.contains("href=\"/console/audit\""));
+        assert_eq!(publisher.get("/console/audit").await.status, 403);
+    }
+}
+
 /// The console's pages are the hub's own, never kept for another visitor.
 #[tokio::test]
 async fn console_pages_are_never_cached() {
