@@ -56,6 +56,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/console/items/{id}/withdraw", web::post().to(withdraw))
         .route("/console/deliveries/{id}/retry", web::post().to(retry))
         .route("/console/audit", web::get().to(audit_page))
+        .route("/console/users", web::get().to(users_page))
+        .route("/console/users", web::post().to(create_user))
+        .route(
+            "/console/users/{id}/password-reset",
+            web::post().to(reset_password),
+        )
         .route("/console/audit/verify", web::post().to(verify_audit))
         .route("/console/assets/console.css", web::get().to(stylesheet));
 }
@@ -77,6 +83,8 @@ struct SignedIn {
     role: &'static str,
     /// May read the audit log (administrators and reviewers).
     audit: bool,
+    /// Manages accounts (administrators).
+    admin: bool,
 }
 
 /// What every console page carries: the site's name, who is signed in, the form token.
@@ -255,6 +263,7 @@ fn frame_for(hub: &Hub, caller: &Caller, csrf: String) -> Frame {
             display: caller.username.clone(),
             role: role_label(caller.role),
             audit: matches!(caller.role, Role::Admin | Role::Reviewer),
+            admin: caller.role == Role::Admin,
         }),
         csrf,
     }
@@ -1427,4 +1436,215 @@ async fn verify_audit(req: HttpRequest, form: web::Form<VerifyForm>) -> Page {
         ),
     };
     show_audit(&req, &hub, &caller, None, Some(verdict)).await
+}
+
+/// One account of the users page.
+struct UserRow {
+    id: String,
+    username: String,
+    display_name: String,
+    role: &'static str,
+    area: String,
+    disabled: bool,
+}
+
+/// What to fill in for a new account, kept when it is refused.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct NewUserForm {
+    csrf: String,
+    username: String,
+    display_name: String,
+    role: String,
+    area_code: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/users.html")]
+struct UsersPage {
+    frame: Frame,
+    rows: Vec<UserRow>,
+    form: NewUserForm,
+    roles: Vec<Choice>,
+    areas: Vec<Choice>,
+    /// A one-time password just made, shown this once: (user name, password).
+    issued: Option<(String, String)>,
+    problem: Option<String>,
+    invalid: String,
+}
+
+/// The users page as an administrator sees it; anyone else is refused.
+async fn show_users(
+    req: &HttpRequest,
+    hub: &Hub,
+    caller: &Caller,
+    status: StatusCode,
+    form: NewUserForm,
+    issued: Option<(String, String)>,
+    problem: Option<(String, String)>,
+) -> Page {
+    if caller.role != Role::Admin {
+        return message(
+            hub,
+            StatusCode::FORBIDDEN,
+            "无权管理用户",
+            "只有管理员可以管理用户。",
+        );
+    }
+    let rows = accounts::list_users(hub, Some(&caller.area))
+        .await?
+        .into_iter()
+        .map(|user| UserRow {
+            area: crate::domain::area::AreaCode::parse(&user.area_code)
+                .ok()
+                .and_then(|code| hub.areas.get(&code))
+                .map_or_else(|| user.area_code.clone(), |area| area.name.clone()),
+            id: user.id,
+            username: user.username,
+            display_name: user.display_name,
+            role: role_label(user.role),
+            disabled: user.disabled,
+        })
+        .collect();
+    let roles = choices(
+        [
+            Role::Publisher,
+            Role::Reviewer,
+            Role::VillageOperator,
+            Role::Admin,
+        ],
+        if form.role.is_empty() {
+            "publisher"
+        } else {
+            &form.role
+        },
+        |role| (wire_name(role), role_label(*role).to_owned()),
+    );
+    let areas = choices(
+        hub.areas.iter().filter(|area| area.code.is_within(&caller.area)),
+        if form.area_code.is_empty() {
+            caller.area.as_str()
+        } else {
+            &form.area_code
+        },
+        |area| (area.code.as_str().to_owned(), area.name.clone()),
+    );
+    let (problem, invalid) = problem.map_or((None, String::new()), |(text, field)| (Some(text), field));
+    let (csrf, cookie) = csrf_token(req)?;
+    let page = UsersPage {
+        frame: frame_for(hub, caller, csrf),
+        rows,
+        form,
+        roles,
+        areas,
+        issued,
+        problem,
+        invalid,
+    };
+    html(status, &page, cookie)
+}
+
+async fn users_page(req: HttpRequest) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff(&req, &hub).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    show_users(
+        &req,
+        &hub,
+        &caller,
+        StatusCode::OK,
+        NewUserForm::default(),
+        None,
+        None,
+    )
+    .await
+}
+
+/// 新建用户: the account gets a one-time password, shown once, to be changed at first sign-in.
+async fn create_user(req: HttpRequest, form: web::Form<NewUserForm>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    if caller.role != Role::Admin {
+        return message(
+            &hub,
+            StatusCode::FORBIDDEN,
+            "无权管理用户",
+            "只有管理员可以管理用户。",
+        );
+    }
+    let form = form.into_inner();
+    let created = match by_wire_name::<Role>("role", &form.role) {
+        Ok(role) => {
+            let new = accounts::NewUser {
+                username: form.username.trim().to_owned(),
+                display_name: form.display_name.trim().to_owned(),
+                role,
+                area_code: form.area_code.clone(),
+                password: None,
+            };
+            accounts::create_user(&hub, &caller.id, Some(&caller.area), new).await
+        }
+        Err(e) => Err(e),
+    };
+    match created {
+        Ok((user, password)) => {
+            let issued = password.map(|password| (user.username, password));
+            show_users(
+                &req,
+                &hub,
+                &caller,
+                StatusCode::OK,
+                NewUserForm::default(),
+                issued,
+                None,
+            )
+            .await
+        }
+        Err(e) => {
+            let (status, problem, field) = refusal(e)?;
+            show_users(&req, &hub, &caller, status, form, None, Some((problem, field))).await
+        }
+    }
+}
+
+/// 重置密码: a new one-time password, shown once; the user's sessions end.
+async fn reset_password(req: HttpRequest, id: web::Path<String>, form: web::Form<CsrfForm>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    if caller.role != Role::Admin {
+        return message(
+            &hub,
+            StatusCode::FORBIDDEN,
+            "无权管理用户",
+            "只有管理员可以管理用户。",
+        );
+    }
+    match accounts::reset_password(&hub, &caller.id, Some(&caller.area), &id).await {
+        Ok((user, password)) => {
+            let issued = Some((user.username, password));
+            show_users(
+                &req,
+                &hub,
+                &caller,
+                StatusCode::OK,
+                NewUserForm::default(),
+                issued,
+                None,
+            )
+            .await
+        }
+        Err(e) => {
+            let (status, problem, _) = refusal(e)?;
+            let problem = Some((problem, String::new()));
+            show_users(&req, &hub, &caller, status, NewUserForm::default(), None, problem).await
+        }
+    }
 }

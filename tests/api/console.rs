@@ -705,6 +705,67 @@ on_both_databases! {
     }
 }
 
+on_both_databases! {
+    async fn an_administrator_creates_an_account_whose_one_time_password_is_shown_once(app: TestApp) {
+        let admin = Browser::new(&app);
+        admin.sign_in("admin", "admin-password-1").await.redirects_to("/console");
+        assert!(admin.get("/console").await.body.contains("href=\"/console/users\""));
+        let page = admin.get("/console/users").await;
+        page.is_page("用户管理");
+        assert!(page.body.contains("<td>village_a</td>") && page.body.contains("村级操作员"), "{}", page.body);
+        let csrf = page.csrf();
+        let one_time = |answer: &Answer| {
+            answer
+                .body
+                .split("class=\"secret\">")
+                .nth(1)
+                .and_then(|rest| rest.split('<').next())
+                .unwrap_or_else(|| panic!("no one-time password shown: {}", answer.body))
+                .to_owned()
+        };
+
+        // A village operator must belong to a village: refused, naming the field, the form kept.
+        let county = admin
+            .post("/console/users", &[("csrf", csrf.as_str()), ("username", "zhao.liu"), ("display_name", "赵六"), ("role", "village_operator"), ("area_code", "530426")])
+            .await;
+        assert_eq!(county.status, 422, "{}", county.body);
+        assert!(!county.problem().is_empty());
+        assert!(county.body.contains("value=\"zhao.liu\""), "what was typed stays");
+
+        let created = admin
+            .post("/console/users", &[("csrf", csrf.as_str()), ("username", "zhao.liu"), ("display_name", "赵六"), ("role", "village_operator"), ("area_code", VILLAGE_A)])
+            .await;
+        assert_eq!(created.status, 200, "{}", created.body);
+        let password = one_time(&created);
+        assert!(created.body.contains("<td>zhao.liu</td>"));
+        assert!(!admin.get("/console/users").await.body.contains(&password), "shown once only");
+
+        let user = Browser::new(&app);
+        user.sign_in("zhao.liu", &password).await.redirects_to("/console/password");
+
+        // A reset gives a new one-time password; the first no longer works.
+        let id = created
+            .body
+            .split("<tr><td>zhao.liu</td>")
+            .nth(1)
+            .and_then(|row| row.split("/console/users/").nth(1))
+            .and_then(|rest| rest.split('/').next())
+            .expect("the reset button names the user")
+            .to_owned();
+        let reset = admin.post(&format!("/console/users/{id}/password-reset"), &[("csrf", csrf.as_str())]).await;
+        assert_eq!(reset.status, 200, "{}", reset.body);
+        let again = one_time(&reset);
+        assert_ne!(again, password);
+        assert_eq!(Browser::new(&app).sign_in("zhao.liu", &password).await.status, 401);
+        Browser::new(&app).sign_in("zhao.liu", &again).await.redirects_to("/console/password");
+
+        let publisher = Browser::new(&app);
+        publisher.sign_in("publisher", "publisher-password-1").await.redirects_to("/console");
+        assert!(!publisher.get("/console").await.body.contains("href=\"/console/users\""));
+        assert_eq!(publisher.get("/console/users").await.status, 403);
+    }
+}
+
 /// The console's pages are the hub's own, never kept for another visitor.
 #[tokio::test]
 async fn console_pages_are_never_cached() {
