@@ -1495,9 +1495,11 @@ async fn show_users(
         .await?
         .into_iter()
         .map(|user| UserRow {
-            area: crate::domain::area::AreaCode::parse(&user.area_code)
-                .ok()
-                .and_then(|code| hub.areas.get(&code))
+            // An area no longer in the area file is shown by its code.
+            area: hub
+                .areas
+                .iter()
+                .find(|area| area.code.as_str() == user.area_code)
                 .map_or_else(|| user.area_code.clone(), |area| area.name.clone()),
             id: user.id,
             username: user.username,
