@@ -13,7 +13,12 @@ use std::{
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp, VILLAGE_A, VILLAGE_B, item_body, spawn_app};
+use herald_channels::ChannelKind;
+
+use crate::{
+    helpers::{Backend, TestApp, VILLAGE_A, VILLAGE_B, item_body, spawn_app_with},
+    scripted::{Scripted, Step},
+};
 
 /// chromedriver on a free port, stopped when dropped.
 struct Driver {
@@ -199,7 +204,13 @@ async fn sign_out(client: &Client) {
 /// the delivery arrive; a village operator sees their village's items and not another's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staff_take_an_item_from_draft_to_delivered_in_the_browser() {
-    let app = spawn_app(Backend::Sqlite).await;
+    // Beside the portal, two WeChat accounts: one takes the item, one is broken (its delivery
+    // fails, for the operator to send again).
+    let wechat = Scripted::new(ChannelKind::Wechat, &[], Step::Deliver);
+    let app = spawn_app_with(Backend::Sqlite, vec![wechat.clone()]).await;
+    app.add_target("wechat", "峨山发布", "530426", json!({})).await;
+    app.add_target("wechat", "失效账号", "530426", json!({"fail": true}))
+        .await;
     let driver = start_driver().await;
     let client = browser(&driver).await;
     // The session is closed whatever happens, so no Chromium outlives a failed test.
@@ -286,7 +297,10 @@ async fn click_through(app: &TestApp, client: &Client) {
         .expect("goto");
     follow(client, "a.button[href$='/publish']").await;
     let confirmation = text_of_page(client).await;
-    assert!(confirmation.contains("政府门户网站"), "{confirmation}");
+    assert!(
+        confirmation.contains("政府门户网站") && confirmation.contains("失效账号"),
+        "{confirmation}"
+    );
     screens(client, "publish-confirm").await;
     follow(client, "form.card button[type=submit]").await;
     let sending = text_of_page(client).await;
@@ -306,6 +320,17 @@ async fn click_through(app: &TestApp, client: &Client) {
     }
     assert!(delivered, "the status list filled without a click");
     screens(client, "deliveries").await;
+
+    // The broken account's delivery failed: sent again with one click.
+    let failed = text_of_page(client).await;
+    assert!(failed.contains("失败"), "{failed}");
+    follow(client, "form[action$='/retry'] button").await;
+    let retried = text_of_page(client).await;
+    assert!(
+        retried.contains("已重新发送") && retried.contains("待发送"),
+        "{retried}"
+    );
+    assert_eq!(app.deliver_due().await, 1, "only the retried delivery is sent");
     sign_out(client).await;
 
     // A village operator sees their own village's items only.
