@@ -359,6 +359,7 @@ async fn login(req: HttpRequest, form: web::Form<LoginForm>) -> Page {
     }
 }
 
+/// A form that posts nothing but its token: a button.
 #[derive(Deserialize)]
 struct CsrfForm {
     #[serde(default)]
@@ -463,7 +464,7 @@ struct HomePage {
     /// Interpretations (解读) of published policies still to be published, most urgent first.
     due: Vec<DueRow>,
     q: String,
-    states: Vec<StateOption>,
+    states: Vec<Choice>,
     total: u64,
     /// Whether more match than the list shows.
     more: bool,
@@ -478,13 +479,6 @@ struct DueRow {
     deadline: String,
     status: &'static str,
     status_class: &'static str,
-}
-
-/// A choice of the state filter.
-struct StateOption {
-    value: &'static str,
-    label: &'static str,
-    selected: bool,
 }
 
 #[derive(Deserialize)]
@@ -507,14 +501,9 @@ async fn home(req: HttpRequest, query: web::Query<HomeQuery>) -> Page {
     };
     let query = query.into_inner();
     let state = ItemState::parse(&query.state);
-    let states = ItemState::ALL
-        .iter()
-        .map(|option| StateOption {
-            value: option.as_str(),
-            label: state_label(*option),
-            selected: Some(*option) == state,
-        })
-        .collect();
+    let states = choices(ItemState::ALL.iter().copied(), &query.state, |option| {
+        (option.as_str().to_owned(), state_label(*option).to_owned())
+    });
     let filter = ItemFilter {
         state,
         area: None,
@@ -896,7 +885,11 @@ async fn publish_page(req: HttpRequest, id: web::Path<String>) -> Page {
     };
     let item = match workflow::get_item(&hub, &caller, &id).await {
         Ok(item) => item,
-        Err(_) => return Ok(see_other(&format!("/console/items/{}", id.as_str()))),
+        // The item's page says which (信息不存在 / 无权查看).
+        Err(Error::NotFound(_) | Error::Forbidden(_)) => {
+            return Ok(see_other(&format!("/console/items/{}", id.as_str())));
+        }
+        Err(e) => return Err(e.into()),
     };
     let targets = workflow::preview_targets(&hub, &caller, &id, PublishInput::default()).await?;
     let mut channels: Vec<ReachedChannel> = Vec::new();
@@ -945,13 +938,7 @@ async fn publish(req: HttpRequest, id: web::Path<String>, form: web::Form<Publis
     }
 }
 
-#[derive(Deserialize)]
-struct SubmitForm {
-    #[serde(default)]
-    csrf: String,
-}
-
-async fn submit(req: HttpRequest, id: web::Path<String>, form: web::Form<SubmitForm>) -> Page {
+async fn submit(req: HttpRequest, id: web::Path<String>, form: web::Form<CsrfForm>) -> Page {
     let hub = hub(&req)?;
     let caller = match staff_posting(&req, &hub, &form.csrf).await? {
         Ok(caller) => caller,
@@ -989,6 +976,20 @@ fn choices<T>(
             }
         })
         .collect()
+}
+
+/// The areas within the caller's, the one `chosen` (else the caller's own) selected.
+fn area_choices(hub: &Hub, caller: &Caller, chosen: &str) -> Vec<Choice> {
+    let chosen = if chosen.is_empty() {
+        caller.area.as_str()
+    } else {
+        chosen
+    };
+    choices(
+        hub.areas.iter().filter(|area| area.code.is_within(&caller.area)),
+        chosen,
+        |area| (area.code.as_str().to_owned(), area.name.clone()),
+    )
 }
 
 /// What the compose form holds, as typed: shown again as it was when something is refused.
@@ -1071,15 +1072,7 @@ fn compose_page_for(
         catalog: choices(hub.catalog.iter(), &form.catalog, |entry| {
             (entry.code.clone(), format!("{}（{}）", entry.name, entry.code))
         }),
-        areas: choices(
-            hub.areas.iter().filter(|area| area.code.is_within(&caller.area)),
-            if form.area_code.is_empty() {
-                caller.area.as_str()
-            } else {
-                &form.area_code
-            },
-            |area| (area.code.as_str().to_owned(), area.name.clone()),
-        ),
+        areas: area_choices(hub, caller, &form.area_code),
         validities: choices(Validity::ALL, &form.validity, |v| {
             (wire_name(v), v.label_zh().to_owned())
         }),
@@ -1397,14 +1390,8 @@ async fn show_audit(
     html(StatusCode::OK, &page, cookie)
 }
 
-#[derive(Deserialize)]
-struct VerifyForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// 校验审计链: re-computes every entry's hash and link, as `herald audit verify` does.
-async fn verify_audit(req: HttpRequest, form: web::Form<VerifyForm>) -> Page {
+async fn verify_audit(req: HttpRequest, form: web::Form<CsrfForm>) -> Page {
     let hub = hub(&req)?;
     let caller = match staff_posting(&req, &hub, &form.csrf).await? {
         Ok(caller) => caller,
@@ -1473,6 +1460,16 @@ struct UsersPage {
     invalid: String,
 }
 
+/// The page anyone but an administrator gets for the users page and its forms.
+fn not_admin(hub: &Hub) -> Page {
+    message(
+        hub,
+        StatusCode::FORBIDDEN,
+        "无权管理用户",
+        "只有管理员可以管理用户。",
+    )
+}
+
 /// The users page as an administrator sees it; anyone else is refused.
 async fn show_users(
     req: &HttpRequest,
@@ -1484,12 +1481,7 @@ async fn show_users(
     problem: Option<(String, String)>,
 ) -> Page {
     if caller.role != Role::Admin {
-        return message(
-            hub,
-            StatusCode::FORBIDDEN,
-            "无权管理用户",
-            "只有管理员可以管理用户。",
-        );
+        return not_admin(hub);
     }
     let rows = accounts::list_users(hub, Some(&caller.area))
         .await?
@@ -1520,17 +1512,9 @@ async fn show_users(
         } else {
             &form.role
         },
-        |role| (wire_name(role), role_label(*role).to_owned()),
+        |role| (role.as_str().to_owned(), role_label(*role).to_owned()),
     );
-    let areas = choices(
-        hub.areas.iter().filter(|area| area.code.is_within(&caller.area)),
-        if form.area_code.is_empty() {
-            caller.area.as_str()
-        } else {
-            &form.area_code
-        },
-        |area| (area.code.as_str().to_owned(), area.name.clone()),
-    );
+    let areas = area_choices(hub, caller, &form.area_code);
     let (problem, invalid) = problem.map_or((None, String::new()), |(text, field)| (Some(text), field));
     let (csrf, cookie) = csrf_token(req)?;
     let page = UsersPage {
@@ -1572,12 +1556,7 @@ async fn create_user(req: HttpRequest, form: web::Form<NewUserForm>) -> Page {
         Err(elsewhere) => return Ok(elsewhere),
     };
     if caller.role != Role::Admin {
-        return message(
-            &hub,
-            StatusCode::FORBIDDEN,
-            "无权管理用户",
-            "只有管理员可以管理用户。",
-        );
+        return not_admin(&hub);
     }
     let form = form.into_inner();
     let created = match by_wire_name::<Role>("role", &form.role) {
@@ -1622,12 +1601,7 @@ async fn reset_password(req: HttpRequest, id: web::Path<String>, form: web::Form
         Err(elsewhere) => return Ok(elsewhere),
     };
     if caller.role != Role::Admin {
-        return message(
-            &hub,
-            StatusCode::FORBIDDEN,
-            "无权管理用户",
-            "只有管理员可以管理用户。",
-        );
+        return not_admin(&hub);
     }
     match accounts::reset_password(&hub, &caller.id, Some(&caller.area), &id).await {
         Ok((user, password)) => {
