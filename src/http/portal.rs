@@ -17,14 +17,14 @@ use herald_channels::{
     devices::MEDIA_PATH,
     portal::{ATTACHMENT_PATH, PortalPage},
 };
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Query};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Deserialize;
 
 use crate::{
     domain::{
         area::AreaLevel,
         catalog::CatalogGroup,
-        item::{ItemState, is_sha256_hex, sanitise_html, styles_as_classes},
+        item::{is_sha256_hex, sanitise_html, styles_as_classes},
         search::{MAX_CHARS, MAX_WORDS, SearchTerms},
     },
     error::Error,
@@ -551,6 +551,11 @@ async fn show(hub: &Hub, page: PortalPage, superseded_by: Option<i32>) -> Page {
     )
 }
 
+/// The page `page` would be, shown to staff before it is published (the console's preview).
+pub async fn preview(hub: &Hub, page: PortalPage) -> Page {
+    show(hub, page, None).await
+}
+
 async fn item_page(req: HttpRequest, id: web::Path<String>) -> Page {
     let hub = hub(&req)?;
     match live_page(&hub, &id).await {
@@ -693,43 +698,15 @@ struct CleanupPage {
 /// 清理结果: what came down from the portal, and when.
 async fn cleanup(req: HttpRequest) -> Page {
     let hub = hub(&req)?;
-    let now = hub.clock.now();
-    // A page comes down only after its item was withdrawn or expired, so those items' pages
-    // are the whole record.
-    let taken_down = [ItemState::Withdrawn, ItemState::Expired];
-    let items: BTreeMap<String, item::Model> = item::Entity::find()
-        .filter(item::Column::State.is_in(taken_down))
-        .all(&hub.db)
-        .await
-        .map_err(Error::from)?
+    let entries = crate::portal::taken_down(&hub, None)
+        .await?
         .into_iter()
-        .map(|i| (i.id.clone(), i))
-        .collect();
-    let pages = portal_page::Entity::find()
-        .filter(
-            portal_page::Column::ItemId.in_subquery(
-                Query::select()
-                    .column(item::Column::Id)
-                    .from(item::Entity)
-                    .and_where(item::Column::State.is_in(taken_down))
-                    .to_owned(),
-            ),
-        )
-        .all(&hub.db)
-        .await
-        .map_err(Error::from)?;
-    let mut entries: Vec<CleanupEntry> = pages
-        .into_iter()
-        .filter_map(|page| {
-            let (date, reason) = takedown(&page, items.get(&page.item_id)?, now)?;
-            Some(CleanupEntry {
-                title: page.title,
-                date,
-                reason,
-            })
+        .map(|down| CleanupEntry {
+            title: down.title,
+            date: down.date,
+            reason: down.reason,
         })
         .collect();
-    entries.sort_by(|a, b| b.date.cmp(&a.date));
     html(
         StatusCode::OK,
         &CleanupPage {

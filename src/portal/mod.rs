@@ -15,7 +15,7 @@ use herald_channels::{ChannelKind, portal::PortalPage};
 use crate::{
     clock::china_offset,
     delivery::{DeliveryKind, DeliveryState},
-    domain::{delivery::RenditionFor, item::ItemState, search::SearchTerms},
+    domain::{area::AreaCode, delivery::RenditionFor, item::ItemState, search::SearchTerms},
     error::Error,
     hub::Hub,
     store::entities::{delivery, item, portal_generation, portal_page, publication, rendition},
@@ -263,6 +263,63 @@ pub async fn search(hub: &Hub, terms: &SearchTerms) -> Result<Vec<Entry>, Error>
     }
     found.truncate(LIST_LIMIT);
     Ok(found.into_iter().map(entry).collect())
+}
+
+/// A page taken down from the portal: 清理结果.
+pub struct TakenDown {
+    pub item_id: String,
+    pub title: String,
+    pub area_code: String,
+    /// The day it came down (China time), `YYYY-MM-DD`.
+    pub date: String,
+    pub reason: String,
+}
+
+/// Every page taken down from the portal (within `within`, if given), newest first: the
+/// public 清理结果 and the console's alike.
+pub async fn taken_down(hub: &Hub, within: Option<&AreaCode>) -> Result<Vec<TakenDown>, Error> {
+    let now = hub.clock.now();
+    // A page comes down only after its item was withdrawn or expired, so those items' pages
+    // are the whole record.
+    let states = [ItemState::Withdrawn, ItemState::Expired];
+    let mut items = item::Entity::find().filter(item::Column::State.is_in(states));
+    if let Some(area) = within {
+        items = items.filter(item::Column::AreaCode.starts_with(area.as_str()));
+    }
+    let items: std::collections::BTreeMap<String, item::Model> = items
+        .all(&hub.db)
+        .await?
+        .into_iter()
+        .map(|i| (i.id.clone(), i))
+        .collect();
+    let mut taken_down_items = Query::select()
+        .column(item::Column::Id)
+        .from(item::Entity)
+        .and_where(item::Column::State.is_in(states))
+        .to_owned();
+    if let Some(area) = within {
+        taken_down_items.and_where(item::Column::AreaCode.starts_with(area.as_str()));
+    }
+    let pages = portal_page::Entity::find()
+        .filter(portal_page::Column::ItemId.in_subquery(taken_down_items))
+        .all(&hub.db)
+        .await?;
+    let mut entries: Vec<TakenDown> = pages
+        .into_iter()
+        .filter_map(|page| {
+            let item = items.get(&page.item_id)?;
+            let (date, reason) = takedown(&page, item, now)?;
+            Some(TakenDown {
+                item_id: page.item_id,
+                title: page.title,
+                area_code: item.area_code.clone(),
+                date,
+                reason,
+            })
+        })
+        .collect();
+    entries.sort_by(|a, b| b.date.cmp(&a.date));
+    Ok(entries)
 }
 
 /// Why and when a page came down, for withdrawn and expired items.

@@ -23,7 +23,7 @@ pub(super) async fn interpretation_deadline(
         .map(|at| deadline_after(hub, at)))
 }
 
-pub(super) fn deadline_after(hub: &Hub, published_at: DateTime<Utc>) -> NaiveDate {
+pub fn deadline_after(hub: &Hub, published_at: DateTime<Utc>) -> NaiveDate {
     hub.calendar.add_working_days(
         china_date(published_at),
         hub.settings.workflow.interpretation_working_days,

@@ -12,7 +12,7 @@ mod review;
 
 pub use alerts::{AlertOutcome, receive_cap};
 pub use authoring::{create_item, edit_item, submit};
-pub use interpretations::{DueInterpretation, DueStatus, interpretations_due};
+pub use interpretations::{DueInterpretation, DueStatus, deadline_after, interpretations_due};
 pub use publish::{PublishInput, PublishOutcome, preview_rendition, preview_targets, publish};
 pub use retire::{EXPIRY_REASON, WithdrawInput, expire_due, withdraw};
 pub use review::{

@@ -350,3 +350,147 @@ async fn click_through(app: &TestApp, client: &Client) {
     );
     screens(client, "village-home").await;
 }
+
+/// Script that would mark the page if any of it ran: as markup, as an attribute breaking out
+/// of its quotes, as a URL.
+const XSS: &str = "\"'><img src=x onerror=\"window.heraldXss=1\"><script>window.heraldXss=1</script><svg onload=\"window.heraldXss=1\">javascript:window.heraldXss=1";
+
+/// Every text staff type — titles, bodies, summaries, 发文字号, file names, review comments,
+/// withdrawal reasons, target names — carries script, and no console page runs any of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_typed_into_any_field_stays_inert_on_every_console_page() {
+    let wechat = Scripted::new(ChannelKind::Wechat, &[], Step::Deliver);
+    let app = spawn_app_with(Backend::Sqlite, vec![wechat.clone()]).await;
+    app.add_target("wechat", &format!("账号{XSS}"), "530426", json!({"fail": true}))
+        .await;
+    let attachment = app
+        .upload("publisher", "text/plain", "附件正文".as_bytes().to_vec())
+        .await;
+    assert_eq!(attachment.status, 201, "{}", attachment.json);
+    let typed = |title: &str| {
+        let mut item = item_body("530426");
+        item["title"] = json!(format!("{title}{XSS}"));
+        item["summary"] = json!(format!("摘要{XSS}"));
+        item["body"] = json!(format!(
+            "<p>正文{XSS}</p><p><a href=\"javascript:window.heraldXss=1\">链接</a></p>"
+        ));
+        item["doc_no"] = json!(format!("峨政发〔2026〕{}号{XSS}", title.len()));
+        item["keywords"] = json!([format!("关键词{XSS}")]);
+        item["attachments"] =
+            json!([{"sha256": attachment.json["sha256"], "filename": format!("{XSS}.txt")}]);
+        item
+    };
+    // Published (its deliveries, one failing, in the matrix and the queues), then withdrawn.
+    let published = app.create_item("publisher", &typed("已发布")).await;
+    assert_eq!(app.approve("publisher", "reviewer", &published).await.status, 200);
+    assert_eq!(app.publish("publisher", &published, "xss-1").await.status, 200);
+    app.deliver_due().await;
+    // Sent back with a comment.
+    let rejected = app.create_item("publisher", &typed("已退回")).await;
+    let submitted = app
+        .post(
+            "publisher",
+            &format!("/api/v1/items/{rejected}/submit"),
+            &json!({}),
+        )
+        .await;
+    let rejection = app
+        .post(
+            "reviewer",
+            &format!("/api/v1/items/{rejected}/reject"),
+            &json!({"version": submitted.json["current_version"], "comment": format!("意见{XSS}")}),
+        )
+        .await;
+    assert_eq!(rejection.status, 200, "{}", rejection.json);
+    // Approved, waiting on the publish page that names its targets.
+    let approved = app.create_item("publisher", &typed("待发布")).await;
+    assert_eq!(app.approve("publisher", "reviewer", &approved).await.status, 200);
+    let withdrawn = app.create_item("publisher", &typed("已撤回")).await;
+    assert_eq!(app.approve("publisher", "reviewer", &withdrawn).await.status, 200);
+    assert_eq!(app.publish("publisher", &withdrawn, "xss-2").await.status, 200);
+    let withdrawal = app
+        .post(
+            "publisher",
+            &format!("/api/v1/items/{withdrawn}/withdraw"),
+            &json!({"reason": format!("理由{XSS}")}),
+        )
+        .await;
+    assert_eq!(withdrawal.status, 200, "{}", withdrawal.json);
+
+    let driver = start_driver().await;
+    let client = browser(&driver).await;
+    let pages = [
+        "/console".to_owned(),
+        format!("/console?q={}", crate::helpers::urlencode(XSS)),
+        format!("/console/items/{published}"),
+        format!("/console/items/{published}/previews"),
+        format!("/console/items/{published}/previews/portal"),
+        format!("/console/items/{rejected}"),
+        format!("/console/items/{approved}/publish"),
+        format!("/console/items/{withdrawn}"),
+        "/console/deliveries".to_owned(),
+        "/console/audit".to_owned(),
+        "/console/users".to_owned(),
+        "/console/items/new".to_owned(),
+    ];
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
+        sign_in(&client, &app, "admin").await;
+        for path in &pages {
+            client
+                .goto(&format!("{}{path}", app.address))
+                .await
+                .expect("goto");
+            let text = text_of_page(&client).await;
+            stays_inert(&client, path).await;
+            if path.starts_with("/console/items/") {
+                assert!(
+                    text.contains("<script>"),
+                    "{path}: the typed script is shown as text:\n{text}"
+                );
+            }
+        }
+        // What was typed comes back in the refused form, as text.
+        client
+            .goto(&format!("{}/console/items/new", app.address))
+            .await
+            .expect("goto");
+        fill(&client, "title", XSS).await;
+        fill(&client, "body", XSS).await;
+        fill(&client, "index_no", XSS).await;
+        fill(&client, "issuers", XSS).await;
+        client
+            .execute(
+                "document.getElementById('written_date').value = '2026-09-20'",
+                Vec::new(),
+            )
+            .await
+            .expect("date");
+        follow(&client, "form.compose > button[type=submit]").await;
+        let refused = text_of_page(&client).await;
+        assert!(refused.contains("发文机关"), "{refused}");
+        stays_inert(&client, "the refused compose form").await;
+        let kept = client
+            .find(Locator::Id("title"))
+            .await
+            .expect("title")
+            .prop("value")
+            .await
+            .expect("value");
+        assert_eq!(kept.as_deref(), Some(XSS), "the title is kept as typed");
+    }))
+    .await;
+    client.close().await.expect("close the session");
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// No script of the page ran and no dialog opened.
+async fn stays_inert(client: &Client, page: &str) {
+    let ran = client
+        .execute("return window.heraldXss !== undefined", Vec::new())
+        .await
+        .expect("read the page");
+    assert_eq!(ran, json!(false), "{page}: a typed script ran");
+    assert!(client.get_alert_text().await.is_err(), "{page}: a dialog opened");
+}

@@ -107,6 +107,36 @@ impl Browser {
         .await
     }
 
+    /// Posts a multipart form (the compose form): text fields, then files as
+    /// `(field, file name, content type, bytes)`.
+    async fn post_multipart(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        files: Vec<(&str, &str, &str, Vec<u8>)>,
+    ) -> Answer {
+        let mut multipart = reqwest::multipart::Form::new();
+        for (name, value) in form {
+            multipart = multipart.text(name.to_string(), value.to_string());
+        }
+        for (name, filename, content_type, bytes) in files {
+            let part = reqwest::multipart::Part::bytes(bytes)
+                .file_name(filename.to_owned())
+                .mime_str(content_type)
+                .expect("mime");
+            multipart = multipart.part(name.to_owned(), part);
+        }
+        Self::answer(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .multipart(multipart)
+                .send()
+                .await
+                .expect("POST"),
+        )
+        .await
+    }
+
     /// Signs in through the form; returns the answer to the post.
     async fn sign_in(&self, username: &str, password: &str) -> Answer {
         let form = self.get("/console/login").await;
@@ -449,12 +479,45 @@ on_both_databases! {
             let publisher = &publisher;
             async move {
                 let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                publisher.post("/console/items", &fields).await
+                publisher.post_multipart("/console/items", &fields, Vec::new()).await
             }
         };
 
-        let no_date = post(typed("关于做好今冬供水保障工作的通知", "2026年9月20日")).await;
-        assert_eq!(no_date.status, 422);
+        // A file goes with the form; refused for another field, the form keeps it.
+        let pdf = b"%PDF-1.4\n% \xe4\xbe\x9b\xe6\xb0\xb4\n".to_vec();
+        let fields: Vec<(&str, String)> = typed("关于做好今冬供水保障工作的通知", "2026年9月20日");
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let no_date = publisher
+            .post_multipart(
+                "/console/items",
+                &fields,
+                vec![
+                    ("files", "供水保障方案.pdf", "application/pdf", pdf.clone()),
+                    ("files", "", "application/octet-stream", Vec::new()),
+                ],
+            )
+            .await;
+        assert_eq!(no_date.status, 422, "{}", no_date.body);
+        let kept = no_date
+            .body
+            .split("name=\"attachment\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("the uploaded file is kept:\n{}", no_date.body))
+            .to_owned();
+        assert!(kept.ends_with("/供水保障方案.pdf"), "{kept}");
+        assert!(no_date.body.contains("保留已上传的附件：供水保障方案.pdf"));
+        // A type not allowed is refused naming the file, and nothing is created.
+        let exe = publisher
+            .post_multipart(
+                "/console/items",
+                &fields,
+                vec![("files", "setup.exe", "application/x-msdownload", b"MZ".to_vec())],
+            )
+            .await;
+        assert_eq!(exe.status, 422);
+        assert!(exe.problem().contains("附件“setup.exe”未能上传"), "{}", exe.problem());
+        assert!(exe.body.contains("id=\"files\" name=\"files\" type=\"file\""));
         assert!(no_date.problem().contains("成文日期"), "{}", no_date.problem());
         assert!(no_date.body.contains("id=\"written_date\" name=\"written_date\" type=\"date\" value=\"2026年9月20日\" required aria-invalid=\"true\""), "the field is marked and keeps what was typed");
         assert!(no_date.body.contains("value=\"关于做好今冬供水保障工作的通知\""), "the other fields keep what was typed");
@@ -462,7 +525,9 @@ on_both_databases! {
         assert_eq!(no_title.status, 422);
         assert!(no_title.problem().contains("标题"), "{}", no_title.problem());
 
-        let created = post(typed("关于做好今冬供水保障工作的通知", "2026-09-20")).await;
+        let mut with_file = typed("关于做好今冬供水保障工作的通知", "2026-09-20");
+        with_file.push(("attachment", kept.clone()));
+        let created = post(with_file).await;
         assert_eq!(created.status, 303, "{}", created.body);
         let location = created.location.clone().expect("location");
         let id = location
@@ -474,6 +539,11 @@ on_both_databases! {
         assert_eq!(item.json["state"], "draft");
         assert_eq!(item.json["content"]["issuers"][0], "峨山彝族自治县水务局", "the alias is stored as the organ's full name");
         assert_eq!(item.json["content"]["doc_no"], "峨水发〔2026〕31号");
+        assert_eq!(item.json["content"]["attachments"][0]["filename"], "供水保障方案.pdf");
+        assert_eq!(
+            item.json["content"]["attachments"][0]["sha256"].as_str(),
+            kept.split('/').next()
+        );
 
         let page = publisher.get(&location).await;
         assert!(page.body.contains("草稿已保存"), "{}", page.body);
@@ -790,4 +860,101 @@ async fn console_pages_are_never_cached() {
     );
     let css = browser.get("/console/assets/console.css").await;
     assert_eq!(css.status, 200);
+}
+
+/// Every form of the console is refused without this browser's form token — missing or
+/// wrong — and what it would have changed is unchanged.
+#[tokio::test]
+async fn every_console_form_is_refused_without_its_token() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let draft = app.create_item("publisher", &item_body("530426")).await;
+    let users = app.get("admin", "/api/v1/users").await;
+    let publisher_id = users
+        .json
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["username"] == "publisher")
+        .expect("publisher")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let admin = Browser::new(&app);
+    admin
+        .sign_in("admin", "admin-password-1")
+        .await
+        .redirects_to("/console");
+    let token = admin.get("/console").await.csrf();
+    let forms = [
+        "/console/login".to_owned(),
+        "/console/logout".to_owned(),
+        "/console/password".to_owned(),
+        format!("/console/items/{draft}/submit"),
+        format!("/console/items/{draft}/review"),
+        format!("/console/items/{draft}/publish"),
+        format!("/console/items/{draft}/withdraw"),
+        "/console/deliveries/any/retry".to_owned(),
+        "/console/deliveries/any/cancel".to_owned(),
+        "/console/users".to_owned(),
+        format!("/console/users/{publisher_id}/password-reset"),
+        "/console/audit/verify".to_owned(),
+    ];
+    let wrong = "0".repeat(token.len());
+    for path in &forms {
+        for csrf in ["", wrong.as_str()] {
+            let answer = admin
+                .post(
+                    path,
+                    &[
+                        ("csrf", csrf),
+                        ("username", "x"),
+                        ("password", "y"),
+                        ("reason", "r"),
+                    ],
+                )
+                .await;
+            assert_eq!(answer.status, 403, "{path} with {csrf:?}: {}", answer.body);
+            assert!(answer.body.contains("页面已过期"), "{path}: {}", answer.body);
+        }
+    }
+    // The compose form (multipart, with a file): refused before any file is stored.
+    let stored = app.count("SELECT COUNT(*) FROM attachments").await;
+    for csrf in ["", wrong.as_str()] {
+        let form = reqwest::multipart::Form::new()
+            .text("csrf", csrf.to_owned())
+            .text("title", "无令牌的表单")
+            .part(
+                "files",
+                reqwest::multipart::Part::bytes(b"%PDF-1.4 forged".to_vec())
+                    .file_name("forged.pdf")
+                    .mime_str("application/pdf")
+                    .expect("mime"),
+            );
+        let answer = Browser::answer(
+            admin
+                .client
+                .post(format!("{}/console/items", admin.base))
+                .multipart(form)
+                .send()
+                .await
+                .expect("POST"),
+        )
+        .await;
+        assert_eq!(answer.status, 403, "{}", answer.body);
+    }
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM attachments").await,
+        stored,
+        "no file stored"
+    );
+    // Nothing changed: still signed in, the draft still a draft, the password the same.
+    assert_eq!(admin.get("/console").await.status, 200);
+    assert_eq!(
+        app.get("publisher", &format!("/api/v1/items/{draft}")).await.json["state"],
+        "draft"
+    );
+    Browser::new(&app)
+        .sign_in("publisher", "publisher-password-1")
+        .await
+        .redirects_to("/console");
 }

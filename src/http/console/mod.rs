@@ -38,6 +38,12 @@ use crate::{
     workflow::{self, DueStatus, ItemFilter, PublishInput},
 };
 
+mod admin;
+mod charts;
+mod compose;
+mod previews;
+mod queues;
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/console", web::get().to(home))
         .route("/console/login", web::get().to(login_page))
@@ -46,15 +52,40 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/console/password", web::get().to(password_page))
         .route("/console/password", web::post().to(change_password))
         // Before `{id}`, which would take "new" for an id.
-        .route("/console/items/new", web::get().to(compose_page))
-        .route("/console/items", web::post().to(compose))
+        .route("/console/items/new", web::get().to(compose::compose_page))
+        .route("/console/items", web::post().to(compose::compose))
         .route("/console/items/{id}", web::get().to(item_page))
+        .route(
+            "/console/items/{id}/previews",
+            web::get().to(previews::previews_page),
+        )
+        .route(
+            "/console/items/{id}/previews/portal",
+            web::get().to(previews::portal_preview),
+        )
+        .route(
+            "/console/items/{id}/charts/progress.svg",
+            web::get().to(charts::progress_chart),
+        )
+        .route(
+            "/console/items/{id}/charts/coverage.svg",
+            web::get().to(charts::coverage_chart),
+        )
         .route("/console/items/{id}/submit", web::post().to(submit))
         .route("/console/items/{id}/review", web::post().to(review))
         .route("/console/items/{id}/publish", web::get().to(publish_page))
         .route("/console/items/{id}/publish", web::post().to(publish))
         .route("/console/items/{id}/withdraw", web::post().to(withdraw))
-        .route("/console/deliveries/{id}/retry", web::post().to(retry))
+        .route("/console/deliveries", web::get().to(queues::queues_page))
+        .route("/console/deliveries/{id}/retry", web::post().to(queues::retry))
+        .route("/console/deliveries/{id}/cancel", web::post().to(queues::cancel))
+        .route("/console/cleanup", web::get().to(admin::cleanup_page))
+        .route("/console/devices", web::get().to(admin::devices_page))
+        .route("/console/targets", web::get().to(admin::targets_page))
+        .route("/console/targets", web::post().to(admin::add_target))
+        .route("/console/tokens", web::get().to(admin::tokens_page))
+        .route("/console/tokens", web::post().to(admin::create_token))
+        .route("/console/tokens/{id}/revoke", web::post().to(admin::revoke_token))
         .route("/console/audit", web::get().to(audit_page))
         .route("/console/users", web::get().to(users_page))
         .route("/console/users", web::post().to(create_user))
@@ -62,6 +93,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/console/users/{id}/password-reset",
             web::post().to(reset_password),
         )
+        .route("/console/users/{id}/disable", web::post().to(disable_user))
+        .route("/console/users/{id}/unlock", web::post().to(unlock_user))
         .route("/console/audit/verify", web::post().to(verify_audit))
         .route("/console/assets/console.css", web::get().to(stylesheet));
 }
@@ -74,7 +107,7 @@ async fn stylesheet() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/css; charset=utf-8")
         .insert_header((actix_web::http::header::CACHE_CONTROL, "public, max-age=3600"))
-        .body(include_str!("../../templates/console/console.css"))
+        .body(include_str!("../../../templates/console/console.css"))
 }
 
 /// Who is signed in, as the header shows them.
@@ -589,6 +622,8 @@ struct ItemPage {
     may_publish: bool,
     may_withdraw: bool,
     deliveries: Vec<DeliveryRow>,
+    /// Each channel's targets, coloured by the state of their delivery.
+    matrix: Vec<charts::ChannelCells>,
     /// Of the villages its loudspeakers and notice boards stand in: how far it got in each.
     coverage: Vec<VillageReach>,
     /// Deliveries still under way: the page reloads itself until they settle.
@@ -645,6 +680,7 @@ fn done_notice(done: Option<&str>) -> Option<&'static str> {
         "created" => Some("草稿已保存。核对无误后请提交审核。"),
         "submitted" => Some("已提交审核。"),
         "retried" => Some("已重新发送。"),
+        "cancelled" => Some("已取消发送。"),
         "withdrawn" => Some("已撤回，正在从各渠道撤下。"),
         _ => None,
     }
@@ -704,7 +740,12 @@ async fn show_item(
     if let Some(reason) = &content.legal_reason {
         facts.push(("不公开理由", reason.clone()));
     }
-    let report = delivery::item_deliveries(hub, caller, id, delivery::DeliveryFilter::default()).await?;
+    let filter = delivery::DeliveryFilter {
+        limit: Some(charts::MATRIX_CELLS as u64),
+        ..delivery::DeliveryFilter::default()
+    };
+    let report = delivery::item_deliveries(hub, caller, id, filter).await?;
+    let matrix = charts::matrix(&report);
     let coverage = report
         .coverage
         .into_iter()
@@ -766,6 +807,7 @@ async fn show_item(
         may_publish: item.state == ItemState::Approved && caller.role.may_publish(),
         may_withdraw: item.state == ItemState::Published && caller.role.may_withdraw(),
         deliveries,
+        matrix,
         coverage,
         under_way,
         notice,
@@ -978,117 +1020,6 @@ fn choices<T>(
         .collect()
 }
 
-/// The areas within the caller's, the one `chosen` (else the caller's own) selected.
-fn area_choices(hub: &Hub, caller: &Caller, chosen: &str) -> Vec<Choice> {
-    let chosen = if chosen.is_empty() {
-        caller.area.as_str()
-    } else {
-        chosen
-    };
-    choices(
-        hub.areas.iter().filter(|area| area.code.is_within(&caller.area)),
-        chosen,
-        |area| (area.code.as_str().to_owned(), area.name.clone()),
-    )
-}
-
-/// What the compose form holds, as typed: shown again as it was when something is refused.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ComposeForm {
-    csrf: String,
-    title: String,
-    summary: String,
-    body: String,
-    index_no: String,
-    doc_no: String,
-    confirm_duplicate_doc_no: Option<String>,
-    written_date: String,
-    issuers: String,
-    genre: String,
-    topic: String,
-    catalog: String,
-    area_code: String,
-    validity: String,
-    expires_on: String,
-    emergency: Option<String>,
-    disclosure: String,
-    legal_reason: String,
-    redacted_body: String,
-}
-
-#[derive(Template)]
-#[template(path = "console/compose.html")]
-struct ComposePage {
-    frame: Frame,
-    form: ComposeForm,
-    problem: Option<String>,
-    /// The field the problem is about, marked in the form.
-    invalid: String,
-    index_no_example: String,
-    genres: Vec<Choice>,
-    topics: Vec<Choice>,
-    catalog: Vec<Choice>,
-    areas: Vec<Choice>,
-    validities: Vec<Choice>,
-    disclosures: Vec<Choice>,
-}
-
-fn compose_page_for(
-    hub: &Hub,
-    caller: &Caller,
-    csrf: String,
-    form: ComposeForm,
-    problem: Option<(String, String)>,
-) -> ComposePage {
-    let topics = hub.topics.classes().iter().flat_map(|class| {
-        std::iter::once(class.name.clone()).chain(
-            class
-                .entries
-                .iter()
-                .map(|entry| format!("{}\\{entry}", class.name)),
-        )
-    });
-    let (problem, invalid) = problem.map_or((None, String::new()), |(text, field)| (Some(text), field));
-    ComposePage {
-        frame: frame_for(hub, caller, csrf),
-        problem,
-        invalid,
-        index_no_example: format!(
-            "{}/{}-00001",
-            hub.settings.content.organisation_code,
-            hub.clock.now().with_timezone(&china_offset()).format("%Y")
-        ),
-        genres: choices(
-            Genre::ALL,
-            if form.genre.is_empty() {
-                "notice"
-            } else {
-                &form.genre
-            },
-            |g| (wire_name(g), g.label_zh().to_owned()),
-        ),
-        topics: choices(topics, &form.topic, |t| (t.clone(), t.clone())),
-        catalog: choices(hub.catalog.iter(), &form.catalog, |entry| {
-            (entry.code.clone(), format!("{}（{}）", entry.name, entry.code))
-        }),
-        areas: area_choices(hub, caller, &form.area_code),
-        validities: choices(Validity::ALL, &form.validity, |v| {
-            (wire_name(v), v.label_zh().to_owned())
-        }),
-        disclosures: choices(
-            Disclosure::ALL.iter().copied(),
-            if form.disclosure.is_empty() {
-                "public"
-            } else {
-                &form.disclosure
-            },
-            |d| (d.as_str().to_owned(), disclosure_label(*d).to_owned()),
-        ),
-        form,
-    }
-}
-
 /// A value's name as the API takes it (serde's), for a form's `value`.
 fn wire_name(value: &impl serde::Serialize) -> String {
     match serde_json::to_value(value) {
@@ -1103,116 +1034,24 @@ fn by_wire_name<T: serde::de::DeserializeOwned>(field: &str, raw: &str) -> Resul
         .map_err(|_| Error::validation(field, format!("unknown value {raw:?}")))
 }
 
+/// A form's text, trimmed; empty: not given.
 fn optional(raw: &str) -> Option<String> {
     let trimmed = raw.trim();
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
 }
 
-fn date(field: &str, raw: &str) -> Result<chrono::NaiveDate, Error> {
-    chrono::NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
-        .map_err(|_| Error::validation(field, "must be a date, YYYY-MM-DD"))
-}
-
-/// The form as the API's item input; a field that cannot be read is refused naming it.
-fn item_input(form: &ComposeForm) -> Result<ItemInput, Error> {
-    Ok(ItemInput {
-        title: form.title.trim().to_owned(),
-        body: form.body.clone(),
-        summary: form.summary.trim().to_owned(),
-        disclosure: by_wire_name("disclosure", &form.disclosure)?,
-        redacted_body: optional(&form.redacted_body),
-        legal_reason: optional(&form.legal_reason),
-        index_no: form.index_no.trim().to_owned(),
-        issuers: form
-            .issuers
-            .split(['、', ',', '，', ';', '；', '\n'])
-            .map(str::trim)
-            .filter(|name| !name.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        doc_no: optional(&form.doc_no),
-        written_date: date("written_date", &form.written_date)?,
-        topic: optional(&form.topic).into_iter().collect(),
-        validity: match optional(&form.validity) {
-            Some(raw) => Some(by_wire_name("validity", &raw)?),
-            None => None,
-        },
-        genre: by_wire_name("genre", &form.genre)?,
-        keywords: Vec::new(),
-        catalog: form.catalog.clone(),
-        area_code: form.area_code.clone(),
-        tags: Vec::new(),
-        attachments: Vec::new(),
-        emergency: form.emergency.is_some(),
-        expires_on: match optional(&form.expires_on) {
-            Some(raw) => Some(date("expires_on", &raw)?),
-            None => None,
-        },
-        interprets: None,
-        confirm_duplicate_doc_no: form.confirm_duplicate_doc_no.is_some(),
-        correction_note: None,
-    })
-}
-
-async fn compose_page(req: HttpRequest) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff(&req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
+/// The areas within the caller's, the one `chosen` (else the caller's own) selected.
+fn area_choices(hub: &Hub, caller: &Caller, chosen: &str) -> Vec<Choice> {
+    let chosen = if chosen.is_empty() {
+        caller.area.as_str()
+    } else {
+        chosen
     };
-    if !caller.role.may_author() {
-        return message(&hub, StatusCode::FORBIDDEN, "无权新建", "您的角色不能新建信息。");
-    }
-    let (csrf, cookie) = csrf_token(&req)?;
-    let page = compose_page_for(&hub, &caller, csrf, ComposeForm::default(), None);
-    html(StatusCode::OK, &page, cookie)
-}
-
-async fn compose(req: HttpRequest, form: web::Form<ComposeForm>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
-    let form = form.into_inner();
-    let created = match item_input(&form) {
-        Ok(input) => workflow::create_item(&hub, &caller, input).await,
-        Err(e) => Err(e),
-    };
-    match created {
-        Ok(item) => Ok(see_other(&format!("/console/items/{}?done=created", item.id))),
-        Err(e) => {
-            let (status, problem, field) = refusal(e)?;
-            let (csrf, cookie) = csrf_token(&req)?;
-            let page = compose_page_for(&hub, &caller, csrf, form, Some((problem, field)));
-            html(status, &page, cookie)
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct RetryForm {
-    #[serde(default)]
-    csrf: String,
-    /// The item whose page the button is on, to go back to.
-    #[serde(default)]
-    item: String,
-}
-
-/// 重新发送 a failed or unconfirmed delivery, as the API's retry does.
-async fn retry(req: HttpRequest, id: web::Path<String>, form: web::Form<RetryForm>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
-    match delivery::retry(&hub, &caller, &id).await {
-        Ok(retried) => Ok(see_other(&format!(
-            "/console/items/{}?done=retried",
-            retried.item_id
-        ))),
-        Err(e) => item_refusal(&req, &hub, &caller, &form.item, e).await,
-    }
+    choices(
+        hub.areas.iter().filter(|area| area.code.is_within(&caller.area)),
+        chosen,
+        |area| (area.code.as_str().to_owned(), area.name.clone()),
+    )
 }
 
 #[derive(Deserialize)]
@@ -1623,4 +1462,42 @@ async fn reset_password(req: HttpRequest, id: web::Path<String>, form: web::Form
             show_users(&req, &hub, &caller, status, NewUserForm::default(), None, problem).await
         }
     }
+}
+
+/// 停用 and 解锁: an account of the administrator's area switched off, or its sign-in delays
+/// (after wrong passwords) lifted.
+async fn disable_user(req: HttpRequest, id: web::Path<String>, form: web::Form<CsrfForm>) -> Page {
+    change_user(&req, &id, &form, UserChange::Disable).await
+}
+
+async fn unlock_user(req: HttpRequest, id: web::Path<String>, form: web::Form<CsrfForm>) -> Page {
+    change_user(&req, &id, &form, UserChange::Unlock).await
+}
+
+enum UserChange {
+    Disable,
+    Unlock,
+}
+
+async fn change_user(req: &HttpRequest, id: &str, form: &CsrfForm, change: UserChange) -> Page {
+    let hub = hub(req)?;
+    let caller = match staff_posting(req, &hub, &form.csrf).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    if caller.role != Role::Admin {
+        return not_admin(&hub);
+    }
+    let changed = match change {
+        UserChange::Disable => accounts::disable_user(&hub, &caller.id, Some(&caller.area), id).await,
+        UserChange::Unlock => accounts::unlock_user(&hub, &caller.id, Some(&caller.area), id).await,
+    };
+    let (status, problem) = match changed {
+        Ok(_) => (StatusCode::OK, None),
+        Err(e) => {
+            let (status, problem, _) = refusal(e)?;
+            (status, Some((problem, String::new())))
+        }
+    };
+    show_users(req, &hub, &caller, status, NewUserForm::default(), None, problem).await
 }

@@ -1,0 +1,467 @@
+//! What administrators and village staff look after besides items: 清理结果 (what came down,
+//! and whether every channel took it down), 设备 (the village devices and their health),
+//! 发布目标 (where items go), and API 令牌 (for programs that post on a user's behalf).
+//!
+//! Each page reads through the functions the API uses, scoped to the caller's area: a village
+//! operator sees their own village's devices and targets and nothing of another village's.
+
+use herald_channels::ChannelKind;
+use herald_firmware_protocol::report::{Condition, Health};
+
+use super::*;
+use crate::delivery::{devices, targets};
+
+#[derive(Template)]
+#[template(path = "console/cleanup.html")]
+struct CleanupPage {
+    frame: Frame,
+    rows: Vec<CleanupRow>,
+}
+
+struct CleanupRow {
+    item_id: String,
+    title: String,
+    date: String,
+    reason: String,
+    /// Channels that took it down, of those it went to; and those that failed to.
+    taken_down: i64,
+    takedowns: i64,
+    failed: i64,
+}
+
+/// 清理结果: the items of the caller's area taken down, and how far each takedown got.
+pub(super) async fn cleanup_page(req: HttpRequest) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff(&req, &hub).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    let mut rows = Vec::new();
+    for down in crate::portal::taken_down(&hub, Some(&caller.area)).await? {
+        let filter = delivery::DeliveryFilter {
+            kind: Some(DeliveryKind::Withdraw),
+            ..delivery::DeliveryFilter::default()
+        };
+        let report = delivery::item_deliveries(&hub, &caller, &down.item_id, filter).await?;
+        let withdrawals = report
+            .summary
+            .iter()
+            .filter(|row| row.kind == DeliveryKind::Withdraw);
+        let (mut taken_down, mut takedowns, mut failed) = (0, 0, 0);
+        for row in withdrawals {
+            takedowns += row.count;
+            match row.state {
+                DeliveryState::Delivered | DeliveryState::Withdrawn => taken_down += row.count,
+                DeliveryState::Failed | DeliveryState::Unconfirmed => failed += row.count,
+                _ => {}
+            }
+        }
+        rows.push(CleanupRow {
+            item_id: down.item_id,
+            title: down.title,
+            date: down.date,
+            reason: down.reason,
+            taken_down,
+            takedowns,
+            failed,
+        });
+    }
+    let (csrf, cookie) = csrf_token(&req)?;
+    let page = CleanupPage {
+        frame: frame_for(&hub, &caller, csrf),
+        rows,
+    };
+    html(StatusCode::OK, &page, cookie)
+}
+
+#[derive(Template)]
+#[template(path = "console/devices.html")]
+struct DevicesPage {
+    frame: Frame,
+    rows: Vec<DeviceRow>,
+    online: usize,
+    faulty: usize,
+}
+
+struct DeviceRow {
+    name: String,
+    device_id: String,
+    kind: &'static str,
+    area: String,
+    /// 在线 / 离线 / 尚未连接 / 已停用, and its colour class.
+    status: &'static str,
+    status_class: &'static str,
+    last_seen: String,
+    firmware: String,
+    /// What its last health report says is wrong, in words; empty: nothing.
+    faults: Vec<String>,
+}
+
+/// 设备: the loudspeakers and notice boards of the caller's area, with what they last said.
+pub(super) async fn devices_page(req: HttpRequest) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff(&req, &hub).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    let rows: Vec<DeviceRow> = devices::list_devices(&hub, Some(&caller.area))
+        .await?
+        .into_iter()
+        .map(|device| {
+            let (status, status_class) = match (device.enabled, device.online) {
+                (false, _) => ("已停用", "revoked"),
+                (true, Some(true)) => ("在线", "online"),
+                (true, Some(false)) => ("离线", "offline"),
+                (true, None) => ("尚未连接", "never"),
+            };
+            DeviceRow {
+                kind: device.channel.label_zh(),
+                area: area_name(&hub, &device.area_code),
+                status,
+                status_class,
+                last_seen: device
+                    .last_seen_at
+                    .map(shown_time)
+                    .unwrap_or_else(|| "—".to_owned()),
+                firmware: device.firmware_version.unwrap_or_default(),
+                faults: device.health.map(faults).unwrap_or_default(),
+                name: device.name,
+                device_id: device.device_id,
+            }
+        })
+        .collect();
+    let (csrf, cookie) = csrf_token(&req)?;
+    let page = DevicesPage {
+        frame: frame_for(&hub, &caller, csrf),
+        online: rows.iter().filter(|row| row.status_class == "online").count(),
+        faulty: rows.iter().filter(|row| !row.faults.is_empty()).count(),
+        rows,
+    };
+    html(StatusCode::OK, &page, cookie)
+}
+
+/// Free storage below this share of the total is reported: recordings stop fitting.
+const LOW_STORAGE_PERCENT: u64 = 10;
+/// Above this temperature (tenths of a degree) an outdoor cabinet is overheating.
+const HOT_DECIDEGREES: i16 = 700;
+
+/// What a device's last health report says is wrong.
+fn faults(health: serde_json::Value) -> Vec<String> {
+    let health: Health = match serde_json::from_value(health) {
+        Ok(health) => health,
+        Err(e) => return vec![format!("健康报告无法识别：{e}")],
+    };
+    let mut faults = Vec::new();
+    if health.amplifier == Condition::Fault {
+        faults.push("功放故障".to_owned());
+    }
+    if health.line == Condition::Fault {
+        faults.push("喇叭线路故障（断路或短路）".to_owned());
+    }
+    let total = u64::from(health.storage_total_kib);
+    if total > 0 && u64::from(health.storage_free_kib) * 100 < total * LOW_STORAGE_PERCENT {
+        faults.push(format!(
+            "存储空间不足（剩余 {} MB）",
+            health.storage_free_kib / 1024
+        ));
+    }
+    if let Some(temperature) = health.temperature_decidegrees
+        && temperature > HOT_DECIDEGREES
+    {
+        faults.push(format!("温度过高（{:.1} ℃）", f32::from(temperature) / 10.0));
+    }
+    faults
+}
+
+fn area_name(hub: &Hub, code: &str) -> String {
+    hub.areas
+        .iter()
+        .find(|area| area.code.as_str() == code)
+        .map_or_else(|| code.to_owned(), |area| area.name.clone())
+}
+
+#[derive(Template)]
+#[template(path = "console/targets.html")]
+struct TargetsPage {
+    frame: Frame,
+    rows: Vec<TargetRow>,
+    /// Administrators register targets; others read the list.
+    may_add: bool,
+    form: TargetForm,
+    channels: Vec<Choice>,
+    areas: Vec<Choice>,
+    notice: Option<&'static str>,
+    problem: Option<String>,
+    invalid: String,
+}
+
+struct TargetRow {
+    channel: &'static str,
+    name: String,
+    area: String,
+    takes: String,
+    enabled: bool,
+    secrets: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct TargetForm {
+    csrf: String,
+    channel: String,
+    name: String,
+    area_code: String,
+    catalogs: String,
+    tags: String,
+    /// The channel's settings as JSON (an account's app id, a center's URL).
+    config: String,
+    /// Secrets, one `name=value` a line; never shown again.
+    #[serde(skip_serializing)]
+    secrets: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct TargetsQuery {
+    done: Option<String>,
+}
+
+pub(super) async fn targets_page(req: HttpRequest, query: web::Query<TargetsQuery>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff(&req, &hub).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    let notice = (query.done.as_deref() == Some("added")).then_some("发布目标已添加。");
+    show_targets(
+        &req,
+        &hub,
+        &caller,
+        StatusCode::OK,
+        TargetForm::default(),
+        notice,
+        None,
+    )
+    .await
+}
+
+async fn show_targets(
+    req: &HttpRequest,
+    hub: &Hub,
+    caller: &Caller,
+    status: StatusCode,
+    form: TargetForm,
+    notice: Option<&'static str>,
+    problem: Option<(String, String)>,
+) -> Page {
+    let rows = targets::list_targets(hub, caller)
+        .await?
+        .into_iter()
+        .map(|target| {
+            let mut takes = Vec::new();
+            if !target.catalogs.is_empty() {
+                takes.push(format!("目录：{}", target.catalogs.join("、")));
+            }
+            if !target.tags.is_empty() {
+                takes.push(format!("标签：{}", target.tags.join("、")));
+            }
+            TargetRow {
+                channel: target.channel.label_zh(),
+                area: area_name(hub, &target.area_code),
+                takes: if takes.is_empty() {
+                    "全部信息".to_owned()
+                } else {
+                    takes.join("；")
+                },
+                enabled: target.enabled,
+                secrets: target.secret_names.join("、"),
+                name: target.name,
+            }
+        })
+        .collect();
+    let (problem, invalid) = problem.map_or((None, String::new()), |(text, field)| (Some(text), field));
+    let (csrf, cookie) = csrf_token(req)?;
+    let page = TargetsPage {
+        frame: frame_for(hub, caller, csrf),
+        rows,
+        may_add: caller.role == Role::Admin,
+        channels: choices(
+            hub.channels.kinds().filter(|kind| !kind.is_device()),
+            &form.channel,
+            |kind| (kind.as_str().to_owned(), kind.label_zh().to_owned()),
+        ),
+        areas: area_choices(hub, caller, &form.area_code),
+        form,
+        notice,
+        problem,
+        invalid,
+    };
+    html(status, &page, cookie)
+}
+
+pub(super) async fn add_target(req: HttpRequest, form: web::Form<TargetForm>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    let form = form.into_inner();
+    let added = match new_target(&form) {
+        Ok(new) => targets::create_target(&hub, &caller, new).await,
+        Err(e) => Err(e),
+    };
+    match added {
+        Ok(_) => Ok(see_other("/console/targets?done=added")),
+        Err(e) => {
+            let (status, problem, field) = refusal(e)?;
+            // The secrets are not shown back: they are typed again.
+            let form = TargetForm {
+                secrets: String::new(),
+                ..form
+            };
+            show_targets(&req, &hub, &caller, status, form, None, Some((problem, field))).await
+        }
+    }
+}
+
+fn new_target(form: &TargetForm) -> Result<targets::NewTarget, Error> {
+    let listed = |raw: &str| -> Vec<String> {
+        raw.split(['、', ',', '，', ' ', '\n'])
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let config = match optional(&form.config) {
+        Some(raw) => Some(
+            serde_json::from_str(&raw).map_err(|e| Error::validation("config", format!("not JSON: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut secrets = std::collections::BTreeMap::new();
+    for line in form
+        .secrets
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+    {
+        let Some((name, value)) = line.split_once('=') else {
+            return Err(Error::validation("secrets", "one name=value a line"));
+        };
+        let secret: herald_channels::SecretString =
+            serde_json::from_value(serde_json::Value::String(value.trim().to_owned()))
+                .map_err(|e| Error::validation("secrets", e.to_string()))?;
+        secrets.insert(name.trim().to_owned(), secret);
+    }
+    Ok(targets::NewTarget {
+        channel: by_wire_name::<ChannelKind>("channel", &form.channel)?,
+        name: form.name.trim().to_owned(),
+        area_code: form.area_code.clone(),
+        catalogs: listed(&form.catalogs),
+        tags: listed(&form.tags),
+        config,
+        secrets,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "console/tokens.html")]
+struct TokensPage {
+    frame: Frame,
+    rows: Vec<TokenRow>,
+    /// A token just made: its name and its secret, shown this once.
+    issued: Option<(String, String)>,
+    problem: Option<String>,
+}
+
+struct TokenRow {
+    id: String,
+    name: String,
+    created: String,
+    revoked: Option<String>,
+}
+
+/// API 令牌: the caller's own tokens, for the programs that post as them.
+pub(super) async fn tokens_page(req: HttpRequest) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff(&req, &hub).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    show_tokens(&req, &hub, &caller, StatusCode::OK, None, None).await
+}
+
+async fn show_tokens(
+    req: &HttpRequest,
+    hub: &Hub,
+    caller: &Caller,
+    status: StatusCode,
+    issued: Option<(String, String)>,
+    problem: Option<String>,
+) -> Page {
+    let rows = accounts::list_tokens(hub, &caller.id)
+        .await?
+        .into_iter()
+        .map(|token| TokenRow {
+            id: token.id,
+            name: token.name,
+            created: shown_time(token.created_at),
+            revoked: token.revoked_at.map(shown_time),
+        })
+        .collect();
+    let (csrf, cookie) = csrf_token(req)?;
+    let page = TokensPage {
+        frame: frame_for(hub, caller, csrf),
+        rows,
+        issued,
+        problem,
+    };
+    html(status, &page, cookie)
+}
+
+#[derive(Deserialize)]
+pub(super) struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+pub(super) async fn create_token(req: HttpRequest, form: web::Form<TokenForm>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    match accounts::create_token(&hub, &caller.id, &caller.id, form.name.trim()).await {
+        Ok((token, secret)) => {
+            show_tokens(
+                &req,
+                &hub,
+                &caller,
+                StatusCode::OK,
+                Some((token.name, secret)),
+                None,
+            )
+            .await
+        }
+        Err(e) => {
+            let (status, problem, _) = refusal(e)?;
+            show_tokens(&req, &hub, &caller, status, None, Some(problem)).await
+        }
+    }
+}
+
+pub(super) async fn revoke_token(req: HttpRequest, id: web::Path<String>, form: web::Form<CsrfForm>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    match accounts::revoke_token(&hub, &caller, &id).await {
+        Ok(_) => Ok(see_other("/console/tokens")),
+        Err(e) => {
+            let (status, problem, _) = refusal(e)?;
+            show_tokens(&req, &hub, &caller, status, None, Some(problem)).await
+        }
+    }
+}
