@@ -204,12 +204,13 @@ async fn sign_out(client: &Client) {
 /// the delivery arrive; a village operator sees their village's items and not another's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staff_take_an_item_from_draft_to_delivered_in_the_browser() {
-    // Beside the portal, two WeChat accounts: one takes the item, one is broken (its delivery
-    // fails, for the operator to send again).
-    let wechat = Scripted::new(ChannelKind::Wechat, &[], Step::Deliver);
-    let app = spawn_app_with(Backend::Sqlite, vec![wechat.clone()]).await;
-    app.add_target("wechat", "峨山发布", "530426", json!({})).await;
-    app.add_target("wechat", "失效账号", "530426", json!({"fail": true}))
+    // Beside the portal, two media centers: one takes the item, one is broken (its delivery
+    // fails, for the operator to send again). WeChat keeps its real adapter, for its preview.
+    let center = Scripted::new(ChannelKind::MediaCenter, &[], Step::Deliver);
+    let app = spawn_app_with(Backend::Sqlite, vec![center.clone()]).await;
+    app.add_target("media_center", "县融媒体中心", "530426", json!({}))
+        .await;
+    app.add_target("media_center", "失效账号", "530426", json!({"fail": true}))
         .await;
     let driver = start_driver().await;
     let client = browser(&driver).await;
@@ -265,11 +266,58 @@ async fn click_through(app: &TestApp, client: &Client) {
         .select_by_value("综合政务")
         .await
         .expect("select");
+    // The notice goes with its attachment, chosen as a file.
+    let attachment = screenshot_dir().join("森林防火工作方案.pdf");
+    std::fs::write(&attachment, b"%PDF-1.4\n%forest fire plan\n").expect("attachment");
+    client
+        .find(Locator::Id("files"))
+        .await
+        .expect("file input")
+        .send_keys(attachment.to_str().expect("path"))
+        .await
+        .expect("choose the file");
     follow(client, "form.compose > button[type=submit]").await;
     let page = text_of_page(client).await;
     assert!(page.contains("草稿已保存"), "{page}");
+    assert!(
+        page.contains("森林防火工作方案.pdf"),
+        "the attachment is listed: {page}"
+    );
     let item_path = client.current_url().await.expect("url").path().to_owned();
     screens(client, "item-draft").await;
+
+    // Each channel's preview, side by side, before it goes for review.
+    follow(client, "a.button[href$='/previews']").await;
+    let previews = text_of_page(client).await;
+    for channel in ["政府门户网站", "微信公众号"] {
+        assert!(previews.contains(channel), "{channel}: {previews}");
+    }
+    assert!(
+        previews.contains("标题") && previews.contains("/ 32 字"),
+        "WeChat's limits: {previews}"
+    );
+    let portal = client
+        .find(Locator::Css("iframe.portal-frame"))
+        .await
+        .expect("the portal page, framed");
+    portal.clone().enter_frame().await.expect("enter the frame");
+    let framed = client
+        .find(Locator::Css("h1"))
+        .await
+        .expect("h1")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        framed.contains("森林防火"),
+        "the portal page shows the item: {framed}"
+    );
+    client.enter_parent_frame().await.expect("leave the frame");
+    screens(client, "previews").await;
+    client
+        .goto(&format!("{}{item_path}", app.address))
+        .await
+        .expect("goto");
     follow(client, "form[action$='/submit'] button").await;
     assert!(text_of_page(client).await.contains("已提交审核"));
     sign_out(client).await;
@@ -310,15 +358,26 @@ async fn click_through(app: &TestApp, client: &Client) {
     );
     // The page reloads itself while deliveries run; the worker delivers meanwhile.
     app.deliver_due().await;
-    let mut delivered = false;
+    // The matrix fills without a click: the good account's cell turns delivered, the broken
+    // one's failed, with the channel's error.
+    let mut filled = false;
     for _ in 0..40 {
-        if text_of_page(client).await.contains("已送达") {
-            delivered = true;
+        text_of_page(client).await;
+        let delivered = client
+            .find_all(Locator::Css("li.cell.state-delivered"))
+            .await
+            .expect("cells");
+        let failed = client
+            .find_all(Locator::Css("li.cell.state-failed"))
+            .await
+            .expect("cells");
+        if !delivered.is_empty() && !failed.is_empty() {
+            filled = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(delivered, "the status list filled without a click");
+    assert!(filled, "the status matrix filled without a click");
     screens(client, "deliveries").await;
 
     // The broken account's delivery failed: sent again with one click.
@@ -355,14 +414,22 @@ async fn click_through(app: &TestApp, client: &Client) {
 /// of its quotes, as a URL.
 const XSS: &str = "\"'><img src=x onerror=\"window.heraldXss=1\"><script>window.heraldXss=1</script><svg onload=\"window.heraldXss=1\">javascript:window.heraldXss=1";
 
+/// The same, short enough for a name (at most 100 characters).
+const XSS_NAME: &str = "\"><img src=x onerror=\"window.heraldXss=1\"><script>window.heraldXss=1</script>";
+
 /// Every text staff type — titles, bodies, summaries, 发文字号, file names, review comments,
 /// withdrawal reasons, target names — carries script, and no console page runs any of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn script_typed_into_any_field_stays_inert_on_every_console_page() {
-    let wechat = Scripted::new(ChannelKind::Wechat, &[], Step::Deliver);
-    let app = spawn_app_with(Backend::Sqlite, vec![wechat.clone()]).await;
-    app.add_target("wechat", &format!("账号{XSS}"), "530426", json!({"fail": true}))
-        .await;
+    let center = Scripted::new(ChannelKind::MediaCenter, &[], Step::Deliver);
+    let app = spawn_app_with(Backend::Sqlite, vec![center.clone()]).await;
+    app.add_target(
+        "media_center",
+        &format!("中心{XSS_NAME}"),
+        "530426",
+        json!({"fail": true}),
+    )
+    .await;
     let attachment = app
         .upload("publisher", "text/plain", "附件正文".as_bytes().to_vec())
         .await;
@@ -374,16 +441,15 @@ async fn script_typed_into_any_field_stays_inert_on_every_console_page() {
         item["body"] = json!(format!(
             "<p>正文{XSS}</p><p><a href=\"javascript:window.heraldXss=1\">链接</a></p>"
         ));
-        item["doc_no"] = json!(format!("峨政发〔2026〕{}号{XSS}", title.len()));
-        item["keywords"] = json!([format!("关键词{XSS}")]);
+        item["keywords"] = json!([format!("关键词{XSS_NAME}")]);
         item["attachments"] =
-            json!([{"sha256": attachment.json["sha256"], "filename": format!("{XSS}.txt")}]);
+            json!([{"sha256": attachment.json["sha256"], "filename": format!("{XSS_NAME}.txt")}]);
         item
     };
     // Published (its deliveries, one failing, in the matrix and the queues), then withdrawn.
     let published = app.create_item("publisher", &typed("已发布")).await;
     assert_eq!(app.approve("publisher", "reviewer", &published).await.status, 200);
-    assert_eq!(app.publish("publisher", &published, "xss-1").await.status, 200);
+    assert_eq!(app.publish("publisher", &published, "xss-1").await.status, 201);
     app.deliver_due().await;
     // Sent back with a comment.
     let rejected = app.create_item("publisher", &typed("已退回")).await;
@@ -407,7 +473,7 @@ async fn script_typed_into_any_field_stays_inert_on_every_console_page() {
     assert_eq!(app.approve("publisher", "reviewer", &approved).await.status, 200);
     let withdrawn = app.create_item("publisher", &typed("已撤回")).await;
     assert_eq!(app.approve("publisher", "reviewer", &withdrawn).await.status, 200);
-    assert_eq!(app.publish("publisher", &withdrawn, "xss-2").await.status, 200);
+    assert_eq!(app.publish("publisher", &withdrawn, "xss-2").await.status, 201);
     let withdrawal = app
         .post(
             "publisher",
@@ -492,5 +558,15 @@ async fn stays_inert(client: &Client, page: &str) {
         .await
         .expect("read the page");
     assert_eq!(ran, json!(false), "{page}: a typed script ran");
+    // Inert even where the Content-Security-Policy would stop it running: none of the typed
+    // markup became elements (the console has no script of its own, nor handlers).
+    let injected = client
+        .execute(
+            "return document.querySelectorAll('script, img[src=\"x\"], svg, [onerror], [onload], a[href^=\"javascript:\"]').length",
+            Vec::new(),
+        )
+        .await
+        .expect("read the page");
+    assert_eq!(injected, json!(0), "{page}: typed markup became elements");
     assert!(client.get_alert_text().await.is_err(), "{page}: a dialog opened");
 }

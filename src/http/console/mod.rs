@@ -617,6 +617,8 @@ struct ItemPage {
     facts: Vec<(&'static str, String)>,
     review_comment: Option<String>,
     body: String,
+    /// `(sha256, file name)`.
+    attachments: Vec<(String, String)>,
     may_review: bool,
     may_submit: bool,
     may_publish: bool,
@@ -802,6 +804,11 @@ async fn show_item(
         facts,
         review_comment: item.review_comment.clone(),
         body: styles_as_classes(&sanitise_html(&content.body)),
+        attachments: content
+            .attachments
+            .iter()
+            .map(|a| (a.sha256.clone(), a.filename.clone()))
+            .collect(),
         may_review: in_review && caller.role.may_review() && item.author_id != caller.id,
         may_submit: item.state == ItemState::Draft && caller.role.may_author(),
         may_publish: item.state == ItemState::Approved && caller.role.may_publish(),

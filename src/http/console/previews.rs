@@ -60,6 +60,8 @@ enum Shown {
         /// The recording played instead of speech, where the item has one.
         recording: Option<(String, String)>,
     },
+    /// A channel whose rendition this page does not know how to draw: what it is sent.
+    Sent(String),
     /// The channel cannot take this item: why, in the channel's words.
     Refused(String),
 }
@@ -148,7 +150,7 @@ fn not_shown(hub: &Hub, error: Error) -> Page {
 fn shown(rendition: Rendition) -> Shown {
     match rendition.channel {
         ChannelKind::Portal => Shown::Portal,
-        ChannelKind::Wechat => match serde_json::from_value::<Article>(rendition.payload) {
+        ChannelKind::Wechat => match serde_json::from_value::<Article>(rendition.payload.clone()) {
             Ok(article) => Shown::Wechat {
                 counts: vec![
                     ("标题", article.title.chars().count(), MAX_TITLE),
@@ -158,11 +160,11 @@ fn shown(rendition: Rendition) -> Shown {
                 body: styles_as_classes(&sanitise_html(&article.content)),
                 article,
             },
-            Err(e) => unreadable(&e),
+            Err(_) => sent(&rendition.payload),
         },
         ChannelKind::MediaCenter => media_center(&rendition.payload),
         ChannelKind::NoticeBoard | ChannelKind::Loudspeaker => {
-            match serde_json::from_value::<Announcement>(rendition.payload) {
+            match serde_json::from_value::<Announcement>(rendition.payload.clone()) {
                 Ok(announcement) if rendition.channel == ChannelKind::NoticeBoard => Shown::NoticeBoard {
                     pages: announcement.pages,
                     link: announcement.link,
@@ -179,20 +181,25 @@ fn shown(rendition: Rendition) -> Shown {
                         )
                     }),
                 },
-                Err(e) => unreadable(&e),
+                Err(_) => sent(&rendition.payload),
             }
         }
     }
 }
 
-fn unreadable(error: &serde_json::Error) -> Shown {
-    Shown::Refused(format!("无法预览：{error}"))
+/// A rendition of a shape this page does not draw (an adapter of a deployment's own): shown as
+/// the JSON the channel is sent, which is still exactly what goes out.
+fn sent(payload: &serde_json::Value) -> Shown {
+    Shown::Sent(format!("{payload:#}"))
 }
 
 /// The media center's summary of the ninjs it is sent, and the documents themselves.
 fn media_center(payload: &serde_json::Value) -> Shown {
-    let Some(documents) = payload.as_object() else {
-        return Shown::Refused("无法预览：不是 ninjs 文档".to_owned());
+    let Some(documents) = payload
+        .as_object()
+        .filter(|documents| documents.keys().all(|key| key.starts_with("ninjs_")) && !documents.is_empty())
+    else {
+        return sent(payload);
     };
     let first = documents.values().next();
     let text_of = |key: &str, role: &str| -> String {
