@@ -1,6 +1,7 @@
 //! Herald: post once, deliver everywhere, know what happened. See ARCHITECTURE.md.
 
 pub mod accounts;
+pub mod annual_report;
 pub mod attachments;
 pub mod audit;
 pub mod bench;

@@ -65,7 +65,7 @@ pub fn without_parser_position(message: &str) -> String {
     }
 }
 
-const LABELS: [(&str, &str); 55] = [
+const LABELS: [(&str, &str); 56] = [
     ("title", "标题"),
     ("body", "正文"),
     ("summary", "摘要"),
@@ -86,6 +86,7 @@ const LABELS: [(&str, &str); 55] = [
     ("area", "行政区划"),
     ("tags", "标签"),
     ("attachments", "附件"),
+    ("year", "年度"),
     ("emergency", "紧急信息"),
     ("expires_on", "有效期至"),
     ("interprets", "所解读的政策"),

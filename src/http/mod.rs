@@ -202,6 +202,16 @@ pub fn api_routes() -> Vec<ApiRoute> {
         ),
         op(M::POST, "/api/v1/alerts/cap", web::post().to(alerts::post_cap)),
         op(M::GET, "/api/v1/audit", web::get().to(system::audit_log)),
+        op(
+            M::GET,
+            "/api/v1/reports/annual",
+            web::get().to(system::annual_report),
+        ),
+        op(
+            M::GET,
+            "/api/v1/reports/annual.csv",
+            web::get().to(system::annual_report_csv),
+        ),
         op(M::GET, "/api/v1/areas", web::get().to(system::areas)),
         op(M::GET, "/api/v1/catalog", web::get().to(system::catalog)),
         op(M::GET, "/api/v1/topics", web::get().to(system::topics)),

@@ -79,6 +79,8 @@ type Reply = Result<HttpResponse, ApiError>;
         devices::revoke_device,
         alerts::post_cap,
         system::audit_log,
+        system::annual_report,
+        system::annual_report_csv,
         system::areas,
         system::catalog,
         system::topics,

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     accounts::Caller,
-    audit,
+    annual_report, audit,
     domain::{
         area::AreaLevel, catalog::CatalogEntry, item::ItemState, page::Page, topic::TopicClass, user::Role,
     },
@@ -224,4 +224,48 @@ pub async fn catalog(req: HttpRequest, _caller: Caller) -> Reply {
 pub async fn topics(req: HttpRequest, _caller: Caller) -> Reply {
     let hub = hub(&req)?;
     Ok(HttpResponse::Ok().json(hub.topics.classes()))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// The calendar year (China time), from 2000 to this year.
+    pub year: i32,
+}
+
+/// 政府信息公开年报 statistics of proactive disclosure for a year, within the caller's area
+#[utoipa::path(
+    get, path = "/api/v1/reports/annual", tag = "system",
+    params(ReportQuery),
+    responses(
+        (status = 200, description = "The year's counts", body = annual_report::AnnualReport),
+        (status = 422, description = "A year outside 2000 to this year; `field` is `year`", body = ErrorBody),
+    )
+)]
+pub async fn annual_report(req: HttpRequest, caller: Caller, query: ApiQuery<ReportQuery>) -> Reply {
+    let report = annual_report::annual_report(&*hub(&req)?, &caller, query.0.year).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// The same statistics as CSV (UTF-8 with BOM, so Excel opens the Chinese correctly)
+#[utoipa::path(
+    get, path = "/api/v1/reports/annual.csv", tag = "system",
+    params(ReportQuery),
+    responses(
+        (status = 200, description = "CSV, one table after another", body = String, content_type = "text/csv",
+            headers(("Content-Disposition" = String, description = "attachment; filename=\"annual-report-<year>.csv\""))),
+        (status = 422, description = "A year outside 2000 to this year; `field` is `year`", body = ErrorBody),
+    )
+)]
+pub async fn annual_report_csv(req: HttpRequest, caller: Caller, query: ApiQuery<ReportQuery>) -> Reply {
+    let year = query.0.year;
+    let report = annual_report::annual_report(&*hub(&req)?, &caller, year).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"annual-report-{year}.csv\""),
+        ))
+        .body(annual_report::to_csv(&report)?))
 }

@@ -7,20 +7,20 @@ use crate::helpers::{Backend, TestApp, VILLAGE_A, VILLAGE_B, item_body, spawn_ap
 use crate::on_both_databases;
 
 /// One browser: its own cookie jar, redirects not followed so each answer can be checked.
-struct Browser {
-    client: reqwest::Client,
-    base: String,
+pub struct Browser {
+    pub client: reqwest::Client,
+    pub base: String,
 }
 
-struct Answer {
-    status: u16,
-    location: Option<String>,
-    body: String,
+pub struct Answer {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
 }
 
 impl Answer {
     /// The form token the page carries.
-    fn csrf(&self) -> String {
+    pub fn csrf(&self) -> String {
         self.body
             .split("name=\"csrf\" value=\"")
             .nth(1)
@@ -30,7 +30,7 @@ impl Answer {
     }
 
     /// The problem the page reports (`class="problem"`).
-    fn problem(&self) -> &str {
+    pub fn problem(&self) -> &str {
         self.body
             .split("class=\"problem\" role=\"alert\">")
             .nth(1)
@@ -38,13 +38,13 @@ impl Answer {
             .unwrap_or_else(|| panic!("no problem shown:\n{}", self.body))
     }
 
-    fn redirects_to(&self, path: &str) {
+    pub fn redirects_to(&self, path: &str) {
         assert_eq!(self.status, 303, "{}", self.body);
         assert_eq!(self.location.as_deref(), Some(path));
     }
 
     /// A console page: Chinese, one `h1`, a `<title>` naming it.
-    fn is_page(&self, heading: &str) {
+    pub fn is_page(&self, heading: &str) {
         assert!(
             self.body.contains(&format!("<h1>{heading}</h1>")),
             "not the {heading} page:\n{}",
@@ -61,7 +61,7 @@ impl Answer {
 }
 
 impl Browser {
-    fn new(app: &TestApp) -> Self {
+    pub fn new(app: &TestApp) -> Self {
         Self {
             client: reqwest::Client::builder()
                 .cookie_store(true)
@@ -72,7 +72,7 @@ impl Browser {
         }
     }
 
-    async fn answer(response: reqwest::Response) -> Answer {
+    pub async fn answer(response: reqwest::Response) -> Answer {
         Answer {
             status: response.status().as_u16(),
             location: response
@@ -84,7 +84,7 @@ impl Browser {
         }
     }
 
-    async fn get(&self, path: &str) -> Answer {
+    pub async fn get(&self, path: &str) -> Answer {
         Self::answer(
             self.client
                 .get(format!("{}{path}", self.base))
@@ -95,7 +95,7 @@ impl Browser {
         .await
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Answer {
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Answer {
         Self::answer(
             self.client
                 .post(format!("{}{path}", self.base))
@@ -109,7 +109,7 @@ impl Browser {
 
     /// Posts a multipart form (the compose form): text fields, then files as
     /// `(field, file name, content type, bytes)`.
-    async fn post_multipart(
+    pub async fn post_multipart(
         &self,
         path: &str,
         form: &[(&str, &str)],
@@ -138,7 +138,7 @@ impl Browser {
     }
 
     /// Signs in through the form; returns the answer to the post.
-    async fn sign_in(&self, username: &str, password: &str) -> Answer {
+    pub async fn sign_in(&self, username: &str, password: &str) -> Answer {
         let form = self.get("/console/login").await;
         assert_eq!(form.status, 200, "{}", form.body);
         let csrf = form.csrf();

@@ -17,6 +17,7 @@ mod browser;
 mod cli;
 mod conformance;
 mod console;
+mod console_screens;
 mod corrections;
 mod deadlines;
 mod delivery;

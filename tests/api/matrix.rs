@@ -126,6 +126,9 @@ const MATRIX: &[Row] = &[
     ("PATCH /api/v1/organs/{id}",                      Out,           [NA,  NA,  NA,   F,   F,   F,    F,   F,    NA,  NA,  NA,  NA]),
     // The audit log: administrators and reviewers, scoped like items.
     ("GET /api/v1/audit",                              Na,            [OK,  F,   OK,   F,   OK,  OK,   F,   F,    U,   U,   U,   U]),
+    // 年报 statistics: every member of staff, counted within their own area.
+    ("GET /api/v1/reports/annual",                     Na,            [OK,  OK,  OK,   OK,  OK,  OK,   OK,  OK,   U,   U,   U,   U]),
+    ("GET /api/v1/reports/annual.csv",                 Na,            [OK,  OK,  OK,   OK,  OK,  OK,   OK,  OK,   U,   U,   U,   U]),
     // Users: administrators only.
     ("GET /api/v1/users",                              Na,            [OK,  F,   F,    F,   OK,  F,    F,   F,    U,   U,   U,   U]),
     ("POST /api/v1/users",                             In,            [CR,  F,   F,    F,   CR,  F,    F,   F,    U,   U,   U,   U]),
@@ -230,7 +233,7 @@ const MATRIX: &[Row] = &[
 ];
 
 /// Cells of `MATRIX` that are checked; the table may grow but never silently shrink.
-const EXPECTED_CELLS: usize = 915;
+const EXPECTED_CELLS: usize = 939;
 
 fn home(caller: &str) -> &'static str {
     match caller {
@@ -863,6 +866,9 @@ impl Fx {
             | "GET /api/v1/receipts/unmatched"
             | "DELETE /api/v1/session" => req(method, path),
             "GET /api/v1/audit" => req(method, "/api/v1/audit?limit=1000"),
+            "GET /api/v1/reports/annual" | "GET /api/v1/reports/annual.csv" => {
+                req(method, format!("{path}?year=2026"))
+            }
             "POST /api/v1/session" => req(method, "/api/v1/session")
                 .json(json!({"username": "login.probe", "password": "probe-password-1"})),
             "POST /api/v1/session#disabled-user" => req(Method::POST, "/api/v1/session")

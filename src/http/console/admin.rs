@@ -253,9 +253,11 @@ async fn show_targets(
     notice: Option<&'static str>,
     problem: Option<(String, String)>,
 ) -> Page {
+    // Devices are targets too, listed under 设备状态 with their health.
     let rows = targets::list_targets(hub, caller)
         .await?
         .into_iter()
+        .filter(|target| !target.channel.is_device())
         .map(|target| {
             let mut takes = Vec::new();
             if !target.catalogs.is_empty() {
@@ -312,7 +314,16 @@ pub(super) async fn add_target(req: HttpRequest, form: web::Form<TargetForm>) ->
     match added {
         Ok(_) => Ok(see_other("/console/targets?done=added")),
         Err(e) => {
+            // A channel's setting is named as the channel's documentation names it
+            // (`config.app_id`): the administrator copies it from there.
+            let setting = match &e {
+                Error::Validation { field, message } if field.contains('.') => {
+                    Some(format!("（{field}：{message}）"))
+                }
+                _ => None,
+            };
             let (status, problem, field) = refusal(e)?;
+            let problem = problem + setting.as_deref().unwrap_or_default();
             // The secrets are not shown back: they are typed again.
             let form = TargetForm {
                 secrets: String::new(),
@@ -464,4 +475,58 @@ pub(super) async fn revoke_token(req: HttpRequest, id: web::Path<String>, form: 
             show_tokens(&req, &hub, &caller, status, None, Some(problem)).await
         }
     }
+}
+
+#[derive(Template)]
+#[template(path = "console/report.html")]
+struct ReportPage {
+    frame: Frame,
+    year: i32,
+    years: Vec<i32>,
+    report: Option<crate::annual_report::AnnualReport>,
+    problem: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ReportQuery {
+    year: Option<String>,
+}
+
+/// 年报统计: a year's counts for the 政府信息公开年报, as tables, with the CSV to download.
+pub(super) async fn report_page(req: HttpRequest, query: web::Query<ReportQuery>) -> Page {
+    let hub = hub(&req)?;
+    let caller = match staff(&req, &hub).await? {
+        Ok(caller) => caller,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    let this_year = chrono::Datelike::year(&crate::clock::china_date(hub.clock.now()));
+    // The report is written early in the next year: last year's is the one asked for.
+    let asked = match query.year.as_deref().map(str::trim) {
+        None | Some("") => Ok(this_year - 1),
+        Some(raw) => raw
+            .parse::<i32>()
+            .map_err(|_| Error::validation("year", "must be a year, e.g. 2026")),
+    };
+    let outcome = match asked {
+        Ok(year) => crate::annual_report::annual_report(&hub, &caller, year)
+            .await
+            .map(|report| (year, report)),
+        Err(e) => Err(e),
+    };
+    let (status, year, report, problem) = match outcome {
+        Ok((year, report)) => (StatusCode::OK, year, Some(report), None),
+        Err(e) => {
+            let (status, problem, _) = refusal(e)?;
+            (status, this_year - 1, None, Some(problem))
+        }
+    };
+    let (csrf, cookie) = csrf_token(&req)?;
+    let page = ReportPage {
+        frame: frame_for(&hub, &caller, csrf),
+        year,
+        years: (this_year - 9..=this_year).rev().collect(),
+        report,
+        problem,
+    };
+    html(status, &page, cookie)
 }

@@ -80,6 +80,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/console/deliveries/{id}/retry", web::post().to(queues::retry))
         .route("/console/deliveries/{id}/cancel", web::post().to(queues::cancel))
         .route("/console/cleanup", web::get().to(admin::cleanup_page))
+        .route("/console/report", web::get().to(admin::report_page))
         .route("/console/devices", web::get().to(admin::devices_page))
         .route("/console/targets", web::get().to(admin::targets_page))
         .route("/console/targets", web::post().to(admin::add_target))

@@ -184,6 +184,12 @@ async fn act(req: &HttpRequest, id: &str, form: &DeliveryForm, act: Act) -> Page
             "/console/items/{}?done={done}",
             acted.item_id
         ))),
+        (Err(Error::NotFound(_)), _) => message(
+            &hub,
+            StatusCode::NOT_FOUND,
+            "发送记录不存在",
+            "没有找到这条发送记录，或它不在您的管辖范围内。",
+        ),
         (Err(e), true) => {
             let (status, problem, _) = refusal(e)?;
             show_queues(req, &hub, &caller, status, None, Some(problem)).await
