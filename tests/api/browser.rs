@@ -89,6 +89,11 @@ fn screenshot_dir() -> PathBuf {
 /// Saves the page at desktop and at phone width (360 px), and checks what every console page
 /// must have: a Chinese `<title>` and one `<h1>`.
 async fn screens(client: &Client, name: &str) {
+    screens_of(client, name, "body").await;
+}
+
+/// `screens`, with the part of the page `css` selects scrolled into view.
+async fn screens_of(client: &Client, name: &str, css: &str) {
     let title = client.title().await.expect("title");
     assert!(
         title.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)),
@@ -98,6 +103,13 @@ async fn screens(client: &Client, name: &str) {
     assert_eq!(headings.len(), 1, "{name}: one h1");
     for (width, height, suffix) in [(1280, 900, "desktop"), (360, 780, "phone")] {
         client.set_window_size(width, height).await.expect("resize");
+        client
+            .execute(
+                "document.querySelector(arguments[0]).scrollIntoView()",
+                vec![json!(css)],
+            )
+            .await
+            .expect("scroll");
         let png = client.screenshot().await.expect("screenshot");
         assert!(png.starts_with(b"\x89PNG"), "{name}: a PNG");
         std::fs::write(screenshot_dir().join(format!("{name}-{suffix}.png")), png).expect("save");
@@ -390,6 +402,39 @@ async fn click_through(app: &TestApp, client: &Client) {
         "{retried}"
     );
     assert_eq!(app.deliver_due().await, 1, "only the retried delivery is sent");
+    screens_of(client, "matrix", "table.matrix").await;
+    sign_out(client).await;
+
+    // The administrator's screens, each reached from the header.
+    sign_in(client, app, "admin").await;
+    for (link, heading, name) in [
+        ("/console/deliveries", "发送异常", "queues"),
+        ("/console/devices", "设备状态", "devices"),
+        ("/console/targets", "发布目标", "targets"),
+        ("/console/cleanup", "清理结果", "cleanup"),
+        ("/console/report", "年报统计", "report"),
+        ("/console/users", "用户管理", "users"),
+        ("/console/tokens", "API 令牌", "tokens"),
+    ] {
+        follow(client, &format!("header a[href='{link}']")).await;
+        let shown = client
+            .find(Locator::Css("h1"))
+            .await
+            .expect("h1")
+            .text()
+            .await
+            .expect("text");
+        assert_eq!(shown, heading);
+        screens(client, name).await;
+    }
+    // This year's figures count the item just published.
+    client
+        .goto(&format!("{}/console/report?year=2026", app.address))
+        .await
+        .expect("goto");
+    let report = text_of_page(client).await;
+    assert!(report.contains("本年新发布 1 条"), "{report}");
+    screens(client, "report-2026").await;
     sign_out(client).await;
 
     // A village operator sees their own village's items only.
