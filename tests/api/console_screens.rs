@@ -641,3 +641,49 @@ async fn the_annual_report_counts_the_years_record() {
     assert_eq!(refused.status, 422);
     assert!(refused.problem().contains("年"), "{}", refused.problem());
 }
+
+/// A reviewer sees what changed since the version before: the fields that differ and the
+/// text's changes, marked where they are.
+#[tokio::test]
+async fn the_reviewer_sees_what_changed_between_versions() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut item = item_body("530426");
+    item["body"] = json!("<p>报名截止到十月十日。</p><p>请各村做好宣传。</p>");
+    let id = app.create_item("publisher", &item).await;
+    let submitted = app
+        .post("publisher", &format!("/api/v1/items/{id}/submit"), &json!({}))
+        .await;
+    let rejected = app
+        .post(
+            "reviewer",
+            &format!("/api/v1/items/{id}/reject"),
+            &json!({"version": submitted.json["current_version"], "comment": "截止日期有误"}),
+        )
+        .await;
+    assert_eq!(rejected.status, 200, "{}", rejected.json);
+    item["body"] = json!("<p>报名截止到十月二十日。</p><p>请各村做好宣传。</p>");
+    item["summary"] = json!("延长报名时间");
+    let edited = app.put("publisher", &format!("/api/v1/items/{id}"), &item).await;
+    assert_eq!(edited.status, 200, "{}", edited.json);
+    app.post("publisher", &format!("/api/v1/items/{id}/submit"), &json!({}))
+        .await;
+
+    let reviewer = signed_in(&app, "reviewer").await;
+    let page = reviewer.get(&format!("/console/items/{id}")).await;
+    assert!(
+        page.body.contains("<h2>修改内容（第 1 版 → 第 2 版）</h2>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<tr><th scope=\"row\">摘要</th><td><del>部署秋冬季森林防火工作</del></td><td><ins>延长报名时间</ins></td></tr>"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("<div class=\"diff\">报名截止到十月<ins>二</ins>十日。\n请各村做好宣传。</div>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("<tr><th scope=\"row\">标题</th>"),
+        "unchanged fields are not listed"
+    );
+}

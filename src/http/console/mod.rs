@@ -43,6 +43,7 @@ mod charts;
 mod compose;
 mod previews;
 mod queues;
+mod versions;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/console", web::get().to(home))
@@ -620,6 +621,8 @@ struct ItemPage {
     body: String,
     /// `(sha256, file name)`.
     attachments: Vec<(String, String)>,
+    /// What changed since the version the public has (a correction) or the one before.
+    changes: Option<versions::Comparison>,
     may_review: bool,
     may_submit: bool,
     may_publish: bool,
@@ -794,6 +797,10 @@ async fn show_item(
             error: d.last_error.unwrap_or_default(),
         })
         .collect();
+    let changes = match versions::baseline(item.published_version, item.current_version) {
+        Some(from) => Some(versions::compare(hub, caller, id, from, item.current_version).await?),
+        None => None,
+    };
     let in_review = item.state == ItemState::InReview
         || item.correcting == Some(crate::domain::item::Correcting::InReview);
     let (csrf, cookie) = csrf_token(req)?;
@@ -810,6 +817,7 @@ async fn show_item(
             .iter()
             .map(|a| (a.sha256.clone(), a.filename.clone()))
             .collect(),
+        changes,
         may_review: in_review && caller.role.may_review() && item.author_id != caller.id,
         may_submit: item.state == ItemState::Draft && caller.role.may_author(),
         may_publish: item.state == ItemState::Approved && caller.role.may_publish(),
