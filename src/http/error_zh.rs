@@ -65,7 +65,7 @@ pub fn without_parser_position(message: &str) -> String {
     }
 }
 
-const LABELS: [(&str, &str); 56] = [
+const LABELS: [(&str, &str); 57] = [
     ("title", "标题"),
     ("body", "正文"),
     ("summary", "摘要"),
@@ -87,6 +87,7 @@ const LABELS: [(&str, &str); 56] = [
     ("tags", "标签"),
     ("attachments", "附件"),
     ("year", "年度"),
+    ("page", "页码"),
     ("emergency", "紧急信息"),
     ("expires_on", "有效期至"),
     ("interprets", "所解读的政策"),

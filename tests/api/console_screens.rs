@@ -687,3 +687,41 @@ async fn the_reviewer_sees_what_changed_between_versions() {
         "unchanged fields are not listed"
     );
 }
+
+/// The 工作台 lists fifty items a page, with links to the pages before and after that keep
+/// the search; a page number that is not one is said so.
+#[tokio::test]
+async fn the_home_page_lists_items_page_by_page() {
+    let app = spawn_app(Backend::Sqlite).await;
+    for n in 0..55 {
+        let mut item = item_body("530426");
+        item["title"] = json!(format!("关于第{n}批惠民资金发放的公示"));
+        app.create_item("publisher", &item).await;
+    }
+    let publisher = signed_in(&app, "publisher").await;
+    let first = publisher.get("/console?q=%E6%83%A0%E6%B0%91&state=draft").await;
+    assert!(first.body.contains("共 55 条，第 1 / 2 页"), "{}", first.body);
+    assert_eq!(first.body.matches("惠民资金发放的公示</a>").count(), 50);
+    let next = "/console?q=%E6%83%A0%E6%B0%91&#38;state=draft&#38;page=2";
+    assert!(
+        first.body.contains(&format!("<a href=\"{next}\">下一页</a>")),
+        "{}",
+        first.body
+    );
+    assert!(!first.body.contains("上一页"));
+    let second = publisher.get(&next.replace("&#38;", "&")).await;
+    assert!(second.body.contains("共 55 条，第 2 / 2 页"));
+    assert_eq!(second.body.matches("惠民资金发放的公示</a>").count(), 5);
+    assert!(second.body.contains("上一页") && !second.body.contains("下一页"));
+    let refused = publisher.get("/console?page=0").await;
+    assert!(refused.problem().contains("页"), "{}", refused.problem());
+    // A reviewer's 待审核 is a click away.
+    let reviewer = signed_in(&app, "reviewer").await;
+    assert!(
+        reviewer
+            .get("/console")
+            .await
+            .body
+            .contains("href=\"/console?state=in_review\"")
+    );
+}

@@ -501,9 +501,15 @@ struct HomePage {
     q: String,
     states: Vec<Choice>,
     total: u64,
-    /// Whether more match than the list shows.
-    more: bool,
     rows: Vec<Row>,
+    /// The page shown (from 1) and how many there are.
+    page: u64,
+    pages: u64,
+    /// Links to the pages before and after, with the same search.
+    previous: Option<String>,
+    next: Option<String>,
+    /// Reviewers: the items waiting for review, a click away.
+    may_review: bool,
 }
 
 /// An interpretation on the deadline board.
@@ -523,9 +529,10 @@ struct HomeQuery {
     #[serde(default)]
     state: String,
     changed: Option<String>,
+    page: Option<String>,
 }
 
-/// Items a 工作台 lists at most, most recently changed first.
+/// Items a 工作台 page lists, most recently changed first.
 const HOME_ROWS: u64 = 50;
 
 async fn home(req: HttpRequest, query: web::Query<HomeQuery>) -> Page {
@@ -539,17 +546,30 @@ async fn home(req: HttpRequest, query: web::Query<HomeQuery>) -> Page {
     let states = choices(ItemState::ALL.iter().copied(), &query.state, |option| {
         (option.as_str().to_owned(), state_label(*option).to_owned())
     });
-    let filter = ItemFilter {
-        state,
-        area: None,
-        disclosure: None,
-        kind: None,
-        emergency: None,
-        q: (!query.q.trim().is_empty()).then(|| query.q.clone()),
-        limit: Some(HOME_ROWS),
-        offset: None,
+    let page = match query.page.as_deref().map(str::trim) {
+        None | Some("") => Ok(1),
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(page) if page >= 1 => Ok(page),
+            _ => Err(Error::validation("page", "must be a page number from 1")),
+        },
     };
-    let (total, rows, problem): (u64, Vec<Row>, _) = match workflow::list_items(&hub, &caller, filter).await {
+    let (page, listed) = match page {
+        Ok(page) => {
+            let filter = ItemFilter {
+                state,
+                area: None,
+                disclosure: None,
+                kind: None,
+                emergency: None,
+                q: (!query.q.trim().is_empty()).then(|| query.q.clone()),
+                limit: Some(HOME_ROWS),
+                offset: Some((page - 1) * HOME_ROWS),
+            };
+            (page, workflow::list_items(&hub, &caller, filter).await)
+        }
+        Err(e) => (1, Err(e)),
+    };
+    let (total, rows, problem): (u64, Vec<Row>, _) = match listed {
         Ok(page) => {
             let rows = page
                 .items
@@ -586,6 +606,9 @@ async fn home(req: HttpRequest, query: web::Query<HomeQuery>) -> Page {
             }
         })
         .collect();
+    let pages = total.div_ceil(HOME_ROWS).max(1);
+    let previous = (page > 1).then(|| page_link(&query.q, &query.state, page - 1));
+    let next = (page < pages).then(|| page_link(&query.q, &query.state, page + 1));
     let (csrf, cookie) = csrf_token(&req)?;
     let page = HomePage {
         frame: frame_for(&hub, &caller, csrf),
@@ -596,10 +619,24 @@ async fn home(req: HttpRequest, query: web::Query<HomeQuery>) -> Page {
         q: query.q,
         states,
         total,
-        more: total > rows.len() as u64,
         rows,
+        page,
+        pages,
+        previous,
+        next,
+        may_review: caller.role.may_review(),
     };
     html(StatusCode::OK, &page, cookie)
+}
+
+/// The 工作台 at `page`, with the same search and state.
+fn page_link(q: &str, state: &str, page: u64) -> String {
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("q", q)
+        .append_pair("state", state)
+        .append_pair("page", &page.to_string())
+        .finish();
+    format!("/console?{query}")
 }
 
 /// A time as staff read it: Beijing time, to the minute.
