@@ -155,9 +155,9 @@ pub async fn annual_report(hub: &Hub, caller: &Caller, year: i32) -> Result<Annu
             .collect();
         for row in rows {
             let item_id = row.item_id.to_string();
-            let version = versions.get(&(item_id.clone(), row.version)).ok_or_else(|| {
-                anyhow::anyhow!("publication {} names a missing version", row.id.to_string())
-            })?;
+            let version = versions
+                .get(&(item_id.clone(), row.version))
+                .ok_or_else(|| anyhow::anyhow!("publication {} names a missing version", row.id))?;
             publications.entry(item_id).or_default().push(Published {
                 at: row.published_at,
                 correction: row.corrects_version.is_some(),

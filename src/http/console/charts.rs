@@ -90,11 +90,11 @@ fn arrived(delivery: &DeliveryView) -> bool {
 }
 
 pub(super) async fn progress_chart(req: HttpRequest, id: web::Path<String>) -> Page {
-    chart(&req, &id, |report| progress(report)).await
+    chart(&req, &id, progress).await
 }
 
 pub(super) async fn coverage_chart(req: HttpRequest, id: web::Path<String>) -> Page {
-    chart(&req, &id, |report| coverage(report)).await
+    chart(&req, &id, coverage).await
 }
 
 async fn chart(

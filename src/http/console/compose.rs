@@ -281,22 +281,28 @@ pub(super) async fn compose_page(req: HttpRequest) -> Page {
 /// its sender is known, so a page on another site cannot upload through a staff browser.
 pub(super) async fn compose(req: HttpRequest, parts: Multipart) -> Page {
     let hub = hub(&req)?;
-    match read_compose_form(&req, &hub, parts).await? {
-        Posted::Form(caller, form, Some(problem)) => refused_form(&req, &hub, &caller, form, problem).await,
-        Posted::Form(caller, form, None) => {
-            let created = match item_input(&form) {
-                Ok(input) => workflow::create_item(&hub, &caller, input).await,
-                Err(e) => Err(e),
-            };
-            match created {
-                Ok(item) => Ok(see_other(&format!("/console/items/{}?done=created", item.id))),
-                Err(e) => {
-                    let (status, problem, field) = refusal(e)?;
-                    refused_form(&req, &hub, &caller, form, (status, problem, field)).await
-                }
-            }
+    let posted = match read_compose_form(&req, &hub, parts).await? {
+        Posted::Form(posted) => *posted,
+        Posted::Elsewhere(answer) => return Ok(answer),
+    };
+    let PostedForm {
+        caller,
+        form,
+        problem,
+    } = posted;
+    if let Some(problem) = problem {
+        return refused_form(&req, &hub, &caller, form, problem).await;
+    }
+    let created = match item_input(&form) {
+        Ok(input) => workflow::create_item(&hub, &caller, input).await,
+        Err(e) => Err(e),
+    };
+    match created {
+        Ok(item) => Ok(see_other(&format!("/console/items/{}?done=created", item.id))),
+        Err(e) => {
+            let refused = refusal(e)?;
+            refused_form(&req, &hub, &caller, form, refused).await
         }
-        Posted::Elsewhere(answer) => Ok(answer),
     }
 }
 
@@ -313,9 +319,15 @@ async fn refused_form(
     html(status, &page, cookie)
 }
 
+struct PostedForm {
+    caller: Caller,
+    form: ComposeForm,
+    /// Why a file could not be stored, if one could not.
+    problem: Option<(StatusCode, String, String)>,
+}
+
 enum Posted {
-    /// The form, with the problem of a file that could not be stored, if one could not.
-    Form(Caller, ComposeForm, Option<(StatusCode, String, String)>),
+    Form(Box<PostedForm>),
     /// Not a form this browser may post (no token, not signed in): where it goes instead.
     Elsewhere(HttpResponse),
 }
@@ -396,7 +408,11 @@ async fn read_compose_form(req: &HttpRequest, hub: &Hub, mut parts: Multipart) -
             Err(elsewhere) => return Ok(Posted::Elsewhere(elsewhere)),
         },
     };
-    Ok(Posted::Form(caller, form, problem))
+    Ok(Posted::Form(Box::new(PostedForm {
+        caller,
+        form,
+        problem,
+    })))
 }
 
 /// The attachment type a file name's extension stands for; empty: none allowed.
