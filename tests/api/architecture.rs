@@ -104,7 +104,7 @@ const LAYERS: &[&[&str]] = &[
     &["accounts", "idempotency"],
     &["attachments", "items", "organs"],
     &["delivery"],
-    &["workflow"],
+    &["workflow", "annual_report"],
     &["portal", "workers", "simulate", "broker"],
     &["startup"],
     &["http"],

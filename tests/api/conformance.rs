@@ -1047,6 +1047,12 @@ async fn scenario(app: TestApp) {
     )
     .await;
 
+    // 年报 statistics, as JSON and as CSV; a year before any record is refused.
+    for (template, status) in [("/api/v1/reports/annual", 200), ("/api/v1/reports/annual.csv", 200)] {
+        call(&app, &doc, get.clone(), p, (template, &format!("{template}?year=2026")), None, status).await;
+        call(&app, &doc, get.clone(), p, (template, &format!("{template}?year=1999")), None, 422).await;
+    }
+
     // A CAP alert: taken, taken again, refused for its content, its media type and its poster.
     let expires = app.hub.clock.now() + chrono::Duration::hours(6);
     let cap = |identifier: &str, urgency: bool| {
