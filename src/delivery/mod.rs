@@ -21,7 +21,7 @@ pub mod wechat_tokens;
 pub mod worker;
 
 pub use correction::{enqueue_correction, try_remove_superseded};
-pub use operator::{cancel, retry};
+pub use operator::{cancel, reconcile, retry};
 pub use outbox::{Schedule, enqueue_publication, enqueue_withdrawal, published_item};
 pub use report::{
     DeliveryFilter, DeliveryView, ItemDeliveries, SummaryRow, item_deliveries, list_deliveries, receipts_csv,

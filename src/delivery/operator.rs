@@ -1,4 +1,5 @@
-//! What an operator may do to one delivery: send it again, or call it off.
+//! What an operator may do to one delivery: send it again, ask the channel whether it arrived,
+//! or call it off.
 
 use sea_orm::{ActiveModelTrait, DatabaseTransaction, EntityTrait, QuerySelect, Set};
 
@@ -130,11 +131,7 @@ pub async fn retry(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<Deli
     )
     .await?;
     txn.commit().await?;
-    with_target_names(hub, vec![row])
-        .await?
-        .into_iter()
-        .next()
-        .ok_or(Error::NotFound("delivery"))
+    view(hub, row).await
 }
 
 /// Cancels a delivery not yet sent (a scheduled announcement called off); nothing else changes.
@@ -162,6 +159,45 @@ pub async fn cancel(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<Del
     )
     .await?;
     txn.commit().await?;
+    view(hub, row).await
+}
+
+/// Asks the channel now whether an unconfirmed delivery arrived (向渠道核实), instead of sending
+/// it again: the inbox's reconciler looks for it on its next pass, as it does for one whose
+/// report never came, and a report it finds settles the delivery.
+pub async fn reconcile(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<DeliveryView> {
+    if !matches!(caller.role, Role::Admin | Role::Publisher) {
+        return Err(Error::forbidden(
+            "only publishers and administrators ask channels about deliveries",
+        ));
+    }
+    let txn = begin_write(&hub.db).await?;
+    let (row, item, state) = load_for_operator(&txn, caller, delivery_id).await?;
+    if state != DeliveryState::Unconfirmed {
+        let message = format!(
+            "only unconfirmed deliveries are asked about; this one is {}",
+            state.as_str()
+        );
+        return Err(Error::conflict("not_unconfirmed", message));
+    }
+    let now = hub.clock.now();
+    queue::await_report(&txn, &[row.id.as_str()], now).await?;
+    let event = AuditEvent {
+        actor: &caller.id,
+        action: "delivery.reconcile",
+        target_type: "delivery",
+        target_id: &row.id,
+        before_hash: None,
+        after_hash: None,
+        detail: serde_json::json!({"item_id": row.item_id}),
+        area: Some(&item.area_code),
+    };
+    audit::append(&txn, now, event).await?;
+    txn.commit().await?;
+    view(hub, row).await
+}
+
+async fn view(hub: &Hub, row: delivery::Model) -> Result<DeliveryView> {
     with_target_names(hub, vec![row])
         .await?
         .into_iter()

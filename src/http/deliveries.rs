@@ -164,6 +164,21 @@ pub async fn retry(req: HttpRequest, caller: Caller, id: web::Path<String>) -> R
     Ok(HttpResponse::Ok().json(delivery::retry(&*hub(&req)?, &caller, &id).await?))
 }
 
+/// Ask the channel now whether an unconfirmed delivery arrived; a report found settles it
+#[utoipa::path(
+    post, path = "/api/v1/deliveries/{id}/reconcile", tag = "deliveries",
+    params(("id" = String, Path, description = "The delivery's id")),
+    responses(
+        (status = 200, description = "The channel will be asked on the reconciler's next pass", body = DeliveryView),
+        (status = 403, description = "Your role may not ask about deliveries, or the delivery is outside your area", body = ErrorBody),
+        (status = 404, description = "No such delivery", body = ErrorBody),
+        (status = 409, description = "Only unconfirmed deliveries are asked about", body = ErrorBody),
+    )
+)]
+pub async fn reconcile(req: HttpRequest, caller: Caller, id: web::Path<String>) -> Reply {
+    Ok(HttpResponse::Ok().json(delivery::reconcile(&*hub(&req)?, &caller, &id).await?))
+}
+
 /// Cancel a delivery not yet sent (e.g. a scheduled announcement called off)
 #[utoipa::path(
     post, path = "/api/v1/deliveries/{id}/cancel", tag = "deliveries",

@@ -183,6 +183,11 @@ pub fn api_routes() -> Vec<ApiRoute> {
             web::post().to(deliveries::cancel),
         ),
         op(
+            M::POST,
+            "/api/v1/deliveries/{id}/reconcile",
+            web::post().to(deliveries::reconcile),
+        ),
+        op(
             M::GET,
             "/api/v1/receipts/unmatched",
             web::get().to(callbacks::unmatched_receipts),

@@ -71,6 +71,7 @@ type Reply = Result<HttpResponse, ApiError>;
         deliveries::list_deliveries,
         deliveries::retry,
         deliveries::cancel,
+        deliveries::reconcile,
         callbacks::unmatched_receipts,
         deliveries::list_targets,
         deliveries::create_target,

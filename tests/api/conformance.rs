@@ -922,6 +922,16 @@ async fn scenario(app: TestApp) {
         404,
     )
     .await;
+    // Asking the channel about a delivery: only an unconfirmed one, by its operators.
+    let reconcile = "/api/v1/deliveries/{id}/reconcile";
+    for (user, id, status) in [
+        (p, row_of(&good_id), 409),
+        (r, row_of(&good_id), 403),
+        (p, "none".to_owned(), 404),
+    ] {
+        let path = format!("/api/v1/deliveries/{id}/reconcile");
+        call(&app, &doc, post.clone(), user, (reconcile, &path), None, status).await;
+    }
     let cancel = "/api/v1/deliveries/{id}/cancel";
     let cancelled = call(
         &app,
@@ -1048,9 +1058,30 @@ async fn scenario(app: TestApp) {
     .await;
 
     // 年报 statistics, as JSON and as CSV; a year before any record is refused.
-    for (template, status) in [("/api/v1/reports/annual", 200), ("/api/v1/reports/annual.csv", 200)] {
-        call(&app, &doc, get.clone(), p, (template, &format!("{template}?year=2026")), None, status).await;
-        call(&app, &doc, get.clone(), p, (template, &format!("{template}?year=1999")), None, 422).await;
+    for (template, status) in [
+        ("/api/v1/reports/annual", 200),
+        ("/api/v1/reports/annual.csv", 200),
+    ] {
+        call(
+            &app,
+            &doc,
+            get.clone(),
+            p,
+            (template, &format!("{template}?year=2026")),
+            None,
+            status,
+        )
+        .await;
+        call(
+            &app,
+            &doc,
+            get.clone(),
+            p,
+            (template, &format!("{template}?year=1999")),
+            None,
+            422,
+        )
+        .await;
     }
 
     // A CAP alert: taken, taken again, refused for its content, its media type and its poster.

@@ -725,3 +725,50 @@ async fn the_home_page_lists_items_page_by_page() {
             .contains("href=\"/console?state=in_review\"")
     );
 }
+
+/// A delivery whose fate is unknown is asked about (向渠道核实) from 发送异常 rather than sent
+/// again blind: the reconciler asks the channel on its next pass, and the audit log says who
+/// asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_delivery_is_asked_about_from_the_queues() {
+    let wechat = Scripted::new(ChannelKind::Wechat, &[], Step::Unknown);
+    let app = spawn_app_with(Backend::Sqlite, vec![wechat]).await;
+    app.add_target("wechat", "峨山发布", "530426", json!({})).await;
+    let mut item = item_body("530426");
+    item["title"] = json!("关于调整农村客运班线的通告");
+    app.publish_new(&item, &json!({"channels": ["wechat"]})).await;
+    app.deliver_due().await;
+
+    let publisher = signed_in(&app, "publisher").await;
+    let queues = publisher.get("/console/deliveries").await;
+    let unconfirmed = queues
+        .body
+        .split("<h2>待核实")
+        .nth(1)
+        .expect("the unconfirmed queue");
+    assert!(unconfirmed.starts_with("（1）</h2>"), "{}", queues.body);
+    let action = unconfirmed
+        .split("action=\"")
+        .find_map(|rest| rest.split('"').next().filter(|a| a.ends_with("/reconcile")))
+        .expect("向渠道核实")
+        .to_owned();
+    let asked_before = app.count("SELECT COUNT(*) FROM delivery_confirmations").await;
+    publisher
+        .post(&action, &[("csrf", &queues.csrf())])
+        .await
+        .redirects_to("/console/deliveries?done=reconciling");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM delivery_confirmations").await,
+        asked_before + 1,
+        "watched again, due now"
+    );
+    assert!(
+        publisher
+            .get("/console/deliveries?done=reconciling")
+            .await
+            .body
+            .contains("已请渠道核实")
+    );
+    let audit = signed_in(&app, "admin").await.get("/console/audit").await;
+    assert!(audit.body.contains("向渠道核实"), "{}", audit.body);
+}

@@ -214,6 +214,8 @@ const MATRIX: &[Row] = &[
     ("GET /api/v1/deliveries?area={area}",             Out,           [NA,  NA,  NA,   F,   F,   F,    F,   F,    NA,  NA,  NA,  NA]),
     ("POST /api/v1/deliveries/{id}/retry",             In,            [OK,  OK,  F,    OK,  OK,  F,    F,   F,    U,   U,   U,   U]),
     ("POST /api/v1/deliveries/{id}/retry",             Out,           [NA,  NA,  NA,   R,   R,   R,    R,   R,    NA,  NA,  NA,  NA]),
+    ("POST /api/v1/deliveries/{id}/reconcile",         In,            [OK,  OK,  F,    OK,  OK,  F,    F,   F,    U,   U,   U,   U]),
+    ("POST /api/v1/deliveries/{id}/reconcile",         Out,           [NA,  NA,  NA,   R,   R,   R,    R,   R,    NA,  NA,  NA,  NA]),
     ("POST /api/v1/deliveries/{id}/cancel",            In,            [OK,  OK,  F,    OK,  OK,  F,    OK,  OK,   U,   U,   U,   U]),
     ("POST /api/v1/deliveries/{id}/cancel",            Out,           [NA,  NA,  NA,   R,   R,   R,    R,   R,    NA,  NA,  NA,  NA]),
     // Receipts that matched no delivery: administrators, for targets in their area.
@@ -233,7 +235,7 @@ const MATRIX: &[Row] = &[
 ];
 
 /// Cells of `MATRIX` that are checked; the table may grow but never silently shrink.
-const EXPECTED_CELLS: usize = 939;
+const EXPECTED_CELLS: usize = 956;
 
 fn home(caller: &str) -> &'static str {
     match caller {
@@ -1048,8 +1050,10 @@ impl Fx {
                     .unwrap_or_else(|| herald::domain::item::sha256_hex(b"never uploaded"));
                 req(method, path.replace("{sha256}", &sha)).about(format!("attachment {sha} {what}"))
             }
-            "POST /api/v1/deliveries/{id}/retry" | "POST /api/v1/deliveries/{id}/cancel" => {
-                let retry = op.ends_with("retry");
+            "POST /api/v1/deliveries/{id}/retry"
+            | "POST /api/v1/deliveries/{id}/reconcile"
+            | "POST /api/v1/deliveries/{id}/cancel" => {
+                let retry = !op.ends_with("cancel");
                 let id = self.delivery(app, area, retry).await;
                 let state = if retry { "unconfirmed" } else { "pending" };
                 req(method, path.replace("{id}", &id)).about(format!("{state} delivery {id} of {area}"))

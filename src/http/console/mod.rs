@@ -80,6 +80,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/console/deliveries", web::get().to(queues::queues_page))
         .route("/console/deliveries/{id}/retry", web::post().to(queues::retry))
         .route("/console/deliveries/{id}/cancel", web::post().to(queues::cancel))
+        .route(
+            "/console/deliveries/{id}/reconcile",
+            web::post().to(queues::reconcile),
+        )
         .route("/console/cleanup", web::get().to(admin::cleanup_page))
         .route("/console/report", web::get().to(admin::report_page))
         .route("/console/devices", web::get().to(admin::devices_page))
@@ -724,6 +728,7 @@ fn done_notice(done: Option<&str>) -> Option<&'static str> {
         "submitted" => Some("已提交审核。"),
         "retried" => Some("已重新发送。"),
         "cancelled" => Some("已取消发送。"),
+        "reconciling" => Some("已请渠道核实，结果稍后显示。"),
         "withdrawn" => Some("已撤回，正在从各渠道撤下。"),
         _ => None,
     }
@@ -1160,6 +1165,7 @@ fn action_label(action: &str) -> &str {
         ("target.create", "新建发布目标"),
         ("delivery.retry", "重新发送"),
         ("delivery.cancel", "取消发送"),
+        ("delivery.reconcile", "向渠道核实"),
         ("device.add", "登记设备"),
         ("device.credential", "签发设备凭据"),
         ("device.key", "更换签名密钥"),

@@ -34,6 +34,8 @@ struct QueueRow {
     updated: String,
     error: String,
     may_retry: bool,
+    /// Unconfirmed: the channel can be asked whether it arrived.
+    may_reconcile: bool,
     may_cancel: bool,
 }
 
@@ -51,6 +53,7 @@ pub(super) async fn queues_page(req: HttpRequest, query: web::Query<QueueQuery>)
     let notice = match query.done.as_deref() {
         Some("retried") => Some("已重新发送。"),
         Some("cancelled") => Some("已取消发送。"),
+        Some("reconciling") => Some("已请渠道核实，结果稍后显示。"),
         _ => None,
     };
     show_queues(&req, &hub, &caller, StatusCode::OK, notice, None).await
@@ -132,6 +135,7 @@ async fn queue_row(
     let operator = matches!(caller.role, Role::Admin | Role::Publisher);
     Ok(QueueRow {
         may_retry: operator && matches!(found.state, DeliveryState::Failed | DeliveryState::Unconfirmed),
+        may_reconcile: operator && found.state == DeliveryState::Unconfirmed,
         may_cancel: (operator || caller.role == Role::VillageOperator) && found.state.not_yet_sent(),
         id: found.id,
         item_id: found.item_id,
@@ -159,12 +163,21 @@ pub(super) async fn retry(req: HttpRequest, id: web::Path<String>, form: web::Fo
     act(&req, &id, &form, Act::Retry).await
 }
 
+pub(super) async fn reconcile(
+    req: HttpRequest,
+    id: web::Path<String>,
+    form: web::Form<DeliveryForm>,
+) -> Page {
+    act(&req, &id, &form, Act::Reconcile).await
+}
+
 pub(super) async fn cancel(req: HttpRequest, id: web::Path<String>, form: web::Form<DeliveryForm>) -> Page {
     act(&req, &id, &form, Act::Cancel).await
 }
 
 enum Act {
     Retry,
+    Reconcile,
     Cancel,
 }
 
@@ -176,6 +189,7 @@ async fn act(req: &HttpRequest, id: &str, form: &DeliveryForm, act: Act) -> Page
     };
     let (done, outcome) = match act {
         Act::Retry => ("retried", delivery::retry(&hub, &caller, id).await),
+        Act::Reconcile => ("reconciling", delivery::reconcile(&hub, &caller, id).await),
         Act::Cancel => ("cancelled", delivery::cancel(&hub, &caller, id).await),
     };
     match (outcome, form.item.is_empty()) {
