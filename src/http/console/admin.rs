@@ -30,12 +30,7 @@ struct CleanupRow {
 }
 
 /// 清理结果: the items of the caller's area taken down, and how far each takedown got.
-pub(super) async fn cleanup_page(req: HttpRequest) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff(&req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+pub(super) async fn cleanup_page(req: HttpRequest, Staff { hub, caller }: Staff) -> Page {
     let mut rows = Vec::new();
     for down in crate::portal::taken_down(&hub, Some(&caller.area)).await? {
         let filter = delivery::DeliveryFilter {
@@ -98,12 +93,7 @@ struct DeviceRow {
 }
 
 /// 设备: the loudspeakers and notice boards of the caller's area, with what they last said.
-pub(super) async fn devices_page(req: HttpRequest) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff(&req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+pub(super) async fn devices_page(req: HttpRequest, Staff { hub, caller }: Staff) -> Page {
     let rows: Vec<DeviceRow> = devices::list_devices(&hub, Some(&caller.area))
         .await?
         .into_iter()
@@ -173,13 +163,6 @@ fn faults(health: serde_json::Value) -> Vec<String> {
     faults
 }
 
-fn area_name(hub: &Hub, code: &str) -> String {
-    hub.areas
-        .iter()
-        .find(|area| area.code.as_str() == code)
-        .map_or_else(|| code.to_owned(), |area| area.name.clone())
-}
-
 #[derive(Template)]
 #[template(path = "console/targets.html")]
 struct TargetsPage {
@@ -207,7 +190,7 @@ struct TargetRow {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(super) struct TargetForm {
-    csrf: String,
+    pub(super) csrf: String,
     channel: String,
     name: String,
     area_code: String,
@@ -225,12 +208,11 @@ pub(super) struct TargetsQuery {
     done: Option<String>,
 }
 
-pub(super) async fn targets_page(req: HttpRequest, query: web::Query<TargetsQuery>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff(&req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+pub(super) async fn targets_page(
+    req: HttpRequest,
+    Staff { hub, caller }: Staff,
+    query: web::Query<TargetsQuery>,
+) -> Page {
     let notice = (query.done.as_deref() == Some("added")).then_some("发布目标已添加。");
     show_targets(
         &req,
@@ -300,13 +282,10 @@ async fn show_targets(
     html(status, &page, cookie)
 }
 
-pub(super) async fn add_target(req: HttpRequest, form: web::Form<TargetForm>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
-    let form = form.into_inner();
+pub(super) async fn add_target(
+    req: HttpRequest,
+    StaffForm { hub, caller, form }: StaffForm<TargetForm>,
+) -> Page {
     let added = match new_target(&form) {
         Ok(new) => targets::create_target(&hub, &caller, new).await,
         Err(e) => Err(e),
@@ -392,12 +371,7 @@ struct TokenRow {
 }
 
 /// API 令牌: the caller's own tokens, for the programs that post as them.
-pub(super) async fn tokens_page(req: HttpRequest) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff(&req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+pub(super) async fn tokens_page(req: HttpRequest, Staff { hub, caller }: Staff) -> Page {
     show_tokens(&req, &hub, &caller, StatusCode::OK, None, None).await
 }
 
@@ -432,17 +406,15 @@ async fn show_tokens(
 #[derive(Deserialize)]
 pub(super) struct TokenForm {
     #[serde(default)]
-    csrf: String,
+    pub(super) csrf: String,
     #[serde(default)]
     name: String,
 }
 
-pub(super) async fn create_token(req: HttpRequest, form: web::Form<TokenForm>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+pub(super) async fn create_token(
+    req: HttpRequest,
+    StaffForm { hub, caller, form }: StaffForm<TokenForm>,
+) -> Page {
     match accounts::create_token(&hub, &caller.id, &caller.id, form.name.trim()).await {
         Ok((token, secret)) => {
             show_tokens(
@@ -462,12 +434,11 @@ pub(super) async fn create_token(req: HttpRequest, form: web::Form<TokenForm>) -
     }
 }
 
-pub(super) async fn revoke_token(req: HttpRequest, id: web::Path<String>, form: web::Form<CsrfForm>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+pub(super) async fn revoke_token(
+    req: HttpRequest,
+    id: web::Path<String>,
+    StaffForm { hub, caller, .. }: StaffForm<CsrfForm>,
+) -> Page {
     match accounts::revoke_token(&hub, &caller, &id).await {
         Ok(_) => Ok(see_other("/console/tokens")),
         Err(e) => {
@@ -493,12 +464,11 @@ pub(super) struct ReportQuery {
 }
 
 /// 年报统计: a year's counts for the 政府信息公开年报, as tables, with the CSV to download.
-pub(super) async fn report_page(req: HttpRequest, query: web::Query<ReportQuery>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff(&req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+pub(super) async fn report_page(
+    req: HttpRequest,
+    Staff { hub, caller }: Staff,
+    query: web::Query<ReportQuery>,
+) -> Page {
     let this_year = chrono::Datelike::year(&crate::clock::china_date(hub.clock.now()));
     // The report is written early in the next year: last year's is the one asked for.
     let asked = match query.year.as_deref().map(str::trim) {

@@ -89,30 +89,25 @@ fn arrived(delivery: &DeliveryView) -> bool {
     )
 }
 
-pub(super) async fn progress_chart(req: HttpRequest, id: web::Path<String>) -> Page {
-    chart(&req, &id, progress).await
+pub(super) async fn progress_chart(staff: Staff, id: web::Path<String>) -> Page {
+    chart(&staff, &id, progress).await
 }
 
-pub(super) async fn coverage_chart(req: HttpRequest, id: web::Path<String>) -> Page {
-    chart(&req, &id, coverage).await
+pub(super) async fn coverage_chart(staff: Staff, id: web::Path<String>) -> Page {
+    chart(&staff, &id, coverage).await
 }
 
 async fn chart(
-    req: &HttpRequest,
+    Staff { hub, caller }: &Staff,
     id: &str,
     draw: impl FnOnce(&ItemDeliveries) -> charts_rs::Result<String>,
 ) -> Page {
-    let hub = hub(req)?;
-    let caller = match staff(req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
     let filter = delivery::DeliveryFilter {
         kind: Some(DeliveryKind::Publish),
         limit: Some(500),
         ..delivery::DeliveryFilter::default()
     };
-    let report = match delivery::item_deliveries(&hub, &caller, id, filter).await {
+    let report = match delivery::item_deliveries(hub, caller, id, filter).await {
         Ok(report) => report,
         Err(Error::NotFound(_) | Error::Forbidden(_)) => {
             return Ok(HttpResponse::NotFound().finish());

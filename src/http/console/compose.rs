@@ -262,12 +262,7 @@ fn item_input(form: &ComposeForm) -> Result<ItemInput, Error> {
     })
 }
 
-pub(super) async fn compose_page(req: HttpRequest) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff(&req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+pub(super) async fn compose_page(req: HttpRequest, Staff { hub, caller }: Staff) -> Page {
     if !caller.role.may_author() {
         return message(&hub, StatusCode::FORBIDDEN, "无权新建", "您的角色不能新建信息。");
     }

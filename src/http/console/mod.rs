@@ -9,6 +9,8 @@
 //! **Architecture Invariant:** the console reads and changes through the same functions as the
 //! API (`accounts`, `workflow`), so a user sees and may do exactly what the API lets them.
 
+use std::sync::Arc;
+
 use actix_web::{
     HttpRequest, HttpResponse,
     cookie::Cookie,
@@ -283,6 +285,88 @@ async fn staff(req: &HttpRequest, hub: &Hub) -> Result<Result<Caller, HttpRespon
     Ok(Ok(caller))
 }
 
+/// A signed-in member of staff, for a console page: a browser not signed in is sent to sign
+/// in instead, one signed in with a one-time password to choose its own first.
+struct Staff {
+    hub: Arc<Hub>,
+    caller: Caller,
+}
+
+/// A form posted by a signed-in member of staff that carries this browser's form token;
+/// without the token the post is refused with a page saying so, before anything is read.
+struct StaffForm<T> {
+    hub: Arc<Hub>,
+    caller: Caller,
+    form: T,
+}
+
+/// A console form: what it carries as its form token.
+trait TokenedForm {
+    fn csrf(&self) -> &str;
+}
+
+/// Every console form names its token `csrf`.
+macro_rules! tokened_forms {
+    ($($form:ty),* $(,)?) => {
+        $(impl TokenedForm for $form {
+            fn csrf(&self) -> &str {
+                &self.csrf
+            }
+        })*
+    };
+}
+
+tokened_forms!(
+    CsrfForm,
+    ReviewForm,
+    PublishForm,
+    WithdrawForm,
+    NewUserForm,
+    admin::TargetForm,
+    admin::TokenForm,
+    queues::DeliveryForm,
+);
+
+/// The answer a console request gets instead of its page (a redirect, a refusal page), as the
+/// error an extractor fails with.
+fn elsewhere(answer: HttpResponse) -> actix_web::Error {
+    actix_web::error::InternalError::from_response("answered by another page", answer).into()
+}
+
+impl actix_web::FromRequest for Staff {
+    type Error = actix_web::Error;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let hub = hub(&req)?;
+            match staff(&req, &hub).await? {
+                Ok(caller) => Ok(Staff { hub, caller }),
+                Err(answer) => Err(elsewhere(answer)),
+            }
+        })
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + TokenedForm + 'static> actix_web::FromRequest for StaffForm<T> {
+    type Error = actix_web::Error;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let form = web::Form::<T>::from_request(req, payload);
+        let req = req.clone();
+        Box::pin(async move {
+            let form = form.await?.into_inner();
+            let hub = hub(&req)?;
+            match staff_posting(&req, &hub, form.csrf()).await? {
+                Ok(caller) => Ok(StaffForm { hub, caller, form }),
+                Err(answer) => Err(elsewhere(answer)),
+            }
+        })
+    }
+}
+
 /// `staff`, for a posted form: it must carry this browser's form token.
 async fn staff_posting(
     req: &HttpRequest,
@@ -539,12 +623,7 @@ struct HomeQuery {
 /// Items a 工作台 page lists, most recently changed first.
 const HOME_ROWS: u64 = 50;
 
-async fn home(req: HttpRequest, query: web::Query<HomeQuery>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff(&req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+async fn home(req: HttpRequest, Staff { hub, caller }: Staff, query: web::Query<HomeQuery>) -> Page {
     let query = query.into_inner();
     let state = ItemState::parse(&query.state);
     let states = choices(ItemState::ALL.iter().copied(), &query.state, |option| {
@@ -734,12 +813,12 @@ fn done_notice(done: Option<&str>) -> Option<&'static str> {
     }
 }
 
-async fn item_page(req: HttpRequest, id: web::Path<String>, query: web::Query<ItemQuery>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff(&req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+async fn item_page(
+    req: HttpRequest,
+    Staff { hub, caller }: Staff,
+    id: web::Path<String>,
+    query: web::Query<ItemQuery>,
+) -> Page {
     let notice = done_notice(query.done.as_deref());
     show_item(&req, &hub, &caller, &id, StatusCode::OK, notice, None).await
 }
@@ -890,13 +969,11 @@ struct ReviewForm {
 
 /// 审核通过 records the 保密审查 and approves the version the reviewer read; 退回修改 sends it
 /// back with the comment. Both through the API's own review steps.
-async fn review(req: HttpRequest, id: web::Path<String>, form: web::Form<ReviewForm>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
-    let form = form.into_inner();
+async fn review(
+    req: HttpRequest,
+    id: web::Path<String>,
+    StaffForm { hub, caller, form }: StaffForm<ReviewForm>,
+) -> Page {
     let decided = match form.decision.as_str() {
         "approve" => approve(&hub, &caller, &id, form).await.map(|()| "approved"),
         "reject" => workflow::reject(
@@ -962,7 +1039,9 @@ async fn approve(hub: &Hub, caller: &Caller, id: &str, form: ReviewForm) -> Resu
 /// The targets a publication reaches, by channel, as the confirmation names them.
 struct ReachedChannel {
     channel: &'static str,
-    targets: Vec<String>,
+    count: usize,
+    /// The channel's targets by area: the area's name and its targets' names.
+    areas: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Template)]
@@ -977,12 +1056,7 @@ struct PublishPage {
 }
 
 /// Before publishing, the page names every target it will reach.
-async fn publish_page(req: HttpRequest, id: web::Path<String>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff(&req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+async fn publish_page(req: HttpRequest, Staff { hub, caller }: Staff, id: web::Path<String>) -> Page {
     let item = match workflow::get_item(&hub, &caller, &id).await {
         Ok(item) => item,
         // The item's page says which (信息不存在 / 无权查看).
@@ -995,12 +1069,23 @@ async fn publish_page(req: HttpRequest, id: web::Path<String>) -> Page {
     let mut channels: Vec<ReachedChannel> = Vec::new();
     for target in targets {
         let channel = target.channel.label_zh();
-        match channels.iter_mut().find(|c| c.channel == channel) {
-            Some(reached) => reached.targets.push(target.name),
-            None => channels.push(ReachedChannel {
-                channel,
-                targets: vec![target.name],
-            }),
+        let area = area_name(&hub, &target.area_code);
+        let reached = match channels.iter().position(|c| c.channel == channel) {
+            Some(at) => &mut channels[at],
+            None => {
+                channels.push(ReachedChannel {
+                    channel,
+                    count: 0,
+                    areas: Vec::new(),
+                });
+                let last = channels.len() - 1;
+                &mut channels[last]
+            }
+        };
+        reached.count += 1;
+        match reached.areas.iter_mut().find(|(name, _)| *name == area) {
+            Some((_, names)) => names.push(target.name),
+            None => reached.areas.push((area, vec![target.name])),
         }
     }
     let (csrf, cookie) = csrf_token(&req)?;
@@ -1022,12 +1107,11 @@ struct PublishForm {
     request: String,
 }
 
-async fn publish(req: HttpRequest, id: web::Path<String>, form: web::Form<PublishForm>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+async fn publish(
+    req: HttpRequest,
+    id: web::Path<String>,
+    StaffForm { hub, caller, form }: StaffForm<PublishForm>,
+) -> Page {
     let key = IdempotencyKey::parse(&format!("console-publish-{}", form.request))?;
     match workflow::publish(&hub, &caller, &id, &key, PublishInput::default()).await {
         Ok(_) => Ok(see_other(&format!(
@@ -1038,12 +1122,11 @@ async fn publish(req: HttpRequest, id: web::Path<String>, form: web::Form<Publis
     }
 }
 
-async fn submit(req: HttpRequest, id: web::Path<String>, form: web::Form<CsrfForm>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+async fn submit(
+    req: HttpRequest,
+    id: web::Path<String>,
+    StaffForm { hub, caller, .. }: StaffForm<CsrfForm>,
+) -> Page {
     match workflow::submit(&hub, &caller, &id).await {
         Ok(_) => Ok(see_other(&format!(
             "/console/items/{}?done=submitted",
@@ -1098,6 +1181,14 @@ fn optional(raw: &str) -> Option<String> {
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
 }
 
+/// An area's name, or its code when the reference data no longer has it.
+fn area_name(hub: &Hub, code: &str) -> String {
+    hub.areas
+        .iter()
+        .find(|area| area.code.as_str() == code)
+        .map_or_else(|| code.to_owned(), |area| area.name.clone())
+}
+
 /// The areas within the caller's, the one `chosen` (else the caller's own) selected.
 fn area_choices(hub: &Hub, caller: &Caller, chosen: &str) -> Vec<Choice> {
     let chosen = if chosen.is_empty() {
@@ -1121,15 +1212,12 @@ struct WithdrawForm {
 }
 
 /// 撤回: the item comes down from every channel it reached, with the reason the 清理结果 shows.
-async fn withdraw(req: HttpRequest, id: web::Path<String>, form: web::Form<WithdrawForm>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
-    let input = workflow::WithdrawInput {
-        reason: form.into_inner().reason,
-    };
+async fn withdraw(
+    req: HttpRequest,
+    id: web::Path<String>,
+    StaffForm { hub, caller, form }: StaffForm<WithdrawForm>,
+) -> Page {
+    let input = workflow::WithdrawInput { reason: form.reason };
     match workflow::withdraw(&hub, &caller, &id, input).await {
         Ok(_) => Ok(see_other(&format!(
             "/console/items/{}?done=withdrawn",
@@ -1213,12 +1301,7 @@ struct AuditQuery {
 
 /// The audit log, for those the API lets read it (administrators and reviewers), within
 /// their area; administrators may verify the whole chain.
-async fn audit_page(req: HttpRequest, query: web::Query<AuditQuery>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff(&req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+async fn audit_page(req: HttpRequest, Staff { hub, caller }: Staff, query: web::Query<AuditQuery>) -> Page {
     show_audit(&req, &hub, &caller, query.after, None).await
 }
 
@@ -1289,12 +1372,7 @@ async fn show_audit(
 }
 
 /// 校验审计链: re-computes every entry's hash and link, as `herald audit verify` does.
-async fn verify_audit(req: HttpRequest, form: web::Form<CsrfForm>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+async fn verify_audit(req: HttpRequest, StaffForm { hub, caller, .. }: StaffForm<CsrfForm>) -> Page {
     if caller.role != Role::Admin {
         return message(
             &hub,
@@ -1428,12 +1506,7 @@ async fn show_users(
     html(status, &page, cookie)
 }
 
-async fn users_page(req: HttpRequest) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff(&req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+async fn users_page(req: HttpRequest, Staff { hub, caller }: Staff) -> Page {
     show_users(
         &req,
         &hub,
@@ -1447,16 +1520,10 @@ async fn users_page(req: HttpRequest) -> Page {
 }
 
 /// 新建用户: the account gets a one-time password, shown once, to be changed at first sign-in.
-async fn create_user(req: HttpRequest, form: web::Form<NewUserForm>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+async fn create_user(req: HttpRequest, StaffForm { hub, caller, form }: StaffForm<NewUserForm>) -> Page {
     if caller.role != Role::Admin {
         return not_admin(&hub);
     }
-    let form = form.into_inner();
     let created = match by_wire_name::<Role>("role", &form.role) {
         Ok(role) => {
             let new = accounts::NewUser {
@@ -1492,12 +1559,11 @@ async fn create_user(req: HttpRequest, form: web::Form<NewUserForm>) -> Page {
 }
 
 /// 重置密码: a new one-time password, shown once; the user's sessions end.
-async fn reset_password(req: HttpRequest, id: web::Path<String>, form: web::Form<CsrfForm>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff_posting(&req, &hub, &form.csrf).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+async fn reset_password(
+    req: HttpRequest,
+    id: web::Path<String>,
+    StaffForm { hub, caller, .. }: StaffForm<CsrfForm>,
+) -> Page {
     if caller.role != Role::Admin {
         return not_admin(&hub);
     }
@@ -1525,12 +1591,12 @@ async fn reset_password(req: HttpRequest, id: web::Path<String>, form: web::Form
 
 /// 停用 and 解锁: an account of the administrator's area switched off, or its sign-in delays
 /// (after wrong passwords) lifted.
-async fn disable_user(req: HttpRequest, id: web::Path<String>, form: web::Form<CsrfForm>) -> Page {
-    change_user(&req, &id, &form, UserChange::Disable).await
+async fn disable_user(req: HttpRequest, posted: StaffForm<CsrfForm>, id: web::Path<String>) -> Page {
+    change_user(&req, posted, &id, UserChange::Disable).await
 }
 
-async fn unlock_user(req: HttpRequest, id: web::Path<String>, form: web::Form<CsrfForm>) -> Page {
-    change_user(&req, &id, &form, UserChange::Unlock).await
+async fn unlock_user(req: HttpRequest, posted: StaffForm<CsrfForm>, id: web::Path<String>) -> Page {
+    change_user(&req, posted, &id, UserChange::Unlock).await
 }
 
 enum UserChange {
@@ -1538,12 +1604,12 @@ enum UserChange {
     Unlock,
 }
 
-async fn change_user(req: &HttpRequest, id: &str, form: &CsrfForm, change: UserChange) -> Page {
-    let hub = hub(req)?;
-    let caller = match staff_posting(req, &hub, &form.csrf).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+async fn change_user(
+    req: &HttpRequest,
+    StaffForm { hub, caller, .. }: StaffForm<CsrfForm>,
+    id: &str,
+    change: UserChange,
+) -> Page {
     if caller.role != Role::Admin {
         return not_admin(&hub);
     }

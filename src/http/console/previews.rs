@@ -66,12 +66,11 @@ enum Shown {
     Refused(String),
 }
 
-pub(super) async fn previews_page(req: HttpRequest, id: web::Path<String>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff(&req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+pub(super) async fn previews_page(
+    req: HttpRequest,
+    Staff { hub, caller }: Staff,
+    id: web::Path<String>,
+) -> Page {
     let item = match workflow::get_item(&hub, &caller, &id).await {
         Ok(item) => item,
         Err(e) => return not_shown(&hub, e),
@@ -104,12 +103,7 @@ pub(super) async fn previews_page(req: HttpRequest, id: web::Path<String>) -> Pa
 }
 
 /// The portal page an item would have, framed by the previews page.
-pub(super) async fn portal_preview(req: HttpRequest, id: web::Path<String>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff(&req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+pub(super) async fn portal_preview(Staff { hub, caller }: Staff, id: web::Path<String>) -> Page {
     let rendition = match workflow::preview_rendition(&hub, &caller, &id, ChannelKind::Portal).await {
         Ok(rendition) => rendition,
         Err(e) => return not_shown(&hub, e),

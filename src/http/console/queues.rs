@@ -44,12 +44,11 @@ pub(super) struct QueueQuery {
     done: Option<String>,
 }
 
-pub(super) async fn queues_page(req: HttpRequest, query: web::Query<QueueQuery>) -> Page {
-    let hub = hub(&req)?;
-    let caller = match staff(&req, &hub).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+pub(super) async fn queues_page(
+    req: HttpRequest,
+    Staff { hub, caller }: Staff,
+    query: web::Query<QueueQuery>,
+) -> Page {
     let notice = match query.done.as_deref() {
         Some("retried") => Some("已重新发送。"),
         Some("cancelled") => Some("已取消发送。"),
@@ -153,26 +152,26 @@ async fn queue_row(
 #[derive(Deserialize)]
 pub(super) struct DeliveryForm {
     #[serde(default)]
-    csrf: String,
+    pub(super) csrf: String,
     /// The item whose page the button is on, to go back to; empty: the queues page.
     #[serde(default)]
     item: String,
 }
 
-pub(super) async fn retry(req: HttpRequest, id: web::Path<String>, form: web::Form<DeliveryForm>) -> Page {
-    act(&req, &id, &form, Act::Retry).await
+pub(super) async fn retry(req: HttpRequest, posted: StaffForm<DeliveryForm>, id: web::Path<String>) -> Page {
+    act(&req, posted, &id, Act::Retry).await
 }
 
 pub(super) async fn reconcile(
     req: HttpRequest,
+    posted: StaffForm<DeliveryForm>,
     id: web::Path<String>,
-    form: web::Form<DeliveryForm>,
 ) -> Page {
-    act(&req, &id, &form, Act::Reconcile).await
+    act(&req, posted, &id, Act::Reconcile).await
 }
 
-pub(super) async fn cancel(req: HttpRequest, id: web::Path<String>, form: web::Form<DeliveryForm>) -> Page {
-    act(&req, &id, &form, Act::Cancel).await
+pub(super) async fn cancel(req: HttpRequest, posted: StaffForm<DeliveryForm>, id: web::Path<String>) -> Page {
+    act(&req, posted, &id, Act::Cancel).await
 }
 
 enum Act {
@@ -181,12 +180,12 @@ enum Act {
     Cancel,
 }
 
-async fn act(req: &HttpRequest, id: &str, form: &DeliveryForm, act: Act) -> Page {
-    let hub = hub(req)?;
-    let caller = match staff_posting(req, &hub, &form.csrf).await? {
-        Ok(caller) => caller,
-        Err(elsewhere) => return Ok(elsewhere),
-    };
+async fn act(
+    req: &HttpRequest,
+    StaffForm { hub, caller, form }: StaffForm<DeliveryForm>,
+    id: &str,
+    act: Act,
+) -> Page {
     let (done, outcome) = match act {
         Act::Retry => ("retried", delivery::retry(&hub, &caller, id).await),
         Act::Reconcile => ("reconciling", delivery::reconcile(&hub, &caller, id).await),
