@@ -1559,34 +1559,8 @@ async fn create_user(req: HttpRequest, StaffForm { hub, caller, form }: StaffFor
 }
 
 /// 重置密码: a new one-time password, shown once; the user's sessions end.
-async fn reset_password(
-    req: HttpRequest,
-    id: web::Path<String>,
-    StaffForm { hub, caller, .. }: StaffForm<CsrfForm>,
-) -> Page {
-    if caller.role != Role::Admin {
-        return not_admin(&hub);
-    }
-    match accounts::reset_password(&hub, &caller.id, Some(&caller.area), &id).await {
-        Ok((user, password)) => {
-            let issued = Some((user.username, password));
-            show_users(
-                &req,
-                &hub,
-                &caller,
-                StatusCode::OK,
-                NewUserForm::default(),
-                issued,
-                None,
-            )
-            .await
-        }
-        Err(e) => {
-            let (status, problem, _) = refusal(e)?;
-            let problem = Some((problem, String::new()));
-            show_users(&req, &hub, &caller, status, NewUserForm::default(), None, problem).await
-        }
-    }
+async fn reset_password(req: HttpRequest, posted: StaffForm<CsrfForm>, id: web::Path<String>) -> Page {
+    change_user(&req, posted, &id, UserChange::ResetPassword).await
 }
 
 /// 停用 and 解锁: an account of the administrator's area switched off, or its sign-in delays
@@ -1602,6 +1576,7 @@ async fn unlock_user(req: HttpRequest, posted: StaffForm<CsrfForm>, id: web::Pat
 enum UserChange {
     Disable,
     Unlock,
+    ResetPassword,
 }
 
 async fn change_user(
@@ -1613,16 +1588,34 @@ async fn change_user(
     if caller.role != Role::Admin {
         return not_admin(&hub);
     }
+    let scope = Some(&caller.area);
+    // What a reset issues: the user's name and the one-time password, shown once.
     let changed = match change {
-        UserChange::Disable => accounts::disable_user(&hub, &caller.id, Some(&caller.area), id).await,
-        UserChange::Unlock => accounts::unlock_user(&hub, &caller.id, Some(&caller.area), id).await,
+        UserChange::Disable => accounts::disable_user(&hub, &caller.id, scope, id)
+            .await
+            .map(|_| None),
+        UserChange::Unlock => accounts::unlock_user(&hub, &caller.id, scope, id)
+            .await
+            .map(|_| None),
+        UserChange::ResetPassword => accounts::reset_password(&hub, &caller.id, scope, id)
+            .await
+            .map(|(user, password)| Some((user.username, password))),
     };
-    let (status, problem) = match changed {
-        Ok(_) => (StatusCode::OK, None),
+    let (status, issued, problem) = match changed {
+        Ok(issued) => (StatusCode::OK, issued, None),
         Err(e) => {
             let (status, problem, _) = refusal(e)?;
-            (status, Some((problem, String::new())))
+            (status, None, Some((problem, String::new())))
         }
     };
-    show_users(req, &hub, &caller, status, NewUserForm::default(), None, problem).await
+    show_users(
+        req,
+        &hub,
+        &caller,
+        status,
+        NewUserForm::default(),
+        issued,
+        problem,
+    )
+    .await
 }
