@@ -475,6 +475,15 @@ async fn script_typed_into_any_field_stays_inert_on_every_console_page() {
         json!({"fail": true}),
     )
     .await;
+    // An account whose name carries it, on the users page and in the audit log.
+    let user = app
+        .post(
+            "admin",
+            "/api/v1/users",
+            &json!({"username": "xss.clerk", "display_name": format!("职员{XSS_NAME}"), "role": "publisher", "area_code": "530426"}),
+        )
+        .await;
+    assert_eq!(user.status, 201, "{}", user.json);
     let attachment = app
         .upload("publisher", "text/plain", "附件正文".as_bytes().to_vec())
         .await;
