@@ -146,6 +146,14 @@ fn progress(report: &ItemDeliveries) -> charts_rs::Result<String> {
     };
     let mut chart = LineChart::new(vec![Series::new("已送达".to_owned(), arrived_by)], moments);
     chart.base.title.text = format!("送达进度（共 {} 个发布对象）", deliveries.len());
+    // Counts: whole-number ticks from 0 to at least every delivery.
+    let ticks = deliveries.len().clamp(1, 5);
+    let top = deliveries.len().div_ceil(ticks).max(1) * ticks;
+    if let Some(axis) = chart.y_axis_configs.first_mut() {
+        axis.min = Some(0.0);
+        axis.max = Some(top as f32);
+        axis.split_number = ticks;
+    }
     chart.base.font_family = CHART_FONTS.to_owned();
     chart.base.width = 640.0;
     chart.base.height = 320.0;
