@@ -386,27 +386,39 @@ pub(crate) async fn publish_to_loudspeakers(hub: &Hub, targets: usize) -> anyhow
     })
 }
 
-/// Works off every due loudspeaker delivery, claim after claim, as one worker would; returns
-/// how many it handled and in how many claims.
+/// Works off every due loudspeaker delivery as one worker would, its claim loops side by
+/// side, claim after claim; returns how many it handled and in how many claims.
 pub(crate) async fn drain_loudspeakers(hub: &Hub) -> anyhow::Result<(usize, usize)> {
     let in_flight = delivery::worker::InFlight::default();
-    let mut drained = 0;
-    let mut claims = 0;
-    loop {
-        let handled = delivery::worker::try_execute_channel_batch(
-            hub,
-            &in_flight,
-            "bench-worker",
-            ChannelKind::Loudspeaker,
-        )
-        .await
-        .map_err(err)?;
-        if handled == 0 {
-            return Ok((drained, claims));
+    let claim_loop = || async {
+        let (mut drained, mut claims) = (0, 0);
+        loop {
+            let handled = delivery::worker::try_execute_channel_batch(
+                hub,
+                &in_flight,
+                "bench-worker",
+                ChannelKind::Loudspeaker,
+            )
+            .await
+            .map_err(err)?;
+            if handled == 0 {
+                return Ok::<_, anyhow::Error>((drained, claims));
+            }
+            drained += handled;
+            claims += 1;
         }
-        drained += handled;
-        claims += 1;
+    };
+    let claimers = hub
+        .settings
+        .delivery
+        .limits_for(ChannelKind::Loudspeaker)
+        .claimers;
+    let mut total = (0, 0);
+    for handled in futures::future::join_all((0..claimers).map(|_| claim_loop())).await {
+        let (drained, claims) = handled?;
+        total = (total.0 + drained, total.1 + claims);
     }
+    Ok(total)
 }
 
 /// `herald bench deliver`: publish to many loudspeakers answering at once, then drain every
@@ -437,8 +449,8 @@ async fn run_deliver(settings: &Settings, options: &BenchOptions) -> anyhow::Res
     let limits = hub.settings.delivery.limits_for(ChannelKind::Loudspeaker);
     println!("backend: {}", backend_name(&hub));
     println!(
-        "targets: {} loudspeakers (instant adapter; batch {}, in flight {})",
-        options.targets, limits.batch_size, limits.in_flight
+        "targets: {} loudspeakers (instant adapter; batch {}, in flight {}, {} claim loops)",
+        options.targets, limits.batch_size, limits.in_flight, limits.claimers
     );
     println!(
         "write {written} deliveries (publish, one transaction): {:.3} s",

@@ -834,13 +834,17 @@ pub async fn execute_claimed(
     Ok(count)
 }
 
-/// One claim loop per registered channel, polled together: a slow or hung channel holds up
-/// only itself, and every adapter call ends by its deadline.
+/// The claim loops of every registered channel (`claimers` each), polled together: a slow or
+/// hung channel holds up only itself, and every adapter call ends by its deadline.
 pub async fn run_until_stopped(hub: Arc<Hub>, worker_id: String) -> anyhow::Result<()> {
     let in_flight = InFlight::default();
     let loops = hub
         .channels
         .kinds()
+        .flat_map(|channel| {
+            let claimers = hub.settings.delivery.limits_for(channel).claimers;
+            (0..claimers).map(move |_| channel)
+        })
         .map(|channel| run_channel_until_stopped(&hub, &in_flight, &worker_id, channel));
     // Receipts are applied (and overdue `accepted` deliveries reconciled) beside the claims.
     futures::future::join(
