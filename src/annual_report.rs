@@ -145,8 +145,11 @@ pub async fn annual_report(hub: &Hub, caller: &Caller, year: i32) -> Result<Annu
             .filter(publication::Column::PublishedAt.lt(end))
             .all(&hub.db)
             .await?;
+        // Only the version numbers some publication names: drafts between them are not read.
+        let published: std::collections::BTreeSet<i32> = rows.iter().map(|row| row.version).collect();
         let versions = item_version::Entity::find()
             .filter(item_version::Column::ItemId.is_in(chunk.iter().copied()))
+            .filter(item_version::Column::Version.is_in(published))
             .all(&hub.db)
             .await?;
         let versions: BTreeMap<(String, i32), &item_version::Model> = versions
