@@ -195,11 +195,16 @@ async fn arrives_at(client: &Client, path: &str) {
     );
 }
 
-async fn sign_in(client: &Client, app: &TestApp, user: &str) {
+/// Opens `path` of the hub.
+async fn visit(client: &Client, app: &TestApp, path: &str) {
     client
-        .goto(&format!("{}/console/login", app.address))
+        .goto(&format!("{}{path}", app.address))
         .await
-        .expect("goto");
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+}
+
+async fn sign_in(client: &Client, app: &TestApp, user: &str) {
+    visit(client, app, "/console/login").await;
     fill(client, "username", user).await;
     fill(client, "password", &format!("{user}-password-1")).await;
     follow(client, "form.card button[type=submit]").await;
@@ -236,10 +241,7 @@ async fn staff_take_an_item_from_draft_to_delivered_in_the_browser() {
 }
 
 async fn click_through(app: &TestApp, client: &Client) {
-    client
-        .goto(&format!("{}/console", app.address))
-        .await
-        .expect("goto");
+    visit(client, app, "/console").await;
     screens(client, "login").await;
 
     // The publisher composes an item and submits it.
@@ -326,20 +328,14 @@ async fn click_through(app: &TestApp, client: &Client) {
     );
     client.enter_parent_frame().await.expect("leave the frame");
     screens(client, "previews").await;
-    client
-        .goto(&format!("{}{item_path}", app.address))
-        .await
-        .expect("goto");
+    visit(client, app, &item_path).await;
     follow(client, "form[action$='/submit'] button").await;
     assert!(text_of_page(client).await.contains("已提交审核"));
     sign_out(client).await;
 
     // The reviewer approves it with the confidentiality check.
     sign_in(client, app, "reviewer").await;
-    client
-        .goto(&format!("{}{item_path}", app.address))
-        .await
-        .expect("goto");
+    visit(client, app, &item_path).await;
     screens(client, "review").await;
     click(client, "input[name=confidentiality_checked]").await;
     follow(client, "button[value=approve]").await;
@@ -351,10 +347,7 @@ async fn click_through(app: &TestApp, client: &Client) {
 
     // The publisher publishes it after the confirmation naming its targets.
     sign_in(client, app, "publisher").await;
-    client
-        .goto(&format!("{}{item_path}", app.address))
-        .await
-        .expect("goto");
+    visit(client, app, &item_path).await;
     follow(client, "a.button[href$='/publish']").await;
     let confirmation = text_of_page(client).await;
     assert!(
@@ -428,10 +421,7 @@ async fn click_through(app: &TestApp, client: &Client) {
         screens(client, name).await;
     }
     // This year's figures count the item just published.
-    client
-        .goto(&format!("{}/console/report?year=2026", app.address))
-        .await
-        .expect("goto");
+    visit(client, app, "/console/report?year=2026").await;
     let report = text_of_page(client).await;
     assert!(report.contains("本年新发布 1 条"), "{report}");
     screens(client, "report-2026").await;
@@ -556,10 +546,7 @@ async fn script_typed_into_any_field_stays_inert_on_every_console_page() {
     let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
         sign_in(&client, &app, "admin").await;
         for path in &pages {
-            client
-                .goto(&format!("{}{path}", app.address))
-                .await
-                .expect("goto");
+            visit(&client, &app, path).await;
             let text = text_of_page(&client).await;
             stays_inert(&client, path).await;
             if path.starts_with("/console/items/") {
@@ -570,10 +557,7 @@ async fn script_typed_into_any_field_stays_inert_on_every_console_page() {
             }
         }
         // What was typed comes back in the refused form, as text.
-        client
-            .goto(&format!("{}/console/items/new", app.address))
-            .await
-            .expect("goto");
+        visit(&client, &app, "/console/items/new").await;
         fill(&client, "title", XSS).await;
         fill(&client, "body", XSS).await;
         fill(&client, "index_no", XSS).await;

@@ -199,21 +199,15 @@ pub(super) struct TargetForm {
     /// The channel's settings as JSON (an account's app id, a center's URL).
     config: String,
     /// Secrets, one `name=value` a line; never shown again.
-    #[serde(skip_serializing)]
     secrets: String,
-}
-
-#[derive(Deserialize)]
-pub(super) struct TargetsQuery {
-    done: Option<String>,
 }
 
 pub(super) async fn targets_page(
     req: HttpRequest,
     Staff { hub, caller }: Staff,
-    query: web::Query<TargetsQuery>,
+    query: web::Query<DoneQuery>,
 ) -> Page {
-    let notice = (query.done.as_deref() == Some("added")).then_some("发布目标已添加。");
+    let notice = done_notice(query.done.as_deref());
     show_targets(
         &req,
         &hub,

@@ -10,8 +10,7 @@ use crate::{attachments, domain::item::AttachmentRef, workflow::deadline_after};
 const MAX_FILES: usize = 10;
 
 /// What the compose form holds, as typed: shown again as it was when something is refused.
-#[derive(Deserialize, Default)]
-#[serde(default)]
+#[derive(Default)]
 struct ComposeForm {
     csrf: String,
     title: String,

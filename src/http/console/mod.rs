@@ -792,12 +792,28 @@ fn under_way(state: DeliveryState) -> bool {
     )
 }
 
+/// An item the caller may not see, or none, said as a page: not found, or (as the API answers)
+/// found but outside the caller's area.
+fn not_shown(hub: &Hub, error: Error) -> Page {
+    match error {
+        Error::NotFound(_) => message(hub, StatusCode::NOT_FOUND, "信息不存在", "没有找到这条信息。"),
+        Error::Forbidden(_) => message(
+            hub,
+            StatusCode::FORBIDDEN,
+            "无权查看",
+            "这条信息不在您的管辖范围内。",
+        ),
+        e => Err(e.into()),
+    }
+}
+
+/// A page reached after a form: what the form did, for the page to say.
 #[derive(Deserialize)]
-struct ItemQuery {
+struct DoneQuery {
     done: Option<String>,
 }
 
-/// What a review decision did, as the item page then says it.
+/// What a form did, as the page it leads to then says it.
 fn done_notice(done: Option<&str>) -> Option<&'static str> {
     match done? {
         "approved" => Some("已审核通过。"),
@@ -808,6 +824,7 @@ fn done_notice(done: Option<&str>) -> Option<&'static str> {
         "retried" => Some("已重新发送。"),
         "cancelled" => Some("已取消发送。"),
         "reconciling" => Some("已请渠道核实，结果稍后显示。"),
+        "added" => Some("发布目标已添加。"),
         "withdrawn" => Some("已撤回，正在从各渠道撤下。"),
         _ => None,
     }
@@ -817,7 +834,7 @@ async fn item_page(
     req: HttpRequest,
     Staff { hub, caller }: Staff,
     id: web::Path<String>,
-    query: web::Query<ItemQuery>,
+    query: web::Query<DoneQuery>,
 ) -> Page {
     let notice = done_notice(query.done.as_deref());
     show_item(&req, &hub, &caller, &id, StatusCode::OK, notice, None).await
@@ -835,19 +852,7 @@ async fn show_item(
 ) -> Page {
     let item = match workflow::get_item(hub, caller, id).await {
         Ok(item) => item,
-        Err(Error::NotFound(_)) => {
-            return message(hub, StatusCode::NOT_FOUND, "信息不存在", "没有找到这条信息。");
-        }
-        // As the API answers: the item exists, but not within the caller's area.
-        Err(Error::Forbidden(_)) => {
-            return message(
-                hub,
-                StatusCode::FORBIDDEN,
-                "无权查看",
-                "这条信息不在您的管辖范围内。",
-            );
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) => return not_shown(hub, e),
     };
     let content = &item.content;
     let mut facts = vec![
@@ -1463,12 +1468,7 @@ async fn show_users(
         .await?
         .into_iter()
         .map(|user| UserRow {
-            // An area no longer in the area file is shown by its code.
-            area: hub
-                .areas
-                .iter()
-                .find(|area| area.code.as_str() == user.area_code)
-                .map_or_else(|| user.area_code.clone(), |area| area.name.clone()),
+            area: area_name(hub, &user.area_code),
             id: user.id,
             username: user.username,
             display_name: user.display_name,

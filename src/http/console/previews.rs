@@ -127,20 +127,6 @@ pub(super) async fn portal_preview(Staff { hub, caller }: Staff, id: web::Path<S
     Ok(answer)
 }
 
-/// An item the caller may not see, or none: said as the item page says it.
-fn not_shown(hub: &Hub, error: Error) -> Page {
-    match error {
-        Error::NotFound(_) => message(hub, StatusCode::NOT_FOUND, "信息不存在", "没有找到这条信息。"),
-        Error::Forbidden(_) => message(
-            hub,
-            StatusCode::FORBIDDEN,
-            "无权查看",
-            "这条信息不在您的管辖范围内。",
-        ),
-        e => Err(e.into()),
-    }
-}
-
 fn shown(rendition: Rendition) -> Shown {
     match rendition.channel {
         ChannelKind::Portal => Shown::Portal,

@@ -39,22 +39,12 @@ struct QueueRow {
     may_cancel: bool,
 }
 
-#[derive(Deserialize)]
-pub(super) struct QueueQuery {
-    done: Option<String>,
-}
-
 pub(super) async fn queues_page(
     req: HttpRequest,
     Staff { hub, caller }: Staff,
-    query: web::Query<QueueQuery>,
+    query: web::Query<DoneQuery>,
 ) -> Page {
-    let notice = match query.done.as_deref() {
-        Some("retried") => Some("已重新发送。"),
-        Some("cancelled") => Some("已取消发送。"),
-        Some("reconciling") => Some("已请渠道核实，结果稍后显示。"),
-        _ => None,
-    };
+    let notice = done_notice(query.done.as_deref());
     show_queues(&req, &hub, &caller, StatusCode::OK, notice, None).await
 }
 
