@@ -409,6 +409,11 @@ pub struct DeliverySettings {
     /// Claim loops per channel, per hub instance: while one records its batch, another claims
     /// and sends the next, so on PostgreSQL two halves of a device fan-out use two cores.
     pub claimers: u32,
+    /// Receipt-applying loops per hub instance, each over its own share of the targets, so
+    /// one device's reports are still applied in order by one loop. Unset: two on PostgreSQL,
+    /// whose second core then applies beside the first; one on SQLite, which has one writer
+    /// and gains nothing from a second (there it is always one).
+    pub receipt_appliers: Option<u32>,
     /// Per-channel batch size, in-flight bound, deadline and claim loops, over the values
     /// above: devices take thousands at once, a rate-limited API a few.
     pub channels: BTreeMap<ChannelKind, ChannelLimits>,
@@ -427,6 +432,7 @@ impl Default for DeliverySettings {
             target_in_flight: 2,
             attempt_deadline_seconds: 60,
             claimers: 1,
+            receipt_appliers: None,
             channels: default_channel_limits(),
         }
     }
@@ -477,6 +483,15 @@ pub struct ResolvedLimits {
 }
 
 impl DeliverySettings {
+    /// How many loops apply receipts side by side on this database (at least one).
+    pub fn receipt_appliers(&self, postgres: bool) -> u32 {
+        if postgres {
+            self.receipt_appliers.unwrap_or(2).max(1)
+        } else {
+            1
+        }
+    }
+
     pub fn limits_for(&self, channel: ChannelKind) -> ResolvedLimits {
         let own = self.channels.get(&channel).cloned().unwrap_or_default();
         // The call must end before the lease does, or another worker would start a second one.
@@ -699,6 +714,19 @@ mod tests {
         let speakers = defaults.limits_for(ChannelKind::Loudspeaker);
         assert_eq!((speakers.batch_size, speakers.claimers), (5_000, 2));
         assert_eq!(defaults.limits_for(ChannelKind::Wechat).claimers, 1);
+        // Receipts: two applying loops on PostgreSQL unless set; SQLite's one writer, one.
+        assert_eq!(
+            (defaults.receipt_appliers(true), defaults.receipt_appliers(false)),
+            (2, 1)
+        );
+        let three = DeliverySettings {
+            receipt_appliers: Some(3),
+            ..DeliverySettings::default()
+        };
+        assert_eq!(
+            (three.receipt_appliers(true), three.receipt_appliers(false)),
+            (3, 1)
+        );
         for &channel in ChannelKind::ALL {
             let limits = defaults.limits_for(channel);
             let waves = limits.batch_size.div_ceil(limits.in_flight);

@@ -1,5 +1,6 @@
 //! `herald bench receipts`: N `accepted` deliveries, one receipt each taken in through the
-//! same `inbox::intake` the callback route uses, then applied in batches of 1,000; prints
+//! same `inbox::intake` the callback route uses, then applied in batches of 1,000 by the hub's
+//! applying loops side by side (`delivery.receipt_appliers`); prints
 //! receipts per second for the apply step (and, apart, for intake).
 
 use std::{sync::Arc, time::Instant};
@@ -91,20 +92,33 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
         intaken += result?;
     }
 
+    // The hub's applying loops side by side (`delivery.receipt_appliers`), each until its
+    // share is empty.
+    let shares = inbox::ApplierShare::of_hub(hub);
+    let appliers = shares.len();
     let started = Instant::now();
-    let mut applied = 0;
-    let mut batches = 0;
-    let mut batch_times = Vec::new();
-    loop {
-        let batch_started = Instant::now();
-        let n = inbox::try_apply_receipts(hub, APPLY_BATCH).await.map_err(err)?;
-        if n == 0 {
-            break;
+    let apply_loop = |share| async move {
+        let mut batch_times = Vec::new();
+        let mut applied = 0;
+        loop {
+            let batch_started = Instant::now();
+            let n = inbox::try_apply_share(hub, share, APPLY_BATCH)
+                .await
+                .map_err(err)?;
+            if n == 0 {
+                return Ok::<_, anyhow::Error>((applied, batch_times));
+            }
+            batch_times.push(batch_started.elapsed());
+            applied += n;
         }
-        batch_times.push(batch_started.elapsed());
+    };
+    let (mut applied, mut batch_times) = (0, Vec::new());
+    for result in futures::future::join_all(shares.into_iter().map(apply_loop)).await {
+        let (n, times) = result?;
         applied += n;
-        batches += 1;
+        batch_times.extend(times);
     }
+    let batches = batch_times.len();
     let apply_time = started.elapsed();
     batch_times.sort();
     let summary = delivery::summary(&hub.db, &item_id).await.map_err(err)?;
@@ -122,7 +136,7 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
         rate(intaken as usize, intake_time)
     );
     println!(
-        "apply {applied} receipts ({batches} batches of up to {APPLY_BATCH}): {:.3} s, {:.0} receipts/s",
+        "apply {applied} receipts ({batches} batches of up to {APPLY_BATCH}; applying loops: {appliers}): {:.3} s, {:.0} receipts/s",
         apply_time.as_secs_f64(),
         rate(applied, apply_time)
     );

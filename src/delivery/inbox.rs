@@ -38,7 +38,7 @@ use crate::{
     error::{Error, Result},
     hub::Hub,
     store::{
-        Binds, begin_write,
+        Binds, among, begin_write,
         entities::{callback_replay, delivery, delivery_confirmation, receipt_inbox, target},
         is_postgres,
     },
@@ -65,8 +65,6 @@ const RECONCILE_BATCH: u64 = 100;
 const RECONCILE_IN_FLIGHT: usize = 16;
 /// Values per `IN (…)` list: well under both databases' bind-parameter limits.
 const CHUNK: usize = 1000;
-/// Rows per `VALUES` list of four columns (4,000 values): likewise.
-const VALUES_ROWS: usize = 1000;
 
 fn later(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1))
@@ -315,13 +313,18 @@ async fn named_deliveries(
                 .push(row.correlation.clone());
         }
     }
+    let backend = txn.get_database_backend();
     let mut found = HashMap::new();
     // Ordered by creation, so when two deliveries share an external id the newer is named.
     for (channel, ids) in external {
         for chunk in ids.chunks(CHUNK) {
             let query = delivery::Entity::find()
                 .filter(delivery::Column::Channel.eq(channel))
-                .filter(delivery::Column::ExternalId.is_in(chunk.to_vec()))
+                .filter(among(
+                    backend,
+                    delivery::Column::ExternalId,
+                    chunk.iter().map(String::as_str),
+                ))
                 .order_by_asc(delivery::Column::CreatedAt);
             for d in named_columns(query)
                 .into_model::<NamedDelivery>()
@@ -343,7 +346,11 @@ async fn named_deliveries(
     }
     for chunk in keys.chunks(CHUNK) {
         let query = delivery::Entity::find()
-            .filter(delivery::Column::IdempotencyKey.is_in(chunk.to_vec()))
+            .filter(among(
+                backend,
+                delivery::Column::IdempotencyKey,
+                chunk.iter().map(String::as_str),
+            ))
             .order_by_asc(delivery::Column::Id);
         for d in named_columns(query)
             .into_model::<NamedDelivery>()
@@ -385,6 +392,31 @@ impl Outcome {
 /// at most as `transition` allows, its counts move with it, and each inbox row is marked with
 /// its outcome and the delivery it names (which makes it part of that delivery's record). Returns how many inbox rows it took.
 pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
+    try_apply_share(hub, ApplierShare::ALL, limit).await
+}
+
+/// Which stored receipts one applying loop takes: those of the targets in its share. A
+/// target's receipts all fall in one share, so one loop applies a device's reports in order
+/// and two loops never move the same delivery at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplierShare {
+    index: u32,
+    of: u32,
+}
+
+impl ApplierShare {
+    /// Every receipt: the one loop.
+    pub const ALL: Self = Self { index: 0, of: 1 };
+
+    /// The shares of this hub's applying loops (`delivery.receipt_appliers`; one on SQLite).
+    pub fn of_hub(hub: &Hub) -> Vec<Self> {
+        let of = hub.settings.delivery.receipt_appliers(is_postgres(&hub.db));
+        (0..of).map(|index| Self { index, of }).collect()
+    }
+}
+
+/// As `try_apply_receipts`, for the receipts of one share.
+pub async fn try_apply_share(hub: &Hub, share: ApplierShare, limit: u64) -> Result<usize> {
     let now = hub.clock.now();
     let postgres = is_postgres(&hub.db);
     let txn = begin_write(&hub.db).await?;
@@ -394,6 +426,13 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
         .order_by_asc(receipt_inbox::Column::DueAt)
         .order_by_asc(receipt_inbox::Column::Id)
         .limit(limit);
+    if share.of > 1 {
+        // Only PostgreSQL runs several loops (`receipt_appliers`), and has `hashtext`.
+        pending = pending.filter(Expr::cust_with_values(
+            "(hashtext(target_id) & 2147483647) % $1 = $2",
+            [share.of as i32, share.index as i32],
+        ));
+    }
     if postgres {
         // Two instances apply different receipts side by side.
         pending = pending.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
@@ -475,6 +514,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
 
     // Deliveries that moved: one guarded UPDATE per (from, to) pair.
     let by_id: HashMap<&str, &NamedDelivery> = named.values().map(|d| (d.id.as_str(), d)).collect();
+    let backend = txn.get_database_backend();
     let mut counts = CountChanges::default();
     let mut moves: BTreeMap<(DeliveryState, DeliveryState), Vec<String>> = BTreeMap::new();
     for (id, (from, to)) in &states {
@@ -508,7 +548,11 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
                     delivery::Column::LeaseExpiresAt,
                     Expr::value(Option::<DateTime<Utc>>::None),
                 )
-                .filter(delivery::Column::Id.is_in(chunk.to_vec()))
+                .filter(among(
+                    backend,
+                    delivery::Column::Id,
+                    chunk.iter().map(String::as_str),
+                ))
                 .filter(delivery::Column::State.eq(from))
                 .exec(&txn)
                 .await?
@@ -557,9 +601,7 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
     }
     // The applied (and unchanged) rows become part of their deliveries' record: one UPDATE
     // per chunk marks each with its outcome and delivery.
-    for chunk in marks.chunks(VALUES_ROWS) {
-        mark_applied(&txn, now, chunk).await?;
-    }
+    mark_applied(&txn, now, &marks).await?;
     for chunk in recheck.chunks(CHUNK) {
         receipt_inbox::Entity::update_many()
             .col_expr(receipt_inbox::Column::DueAt, Expr::value(later(now, RECHECK)))
@@ -595,25 +637,37 @@ impl Mark<'_> {
 /// Marks inbox rows applied, each with its own outcome, delivery and move: one statement over
 /// a `VALUES` list (UPDATE … FROM, on both databases) rather than one per row.
 async fn mark_applied(txn: &DatabaseTransaction, now: DateTime<Utc>, marks: &[Mark<'_>]) -> Result<()> {
-    let mut binds = Binds::new(txn.get_database_backend());
-    let rows: Vec<String> = marks
+    // One JSON value rather than four binds a row: PostgreSQL planned a VALUES list of 1,000
+    // rows anew for every batch.
+    let rows: Vec<serde_json::Value> = marks
         .iter()
         .map(|mark| {
-            format!(
-                "({}, {}, {}, {})",
-                binds.add(mark.id),
-                binds.add(mark.outcome.as_str()),
-                binds.add(mark.delivery_id.map(str::to_owned)),
-                binds.add(mark.moved_to)
-            )
+            serde_json::json!([
+                mark.id,
+                mark.outcome.as_str(),
+                mark.delivery_id,
+                mark.moved_to.map(DeliveryState::as_str)
+            ])
         })
         .collect();
+    let backend = txn.get_database_backend();
+    let mut binds = Binds::new(backend);
+    let rows = binds.add(serde_json::Value::from(rows).to_string());
+    let unpacked = match backend {
+        sea_orm::DbBackend::Postgres => format!(
+            "SELECT (value->>0)::bigint AS id, value->>1 AS outcome, value->>2 AS delivery_id, \
+               value->>3 AS moved_to FROM json_array_elements({rows}::json)"
+        ),
+        _ => format!(
+            "SELECT value->>0 AS id, value->>1 AS outcome, value->>2 AS delivery_id, \
+               value->>3 AS moved_to FROM json_each({rows})"
+        ),
+    };
     let sql = format!(
-        "WITH marks (id, outcome, delivery_id, moved_to) AS (VALUES {}) \
+        "WITH marks AS ({unpacked}) \
          UPDATE receipt_inbox SET applied_at = {}, outcome = marks.outcome, \
            delivery_id = marks.delivery_id, moved_to = marks.moved_to \
          FROM marks WHERE receipt_inbox.id = marks.id",
-        rows.join(", "),
         binds.add(now),
     );
     txn.execute_raw(binds.statement(sql)).await?;
@@ -846,10 +900,13 @@ async fn give_up(hub: &Hub, row: &delivery::Model, asks: i32) -> Result<()> {
 pub async fn run_until_stopped(hub: &Hub, worker_id: &str) {
     // Apart: asking a slow channel about its overdue deliveries never holds up applying the
     // receipts every other channel sends.
+    let appliers = ApplierShare::of_hub(hub).into_iter().map(|share| {
+        run_step_until_stopped(hub, worker_id, "applying receipts", move || {
+            try_apply_share(hub, share, APPLY_BATCH)
+        })
+    });
     futures::future::join3(
-        run_step_until_stopped(hub, worker_id, "applying receipts", || {
-            try_apply_receipts(hub, APPLY_BATCH)
-        }),
+        futures::future::join_all(appliers),
         run_step_until_stopped(hub, worker_id, "reconciling accepted deliveries", || {
             try_reconcile(hub, RECONCILE_BATCH)
         }),

@@ -611,7 +611,90 @@ async fn the_callback_route_verifies_stores_and_answers(backend: Backend) {
     assert_counts_match(&app).await;
 }
 
+/// The hub's applying loops (two on PostgreSQL) each take the receipts of their own share of
+/// the targets: a device's reports are all applied by one loop, in order, and side by side
+/// the loops apply every receipt once.
+async fn applying_loops_split_the_receipts_by_target(backend: Backend) {
+    let channel = Signed::new(&[], Step::Accept);
+    let app = signed_app(backend, &channel).await;
+    let mut targets = Vec::new();
+    for i in 0..16 {
+        targets.push(add_signed_target(&app, &format!("融媒体中心{i}"), Some(KEY)).await);
+    }
+    let item = publish_to_media_center(&app).await;
+    assert_eq!(app.deliver_due().await, targets.len());
+    for target in &targets {
+        let external = Signed::external_id(&channel.key_of(target));
+        for (id, status) in [("e-1", "delivered"), ("e-2", "played")] {
+            report(
+                &app,
+                target,
+                json!([{"id": id, "external_id": external, "status": status}]),
+            )
+            .await;
+        }
+    }
+    let shares = inbox::ApplierShare::of_hub(&app.hub);
+    let expected = match backend {
+        Backend::Postgres => 2,
+        Backend::Sqlite => 1,
+    };
+    assert_eq!(shares.len(), expected, "receipt_appliers by default");
+
+    // The first share alone: each target's two reports are applied together or not at all.
+    while inbox::try_apply_share(&app.hub, shares[0], APPLY_BATCH)
+        .await
+        .expect("apply step")
+        > 0
+    {}
+    let applied = numbers(
+        &app,
+        "SELECT target_id, 'x', 'x', 'x', COUNT(*) FROM receipt_inbox WHERE applied_at IS NOT NULL GROUP BY target_id",
+    )
+    .await;
+    assert!(applied.values().all(|n| *n == 2), "{applied:?}");
+    if expected > 1 {
+        assert!(
+            !applied.is_empty() && applied.len() < targets.len(),
+            "each share holds some of the 16 targets: {applied:?}"
+        );
+    }
+
+    // The rest side by side, as the worker runs them.
+    let rest = shares.iter().map(|share| async {
+        while inbox::try_apply_share(&app.hub, *share, APPLY_BATCH)
+            .await
+            .expect("apply step")
+            > 0
+        {}
+    });
+    futures::future::join_all(rest).await;
+    for target in &targets {
+        assert_eq!(state_of(&app, &item, target).await, "played");
+    }
+    assert_eq!(
+        scalar::<i64>(
+            &app,
+            "SELECT COUNT(*) FROM receipt_inbox WHERE applied_at IS NULL"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        scalar::<i64>(
+            &app,
+            "SELECT COUNT(*) FROM receipt_inbox WHERE outcome = 'applied'"
+        )
+        .await,
+        2 * targets.len() as i64,
+        "each report moved its delivery once"
+    );
+    app.assert_queue_agrees().await;
+    assert_counts_match(&app).await;
+}
+
 on_both_backends! {
+    applying_loops_split_the_receipts_by_target => applying_loops_split_the_receipts_by_target;
     duplicated_reordered_and_unknown_receipts => duplicated_reordered_and_unknown_receipts;
     receipts_before_the_worker_records => receipts_before_the_worker_records;
     overdue_accepted_deliveries_are_reconciled => overdue_accepted_deliveries_are_reconciled;
