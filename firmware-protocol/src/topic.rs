@@ -36,6 +36,13 @@ pub fn report(device: &str, kind: &str) -> String {
 /// The report kinds a device publishes, each its own topic level.
 pub const REPORT_KINDS: [&str; 5] = ["status", "birth", "ack", "health", "proof"];
 
+/// The filters the hub subscribes to, one per report kind (`herald/v1/d/+/status`, …). Not
+/// `herald/v1/d/+/+`: that also matches `…/cmd`, and MQTT 3.1.1 has no "no local", so the
+/// broker would send the hub back every command it publishes, doubling a fan-out's traffic.
+pub fn hub_report_filters() -> impl Iterator<Item = String> {
+    REPORT_KINDS.iter().map(|kind| report("+", kind))
+}
+
 /// Whether a device's broker account may publish to `topic` (PROTOCOL.md §2.2): its own
 /// report topics only.
 pub fn device_may_publish(device: &str, topic: &str) -> bool {
@@ -79,7 +86,7 @@ pub fn for_audience(audience: &Audience) -> Vec<String> {
     }
 }
 
-/// `(device, kind)` of a report topic; the hub subscribes to `herald/v1/d/+/+`.
+/// `(device, kind)` of a report topic (what `hub_report_filters` match).
 pub fn parse_report(topic: &str) -> Option<(&str, &str)> {
     let rest = topic.strip_prefix(PREFIX)?.strip_prefix("/d/")?;
     let (device, kind) = rest.split_once('/')?;

@@ -32,8 +32,6 @@ use crate::{
     store::entities::{delivery, device_command},
 };
 
-/// Every device report topic (`herald/v1/d/{device}/{kind}`).
-const REPORTS: &str = "herald/v1/d/+/+";
 /// Reports stored per inbox write, at most…
 const FLUSH_ROWS: usize = 500;
 /// …and at the latest this long after the first of a batch arrived.
@@ -412,7 +410,9 @@ pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
                     listener.batch.unacked.clear();
                 }
                 // A new session (clean): subscribe again.
-                if let Err(e) = link.client().try_subscribe(REPORTS, QoS::AtLeastOnce) {
+                let filters = herald_firmware_protocol::topic::hub_report_filters()
+                    .map(|filter| rumqttc::SubscribeFilter::new(filter, QoS::AtLeastOnce));
+                if let Err(e) = link.client().try_subscribe_many(filters) {
                     tracing::error!(error = %e, "subscribing to device reports failed");
                 }
             }
@@ -452,9 +452,23 @@ pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use herald_firmware_protocol::report::Ack;
+    use herald_firmware_protocol::{report::Ack, topic};
 
     use super::*;
+
+    #[test]
+    fn the_hub_hears_every_report_and_none_of_its_own_commands() {
+        let filters: Vec<String> = topic::hub_report_filters().collect();
+        for kind in topic::REPORT_KINDS {
+            let report = topic::report("spk-0001", kind);
+            assert!(filters.iter().any(|f| rumqttc::matches(&report, f)), "{report}");
+        }
+        let command = topic::device_commands("spk-0001");
+        assert!(
+            !filters.iter().any(|f| rumqttc::matches(&command, f)),
+            "{filters:?}"
+        );
+    }
 
     fn ack(stage: AckStage, reason: Option<RejectReason>) -> ReportBody {
         ReportBody::Ack(Ack {
