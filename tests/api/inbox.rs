@@ -59,6 +59,20 @@ async fn report(app: &TestApp, target: &str, events: Value) -> Reply {
     reply
 }
 
+/// Stored receipts not yet applied.
+async fn waiting_receipts(app: &TestApp) -> i64 {
+    scalar(app, "SELECT COUNT(*) FROM receipt_inbox WHERE applied_at IS NULL").await
+}
+
+/// Applies the receipts of one applying loop's share until none of it is due.
+async fn apply_share(app: &TestApp, share: inbox::ApplierShare) {
+    while inbox::try_apply_share(&app.hub, share, APPLY_BATCH)
+        .await
+        .expect("apply step")
+        > 0
+    {}
+}
+
 /// Applies stored receipts until none is due.
 async fn apply_all(app: &TestApp) -> usize {
     let mut total = 0;
@@ -593,14 +607,7 @@ async fn the_callback_route_verifies_stores_and_answers(backend: Backend) {
     assert_eq!(verified.text(), "success");
     assert_eq!(verified.content_type().as_deref(), Some("text/plain"));
     assert_eq!(inbox_rows(&app).await, 1, "stored before the answer");
-    assert_eq!(
-        scalar::<i64>(
-            &app,
-            "SELECT COUNT(*) FROM receipt_inbox WHERE applied_at IS NULL"
-        )
-        .await,
-        1
-    );
+    assert_eq!(waiting_receipts(&app).await, 1);
     assert_eq!(
         state_of(&app, &item, &target).await,
         "accepted",
@@ -642,11 +649,7 @@ async fn applying_loops_split_the_receipts_by_target(backend: Backend) {
     assert_eq!(shares.len(), expected, "receipt_appliers by default");
 
     // The first share alone: each target's two reports are applied together or not at all.
-    while inbox::try_apply_share(&app.hub, shares[0], APPLY_BATCH)
-        .await
-        .expect("apply step")
-        > 0
-    {}
+    apply_share(&app, shares[0]).await;
     let applied = numbers(
         &app,
         "SELECT target_id, 'x', 'x', 'x', COUNT(*) FROM receipt_inbox WHERE applied_at IS NOT NULL GROUP BY target_id",
@@ -661,25 +664,11 @@ async fn applying_loops_split_the_receipts_by_target(backend: Backend) {
     }
 
     // The rest side by side, as the worker runs them.
-    let rest = shares.iter().map(|share| async {
-        while inbox::try_apply_share(&app.hub, *share, APPLY_BATCH)
-            .await
-            .expect("apply step")
-            > 0
-        {}
-    });
-    futures::future::join_all(rest).await;
+    futures::future::join_all(shares.iter().map(|share| apply_share(&app, *share))).await;
     for target in &targets {
         assert_eq!(state_of(&app, &item, target).await, "played");
     }
-    assert_eq!(
-        scalar::<i64>(
-            &app,
-            "SELECT COUNT(*) FROM receipt_inbox WHERE applied_at IS NULL"
-        )
-        .await,
-        0
-    );
+    assert_eq!(waiting_receipts(&app).await, 0);
     assert_eq!(
         scalar::<i64>(
             &app,
