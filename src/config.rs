@@ -412,7 +412,8 @@ pub struct DeliverySettings {
     /// Receipt-applying loops per hub instance, each over its own share of the targets, so
     /// one device's reports are still applied in order by one loop. Unset: two on PostgreSQL,
     /// whose second core then applies beside the first; one on SQLite, which has one writer
-    /// and gains nothing from a second (there it is always one).
+    /// and gains nothing from a second (there it is always one). At most 8: each holds a
+    /// database connection while it applies.
     pub receipt_appliers: Option<u32>,
     /// Per-channel batch size, in-flight bound, deadline and claim loops, over the values
     /// above: devices take thousands at once, a rate-limited API a few.
@@ -486,7 +487,7 @@ impl DeliverySettings {
     /// How many loops apply receipts side by side on this database (at least one).
     pub fn receipt_appliers(&self, postgres: bool) -> u32 {
         if postgres {
-            self.receipt_appliers.unwrap_or(2).max(1)
+            self.receipt_appliers.unwrap_or(2).clamp(1, 8)
         } else {
             1
         }

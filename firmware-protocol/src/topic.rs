@@ -43,6 +43,10 @@ pub fn hub_report_filters() -> impl Iterator<Item = String> {
     REPORT_KINDS.iter().map(|kind| report("+", kind))
 }
 
+/// The filter hubs subscribed to before `hub_report_filters`; a hub whose broker kept its
+/// session unsubscribes from it.
+pub const OLD_HUB_FILTER: &str = "herald/v1/d/+/+";
+
 /// Whether a device's broker account may publish to `topic` (PROTOCOL.md §2.2): its own
 /// report topics only.
 pub fn device_may_publish(device: &str, topic: &str) -> bool {

@@ -21,7 +21,7 @@ use crate::{
     store::entities::delivery as delivery_row,
 };
 
-/// Receipts per apply transaction, as the worker's inbox loop takes them.
+/// Receipts per apply transaction, as the worker's applying loops take them.
 const APPLY_BATCH: u64 = 1000;
 
 pub async fn receipts(options: BenchOptions) -> anyhow::Result<()> {

@@ -4,9 +4,10 @@
 //!   else; its caller answers the channel only once it returns, so a crash at any point loses no
 //!   receipt the channel was told we took. The HTTP callback route and (later) the MQTT driver
 //!   both come through it.
-//! - `try_apply_receipts` takes a batch of stored receipts and moves their deliveries through
-//!   `transition`, with the counts, in one transaction; each stays in the inbox, marked with
-//!   the delivery it was applied to, as part of that delivery's record.
+//! - `try_apply_share` (`try_apply_receipts` for all of them) takes a batch of stored receipts
+//!   and moves their deliveries through `transition`, with the counts, in one transaction; each
+//!   stays in the inbox, marked with the delivery it was applied to, as part of that delivery's
+//!   record. The worker runs one loop per `ApplierShare`, side by side.
 //! - `try_reconcile` asks the channel about `accepted` deliveries whose report is overdue, and
 //!   puts its answer in the inbox like any other receipt.
 //! - receipts that match no delivery are kept and listed for administrators (`unmatched`).
@@ -396,8 +397,10 @@ pub async fn try_apply_receipts(hub: &Hub, limit: u64) -> Result<usize> {
 }
 
 /// Which stored receipts one applying loop takes: those of the targets in its share. A
-/// target's receipts all fall in one share, so one loop applies a device's reports in order
-/// and two loops never move the same delivery at once.
+/// target's receipts all fall in one share, so within one hub instance one loop applies a
+/// device's reports in order and two loops never move the same delivery at once. (Instances
+/// run the same shares; across them SKIP LOCKED and the guarded moves hold, as before: a batch
+/// that finds a delivery moved under it rolls back and is applied again.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApplierShare {
     index: u32,
@@ -600,7 +603,7 @@ pub async fn try_apply_share(hub: &Hub, share: ApplierShare, limit: u64) -> Resu
         }
     }
     // The applied (and unchanged) rows become part of their deliveries' record: one UPDATE
-    // per chunk marks each with its outcome and delivery.
+    // marks each with its outcome and delivery.
     mark_applied(&txn, now, &marks).await?;
     for chunk in recheck.chunks(CHUNK) {
         receipt_inbox::Entity::update_many()
@@ -635,7 +638,7 @@ impl Mark<'_> {
 }
 
 /// Marks inbox rows applied, each with its own outcome, delivery and move: one statement over
-/// a `VALUES` list (UPDATE … FROM, on both databases) rather than one per row.
+/// the marks as one JSON array (UPDATE … FROM, on both databases) rather than one per row.
 async fn mark_applied(txn: &DatabaseTransaction, now: DateTime<Utc>, marks: &[Mark<'_>]) -> Result<()> {
     // One JSON value rather than four binds a row: PostgreSQL planned a VALUES list of 1,000
     // rows anew for every batch.
