@@ -1118,3 +1118,105 @@ on_both_backends! {
         assert_eq!(app.count("SELECT COUNT(*) FROM device_commands").await, 0, "no command was signed");
     };
 }
+
+/// Polls `events` until `done` says so of an event, or 10 s pass.
+async fn poll_until(events: &mut rumqttc::EventLoop, done: impl Fn(&rumqttc::Event) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.poll())
+            .await
+            .expect("the broker answered within 10 s")
+            .expect("the broker");
+        if done(&event) {
+            return;
+        }
+    }
+}
+
+/// A hub of an older version subscribed to `herald/v1/d/+/+`, which also matches command
+/// topics. A broker that kept that session would go on sending the hub its own commands: on
+/// taking the session over, the hub drops that filter and keeps only the report kinds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_taking_over_a_kept_session_drops_the_filter_that_heard_its_own_commands() {
+    let Some(address) = broker() else {
+        eprintln!("HERALD_TEST_MQTT_URL is not set: no broker to test the device link on");
+        return;
+    };
+    let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let client_id = format!("herald-hub-kept-{run}");
+    let session = |clean: bool| {
+        let mut options = MqttOptions::new(client_id.clone(), address.0.clone(), address.1);
+        options.set_clean_session(clean);
+        options
+    };
+    let subscribed = |e: &rumqttc::Event| matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)));
+
+    // The older hub's session: the old filter, kept by the broker when the hub goes.
+    let (older, mut events) = AsyncClient::new(session(false), 16);
+    older
+        .subscribe(topic::OLD_HUB_FILTER, QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    poll_until(&mut events, subscribed).await;
+    drop((older, events));
+
+    // This hub takes the session over, then goes (its connection cut, the session kept).
+    let url = format!("mqtt://{}:{}", address.0, address.1);
+    let app = spawn_app_configured(crate::helpers::Backend::Sqlite, Vec::new(), |s| {
+        s.mqtt.url = url;
+        s.mqtt.client_id = client_id.clone();
+    })
+    .await;
+    let gateway = tokio::spawn(gateway::run_until_stopped(app.hub.clone()));
+    let link = app.hub.device_link.clone().expect("a device link");
+    for _ in 0..200 {
+        if link.is_listening() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(link.is_listening(), "the hub subscribed within 10 s");
+    gateway.abort();
+    let _ = gateway.await;
+    drop(app);
+
+    // What the session now holds: a report of one of this run's devices reaches it, a command
+    // to that device does not.
+    let (resumed, mut resumed_events) = AsyncClient::new(session(false), 16);
+    poll_until(
+        &mut resumed_events,
+        |e| matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(c)) if c.session_present),
+    )
+    .await;
+    let device = format!("spk-kept-{run}");
+    let (sender, mut sender_events) = AsyncClient::new(
+        MqttOptions::new(format!("sender-{run}"), address.0.clone(), address.1),
+        16,
+    );
+    for published in [topic::device_commands(&device), topic::report(&device, "status")] {
+        sender
+            .publish(published, QoS::AtLeastOnce, false, b"x".to_vec())
+            .await
+            .expect("publish");
+    }
+    let sending = tokio::spawn(async move { while sender_events.poll().await.is_ok() {} });
+    let mut heard = Vec::new();
+    while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_secs(2), resumed_events.poll()).await {
+        if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = event
+            && p.topic.contains(&device)
+        {
+            heard.push(p.topic);
+        }
+    }
+    sending.abort();
+    assert_eq!(heard, vec![topic::report(&device, "status")]);
+
+    // Leave nothing behind on the shared broker.
+    drop((resumed, resumed_events));
+    let (cleaner, mut cleaner_events) = AsyncClient::new(session(true), 16);
+    poll_until(&mut cleaner_events, |e| {
+        matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))
+    })
+    .await;
+    cleaner.disconnect().await.expect("disconnect");
+}
