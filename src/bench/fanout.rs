@@ -357,7 +357,7 @@ async fn run(
         herald_channels::devices::DEVICES_PER_COMMAND
     );
     println!(
-        "hub: publish + claim + sign + hand to broker: {:.3} s",
+        "hub: publish, then drain (claim, sign, hand to the broker, record the outcomes while acks come in): {:.3} s",
         sent.as_secs_f64()
     );
     println!(
