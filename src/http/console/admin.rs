@@ -61,12 +61,10 @@ pub(super) async fn cleanup_page(req: HttpRequest, Staff { hub, caller }: Staff)
             failed,
         });
     }
-    let (csrf, cookie) = csrf_token(&req)?;
-    let page = CleanupPage {
-        frame: frame_for(&hub, &caller, csrf),
+    staff_page(&req, &hub, &caller, StatusCode::OK, |frame| CleanupPage {
+        frame,
         rows,
-    };
-    html(StatusCode::OK, &page, cookie)
+    })
 }
 
 #[derive(Template)]
@@ -120,14 +118,12 @@ pub(super) async fn devices_page(req: HttpRequest, Staff { hub, caller }: Staff)
             }
         })
         .collect();
-    let (csrf, cookie) = csrf_token(&req)?;
-    let page = DevicesPage {
-        frame: frame_for(&hub, &caller, csrf),
+    staff_page(&req, &hub, &caller, StatusCode::OK, |frame| DevicesPage {
+        frame,
         online: rows.iter().filter(|row| row.status_class == "online").count(),
         faulty: rows.iter().filter(|row| !row.faults.is_empty()).count(),
         rows,
-    };
-    html(StatusCode::OK, &page, cookie)
+    })
 }
 
 /// Free storage below this share of the total is reported: recordings stop fitting.
@@ -256,10 +252,9 @@ async fn show_targets(
             }
         })
         .collect();
-    let (problem, invalid) = problem.map_or((None, String::new()), |(text, field)| (Some(text), field));
-    let (csrf, cookie) = csrf_token(req)?;
-    let page = TargetsPage {
-        frame: frame_for(hub, caller, csrf),
+    let (problem, invalid) = problem_parts(problem);
+    staff_page(req, hub, caller, status, |frame| TargetsPage {
+        frame,
         rows,
         may_add: caller.role == Role::Admin,
         channels: choices(
@@ -272,8 +267,7 @@ async fn show_targets(
         notice,
         problem,
         invalid,
-    };
-    html(status, &page, cookie)
+    })
 }
 
 pub(super) async fn add_target(
@@ -387,14 +381,12 @@ async fn show_tokens(
             revoked: token.revoked_at.map(shown_time),
         })
         .collect();
-    let (csrf, cookie) = csrf_token(req)?;
-    let page = TokensPage {
-        frame: frame_for(hub, caller, csrf),
+    staff_page(req, hub, caller, status, |frame| TokensPage {
+        frame,
         rows,
         issued,
         problem,
-    };
-    html(status, &page, cookie)
+    })
 }
 
 #[derive(Deserialize)]
@@ -484,13 +476,11 @@ pub(super) async fn report_page(
             (status, this_year - 1, None, Some(problem))
         }
     };
-    let (csrf, cookie) = csrf_token(&req)?;
-    let page = ReportPage {
-        frame: frame_for(&hub, &caller, csrf),
+    staff_page(&req, &hub, &caller, status, |frame| ReportPage {
+        frame,
         year,
         years: (this_year - 9..=this_year).rev().collect(),
         report,
         problem,
-    };
-    html(status, &page, cookie)
+    })
 }

@@ -132,7 +132,7 @@ async fn compose_page_for(
                 .map(|entry| format!("{}\\{entry}", class.name)),
         )
     });
-    let (problem, invalid) = problem.map_or((None, String::new()), |(text, field)| (Some(text), field));
+    let (problem, invalid) = problem_parts(problem);
     // Published documents of the caller's area, newest first: those an interpretation may follow.
     let published = workflow::list_items(
         hub,

@@ -379,6 +379,24 @@ async fn staff_posting(
     staff(req, hub).await
 }
 
+/// A refusal's text and the field it names (marked in the form); none: no text, no field.
+fn problem_parts(problem: Option<(String, String)>) -> (Option<String>, String) {
+    problem.map_or((None, String::new()), |(text, field)| (Some(text), field))
+}
+
+/// A signed-in page: the frame (with the form token, and the cookie carrying it when new)
+/// made here, the page around it by `page`.
+fn staff_page<T: Template>(
+    req: &HttpRequest,
+    hub: &Hub,
+    caller: &Caller,
+    status: StatusCode,
+    page: impl FnOnce(Frame) -> T,
+) -> Page {
+    let (csrf, cookie) = csrf_token(req)?;
+    html(status, &page(frame_for(hub, caller, csrf)), cookie)
+}
+
 fn frame_for(hub: &Hub, caller: &Caller, csrf: String) -> Frame {
     Frame {
         site_name: site_name(hub),
@@ -514,13 +532,11 @@ async fn password_page(req: HttpRequest) -> Page {
         Ok(caller) => caller,
         Err(why) => return to_sign_in(why),
     };
-    let (csrf, cookie) = csrf_token(&req)?;
-    let page = PasswordPage {
-        frame: frame_for(&hub, &caller, csrf),
+    staff_page(&req, &hub, &caller, StatusCode::OK, |frame| PasswordPage {
+        frame,
         first_sign_in: caller.must_change_password,
         problem: None,
-    };
-    html(StatusCode::OK, &page, cookie)
+    })
 }
 
 #[derive(Deserialize)]
@@ -545,13 +561,13 @@ async fn change_password(req: HttpRequest, form: web::Form<PasswordForm>) -> Pag
         Err(why) => return to_sign_in(why),
     };
     let refused = |problem: String| -> Page {
-        let (csrf, cookie) = csrf_token(&req)?;
-        let page = PasswordPage {
-            frame: frame_for(&hub, &caller, csrf),
-            first_sign_in: caller.must_change_password,
-            problem: Some(problem),
-        };
-        html(StatusCode::UNPROCESSABLE_ENTITY, &page, cookie)
+        staff_page(&req, &hub, &caller, StatusCode::UNPROCESSABLE_ENTITY, |frame| {
+            PasswordPage {
+                frame,
+                first_sign_in: caller.must_change_password,
+                problem: Some(problem),
+            }
+        })
     };
     if form.new_password != form.confirm_password {
         return refused("两次输入的新密码不一致。".to_owned());
@@ -692,9 +708,8 @@ async fn home(req: HttpRequest, Staff { hub, caller }: Staff, query: web::Query<
     let pages = total.div_ceil(HOME_ROWS).max(1);
     let previous = (page > 1).then(|| page_link(&query.q, &query.state, page - 1));
     let next = (page < pages).then(|| page_link(&query.q, &query.state, page + 1));
-    let (csrf, cookie) = csrf_token(&req)?;
-    let page = HomePage {
-        frame: frame_for(&hub, &caller, csrf),
+    staff_page(&req, &hub, &caller, StatusCode::OK, |frame| HomePage {
+        frame,
         notice: query.changed.is_some().then_some("密码已修改。"),
         problem,
         may_author: caller.role.may_author(),
@@ -708,8 +723,7 @@ async fn home(req: HttpRequest, Staff { hub, caller }: Staff, query: web::Query<
         previous,
         next,
         may_review: caller.role.may_review(),
-    };
-    html(StatusCode::OK, &page, cookie)
+    })
 }
 
 /// The 工作台 at `page`, with the same search and state.
@@ -929,9 +943,8 @@ async fn show_item(
     };
     let in_review = item.state == ItemState::InReview
         || item.correcting == Some(crate::domain::item::Correcting::InReview);
-    let (csrf, cookie) = csrf_token(req)?;
-    let page = ItemPage {
-        frame: frame_for(hub, caller, csrf),
+    staff_page(req, hub, caller, status, |frame| ItemPage {
+        frame,
         id: item.id.clone(),
         version: item.current_version,
         title: content.title.clone(),
@@ -954,8 +967,7 @@ async fn show_item(
         under_way,
         notice,
         problem,
-    };
-    html(status, &page, cookie)
+    })
 }
 
 #[derive(Deserialize)]
@@ -1093,15 +1105,14 @@ async fn publish_page(req: HttpRequest, Staff { hub, caller }: Staff, id: web::P
             None => reached.areas.push((area, vec![target.name])),
         }
     }
-    let (csrf, cookie) = csrf_token(&req)?;
-    let page = PublishPage {
-        frame: frame_for(&hub, &caller, csrf),
+    let request = accounts::random_secret(16)?;
+    staff_page(&req, &hub, &caller, StatusCode::OK, |frame| PublishPage {
+        frame,
         id: item.id,
         title: item.content.title,
         channels,
-        request: accounts::random_secret(16)?,
-    };
-    html(StatusCode::OK, &page, cookie)
+        request,
+    })
 }
 
 #[derive(Deserialize)]
@@ -1365,15 +1376,13 @@ async fn show_audit(
             target: format!("{} {}", entry.target_type, entry.target_id),
         })
         .collect();
-    let (csrf, cookie) = csrf_token(req)?;
-    let page = AuditPage {
-        frame: frame_for(hub, caller, csrf),
+    staff_page(req, hub, caller, StatusCode::OK, |frame| AuditPage {
+        frame,
         rows,
         older: (after > 0).then(|| (after - AUDIT_ROWS as i64).max(0)),
         may_verify: caller.role == Role::Admin,
         verdict,
-    };
-    html(StatusCode::OK, &page, cookie)
+    })
 }
 
 /// 校验审计链: re-computes every entry's hash and link, as `herald audit verify` does.
@@ -1491,10 +1500,9 @@ async fn show_users(
         |role| (role.as_str().to_owned(), role_label(*role).to_owned()),
     );
     let areas = area_choices(hub, caller, &form.area_code);
-    let (problem, invalid) = problem.map_or((None, String::new()), |(text, field)| (Some(text), field));
-    let (csrf, cookie) = csrf_token(req)?;
-    let page = UsersPage {
-        frame: frame_for(hub, caller, csrf),
+    let (problem, invalid) = problem_parts(problem);
+    staff_page(req, hub, caller, status, |frame| UsersPage {
+        frame,
         rows,
         form,
         roles,
@@ -1502,8 +1510,7 @@ async fn show_users(
         issued,
         problem,
         invalid,
-    };
-    html(status, &page, cookie)
+    })
 }
 
 async fn users_page(req: HttpRequest, Staff { hub, caller }: Staff) -> Page {

@@ -87,14 +87,12 @@ pub(super) async fn previews_page(
             shown,
         });
     }
-    let (csrf, cookie) = csrf_token(&req)?;
-    let page = PreviewsPage {
-        frame: frame_for(&hub, &caller, csrf),
+    let mut answer = staff_page(&req, &hub, &caller, StatusCode::OK, |frame| PreviewsPage {
+        frame,
         id: item.id,
         title: item.content.title,
         previews,
-    };
-    let mut answer = html(StatusCode::OK, &page, cookie)?;
+    })?;
     answer.headers_mut().insert(
         actix_web::http::header::CONTENT_SECURITY_POLICY,
         actix_web::http::header::HeaderValue::from_static(PREVIEWS_POLICY),

@@ -93,14 +93,12 @@ async fn show_queues(
             rows,
         });
     }
-    let (csrf, cookie) = csrf_token(req)?;
-    let page = QueuesPage {
-        frame: frame_for(hub, caller, csrf),
+    staff_page(req, hub, caller, status, |frame| QueuesPage {
+        frame,
         queues: shown,
         notice,
         problem,
-    };
-    html(status, &page, cookie)
+    })
 }
 
 /// A delivery as its queue lists it, with its item's title (read once per item).
