@@ -182,6 +182,17 @@ async fn text_of_page(client: &Client) -> String {
 }
 
 /// The path the browser is at once it gets to `path` (it may still be following a redirect).
+/// The page's heading (its one `h1`).
+async fn heading_of(client: &Client) -> String {
+    client
+        .find(Locator::Css("h1"))
+        .await
+        .expect("h1")
+        .text()
+        .await
+        .expect("text")
+}
+
 async fn arrives_at(client: &Client, path: &str) {
     for _ in 0..50 {
         if client.current_url().await.expect("url").path() == path {
@@ -315,13 +326,7 @@ async fn click_through(app: &TestApp, client: &Client) {
         .await
         .expect("the portal page, framed");
     portal.clone().enter_frame().await.expect("enter the frame");
-    let framed = client
-        .find(Locator::Css("h1"))
-        .await
-        .expect("h1")
-        .text()
-        .await
-        .expect("text");
+    let framed = heading_of(client).await;
     assert!(
         framed.contains("森林防火"),
         "the portal page shows the item: {framed}"
@@ -410,13 +415,7 @@ async fn click_through(app: &TestApp, client: &Client) {
         ("/console/tokens", "API 令牌", "tokens"),
     ] {
         follow(client, &format!("header a[href='{link}']")).await;
-        let shown = client
-            .find(Locator::Css("h1"))
-            .await
-            .expect("h1")
-            .text()
-            .await
-            .expect("text");
+        let shown = heading_of(client).await;
         assert_eq!(shown, heading);
         screens(client, name).await;
     }

@@ -19,23 +19,25 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The text between the first `start` in the page and the `end` after it; a page without
+    /// it fails the test, naming `what` was looked for.
+    pub fn between(&self, start: &str, end: &str, what: &str) -> &str {
+        self.body
+            .split(start)
+            .nth(1)
+            .and_then(|rest| rest.split(end).next())
+            .unwrap_or_else(|| panic!("no {what} on the page:\n{}", self.body))
+    }
+
     /// The form token the page carries.
     pub fn csrf(&self) -> String {
-        self.body
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_else(|| panic!("no form token on the page:\n{}", self.body))
+        self.between("name=\"csrf\" value=\"", "\"", "form token")
             .to_owned()
     }
 
     /// The problem the page reports (`class="problem"`).
     pub fn problem(&self) -> &str {
-        self.body
-            .split("class=\"problem\" role=\"alert\">")
-            .nth(1)
-            .and_then(|rest| rest.split("</p>").next())
-            .unwrap_or_else(|| panic!("no problem shown:\n{}", self.body))
+        self.between("class=\"problem\" role=\"alert\">", "</p>", "problem")
     }
 
     pub fn redirects_to(&self, path: &str) {
@@ -374,11 +376,7 @@ on_both_databases! {
         assert!(confirm.body.contains("政府门户网站"), "the targets are named by channel: {}", confirm.body);
         let csrf = confirm.csrf();
         let request = confirm
-            .body
-            .split("name=\"request\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("the confirmation names its request")
+            .between("name=\"request\" value=\"", "\"", "request named by the confirmation")
             .to_owned();
         // A double click posts the confirmation twice: it publishes once.
         for _ in 0..2 {
@@ -499,11 +497,7 @@ on_both_databases! {
             .await;
         assert_eq!(no_date.status, 422, "{}", no_date.body);
         let kept = no_date
-            .body
-            .split("name=\"attachment\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_else(|| panic!("the uploaded file is kept:\n{}", no_date.body))
+            .between("name=\"attachment\" value=\"", "\"", "uploaded file kept")
             .to_owned();
         assert!(kept.ends_with("/供水保障方案.pdf"), "{kept}");
         assert!(no_date.body.contains("保留已上传的附件：供水保障方案.pdf"));
@@ -667,12 +661,12 @@ async fn the_items_page_shows_its_reach_by_village() {
     let page = admin.get(&format!("/console/items/{id}")).await;
     assert!(page.body.contains("村级覆盖"), "{}", page.body);
     let village = |class: &str| {
-        page.body
-            .split(&format!("<tr class=\"reach-{class}\">"))
-            .nth(1)
-            .and_then(|row| row.split("</tr>").next())
-            .unwrap_or_else(|| panic!("no {class} village: {}", page.body))
-            .to_owned()
+        page.between(
+            &format!("<tr class=\"reach-{class}\">"),
+            "</tr>",
+            &format!("{class} village"),
+        )
+        .to_owned()
     };
     assert!(village("reached").contains("全部收到"));
     let silent = village("silent");
@@ -720,12 +714,7 @@ async fn the_home_page_shows_interpretations_owed_and_their_deadlines() {
         .await
         .redirects_to("/console");
     let home = publisher.get("/console").await;
-    let row = home
-        .body
-        .split("<tr class=\"due-overdue\">")
-        .nth(1)
-        .and_then(|rest| rest.split("</tr>").next())
-        .unwrap_or_else(|| panic!("no overdue row: {}", home.body));
+    let row = home.between("<tr class=\"due-overdue\">", "</tr>", "overdue row");
     assert!(
         row.contains("《森林防火实施方案》政策解读")
             && row.contains("关于印发森林防火实施方案的通知")
@@ -784,15 +773,7 @@ on_both_databases! {
         page.is_page("用户管理");
         assert!(page.body.contains("<td>village_a</td>") && page.body.contains("村级操作员"), "{}", page.body);
         let csrf = page.csrf();
-        let one_time = |answer: &Answer| {
-            answer
-                .body
-                .split("class=\"secret\">")
-                .nth(1)
-                .and_then(|rest| rest.split('<').next())
-                .unwrap_or_else(|| panic!("no one-time password shown: {}", answer.body))
-                .to_owned()
-        };
+        let one_time = |answer: &Answer| answer.between("class=\"secret\">", "<", "one-time password").to_owned();
 
         // A village operator must belong to a village: refused, naming the field, the form kept.
         let county = admin

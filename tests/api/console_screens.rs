@@ -111,20 +111,10 @@ async fn previews_show_what_each_channel_would_receive() {
     );
     // Not another village's.
     let village_b = signed_in(&app, "village_b").await;
-    assert_eq!(
-        village_b
-            .get(&format!("/console/items/{id}/previews"))
-            .await
-            .status,
-        403
-    );
-    assert_eq!(
-        village_b
-            .get(&format!("/console/items/{id}/previews/portal"))
-            .await
-            .status,
-        403
-    );
+    for page in ["previews", "previews/portal"] {
+        let path = format!("/console/items/{id}/{page}");
+        assert_eq!(village_b.get(&path).await.status, 403, "{path}");
+    }
 }
 
 /// The matrix shows each target of each channel coloured by its delivery's state, with the
@@ -188,20 +178,10 @@ async fn the_status_matrix_and_its_charts_follow_the_deliveries() {
         progress.body
     );
     let village_b = signed_in(&app, "village_b").await;
-    assert_eq!(
-        village_b
-            .get(&format!("/console/items/{id}/charts/progress.svg"))
-            .await
-            .status,
-        404
-    );
-    assert_eq!(
-        village_b
-            .get(&format!("/console/items/{id}/charts/coverage.svg"))
-            .await
-            .status,
-        404
-    );
+    for page in ["charts/progress.svg", "charts/coverage.svg"] {
+        let path = format!("/console/items/{id}/{page}");
+        assert_eq!(village_b.get(&path).await.status, 404, "{path}");
+    }
 }
 
 /// 发送异常 lists the area's failed and waiting deliveries with their items; a failed one is
@@ -241,11 +221,7 @@ async fn the_queues_send_failed_deliveries_again_and_cancel_waiting_ones() {
 
     let csrf = queues.csrf();
     let retry = queues
-        .body
-        .split("action=\"/console/deliveries/")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a retry form")
+        .between("action=\"/console/deliveries/", "\"", "retry form")
         .to_owned();
     assert!(retry.ends_with("/retry"), "{retry}");
     publisher
@@ -449,11 +425,7 @@ async fn tokens_are_shown_once_and_accounts_are_disabled_from_the_console() {
         .await;
     assert_eq!(made.status, 200, "{}", made.body);
     let secret = made
-        .body
-        .split("<strong class=\"secret\">")
-        .nth(1)
-        .and_then(|rest| rest.split('<').next())
-        .expect("the secret")
+        .between("<strong class=\"secret\">", "<", "secret")
         .to_owned();
     let me = app
         .client
