@@ -1006,10 +1006,7 @@ async fn review(
         .map(|_| "rejected"),
         _ => Err(Error::validation("decision", "choose 审核通过 or 退回修改")),
     };
-    match decided {
-        Ok(done) => Ok(see_other(&format!("/console/items/{}?done={done}", id.as_str()))),
-        Err(e) => item_refusal(&req, &hub, &caller, &id, e).await,
-    }
+    back_to_item(&req, &hub, &caller, &id, decided).await
 }
 
 /// A refusal a page says in Chinese: its status, the message, and the field it is about (the
@@ -1029,6 +1026,21 @@ fn refusal(error: Error) -> Result<(StatusCode, String, String), Error> {
             ))
         }
         e => Err(e),
+    }
+}
+
+/// Where an action on an item leads: back to the item, saying what was `done`; refused, the
+/// item page with the refusal.
+async fn back_to_item(
+    req: &HttpRequest,
+    hub: &Hub,
+    caller: &Caller,
+    id: &str,
+    outcome: Result<&str, Error>,
+) -> Page {
+    match outcome {
+        Ok(done) => Ok(see_other(&format!("/console/items/{id}?done={done}"))),
+        Err(e) => item_refusal(req, hub, caller, id, e).await,
     }
 }
 
@@ -1129,13 +1141,8 @@ async fn publish(
     StaffForm { hub, caller, form }: StaffForm<PublishForm>,
 ) -> Page {
     let key = IdempotencyKey::parse(&format!("console-publish-{}", form.request))?;
-    match workflow::publish(&hub, &caller, &id, &key, PublishInput::default()).await {
-        Ok(_) => Ok(see_other(&format!(
-            "/console/items/{}?done=published",
-            id.as_str()
-        ))),
-        Err(e) => item_refusal(&req, &hub, &caller, &id, e).await,
-    }
+    let published = workflow::publish(&hub, &caller, &id, &key, PublishInput::default()).await;
+    back_to_item(&req, &hub, &caller, &id, published.map(|_| "published")).await
 }
 
 async fn submit(
@@ -1143,13 +1150,8 @@ async fn submit(
     id: web::Path<String>,
     StaffForm { hub, caller, .. }: StaffForm<CsrfForm>,
 ) -> Page {
-    match workflow::submit(&hub, &caller, &id).await {
-        Ok(_) => Ok(see_other(&format!(
-            "/console/items/{}?done=submitted",
-            id.as_str()
-        ))),
-        Err(e) => item_refusal(&req, &hub, &caller, &id, e).await,
-    }
+    let submitted = workflow::submit(&hub, &caller, &id).await;
+    back_to_item(&req, &hub, &caller, &id, submitted.map(|_| "submitted")).await
 }
 
 /// A choice in a select or a radio group.
@@ -1234,13 +1236,8 @@ async fn withdraw(
     StaffForm { hub, caller, form }: StaffForm<WithdrawForm>,
 ) -> Page {
     let input = workflow::WithdrawInput { reason: form.reason };
-    match workflow::withdraw(&hub, &caller, &id, input).await {
-        Ok(_) => Ok(see_other(&format!(
-            "/console/items/{}?done=withdrawn",
-            id.as_str()
-        ))),
-        Err(e) => item_refusal(&req, &hub, &caller, &id, e).await,
-    }
+    let withdrawn = workflow::withdraw(&hub, &caller, &id, input).await;
+    back_to_item(&req, &hub, &caller, &id, withdrawn.map(|_| "withdrawn")).await
 }
 
 /// What an audit entry's action says, in the words staff use; an action not listed shows its code.
