@@ -41,7 +41,8 @@ use tokio::task::JoinHandle;
 
 use crate::{accounts::random_secret, delivery::devices, hub::Hub, store::entities::device};
 
-/// Packets larger than a command for 200 devices or a report are refused.
+/// Packets larger than the largest command (1,000 devices named, 2,000 characters of text) or
+/// report are refused.
 const MAX_PACKET_BYTES: u32 = 256 * 1024;
 /// Pending connections the listener holds: a village's devices reconnect together after a
 /// power cut.

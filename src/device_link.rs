@@ -27,7 +27,8 @@ use crate::{
 
 /// Requests the client may queue before a publish waits: a device batch of 10,000.
 const CLIENT_QUEUE: usize = 20_000;
-/// Largest packet either way: a command to 200 devices with 2,000 characters of text.
+/// Largest packet either way: room for a command naming the protocol's most devices (1,000)
+/// with 2,000 characters of text.
 const MAX_PACKET: usize = 256 * 1024;
 
 /// Signs commands and hands them to the broker, for the device adapters.
