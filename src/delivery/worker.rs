@@ -87,9 +87,10 @@ pub async fn claim(
         ""
     };
     // What the worker reads of each delivery comes with the claim: one read of the rows, and
-    // the update that moves them returns nothing. The rows come as one JSON text: the driver
-    // turns each row of a wide result into owned values one at a time, which for 5,000 rows
-    // on SQLite cost 65 ms against 12 ms for the query itself.
+    // the update that moves them returns nothing. The rows come as one JSON text, not as rows
+    // the driver turns into owned values one at a time: 5,000 of them on SQLite took 65 ms as
+    // rows and take 48 ms as text, most of which is SQLite writing the text (the bare query
+    // takes about 10 ms).
     let (aggregate, array, as_text) = if is_postgres(&hub.db) {
         ("json_agg", "json_build_array", "::text")
     } else {
