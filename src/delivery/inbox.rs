@@ -318,52 +318,48 @@ async fn named_deliveries(
     let mut found = HashMap::new();
     // Ordered by creation, so when two deliveries share an external id the newer is named.
     for (channel, ids) in external {
-        for chunk in ids.chunks(CHUNK) {
-            let query = delivery::Entity::find()
-                .filter(delivery::Column::Channel.eq(channel))
-                .filter(among(
-                    backend,
-                    delivery::Column::ExternalId,
-                    chunk.iter().map(String::as_str),
-                ))
-                .order_by_asc(delivery::Column::CreatedAt);
-            for d in named_columns(query)
-                .into_model::<NamedDelivery>()
-                .all(txn)
-                .await?
-            {
-                let id = d.external_id.clone().unwrap_or_default();
-                found.insert(
-                    (
-                        d.channel.as_str().to_owned(),
-                        d.target_id.clone(),
-                        "external_id",
-                        id,
-                    ),
-                    d,
-                );
-            }
-        }
-    }
-    for chunk in keys.chunks(CHUNK) {
         let query = delivery::Entity::find()
+            .filter(delivery::Column::Channel.eq(channel))
             .filter(among(
                 backend,
-                delivery::Column::IdempotencyKey,
-                chunk.iter().map(String::as_str),
+                delivery::Column::ExternalId,
+                ids.iter().map(String::as_str),
             ))
-            .order_by_asc(delivery::Column::Id);
+            .order_by_asc(delivery::Column::CreatedAt);
         for d in named_columns(query)
             .into_model::<NamedDelivery>()
             .all(txn)
             .await?
         {
-            let key = d.idempotency_key.clone();
+            let id = d.external_id.clone().unwrap_or_default();
             found.insert(
-                (d.channel.as_str().to_owned(), d.target_id.clone(), "key", key),
+                (
+                    d.channel.as_str().to_owned(),
+                    d.target_id.clone(),
+                    "external_id",
+                    id,
+                ),
                 d,
             );
         }
+    }
+    let query = delivery::Entity::find()
+        .filter(among(
+            backend,
+            delivery::Column::IdempotencyKey,
+            keys.iter().map(String::as_str),
+        ))
+        .order_by_asc(delivery::Column::Id);
+    for d in named_columns(query)
+        .into_model::<NamedDelivery>()
+        .all(txn)
+        .await?
+    {
+        let key = d.idempotency_key.clone();
+        found.insert(
+            (d.channel.as_str().to_owned(), d.target_id.clone(), "key", key),
+            d,
+        );
     }
     Ok(found)
 }
@@ -540,51 +536,45 @@ pub async fn try_apply_share(hub: &Hub, share: ApplierShare, limit: u64) -> Resu
         // different kinds run one after another): a deadlocked batch rolls back and is applied
         // again, and the worker's record retries.
         ids.sort_unstable();
-        for chunk in ids.chunks(CHUNK) {
-            let changed = delivery::Entity::update_many()
-                .col_expr(delivery::Column::State, Expr::value(to))
-                .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
-                // A receipt that overtook the worker's record ends its lease: the record, when
-                // it comes, finds the row no longer `sending` and leaves it be.
-                .col_expr(delivery::Column::LeaseOwner, Expr::value(Option::<String>::None))
-                .col_expr(
-                    delivery::Column::LeaseExpiresAt,
-                    Expr::value(Option::<DateTime<Utc>>::None),
-                )
-                .filter(among(
-                    backend,
-                    delivery::Column::Id,
-                    chunk.iter().map(String::as_str),
-                ))
-                .filter(delivery::Column::State.eq(from))
-                .exec(&txn)
-                .await?
-                .rows_affected;
-            if changed != chunk.len() as u64 {
-                // Another transaction moved some since they were read: nothing of this batch
-                // is kept (the counts stay true) and the next pass applies it afresh.
-                return Err(anyhow::anyhow!(
-                    "{} of {} deliveries left {} while their receipts were applied; applying again",
-                    chunk.len() as u64 - changed,
-                    chunk.len(),
-                    from.as_str()
-                )
-                .into());
-            }
-            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            if from == DeliveryState::Sending || from.not_yet_sent() {
-                // Overtaken (its lease ends here), or a retry a late report made needless:
-                // either way the worker has nothing more to do for it.
-                super::queue::dequeue(&txn, &ids).await?;
-            }
-            if to == DeliveryState::Accepted {
-                // Accepted by a receipt (a device's acknowledgement that overtook the worker's
-                // record): it gets a confirm-by time too, or nothing would ever ask about it.
-                super::queue::await_report(&txn, &ids, later(now, DEFAULT_CONFIRM_WITHIN)).await?;
-            } else if matches!(from, DeliveryState::Accepted | DeliveryState::Unconfirmed) {
-                // Settled: nothing left to confirm.
-                super::queue::report_settled(&txn, &ids).await?;
-            }
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let changed = delivery::Entity::update_many()
+            .col_expr(delivery::Column::State, Expr::value(to))
+            .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
+            // A receipt that overtook the worker's record ends its lease: the record, when
+            // it comes, finds the row no longer `sending` and leaves it be.
+            .col_expr(delivery::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(
+                delivery::Column::LeaseExpiresAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(among(backend, delivery::Column::Id, ids.iter().copied()))
+            .filter(delivery::Column::State.eq(from))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if changed != ids.len() as u64 {
+            // Another transaction moved some since they were read: nothing of this batch
+            // is kept (the counts stay true) and the next pass applies it afresh.
+            return Err(anyhow::anyhow!(
+                "{} of {} deliveries left {} while their receipts were applied; applying again",
+                ids.len() as u64 - changed,
+                ids.len(),
+                from.as_str()
+            )
+            .into());
+        }
+        if from == DeliveryState::Sending || from.not_yet_sent() {
+            // Overtaken (its lease ends here), or a retry a late report made needless:
+            // either way the worker has nothing more to do for it.
+            super::queue::dequeue(&txn, &ids).await?;
+        }
+        if to == DeliveryState::Accepted {
+            // Accepted by a receipt (a device's acknowledgement that overtook the worker's
+            // record): it gets a confirm-by time too, or nothing would ever ask about it.
+            super::queue::await_report(&txn, &ids, later(now, DEFAULT_CONFIRM_WITHIN)).await?;
+        } else if matches!(from, DeliveryState::Accepted | DeliveryState::Unconfirmed) {
+            // Settled: nothing left to confirm.
+            super::queue::report_settled(&txn, &ids).await?;
         }
     }
 
