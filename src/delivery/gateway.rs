@@ -413,14 +413,12 @@ pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
                 // which matched their own command topics: dropped, or the broker goes on
                 // sending every command back (and every report twice).
                 if connack.session_present
-                    && let Err(e) = link
-                        .client()
-                        .try_unsubscribe(herald_firmware_protocol::topic::OLD_HUB_FILTER)
+                    && let Err(e) = link.client().try_unsubscribe(topic::OLD_HUB_FILTER)
                 {
                     tracing::error!(error = %e, "dropping the hub's old report filter failed");
                 }
                 // A new session (clean): subscribe again.
-                let filters = herald_firmware_protocol::topic::hub_report_filters()
+                let filters = topic::hub_report_filters()
                     .map(|filter| rumqttc::SubscribeFilter::new(filter, QoS::AtLeastOnce));
                 if let Err(e) = link.client().try_subscribe_many(filters) {
                     tracing::error!(error = %e, "subscribing to device reports failed");

@@ -81,20 +81,20 @@ pub async fn claim(
         None => String::new(),
     };
     let limit = binds.add(i64::from(limit));
-    let lock = if is_postgres(&hub.db) {
-        "FOR UPDATE OF delivery_queue SKIP LOCKED"
-    } else {
-        ""
-    };
     // What the worker reads of each delivery comes with the claim: one read of the rows, and
     // the update that moves them returns nothing. The rows come as one JSON text, not as rows
     // the driver turns into owned values one at a time: 5,000 of them on SQLite took 65 ms as
     // rows and take 48 ms as text, most of which is SQLite writing the text (the bare query
     // takes about 10 ms).
-    let (aggregate, array, as_text) = if is_postgres(&hub.db) {
-        ("json_agg", "json_build_array", "::text")
+    let (aggregate, array, as_text, lock) = if is_postgres(&hub.db) {
+        (
+            "json_agg",
+            "json_build_array",
+            "::text",
+            "FOR UPDATE OF delivery_queue SKIP LOCKED",
+        )
     } else {
-        ("json_group_array", "json_array", "")
+        ("json_group_array", "json_array", "", "")
     };
     let claimed_columns = CLAIMED_COLUMNS.map(|c| format!("deliveries.{c}")).join(", ");
     let claimable_columns = CLAIMED_COLUMNS.map(|c| format!("claimable.{c}")).join(", ");
