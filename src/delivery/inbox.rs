@@ -255,18 +255,36 @@ struct NamedDelivery {
     idempotency_key: String,
 }
 
-fn named_columns(query: sea_orm::Select<delivery::Entity>) -> sea_orm::Select<delivery::Entity> {
-    use delivery::Column as C;
-    query.select_only().columns([
-        C::Id,
-        C::ItemId,
-        C::Channel,
-        C::TargetId,
-        C::Kind,
-        C::State,
-        C::ExternalId,
-        C::IdempotencyKey,
-    ])
+impl NamedDelivery {
+    /// The deliveries `query` finds, reading only these columns.
+    async fn read(txn: &DatabaseTransaction, query: sea_orm::Select<delivery::Entity>) -> Result<Vec<Self>> {
+        use delivery::Column as C;
+        Ok(query
+            .select_only()
+            .columns([
+                C::Id,
+                C::ItemId,
+                C::Channel,
+                C::TargetId,
+                C::Kind,
+                C::State,
+                C::ExternalId,
+                C::IdempotencyKey,
+            ])
+            .into_model::<Self>()
+            .all(txn)
+            .await?)
+    }
+
+    /// What a receipt naming this delivery by `by` (its `value`) names.
+    fn named_by(&self, by: &'static str, value: String) -> Named {
+        (
+            self.channel.as_str().to_owned(),
+            self.target_id.clone(),
+            by,
+            value,
+        )
+    }
 }
 
 /// What the apply step reads of a stored receipt: not its raw payload, which stays for the
@@ -326,21 +344,9 @@ async fn named_deliveries(
                 ids.iter().map(String::as_str),
             ))
             .order_by_asc(delivery::Column::CreatedAt);
-        for d in named_columns(query)
-            .into_model::<NamedDelivery>()
-            .all(txn)
-            .await?
-        {
+        for d in NamedDelivery::read(txn, query).await? {
             let id = d.external_id.clone().unwrap_or_default();
-            found.insert(
-                (
-                    d.channel.as_str().to_owned(),
-                    d.target_id.clone(),
-                    "external_id",
-                    id,
-                ),
-                d,
-            );
+            found.insert(d.named_by("external_id", id), d);
         }
     }
     let query = delivery::Entity::find()
@@ -350,16 +356,9 @@ async fn named_deliveries(
             keys.iter().map(String::as_str),
         ))
         .order_by_asc(delivery::Column::Id);
-    for d in named_columns(query)
-        .into_model::<NamedDelivery>()
-        .all(txn)
-        .await?
-    {
+    for d in NamedDelivery::read(txn, query).await? {
         let key = d.idempotency_key.clone();
-        found.insert(
-            (d.channel.as_str().to_owned(), d.target_id.clone(), "key", key),
-            d,
-        );
+        found.insert(d.named_by("key", key), d);
     }
     Ok(found)
 }
