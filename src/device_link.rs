@@ -154,37 +154,39 @@ impl MqttLink {
         self.issuer.key_id()
     }
 
-    /// The next sequence of the issuer key: one UPDATE on a row every instance shares, so the
-    /// sequence only grows whichever instance signs.
-    async fn next_sequence(&self) -> Result<u64> {
-        let backend = self.db.get_database_backend();
-        let key_id = i64::from(self.issuer.key_id());
+    /// Reserves the next `count` sequences of the issuer key and returns the last: one UPDATE
+    /// on a row every instance shares, so the sequence only grows whichever instance signs.
+    async fn reserve_sequences(txn: &sea_orm::DatabaseTransaction, key_id: u32, count: u64) -> Result<u64> {
+        let backend = txn.get_database_backend();
         let mut binds = crate::store::Binds::new(backend);
+        let count = i64::try_from(count).map_err(anyhow::Error::new)?;
+        let (key_id, first, step) = (binds.add(i64::from(key_id)), binds.add(count), binds.add(count));
         let sql = format!(
-            "INSERT INTO issuer_sequences (key_id, last_seq) VALUES ({}, 1) \
-             ON CONFLICT (key_id) DO UPDATE SET last_seq = issuer_sequences.last_seq + 1 \
-             RETURNING last_seq",
-            binds.add(key_id)
+            "INSERT INTO issuer_sequences (key_id, last_seq) VALUES ({key_id}, {first}) \
+             ON CONFLICT (key_id) DO UPDATE SET last_seq = issuer_sequences.last_seq + {step} \
+             RETURNING last_seq"
         );
-        let row = self
-            .db
+        let row = txn
             .query_one_raw(binds.statement(sql))
             .await?
             .ok_or_else(|| anyhow::anyhow!("the sequence update returned nothing"))?;
-        let seq: i64 = row.try_get_by_index(0)?;
-        Ok(u64::try_from(seq).map_err(anyhow::Error::new)?)
+        let last: i64 = row.try_get_by_index(0)?;
+        Ok(u64::try_from(last).map_err(anyhow::Error::new)?)
     }
 }
+
+/// Signed commands kept per INSERT: four binds each, well under either database's limit.
+const COMMANDS_PER_INSERT: usize = 1_000;
 
 #[async_trait::async_trait]
 impl DeviceLink for MqttLink {
     async fn issue(
         &self,
-        audience: Audience,
+        audiences: Vec<Audience>,
         body: CommandBody,
         lifetime: Duration,
         ends_by: Option<u64>,
-    ) -> std::result::Result<IssuedCommand, IssueError> {
+    ) -> std::result::Result<Vec<IssuedCommand>, IssueError> {
         let failed = |e: &dyn std::fmt::Display| IssueError::Failed(e.to_string());
         let now = self.clock.now();
         let issued_at = u64::try_from(now.timestamp()).map_err(|e| failed(&e))?;
@@ -192,37 +194,56 @@ impl DeviceLink for MqttLink {
         if ends_by.is_some_and(|end| end <= issued_at) {
             return Err(IssueError::Expired);
         }
-        let seq = self.next_sequence().await.map_err(|e| failed(&e))?;
-        let command = Command {
-            seq,
-            issued_at,
-            not_after: issued_at
-                .saturating_add(lifetime.as_secs())
-                .min(ends_by.unwrap_or(u64::MAX)),
-            id: self.clock.new_id().to_string(),
-            to: audience,
-            cmd: body,
-        };
-        let frame = self.issuer.sign(&command).map_err(|e| failed(&e))?;
+        if audiences.is_empty() {
+            return Ok(Vec::new());
+        }
+        let not_after = issued_at
+            .saturating_add(lifetime.as_secs())
+            .min(ends_by.unwrap_or(u64::MAX));
         // The instant the signed field names, to the second, as a device reads it.
-        let not_after = i64::try_from(command.not_after)
+        let kept_until = i64::try_from(not_after)
             .ok()
             .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
-            .ok_or_else(|| IssueError::Failed(format!("not_after {} is out of range", command.not_after)))?;
-        let kept = device_command::ActiveModel {
-            id: Set(command.id.clone()),
-            frame: Set(frame.clone()),
-            not_after: Set(crate::store::store_time(not_after)),
-            created_at: Set(now),
-        };
-        device_command::Entity::insert(kept)
-            .exec_without_returning(&self.db)
+            .ok_or_else(|| IssueError::Failed(format!("not_after {not_after} is out of range")))?;
+        // The sequences and the commands signed with them commit together (PROTOCOL.md §8.1).
+        let txn = crate::store::begin_write(&self.db)
             .await
             .map_err(|e| failed(&e))?;
-        Ok(IssuedCommand {
-            id: command.id,
-            frame,
-        })
+        let count = audiences.len() as u64;
+        let last = Self::reserve_sequences(&txn, self.issuer.key_id(), count)
+            .await
+            .map_err(|e| failed(&e))?;
+        let mut issued = Vec::with_capacity(audiences.len());
+        let mut kept = Vec::with_capacity(audiences.len());
+        for (seq, to) in (last + 1 - count..=last).zip(audiences) {
+            let command = Command {
+                seq,
+                issued_at,
+                not_after,
+                id: self.clock.new_id().to_string(),
+                to,
+                cmd: body.clone(),
+            };
+            let frame = self.issuer.sign(&command).map_err(|e| failed(&e))?;
+            kept.push(device_command::ActiveModel {
+                id: Set(command.id.clone()),
+                frame: Set(frame.clone()),
+                not_after: Set(crate::store::store_time(kept_until)),
+                created_at: Set(now),
+            });
+            issued.push(IssuedCommand {
+                id: command.id,
+                frame,
+            });
+        }
+        for chunk in kept.chunks(COMMANDS_PER_INSERT) {
+            device_command::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(&txn)
+                .await
+                .map_err(|e| failed(&e))?;
+        }
+        txn.commit().await.map_err(|e| failed(&e))?;
+        Ok(issued)
     }
 
     async fn command_expired(&self, command_id: &str) -> std::result::Result<bool, String> {

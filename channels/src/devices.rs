@@ -48,16 +48,16 @@ pub enum IssueError {
 /// What the hub lends the device adapters: signing and the broker.
 #[async_trait::async_trait]
 pub trait DeviceLink: Send + Sync {
-    /// Signs `body` for `audience`, valid for `lifetime` from now and never past `ends_by`
-    /// (Unix seconds) when given (the hub's clock, the next sequence of its issuer key, a fresh
-    /// command id).
+    /// Signs `body` once for each of `audiences`, in order, each valid for `lifetime` from now
+    /// and never past `ends_by` (Unix seconds) when given (the hub's clock, the next sequences
+    /// of its issuer key, fresh command ids). All of them are signed and kept, or none.
     async fn issue(
         &self,
-        audience: Audience,
+        audiences: Vec<Audience>,
         body: CommandBody,
         lifetime: Duration,
         ends_by: Option<u64>,
-    ) -> Result<IssuedCommand, IssueError>;
+    ) -> Result<Vec<IssuedCommand>, IssueError>;
 
     /// Hands a frame to the broker for `topic` (QoS 1).
     async fn publish(&self, topic: String, frame: Vec<u8>) -> Result<(), String>;
@@ -435,17 +435,22 @@ impl Channel for DeviceChannel {
             }
         }
         let voiced = self.voiced(&announcement, addressed, &mut outcomes).await;
-        let mut groups = Vec::new();
         for (voice, devices) in &voiced {
-            for group in devices.chunks(DEVICES_PER_COMMAND) {
-                groups.push((self.body(&announcement, *voice), group));
-            }
-        }
-        for (body, group) in groups {
-            let audience = Audience::Devices(group.iter().map(|(_, d)| (*d).to_owned()).collect());
+            let groups: Vec<&[(usize, &str)]> = devices.chunks(DEVICES_PER_COMMAND).collect();
+            let audiences = groups
+                .iter()
+                .map(|group| Audience::Devices(group.iter().map(|(_, d)| (*d).to_owned()).collect()))
+                .collect();
+            // Every group's command at once: one sequence reservation and one write for the
+            // batch, so the first device hears it before the last command is even signed.
             let issued = match self
                 .link
-                .issue(audience, body, lifetime, announcement.until)
+                .issue(
+                    audiences,
+                    self.body(&announcement, *voice),
+                    lifetime,
+                    announcement.until,
+                )
                 .await
             {
                 Ok(issued) => issued,
@@ -454,7 +459,7 @@ impl Channel for DeviceChannel {
                         IssueError::Expired => (Permanence::Permanent, "expired"),
                         IssueError::Failed(_) => (Permanence::Transient, "not_signed"),
                     };
-                    for (i, _) in group {
+                    for (i, _) in devices {
                         outcomes[*i] = Some(DeliveryOutcome::Failed {
                             permanence,
                             code: code.into(),
@@ -465,24 +470,26 @@ impl Channel for DeviceChannel {
                     continue;
                 }
             };
-            for (i, device) in group {
-                let sent = self
-                    .link
-                    .publish(topic::device_commands(device), issued.frame.clone())
-                    .await;
-                outcomes[*i] = Some(match sent {
-                    Ok(()) => DeliveryOutcome::Accepted {
-                        external_id: issued.id.clone(),
-                        confirm_within: Some(self.lifetime),
-                        checkpoint: None,
-                    },
-                    Err(e) => DeliveryOutcome::Failed {
-                        permanence: Permanence::Transient,
-                        code: "broker".into(),
-                        message: e,
-                        checkpoint: None,
-                    },
-                });
+            for (command, group) in issued.iter().zip(groups) {
+                for (i, device) in group {
+                    let sent = self
+                        .link
+                        .publish(topic::device_commands(device), command.frame.clone())
+                        .await;
+                    outcomes[*i] = Some(match sent {
+                        Ok(()) => DeliveryOutcome::Accepted {
+                            external_id: command.id.clone(),
+                            confirm_within: Some(self.lifetime),
+                            checkpoint: None,
+                        },
+                        Err(e) => DeliveryOutcome::Failed {
+                            permanence: Permanence::Transient,
+                            code: "broker".into(),
+                            message: e,
+                            checkpoint: None,
+                        },
+                    });
+                }
             }
         }
         outcomes
@@ -525,14 +532,22 @@ impl Channel for DeviceChannel {
         let issued = match self
             .link
             .issue(
-                Audience::Devices(vec![device.to_owned()]),
+                vec![Audience::Devices(vec![device.to_owned()])],
                 body,
                 self.lifetime,
                 None,
             )
             .await
+            .map(|mut issued| issued.pop())
         {
-            Ok(issued) => issued,
+            Ok(Some(issued)) => issued,
+            Ok(None) => {
+                return WithdrawOutcome::Failed {
+                    permanence: Permanence::Transient,
+                    code: "not_signed".into(),
+                    message: "no command came back for one audience".into(),
+                };
+            }
             Err(e) => {
                 return WithdrawOutcome::Failed {
                     permanence: Permanence::Transient,
