@@ -20,7 +20,7 @@ use herald_firmware_protocol::{
     command::{AudioCodec, AudioRef, PlaySource},
     device::{Accepted, Capabilities, DeviceIdentity, DeviceState, TrustedKey},
     player::{Happening, Player},
-    report::{AckStage, RejectReason, ReportBody, Screen},
+    report::{AckStage, Bundled, RejectReason, Screen},
 };
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 
@@ -343,12 +343,16 @@ pub async fn run_device(
             }
             Some(Ok(_)) => continue,
         }
-        for happening in happenings {
-            sends.push(match happening {
-                Happening::Ack(accepted, stage) => session.progress(Some(now()), &accepted, stage, None)?,
-                Happening::Proof(proof) => session.report(Some(now()), ReportBody::Proof(proof))?,
-            });
-        }
+        // What the player did at this moment goes as one report (a bundle), as PROTOCOL.md
+        // §6.7 allows; the `verified` ack above has gone on its own already.
+        let together = happenings
+            .into_iter()
+            .map(|happening| match happening {
+                Happening::Ack(accepted, stage) => Bundled::Ack(DeviceSession::ack(&accepted, stage, None)),
+                Happening::Proof(proof) => Bundled::Proof(proof),
+            })
+            .collect();
+        sends.extend(session.report_together(Some(now()), together)?);
         tally
             .running
             .lock()

@@ -9,7 +9,8 @@ use alloc::{string::String, vec, vec::Vec};
 use crate::command::{Audience, AudioCodec, Command, CommandBody, KeyRole, PlaySource};
 use crate::frame::{Direction, Frame, FrameError, KeyPair};
 use crate::report::{
-    Ack, AckStage, Birth, KeySeen, RejectReason, Report, ReportBody, Screen, Status, WILL_SEQ,
+    Ack, AckStage, Birth, Bundle, Bundled, KeySeen, MAX_BUNDLED, RejectReason, Report, ReportBody, Screen,
+    Status, WILL_SEQ,
 };
 use crate::topic;
 use crate::wire::DecodeError;
@@ -280,14 +281,40 @@ impl DeviceSession {
         stage: AckStage,
         reason: Option<RejectReason>,
     ) -> Result<Publish, DecodeError> {
-        let ack = Ack {
+        self.report(now, ReportBody::Ack(Self::ack(accepted, stage, reason)))
+    }
+
+    /// The ack of `stage` for an accepted command, unsigned: for [`Self::report_together`].
+    pub fn ack(accepted: &Accepted, stage: AckStage, reason: Option<RejectReason>) -> Ack {
+        Ack {
             key_id: Some(accepted.key_id),
             cmd_seq: Some(accepted.command.seq),
             id: Some(accepted.command.id.clone()),
             stage,
             reason,
-        };
-        self.report(now, ReportBody::Ack(ack))
+        }
+    }
+
+    /// Signs the acks and proofs the device has at one moment (a play that started and
+    /// finished at once, say) as few reports as it can: one `bundle` per [`MAX_BUNDLED`], or
+    /// the report alone when it is one.
+    pub fn report_together(
+        &mut self,
+        now: Option<u64>,
+        reports: Vec<Bundled>,
+    ) -> Result<Vec<Publish>, DecodeError> {
+        reports
+            .chunks(MAX_BUNDLED)
+            .map(|chunk| {
+                let body = match chunk {
+                    [only] => ReportBody::from(only.clone()),
+                    _ => ReportBody::Bundle(Bundle {
+                        reports: chunk.to_vec(),
+                    }),
+                };
+                self.report(now, body)
+            })
+            .collect()
     }
 
     /// Signs a report for the current session (health, proof, …).
@@ -646,6 +673,60 @@ mod tests {
         assert!(matches!(&outputs[1], Output::Publish(p) if p.topic.ends_with("/ack")));
         assert!(matches!(&outputs[2], Output::Execute(a) if a.command == play(1)));
         assert_eq!(device.state().windows[0].highest, 1);
+    }
+
+    #[test]
+    fn reports_of_one_moment_go_as_one_signed_bundle_of_at_most_sixteen() {
+        let mut device = session();
+        let frame = ops().sign(&play(1)).unwrap();
+        let accepted = device
+            .handle(Some(NOW), &topic(), &frame)
+            .into_iter()
+            .find_map(|output| match output {
+                Output::Execute(accepted) => Some(accepted),
+                _ => None,
+            })
+            .unwrap();
+        let device_key = KeyPair::from_seed(&[0x33; 32]).public_key();
+        let open = |publish: &Publish| {
+            crate::hub::open_report(&publish.topic, &publish.payload, |_| {
+                Some(crate::hub::DeviceKey {
+                    device_id: DEVICE.into(),
+                    public_key: device_key,
+                })
+            })
+            .unwrap()
+        };
+        let started = Bundled::Ack(DeviceSession::ack(&accepted, AckStage::Started, None));
+        let finished = Bundled::Ack(DeviceSession::ack(&accepted, AckStage::Finished, None));
+
+        let together = device
+            .report_together(Some(NOW), vec![started.clone(), finished.clone()])
+            .unwrap();
+        let [bundle] = together.as_slice() else {
+            panic!("expected one publish, got {together:?}");
+        };
+        assert!(bundle.topic.ends_with("/bundle"));
+        let opened = open(bundle);
+        assert_eq!(
+            opened.msg,
+            ReportBody::Bundle(Bundle {
+                reports: vec![started.clone(), finished.clone()]
+            })
+        );
+
+        // One alone is the report itself; seventeen are a bundle of sixteen and one more.
+        let alone = device.report_together(Some(NOW), vec![finished.clone()]).unwrap();
+        assert_eq!(open(&alone[0]).msg, ReportBody::from(finished.clone()));
+        let many = device
+            .report_together(Some(NOW), vec![started.clone(); 17])
+            .unwrap();
+        assert_eq!(many.len(), 2);
+        assert!(matches!(open(&many[0]).msg, ReportBody::Bundle(b) if b.reports.len() == MAX_BUNDLED));
+        assert_eq!(open(&many[1]).msg, ReportBody::from(started));
+        // Each is its own report: the sequence moves on by one per message, not per part.
+        assert_eq!(open(&many[1]).seq, open(&many[0]).seq + 1);
+        assert!(device.report_together(Some(NOW), Vec::new()).unwrap().is_empty());
     }
 
     #[test]

@@ -44,6 +44,38 @@ pub enum ReportBody {
     Health(Health),
     /// An item was played or shown.
     Proof(Proof),
+    /// Acks and proofs the device had to send at one moment, under one signature.
+    Bundle(Bundle),
+}
+
+/// Reports a [`Bundle`] holds at most.
+pub const MAX_BUNDLED: usize = 16;
+
+/// Several acks and proofs in one report: a play that starts and ends at once, or ends and
+/// leaves its proof, costs one message and one signature instead of three.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bundle {
+    /// 2 to [`MAX_BUNDLED`] acks and proofs, in the order they happened.
+    pub reports: Vec<Bundled>,
+}
+
+/// What a bundle may hold, tagged by `"type"` as the report it stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Bundled {
+    /// As [`ReportBody::Ack`].
+    Ack(Ack),
+    /// As [`ReportBody::Proof`].
+    Proof(Proof),
+}
+
+impl From<Bundled> for ReportBody {
+    fn from(bundled: Bundled) -> Self {
+        match bundled {
+            Bundled::Ack(ack) => ReportBody::Ack(ack),
+            Bundled::Proof(proof) => ReportBody::Proof(proof),
+        }
+    }
 }
 
 impl ReportBody {
@@ -55,11 +87,12 @@ impl ReportBody {
             ReportBody::Ack(_) => "ack",
             ReportBody::Health(_) => "health",
             ReportBody::Proof(_) => "proof",
+            ReportBody::Bundle(_) => "bundle",
         }
     }
 
     /// Every `"type"` this version defines.
-    pub const KINDS: [&'static str; 5] = ["status", "birth", "ack", "health", "proof"];
+    pub const KINDS: [&'static str; 6] = ["status", "birth", "ack", "health", "proof", "bundle"];
 }
 
 /// Online or offline.
@@ -282,11 +315,7 @@ impl Report {
             }
             ReportBody::Ack(ack) => {
                 ensure(self.seq != WILL_SEQ)?;
-                ensure(ack.reason.is_some() == (ack.stage == AckStage::Rejected))?;
-                ack.cmd_seq.map(safe_int).transpose()?;
-                // A rejected command's id is echoed unverified: bound it, but do not require it
-                // to be a well-formed id.
-                ack.id.as_deref().map(|i| text(i, 64)).transpose()?;
+                check_ack(ack)?;
             }
             ReportBody::Health(health) => {
                 ensure(self.seq != WILL_SEQ)?;
@@ -296,13 +325,72 @@ impl Report {
             }
             ReportBody::Proof(proof) => {
                 ensure(self.seq != WILL_SEQ)?;
-                id(&proof.item)?;
-                safe_int(proof.start)?;
-                safe_int(proof.end)?;
-                safe_int(proof.duration_ms)?;
-                ensure(proof.end >= proof.start)?;
+                check_proof(proof)?;
+            }
+            ReportBody::Bundle(bundle) => {
+                ensure(self.seq != WILL_SEQ)?;
+                ensure((2..=MAX_BUNDLED).contains(&bundle.reports.len()))?;
+                for part in &bundle.reports {
+                    match part {
+                        Bundled::Ack(ack) => check_ack(ack)?,
+                        Bundled::Proof(proof) => check_proof(proof)?,
+                    }
+                }
             }
         }
         Ok(())
+    }
+}
+
+fn check_ack(ack: &Ack) -> Result<(), DecodeError> {
+    use wire::{ensure, safe_int, text};
+    ensure(ack.reason.is_some() == (ack.stage == AckStage::Rejected))?;
+    ack.cmd_seq.map(safe_int).transpose()?;
+    // A rejected command's id is echoed unverified: bound it, but do not require it to be a
+    // well-formed id.
+    ack.id.as_deref().map(|i| text(i, 64)).transpose()?;
+    Ok(())
+}
+
+fn check_proof(proof: &Proof) -> Result<(), DecodeError> {
+    use wire::{ensure, id, safe_int};
+    id(&proof.item)?;
+    safe_int(proof.start)?;
+    safe_int(proof.end)?;
+    safe_int(proof.duration_ms)?;
+    ensure(proof.end >= proof.start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(msg: &str) -> alloc::string::String {
+        alloc::format!(r#"{{"device":"spk-0001","session":3,"seq":9,"sent_at":1795033600,"msg":{msg}}}"#)
+    }
+
+    const ACK: &str = r#"{"type":"ack","key_id":2,"cmd_seq":42,"id":"alert-0042","stage":"started"}"#;
+
+    #[test]
+    fn a_bundle_holds_two_to_sixteen_acks_and_proofs_and_nothing_else() {
+        let two = payload(&alloc::format!(r#"{{"type":"bundle","reports":[{ACK},{ACK}]}}"#));
+        assert!(
+            matches!(Report::decode(two.as_bytes()).map(|r| r.msg), Ok(ReportBody::Bundle(b)) if b.reports.len() == 2)
+        );
+        let one = payload(&alloc::format!(r#"{{"type":"bundle","reports":[{ACK}]}}"#));
+        assert_eq!(Report::decode(one.as_bytes()), Err(DecodeError::Malformed));
+        let seventeen = alloc::vec![ACK; 17].join(",");
+        let too_many = payload(&alloc::format!(r#"{{"type":"bundle","reports":[{seventeen}]}}"#));
+        assert_eq!(Report::decode(too_many.as_bytes()), Err(DecodeError::Malformed));
+        let status = payload(&alloc::format!(
+            r#"{{"type":"bundle","reports":[{ACK},{{"type":"status","online":true}}]}}"#
+        ));
+        assert!(Report::decode(status.as_bytes()).is_err());
+        // A part is checked as the report it stands for: `rejected` needs its reason.
+        let unexplained = ACK.replace("started", "rejected");
+        let bad_part = payload(&alloc::format!(
+            r#"{{"type":"bundle","reports":[{ACK},{unexplained}]}}"#
+        ));
+        assert_eq!(Report::decode(bad_part.as_bytes()), Err(DecodeError::Malformed));
     }
 }

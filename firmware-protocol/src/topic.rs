@@ -34,7 +34,7 @@ pub fn report(device: &str, kind: &str) -> String {
 }
 
 /// The report kinds a device publishes, each its own topic level.
-pub const REPORT_KINDS: [&str; 5] = ["status", "birth", "ack", "health", "proof"];
+pub const REPORT_KINDS: [&str; 6] = ["status", "birth", "ack", "health", "proof", "bundle"];
 
 /// The filters the hub subscribes to, one per report kind (`herald/v1/d/+/status`, …). Not
 /// `herald/v1/d/+/+`: that also matches `…/cmd`, and MQTT 3.1.1 has no "no local", so the

@@ -639,6 +639,32 @@ fn all_vectors() -> Vec<Vector> {
                 }),
             ),
         ),
+        report_vector(
+            "rpt-bundle",
+            "alert-0042 finished and its proof of play, sent at one moment as one bundle.",
+            &report(
+                8,
+                ReportBody::Bundle(Bundle {
+                    reports: vec![
+                        Bundled::Ack(Ack {
+                            key_id: Some(2),
+                            cmd_seq: Some(42),
+                            id: Some("alert-0042".into()),
+                            stage: AckStage::Finished,
+                            reason: None,
+                        }),
+                        Bundled::Proof(Proof {
+                            item: "alert-0042".into(),
+                            medium: Medium::Audio,
+                            start: NOW + 2,
+                            end: NOW + 64,
+                            duration_ms: 61_500,
+                            completed: true,
+                        }),
+                    ],
+                }),
+            ),
+        ),
     ]
 }
 

@@ -14,7 +14,7 @@ use herald_channels::{ChannelKind, ChannelReceipt, Correlation, Permanence, Rece
 use herald_firmware_protocol::{
     Frame, Report, ReportBody,
     hub::{Freshness, ReportCursor, open_report},
-    report::{AckStage, Medium, RejectReason},
+    report::{AckStage, Bundled, Medium, RejectReason},
     topic,
 };
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
@@ -42,7 +42,7 @@ const HELD_ACKS: usize = 16;
 const KEYS_KEPT: Duration = Duration::from_secs(60);
 
 /// What an ack stage or a proof says of a delivery, as the inbox takes it.
-fn receipt_status(channel: ChannelKind, body: &ReportBody) -> Option<ReceiptStatus> {
+fn receipt_status(channel: ChannelKind, body: &Bundled) -> Option<ReceiptStatus> {
     let done = || match channel {
         ChannelKind::NoticeBoard => ReceiptStatus::Displayed,
         _ => ReceiptStatus::Played,
@@ -53,7 +53,7 @@ fn receipt_status(channel: ChannelKind, body: &ReportBody) -> Option<ReceiptStat
         message: message.to_owned(),
     };
     match body {
-        ReportBody::Ack(ack) => Some(match ack.stage {
+        Bundled::Ack(ack) => Some(match ack.stage {
             AckStage::Received | AckStage::Verified | AckStage::Queued => ReceiptStatus::Accepted,
             AckStage::Started => ReceiptStatus::Delivered,
             AckStage::Finished => done(),
@@ -89,21 +89,36 @@ fn receipt_status(channel: ChannelKind, body: &ReportBody) -> Option<ReceiptStat
             AckStage::Preempted => failed("preempted".into(), "a higher priority or a cancel stopped it"),
         }),
         // A proof of an item cut short is no proof of it: the acks say what became of it.
-        ReportBody::Proof(proof) if !proof.completed => None,
-        ReportBody::Proof(proof) => Some(match proof.medium {
+        Bundled::Proof(proof) if !proof.completed => None,
+        Bundled::Proof(proof) => Some(match proof.medium {
             Medium::Display => ReceiptStatus::Displayed,
             Medium::Audio => ReceiptStatus::Played,
         }),
-        _ => None,
     }
 }
 
 /// The command a report is about.
-fn command_id(body: &ReportBody) -> Option<&str> {
+fn command_id(body: &Bundled) -> Option<&str> {
     match body {
-        ReportBody::Ack(ack) => ack.id.as_deref(),
-        ReportBody::Proof(proof) => Some(proof.item.as_str()),
-        _ => None,
+        Bundled::Ack(ack) => ack.id.as_deref(),
+        Bundled::Proof(proof) => Some(proof.item.as_str()),
+    }
+}
+
+/// The acks and proofs a report carries, each with the key the inbox stores it under once:
+/// the device's own count, and a bundle's part by its place (PROTOCOL.md §8.2).
+fn command_reports(report: &Report) -> Vec<(String, Bundled)> {
+    let count = format!("{}:{}:{}", report.device, report.session, report.seq);
+    match &report.msg {
+        ReportBody::Ack(ack) => vec![(count, Bundled::Ack(ack.clone()))],
+        ReportBody::Proof(proof) => vec![(count, Bundled::Proof(proof.clone()))],
+        ReportBody::Bundle(bundle) => bundle
+            .reports
+            .iter()
+            .enumerate()
+            .map(|(i, part)| (format!("{count}/{i}"), part.clone()))
+            .collect(),
+        ReportBody::Status(_) | ReportBody::Birth(_) | ReportBody::Health(_) => Vec::new(),
     }
 }
 
@@ -191,7 +206,7 @@ impl Listener {
                 health: serde_json::to_value(health).ok(),
                 ..Heard::default()
             }),
-            ReportBody::Ack(_) | ReportBody::Proof(_) => None,
+            ReportBody::Ack(_) | ReportBody::Proof(_) | ReportBody::Bundle(_) => None,
         };
         if let Some(heard) = heard {
             // A whole village reconnecting is thousands of these at once: kept, latest over
@@ -206,29 +221,44 @@ impl Listener {
                 self.batch.born.push(device);
             }
         } else {
-            let (Some(status), Some(command)) = (
-                receipt_status(device.channel, &report.msg),
-                command_id(&report.msg),
-            ) else {
+            let source_time = chrono::DateTime::from_timestamp(i64::try_from(report.sent_at).unwrap_or(0), 0)
+                .filter(|_| report.sent_at > 0);
+            let bundled = matches!(report.msg, ReportBody::Bundle(_));
+            let mut kept = false;
+            for (i, (dedup, part)) in command_reports(&report).into_iter().enumerate() {
+                let (Some(status), Some(command)) =
+                    (receipt_status(device.channel, &part), command_id(&part))
+                else {
+                    continue;
+                };
+                let command = command.to_owned();
+                // Kept as it came; a bundle's part as the report it stands for, with its place
+                // in the bundle.
+                let mut raw = serde_json::to_value(Report {
+                    msg: ReportBody::from(part),
+                    ..report.clone()
+                })
+                .map_err(anyhow::Error::new)?;
+                if bundled && let Some(fields) = raw.as_object_mut() {
+                    fields.insert("part".into(), i.into());
+                }
+                self.batch.pending.push(InboundReceipt {
+                    channel: device.channel,
+                    target_id: device.target_id.clone(),
+                    receipt: ChannelReceipt {
+                        correlation: Correlation::ExternalId(command),
+                        // The device's own count: a redelivered report is the same receipt.
+                        dedup,
+                        source_time,
+                        raw,
+                        status,
+                    },
+                });
+                kept = true;
+            }
+            if !kept {
                 return Ok(false);
-            };
-            let raw = serde_json::to_value(&report).map_err(anyhow::Error::new)?;
-            self.batch.pending.push(InboundReceipt {
-                channel: device.channel,
-                target_id: device.target_id.clone(),
-                receipt: ChannelReceipt {
-                    correlation: Correlation::ExternalId(command.to_owned()),
-                    // The device's own count: a redelivered report is the same receipt.
-                    dedup: format!("{}:{}:{}", report.device, report.session, report.seq),
-                    source_time: chrono::DateTime::from_timestamp(
-                        i64::try_from(report.sent_at).unwrap_or(0),
-                        0,
-                    )
-                    .filter(|_| report.sent_at > 0),
-                    raw,
-                    status,
-                },
-            });
+            }
         }
         self.batch
             .first_pending_at
@@ -517,14 +547,43 @@ mod tests {
         );
     }
 
-    fn ack(stage: AckStage, reason: Option<RejectReason>) -> ReportBody {
-        ReportBody::Ack(Ack {
+    fn ack(stage: AckStage, reason: Option<RejectReason>) -> Bundled {
+        Bundled::Ack(Ack {
             key_id: Some(1),
             cmd_seq: Some(1),
             id: Some("command".into()),
             stage,
             reason,
         })
+    }
+
+    #[test]
+    fn each_part_of_a_bundle_is_filed_under_its_place_in_the_report() {
+        let report = |msg| Report {
+            device: "spk-0001".into(),
+            session: 3,
+            seq: 8,
+            sent_at: 0,
+            msg,
+        };
+        let started = ack(AckStage::Started, None);
+        let finished = ack(AckStage::Finished, None);
+        let alone = command_reports(&report(ReportBody::from(started.clone())));
+        assert_eq!(alone, vec![("spk-0001:3:8".to_owned(), started.clone())]);
+        let bundle = report(ReportBody::Bundle(herald_firmware_protocol::report::Bundle {
+            reports: vec![started.clone(), finished.clone()],
+        }));
+        assert_eq!(
+            command_reports(&bundle),
+            vec![
+                ("spk-0001:3:8/0".to_owned(), started),
+                ("spk-0001:3:8/1".to_owned(), finished)
+            ]
+        );
+        let status = report(ReportBody::Status(herald_firmware_protocol::report::Status {
+            online: true,
+        }));
+        assert!(command_reports(&status).is_empty());
     }
 
     #[test]
