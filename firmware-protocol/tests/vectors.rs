@@ -329,6 +329,18 @@ fn report(seq: u32, msg: ReportBody) -> Report {
     }
 }
 
+/// The proof that alert-0042 played twice to its end, 61.5 s in all.
+fn alert_played() -> Proof {
+    Proof {
+        item: "alert-0042".into(),
+        medium: Medium::Audio,
+        start: NOW + 2,
+        end: NOW + 64,
+        duration_ms: 61_500,
+        completed: true,
+    }
+}
+
 fn all_vectors() -> Vec<Vector> {
     let device_topic = topic::device_commands(DEVICE);
     let next_public = KeyPair::from_seed(&NEXT_OPERATIONAL.seed).public_key();
@@ -627,17 +639,7 @@ fn all_vectors() -> Vec<Vector> {
         report_vector(
             "rpt-proof",
             "Proof of play: alert-0042 played twice, 61.5 s in all.",
-            &report(
-                7,
-                ReportBody::Proof(Proof {
-                    item: "alert-0042".into(),
-                    medium: Medium::Audio,
-                    start: NOW + 2,
-                    end: NOW + 64,
-                    duration_ms: 61_500,
-                    completed: true,
-                }),
-            ),
+            &report(7, ReportBody::Proof(alert_played())),
         ),
         report_vector(
             "rpt-bundle",
@@ -653,14 +655,7 @@ fn all_vectors() -> Vec<Vector> {
                             stage: AckStage::Finished,
                             reason: None,
                         }),
-                        Bundled::Proof(Proof {
-                            item: "alert-0042".into(),
-                            medium: Medium::Audio,
-                            start: NOW + 2,
-                            end: NOW + 64,
-                            duration_ms: 61_500,
-                            completed: true,
-                        }),
+                        Bundled::Proof(alert_played()),
                     ],
                 }),
             ),
