@@ -417,7 +417,7 @@ pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
     let (to_listener, inbound) = tokio::sync::mpsc::channel(INBOUND_QUEUE);
     // A set, so the listener ends with this loop (its tasks are aborted when it drops).
     let mut listening = tokio::task::JoinSet::new();
-    listening.spawn(listen(hub.clone(), inbound));
+    listening.spawn(listen(hub.clone(), link.clone(), inbound));
     loop {
         let inbound = match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(connack))) => {
@@ -485,10 +485,11 @@ const INBOUND_QUEUE: usize = 4_096;
 
 /// Hears the reports the polling loop hands on and stores them in batches: each batch is
 /// written beside the hearing, which goes on into the next one meanwhile.
-async fn listen(hub: Arc<Hub>, mut inbound: tokio::sync::mpsc::Receiver<Inbound>) -> anyhow::Result<()> {
-    let Some(link) = hub.device_link.clone() else {
-        return Ok(());
-    };
+async fn listen(
+    hub: Arc<Hub>,
+    link: Arc<crate::device_link::MqttLink>,
+    mut inbound: tokio::sync::mpsc::Receiver<Inbound>,
+) -> anyhow::Result<()> {
     let mut listener = Listener::default();
     let mut storing: Option<std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult> + Send>>> = None;
     loop {
