@@ -6,7 +6,7 @@ use herald_channels::{ChannelKind, SecretString, TargetRef};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set,
-    sea_query::{LikeExpr, Query},
+    sea_query::{Expr, LikeExpr, Query},
 };
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +22,7 @@ use crate::{
     hub::Hub,
     secrets::{MAX_SECRET_BYTES, MAX_SECRET_NAME_CHARS, MAX_SECRETS, Sealed},
     store::{
-        among, begin_write,
+        JsonRows, among, begin_write,
         entities::{target, target_secret},
     },
 };
@@ -46,19 +46,82 @@ pub struct TargetView {
 impl TryFrom<target::Model> for TargetView {
     type Error = Error;
     fn try_from(m: target::Model) -> Result<Self> {
+        TargetColumns(
+            m.id.into(),
+            m.channel,
+            m.name,
+            m.area_code,
+            m.catalogs,
+            m.tags,
+            m.config,
+            StoredBool(m.enabled),
+        )
+        .try_into()
+    }
+}
+
+/// What a `TargetView` is made of, as the store keeps it (lists and settings as JSON text), in
+/// `TARGET_COLUMNS` order.
+#[derive(Deserialize)]
+struct TargetColumns(
+    String,
+    ChannelKind,
+    String,
+    String,
+    String,
+    String,
+    String,
+    StoredBool,
+);
+
+/// The columns of `targets` that `TargetColumns` reads, in its fields' order.
+const TARGET_COLUMNS: [&str; 8] = [
+    "id",
+    "channel",
+    "name",
+    "area_code",
+    "catalogs",
+    "tags",
+    "config",
+    "enabled",
+];
+
+/// A boolean column read as JSON: `true`/`false` from PostgreSQL, `1`/`0` from SQLite.
+struct StoredBool(bool);
+
+impl<'de> Deserialize<'de> for StoredBool {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Bool(bool),
+            Integer(i64),
+        }
+        Ok(StoredBool(match Stored::deserialize(deserializer)? {
+            Stored::Bool(b) => b,
+            Stored::Integer(i) => i != 0,
+        }))
+    }
+}
+
+impl TryFrom<TargetColumns> for TargetView {
+    type Error = Error;
+    fn try_from(
+        TargetColumns(id, channel, name, area_code, catalogs, tags, config, enabled): TargetColumns,
+    ) -> Result<Self> {
         fn json<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T> {
             serde_json::from_str(raw).map_err(|e| Error::from(anyhow::Error::new(e)))
         }
         Ok(Self {
-            channel: m.channel,
-            catalogs: json(&m.catalogs)?,
-            tags: json(&m.tags)?,
-            config: json(&m.config)?,
-            id: m.id.into(),
-            name: m.name,
-            area_code: m.area_code,
+            channel,
+            catalogs: json(&catalogs)?,
+            tags: json(&tags)?,
+            config: json(&config)?,
+            id,
+            name,
+            area_code,
             secret_names: Vec::new(),
-            enabled: m.enabled,
+            enabled: enabled.0,
         })
     }
 }
@@ -393,12 +456,16 @@ impl TargetRefs {
     pub async fn load(hub: &Hub, ids: &[&str]) -> Result<Self> {
         let mut views = HashMap::with_capacity(ids.len());
         let backend = hub.db.get_database_backend();
-        for row in target::Entity::find()
-            .filter(among(backend, target::Column::Id, ids.iter().copied()))
-            .all(&hub.db)
-            .await?
-        {
-            views.insert(row.id.to_string(), TargetView::try_from(row)?);
+        let json = JsonRows::new(backend);
+        let mut select = Query::select();
+        select
+            .expr(Expr::cust(json.aggregate(&json.array(TARGET_COLUMNS), "")))
+            .from(target::Entity)
+            .and_where(among(backend, target::Column::Id, ids.iter().copied()));
+        let rows: Vec<TargetColumns> = JsonRows::read(&hub.db, backend.build(&select)).await?;
+        for row in rows {
+            let view = TargetView::try_from(row)?;
+            views.insert(view.id.clone(), view);
         }
         let secrets = load_secrets(hub, ids).await?;
         Ok(Self { views, secrets })
@@ -579,5 +646,27 @@ impl Reach {
             .into_tuple()
             .all(db)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_read_as_json_decodes_from_either_store() {
+        // SQLite keeps a boolean as 0/1, PostgreSQL as false/true.
+        for (enabled, expected) in [("1", true), ("0", false), ("true", true), ("false", false)] {
+            let text = format!(
+                r#"[["t1","loudspeaker","村口","530426001001","[]","[\"应急\"]","{{\"group\":\"g\"}}",{enabled}]]"#
+            );
+            let rows: Vec<TargetColumns> = serde_json::from_str(&text).expect("decodes");
+            let view = TargetView::try_from(rows.into_iter().next().expect("one row")).expect("a view");
+            assert_eq!(view.enabled, expected);
+            assert_eq!(view.tags, vec!["应急".to_owned()]);
+            assert_eq!(view.config["group"], "g");
+        }
+        let not_a_boolean = r#"[["t1","loudspeaker","村口","530426001001","[]","[]","{}","yes"]]"#;
+        assert!(serde_json::from_str::<Vec<TargetColumns>>(not_a_boolean).is_err());
     }
 }

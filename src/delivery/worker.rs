@@ -30,7 +30,7 @@ use crate::{
     error::Result,
     hub::Hub,
     store::{
-        Binds, among, begin_write,
+        Binds, JsonRows, among, begin_write,
         entities::{delivery, delivery_confirmation, rendition},
         is_postgres,
     },
@@ -81,26 +81,25 @@ pub async fn claim(
         None => String::new(),
     };
     let limit = binds.add(i64::from(limit));
-    // What the worker reads of each delivery comes with the claim: one read of the rows, and
-    // the update that moves them returns nothing. The rows come as one JSON text, not as rows
-    // the driver turns into owned values one at a time: 5,000 of them on SQLite took 65 ms as
-    // rows and take 48 ms as text, most of which is SQLite writing the text (the bare query
-    // takes about 10 ms).
-    let (aggregate, array, as_text, lock) = if is_postgres(&hub.db) {
-        (
-            "json_agg",
-            "json_build_array",
-            "::text",
-            "FOR UPDATE OF delivery_queue SKIP LOCKED",
-        )
+    // What the worker reads of each delivery comes with the claim: one read of the rows (as
+    // one JSON text), and the update that moves them returns nothing.
+    let json = JsonRows::new(backend);
+    let lock = if is_postgres(&hub.db) {
+        "FOR UPDATE OF delivery_queue SKIP LOCKED"
     } else {
-        ("json_group_array", "json_array", "", "")
+        ""
     };
     let claimed_columns = CLAIMED_COLUMNS.map(|c| format!("deliveries.{c}")).join(", ");
-    let claimable_columns = CLAIMED_COLUMNS.map(|c| format!("claimable.{c}")).join(", ");
+    let element = json.array([
+        "claimable.state".to_owned(),
+        json.array(CLAIMED_COLUMNS.map(|c| format!("claimable.{c}"))),
+    ]);
+    let rows = json.aggregate(
+        &element,
+        "claimable.queue_priority DESC, claimable.queue_due_at, claimable.id",
+    );
     let sql = format!(
-        "SELECT {aggregate}({array}(claimable.state, {array}({claimable_columns})) \
-           ORDER BY claimable.queue_priority DESC, claimable.queue_due_at, claimable.id){as_text} \
+        "SELECT {rows} \
          FROM (SELECT {claimed_columns}, deliveries.state, \
                  delivery_queue.priority AS queue_priority, delivery_queue.due_at AS queue_due_at \
                FROM delivery_queue JOIN deliveries ON deliveries.id = delivery_queue.delivery_id \
@@ -112,16 +111,7 @@ pub async fn claim(
     let mut by_state: BTreeMap<DeliveryState, Vec<Claimed>> = BTreeMap::new();
     let mut order = Vec::new();
     let mut moved_on = Vec::new();
-    let selected: Option<String> = match txn.query_one_raw(binds.statement(sql)).await? {
-        Some(row) => row.try_get_by_index(0)?,
-        None => None,
-    };
-    // No rows: an empty list on SQLite, NULL on PostgreSQL. Rows that do not decode are an
-    // error, never a claim of nothing.
-    let selected: Vec<(DeliveryState, Claimed)> = match selected {
-        Some(rows) => serde_json::from_str(&rows).map_err(anyhow::Error::new)?,
-        None => Vec::new(),
-    };
+    let selected: Vec<(DeliveryState, Claimed)> = JsonRows::read(&txn, binds.statement(sql)).await?;
     for (state, mut claimed) in selected {
         order.push(claimed.id.clone());
         // Left out above: a `sending` row whose lease holds. So a `sending` one here lapsed.
@@ -450,7 +440,8 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
         };
         alike.entry(columns).or_default().push(&row.id);
     }
-    // The lease check is the update's own condition, so checking and writing are one step.
+    // The lease check is the update's own condition, so checking and writing happen under one
+    // lock.
     let mut held = HashSet::with_capacity(outcomes.len());
     let backend = txn.get_database_backend();
     for (columns, ids) in alike {
@@ -473,15 +464,12 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
         if let Some(checkpoint) = &columns.checkpoint {
             update.value(delivery::Column::Checkpoint, checkpoint.clone());
         }
-        update
-            .and_where(among(backend, delivery::Column::Id, ids.iter().copied()))
-            .and_where(delivery::Column::LeaseOwner.eq(worker_id))
-            .and_where(delivery::Column::State.eq(DeliveryState::Sending))
-            .returning_col(delivery::Column::Id);
-        let mut moved = Vec::with_capacity(ids.len());
-        for row in txn.query_all(&update).await? {
-            moved.push(row.try_get_by_index::<String>(0)?);
-        }
+        let held_by_this_worker = sea_orm::Condition::all()
+            .add(among(backend, delivery::Column::Id, ids.iter().copied()))
+            .add(delivery::Column::LeaseOwner.eq(worker_id))
+            .add(delivery::Column::State.eq(DeliveryState::Sending));
+        let moved =
+            JsonRows::update_returning_ids(&txn, delivery::Entity, update, held_by_this_worker).await?;
         let moved_ids: Vec<&str> = moved.iter().map(String::as_str).collect();
         // A retry waits in the queue for its time; anything else is done with the worker, and
         // an `accepted` one waits for its report.

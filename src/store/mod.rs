@@ -8,9 +8,9 @@ use anyhow::Context;
 use chrono::{DateTime, SubsecRound, Utc};
 use herald_migrations::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    Condition, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
-    sea_query::{Expr, ExprTrait, Func, IntoColumnRef, Query},
+    sea_query::{Alias, Expr, ExprTrait, Func, IntoColumnRef, IntoTableRef, Query, UpdateStatement},
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 
@@ -185,5 +185,104 @@ impl Binds {
 
     pub fn statement(self, sql: String) -> sea_orm::Statement {
         sea_orm::Statement::from_sql_and_values(self.backend, sql, self.values)
+    }
+}
+
+/// Many rows read as one JSON text, an array with one element per row, instead of as rows the
+/// driver turns into owned values one at a time. On SQLite each row also crosses from the
+/// connection's thread to the caller's: 5,000 claimed deliveries took 65 ms as rows and 48 ms
+/// as text, and 5,000 targets 90–120 ms as rows, of which the query itself is 10 ms.
+pub struct JsonRows {
+    backend: DbBackend,
+}
+
+impl JsonRows {
+    pub fn new(backend: DbBackend) -> Self {
+        Self { backend }
+    }
+
+    /// A JSON array of the SQL expressions `items`.
+    pub fn array<S: AsRef<str>>(&self, items: impl IntoIterator<Item = S>) -> String {
+        let function = match self.backend {
+            DbBackend::Postgres => "json_build_array",
+            _ => "json_array",
+        };
+        let items: Vec<String> = items.into_iter().map(|item| item.as_ref().to_owned()).collect();
+        format!("{function}({})", items.join(", "))
+    }
+
+    /// Every row's `element` in `order_by` order (SQL; empty: the rows' own), as one text.
+    pub fn aggregate(&self, element: &str, order_by: &str) -> String {
+        let order_by = if order_by.is_empty() {
+            String::new()
+        } else {
+            format!(" ORDER BY {order_by}")
+        };
+        match self.backend {
+            DbBackend::Postgres => format!("json_agg({element}{order_by})::text"),
+            _ => format!("json_group_array({element}{order_by})"),
+        }
+    }
+
+    /// Runs `update` on the rows of its table that meet `condition`, and returns the `id` of
+    /// every row it changed. Rows an update returns cross from SQLite's thread one at a time
+    /// too, so SQLite first reads the ids as one text, which the exclusive lock of a write
+    /// transaction (`begin_write`, required) keeps true until the update (a worker's record of
+    /// 5,000 outcomes: 43–90 ms returning rows, 45–57 ms this way). PostgreSQL returns them from
+    /// the update itself, aggregated in the same statement.
+    pub async fn update_returning_ids(
+        txn: &DatabaseTransaction,
+        table: impl IntoTableRef,
+        mut update: UpdateStatement,
+        condition: Condition,
+    ) -> anyhow::Result<Vec<String>> {
+        let backend = txn.get_database_backend();
+        let json = Self::new(backend);
+        update.cond_where(condition.clone());
+        if backend == DbBackend::Postgres {
+            update.returning_col(Alias::new("id"));
+            let built = backend.build(&update);
+            let sql = format!(
+                "WITH changed AS ({}) SELECT {} FROM changed",
+                built.sql,
+                json.aggregate("id", "")
+            );
+            let statement = sea_orm::Statement::from_sql_and_values(
+                backend,
+                sql,
+                built.values.map(|values| values.0).unwrap_or_default(),
+            );
+            return Self::read(txn, statement).await;
+        }
+        let mut select = Query::select();
+        select
+            .expr(Expr::cust(json.aggregate("id", "")))
+            .from(table)
+            .cond_where(condition);
+        let ids: Vec<String> = Self::read(txn, backend.build(&select)).await?;
+        let changed = txn.execute(&update).await?.rows_affected();
+        anyhow::ensure!(
+            changed == ids.len() as u64,
+            "the update changed {changed} rows where {} met its condition: was it run outside a write transaction?",
+            ids.len()
+        );
+        Ok(ids)
+    }
+
+    /// Runs `statement`, whose one column is an `aggregate`, and decodes its elements. No rows
+    /// (an empty list on SQLite, NULL on PostgreSQL) is an empty list; a text that does not
+    /// decode is an error, never an empty list.
+    pub async fn read<T: serde::de::DeserializeOwned>(
+        db: &impl ConnectionTrait,
+        statement: sea_orm::Statement,
+    ) -> anyhow::Result<Vec<T>> {
+        let text: Option<String> = match db.query_one_raw(statement).await? {
+            Some(row) => row.try_get_by_index(0)?,
+            None => None,
+        };
+        match text {
+            Some(text) => serde_json::from_str(&text).context("rows read as JSON do not decode"),
+            None => Ok(Vec::new()),
+        }
     }
 }
