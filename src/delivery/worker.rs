@@ -445,9 +445,9 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
     let mut held = HashSet::with_capacity(outcomes.len());
     let backend = txn.get_database_backend();
     for (columns, ids) in alike {
+        // Its table is named by `update_returning_ids`, which reads the same rows.
         let mut update = Query::update();
         update
-            .table(delivery::Entity)
             .value(delivery::Column::State, columns.state)
             .value(delivery::Column::LastError, columns.error.clone())
             .value(delivery::Column::LeaseOwner, Option::<String>::None)

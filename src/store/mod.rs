@@ -224,7 +224,7 @@ impl JsonRows {
         }
     }
 
-    /// Runs `update` on the rows of its table that meet `condition`, and returns the `id` of
+    /// Runs `update` on the rows of `table` that meet `condition`, and returns the `id` of
     /// every row it changed. Rows an update returns cross from SQLite's thread one at a time
     /// too, so SQLite first reads the ids as one text, which the exclusive lock of a write
     /// transaction (`begin_write`, required) keeps true until the update (a worker's record of
@@ -232,15 +232,15 @@ impl JsonRows {
     /// the update itself, aggregated in the same statement.
     pub async fn update_returning_ids(
         txn: &DatabaseTransaction,
-        table: impl IntoTableRef,
+        table: impl IntoTableRef + Clone,
         mut update: UpdateStatement,
         condition: Condition,
     ) -> anyhow::Result<Vec<String>> {
         let backend = txn.get_database_backend();
         let json = Self::new(backend);
-        update.cond_where(condition.clone());
+        update.table(table.clone());
         if backend == DbBackend::Postgres {
-            update.returning_col(Alias::new("id"));
+            update.cond_where(condition).returning_col(Alias::new("id"));
             let built = backend.build(&update);
             let sql = format!(
                 "WITH changed AS ({}) SELECT {} FROM changed",
@@ -258,7 +258,8 @@ impl JsonRows {
         select
             .expr(Expr::cust(json.aggregate("id", "")))
             .from(table)
-            .cond_where(condition);
+            .cond_where(condition.clone());
+        update.cond_where(condition);
         let ids: Vec<String> = Self::read(txn, backend.build(&select)).await?;
         let changed = txn.execute(&update).await?.rows_affected();
         anyhow::ensure!(
