@@ -23,6 +23,8 @@ use crate::{
 
 pub struct Hub {
     pub db: DatabaseConnection,
+    /// Where the delivery worker's claims are written (see `LeaseWriter`).
+    pub leases: crate::store::LeaseWriter,
     pub settings: Settings,
     pub areas: AreaTree,
     pub catalog: Catalog,

@@ -30,6 +30,7 @@ pub async fn open_hub(settings: Settings, clock: Clock) -> anyhow::Result<Hub> {
     let secrets_key = settings.storage.open_secrets_key()?;
     let db = store::connect(&settings.storage).await?;
     store::migrate(&db).await?;
+    let leases = store::LeaseWriter::connect(&settings.storage, &db).await?;
     crate::items::fill_search_keys(&db).await?;
     crate::portal::store::fill_search_keys(&db).await?;
     let mut channels = channel_registry(&db, &clock, &settings, &secrets_key)?;
@@ -46,6 +47,7 @@ pub async fn open_hub(settings: Settings, clock: Clock) -> anyhow::Result<Hub> {
     };
     let hub = Hub {
         db,
+        leases,
         settings,
         areas: reference.areas,
         catalog: reference.catalog,

@@ -455,4 +455,31 @@ on_both_backends! {
         assert_eq!(again.status, 409);
         assert_eq!(count(&deliveries(&app, &id).await, "portal", "publish", "cancelled"), 1);
     };
+    claims_commit_without_waiting_for_the_disk_and_nothing_else_does => |backend| async move {
+        use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+        let app = spawn_app(backend).await;
+        async fn setting(conn: &sea_orm::DatabaseTransaction, backend: Backend) -> String {
+            let sql = match backend {
+                Backend::Sqlite => "SELECT CAST(synchronous AS TEXT) FROM pragma_synchronous",
+                Backend::Postgres => "SELECT current_setting('synchronous_commit')",
+            };
+            let statement = Statement::from_string(conn.get_database_backend(), sql);
+            let row = conn.query_one_raw(statement).await.expect("setting").expect("a row");
+            row.try_get_by_index::<String>(0).expect("text")
+        }
+        let (waits, does_not) = match backend {
+            // FULL and NORMAL.
+            Backend::Sqlite => ("2", "1"),
+            Backend::Postgres => ("on", "off"),
+        };
+        let lease = app.hub.leases.begin().await.expect("lease transaction");
+        assert_eq!(setting(&lease, backend).await, does_not, "a claim's commit does not wait for the disk");
+        lease.rollback().await.expect("rollback");
+        let write = herald::store::begin_write(&app.hub.db).await.expect("write transaction");
+        assert_eq!(setting(&write, backend).await, waits, "every other write waits for it");
+        write.rollback().await.expect("rollback");
+        let after = app.hub.db.begin().await.expect("transaction");
+        assert_eq!(setting(&after, backend).await, waits, "the setting ended with the claim's transaction");
+        after.rollback().await.expect("rollback");
+    };
 }
