@@ -39,7 +39,7 @@ use crate::{
     error::{Error, Result},
     hub::Hub,
     store::{
-        Binds, among, begin_write,
+        Binds, JsonRows, among, begin_write,
         entities::{callback_replay, delivery, delivery_confirmation, receipt_inbox, target},
         is_postgres,
     },
@@ -242,8 +242,8 @@ async fn store_rows(
 type Named = (String, String, &'static str, String);
 
 /// What the apply step reads of a delivery: only these columns, since a batch reads a
-/// thousand of them.
-#[derive(Debug, Clone, sea_orm::FromQueryResult)]
+/// thousand of them. Read as one JSON text (`JsonRows`), in `NAMED_COLUMNS` order.
+#[derive(Debug, Clone, Deserialize)]
 struct NamedDelivery {
     id: String,
     item_id: ItemId,
@@ -255,25 +255,33 @@ struct NamedDelivery {
     idempotency_key: String,
 }
 
+/// The columns of `deliveries` that `NamedDelivery` reads, in its fields' order.
+const NAMED_COLUMNS: [&str; 8] = [
+    "id",
+    "item_id",
+    "channel",
+    "target_id",
+    "kind",
+    "state",
+    "external_id",
+    "idempotency_key",
+];
+
 impl NamedDelivery {
-    /// The deliveries `query` finds, reading only these columns.
-    async fn read(txn: &DatabaseTransaction, query: sea_orm::Select<delivery::Entity>) -> Result<Vec<Self>> {
-        use delivery::Column as C;
-        Ok(query
-            .select_only()
-            .columns([
-                C::Id,
-                C::ItemId,
-                C::Channel,
-                C::TargetId,
-                C::Kind,
-                C::State,
-                C::ExternalId,
-                C::IdempotencyKey,
-            ])
-            .into_model::<Self>()
-            .all(txn)
-            .await?)
+    /// The deliveries that meet `condition`, in `order_by` order.
+    async fn read(
+        txn: &DatabaseTransaction,
+        condition: sea_orm::Condition,
+        order_by: delivery::Column,
+    ) -> Result<Vec<Self>> {
+        let json = JsonRows::new(txn.get_database_backend());
+        let rows = json.aggregate(&json.array(NAMED_COLUMNS), sea_orm::IdenStatic::as_str(&order_by));
+        let mut select = Query::select();
+        select
+            .expr(Expr::cust(rows))
+            .from(delivery::Entity)
+            .cond_where(condition);
+        Ok(JsonRows::read(txn, txn.get_database_backend().build(&select)).await?)
     }
 
     /// What a receipt naming this delivery by `by` (its `value`) names.
@@ -288,8 +296,8 @@ impl NamedDelivery {
 }
 
 /// What the apply step reads of a stored receipt: not its raw payload, which stays for the
-/// record and the unmatched list.
-#[derive(sea_orm::FromQueryResult)]
+/// record and the unmatched list. Read as one JSON text (`JsonRows`), in `COLUMNS` order.
+#[derive(Deserialize)]
 struct PendingReceipt {
     id: i64,
     channel: ChannelKind,
@@ -301,15 +309,54 @@ struct PendingReceipt {
 }
 
 impl PendingReceipt {
-    const COLUMNS: [receipt_inbox::Column; 7] = [
-        receipt_inbox::Column::Id,
-        receipt_inbox::Column::Channel,
-        receipt_inbox::Column::TargetId,
-        receipt_inbox::Column::CorrelationBy,
-        receipt_inbox::Column::Correlation,
-        receipt_inbox::Column::Detail,
-        receipt_inbox::Column::ReceivedAt,
+    const COLUMNS: [&str; 7] = [
+        "id",
+        "channel",
+        "target_id",
+        "correlation_by",
+        "correlation",
+        "detail",
+        "received_at",
     ];
+
+    /// Up to `limit` receipts of `share` due at `now`, oldest first. On PostgreSQL they are
+    /// locked, and those another instance holds are passed over.
+    async fn take(
+        txn: &DatabaseTransaction,
+        share: ApplierShare,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Self>> {
+        let backend = txn.get_database_backend();
+        let json = JsonRows::new(backend);
+        let mut binds = Binds::new(backend);
+        let due = binds.add(now);
+        let in_share = if share.of > 1 {
+            // Only PostgreSQL runs several loops (`receipt_appliers`), and has `hashtext`.
+            format!(
+                "AND (hashtext(target_id) & 2147483647) % {} = {}",
+                binds.add(share.of as i32),
+                binds.add(share.index as i32)
+            )
+        } else {
+            String::new()
+        };
+        let limit = binds.add(i64::try_from(limit).unwrap_or(i64::MAX));
+        // Two instances apply different receipts side by side.
+        let lock = if is_postgres(txn) {
+            "FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let rows = json.aggregate(&json.array(Self::COLUMNS), "due_at, id");
+        let sql = format!(
+            "SELECT {rows} FROM (SELECT {}, due_at FROM receipt_inbox \
+               WHERE applied_at IS NULL AND due_at <= {due} {in_share} \
+               ORDER BY due_at, id LIMIT {limit} {lock}) AS pending",
+            Self::COLUMNS.join(", ")
+        );
+        Ok(JsonRows::read(txn, binds.statement(sql)).await?)
+    }
 }
 
 /// The deliveries the receipts name. Not locked: each move is an UPDATE guarded by the state
@@ -336,27 +383,24 @@ async fn named_deliveries(
     let mut found = HashMap::new();
     // Ordered by creation, so when two deliveries share an external id the newer is named.
     for (channel, ids) in external {
-        let query = delivery::Entity::find()
-            .filter(delivery::Column::Channel.eq(channel))
-            .filter(among(
+        let condition = sea_orm::Condition::all()
+            .add(delivery::Column::Channel.eq(channel))
+            .add(among(
                 backend,
                 delivery::Column::ExternalId,
                 ids.iter().map(String::as_str),
-            ))
-            .order_by_asc(delivery::Column::CreatedAt);
-        for d in NamedDelivery::read(txn, query).await? {
+            ));
+        for d in NamedDelivery::read(txn, condition, delivery::Column::CreatedAt).await? {
             let id = d.external_id.clone().unwrap_or_default();
             found.insert(d.named_by("external_id", id), d);
         }
     }
-    let query = delivery::Entity::find()
-        .filter(among(
-            backend,
-            delivery::Column::IdempotencyKey,
-            keys.iter().map(String::as_str),
-        ))
-        .order_by_asc(delivery::Column::Id);
-    for d in NamedDelivery::read(txn, query).await? {
+    let condition = sea_orm::Condition::all().add(among(
+        backend,
+        delivery::Column::IdempotencyKey,
+        keys.iter().map(String::as_str),
+    ));
+    for d in NamedDelivery::read(txn, condition, delivery::Column::Id).await? {
         let key = d.idempotency_key.clone();
         found.insert(d.named_by("key", key), d);
     }
@@ -416,31 +460,8 @@ impl ApplierShare {
 /// As `try_apply_receipts`, for the receipts of one share.
 pub async fn try_apply_share(hub: &Hub, share: ApplierShare, limit: u64) -> Result<usize> {
     let now = hub.clock.now();
-    let postgres = is_postgres(&hub.db);
     let txn = begin_write(&hub.db).await?;
-    let mut pending = receipt_inbox::Entity::find()
-        .filter(receipt_inbox::Column::AppliedAt.is_null())
-        .filter(receipt_inbox::Column::DueAt.lte(now))
-        .order_by_asc(receipt_inbox::Column::DueAt)
-        .order_by_asc(receipt_inbox::Column::Id)
-        .limit(limit);
-    if share.of > 1 {
-        // Only PostgreSQL runs several loops (`receipt_appliers`), and has `hashtext`.
-        pending = pending.filter(Expr::cust_with_values(
-            "(hashtext(target_id) & 2147483647) % $1 = $2",
-            [share.of as i32, share.index as i32],
-        ));
-    }
-    if postgres {
-        // Two instances apply different receipts side by side.
-        pending = pending.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
-    }
-    let rows = pending
-        .select_only()
-        .columns(PendingReceipt::COLUMNS)
-        .into_model::<PendingReceipt>()
-        .all(&txn)
-        .await?;
+    let rows = PendingReceipt::take(&txn, share, now, limit).await?;
     if rows.is_empty() {
         txn.commit().await?;
         return Ok(0);
