@@ -69,7 +69,7 @@ pub async fn claim(
 ) -> Result<Vec<Claimed>> {
     let now = hub.clock.now();
     let lease_until = now + chrono::Duration::seconds(i64::from(hub.settings.delivery.lease_seconds));
-    let txn = hub.leases.begin().await?;
+    let txn = hub.leases.begin_claim().await?;
     let backend = txn.get_database_backend();
     let mut binds = Binds::new(backend);
     let due = binds.add(now);

@@ -78,7 +78,7 @@ impl LeaseWriter {
         Ok(Self { db })
     }
 
-    pub async fn begin(&self) -> Result<DatabaseTransaction, sea_orm::DbErr> {
+    pub async fn begin_claim(&self) -> Result<DatabaseTransaction, sea_orm::DbErr> {
         let txn = begin_write(&self.db).await?;
         if is_postgres(&txn) {
             txn.execute_unprepared("SET LOCAL synchronous_commit TO OFF")

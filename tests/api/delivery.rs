@@ -472,7 +472,7 @@ on_both_backends! {
             Backend::Sqlite => ("2", "1"),
             Backend::Postgres => ("on", "off"),
         };
-        let lease = app.hub.leases.begin().await.expect("lease transaction");
+        let lease = app.hub.leases.begin_claim().await.expect("lease transaction");
         assert_eq!(setting(&lease, backend).await, does_not, "a claim's commit does not wait for the disk");
         lease.rollback().await.expect("rollback");
         let write = herald::store::begin_write(&app.hub.db).await.expect("write transaction");
