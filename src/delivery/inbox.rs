@@ -275,13 +275,13 @@ impl NamedDelivery {
         order_by: delivery::Column,
     ) -> Result<Vec<Self>> {
         let json = JsonRows::new(txn.get_database_backend());
-        let rows = json.aggregate(&json.array(NAMED_COLUMNS), sea_orm::IdenStatic::as_str(&order_by));
-        let mut select = Query::select();
-        select
-            .expr(Expr::cust(rows))
-            .from(delivery::Entity)
-            .cond_where(condition);
-        Ok(JsonRows::read(txn, txn.get_database_backend().build(&select)).await?)
+        let statement = json.select(
+            delivery::Entity,
+            &json.array(NAMED_COLUMNS),
+            sea_orm::IdenStatic::as_str(&order_by),
+            condition,
+        );
+        Ok(JsonRows::read(txn, statement).await?)
     }
 
     /// What a receipt naming this delivery by `by` (its `value`) names.

@@ -6,7 +6,7 @@ use herald_channels::{ChannelKind, SecretString, TargetRef};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set,
-    sea_query::{Expr, LikeExpr, Query},
+    sea_query::{LikeExpr, Query},
 };
 use serde::{Deserialize, Serialize};
 
@@ -457,12 +457,9 @@ impl TargetRefs {
         let mut views = HashMap::with_capacity(ids.len());
         let backend = hub.db.get_database_backend();
         let json = JsonRows::new(backend);
-        let mut select = Query::select();
-        select
-            .expr(Expr::cust(json.aggregate(&json.array(TARGET_COLUMNS), "")))
-            .from(target::Entity)
-            .and_where(among(backend, target::Column::Id, ids.iter().copied()));
-        let rows: Vec<TargetColumns> = JsonRows::read(&hub.db, backend.build(&select)).await?;
+        let these = Condition::all().add(among(backend, target::Column::Id, ids.iter().copied()));
+        let statement = json.select(target::Entity, &json.array(TARGET_COLUMNS), "", these);
+        let rows: Vec<TargetColumns> = JsonRows::read(&hub.db, statement).await?;
         for row in rows {
             let view = TargetView::try_from(row)?;
             views.insert(view.id.clone(), view);

@@ -273,6 +273,23 @@ impl JsonRows {
         }
     }
 
+    /// The `element` of every row of `table` that meets `condition`, in `order_by` order, as
+    /// one `aggregate`: a statement for `read`.
+    pub fn select(
+        &self,
+        table: impl IntoTableRef,
+        element: &str,
+        order_by: &str,
+        condition: Condition,
+    ) -> sea_orm::Statement {
+        let mut select = Query::select();
+        select
+            .expr(Expr::cust(self.aggregate(element, order_by)))
+            .from(table)
+            .cond_where(condition);
+        self.backend.build(&select)
+    }
+
     /// Runs `update` on the rows of `table` that meet `condition`, and returns the `id` of
     /// every row it changed. Rows an update returns cross from SQLite's thread one at a time
     /// too, so SQLite first reads the ids as one text, which the exclusive lock of a write
@@ -303,13 +320,9 @@ impl JsonRows {
             );
             return Self::read(txn, statement).await;
         }
-        let mut select = Query::select();
-        select
-            .expr(Expr::cust(json.aggregate("id", "")))
-            .from(table)
-            .cond_where(condition.clone());
+        let read_ids = json.select(table, "id", "", condition.clone());
         update.cond_where(condition);
-        let ids: Vec<String> = Self::read(txn, backend.build(&select)).await?;
+        let ids: Vec<String> = Self::read(txn, read_ids).await?;
         let changed = txn.execute(&update).await?.rows_affected();
         anyhow::ensure!(
             changed == ids.len() as u64,
