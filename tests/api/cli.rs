@@ -68,6 +68,17 @@ fn a_first_serve_on_an_empty_data_dir_migrates_creates_an_admin_and_answers_heal
         }
     }
     let address = address.expect("serve printed where it listens");
+    // The binary turns transparent huge pages off for itself (main.rs says why).
+    #[cfg(target_os = "linux")]
+    {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).expect("status");
+        assert!(
+            status
+                .lines()
+                .any(|l| l.split_whitespace().eq(["THP_enabled:", "0"])),
+            "{status}"
+        );
+    }
     assert_eq!(
         data_dir,
         Some(
