@@ -443,9 +443,8 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
     // The lease check is the update's own condition, so checking and writing happen under one
     // lock.
     let mut held = HashSet::with_capacity(outcomes.len());
-    let backend = txn.get_database_backend();
     for (columns, ids) in alike {
-        // Its table is named by `update_returning_ids`, which reads the same rows.
+        // Its table is named by `update_among`, which may read the same rows.
         let mut update = Query::update();
         update
             .value(delivery::Column::State, columns.state)
@@ -465,11 +464,9 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
             update.value(delivery::Column::Checkpoint, checkpoint.clone());
         }
         let held_by_this_worker = sea_orm::Condition::all()
-            .add(among(backend, delivery::Column::Id, ids.iter().copied()))
             .add(delivery::Column::LeaseOwner.eq(worker_id))
             .add(delivery::Column::State.eq(DeliveryState::Sending));
-        let moved =
-            JsonRows::update_returning_ids(&txn, delivery::Entity, update, held_by_this_worker).await?;
+        let moved = JsonRows::update_among(&txn, delivery::Entity, update, &ids, held_by_this_worker).await?;
         let moved_ids: Vec<&str> = moved.iter().map(String::as_str).collect();
         // A retry waits in the queue for its time; anything else is done with the worker, and
         // an `accepted` one waits for its report.
