@@ -50,7 +50,8 @@ fn connect(port: u16, client_id: &str, user: &str, password: &str) -> (Client, C
     let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
     options
         .set_credentials(user, password)
-        .set_keep_alive(Duration::from_secs(5));
+        .set_keep_alive(Duration::from_secs(5))
+        .set_max_packet_size(256 * 1024, 256 * 1024);
     Client::new(options, 16)
 }
 
@@ -377,5 +378,39 @@ fn each_device_stays_on_its_own_topics(
             ("herald/v1/d/spk-b/cmd".to_owned(), "cmd-for-b".to_owned()),
         ],
         "neither A's report for B nor its command to B went through"
+    );
+
+    // Packets larger than a connection's first read buffer (8 KiB on the in-process broker)
+    // arrive whole both ways: a command with a long text (120 KB), a long report (12 KB).
+    let command = "令".repeat(40_000);
+    let report = "报".repeat(4_000);
+    hub.publish("herald/v1/d/spk-a/cmd", QoS::AtLeastOnce, false, command.clone())
+        .expect("publish");
+    device_a
+        .publish(
+            "herald/v1/d/spk-a/health",
+            QoS::AtLeastOnce,
+            false,
+            report.clone(),
+        )
+        .expect("publish");
+    let mut at = pump(
+        &mut [&mut hub_connection, &mut a_connection],
+        Duration::from_secs(2),
+    );
+    let (at_a, mut at_hub) = (at.pop().unwrap_or_default(), at.pop().unwrap_or_default());
+    assert_eq!(
+        at_a,
+        vec![("herald/v1/d/spk-a/cmd".to_owned(), command.clone())],
+        "A hears the whole command"
+    );
+    at_hub.sort();
+    assert_eq!(
+        at_hub,
+        vec![
+            ("herald/v1/d/spk-a/cmd".to_owned(), command),
+            ("herald/v1/d/spk-a/health".to_owned(), report),
+        ],
+        "the hub hears the whole report"
     );
 }
