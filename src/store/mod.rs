@@ -329,8 +329,7 @@ impl JsonRows {
             );
             return Self::read(txn, statement).await;
         }
-        let read_ids = json.select(table, "id", "", condition.clone());
-        update.cond_where(condition);
+        update.cond_where(condition.clone());
         txn.execute_unprepared("SAVEPOINT update_among").await?;
         // The rows changed are some of `ids`, so as many as there are ids (distinct) is all.
         let changed = txn.execute(&update).await?.rows_affected();
@@ -340,7 +339,7 @@ impl JsonRows {
         }
         txn.execute_unprepared("ROLLBACK TO update_among").await?;
         txn.execute_unprepared("RELEASE update_among").await?;
-        let ids: Vec<String> = Self::read(txn, read_ids).await?;
+        let ids: Vec<String> = Self::read(txn, json.select(table, "id", "", condition)).await?;
         let changed = txn.execute(&update).await?.rows_affected();
         anyhow::ensure!(
             changed == ids.len() as u64,
