@@ -20,6 +20,7 @@ use sea_orm::{
     sea_query::{Expr, OnConflict, Query},
 };
 
+use super::state::DeliveryState;
 use crate::{
     error::Result,
     store::{
@@ -97,6 +98,38 @@ pub async fn due_at(db: &impl ConnectionTrait, ids: &[&str], at: DateTime<Utc>) 
 /// Takes deliveries that need nothing more from the worker out of the queue.
 pub async fn dequeue(db: &impl ConnectionTrait, ids: &[&str]) -> Result<()> {
     delete_rows_of::<delivery_queue::Entity>(db, delivery_queue::Column::DeliveryId, ids).await
+}
+
+/// Takes out of the queue the rows a claim came across of deliveries that had moved on
+/// (neither waiting nor under way), unless the delivery is queued again by now: on SQLite the
+/// claim reads before it takes the write lock, and an operator's retry in between queues the
+/// delivery afresh under the same row.
+pub async fn drop_moved_on(db: &impl ConnectionTrait, ids: &[&str]) -> Result<()> {
+    use delivery::Column as D;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let backend = db.get_database_backend();
+    let mut queued_again = Query::select();
+    queued_again
+        .column(D::Id)
+        .from(delivery::Entity)
+        .and_where(among(backend, D::Id, ids.iter().copied()))
+        .and_where(D::State.is_in([
+            DeliveryState::Pending,
+            DeliveryState::Retrying,
+            DeliveryState::Sending,
+        ]));
+    delivery_queue::Entity::delete_many()
+        .filter(among(
+            backend,
+            delivery_queue::Column::DeliveryId,
+            ids.iter().copied(),
+        ))
+        .filter(delivery_queue::Column::DeliveryId.not_in_subquery(queued_again))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 /// Deletes the rows of `E` whose `column` (a delivery id) is one of `ids`.

@@ -30,7 +30,7 @@ use crate::{
     error::Result,
     hub::Hub,
     store::{
-        Binds, JsonRows, among, begin_write,
+        Binds, ClaimTurn, JsonRows, among, begin_write,
         entities::{delivery, delivery_confirmation, rendition},
         is_postgres,
     },
@@ -55,7 +55,8 @@ impl InFlight {
 /// Claims up to `limit` due deliveries for `worker_id`, emergency first, of one channel (or of
 /// all): a first or further attempt whose time has come, or a delivery still `sending` under a
 /// lease that lapsed (its worker died). On PostgreSQL queue rows locked by another instance
-/// are skipped; on SQLite the write transaction is exclusive.
+/// are skipped; on SQLite the claims of this process take turns (`store::LeaseWriter`). Either
+/// way a row is leased only while it is still in the state the claim read.
 ///
 /// The lease is kept on the delivery alone, so a claim writes its queue rows not at all: a
 /// delivery under way stays due in the queue, and the claim passes over it while its lease
@@ -67,10 +68,25 @@ pub async fn claim(
     channel: Option<ChannelKind>,
     limit: u32,
 ) -> Result<Vec<Claimed>> {
+    read_due(hub, channel, limit).await?.lease(worker_id).await
+}
+
+/// A claim's due rows, read, with the transaction that is to lease them open (and on SQLite
+/// the claim's turn held).
+struct DueRows {
+    selected: Vec<(DeliveryState, Claimed)>,
+    txn: sea_orm::DatabaseTransaction,
+    _turn: ClaimTurn,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+}
+
+/// Reads up to `limit` due deliveries (of `channel`, or of any), emergency first, and opens
+/// the transaction that leases them.
+async fn read_due(hub: &Hub, channel: Option<ChannelKind>, limit: u32) -> Result<DueRows> {
     let now = hub.clock.now();
     let lease_until = now + chrono::Duration::seconds(i64::from(hub.settings.delivery.lease_seconds));
-    let txn = hub.leases.begin_claim().await?;
-    let backend = txn.get_database_backend();
+    let backend = hub.db.get_database_backend();
     let mut binds = Binds::new(backend);
     let due = binds.add(now);
     // A `sending` row without a lease (none should be) counts as lapsed, never as held.
@@ -108,44 +124,71 @@ pub async fn claim(
                ORDER BY delivery_queue.priority DESC, delivery_queue.due_at, delivery_queue.delivery_id \
                LIMIT {limit} {lock}) AS claimable"
     );
-    let mut by_state: BTreeMap<DeliveryState, Vec<Claimed>> = BTreeMap::new();
-    let mut order = Vec::new();
-    let mut moved_on = Vec::new();
-    let selected: Vec<(DeliveryState, Claimed)> = JsonRows::read(&txn, binds.statement(sql)).await?;
-    for (state, mut claimed) in selected {
-        order.push(claimed.id.clone());
-        // Left out above: a `sending` row whose lease holds. So a `sending` one here lapsed.
-        if state.not_yet_sent() || state == DeliveryState::Sending {
-            claimed.attempts += 1;
-            by_state.entry(state).or_default().push(claimed);
-        } else {
-            moved_on.push(claimed.id);
-        }
+    let (turn, txn, selected) = hub.leases.read_then_begin(binds.statement(sql)).await?;
+    Ok(DueRows {
+        selected,
+        txn,
+        _turn: turn,
+        now,
+        lease_until,
+    })
+}
+
+impl DueRows {
+    /// What the rows point at, for a `BatchContext` read while they are leased.
+    fn pointers(&self) -> BatchPointers {
+        BatchPointers::of(self.selected.iter().map(|(_, row)| row))
     }
-    let moved_on: Vec<&str> = moved_on.iter().map(String::as_str).collect();
-    super::queue::dequeue(&txn, &moved_on).await?;
-    let mut claimed = Vec::with_capacity(order.len());
-    let mut counts = CountChanges::default();
-    for (from, rows) in by_state {
-        let moved = move_to_sending(&txn, (worker_id, lease_until, now), from, &rows).await?;
-        for row in rows {
-            if moved.holds(&row.id) {
-                let counted = CountedDeliveries {
-                    item_id: row.item_id.as_str().into(),
-                    channel: row.channel,
-                    kind: row.kind,
-                };
-                counts.moved(&counted, from, DeliveryState::Sending, 1);
-                claimed.push(row);
+
+    /// Leases the rows still in the state they were read in to `worker_id`, drops the queue
+    /// rows of those that moved on, and commits; returns what it leased, in the claim's order.
+    async fn lease(self, worker_id: &str) -> Result<Vec<Claimed>> {
+        let DueRows {
+            selected,
+            txn,
+            now,
+            lease_until,
+            ..
+        } = self;
+        let mut by_state: BTreeMap<DeliveryState, Vec<Claimed>> = BTreeMap::new();
+        let mut order = Vec::new();
+        let mut moved_on = Vec::new();
+        for (state, mut claimed) in selected {
+            order.push(claimed.id.clone());
+            // Left out by the read: a `sending` row whose lease holds. So a `sending` one here
+            // lapsed.
+            if state.not_yet_sent() || state == DeliveryState::Sending {
+                claimed.attempts += 1;
+                by_state.entry(state).or_default().push(claimed);
+            } else {
+                moved_on.push(claimed.id);
             }
         }
+        let moved_on: Vec<&str> = moved_on.iter().map(String::as_str).collect();
+        super::queue::drop_moved_on(&txn, &moved_on).await?;
+        let mut claimed = Vec::with_capacity(order.len());
+        let mut counts = CountChanges::default();
+        for (from, rows) in by_state {
+            let moved = move_to_sending(&txn, (worker_id, lease_until, now), from, &rows).await?;
+            for row in rows {
+                if moved.holds(&row.id) {
+                    let counted = CountedDeliveries {
+                        item_id: row.item_id.as_str().into(),
+                        channel: row.channel,
+                        kind: row.kind,
+                    };
+                    counts.moved(&counted, from, DeliveryState::Sending, 1);
+                    claimed.push(row);
+                }
+            }
+        }
+        counts.apply(&txn).await?;
+        txn.commit().await?;
+        // The claim's order, emergency first, is the batch's.
+        let rank: HashMap<&str, usize> = order.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        claimed.sort_by_key(|row| rank.get(row.id.as_str()).copied());
+        Ok(claimed)
     }
-    counts.apply(&txn).await?;
-    txn.commit().await?;
-    // The claim's order, emergency first, is the batch's.
-    let rank: HashMap<&str, usize> = order.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-    claimed.sort_by_key(|row| rank.get(row.id.as_str()).copied());
-    Ok(claimed)
 }
 
 /// Which rows an update moved: all of them, as a rule, or those listed.
@@ -552,15 +595,30 @@ pub struct BatchContext {
     renditions: HashMap<String, serde_json::Value>,
 }
 
+/// The targets and renditions a batch's deliveries point at, each once.
+pub struct BatchPointers {
+    targets: BTreeSet<String>,
+    renditions: BTreeSet<String>,
+}
+
+impl BatchPointers {
+    fn of<'a>(rows: impl IntoIterator<Item = &'a Claimed>) -> Self {
+        let (mut targets, mut renditions) = (BTreeSet::new(), BTreeSet::new());
+        for row in rows {
+            targets.insert(row.target_id.clone());
+            renditions.insert(row.rendition_id.clone());
+        }
+        Self { targets, renditions }
+    }
+}
+
 impl BatchContext {
-    pub async fn load(hub: &Hub, rows: &[Claimed]) -> Result<Self> {
-        let target_ids: BTreeSet<&str> = rows.iter().map(|r| r.target_id.as_str()).collect();
-        let rendition_ids: BTreeSet<&str> = rows.iter().map(|r| r.rendition_id.as_str()).collect();
-        let ids: Vec<&str> = target_ids.iter().copied().collect();
+    pub async fn load(hub: &Hub, pointers: &BatchPointers) -> Result<Self> {
+        let ids: Vec<&str> = pointers.targets.iter().map(String::as_str).collect();
         let targets = TargetRefs::load(hub, &ids).await?;
         let mut renditions = HashMap::new();
         for row in rendition::Entity::find()
-            .filter(rendition::Column::Id.is_in(rendition_ids))
+            .filter(rendition::Column::Id.is_in(pointers.renditions.iter().map(String::as_str)))
             .all(&hub.db)
             .await?
         {
@@ -776,8 +834,8 @@ async fn withdraw_one(
 
 /// Claims one batch of any channel and works it off; returns how many deliveries it handled.
 pub async fn try_execute_batch(hub: &Hub, in_flight: &InFlight, worker_id: &str) -> Result<usize> {
-    let claimed = claim(hub, worker_id, None, hub.settings.delivery.batch_size).await?;
-    execute_claimed(hub, in_flight, worker_id, claimed).await
+    let limit = hub.settings.delivery.batch_size;
+    claim_and_execute(hub, in_flight, worker_id, None, limit).await
 }
 
 /// Claims one batch of `channel`, sized for that channel, and works it off.
@@ -788,8 +846,28 @@ pub async fn try_execute_channel_batch(
     channel: ChannelKind,
 ) -> Result<usize> {
     let limit = hub.settings.delivery.limits_for(channel).batch_size;
-    let claimed = claim(hub, worker_id, Some(channel), limit).await?;
-    execute_claimed(hub, in_flight, worker_id, claimed).await
+    claim_and_execute(hub, in_flight, worker_id, Some(channel), limit).await
+}
+
+/// Claims a batch and works it off. What the batch points at is read while its leases are
+/// written, on another connection, so the read does not wait for the claim's commit (on
+/// SQLite it also runs beside the claim's write, which holds the one write lock).
+async fn claim_and_execute(
+    hub: &Hub,
+    in_flight: &InFlight,
+    worker_id: &str,
+    channel: Option<ChannelKind>,
+    limit: u32,
+) -> Result<usize> {
+    let due = read_due(hub, channel, limit).await?;
+    if due.selected.is_empty() {
+        due.lease(worker_id).await?;
+        return Ok(0);
+    }
+    let pointers = due.pointers();
+    let (claimed, batch) =
+        futures::future::try_join(due.lease(worker_id), BatchContext::load(hub, &pointers)).await?;
+    send_and_record(hub, in_flight, worker_id, claimed, &batch).await
 }
 
 /// Sends a claimed batch: publish deliveries grouped by rendition, one batch call per group
@@ -800,12 +878,25 @@ pub async fn execute_claimed(
     worker_id: &str,
     claimed: Vec<Claimed>,
 ) -> Result<usize> {
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    let batch = BatchContext::load(hub, &BatchPointers::of(&claimed)).await?;
+    send_and_record(hub, in_flight, worker_id, claimed, &batch).await
+}
+
+/// Sends a claimed batch whose context is read (see `execute_claimed`).
+async fn send_and_record(
+    hub: &Hub,
+    in_flight: &InFlight,
+    worker_id: &str,
+    claimed: Vec<Claimed>,
+    batch: &BatchContext,
+) -> Result<usize> {
     let count = claimed.len();
     if count == 0 {
         return Ok(0);
     }
-    let batch = BatchContext::load(hub, &claimed).await?;
-    let batch = &batch;
     let mut outcomes = Vec::with_capacity(count);
     let mut groups: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
     let mut withdrawals = Vec::new();

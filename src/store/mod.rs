@@ -2,7 +2,7 @@
 
 pub mod entities;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -58,9 +58,23 @@ async fn open(
 /// On PostgreSQL each such transaction sets `synchronous_commit` off for itself; SQLite
 /// cannot change it inside a transaction, so there the claims have a connection of their own
 /// opened with `synchronous = NORMAL`.
+///
+/// On SQLite a claim also reads its due rows before it takes the write lock, so a record or a
+/// publish goes on writing while it reads (a claim's read of 5,000 rows was 37 ms of a 65 ms
+/// write lock). Claims in one process take turns (`ClaimTurn`) from that read to their commit,
+/// so two never read the same due rows; each update still names the state it read, so a row a
+/// record, a receipt or an operator moved in between is left alone, as on PostgreSQL, whose
+/// claim locks only the queue rows it reads.
 #[derive(Clone)]
 pub struct LeaseWriter {
     db: DatabaseConnection,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A claim's turn among this process's claims on SQLite, held until it commits (none is
+/// needed on PostgreSQL, where `FOR UPDATE … SKIP LOCKED` keeps concurrent claims apart).
+pub struct ClaimTurn {
+    _held: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl LeaseWriter {
@@ -69,22 +83,45 @@ impl LeaseWriter {
         let url = settings.effective_database_url();
         // An in-memory SQLite database exists only for its own connections.
         if is_postgres(main) || url.contains(":memory:") || url.contains("mode=memory") {
-            return Ok(Self { db: main.clone() });
+            return Ok(Self {
+                db: main.clone(),
+                turn: Arc::default(),
+            });
         }
         // SQLite writes one transaction at a time, so one connection is all claims can use;
         // the pool then also hands the write lock from one claim to the next without the
         // busy handler's sleeps.
         let db = open(settings, 1, SqliteSynchronous::Normal).await?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            turn: Arc::default(),
+        })
     }
 
-    pub async fn begin_claim(&self) -> Result<DatabaseTransaction, sea_orm::DbErr> {
-        let txn = begin_write(&self.db).await?;
-        if is_postgres(&txn) {
+    /// Reads a claim's due rows with `selection` (an aggregate for `JsonRows::read`) and begins
+    /// the transaction that leases them: the read is that transaction's first statement on
+    /// PostgreSQL, and comes before it, in this claim's turn, on SQLite.
+    pub async fn read_then_begin<T: serde::de::DeserializeOwned>(
+        &self,
+        selection: sea_orm::Statement,
+    ) -> anyhow::Result<(ClaimTurn, DatabaseTransaction, Vec<T>)> {
+        if is_postgres(&self.db) {
+            let txn = begin_write(&self.db).await?;
             txn.execute_unprepared("SET LOCAL synchronous_commit TO OFF")
                 .await?;
+            let rows = JsonRows::read(&txn, selection).await?;
+            return Ok((ClaimTurn { _held: None }, txn, rows));
         }
-        Ok(txn)
+        let held = Arc::clone(&self.turn).lock_owned().await;
+        let rows: Vec<T> = JsonRows::read(&self.db, selection).await?;
+        // Nothing due: a deferred transaction, which takes no lock, so an idle claim loop's
+        // polls never hold up a writer.
+        let txn = if rows.is_empty() {
+            self.db.begin().await?
+        } else {
+            begin_write(&self.db).await?
+        };
+        Ok((ClaimTurn { _held: Some(held) }, txn, rows))
     }
 }
 

@@ -418,6 +418,47 @@ on_both_backends! {
         assert!(cleanup.contains("有效期届满"), "{cleanup}");
     };
 
+    a_claim_keeps_the_queue_row_of_a_delivery_queued_again_after_its_read => |backend| async move {
+        use sea_orm::ConnectionTrait;
+        // On SQLite a claim reads its due rows before it takes the write lock. On PostgreSQL
+        // its read locks the queue rows, so nothing can queue one again in between.
+        if matches!(backend, Backend::Postgres) {
+            return;
+        }
+        let app = Arc::new(spawn_app(backend).await);
+        let id = app.publish_new(&item_body("530426"), &json!({})).await;
+        let row = only_delivery(&app, &id, "portal").await;
+        let delivery_id = row["id"].as_str().expect("id").to_owned();
+        let cancelled = app.post("publisher", &format!("/api/v1/deliveries/{delivery_id}/cancel"), &json!({})).await;
+        assert_eq!(cancelled.status, 200, "{}", cancelled.json);
+        // A queue row left behind for the cancelled delivery: the claim reads it as moved on.
+        app.hub
+            .db
+            .execute_unprepared(&format!(
+                "INSERT INTO delivery_queue (delivery_id, channel, priority, due_at) \
+                 SELECT id, channel, priority, next_attempt_at FROM deliveries WHERE id = '{delivery_id}'"
+            ))
+            .await
+            .expect("stale row");
+        let writer = herald::store::begin_write(&app.hub.db).await.expect("write lock");
+        let claiming = tokio::spawn({
+            let app = Arc::clone(&app);
+            async move { herald::delivery::worker::claim(&app.hub, "w", None, 10).await.expect("claim").len() }
+        });
+        // The claim reads (one row, well under a millisecond), then waits for the write lock.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!claiming.is_finished(), "the claim waits for the write lock");
+        // Meanwhile the delivery is queued again, under the same queue row.
+        writer
+            .execute_unprepared(&format!("UPDATE deliveries SET state = 'pending' WHERE id = '{delivery_id}'"))
+            .await
+            .expect("queued again");
+        writer.commit().await.expect("commit");
+        assert_eq!(claiming.await.expect("claim task"), 0, "it read the delivery as moved on");
+        app.assert_queue_agrees().await;
+        assert_eq!(app.deliver_due().await, 1, "the delivery queued again is sent");
+    };
+
     emergency_items_go_out_first => |backend| async move {
         let app = spawn_app(backend).await;
         let routine = app.publish_new(&item_body("530426"), &json!({})).await;
@@ -472,7 +513,8 @@ on_both_backends! {
             Backend::Sqlite => ("2", "1"),
             Backend::Postgres => ("on", "off"),
         };
-        let lease = app.hub.leases.begin_claim().await.expect("lease transaction");
+        let one_row = Statement::from_string(app.hub.db.get_database_backend(), "SELECT '[1]'");
+        let (_turn, lease, _) = app.hub.leases.read_then_begin::<i64>(one_row).await.expect("lease transaction");
         assert_eq!(setting(&lease, backend).await, does_not, "a claim's commit does not wait for the disk");
         lease.rollback().await.expect("rollback");
         let write = herald::store::begin_write(&app.hub.db).await.expect("write transaction");
