@@ -117,8 +117,8 @@ pub struct MqttSettings {
     /// The hub's own broker login (`herald mqtt acl` writes it for Mosquitto).
     pub username: String,
     pub password: String,
-    /// The hub's MQTT client id; empty: `herald-hub-` and a random suffix, so two instances
-    /// never take each other's session.
+    /// The hub's MQTT client id (its commands go out as `<client_id>-commands`); empty:
+    /// `herald-hub-` and a random suffix, so two instances never take each other's session.
     pub client_id: String,
     /// Seconds a device command stays valid: a device that was offline longer never acts on it.
     pub command_lifetime_seconds: u64,

@@ -1,7 +1,8 @@
 //! The hub's MQTT session with the broker village devices use, and the signing the device
 //! adapters (`herald_channels::devices`) do through it: the issuer key derived from the
 //! secrets key, a command sequence every instance shares in the store, the hub's clock. The
-//! session's event loop is polled by `delivery::gateway`, which hears the devices.
+//! hub keeps two sessions with the broker: one that hears device reports and one that sends
+//! commands. Both event loops are polled by `delivery::gateway`.
 
 use std::{
     collections::HashMap,
@@ -33,7 +34,17 @@ const MAX_PACKET: usize = 256 * 1024;
 
 /// Signs commands and hands them to the broker, for the device adapters.
 pub struct MqttLink {
+    /// The session that hears reports: the gateway subscribes and acknowledges through it.
     client: AsyncClient,
+    /// The session commands go out on. Apart from the reports, a fan-out is not queued behind
+    /// the acks it sets off (every device acknowledges up to four times, each report an
+    /// incoming packet and an outgoing acknowledgement on the hearing session). Measured with
+    /// `herald bench fanout --devices 10000` (medians of interleaved runs, one 2-core machine
+    /// also running the devices): on Mosquitto the last device 2.7 s after publishing instead
+    /// of 3.4 s; on the in-process broker 99 % of acks stored after 4.7 s instead of 5.3 s,
+    /// the last device 2.2 s instead of 2.0 s (the broker shares the hub's runtime, and the
+    /// reports no longer wait behind the commands).
+    commands: AsyncClient,
     issuer: Issuer,
     clock: Clock,
     db: DatabaseConnection,
@@ -58,13 +69,19 @@ pub async fn prune_commands(db: &DatabaseConnection, now: chrono::DateTime<chron
     Ok(pruned.rows_affected)
 }
 
-/// The event loop of the hub's MQTT session, until [`run_until_stopped`] takes it.
+/// The event loops of the hub's two MQTT sessions, until the gateway takes them.
 #[derive(Default)]
-pub struct DeviceEvents(Mutex<Option<EventLoop>>);
+pub struct DeviceEvents(Mutex<Option<SessionLoops>>);
+
+/// What the gateway polls: each session's event loop.
+pub struct SessionLoops {
+    pub reports: EventLoop,
+    pub commands: EventLoop,
+}
 
 impl DeviceEvents {
-    /// The event loop, once: whoever polls it owns the session.
-    pub fn take(&self) -> Option<EventLoop> {
+    /// The event loops, once: whoever polls them owns the sessions.
+    pub fn take(&self) -> Option<SessionLoops> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
@@ -87,7 +104,7 @@ pub fn broker_address(url: &str) -> anyhow::Result<(String, u16)> {
     Ok((host.to_owned(), port))
 }
 
-/// The hub's MQTT session (not yet connected: the event loop connects when polled) and its
+/// The hub's MQTT sessions (not yet connected: each event loop connects when polled) and its
 /// signing link. The issuer key is derived from the secrets key.
 pub fn connect(
     settings: &MqttSettings,
@@ -101,7 +118,7 @@ pub fn connect(
     } else {
         settings.client_id.clone()
     };
-    let mut options = MqttOptions::new(client_id, host, port);
+    let mut options = MqttOptions::new(client_id.clone(), host, port);
     options
         .set_keep_alive(Duration::from_secs(30))
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)
@@ -115,16 +132,25 @@ pub fn connect(
     if !settings.username.is_empty() {
         options.set_credentials(settings.username.clone(), settings.password.clone());
     }
+    // The commands' session: its own client id, kept or clean as the reports' one is.
+    let mut command_options = options.clone();
+    command_options.set_client_id(format!("{client_id}-commands"));
+    let (commands, command_events) = AsyncClient::new(command_options, CLIENT_QUEUE);
     let (client, events) = AsyncClient::new(options, CLIENT_QUEUE);
     let issuer = Issuer::new(settings.issuer_key_id, &secrets.derive("herald device issuer v1"));
     let link = MqttLink {
         client,
+        commands,
         issuer,
         clock,
         db,
         listening: std::sync::atomic::AtomicBool::new(false),
     };
-    Ok((Arc::new(link), DeviceEvents(Mutex::new(Some(events)))))
+    let loops = SessionLoops {
+        reports: events,
+        commands: command_events,
+    };
+    Ok((Arc::new(link), DeviceEvents(Mutex::new(Some(loops)))))
 }
 
 impl MqttLink {
@@ -140,9 +166,14 @@ impl MqttLink {
             .store(listening, std::sync::atomic::Ordering::Release);
     }
 
-    /// The session's client: the gateway subscribes and acknowledges through it.
+    /// The reports' session: the gateway subscribes and acknowledges through it.
     pub fn client(&self) -> &AsyncClient {
         &self.client
+    }
+
+    /// The commands' session: every command goes out through it.
+    pub fn commands(&self) -> &AsyncClient {
+        &self.commands
     }
 
     /// The public key devices must trust (their factory root or a `trust` command).
@@ -285,7 +316,7 @@ impl DeviceLink for MqttLink {
     }
 
     async fn publish(&self, topic: String, frame: Vec<u8>) -> std::result::Result<(), String> {
-        self.client
+        self.commands
             .publish(topic, QoS::AtLeastOnce, false, frame)
             .await
             .map_err(|e| e.to_string())

@@ -27,6 +27,7 @@ use super::{
     inbox::{self, InboundReceipt},
 };
 use crate::{
+    device_link::SessionLoops,
     error::Result,
     hub::Hub,
     store::entities::{delivery, device_command},
@@ -388,7 +389,7 @@ async fn resend_valid(hub: &Hub, device: &ReportingDevice) -> Result<()> {
     for command in commands {
         // Queued, not awaited: this task is the one that drains the queue.
         if let Err(e) = link
-            .client()
+            .commands()
             .try_publish(topic.clone(), QoS::AtLeastOnce, false, command.frame)
         {
             tracing::warn!(device = %device.key.device_id, error = %e, "sending a command again failed; it goes at the device's next birth");
@@ -400,24 +401,30 @@ async fn resend_valid(hub: &Hub, device: &ReportingDevice) -> Result<()> {
 /// How a batch's write ended: on failure, the batch back, to be merged into the next.
 type StoreResult = std::result::Result<(), (Batch, crate::error::Error)>;
 
-/// Polls the hub's MQTT session until the process ends (reconnecting after a lost connection),
-/// which sends the commands the adapters queued, and hands every report to a listener task
-/// that hears and stores them. Without a device link (no `mqtt.url`) there is nothing to
-/// hear, and it returns at once.
+/// Polls the hub's MQTT sessions until the process ends (reconnecting after a lost connection):
+/// the commands' one, which sends what the adapters queued, on a task of its own; and the
+/// reports' one, handing every report to a listener task that hears and stores them. Without
+/// a device link (no `mqtt.url`) there is nothing to hear, and it returns at once.
 pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
     let Some(link) = hub.device_link.clone() else {
         return Ok(());
     };
-    let Some(mut events) = hub.device_events.take() else {
-        anyhow::bail!("the device link's event loop is already running");
+    let Some(SessionLoops {
+        reports: mut events,
+        commands,
+    }) = hub.device_events.take()
+    else {
+        anyhow::bail!("the device link's event loops are already running");
     };
     // This loop only moves packets, so commands go out while reports are checked: hearing a
     // report (an Ed25519 verification, a decode) took 65-180 µs, and done here it held back
     // every command queued behind it. The listener hears and stores them on its own task.
     let (to_listener, inbound) = tokio::sync::mpsc::channel(INBOUND_QUEUE);
-    // A set, so the listener ends with this loop (its tasks are aborted when it drops).
+    // A set, so the listener and the commands' loop end with this loop (its tasks are
+    // aborted when it drops).
     let mut listening = tokio::task::JoinSet::new();
     listening.spawn(listen(hub.clone(), link.clone(), inbound));
+    listening.spawn(send_commands(commands));
     loop {
         let inbound = match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(connack))) => {
@@ -466,6 +473,17 @@ pub async fn run_until_stopped(hub: Arc<Hub>) -> anyhow::Result<()> {
                 Some(Err(e)) => Err(anyhow::Error::new(e)),
                 Some(Ok(Ok(()))) | None => Err(anyhow::anyhow!("the device report listener stopped")),
             };
+        }
+    }
+}
+
+/// Polls the commands' session for as long as the gateway runs. Nothing comes in on it but
+/// the broker's acknowledgements, which the client keeps to itself.
+async fn send_commands(mut events: rumqttc::EventLoop) -> anyhow::Result<()> {
+    loop {
+        if let Err(e) = events.poll().await {
+            tracing::warn!(error = %e, "the device link's command session lost the broker; reconnecting");
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }

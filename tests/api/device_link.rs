@@ -1211,12 +1211,79 @@ async fn a_hub_taking_over_a_kept_session_drops_the_filter_that_heard_its_own_co
     sending.abort();
     assert_eq!(heard, vec![topic::report(&device, "status")]);
 
-    // Leave nothing behind on the shared broker.
+    // Leave nothing behind on the shared broker: neither session the hub kept.
     drop((resumed, resumed_events));
-    let (cleaner, mut cleaner_events) = AsyncClient::new(session(true), 16);
-    poll_until(&mut cleaner_events, |e| {
-        matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))
+    for kept in [client_id.clone(), format!("{client_id}-commands")] {
+        let mut options = MqttOptions::new(kept, address.0.clone(), address.1);
+        options.set_clean_session(true);
+        let (cleaner, mut cleaner_events) = AsyncClient::new(options, 16);
+        poll_until(&mut cleaner_events, |e| {
+            matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))
+        })
+        .await;
+        cleaner.disconnect().await.expect("disconnect");
+    }
+}
+
+/// Commands go out on a session of their own (`<client_id>-commands`), not on the one that
+/// hears the devices' acks, so a fan-out is not queued behind the acks it sets off. Mosquitto
+/// logs which client each PUBLISH came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_go_out_on_a_session_apart_from_the_one_hearing_reports() {
+    use herald_channels::devices::DeviceLink;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("broker.log");
+    let settings = format!(
+        "allow_anonymous true\nlog_dest file {}\nlog_type all\n",
+        log.display()
+    );
+    let (_broker, port) = crate::broker::start_mosquitto(dir.path(), &settings);
+    let client_id = "herald-hub-apart";
+    let app = spawn_app_configured(crate::helpers::Backend::Sqlite, Vec::new(), |s| {
+        s.mqtt.url = format!("mqtt://127.0.0.1:{port}");
+        s.mqtt.client_id = client_id.into();
     })
     .await;
-    cleaner.disconnect().await.expect("disconnect");
+    let gateway = tokio::spawn(gateway::run_until_stopped(app.hub.clone()));
+    let link = app.hub.device_link.clone().expect("a device link");
+    for _ in 0..200 {
+        if link.is_listening() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(link.is_listening(), "the hub subscribed within 10 s");
+    let command_topic = topic::device_commands("spk-apart-1");
+    link.publish(command_topic.clone(), b"frame".to_vec())
+        .await
+        .expect("queued");
+    // Mosquitto's line: `Received PUBLISH from <client id> (d0, q1, r0, m1, '<topic>', …`.
+    let published_by = |logged: &str, client: &str| {
+        logged.lines().any(|line| {
+            line.contains(&format!("Received PUBLISH from {client} ("))
+                && line.contains(&format!("'{command_topic}'"))
+        })
+    };
+    let commands_session = format!("{client_id}-commands");
+    let mut logged = String::new();
+    for _ in 0..200 {
+        logged = std::fs::read_to_string(&log).unwrap_or_default();
+        if published_by(&logged, &commands_session) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gateway.abort();
+    assert!(
+        published_by(&logged, &commands_session),
+        "the command came from the commands' session:\n{logged}"
+    );
+    assert!(
+        logged.contains(&format!("Received SUBSCRIBE from {client_id}\n")),
+        "the reports' session subscribed:\n{logged}"
+    );
+    assert!(
+        !published_by(&logged, client_id),
+        "and not from the reports' one:\n{logged}"
+    );
 }
