@@ -186,13 +186,13 @@ async fn linked_app(backend: crate::helpers::Backend) -> Option<(TestApp, (Strin
 }
 
 /// Runs the hub's gateway and waits until the broker confirmed its subscription: a device
-/// born before that would go unheard.
-async fn start_gateway(hub: &Arc<Hub>) {
-    tokio::spawn(gateway::run_until_stopped(hub.clone()));
+/// born before that would go unheard. The gateway runs until the handle aborts it.
+async fn start_gateway(hub: &Arc<Hub>) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let gateway = tokio::spawn(gateway::run_until_stopped(hub.clone()));
     let link = hub.device_link.clone().expect("a device link");
     for _ in 0..200 {
         if link.is_listening() {
-            return;
+            return gateway;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1167,15 +1167,7 @@ async fn a_hub_taking_over_a_kept_session_drops_the_filter_that_heard_its_own_co
         s.mqtt.client_id = client_id.clone();
     })
     .await;
-    let gateway = tokio::spawn(gateway::run_until_stopped(app.hub.clone()));
-    let link = app.hub.device_link.clone().expect("a device link");
-    for _ in 0..200 {
-        if link.is_listening() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(link.is_listening(), "the hub subscribed within 10 s");
+    let gateway = start_gateway(&app.hub).await;
     gateway.abort();
     let _ = gateway.await;
     drop(app);
@@ -1244,15 +1236,8 @@ async fn commands_go_out_on_a_session_apart_from_the_one_hearing_reports() {
         s.mqtt.client_id = client_id.into();
     })
     .await;
-    let gateway = tokio::spawn(gateway::run_until_stopped(app.hub.clone()));
+    let gateway = start_gateway(&app.hub).await;
     let link = app.hub.device_link.clone().expect("a device link");
-    for _ in 0..200 {
-        if link.is_listening() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(link.is_listening(), "the hub subscribed within 10 s");
     let command_topic = topic::device_commands("spk-apart-1");
     link.publish(command_topic.clone(), b"frame".to_vec())
         .await
