@@ -109,24 +109,18 @@ pub async fn drop_moved_on(db: &impl ConnectionTrait, ids: &[&str]) -> Result<()
     if ids.is_empty() {
         return Ok(());
     }
-    let backend = db.get_database_backend();
-    let mut queued_again = Query::select();
-    queued_again
+    let mut still_moved_on = Query::select();
+    still_moved_on
         .column(D::Id)
         .from(delivery::Entity)
-        .and_where(among(backend, D::Id, ids.iter().copied()))
-        .and_where(D::State.is_in([
+        .and_where(among(db.get_database_backend(), D::Id, ids.iter().copied()))
+        .and_where(D::State.is_not_in([
             DeliveryState::Pending,
             DeliveryState::Retrying,
             DeliveryState::Sending,
         ]));
     delivery_queue::Entity::delete_many()
-        .filter(among(
-            backend,
-            delivery_queue::Column::DeliveryId,
-            ids.iter().copied(),
-        ))
-        .filter(delivery_queue::Column::DeliveryId.not_in_subquery(queued_again))
+        .filter(delivery_queue::Column::DeliveryId.in_subquery(still_moved_on))
         .exec(db)
         .await?;
     Ok(())

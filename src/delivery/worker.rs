@@ -143,12 +143,13 @@ impl DueRows {
     /// Leases the rows still in the state they were read in to `worker_id`, drops the queue
     /// rows of those that moved on, and commits; returns what it leased, in the claim's order.
     async fn lease(self, worker_id: &str) -> Result<Vec<Claimed>> {
+        // The turn is bound, so it is held until this returns, past the commit.
         let DueRows {
             selected,
             txn,
+            _turn,
             now,
             lease_until,
-            ..
         } = self;
         let mut by_state: BTreeMap<DeliveryState, Vec<Claimed>> = BTreeMap::new();
         let mut order = Vec::new();
