@@ -60,6 +60,7 @@ pub async fn open_hub(settings: Settings, clock: Clock) -> anyhow::Result<Hub> {
         secrets_key,
         device_link,
         device_events,
+        due: store::due::DueSignal::default(),
     };
     targets::ensure_portal_target(&hub)
         .await

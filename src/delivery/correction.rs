@@ -214,6 +214,7 @@ pub async fn try_remove_superseded(hub: &Hub, limit: u64) -> Result<usize> {
         )
         .await?;
         txn.commit().await?;
+        hub.due.wake(current.channel);
     }
     Ok(removed)
 }

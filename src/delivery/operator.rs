@@ -131,6 +131,7 @@ pub async fn retry(hub: &Hub, caller: &Caller, delivery_id: &str) -> Result<Deli
     )
     .await?;
     txn.commit().await?;
+    hub.due.wake(row.channel);
     view(hub, row).await
 }
 

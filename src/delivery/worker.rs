@@ -964,8 +964,15 @@ pub async fn run_until_stopped(hub: Arc<Hub>, worker_id: String) -> anyhow::Resu
 async fn run_channel_until_stopped(hub: &Hub, in_flight: &InFlight, worker_id: &str, channel: ChannelKind) {
     let idle = Duration::from_millis(hub.settings.delivery.poll_interval_ms);
     loop {
+        // Armed before the claim reads, so a publish that commits meanwhile still wakes it.
+        let due = hub.due.armed(channel);
         match try_execute_channel_batch(hub, in_flight, worker_id, channel).await {
-            Ok(0) => tokio::time::sleep(idle).await,
+            Ok(0) => {
+                tokio::select! {
+                    () = due => {}
+                    () = tokio::time::sleep(idle) => {}
+                }
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(channel = channel.as_str(), error.cause_chain = ?e, "claiming deliveries failed; retrying");

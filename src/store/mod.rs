@@ -1,5 +1,6 @@
 //! The central store: one sea-orm connection to SQLite (embedded default) or PostgreSQL.
 
+pub mod due;
 pub mod entities;
 
 use std::{sync::Arc, time::Duration};

@@ -344,6 +344,9 @@ pub async fn publish(
     let response = SavedResponse { status: 201, body };
     save_response(&txn, &caller.id, key, request_hash, &response, now).await?;
     txn.commit().await?;
+    for &channel in per_channel.keys() {
+        hub.due.wake(channel);
+    }
     Ok(PublishOutcome {
         status: response.status,
         body: response.body,

@@ -65,6 +65,7 @@ pub async fn withdraw(hub: &Hub, caller: &Caller, id: &str, input: WithdrawInput
     }
 
     txn.commit().await?;
+    hub.due.wake_all();
     get_item(hub, caller, id).await
 }
 
@@ -173,6 +174,7 @@ pub async fn expire_due(hub: &Hub) -> Result<u64> {
         )
         .await?;
         txn.commit().await?;
+        hub.due.wake_all();
         expired += 1;
     }
     Ok(expired)

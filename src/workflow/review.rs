@@ -174,6 +174,8 @@ pub async fn approve(hub: &Hub, caller: &Caller, id: &str, input: ApproveInput) 
         // An approved correction goes out at once, in place of the version it corrects.
         super::correct::publish_correction(&txn, hub, caller, row, &version, &comment).await?;
         txn.commit().await?;
+        // The new version's deliveries, and the withdrawals of the one it replaces.
+        hub.due.wake_all();
         return get_item(hub, caller, id).await;
     }
     let mut active: item::ActiveModel = row.into();

@@ -88,6 +88,63 @@ async fn a_hung_channel_holds_up_only_itself(backend: Backend) {
     workers.abort();
 }
 
+/// The portal withdrawal of `item`, as an administrator lists it.
+async fn portal_withdrawal(app: &TestApp, item: &str) -> Option<Value> {
+    let reply = app
+        .get("admin", &format!("/api/v1/items/{item}/deliveries"))
+        .await;
+    reply.json["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .find(|d| d["channel"] == "portal" && d["kind"] == "withdraw")
+        .cloned()
+}
+
+/// Idle claim loops sleep for an hour here: whatever goes out must have woken them.
+async fn a_publish_and_a_withdrawal_wake_the_idle_loops(backend: Backend) {
+    let app = spawn_app_configured(backend, Vec::new(), |settings| {
+        settings.delivery.poll_interval_ms = 3_600_000;
+    })
+    .await;
+    let workers = tokio::spawn(herald::delivery::worker::run_until_stopped(
+        app.hub.clone(),
+        "worker".into(),
+    ));
+    // Their first claims find nothing, and they go to sleep (a claim takes milliseconds).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let id = app
+        .publish_new(&item_body("530426"), &json!({"channels": ["portal"]}))
+        .await;
+    let published = settled(&app, &id, "portal", Duration::from_secs(30)).await;
+    assert_eq!(published["state"], "delivered", "{published}");
+
+    // Asleep again after the claim that came up empty behind the publish.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let withdrawn = app
+        .post(
+            "publisher",
+            &format!("/api/v1/items/{id}/withdraw"),
+            &json!({"reason": "政策调整"}),
+        )
+        .await;
+    assert_eq!(withdrawn.status, 200, "{}", withdrawn.json);
+    let start = std::time::Instant::now();
+    let withdrawal = loop {
+        let withdrawal = portal_withdrawal(&app, &id).await.expect("a portal withdrawal");
+        if withdrawal["state"] != "pending" && withdrawal["state"] != "sending"
+            || start.elapsed() > Duration::from_secs(30)
+        {
+            break withdrawal;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(withdrawal["state"], "withdrawn", "{withdrawal}");
+    workers.abort();
+}
+
 on_both_backends! {
     a_hung_channel_holds_up_only_itself => a_hung_channel_holds_up_only_itself;
+    a_publish_and_a_withdrawal_wake_the_idle_loops => a_publish_and_a_withdrawal_wake_the_idle_loops;
 }
