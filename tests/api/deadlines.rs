@@ -16,11 +16,16 @@ async fn delivery_of(app: &TestApp, item: &str, channel: &str) -> Value {
     app.publish_delivery(item, "channel", channel).await
 }
 
-/// Polls until the delivery leaves `sending`/`pending`, at most `limit`; returns it.
+/// Polls until the publish delivery leaves `sending`/`pending`, at most `limit`; returns it.
 async fn settled(app: &TestApp, item: &str, channel: &str, limit: Duration) -> Value {
+    settled_of_kind(app, item, "publish", channel, limit).await
+}
+
+/// As `settled`, for the delivery of `kind` (`publish`, `withdraw`).
+async fn settled_of_kind(app: &TestApp, item: &str, kind: &str, channel: &str, limit: Duration) -> Value {
     let start = std::time::Instant::now();
     loop {
-        let delivery = delivery_of(app, item, channel).await;
+        let delivery = app.delivery_of_kind(item, kind, "channel", channel).await;
         if !matches!(delivery["state"].as_str(), Some("pending" | "sending")) || start.elapsed() > limit {
             return delivery;
         }
@@ -88,19 +93,6 @@ async fn a_hung_channel_holds_up_only_itself(backend: Backend) {
     workers.abort();
 }
 
-/// The portal withdrawal of `item`, as an administrator lists it.
-async fn portal_withdrawal(app: &TestApp, item: &str) -> Option<Value> {
-    let reply = app
-        .get("admin", &format!("/api/v1/items/{item}/deliveries"))
-        .await;
-    reply.json["deliveries"]
-        .as_array()
-        .expect("deliveries")
-        .iter()
-        .find(|d| d["channel"] == "portal" && d["kind"] == "withdraw")
-        .cloned()
-}
-
 /// Idle claim loops sleep for an hour here: whatever goes out must have woken them.
 async fn a_publish_and_a_withdrawal_wake_the_idle_loops(backend: Backend) {
     let app = spawn_app_configured(backend, Vec::new(), |settings| {
@@ -130,16 +122,7 @@ async fn a_publish_and_a_withdrawal_wake_the_idle_loops(backend: Backend) {
         )
         .await;
     assert_eq!(withdrawn.status, 200, "{}", withdrawn.json);
-    let start = std::time::Instant::now();
-    let withdrawal = loop {
-        let withdrawal = portal_withdrawal(&app, &id).await.expect("a portal withdrawal");
-        if withdrawal["state"] != "pending" && withdrawal["state"] != "sending"
-            || start.elapsed() > Duration::from_secs(30)
-        {
-            break withdrawal;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let withdrawal = settled_of_kind(&app, &id, "withdraw", "portal", Duration::from_secs(30)).await;
     assert_eq!(withdrawal["state"], "withdrawn", "{withdrawal}");
     workers.abort();
 }

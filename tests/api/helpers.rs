@@ -290,6 +290,11 @@ impl TestApp {
     /// The publish delivery of `item` whose `field` (`channel`, `target_id`) is `value`, as an
     /// administrator lists it.
     pub async fn publish_delivery(&self, item: &str, field: &str, value: &str) -> Value {
+        self.delivery_of_kind(item, "publish", field, value).await
+    }
+
+    /// As `publish_delivery`, for a delivery of `kind` (`publish`, `withdraw`).
+    pub async fn delivery_of_kind(&self, item: &str, kind: &str, field: &str, value: &str) -> Value {
         let reply = self
             .get("admin", &format!("/api/v1/items/{item}/deliveries"))
             .await;
@@ -297,9 +302,9 @@ impl TestApp {
             .as_array()
             .expect("deliveries")
             .iter()
-            .find(|d| d[field] == value && d["kind"] == "publish")
+            .find(|d| d[field] == value && d["kind"] == kind)
             .cloned()
-            .unwrap_or_else(|| panic!("no publish delivery with {field} {value}: {}", reply.json))
+            .unwrap_or_else(|| panic!("no {kind} delivery with {field} {value}: {}", reply.json))
     }
 
     /// A client whose requests come from another loopback address, as another computer's would.
