@@ -392,9 +392,9 @@ pub struct DeliverySettings {
     pub lease_seconds: u32,
     /// Deliveries one worker claims at a time.
     pub batch_size: u32,
-    /// Pause between polls when nothing is due. This process's own publishes, withdrawals and
-    /// retries wake its loops at once (`delivery::due`); the poll finds what other instances
-    /// wrote and what comes due by the clock.
+    /// Pause between polls when nothing is due. This process's own publishes, withdrawals,
+    /// retries and stored receipts wake its loops at once (`store::due`); the poll finds what
+    /// other instances wrote and what comes due by the clock.
     pub poll_interval_ms: u64,
     /// Attempts before a transiently failing delivery is marked failed.
     pub max_attempts: u32,

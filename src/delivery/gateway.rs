@@ -316,6 +316,7 @@ impl Batch {
         if !self.pending.is_empty() {
             inbox::intake_batch(&hub.db, &self.pending, hub.clock.now()).await?;
             self.pending.clear();
+            hub.due.wake_appliers();
         }
         Ok(())
     }

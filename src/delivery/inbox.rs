@@ -844,6 +844,7 @@ async fn reconcile_one(
                 status,
             };
             intake(&hub.db, kind, &row.target_id, &[receipt], hub.clock.now()).await?;
+            hub.due.wake_appliers();
         }
         _ if asks >= MAX_CONFIRM_ASKS => give_up(hub, row, asks).await?,
         // Still unknown: asked again at the time set above.
@@ -914,31 +915,51 @@ pub async fn run_until_stopped(hub: &Hub, worker_id: &str) {
     // Apart: asking a slow channel about its overdue deliveries never holds up applying the
     // receipts every other channel sends.
     let appliers = ApplierShare::of_hub(hub).into_iter().map(|share| {
-        run_step_until_stopped(hub, worker_id, "applying receipts", move || {
+        run_step_until_stopped(hub, worker_id, "applying receipts", Wake::OnReceipts, move || {
             try_apply_share(hub, share, APPLY_BATCH)
         })
     });
     futures::future::join3(
         futures::future::join_all(appliers),
-        run_step_until_stopped(hub, worker_id, "reconciling accepted deliveries", || {
-            try_reconcile(hub, RECONCILE_BATCH)
-        }),
-        run_step_until_stopped(hub, worker_id, "removing corrected versions", || {
-            super::try_remove_superseded(hub, RECONCILE_BATCH)
-        }),
+        run_step_until_stopped(
+            hub,
+            worker_id,
+            "reconciling accepted deliveries",
+            Wake::ByPoll,
+            || try_reconcile(hub, RECONCILE_BATCH),
+        ),
+        run_step_until_stopped(
+            hub,
+            worker_id,
+            "removing corrected versions",
+            Wake::ByPoll,
+            || super::try_remove_superseded(hub, RECONCILE_BATCH),
+        ),
     )
     .await;
 }
 
-async fn run_step_until_stopped<F, Fut>(hub: &Hub, worker_id: &str, what: &str, step: F)
+/// What ends an idle step's pause besides the poll interval.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// Receipts this process stored (`DueSignal::wake_appliers`).
+    OnReceipts,
+    /// Only the poll: what it looks for (a confirm-by time passed, a correction's delivery
+    /// settled) is a moment later rather than a commit worth waking for.
+    ByPoll,
+}
+
+async fn run_step_until_stopped<F, Fut>(hub: &Hub, worker_id: &str, what: &str, wake: Wake, step: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<usize>>,
 {
     let idle = Duration::from_millis(hub.settings.delivery.poll_interval_ms);
     loop {
+        // Armed before the pass, as a claim loop's is (see `DueSignal::armed`).
+        let woken = (wake == Wake::OnReceipts).then(|| hub.due.armed_appliers());
         match step().await {
-            Ok(0) => tokio::time::sleep(idle).await,
+            Ok(0) => crate::store::due::idle(idle, woken).await,
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(worker = worker_id, error.cause_chain = ?e, "{what} failed; retrying");

@@ -967,12 +967,7 @@ async fn run_channel_until_stopped(hub: &Hub, in_flight: &InFlight, worker_id: &
         // Armed before the claim reads, so a publish that commits meanwhile still wakes it.
         let due = hub.due.armed(channel);
         match try_execute_channel_batch(hub, in_flight, worker_id, channel).await {
-            Ok(0) => {
-                tokio::select! {
-                    () = due => {}
-                    () = tokio::time::sleep(idle) => {}
-                }
-            }
+            Ok(0) => crate::store::due::idle(idle, Some(due)).await,
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(channel = channel.as_str(), error.cause_chain = ?e, "claiming deliveries failed; retrying");

@@ -150,6 +150,7 @@ async fn callback(req: HttpRequest, path: web::Path<(String, String)>, payload: 
             Some("nonce".into()),
         ));
     }
+    hub.due.wake_appliers();
     Ok(match verified.reply {
         CallbackReply::Text(text) => HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")

@@ -1,14 +1,22 @@
-//! Wakes this process's claim loops when a transaction it committed made deliveries due.
+//! Wakes this process's claim loops when a transaction it committed made deliveries due, and
+//! its receipt appliers when it stored receipts.
 //!
-//! An idle claim loop sleeps for `delivery.poll_interval_ms` (500 ms by default) between
-//! empty claims. Without a wake-up, an emergency published while every loop slept waited up
-//! to that long before its first claim. Other hub instances on the same database still find
-//! the deliveries at their next poll; the instance that wrote them starts at once.
+//! An idle loop sleeps for `delivery.poll_interval_ms` (500 ms by default) between empty
+//! passes. Without a wake-up, an emergency published while every loop slept waited up to that
+//! long before its first claim, and a device's ack as long before it moved its delivery. Other
+//! hub instances on the same database still find the rows at their next poll; the instance
+//! that wrote them acts at once.
+
+use std::{pin::Pin, time::Duration};
 
 use herald_channels::ChannelKind;
 use tokio::sync::{Notify, futures::Notified};
 
-/// One signal per channel, so a publish wakes only the loops that have something to claim.
+/// A wake-up armed before a loop's pass (see `DueSignal::armed`).
+pub type Armed<'a> = Pin<Box<Notified<'a>>>;
+
+/// One signal per channel, so a publish wakes only the loops that have something to claim,
+/// and one for the loops that apply stored receipts.
 #[derive(Default)]
 pub struct DueSignal {
     portal: Notify,
@@ -16,6 +24,7 @@ pub struct DueSignal {
     media_center: Notify,
     notice_board: Notify,
     loudspeaker: Notify,
+    receipts: Notify,
 }
 
 impl DueSignal {
@@ -42,19 +51,44 @@ impl DueSignal {
         }
     }
 
+    /// Called once receipts are stored (committed): the appliers waiting in `idle` apply them.
+    pub fn wake_appliers(&self) {
+        self.receipts.notify_waiters();
+    }
+
     /// A wake-up of `channel`'s loops, armed now: one that comes while the loop is still
     /// claiming is kept, so a commit between a claim's read and the loop's sleep is not missed.
-    pub fn armed(&self, channel: ChannelKind) -> std::pin::Pin<Box<Notified<'_>>> {
-        let mut notified = Box::pin(self.of(channel).notified());
-        notified.as_mut().enable();
-        notified
+    pub fn armed(&self, channel: ChannelKind) -> Armed<'_> {
+        arm(self.of(channel))
+    }
+
+    /// As `armed`, for the loops that apply receipts.
+    pub fn armed_appliers(&self) -> Armed<'_> {
+        arm(&self.receipts)
+    }
+}
+
+fn arm(notify: &Notify) -> Armed<'_> {
+    let mut notified = Box::pin(notify.notified());
+    notified.as_mut().enable();
+    notified
+}
+
+/// An idle loop's pause: `poll` long, or until `woken` (when the loop has a wake-up).
+pub async fn idle(poll: Duration, woken: Option<Armed<'_>>) {
+    match woken {
+        Some(woken) => {
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+        None => tokio::time::sleep(poll).await,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[tokio::test]
@@ -79,9 +113,16 @@ mod tests {
             "WeChat's loops sleep on"
         );
         let any = signal.armed(ChannelKind::Wechat);
+        let appliers = signal.armed_appliers();
         signal.wake_all();
         tokio::time::timeout(Duration::from_secs(5), any)
             .await
             .expect("wake_all reaches every channel");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), appliers)
+                .await
+                .is_err(),
+            "a channel's wake-up is not the appliers'"
+        );
     }
 }

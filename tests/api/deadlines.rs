@@ -23,14 +23,10 @@ async fn settled(app: &TestApp, item: &str, channel: &str, limit: Duration) -> V
 
 /// As `settled`, for the delivery of `kind` (`publish`, `withdraw`).
 async fn settled_of_kind(app: &TestApp, item: &str, kind: &str, channel: &str, limit: Duration) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        let delivery = app.delivery_of_kind(item, kind, "channel", channel).await;
-        if !matches!(delivery["state"].as_str(), Some("pending" | "sending")) || start.elapsed() > limit {
-            return delivery;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.delivery_when(item, (kind, "channel", channel), limit, |d| {
+        !matches!(d["state"].as_str(), Some("pending" | "sending"))
+    })
+    .await
 }
 
 async fn a_hung_channel_holds_up_only_itself(backend: Backend) {

@@ -293,6 +293,25 @@ impl TestApp {
         self.delivery_of_kind(item, "publish", field, value).await
     }
 
+    /// Polls the delivery of `kind` of `item` whose `field` is `value` until `done` holds of
+    /// it or `limit` has passed; returns it as last seen.
+    pub async fn delivery_when(
+        &self,
+        item: &str,
+        (kind, field, value): (&str, &str, &str),
+        limit: std::time::Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let delivery = self.delivery_of_kind(item, kind, field, value).await;
+            if done(&delivery) || start.elapsed() > limit {
+                return delivery;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// As `publish_delivery`, for a delivery of `kind` (`publish`, `withdraw`).
     pub async fn delivery_of_kind(&self, item: &str, kind: &str, field: &str, value: &str) -> Value {
         let reply = self

@@ -181,6 +181,48 @@ async fn items_with_and_without_attachments_render_as_ninjs_the_official_schemas
     }
 }
 
+/// Idle loops poll once an hour here: the push goes out because the publish woke the claim
+/// loops, and the center's callback moves the delivery because storing it woke the appliers.
+async fn a_callback_wakes_the_idle_appliers(backend: Backend) {
+    let center = FakeCenter::start(PUSH_KEY).await;
+    let app = spawn_app_configured(backend, Vec::new(), |s| {
+        s.server.public_url = "https://www.eshan.gov.cn".into();
+        s.delivery.poll_interval_ms = 3_600_000;
+    })
+    .await;
+    let target = add_center(&app, &center, "县融媒体中心", "3.1").await;
+    let workers = tokio::spawn(herald::delivery::worker::run_until_stopped(
+        app.hub.clone(),
+        "worker".into(),
+    ));
+    // Their first passes find nothing, and every loop goes to sleep.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let limit = std::time::Duration::from_secs(30);
+    let item = app
+        .publish_new(&item_body("530426"), &json!({"channels": ["media_center"]}))
+        .await;
+    let key = ("publish", "target_id", target.as_str());
+    let accepted = app
+        .delivery_when(&item, key, limit, |d| d["state"] == "accepted")
+        .await;
+    assert_eq!(accepted["state"], "accepted", "{accepted}");
+    let external_id = accepted["external_id"].as_str().expect("the center's id");
+
+    let now = app.hub.clock.now();
+    let published = json!([{"id": "ev-1", "item": external_id, "status": "published", "url": "https://rmt.eshan.gov.cn/a/1.html", "at": now.to_rfc3339()}]);
+    let reply = callback(&app, &target, published, CALLBACK_KEY, now).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let delivered = app
+        .delivery_when(&item, key, limit, |d| d["state"] == "delivered")
+        .await;
+    assert_eq!(delivered["state"], "delivered", "{delivered}");
+    workers.abort();
+}
+
+on_both_backends! {
+    a_callback_wakes_the_idle_appliers => a_callback_wakes_the_idle_appliers;
+}
+
 on_both_backends! {
     a_media_center_takes_signed_pushes_and_reports_published_rejected_and_asked_back => |backend| async move {
         let center = FakeCenter::start(PUSH_KEY).await;
