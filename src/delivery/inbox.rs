@@ -359,6 +359,37 @@ impl PendingReceipt {
     }
 }
 
+/// Brings forward the receipts of `channel` put off (`RECHECK`) because they named one of
+/// `external_ids` before the worker's record of it: called in the transaction of the record
+/// that writes those ids, so once it commits they apply at once, not up to `RECHECK` later.
+/// (With the appliers woken by each stored receipt, a device's acks almost always overtake
+/// the record of the command they answer.) Returns how many it brought forward.
+pub(super) async fn due_again(
+    txn: &DatabaseTransaction,
+    channel: ChannelKind,
+    external_ids: &[&str],
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    use receipt_inbox::Column as R;
+    if external_ids.is_empty() {
+        return Ok(0);
+    }
+    let brought = receipt_inbox::Entity::update_many()
+        .col_expr(R::DueAt, Expr::val(now))
+        .filter(R::AppliedAt.is_null())
+        .filter(R::DueAt.gt(now))
+        .filter(R::Channel.eq(channel))
+        .filter(R::CorrelationBy.eq("external_id"))
+        .filter(among(
+            txn.get_database_backend(),
+            R::Correlation,
+            external_ids.iter().copied(),
+        ))
+        .exec(txn)
+        .await?;
+    Ok(brought.rows_affected)
+}
+
 /// The deliveries the receipts name. Not locked: each move is an UPDATE guarded by the state
 /// read here, so a delivery another transaction moved meanwhile fails the batch, which rolls
 /// back whole and is applied again on the next pass (cheaper than locking every row read, and
@@ -963,7 +994,7 @@ where
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(worker = worker_id, error.cause_chain = ?e, "{what} failed; retrying");
-                tokio::time::sleep(idle).await;
+                crate::store::due::idle(idle.min(crate::store::due::AFTER_ERROR), woken).await;
             }
         }
     }

@@ -545,6 +545,19 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
             txn.execute(&update).await?;
         }
     }
+    // Receipts that overtook this record were put off until it names their ids: they apply
+    // as soon as it commits.
+    let mut named: BTreeMap<ChannelKind, BTreeSet<&str>> = BTreeMap::new();
+    for (row, settled) in outcomes {
+        if let Some(external_id) = &settled.external_id {
+            named.entry(row.channel).or_default().insert(external_id);
+        }
+    }
+    let mut brought_forward = 0;
+    for (channel, ids) in named {
+        let ids: Vec<&str> = ids.into_iter().collect();
+        brought_forward += super::inbox::due_again(&txn, channel, &ids, now).await?;
+    }
     let mut counts = CountChanges::default();
     let mut recorded: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
     // Receipts for every outcome, recorded or not (an outcome overtaken by a report is still
@@ -582,6 +595,9 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
     }
     counts.apply(&txn).await?;
     txn.commit().await?;
+    if brought_forward > 0 {
+        hub.due.wake_appliers();
+    }
     // Counted per channel and outcome, once the batch is committed.
     for ((channel, outcome), n) in recorded {
         hub.metrics.deliveries_recorded(channel, outcome, n);
@@ -971,7 +987,7 @@ async fn run_channel_until_stopped(hub: &Hub, in_flight: &InFlight, worker_id: &
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(channel = channel.as_str(), error.cause_chain = ?e, "claiming deliveries failed; retrying");
-                tokio::time::sleep(idle).await;
+                crate::store::due::idle(idle.min(crate::store::due::AFTER_ERROR), Some(due)).await;
             }
         }
     }

@@ -74,6 +74,10 @@ fn arm(notify: &Notify) -> Armed<'_> {
     notified
 }
 
+/// The longest pause after a failed pass (a busy database, a batch rolled back to be applied
+/// again): however long the poll interval, a transient failure holds a loop up this long.
+pub const AFTER_ERROR: Duration = Duration::from_secs(1);
+
 /// An idle loop's pause: `poll` long, or until `woken` (when the loop has a wake-up).
 pub async fn idle(poll: Duration, woken: Option<Armed<'_>>) {
     match woken {
