@@ -44,7 +44,8 @@ pub struct Hub {
     pub device_link: Option<std::sync::Arc<crate::device_link::MqttLink>>,
     /// Its event loop, for `delivery::gateway::run_until_stopped` to take.
     pub device_events: crate::device_link::DeviceEvents,
-    /// Wakes this process's idle claim loops when its own commits make deliveries due.
+    /// Wakes this process's idle worker loops when its own commits make deliveries due or
+    /// store receipts.
     pub due: crate::store::due::DueSignal,
 }
 

@@ -40,6 +40,7 @@ use crate::{
     hub::Hub,
     store::{
         Binds, JsonRows, among, begin_write,
+        due::Armed,
         entities::{callback_replay, delivery, delivery_confirmation, receipt_inbox, target},
         is_postgres,
     },
@@ -946,58 +947,44 @@ pub async fn run_until_stopped(hub: &Hub, worker_id: &str) {
     // Apart: asking a slow channel about its overdue deliveries never holds up applying the
     // receipts every other channel sends.
     let appliers = ApplierShare::of_hub(hub).into_iter().map(|share| {
-        run_step_until_stopped(hub, worker_id, "applying receipts", Wake::OnReceipts, move || {
+        let receipts_stored = || Some(hub.due.armed_appliers());
+        run_step_until_stopped(hub, worker_id, "applying receipts", receipts_stored, move || {
             try_apply_share(hub, share, APPLY_BATCH)
         })
     });
+    // These look for what time brings (a confirm-by time passed, a correction's delivery
+    // settled), not for a commit worth waking them for: the poll paces them.
+    let polled = || None;
     futures::future::join3(
         futures::future::join_all(appliers),
-        run_step_until_stopped(
-            hub,
-            worker_id,
-            "reconciling accepted deliveries",
-            Wake::ByPoll,
-            || try_reconcile(hub, RECONCILE_BATCH),
-        ),
-        run_step_until_stopped(
-            hub,
-            worker_id,
-            "removing corrected versions",
-            Wake::ByPoll,
-            || super::try_remove_superseded(hub, RECONCILE_BATCH),
-        ),
+        run_step_until_stopped(hub, worker_id, "reconciling accepted deliveries", polled, || {
+            try_reconcile(hub, RECONCILE_BATCH)
+        }),
+        run_step_until_stopped(hub, worker_id, "removing corrected versions", polled, || {
+            super::try_remove_superseded(hub, RECONCILE_BATCH)
+        }),
     )
     .await;
 }
 
-/// What ends an idle step's pause besides the poll interval.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Wake {
-    /// Receipts this process stored (`DueSignal::wake_appliers`).
-    OnReceipts,
-    /// Only the poll: what it looks for (a confirm-by time passed, a correction's delivery
-    /// settled) is a moment later rather than a commit worth waking for.
-    ByPoll,
-}
-
-async fn run_step_until_stopped<F, Fut>(hub: &Hub, worker_id: &str, what: &str, wake: Wake, step: F)
-where
+/// `run_passes` for one of the inbox's steps; `arm` is its wake-up, if any.
+async fn run_step_until_stopped<'a, F, Fut>(
+    hub: &'a Hub,
+    worker_id: &str,
+    what: &str,
+    arm: impl Fn() -> Option<Armed<'a>>,
+    step: F,
+) where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<usize>>,
 {
-    let idle = Duration::from_millis(hub.settings.delivery.poll_interval_ms);
-    loop {
-        // Armed before the pass, as a claim loop's is (see `DueSignal::armed`).
-        let woken = (wake == Wake::OnReceipts).then(|| hub.due.armed_appliers());
-        match step().await {
-            Ok(0) => crate::store::due::idle(idle, woken).await,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(worker = worker_id, error.cause_chain = ?e, "{what} failed; retrying");
-                crate::store::due::idle(idle.min(crate::store::due::AFTER_ERROR), woken).await;
-            }
-        }
-    }
+    crate::store::due::run_passes(
+        Duration::from_millis(hub.settings.delivery.poll_interval_ms),
+        arm,
+        step,
+        |e| tracing::error!(worker = worker_id, error.cause_chain = ?e, "{what} failed; retrying"),
+    )
+    .await;
 }
 
 /// A stored receipt, as administrators see it.

@@ -978,17 +978,11 @@ pub async fn run_until_stopped(hub: Arc<Hub>, worker_id: String) -> anyhow::Resu
 }
 
 async fn run_channel_until_stopped(hub: &Hub, in_flight: &InFlight, worker_id: &str, channel: ChannelKind) {
-    let idle = Duration::from_millis(hub.settings.delivery.poll_interval_ms);
-    loop {
-        // Armed before the claim reads, so a publish that commits meanwhile still wakes it.
-        let due = hub.due.armed(channel);
-        match try_execute_channel_batch(hub, in_flight, worker_id, channel).await {
-            Ok(0) => crate::store::due::idle(idle, Some(due)).await,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(channel = channel.as_str(), error.cause_chain = ?e, "claiming deliveries failed; retrying");
-                crate::store::due::idle(idle.min(crate::store::due::AFTER_ERROR), Some(due)).await;
-            }
-        }
-    }
+    crate::store::due::run_passes(
+        Duration::from_millis(hub.settings.delivery.poll_interval_ms),
+        || Some(hub.due.armed(channel)),
+        || try_execute_channel_batch(hub, in_flight, worker_id, channel),
+        |e| tracing::error!(channel = channel.as_str(), error.cause_chain = ?e, "claiming deliveries failed; retrying"),
+    )
+    .await;
 }

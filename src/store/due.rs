@@ -76,10 +76,35 @@ fn arm(notify: &Notify) -> Armed<'_> {
 
 /// The longest pause after a failed pass (a busy database, a batch rolled back to be applied
 /// again): however long the poll interval, a transient failure holds a loop up this long.
-pub const AFTER_ERROR: Duration = Duration::from_secs(1);
+const AFTER_ERROR: Duration = Duration::from_secs(1);
+
+/// A worker loop: runs `pass` until the process ends. After a pass that did something, the
+/// next comes at once; after one that found nothing, `poll` later or at a wake-up `arm` armed
+/// before it; after one that failed (`failed` reports it), at most `AFTER_ERROR` later.
+pub async fn run_passes<'a, Fut>(
+    poll: Duration,
+    arm: impl Fn() -> Option<Armed<'a>>,
+    pass: impl Fn() -> Fut,
+    failed: impl Fn(&crate::error::Error),
+) where
+    Fut: std::future::Future<Output = crate::error::Result<usize>>,
+{
+    loop {
+        // Armed before the pass, so a commit that lands while it reads still wakes the loop.
+        let woken = arm();
+        match pass().await {
+            Ok(0) => idle(poll, woken).await,
+            Ok(_) => {}
+            Err(e) => {
+                failed(&e);
+                idle(poll.min(AFTER_ERROR), woken).await;
+            }
+        }
+    }
+}
 
 /// An idle loop's pause: `poll` long, or until `woken` (when the loop has a wake-up).
-pub async fn idle(poll: Duration, woken: Option<Armed<'_>>) {
+async fn idle(poll: Duration, woken: Option<Armed<'_>>) {
     match woken {
         Some(woken) => {
             tokio::select! {
