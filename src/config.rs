@@ -485,6 +485,10 @@ pub struct ResolvedLimits {
     pub claimers: u32,
 }
 
+/// What a lease keeps beyond the longest batch it may carry (`DeliverySettings::limits_for`):
+/// time to record the outcomes, and for a handed batch to reach its loop (`store::handoff`).
+pub const LEASE_MARGIN_SECONDS: u32 = 5;
+
 impl DeliverySettings {
     /// How many loops apply receipts side by side on this database (at least one).
     pub fn receipt_appliers(&self, postgres: bool) -> u32 {
@@ -498,7 +502,7 @@ impl DeliverySettings {
     pub fn limits_for(&self, channel: ChannelKind) -> ResolvedLimits {
         let own = self.channels.get(&channel).cloned().unwrap_or_default();
         // The call must end before the lease does, or another worker would start a second one.
-        let lease_margin = self.lease_seconds.saturating_sub(5).max(1);
+        let lease_margin = self.lease_seconds.saturating_sub(LEASE_MARGIN_SECONDS).max(1);
         let deadline = own
             .attempt_deadline_seconds
             .unwrap_or(self.attempt_deadline_seconds)

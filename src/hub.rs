@@ -47,6 +47,9 @@ pub struct Hub {
     /// Wakes this process's idle worker loops when its own commits make deliveries due or
     /// store receipts.
     pub due: crate::store::due::DueSignal,
+    /// Deliveries this process's publishes leased to its own idle claim loops, waiting for
+    /// them in memory.
+    pub handoff: crate::store::handoff::Handoff,
 }
 
 fn read_or_builtin(path: &str, builtin: &'static str) -> anyhow::Result<String> {

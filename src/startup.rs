@@ -61,6 +61,7 @@ pub async fn open_hub(settings: Settings, clock: Clock) -> anyhow::Result<Hub> {
         device_link,
         device_events,
         due: store::due::DueSignal::default(),
+        handoff: store::handoff::Handoff::default(),
     };
     targets::ensure_portal_target(&hub)
         .await

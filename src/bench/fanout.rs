@@ -16,7 +16,8 @@ use rumqttc::{AsyncClient, MqttOptions, QoS};
 use sea_orm::{ConnectionTrait, EntityTrait, Statement};
 
 use super::{
-    BenchOptions, approved, backend_name, drain_loudspeakers, drop_scratch, err, percentile, scratch,
+    BenchOptions, approved, backend_name, drain_loudspeakers, drop_scratch, err, idle_loudspeaker_loops,
+    percentile, scratch,
 };
 use crate::{
     broker::{BrokerGate, EmbeddedBroker},
@@ -285,11 +286,12 @@ async fn run(
     let before_reports = stored_reports(&hub.db).await?;
     let published_at = Instant::now();
     let acks_wanted = before_reports + ((4 * n) as f64 * 0.99).ceil() as i64;
+    let loops = idle_loudspeaker_loops(&hub);
     let drain = async {
         workflow::publish(&hub, &publisher, &item_id, &key, input)
             .await
             .map_err(err)?;
-        drain_loudspeakers(&hub).await?;
+        drain_loudspeakers(&hub, &loops).await?;
         Ok::<_, anyhow::Error>(published_at.elapsed())
     };
     // Counted while the drain runs: acks are stored as they come, and the drain ends only

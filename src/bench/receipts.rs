@@ -35,8 +35,9 @@ async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> 
     let mut hub = open_hub(settings.clone(), Clock::System).await?;
     hub.channels
         .register(Arc::new(InstantDevices { accepting: true }));
+    let loops = super::idle_loudspeaker_loops(&hub);
     let item_id = publish_to_loudspeakers(&hub, options.targets).await?.item_id;
-    drain_loudspeakers(&hub).await?;
+    drain_loudspeakers(&hub, &loops).await?;
     if crate::store::is_postgres(&hub.db) {
         // The scratch tables were empty when PostgreSQL last planned for them, and the drain
         // just left a dead row version behind for each delivery. By the time a village's

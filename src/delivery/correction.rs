@@ -96,11 +96,12 @@ pub async fn enqueue_correction(
     // goes out no sooner, and no later than it would have.
     let first_attempt =
         Expr::case(Expr::col(C::NotBefore).gt(now), Expr::col(C::NotBefore)).finally(Expr::val(now));
+    let (id_prefix, key_prefix) = super::outbox::delivery_prefixes(publication_id);
     let mut select = Query::select();
     select
         .from(delivery::Entity)
         .columns([C::NotBefore, C::NotAfter])
-        .expr(prefixed(format!("{publication_id}:"), target_id))
+        .expr(prefixed(id_prefix, target_id))
         .expr(Expr::val(publication_id))
         .column(C::ItemId)
         .expr(Expr::val(item.version))
@@ -111,7 +112,7 @@ pub async fn enqueue_correction(
         .expr(Expr::val(0i32))
         .expr(first_attempt)
         .expr(pick)
-        .expr(prefixed(format!("herald-{publication_id}:"), target_id))
+        .expr(prefixed(key_prefix, target_id))
         .expr(Expr::val(Option::<String>::None))
         .expr(Expr::val(now))
         .expr(Expr::val(now))

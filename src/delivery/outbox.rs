@@ -21,7 +21,11 @@ use crate::{
     domain::{area::AreaCode, delivery::RenditionFor, item::ItemContent},
     error::{Error, Result},
     hub::Hub,
-    store::entities::{delivery, rendition, target},
+    store::{
+        JsonRows,
+        entities::{delivery, rendition, target},
+        handoff::{Claimed, Handed},
+    },
 };
 
 /// What channels receive of a stored version (number, content hash, content): the redacted
@@ -143,10 +147,18 @@ const DELIVERY_COLUMNS: [delivery::Column; 20] = {
 /// Writes the deliveries `select` produces (one row per delivery, in `DELIVERY_COLUMNS`
 /// order) without shipping them through the client.
 pub(super) async fn insert_selected(txn: &DatabaseTransaction, select: SelectStatement) -> Result<()> {
+    insert_columns(txn, DELIVERY_COLUMNS, select).await
+}
+
+async fn insert_columns(
+    txn: &DatabaseTransaction,
+    columns: impl IntoIterator<Item = delivery::Column>,
+    select: SelectStatement,
+) -> Result<()> {
     let mut insert = Query::insert();
     insert
         .into_table(delivery::Entity)
-        .columns(DELIVERY_COLUMNS)
+        .columns(columns)
         .select_from(select)
         .map_err(|e| anyhow::anyhow!("delivery insert: {e}"))?;
     txn.execute(&insert).await?;
@@ -157,6 +169,12 @@ pub(super) async fn insert_selected(txn: &DatabaseTransaction, select: SelectSta
 /// its idempotency key are the batch's prefix and the target id.
 pub(super) fn prefixed(prefix: String, column: impl IntoColumnRef) -> Expr {
     Expr::val(prefix).binary(BinOper::Custom("||"), Expr::col(column))
+}
+
+/// The id and idempotency key prefixes of a publication's (or a correction's) deliveries:
+/// `{publication}:` and `herald-{publication}:`, each followed by the target id.
+pub(super) fn delivery_prefixes(publication_id: &str) -> (String, String) {
+    (format!("{publication_id}:"), format!("herald-{publication_id}:"))
 }
 
 /// When a publication's deliveries may go out (定时发布): not before `not_before`, and never
@@ -231,10 +249,35 @@ pub(super) async fn store_renditions(
     Ok(renditions)
 }
 
+/// What a publication wrote: how many deliveries per channel, and those it leased to this
+/// process's idle claim loops, to hand over once the transaction commits
+/// (`Enqueued::hand_over`).
+pub struct Enqueued {
+    pub written: BTreeMap<ChannelKind, usize>,
+    handed: Vec<(ChannelKind, Handed)>,
+}
+
+impl Enqueued {
+    /// Called once the publishing transaction has committed: hands the leased deliveries to
+    /// their loops and wakes every channel written to.
+    pub fn hand_over(self, hub: &Hub) {
+        for (channel, handed) in self.handed {
+            hub.handoff.give(channel, handed);
+        }
+        for &channel in self.written.keys() {
+            hub.due.wake(channel);
+        }
+    }
+}
+
 /// Renders the item once per channel and writes one delivery per reached target: called
 /// inside the publishing transaction, so the publication and every delivery commit together
 /// or not at all. The rows are written by one INSERT … SELECT over the targets, so a publish
 /// to 100,000 targets never ships 100,000 rows through the client.
+///
+/// A channel due now whose claim loop in this process waits idle gets its deliveries written
+/// `sending`, under that worker's lease, and read back as the batch to hand over
+/// (`store::handoff`): the first send needs no claim.
 pub async fn enqueue_publication(
     hub: &Hub,
     txn: &DatabaseTransaction,
@@ -242,15 +285,34 @@ pub async fn enqueue_publication(
     item: &PublishedItem,
     (reach, schedule): (&targets::Reach, Schedule),
     now: DateTime<Utc>,
-) -> Result<BTreeMap<ChannelKind, usize>> {
+) -> Result<Enqueued> {
     let per_channel = reach.count_by_channel(txn).await?;
     if per_channel.is_empty() {
-        return Ok(BTreeMap::new());
+        return Ok(Enqueued {
+            written: BTreeMap::new(),
+            handed: Vec::new(),
+        });
     }
+    let first_attempt = schedule.not_before.map_or(now, |at| std::cmp::max(at, now));
+    let leased: BTreeMap<ChannelKind, String> = if first_attempt > now {
+        BTreeMap::new()
+    } else {
+        per_channel
+            .iter()
+            .filter_map(|&(kind, n)| {
+                let limits = hub.settings.delivery.limits_for(kind);
+                let room = limits.batch_size as usize * limits.claimers as usize;
+                let worker = hub
+                    .handoff
+                    .idle_worker(kind, usize::try_from(n).unwrap_or(usize::MAX), room)?;
+                Some((kind, worker))
+            })
+            .collect()
+    };
     let Renditions {
         pick: rendition_of_channel,
         ids: renditions,
-        counts,
+        mut counts,
         written,
     } = store_renditions(
         hub,
@@ -263,36 +325,113 @@ pub async fn enqueue_publication(
     )
     .await?;
     let target_id = (target::Entity, target::Column::Id);
-    let first_attempt = schedule.not_before.map_or(now, |at| std::cmp::max(at, now));
+    let channel = (target::Entity, target::Column::Channel);
+    let lease_until = now + chrono::Duration::seconds(i64::from(hub.settings.delivery.lease_seconds));
+    // The value of a leased channel's rows, or of the others'.
+    let when_leased = |leased_value: Expr, otherwise: Expr| -> Expr {
+        if leased.is_empty() {
+            return otherwise;
+        }
+        let kinds = leased.keys().map(|kind| kind.as_str());
+        CaseStatement::new()
+            .case(Expr::col(channel).is_in(kinds), leased_value)
+            .finally(otherwise)
+            .into()
+    };
+    let mut lease_owner = CaseStatement::new();
+    for (kind, worker) in &leased {
+        lease_owner = lease_owner.case(Expr::col(channel).eq(kind.as_str()), Expr::val(worker.as_str()));
+    }
+    let lease_owner = if leased.is_empty() {
+        Expr::val(Option::<String>::None)
+    } else {
+        lease_owner.finally(Expr::val(Option::<String>::None)).into()
+    };
+    let (id_prefix, key_prefix) = delivery_prefixes(publication_id);
     let mut select = Query::select();
     select
         .from(target::Entity)
         .expr(Expr::val(schedule.not_before))
         .expr(Expr::val(schedule.not_after))
-        .expr(prefixed(format!("{publication_id}:"), target_id))
+        .expr(prefixed(id_prefix.clone(), target_id))
         .expr(Expr::val(publication_id))
         .expr(Expr::val(item.item_id.as_str()))
         .expr(Expr::val(item.version))
-        .column((target::Entity, target::Column::Id))
-        .column((target::Entity, target::Column::Channel))
+        .column(target_id)
+        .column(channel)
         .column((target::Entity, target::Column::AreaCode))
         .expr(Expr::val(DeliveryKind::Publish))
-        .expr(Expr::val(DeliveryState::Pending))
+        .expr(when_leased(
+            Expr::val(DeliveryState::Sending),
+            Expr::val(DeliveryState::Pending),
+        ))
         .expr(Expr::val(priority_of(item.emergency)))
-        .expr(Expr::val(0i32))
+        // A leased delivery's first attempt is under way.
+        .expr(when_leased(Expr::val(1i32), Expr::val(0i32)))
         .expr(Expr::val(first_attempt))
         .expr(rendition_of_channel)
-        .expr(prefixed(format!("herald-{publication_id}:"), target_id))
+        .expr(prefixed(key_prefix.clone(), target_id))
         .expr(Expr::val(Option::<String>::None))
         .expr(Expr::val(now))
         .expr(Expr::val(now))
         .expr(Expr::val(Option::<String>::None))
+        .expr(lease_owner)
+        .expr(when_leased(
+            Expr::val(lease_until),
+            Expr::val(Option::<DateTime<Utc>>::None),
+        ))
         .cond_where(reach.condition());
-    insert_selected(txn, select).await?;
-    let renditions: Vec<&str> = renditions.iter().map(String::as_str).collect();
-    queue::enqueue_written(txn, &item.item_id, &renditions).await?;
+    let columns = DELIVERY_COLUMNS
+        .into_iter()
+        .chain([delivery::Column::LeaseOwner, delivery::Column::LeaseExpiresAt]);
+    insert_columns(txn, columns, select).await?;
+    let rendition_ids: Vec<&str> = renditions.iter().map(String::as_str).collect();
+    queue::enqueue_written(txn, &item.item_id, &rendition_ids).await?;
+    let mut handed = Vec::with_capacity(leased.len());
+    for ((kind, n), rendition_id) in per_channel.iter().zip(&renditions) {
+        let Some(worker_id) = leased.get(kind) else {
+            continue;
+        };
+        let counted = CountedDeliveries {
+            item_id: item.item_id.as_str().into(),
+            channel: *kind,
+            kind: DeliveryKind::Publish,
+        };
+        counts.moved(&counted, DeliveryState::Pending, DeliveryState::Sending, *n);
+        let json = JsonRows::new(txn.get_database_backend());
+        let written_to = sea_orm::Condition::all()
+            .add(delivery::Column::ItemId.eq(item.item_id.as_str()))
+            .add(delivery::Column::Channel.eq(*kind))
+            .add(delivery::Column::RenditionId.eq(rendition_id.as_str()));
+        let target_ids: Vec<String> =
+            JsonRows::read(txn, json.select(delivery::Entity, "target_id", "", written_to)).await?;
+        let rows = target_ids
+            .into_iter()
+            .map(|target_id| Claimed {
+                id: format!("{id_prefix}{target_id}"),
+                item_id: item.item_id.clone(),
+                channel: *kind,
+                kind: DeliveryKind::Publish,
+                attempts: 1,
+                idempotency_key: format!("{key_prefix}{target_id}"),
+                target_id,
+                rendition_id: rendition_id.clone(),
+                not_after: schedule.not_after,
+                withdraws_id: None,
+                checkpoint: None,
+            })
+            .collect();
+        let batch = Handed {
+            worker_id: worker_id.clone(),
+            priority: priority_of(item.emergency),
+            leased_at: now,
+            lease_until,
+            rows,
+        };
+        handed.push((*kind, batch));
+    }
     counts.apply(txn).await?;
-    Ok(written)
+    Ok(Enqueued { written, handed })
 }
 
 /// On withdrawal or expiry: cancels what was not yet sent and sends a withdrawal to every

@@ -32,9 +32,12 @@ use crate::{
     store::{
         Binds, ClaimTurn, JsonRows, among, begin_write,
         entities::{delivery, delivery_confirmation, rendition},
+        handoff::{CLAIMED_COLUMNS, Handed, Listener},
         is_postgres,
     },
 };
+
+pub use crate::store::handoff::Claimed;
 
 /// In-flight bounds per channel and per target, owned by the worker that runs the batches.
 #[derive(Default)]
@@ -259,39 +262,6 @@ async fn move_to_sending(
         .await?;
     Ok(Moved::Only(ours.into_iter().collect()))
 }
-
-/// What the worker reads of a delivery it claimed, in `CLAIMED_COLUMNS` order.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct Claimed {
-    pub id: String,
-    pub item_id: String,
-    pub channel: ChannelKind,
-    pub kind: DeliveryKind,
-    /// Counting the attempt now under way (the claim adds it to what it read).
-    pub attempts: i32,
-    pub target_id: String,
-    pub rendition_id: String,
-    pub idempotency_key: String,
-    pub not_after: Option<DateTime<Utc>>,
-    pub withdraws_id: Option<String>,
-    /// What the previous attempt of a multi-step send kept (JSON), for this one to resume from.
-    pub checkpoint: Option<String>,
-}
-
-/// The columns of `deliveries` that `Claimed` reads, in its fields' order.
-const CLAIMED_COLUMNS: [&str; 11] = [
-    "id",
-    "item_id",
-    "channel",
-    "kind",
-    "attempts",
-    "target_id",
-    "rendition_id",
-    "idempotency_key",
-    "not_after",
-    "withdraws_id",
-    "checkpoint",
-];
 
 /// How one attempt ended, as the record keeps it.
 struct Settled {
@@ -863,7 +833,64 @@ pub async fn try_execute_channel_batch(
     channel: ChannelKind,
 ) -> Result<usize> {
     let limit = hub.settings.delivery.limits_for(channel).batch_size;
+    // Deliveries a publish handed this worker are older than anything a claim would find now:
+    // they were leased while its loops were idle.
+    while let Some(handed) = hub.handoff.take(channel, worker_id, limit as usize) {
+        let leased = still_leased(hub, worker_id, handed).await?;
+        if !leased.is_empty() {
+            return execute_claimed(hub, in_flight, worker_id, leased).await;
+        }
+    }
     claim_and_execute(hub, in_flight, worker_id, Some(channel), limit).await
+}
+
+/// One pass of the claim loop `listener` stands for: busy while it runs, idle after a pass
+/// that found nothing, so that a publish meanwhile leases its deliveries to this worker and
+/// hands them over (`store::handoff`).
+pub async fn try_execute_listening(
+    hub: &Hub,
+    in_flight: &InFlight,
+    listener: &Listener<'_>,
+) -> Result<usize> {
+    listener.set_idle(false);
+    let handled = try_execute_channel_batch(hub, in_flight, listener.worker_id(), listener.channel()).await;
+    if matches!(handled, Ok(0)) {
+        listener.set_idle(true);
+    }
+    handled
+}
+
+/// The handed deliveries still leased to this worker, to send as a batch. A batch may take
+/// the whole lease but its margin (`config::LEASE_MARGIN_SECONDS`) and this lease began at
+/// the publish: taken later than the margin after it, the deliveries are leased afresh first,
+/// and those whose lease lapsed meanwhile are left to the claim, which finds them due.
+async fn still_leased(hub: &Hub, worker_id: &str, handed: Handed) -> Result<Vec<Claimed>> {
+    let now = hub.clock.now();
+    let margin = chrono::Duration::seconds(i64::from(crate::config::LEASE_MARGIN_SECONDS));
+    if now < handed.leased_at + margin {
+        return Ok(handed.rows);
+    }
+    let lease_until = now + chrono::Duration::seconds(i64::from(hub.settings.delivery.lease_seconds));
+    let txn = begin_write(&hub.db).await?;
+    let mut update = Query::update();
+    update
+        .value(delivery::Column::LeaseExpiresAt, lease_until)
+        .value(delivery::Column::UpdatedAt, now);
+    let ids: Vec<&str> = handed.rows.iter().map(|row| row.id.as_str()).collect();
+    let held = sea_orm::Condition::all()
+        .add(delivery::Column::State.eq(DeliveryState::Sending))
+        .add(delivery::Column::LeaseOwner.eq(worker_id))
+        .add(delivery::Column::LeaseExpiresAt.gt(now));
+    let renewed: HashSet<String> = JsonRows::update_among(&txn, delivery::Entity, update, &ids, held)
+        .await?
+        .into_iter()
+        .collect();
+    txn.commit().await?;
+    Ok(handed
+        .rows
+        .into_iter()
+        .filter(|row| renewed.contains(&row.id))
+        .collect())
 }
 
 /// Claims a batch and works it off. What the batch points at is read while its leases are
@@ -978,10 +1005,11 @@ pub async fn run_until_stopped(hub: Arc<Hub>, worker_id: String) -> anyhow::Resu
 }
 
 async fn run_channel_until_stopped(hub: &Hub, in_flight: &InFlight, worker_id: &str, channel: ChannelKind) {
+    let listener = hub.handoff.listen(channel, worker_id);
     crate::store::due::run_passes(
         Duration::from_millis(hub.settings.delivery.poll_interval_ms),
         || Some(hub.due.armed(channel)),
-        || try_execute_channel_batch(hub, in_flight, worker_id, channel),
+        || try_execute_listening(hub, in_flight, &listener),
         |e| tracing::error!(channel = channel.as_str(), error.cause_chain = ?e, "claiming deliveries failed; retrying"),
     )
     .await;

@@ -2,6 +2,7 @@
 
 pub mod due;
 pub mod entities;
+pub mod handoff;
 
 use std::{sync::Arc, time::Duration};
 

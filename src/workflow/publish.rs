@@ -312,10 +312,10 @@ pub async fn publish(
         (goes_out, expires_at),
     )
     .await?;
-    let per_channel =
+    let enqueued =
         delivery::enqueue_publication(hub, &txn, &publication_id, &published, (&reach, schedule), now)
             .await?;
-    let deliveries: BTreeMap<&str, usize> = per_channel.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    let deliveries: BTreeMap<&str, usize> = enqueued.written.iter().map(|(k, n)| (k.as_str(), *n)).collect();
     let detail = serde_json::json!({"version": approved_version, "publication_id": publication_id, "channels": input.channels, "deliveries": deliveries, "not_before": schedule.not_before, "not_after": schedule.not_after});
     audit_item(
         &txn,
@@ -344,9 +344,7 @@ pub async fn publish(
     let response = SavedResponse { status: 201, body };
     save_response(&txn, &caller.id, key, request_hash, &response, now).await?;
     txn.commit().await?;
-    for &channel in per_channel.keys() {
-        hub.due.wake(channel);
-    }
+    enqueued.hand_over(hub);
     Ok(PublishOutcome {
         status: response.status,
         body: response.body,

@@ -93,7 +93,7 @@ async fn state_of(app: &TestApp, item: &str, target: &str) -> String {
     delivery["state"].as_str().expect("a state").to_owned()
 }
 
-async fn numbers(app: &TestApp, sql: &str) -> BTreeMap<Vec<String>, i64> {
+pub(crate) async fn numbers(app: &TestApp, sql: &str) -> BTreeMap<Vec<String>, i64> {
     let db = &app.hub.db;
     let rows = db
         .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
@@ -110,7 +110,7 @@ async fn numbers(app: &TestApp, sql: &str) -> BTreeMap<Vec<String>, i64> {
 }
 
 /// The kept counts equal a recount of the delivery rows.
-async fn assert_counts_match(app: &TestApp) {
+pub(crate) async fn assert_counts_match(app: &TestApp) {
     let kept = numbers(
         app,
         "SELECT item_id, channel, kind, state, n FROM delivery_counts WHERE n <> 0",

@@ -24,6 +24,7 @@ mod delivery;
 mod deployment;
 mod device_link;
 mod devices;
+mod handoff;
 mod hardening;
 mod inbox;
 mod interpretations;
