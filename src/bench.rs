@@ -437,20 +437,27 @@ pub(crate) async fn drain_loudspeakers(
 }
 
 /// `herald bench deliver`: publish to many loudspeakers answering at once, then drain every
-/// delivery to `delivered`; prints the write time, the drain time and their ratio.
-pub async fn deliver(options: BenchOptions) -> anyhow::Result<()> {
+/// delivery to `delivered`; prints the write time, the drain time and their ratio. The claim
+/// loops wait idle at the publish (it hands its deliveries over) or, not `idle_loops`, are
+/// busy (the deliveries are claimed).
+pub async fn deliver(options: BenchOptions, idle_loops: bool) -> anyhow::Result<()> {
     // The loudspeaker channel's default limits, as a county runs it.
     let scratch = scratch(&options).await?;
-    let result = run_deliver(&scratch.settings, &options).await;
+    let result = run_deliver(&scratch.settings, &options, idle_loops).await;
     drop_scratch(scratch).await?;
     result
 }
 
-async fn run_deliver(settings: &Settings, options: &BenchOptions) -> anyhow::Result<()> {
+async fn run_deliver(settings: &Settings, options: &BenchOptions, idle_loops: bool) -> anyhow::Result<()> {
     let mut hub = open_hub(settings.clone(), Clock::System).await?;
     hub.channels
         .register(std::sync::Arc::new(InstantDevices { accepting: false }));
     let loops = idle_loudspeaker_loops(&hub);
+    if !idle_loops {
+        for listener in &loops {
+            listener.set_idle(false);
+        }
+    }
     let published = publish_to_loudspeakers(&hub, options.targets).await?;
     let (item_id, written, write_time) = (published.item_id, published.written, published.took);
     // Outside the timing: how many the publish leased to the idle loops.
@@ -482,7 +489,10 @@ async fn run_deliver(settings: &Settings, options: &BenchOptions) -> anyhow::Res
         "write {written} deliveries (publish, one transaction): {:.3} s",
         write_time.as_secs_f64()
     );
-    println!("  of which leased to the idle claim loops by the publish (handed over): {handed}");
+    let loops_were = if idle_loops { "idle" } else { "busy" };
+    println!(
+        "  claim loops at the publish: {loops_were}; deliveries it leased to them (handed over): {handed}"
+    );
     println!(
         "drain {drained} deliveries to delivered ({passes} batches): {:.3} s",
         drain_time.as_secs_f64()

@@ -149,6 +149,11 @@ enum BenchCommand {
         /// As for `bench publish`.
         #[arg(long)]
         postgres: Option<String>,
+        /// Publish while the claim loops are busy: the deliveries wait `pending` and are
+        /// claimed, as on another instance or behind a backlog. Without it the loops wait
+        /// idle, as in a waiting `herald serve`, and the publish hands its deliveries over.
+        #[arg(long)]
+        busy_loops: bool,
     },
     /// Take one receipt for each of many `accepted` deliveries into the inbox, then time
     /// applying them in batches of 1,000.
@@ -431,13 +436,17 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(BenchCommand::Deliver { targets, postgres }) => {
-            crate::bench::deliver(crate::bench::BenchOptions {
+        Command::Bench(BenchCommand::Deliver {
+            targets,
+            postgres,
+            busy_loops,
+        }) => {
+            let options = crate::bench::BenchOptions {
                 targets,
                 summary_runs: 0,
                 postgres_url: postgres,
-            })
-            .await?;
+            };
+            crate::bench::deliver(options, !busy_loops).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Receipts { deliveries, postgres }) => {

@@ -525,6 +525,37 @@ fn the_publish_benchmark_runs_on_sqlite_and_postgres() {
     );
 }
 
+/// `herald bench deliver` both ways: a publish to idle claim loops hands them every delivery,
+/// one to busy loops leaves them to be claimed; either way all end `delivered` (the benchmark
+/// fails otherwise). Small and in a debug build: the figures that count come from release.
+#[test]
+fn the_deliver_benchmark_drains_handed_and_claimed_deliveries() {
+    bench_prints(
+        &["deliver", "--targets", "2000"],
+        &[
+            "claim loops at the publish: idle; deliveries it leased to them (handed over): 2000",
+            "drain 2000 deliveries to delivered",
+            "drain / write",
+        ],
+    );
+    bench_prints(
+        &["deliver", "--targets", "2000", "--busy-loops"],
+        &[
+            "claim loops at the publish: busy; deliveries it leased to them (handed over): 0",
+            "drain 2000 deliveries to delivered",
+            "drain / write",
+        ],
+    );
+}
+
+#[test]
+fn the_receipts_benchmark_applies_every_receipt() {
+    bench_prints(
+        &["receipts", "--deliveries", "2000"],
+        &["intake 2000 receipts", "apply 2000 receipts", "receipts/s"],
+    );
+}
+
 /// `herald bench search` over more pages than one window of a PostgreSQL search, so its later
 /// windows run too; the benchmark checks every portal search against a scan and fails on a
 /// difference.
