@@ -72,9 +72,9 @@ fn later(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1))
 }
 
-/// When an `accepted` delivery is to be confirmed by.
-pub fn confirm_by(hub: &Hub, confirm_within: Option<Duration>) -> DateTime<Utc> {
-    later(hub.clock.now(), confirm_within.unwrap_or(DEFAULT_CONFIRM_WITHIN))
+/// When a delivery `accepted` at `at` is to be confirmed by.
+pub fn confirm_by(at: DateTime<Utc>, confirm_within: Option<Duration>) -> DateTime<Utc> {
+    later(at, confirm_within.unwrap_or(DEFAULT_CONFIRM_WITHIN))
 }
 
 fn correlation_parts(correlation: &Correlation) -> (&'static str, &str) {

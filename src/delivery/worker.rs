@@ -276,7 +276,14 @@ struct Settled {
     confirm_by: Option<DateTime<Utc>>,
 }
 
-fn settle_delivery(hub: &Hub, attempts: i32, outcome: DeliveryOutcome) -> Settled {
+/// `answered_at`: when the adapter answered, one instant for a whole batch call, so the
+/// batch's confirm-by times agree and its outcomes are recorded together (`SameColumns`).
+fn settle_delivery(
+    hub: &Hub,
+    attempts: i32,
+    outcome: DeliveryOutcome,
+    answered_at: DateTime<Utc>,
+) -> Settled {
     match outcome {
         DeliveryOutcome::Delivered { external_id } => Settled {
             state: DeliveryState::Delivered,
@@ -298,7 +305,7 @@ fn settle_delivery(hub: &Hub, attempts: i32, outcome: DeliveryOutcome) -> Settle
             error: None,
             retry_at: None,
             checkpoint,
-            confirm_by: Some(super::inbox::confirm_by(hub, confirm_within)),
+            confirm_by: Some(super::inbox::confirm_by(answered_at, confirm_within)),
         },
         DeliveryOutcome::Unknown { message, checkpoint } => Settled {
             state: DeliveryState::Unconfirmed,
@@ -307,7 +314,9 @@ fn settle_delivery(hub: &Hub, attempts: i32, outcome: DeliveryOutcome) -> Settle
             error: Some(message),
             retry_at: None,
             // What a multi-step send kept may let the channel find out later (`find_lost`).
-            confirm_by: checkpoint.as_ref().map(|_| super::inbox::confirm_by(hub, None)),
+            confirm_by: checkpoint
+                .as_ref()
+                .map(|_| super::inbox::confirm_by(answered_at, None)),
             checkpoint,
         },
         DeliveryOutcome::Failed {
@@ -457,6 +466,8 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
     // The lease check is the update's own condition, so checking and writing happen under one
     // lock.
     let mut held = HashSet::with_capacity(outcomes.len());
+    let mut queued: BTreeMap<Option<DateTime<Utc>>, Vec<String>> = BTreeMap::new();
+    let mut awaiting: BTreeMap<DateTime<Utc>, Vec<String>> = BTreeMap::new();
     for (columns, ids) in alike {
         // Its table is named by `update_among`, which may read the same rows.
         let mut update = Query::update();
@@ -481,17 +492,32 @@ async fn record(hub: &Hub, worker_id: &str, outcomes: &[(Claimed, Settled)]) -> 
             .add(delivery::Column::LeaseOwner.eq(worker_id))
             .add(delivery::Column::State.eq(DeliveryState::Sending));
         let moved = JsonRows::update_among(&txn, delivery::Entity, update, &ids, held_by_this_worker).await?;
-        let moved_ids: Vec<&str> = moved.iter().map(String::as_str).collect();
         // A retry waits in the queue for its time; anything else is done with the worker, and
         // an `accepted` one waits for its report.
-        match columns.retry_at {
-            Some(retry_at) => super::queue::due_at(&txn, &moved_ids, retry_at).await?,
-            None => super::queue::dequeue(&txn, &moved_ids).await?,
-        }
         if let Some(confirm_by) = columns.confirm_by {
-            super::queue::await_report(&txn, &moved_ids, confirm_by).await?;
+            awaiting
+                .entry(confirm_by)
+                .or_default()
+                .extend(moved.iter().cloned());
         }
+        queued
+            .entry(columns.retry_at)
+            .or_default()
+            .extend(moved.iter().cloned());
         held.extend(moved);
+    }
+    // Written once for the batch, not per update: a device batch's outcomes differ only by
+    // their group's command id.
+    for (retry_at, ids) in &queued {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        match retry_at {
+            Some(retry_at) => super::queue::due_at(&txn, &ids, *retry_at).await?,
+            None => super::queue::dequeue(&txn, &ids).await?,
+        }
+    }
+    for (confirm_by, ids) in &awaiting {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        super::queue::await_report(&txn, &ids, *confirm_by).await?;
     }
     // A receipt that overtook this record moved the state on, but the channel's own id for
     // the send is still this attempt's: without it, a later question (reconcile) or a
@@ -740,6 +766,7 @@ async fn deliver_group(
         .await
         .unwrap_or_default();
         hub.metrics.adapter_call(channel_name, called.elapsed());
+        let answered_at = hub.clock.now();
         let mut outcomes = outcomes.into_iter();
         for row in chunk {
             // A call past its deadline, or an adapter that answered for fewer dispatches than
@@ -748,7 +775,7 @@ async fn deliver_group(
                 message: no_answer_within(limits.attempt_deadline),
                 checkpoint: None,
             });
-            settled.push((settle_delivery(hub, row.attempts, outcome), row));
+            settled.push((settle_delivery(hub, row.attempts, outcome, answered_at), row));
         }
     }
     Ok(settled.into_iter().map(|(s, row)| (row, s)).collect())
