@@ -294,17 +294,18 @@ pub async fn enqueue_publication(
         });
     }
     let first_attempt = schedule.not_before.map_or(now, |at| std::cmp::max(at, now));
-    let leased: BTreeMap<ChannelKind, String> = if first_attempt > now {
+    // A lease shorter than its margin leaves a handed batch no time to be sent in.
+    let leases_last = hub.settings.delivery.lease_seconds > crate::config::LEASE_MARGIN_SECONDS;
+    let leased: BTreeMap<ChannelKind, String> = if first_attempt > now || !leases_last {
         BTreeMap::new()
     } else {
         per_channel
             .iter()
             .filter_map(|&(kind, n)| {
-                let limits = hub.settings.delivery.limits_for(kind);
-                let room = limits.batch_size as usize * limits.claimers as usize;
-                let worker = hub
-                    .handoff
-                    .idle_worker(kind, usize::try_from(n).unwrap_or(usize::MAX), room)?;
+                let batch_size = hub.settings.delivery.limits_for(kind).batch_size as usize;
+                let worker =
+                    hub.handoff
+                        .idle_worker(kind, usize::try_from(n).unwrap_or(usize::MAX), batch_size)?;
                 Some((kind, worker))
             })
             .collect()

@@ -863,10 +863,18 @@ pub async fn try_execute_channel_batch(
     // Deliveries a publish handed this worker are older than anything a claim would find now:
     // they were leased while its loops were idle.
     while let Some(handed) = hub.handoff.take(channel, worker_id, limit as usize) {
-        let leased = still_leased(hub, worker_id, handed).await?;
-        if !leased.is_empty() {
-            return execute_claimed(hub, in_flight, worker_id, leased).await;
-        }
+        let Some(handed) = still_leased(hub, worker_id, handed).await? else {
+            continue;
+        };
+        // A batch that cannot be read waits for the next pass, not for its lease to lapse.
+        let batch = match BatchContext::load(hub, &BatchPointers::of(&handed.rows)).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                hub.handoff.give(channel, handed);
+                return Err(e);
+            }
+        };
+        return send_and_record(hub, in_flight, worker_id, handed.rows, &batch).await;
     }
     claim_and_execute(hub, in_flight, worker_id, Some(channel), limit).await
 }
@@ -887,37 +895,41 @@ pub async fn try_execute_listening(
     handled
 }
 
-/// The handed deliveries still leased to this worker, to send as a batch. A batch may take
-/// the whole lease but its margin (`config::LEASE_MARGIN_SECONDS`) and this lease began at
-/// the publish: taken later than the margin after it, the deliveries are leased afresh first,
-/// and those whose lease lapsed meanwhile are left to the claim, which finds them due.
-async fn still_leased(hub: &Hub, worker_id: &str, handed: Handed) -> Result<Vec<Claimed>> {
+/// How long after its publish a handed batch is sent under the publish's lease as it is. A
+/// batch may take all of a lease but `config::LEASE_MARGIN_SECONDS`, and this leaves most of
+/// that margin to record in. A batch taken later is leased afresh first.
+const HANDED_FRESH: chrono::Duration = chrono::Duration::seconds(1);
+
+/// The handed batch as this worker may still send it: at once if fresh; otherwise only the
+/// deliveries still under the very lease the publish wrote, leased afresh. Those no longer
+/// under it (their lease lapsed, and a claim took them, perhaps one of this worker's own other
+/// loops) are left out, so no delivery is sent twice. None: nothing is left to send.
+async fn still_leased(hub: &Hub, worker_id: &str, mut handed: Handed) -> Result<Option<Handed>> {
     let now = hub.clock.now();
-    let margin = chrono::Duration::seconds(i64::from(crate::config::LEASE_MARGIN_SECONDS));
-    if now < handed.leased_at + margin {
-        return Ok(handed.rows);
+    if now >= handed.leased_at + HANDED_FRESH {
+        let lease_until = now + chrono::Duration::seconds(i64::from(hub.settings.delivery.lease_seconds));
+        let txn = begin_write(&hub.db).await?;
+        let mut update = Query::update();
+        update
+            .value(delivery::Column::LeaseExpiresAt, lease_until)
+            .value(delivery::Column::UpdatedAt, now);
+        let ids: Vec<&str> = handed.rows.iter().map(|row| row.id.as_str()).collect();
+        let under_the_publish_lease = sea_orm::Condition::all()
+            .add(delivery::Column::State.eq(DeliveryState::Sending))
+            .add(delivery::Column::LeaseOwner.eq(worker_id))
+            .add(delivery::Column::LeaseExpiresAt.eq(handed.lease_until))
+            .add(delivery::Column::LeaseExpiresAt.gt(now));
+        let renewed: HashSet<String> =
+            JsonRows::update_among(&txn, delivery::Entity, update, &ids, under_the_publish_lease)
+                .await?
+                .into_iter()
+                .collect();
+        txn.commit().await?;
+        handed.rows.retain(|row| renewed.contains(&row.id));
+        handed.leased_at = now;
+        handed.lease_until = lease_until;
     }
-    let lease_until = now + chrono::Duration::seconds(i64::from(hub.settings.delivery.lease_seconds));
-    let txn = begin_write(&hub.db).await?;
-    let mut update = Query::update();
-    update
-        .value(delivery::Column::LeaseExpiresAt, lease_until)
-        .value(delivery::Column::UpdatedAt, now);
-    let ids: Vec<&str> = handed.rows.iter().map(|row| row.id.as_str()).collect();
-    let held = sea_orm::Condition::all()
-        .add(delivery::Column::State.eq(DeliveryState::Sending))
-        .add(delivery::Column::LeaseOwner.eq(worker_id))
-        .add(delivery::Column::LeaseExpiresAt.gt(now));
-    let renewed: HashSet<String> = JsonRows::update_among(&txn, delivery::Entity, update, &ids, held)
-        .await?
-        .into_iter()
-        .collect();
-    txn.commit().await?;
-    Ok(handed
-        .rows
-        .into_iter()
-        .filter(|row| renewed.contains(&row.id))
-        .collect())
+    Ok((!handed.rows.is_empty()).then_some(handed))
 }
 
 /// Claims a batch and works it off. What the batch points at is read while its leases are

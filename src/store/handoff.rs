@@ -85,8 +85,12 @@ struct Desk {
 }
 
 impl Desk {
-    fn rows_waiting(&self) -> usize {
-        self.waiting.iter().map(|h| h.rows.len()).sum()
+    fn rows_waiting_for(&self, worker_id: &str) -> usize {
+        self.waiting
+            .iter()
+            .filter(|h| h.worker_id == worker_id)
+            .map(|h| h.rows.len())
+            .sum()
     }
 }
 
@@ -105,19 +109,17 @@ impl Handoff {
         }
     }
 
-    /// The worker to lease `n` new deliveries of `channel` to: one with a loop of the channel
-    /// idle now (so nothing older is due for it), while what already waits for the channel's
-    /// loops and these `n` together stay within `room`. None: the publish leaves them
-    /// `pending` for a claim.
-    pub fn idle_worker(&self, channel: ChannelKind, n: usize, room: usize) -> Option<String> {
+    /// The worker to lease `n` new deliveries of `channel` to: one whose loops of the channel
+    /// wait idle now (so nothing older is due for them), enough of them to take at once what
+    /// already waits for the worker and these `n`, `batch_size` each. So a handed batch never
+    /// waits in memory behind a busy loop. None: the publish leaves them `pending` for a
+    /// claim.
+    pub fn idle_worker(&self, channel: ChannelKind, n: usize, batch_size: usize) -> Option<String> {
         let desks = self.desks();
         let desk = desks.get(&channel)?;
-        if desk.rows_waiting() + n > room {
-            return None;
-        }
         desk.idle
             .iter()
-            .filter(|(_, loops)| **loops > 0)
+            .filter(|&(worker, &loops)| desk.rows_waiting_for(worker) + n <= loops * batch_size.max(1))
             .map(|(worker, _)| worker.clone())
             .min()
     }
@@ -239,6 +241,19 @@ mod tests {
         listener.set_idle(true);
         assert_eq!(handoff.idle_worker(speakers, 1, 10).as_deref(), Some("w1"));
         assert_eq!(handoff.idle_worker(ChannelKind::Wechat, 1, 10), None);
+        assert_eq!(
+            handoff.idle_worker(speakers, 11, 10),
+            None,
+            "more than one idle loop takes"
+        );
+        let second = handoff.listen(speakers, "w1");
+        second.set_idle(true);
+        assert_eq!(
+            handoff.idle_worker(speakers, 11, 10).as_deref(),
+            Some("w1"),
+            "two loops take 20"
+        );
+        drop(second);
         handoff.give(speakers, handed("w1", 0, 6));
         assert_eq!(
             handoff.idle_worker(speakers, 5, 10),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, SecondsFormat};
-use herald::delivery::worker::{InFlight, try_execute_batch, try_execute_listening};
+use herald::delivery::worker::{InFlight, claim, execute_claimed, try_execute_batch, try_execute_listening};
 use herald_channels::{Channel, ChannelKind};
 use serde_json::{Value, json};
 
@@ -190,7 +190,41 @@ async fn a_batch_lost_with_its_process_is_claimed_once_its_lease_lapses(backend:
     assert_counts_match(&app).await;
 }
 
+/// Another loop of the same worker claims the deliveries once the publish's lease lapsed; the
+/// handed copy, taken after, must not send them again.
+async fn a_stale_batch_never_goes_out_beside_a_claim_of_the_same_worker(backend: Backend) {
+    let (app, wechat) = wechat_app(backend).await;
+    let hub = &app.hub;
+    let in_flight = InFlight::default();
+    let listener = hub.handoff.listen(ChannelKind::Wechat, LOOP_WORKER);
+    listener.set_idle(true);
+    let item = publish(&app, &to_wechat()).await;
+    assert_eq!(leased_to(&app, &item, LOOP_WORKER).await, TARGETS);
+    let lease = i64::from(hub.settings.delivery.lease_seconds);
+    advance(&app, Duration::seconds(lease + 1));
+    let claimed = claim(hub, LOOP_WORKER, Some(ChannelKind::Wechat), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3, "the lapsed deliveries are claimed again");
+    assert_eq!(
+        try_execute_listening(hub, &in_flight, &listener).await.unwrap(),
+        0,
+        "the handed copy is no longer under the publish's lease"
+    );
+    assert_eq!(
+        execute_claimed(hub, &in_flight, LOOP_WORKER, claimed)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(wechat.calls().len(), 3, "each delivery went out once");
+    assert_eq!(in_state(&app, &item, "delivered").await, TARGETS);
+    app.assert_queue_agrees().await;
+    assert_counts_match(&app).await;
+}
+
 on_both_backends! {
+    a_stale_batch_never_goes_out_beside_a_claim_of_the_same_worker => a_stale_batch_never_goes_out_beside_a_claim_of_the_same_worker;
     an_idle_loop_is_handed_what_a_publish_writes => an_idle_loop_is_handed_what_a_publish_writes;
     a_batch_taken_late_is_leased_again_or_left_to_the_claim => a_batch_taken_late_is_leased_again_or_left_to_the_claim;
     a_batch_lost_with_its_process_is_claimed_once_its_lease_lapses => a_batch_lost_with_its_process_is_claimed_once_its_lease_lapses;
