@@ -24,7 +24,7 @@ use crate::{
     store::{
         JsonRows,
         entities::{delivery, rendition, target},
-        handoff::{Claimed, Handed},
+        handoff::{Claimed, Handed, Promise},
     },
 };
 
@@ -251,18 +251,19 @@ pub(super) async fn store_renditions(
 
 /// What a publication wrote: how many deliveries per channel, and those it leased to this
 /// process's idle claim loops, to hand over once the transaction commits
-/// (`Enqueued::hand_over`).
-pub struct Enqueued {
+/// (`Enqueued::hand_over`). Dropped without it (the transaction failed), its promises to
+/// the loops are withdrawn.
+pub struct Enqueued<'a> {
     pub written: BTreeMap<ChannelKind, usize>,
-    handed: Vec<(ChannelKind, Handed)>,
+    handed: Vec<(Promise<'a>, Handed)>,
 }
 
-impl Enqueued {
+impl Enqueued<'_> {
     /// Called once the publishing transaction has committed: hands the leased deliveries to
     /// their loops and wakes every channel written to.
     pub fn hand_over(self, hub: &Hub) {
-        for (channel, handed) in self.handed {
-            hub.handoff.give(channel, handed);
+        for (promise, handed) in self.handed {
+            promise.keep(handed);
         }
         for &channel in self.written.keys() {
             hub.due.wake(channel);
@@ -278,14 +279,14 @@ impl Enqueued {
 /// A channel due now whose claim loop in this process waits idle gets its deliveries written
 /// `sending`, under that worker's lease, and read back as the batch to hand over
 /// (`store::handoff`): the first send needs no claim.
-pub async fn enqueue_publication(
-    hub: &Hub,
+pub async fn enqueue_publication<'a>(
+    hub: &'a Hub,
     txn: &DatabaseTransaction,
     publication_id: &str,
     item: &PublishedItem,
     (reach, schedule): (&targets::Reach, Schedule),
     now: DateTime<Utc>,
-) -> Result<Enqueued> {
+) -> Result<Enqueued<'a>> {
     let per_channel = reach.count_by_channel(txn).await?;
     if per_channel.is_empty() {
         return Ok(Enqueued {
@@ -296,17 +297,17 @@ pub async fn enqueue_publication(
     let first_attempt = schedule.not_before.map_or(now, |at| std::cmp::max(at, now));
     // A lease shorter than its margin leaves a handed batch no time to be sent in.
     let leases_last = hub.settings.delivery.lease_seconds > crate::config::LEASE_MARGIN_SECONDS;
-    let leased: BTreeMap<ChannelKind, String> = if first_attempt > now || !leases_last {
+    let mut leased: BTreeMap<ChannelKind, Promise<'a>> = if first_attempt > now || !leases_last {
         BTreeMap::new()
     } else {
         per_channel
             .iter()
             .filter_map(|&(kind, n)| {
                 let batch_size = hub.settings.delivery.limits_for(kind).batch_size as usize;
-                let worker =
+                let promise =
                     hub.handoff
-                        .idle_worker(kind, usize::try_from(n).unwrap_or(usize::MAX), batch_size)?;
-                Some((kind, worker))
+                        .promise(kind, usize::try_from(n).unwrap_or(usize::MAX), batch_size)?;
+                Some((kind, promise))
             })
             .collect()
     };
@@ -340,8 +341,11 @@ pub async fn enqueue_publication(
             .into()
     };
     let mut lease_owner = CaseStatement::new();
-    for (kind, worker) in &leased {
-        lease_owner = lease_owner.case(Expr::col(channel).eq(kind.as_str()), Expr::val(worker.as_str()));
+    for (kind, promise) in &leased {
+        lease_owner = lease_owner.case(
+            Expr::col(channel).eq(kind.as_str()),
+            Expr::val(promise.worker_id()),
+        );
     }
     let lease_owner = if leased.is_empty() {
         Expr::val(Option::<String>::None)
@@ -390,7 +394,7 @@ pub async fn enqueue_publication(
     queue::enqueue_written(txn, &item.item_id, &rendition_ids).await?;
     let mut handed = Vec::with_capacity(leased.len());
     for ((kind, n), rendition_id) in per_channel.iter().zip(&renditions) {
-        let Some(worker_id) = leased.get(kind) else {
+        let Some(promise) = leased.remove(kind) else {
             continue;
         };
         let counted = CountedDeliveries {
@@ -423,13 +427,13 @@ pub async fn enqueue_publication(
             })
             .collect();
         let batch = Handed {
-            worker_id: worker_id.clone(),
+            worker_id: promise.worker_id().to_owned(),
             priority: priority_of(item.emergency),
             leased_at: now,
             lease_until,
             rows,
         };
-        handed.push((*kind, batch));
+        handed.push((promise, batch));
     }
     counts.apply(txn).await?;
     Ok(Enqueued { written, handed })

@@ -82,15 +82,20 @@ struct Desk {
     idle: HashMap<String, usize>,
     /// Highest priority first; in the order handed within one priority.
     waiting: Vec<Handed>,
+    /// Rows promised to a worker by publishes not yet committed (`Promise`), by worker id.
+    promised: HashMap<String, usize>,
 }
 
 impl Desk {
-    fn rows_waiting_for(&self, worker_id: &str) -> usize {
-        self.waiting
+    /// What the worker's idle loops are to take: handed, or promised and on the way.
+    fn rows_for(&self, worker_id: &str) -> usize {
+        let handed: usize = self
+            .waiting
             .iter()
             .filter(|h| h.worker_id == worker_id)
             .map(|h| h.rows.len())
-            .sum()
+            .sum();
+        handed + self.promised.get(worker_id).copied().unwrap_or(0)
     }
 }
 
@@ -109,19 +114,27 @@ impl Handoff {
         }
     }
 
-    /// The worker to lease `n` new deliveries of `channel` to: one whose loops of the channel
-    /// wait idle now (so nothing older is due for them), enough of them to take at once what
-    /// already waits for the worker and these `n`, `batch_size` each. So a handed batch never
-    /// waits in memory behind a busy loop. None: the publish leaves them `pending` for a
-    /// claim.
-    pub fn idle_worker(&self, channel: ChannelKind, n: usize, batch_size: usize) -> Option<String> {
-        let desks = self.desks();
-        let desk = desks.get(&channel)?;
-        desk.idle
+    /// Promises `n` new deliveries of `channel` to a worker whose loops of the channel wait
+    /// idle now (so nothing older is due for them), enough of them to take at once what
+    /// already waits for the worker, what other publishes promised it, and these `n`,
+    /// `batch_size` each. So a handed batch never waits in memory behind a busy loop, even
+    /// when publishes race. None: the publish leaves them `pending` for a claim.
+    pub fn promise(&self, channel: ChannelKind, n: usize, batch_size: usize) -> Option<Promise<'_>> {
+        let mut desks = self.desks();
+        let desk = desks.get_mut(&channel)?;
+        let worker_id = desk
+            .idle
             .iter()
-            .filter(|&(worker, &loops)| desk.rows_waiting_for(worker) + n <= loops * batch_size.max(1))
+            .filter(|&(worker, &loops)| desk.rows_for(worker) + n <= loops * batch_size.max(1))
             .map(|(worker, _)| worker.clone())
-            .min()
+            .min()?;
+        *desk.promised.entry(worker_id.clone()).or_insert(0) += n;
+        Some(Promise {
+            handoff: self,
+            channel,
+            worker_id,
+            rows: n,
+        })
     }
 
     /// Hands over deliveries a committed publish leased (`idle_worker`); the caller then wakes
@@ -156,6 +169,39 @@ impl Handoff {
             });
         }
         Some(desk.waiting.remove(at))
+    }
+}
+
+/// Deliveries a publish is writing for a worker's idle loops (`Handoff::promise`): counted
+/// against their room until dropped, so racing publishes do not overfill it. Kept once the
+/// publish has committed (`keep`); dropped unkept when it did not.
+pub struct Promise<'a> {
+    handoff: &'a Handoff,
+    channel: ChannelKind,
+    worker_id: String,
+    rows: usize,
+}
+
+impl Promise<'_> {
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Hands over what the committed publish leased under this promise.
+    pub fn keep(self, handed: Handed) {
+        self.handoff.give(self.channel, handed);
+    }
+}
+
+impl Drop for Promise<'_> {
+    fn drop(&mut self) {
+        let mut desks = self.handoff.desks();
+        if let Some(promised) = desks
+            .get_mut(&self.channel)
+            .and_then(|desk| desk.promised.get_mut(&self.worker_id))
+        {
+            *promised = promised.saturating_sub(self.rows);
+        }
     }
 }
 
@@ -232,37 +278,58 @@ mod tests {
     }
 
     #[test]
-    fn only_an_idle_loop_is_handed_anything_and_only_within_room() {
+    fn only_idle_loops_are_promised_anything_and_only_what_they_take_at_once() {
         let handoff = Handoff::default();
         let speakers = ChannelKind::Loudspeaker;
-        assert_eq!(handoff.idle_worker(speakers, 1, 10), None, "no loop listens");
+        let worker = |p: Option<Promise<'_>>| p.map(|p| p.worker_id().to_owned());
+        assert_eq!(worker(handoff.promise(speakers, 1, 10)), None, "no loop listens");
         let listener = handoff.listen(speakers, "w1");
-        assert_eq!(handoff.idle_worker(speakers, 1, 10), None, "the loop is busy");
+        assert_eq!(worker(handoff.promise(speakers, 1, 10)), None, "the loop is busy");
         listener.set_idle(true);
-        assert_eq!(handoff.idle_worker(speakers, 1, 10).as_deref(), Some("w1"));
-        assert_eq!(handoff.idle_worker(ChannelKind::Wechat, 1, 10), None);
+        assert_eq!(worker(handoff.promise(speakers, 10, 10)).as_deref(), Some("w1"));
+        assert_eq!(worker(handoff.promise(ChannelKind::Wechat, 1, 10)), None);
         assert_eq!(
-            handoff.idle_worker(speakers, 11, 10),
+            worker(handoff.promise(speakers, 11, 10)),
             None,
             "more than one idle loop takes"
         );
         let second = handoff.listen(speakers, "w1");
         second.set_idle(true);
         assert_eq!(
-            handoff.idle_worker(speakers, 11, 10).as_deref(),
+            worker(handoff.promise(speakers, 20, 10)).as_deref(),
             Some("w1"),
             "two loops take 20"
         );
         drop(second);
-        handoff.give(speakers, handed("w1", 0, 6));
+
+        // A publish that did not commit drops its promise unkept: the room is free again.
+        let failed = handoff.promise(speakers, 10, 10).expect("room for 10");
+        assert_eq!(worker(handoff.promise(speakers, 1, 10)), None, "10 promised");
+        drop(failed);
+        assert_eq!(worker(handoff.promise(speakers, 10, 10)).as_deref(), Some("w1"));
+        // A promise counts until dropped, so a racing publish finds no room...
+        let racing = handoff.promise(speakers, 6, 10).expect("room for 6");
         assert_eq!(
-            handoff.idle_worker(speakers, 5, 10),
+            worker(handoff.promise(speakers, 5, 10)),
+            None,
+            "6 promised, 5 more exceed 10"
+        );
+        // ...and once kept, what it handed counts instead.
+        racing.keep(handed("w1", 0, 6));
+        assert_eq!(
+            worker(handoff.promise(speakers, 5, 10)),
             None,
             "6 wait, 5 more exceed 10"
         );
-        assert_eq!(handoff.idle_worker(speakers, 4, 10).as_deref(), Some("w1"));
+        assert_eq!(worker(handoff.promise(speakers, 4, 10)).as_deref(), Some("w1"));
+        assert!(handoff.take(speakers, "w1", 10).is_some());
+        assert_eq!(
+            worker(handoff.promise(speakers, 10, 10)).as_deref(),
+            Some("w1"),
+            "taken, room again"
+        );
         drop(listener);
-        assert_eq!(handoff.idle_worker(speakers, 1, 10), None, "the loop ended");
+        assert_eq!(worker(handoff.promise(speakers, 1, 10)), None, "the loop ended");
     }
 
     #[test]
