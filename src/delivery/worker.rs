@@ -277,7 +277,8 @@ struct Settled {
 }
 
 /// `answered_at`: when the adapter answered, one instant for a whole batch call, so the
-/// batch's confirm-by times agree and its outcomes are recorded together (`SameColumns`).
+/// batch's confirm-by and retry times agree and its outcomes are recorded together
+/// (`SameColumns`).
 fn settle_delivery(
     hub: &Hub,
     attempts: i32,
@@ -326,12 +327,21 @@ fn settle_delivery(
             checkpoint,
         } => Settled {
             checkpoint,
-            ..settle_failure(hub, attempts, permanence, &code, &message)
+            ..settle_failure(hub, answered_at, attempts, permanence, &code, &message)
         },
     }
 }
 
-fn settle_failure(hub: &Hub, attempts: i32, permanence: Permanence, code: &str, message: &str) -> Settled {
+/// `at`: when the attempt failed; a batch's failures share it, so retries due the same
+/// whole second (the backoff's jitter is whole seconds) are recorded together.
+fn settle_failure(
+    hub: &Hub,
+    at: DateTime<Utc>,
+    attempts: i32,
+    permanence: Permanence,
+    code: &str,
+    message: &str,
+) -> Settled {
     let settings = &hub.settings.delivery;
     let error = Some(format!(
         "{code}: {}",
@@ -344,8 +354,7 @@ fn settle_failure(hub: &Hub, attempts: i32, permanence: Permanence, code: &str, 
             settings.backoff_base_seconds,
             settings.backoff_cap_seconds,
         );
-        let retry_at =
-            hub.clock.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
+        let retry_at = at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
         return Settled {
             state: DeliveryState::Retrying,
             receipt_kind: "failed_transient",
@@ -404,7 +413,7 @@ fn settle_withdrawal(hub: &Hub, attempts: i32, outcome: WithdrawOutcome) -> Sett
             permanence,
             code,
             message,
-        } => settle_failure(hub, attempts, permanence, &code, &message),
+        } => settle_failure(hub, hub.clock.now(), attempts, permanence, &code, &message),
     }
 }
 
@@ -650,6 +659,7 @@ fn settled_without_call(hub: &Hub, batch: &BatchContext, row: &Claimed) -> Optio
     if let Some(reason) = batch.targets.unreadable_secrets(&row.target_id) {
         return Some(settle_failure(
             hub,
+            hub.clock.now(),
             row.attempts,
             Permanence::Permanent,
             "secrets_unreadable",
@@ -671,6 +681,7 @@ fn settled_without_call(hub: &Hub, batch: &BatchContext, row: &Claimed) -> Optio
     registered.is_none().then(|| {
         settle_failure(
             hub,
+            hub.clock.now(),
             row.attempts,
             Permanence::Permanent,
             "no_adapter",
@@ -731,6 +742,7 @@ async fn deliver_group(
                 (Err(e), _) | (_, Err(e)) => {
                     let failure = settle_failure(
                         hub,
+                        hub.clock.now(),
                         row.attempts,
                         Permanence::Permanent,
                         "unreadable",
