@@ -154,6 +154,15 @@ pub async fn publish(options: BenchOptions) -> anyhow::Result<()> {
     result
 }
 
+/// What `sql`, a `SELECT COUNT(*)`, counts.
+async fn count(db: &sea_orm::DatabaseConnection, sql: &str) -> anyhow::Result<i64> {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), sql))
+        .await?
+        .context("a count")?;
+    Ok(row.try_get_by_index::<i64>(0)?)
+}
+
 /// The value at fraction `p` of `sorted` (nearest rank).
 fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
     let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -461,15 +470,7 @@ async fn run_deliver(settings: &Settings, options: &BenchOptions, idle_loops: bo
     let published = publish_to_loudspeakers(&hub, options.targets).await?;
     let (item_id, written, write_time) = (published.item_id, published.written, published.took);
     // Outside the timing: how many the publish leased to the idle loops.
-    let handed = hub
-        .db
-        .query_one_raw(sea_orm::Statement::from_string(
-            hub.db.get_database_backend(),
-            "SELECT COUNT(*) FROM deliveries WHERE state = 'sending'",
-        ))
-        .await?
-        .context("a count")?
-        .try_get_by_index::<i64>(0)?;
+    let handed = count(&hub.db, "SELECT COUNT(*) FROM deliveries WHERE state = 'sending'").await?;
     let started = Instant::now();
     let (drained, passes) = drain_loudspeakers(&hub, &loops).await?;
     let drain_time = started.elapsed();

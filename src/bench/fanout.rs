@@ -13,11 +13,11 @@ use anyhow::Context;
 use herald_channels::ChannelKind;
 use herald_firmware_protocol::topic;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
-use sea_orm::{ConnectionTrait, EntityTrait, Statement};
+use sea_orm::EntityTrait;
 
 use super::{
-    BenchOptions, approved, backend_name, drain_loudspeakers, drop_scratch, err, idle_loudspeaker_loops,
-    percentile, scratch,
+    BenchOptions, approved, backend_name, count, drain_loudspeakers, drop_scratch, err,
+    idle_loudspeaker_loops, percentile, scratch,
 };
 use crate::{
     broker::{BrokerGate, EmbeddedBroker},
@@ -171,14 +171,7 @@ async fn arrivals(tally: &Tally, since: Instant, n: usize, limit: Duration) -> V
 }
 
 async fn stored_reports(db: &sea_orm::DatabaseConnection) -> anyhow::Result<i64> {
-    let row = db
-        .query_one_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT COUNT(*) FROM receipt_inbox",
-        ))
-        .await?
-        .context("a count")?;
-    Ok(row.try_get_by_index::<i64>(0)?)
+    count(db, "SELECT COUNT(*) FROM receipt_inbox").await
 }
 
 /// This process's resident memory, from /proc (Linux), in MiB.
@@ -248,12 +241,7 @@ async fn run(
     // Every device connected and announced (status and birth stored).
     let online = "SELECT COUNT(*) FROM devices WHERE online";
     loop {
-        let row = hub
-            .db
-            .query_one_raw(Statement::from_string(hub.db.get_database_backend(), online))
-            .await?
-            .context("a count")?;
-        let announced = row.try_get_by_index::<i64>(0)?;
+        let announced = count(&hub.db, online).await?;
         if announced >= n as i64 {
             break;
         }

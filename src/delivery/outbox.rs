@@ -329,28 +329,16 @@ pub async fn enqueue_publication<'a>(
     let target_id = (target::Entity, target::Column::Id);
     let channel = (target::Entity, target::Column::Channel);
     let lease_until = now + chrono::Duration::seconds(i64::from(hub.settings.delivery.lease_seconds));
-    // The value of a leased channel's rows, or of the others'.
-    let when_leased = |leased_value: Expr, otherwise: Expr| -> Expr {
+    // Each leased channel's rows take `leased_value` of its promise, the others `otherwise`.
+    let when_leased = |leased_value: &dyn Fn(&Promise<'a>) -> Expr, otherwise: Expr| -> Expr {
         if leased.is_empty() {
             return otherwise;
         }
-        let kinds = leased.keys().map(|kind| kind.as_str());
-        CaseStatement::new()
-            .case(Expr::col(channel).is_in(kinds), leased_value)
-            .finally(otherwise)
-            .into()
-    };
-    let mut lease_owner = CaseStatement::new();
-    for (kind, promise) in &leased {
-        lease_owner = lease_owner.case(
-            Expr::col(channel).eq(kind.as_str()),
-            Expr::val(promise.worker_id()),
-        );
-    }
-    let lease_owner = if leased.is_empty() {
-        Expr::val(Option::<String>::None)
-    } else {
-        lease_owner.finally(Expr::val(Option::<String>::None)).into()
+        let mut case = CaseStatement::new();
+        for (kind, promise) in &leased {
+            case = case.case(Expr::col(channel).eq(kind.as_str()), leased_value(promise));
+        }
+        case.finally(otherwise).into()
     };
     let (id_prefix, key_prefix) = delivery_prefixes(publication_id);
     let mut select = Query::select();
@@ -358,7 +346,7 @@ pub async fn enqueue_publication<'a>(
         .from(target::Entity)
         .expr(Expr::val(schedule.not_before))
         .expr(Expr::val(schedule.not_after))
-        .expr(prefixed(id_prefix.clone(), target_id))
+        .expr(prefixed(id_prefix, target_id))
         .expr(Expr::val(publication_id))
         .expr(Expr::val(item.item_id.as_str()))
         .expr(Expr::val(item.version))
@@ -367,22 +355,25 @@ pub async fn enqueue_publication<'a>(
         .column((target::Entity, target::Column::AreaCode))
         .expr(Expr::val(DeliveryKind::Publish))
         .expr(when_leased(
-            Expr::val(DeliveryState::Sending),
+            &|_| Expr::val(DeliveryState::Sending),
             Expr::val(DeliveryState::Pending),
         ))
         .expr(Expr::val(priority_of(item.emergency)))
         // A leased delivery's first attempt is under way.
-        .expr(when_leased(Expr::val(1i32), Expr::val(0i32)))
+        .expr(when_leased(&|_| Expr::val(1i32), Expr::val(0i32)))
         .expr(Expr::val(first_attempt))
         .expr(rendition_of_channel)
-        .expr(prefixed(key_prefix.clone(), target_id))
+        .expr(prefixed(key_prefix, target_id))
         .expr(Expr::val(Option::<String>::None))
         .expr(Expr::val(now))
         .expr(Expr::val(now))
         .expr(Expr::val(Option::<String>::None))
-        .expr(lease_owner)
         .expr(when_leased(
-            Expr::val(lease_until),
+            &|promise| Expr::val(promise.worker_id()),
+            Expr::val(Option::<String>::None),
+        ))
+        .expr(when_leased(
+            &|_| Expr::val(lease_until),
             Expr::val(Option::<DateTime<Utc>>::None),
         ))
         .cond_where(reach.condition());
@@ -403,29 +394,7 @@ pub async fn enqueue_publication<'a>(
             kind: DeliveryKind::Publish,
         };
         counts.moved(&counted, DeliveryState::Pending, DeliveryState::Sending, *n);
-        let json = JsonRows::new(txn.get_database_backend());
-        let written_to = sea_orm::Condition::all()
-            .add(delivery::Column::ItemId.eq(item.item_id.as_str()))
-            .add(delivery::Column::Channel.eq(*kind))
-            .add(delivery::Column::RenditionId.eq(rendition_id.as_str()));
-        let target_ids: Vec<String> =
-            JsonRows::read(txn, json.select(delivery::Entity, "target_id", "", written_to)).await?;
-        let rows = target_ids
-            .into_iter()
-            .map(|target_id| Claimed {
-                id: format!("{id_prefix}{target_id}"),
-                item_id: item.item_id.clone(),
-                channel: *kind,
-                kind: DeliveryKind::Publish,
-                attempts: 1,
-                idempotency_key: format!("{key_prefix}{target_id}"),
-                target_id,
-                rendition_id: rendition_id.clone(),
-                not_after: schedule.not_after,
-                withdraws_id: None,
-                checkpoint: None,
-            })
-            .collect();
+        let rows = leased_rows(txn, publication_id, item, (*kind, rendition_id), schedule).await?;
         let batch = Handed {
             worker_id: promise.worker_id().to_owned(),
             priority: priority_of(item.emergency),
@@ -437,6 +406,42 @@ pub async fn enqueue_publication<'a>(
     }
     counts.apply(txn).await?;
     Ok(Enqueued { written, handed })
+}
+
+/// The deliveries of `item` a publication just wrote leased for `channel` (with its
+/// rendition), as the batch a claim would have read: only their target ids are read back, the
+/// rest is what the publication wrote.
+async fn leased_rows(
+    txn: &DatabaseTransaction,
+    publication_id: &str,
+    item: &PublishedItem,
+    (channel, rendition_id): (ChannelKind, &str),
+    schedule: Schedule,
+) -> Result<Vec<Claimed>> {
+    let json = JsonRows::new(txn.get_database_backend());
+    let written = sea_orm::Condition::all()
+        .add(delivery::Column::ItemId.eq(item.item_id.as_str()))
+        .add(delivery::Column::Channel.eq(channel))
+        .add(delivery::Column::RenditionId.eq(rendition_id));
+    let target_ids: Vec<String> =
+        JsonRows::read(txn, json.select(delivery::Entity, "target_id", "", written)).await?;
+    let (id_prefix, key_prefix) = delivery_prefixes(publication_id);
+    Ok(target_ids
+        .into_iter()
+        .map(|target_id| Claimed {
+            id: format!("{id_prefix}{target_id}"),
+            item_id: item.item_id.clone(),
+            channel,
+            kind: DeliveryKind::Publish,
+            attempts: 1,
+            idempotency_key: format!("{key_prefix}{target_id}"),
+            target_id,
+            rendition_id: rendition_id.to_owned(),
+            not_after: schedule.not_after,
+            withdraws_id: None,
+            checkpoint: None,
+        })
+        .collect())
 }
 
 /// On withdrawal or expiry: cancels what was not yet sent and sends a withdrawal to every

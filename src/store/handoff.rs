@@ -137,8 +137,8 @@ impl Handoff {
         })
     }
 
-    /// Hands over deliveries a committed publish leased (`idle_worker`); the caller then wakes
-    /// the channel's loops.
+    /// Hands over deliveries a committed publish leased (`promise`; the publish then wakes
+    /// the channel's loops), or gives back a batch a loop could not send yet.
     pub fn give(&self, channel: ChannelKind, handed: Handed) {
         let mut desks = self.desks();
         let desk = desks.entry(channel).or_default();

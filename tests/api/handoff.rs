@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, SecondsFormat};
 use herald::delivery::worker::{InFlight, claim, execute_claimed, try_execute_batch, try_execute_listening};
+use herald::store::handoff::Listener;
 use herald_channels::{Channel, ChannelKind};
 use serde_json::{Value, json};
 
@@ -39,6 +40,19 @@ fn to_wechat() -> Value {
 fn advance(app: &TestApp, by: Duration) {
     let clock = &app.hub.clock;
     clock.set(clock.now() + by);
+}
+
+/// Moves the clock past the lease a publish or a claim writes now.
+fn lapse_the_lease(app: &TestApp) {
+    let lease = i64::from(app.hub.settings.delivery.lease_seconds);
+    advance(app, Duration::seconds(lease + 1));
+}
+
+/// A WeChat claim loop of `LOOP_WORKER` that has gone idle: the next publish is handed to it.
+fn idle_loop(app: &TestApp) -> Listener<'_> {
+    let listener = app.hub.handoff.listen(ChannelKind::Wechat, LOOP_WORKER);
+    listener.set_idle(true);
+    listener
 }
 
 async fn in_state(app: &TestApp, item: &str, state: &str) -> i64 {
@@ -117,8 +131,7 @@ async fn a_batch_taken_late_is_leased_again_or_left_to_the_claim(backend: Backen
     let (app, wechat) = wechat_app(backend).await;
     let hub = &app.hub;
     let in_flight = InFlight::default();
-    let listener = hub.handoff.listen(ChannelKind::Wechat, LOOP_WORKER);
-    listener.set_idle(true);
+    let listener = idle_loop(&app);
 
     // Taken past the lease's margin: leased afresh before it is sent.
     let late = publish(&app, &to_wechat()).await;
@@ -137,8 +150,7 @@ async fn a_batch_taken_late_is_leased_again_or_left_to_the_claim(backend: Backen
     // sends each once.
     let lapsed = publish(&app, &to_wechat()).await;
     assert_eq!(leased_to(&app, &lapsed, LOOP_WORKER).await, TARGETS);
-    let lease = i64::from(hub.settings.delivery.lease_seconds);
-    advance(&app, Duration::seconds(lease + 1));
+    lapse_the_lease(&app);
     assert_eq!(
         try_execute_listening(hub, &in_flight, &listener).await.unwrap(),
         3
@@ -151,8 +163,7 @@ async fn a_batch_taken_late_is_leased_again_or_left_to_the_claim(backend: Backen
 
 async fn a_batch_lost_with_its_process_is_claimed_once_its_lease_lapses(backend: Backend) {
     let (app, wechat) = wechat_app(backend).await;
-    let listener = app.hub.handoff.listen(ChannelKind::Wechat, LOOP_WORKER);
-    listener.set_idle(true);
+    let listener = idle_loop(&app);
     let item = publish(&app, &to_wechat()).await;
     assert_eq!(leased_to(&app, &item, LOOP_WORKER).await, TARGETS);
     // The process that held the batch in memory ends; another instance carries on.
@@ -167,8 +178,7 @@ async fn a_batch_lost_with_its_process_is_claimed_once_its_lease_lapses(backend:
         0,
         "the lease holds"
     );
-    let lease = i64::from(app.hub.settings.delivery.lease_seconds);
-    advance(&app, Duration::seconds(lease + 1));
+    lapse_the_lease(&app);
     assert_eq!(
         try_execute_batch(&other, &in_flight, "other-worker")
             .await
@@ -196,12 +206,10 @@ async fn a_stale_batch_never_goes_out_beside_a_claim_of_the_same_worker(backend:
     let (app, wechat) = wechat_app(backend).await;
     let hub = &app.hub;
     let in_flight = InFlight::default();
-    let listener = hub.handoff.listen(ChannelKind::Wechat, LOOP_WORKER);
-    listener.set_idle(true);
+    let listener = idle_loop(&app);
     let item = publish(&app, &to_wechat()).await;
     assert_eq!(leased_to(&app, &item, LOOP_WORKER).await, TARGETS);
-    let lease = i64::from(hub.settings.delivery.lease_seconds);
-    advance(&app, Duration::seconds(lease + 1));
+    lapse_the_lease(&app);
     let claimed = claim(hub, LOOP_WORKER, Some(ChannelKind::Wechat), 10)
         .await
         .unwrap();

@@ -93,7 +93,7 @@ async fn state_of(app: &TestApp, item: &str, target: &str) -> String {
     delivery["state"].as_str().expect("a state").to_owned()
 }
 
-pub(crate) async fn numbers(app: &TestApp, sql: &str) -> BTreeMap<Vec<String>, i64> {
+async fn numbers(app: &TestApp, sql: &str) -> BTreeMap<Vec<String>, i64> {
     let db = &app.hub.db;
     let rows = db
         .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
